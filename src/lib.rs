@@ -1,0 +1,29 @@
+//! Warren: an AMQP 0-9-1 broker on one thread.
+//!
+//! Who owns what: the [`reactor`] owns the listener, the `mio::Poll` and the server
+//! state ([`server::Server`]): the broker model ([`broker::Broker`]: exchanges, queues,
+//! bindings) side by side with the connections (`Slab<conn::Connection>`). Nothing is
+//! shared through `Rc<RefCell<…>>`; a handler gets `&mut` to exactly what it touches.
+//!
+//! The tick order, once per loop turn:
+//! 1. poll for readiness (timeout = the next timer, at most one second);
+//! 2. for each readable connection: read big, decode every complete frame (up to a
+//!    per-turn budget), run the state machine, route publishes into queues;
+//! 3. dispatch: every queue that gained messages or consumer credit delivers into its
+//!    consumers' out-queues;
+//! 4. publisher confirms that this turn made true are queued;
+//! 5. flush: every connection with output is written with vectored writes; WRITABLE
+//!    interest is registered only when bytes are left behind;
+//! 6. reap: connections marked closed are removed (their unacked messages requeued);
+//! 7. timers: heartbeats, handshake and consumer timeouts.
+//!
+//! Handlers never write to sockets and never free connections.
+
+pub mod broker;
+pub mod config;
+pub mod conn;
+pub mod error;
+pub mod message;
+pub mod proto;
+pub mod reactor;
+pub mod server;
