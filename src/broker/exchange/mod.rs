@@ -1,0 +1,2 @@
+//! Exchange types and their routing tables.
+pub mod topic;

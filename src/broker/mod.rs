@@ -1,0 +1,2 @@
+//! The virtual host: exchanges, queues, bindings.
+pub mod exchange;

@@ -1,0 +1,1 @@
+//! Connections: see conn/state.rs
