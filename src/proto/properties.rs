@@ -63,6 +63,11 @@ impl ContentHeader {
             properties: payload.slice(start..),
         })
     }
+
+    /// Decodes [`ContentHeader::properties`] (allocates only for a headers table).
+    pub fn decode_properties(&self) -> Result<BasicProperties, DecodeError> {
+        BasicProperties::decode(&self.properties)
+    }
 }
 
 /// Reads the flag word(s); returns the first word with the continuation bit
