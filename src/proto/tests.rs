@@ -225,3 +225,41 @@ fn has_content_set() {
     let m: Method = basic::GetEmpty::default().into();
     assert!(!m.has_content());
 }
+
+#[test]
+fn errors_read_well() {
+    let e = DecodeError::UnknownMethod {
+        class: 60,
+        method: 41,
+    };
+    assert_eq!(e.to_string(), "unknown method: class 60, method 41");
+    assert_eq!(
+        DecodeError::BadFieldType(b'Z').to_string(),
+        "unknown field-table value type 'Z'"
+    );
+    assert_eq!(
+        DecodeError::BadFieldType(0).to_string(),
+        "unknown field-table value type 0x00"
+    );
+    let f = frame::FrameError::TooLarge {
+        size: 5000,
+        max: 4096,
+    };
+    assert_eq!(
+        f.to_string(),
+        "frame payload of 5000 bytes exceeds frame-max 4096"
+    );
+}
+
+#[test]
+fn content_header_is_zero_copy() {
+    let mut buf = BytesMut::new();
+    frame::write_content_header(&mut buf, 1, 5, &[0x90, 0, 4, b'j', b's', b'o', b'n', 2]);
+    let frame = buf.freeze();
+    let payload = frame.slice(7..frame.len() - 1);
+    let h = ContentHeader::parse(&payload).unwrap();
+    assert_eq!(h.properties.as_ptr(), payload[12..].as_ptr());
+    let p = h.decode_properties().unwrap();
+    assert_eq!(p.content_type.as_deref(), Some(&b"json"[..]));
+    assert_eq!(p.delivery_mode, Some(2));
+}
