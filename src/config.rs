@@ -1,1 +1,216 @@
-//! TODO
+//! Broker configuration: every command-line flag, its documented default, and parsing.
+//!
+//! The flag names are an interface that scripts and tests use; keep them.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the broker needs to know at start-up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the AMQP listener binds to (default 127.0.0.1).
+    pub bind: IpAddr,
+    /// AMQP port (default 5672; 0 picks a free port and prints it).
+    pub amqp_port: u16,
+    /// Reserved for the management interface (default 15672).
+    pub http_port: u16,
+    /// Where durable state lives (default ./warren-data).
+    pub data_dir: PathBuf,
+    /// Unacked deliveries older than this close their channel with 406 (default 1800 s).
+    pub consumer_timeout: Duration,
+    /// Free-disk alarm threshold in bytes (default 50,000,000).
+    pub disk_free_limit: u64,
+    /// Heartbeat interval the server proposes in connection.tune, seconds (default 60).
+    pub heartbeat: u16,
+    /// Largest frame the server accepts and proposes (default 131072).
+    pub frame_max: u32,
+    /// Highest channel number the server proposes (default 2047).
+    pub channel_max: u16,
+    /// A client that has not finished the handshake after this long is closed (10 s, as RabbitMQ).
+    pub handshake_timeout: Duration,
+    /// env_logger filter (default "info").
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            amqp_port: 5672,
+            http_port: 15672,
+            data_dir: PathBuf::from("./warren-data"),
+            consumer_timeout: Duration::from_secs(1800),
+            disk_free_limit: 50_000_000,
+            heartbeat: 60,
+            frame_max: 131_072,
+            channel_max: 2047,
+            handshake_timeout: Duration::from_secs(10),
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Config),
+    Help(String),
+    Version,
+}
+
+fn options() -> getopts::Options {
+    let mut o = getopts::Options::new();
+    o.optopt(
+        "",
+        "bind",
+        "address to listen on (default 127.0.0.1)",
+        "ADDR",
+    );
+    o.optopt(
+        "",
+        "amqp-port",
+        "AMQP port (default 5672; 0 = any free port)",
+        "PORT",
+    );
+    o.optopt(
+        "",
+        "http-port",
+        "management HTTP port (default 15672; reserved)",
+        "PORT",
+    );
+    o.optopt(
+        "",
+        "data-dir",
+        "data directory (default ./warren-data)",
+        "DIR",
+    );
+    o.optopt(
+        "",
+        "consumer-timeout",
+        "unacked delivery timeout (default 1800)",
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "disk-free-limit",
+        "free disk alarm threshold (default 50000000)",
+        "BYTES",
+    );
+    o.optopt(
+        "",
+        "heartbeat",
+        "heartbeat interval proposed to clients (default 60)",
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "frame-max",
+        "maximum frame size (default 131072)",
+        "BYTES",
+    );
+    o.optopt(
+        "",
+        "channel-max",
+        "maximum channel number (default 2047)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "log-level",
+        "error|warn|info|debug|trace (default info)",
+        "LEVEL",
+    );
+    o.optflag("h", "help", "print this help");
+    o.optflag("V", "version", "print the version");
+    o
+}
+
+fn num<T: std::str::FromStr>(m: &getopts::Matches, name: &str, into: &mut T) -> Result<(), String> {
+    if let Some(v) = m.opt_str(name) {
+        *into = v
+            .parse()
+            .map_err(|_| format!("--{name}: '{v}' is not a valid value"))?;
+    }
+    Ok(())
+}
+
+impl Command {
+    /// Parses `args` (without the program name).
+    pub fn parse(args: &[String]) -> Result<Command, String> {
+        let opts = options();
+        let m = opts.parse(args).map_err(|e| e.to_string())?;
+        if m.opt_present("h") {
+            let brief = "Usage: warren [options]\n\nAn AMQP 0-9-1 message broker.";
+            return Ok(Command::Help(opts.usage(brief)));
+        }
+        if m.opt_present("V") {
+            return Ok(Command::Version);
+        }
+        if !m.free.is_empty() {
+            return Err(format!("unexpected argument '{}'", m.free[0]));
+        }
+        let mut c = Config::default();
+        num(&m, "bind", &mut c.bind)?;
+        num(&m, "amqp-port", &mut c.amqp_port)?;
+        num(&m, "http-port", &mut c.http_port)?;
+        if let Some(d) = m.opt_str("data-dir") {
+            c.data_dir = PathBuf::from(d);
+        }
+        let mut secs = c.consumer_timeout.as_secs();
+        num(&m, "consumer-timeout", &mut secs)?;
+        c.consumer_timeout = Duration::from_secs(secs);
+        num(&m, "disk-free-limit", &mut c.disk_free_limit)?;
+        num(&m, "heartbeat", &mut c.heartbeat)?;
+        num(&m, "frame-max", &mut c.frame_max)?;
+        num(&m, "channel-max", &mut c.channel_max)?;
+        if c.frame_max < crate::proto::frame::FRAME_MIN_SIZE {
+            return Err(format!(
+                "--frame-max must be at least {}",
+                crate::proto::frame::FRAME_MIN_SIZE
+            ));
+        }
+        if let Some(l) = m.opt_str("log-level") {
+            c.log_level = l;
+        }
+        Ok(Command::Run(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &[&str]) -> Result<Command, String> {
+        Command::parse(&s.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let Ok(Command::Run(c)) = parse(&[]) else {
+            panic!("expected run")
+        };
+        assert_eq!(c.amqp_port, 5672);
+        assert_eq!(c.http_port, 15672);
+        assert_eq!(c.consumer_timeout, Duration::from_secs(1800));
+        assert_eq!(c.disk_free_limit, 50_000_000);
+        assert_eq!(
+            (c.heartbeat, c.frame_max, c.channel_max),
+            (60, 131_072, 2047)
+        );
+        assert_eq!(c.data_dir, PathBuf::from("./warren-data"));
+    }
+
+    #[test]
+    fn flags_override_and_bad_values_are_errors() {
+        let Ok(Command::Run(c)) = parse(&["--amqp-port", "0", "--consumer-timeout", "1"]) else {
+            panic!("expected run")
+        };
+        assert_eq!(c.amqp_port, 0);
+        assert_eq!(c.consumer_timeout, Duration::from_secs(1));
+        assert!(parse(&["--amqp-port", "x"]).is_err());
+        assert!(parse(&["--frame-max", "100"]).is_err());
+        assert!(matches!(parse(&["-h"]), Ok(Command::Help(_))));
+        assert!(matches!(parse(&["-V"]), Ok(Command::Version)));
+    }
+}

@@ -1,1 +1,290 @@
-//! TODO
+//! The reactor: one `mio::Poll` over the listener, the signal pipe and every
+//! connection's socket; the loop turn described in `lib.rs`.
+//!
+//! This module is the only one that touches sockets. Tokens are slab keys of the
+//! connections; the listener and the signal pipe use the two highest tokens.
+
+use log::{error, info, warn};
+use mio::net::{TcpListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use std::io::{self, Read, Write};
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::conn::{HIGH_WATER, READ_MIN};
+use crate::server::Server;
+
+const LISTENER: Token = Token(usize::MAX);
+const SIGNALS: Token = Token(usize::MAX - 1);
+
+/// Reads per connection per turn before moving on (fairness between peers).
+const READS_PER_TURN: usize = 4;
+
+/// Runs the broker until SIGTERM/SIGINT. Prints the listening address on stdout (one
+/// line: `warren listening on amqp://ADDR`) once connections are accepted.
+pub fn run(config: Config) -> io::Result<()> {
+    let poll = Poll::new()?;
+    let addr = SocketAddr::new(config.bind, config.amqp_port);
+    let mut listener = TcpListener::bind(addr)?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+
+    let (sig_read, sig_write) = std::os::unix::net::UnixStream::pair()?;
+    sig_read.set_nonblocking(true)?;
+    sig_write.set_nonblocking(true)?;
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::low_level::pipe::register(sig, sig_write.try_clone()?)?;
+    }
+    let mut sig_read = UnixStream::from_std(sig_read);
+    poll.registry()
+        .register(&mut sig_read, SIGNALS, Interest::READABLE)?;
+
+    let local = listener.local_addr()?;
+    info!("listening on {local}");
+    {
+        let mut out = io::stdout().lock();
+        writeln!(out, "warren listening on amqp://{local}")?;
+        out.flush()?;
+    }
+
+    let mut server = Server::new(config);
+    let mut reactor = Reactor {
+        poll,
+        listener,
+        server: &mut server,
+        pending: Vec::new(),
+        flush: Vec::new(),
+    };
+    let mut events = Events::with_capacity(1024);
+    loop {
+        let stop = reactor.turn(&mut events, &mut sig_read)?;
+        if stop {
+            break;
+        }
+    }
+    reactor.stop();
+    Ok(())
+}
+
+struct Reactor<'a> {
+    poll: Poll,
+    listener: TcpListener,
+    server: &'a mut Server,
+    /// Connections with unhandled input left (budget) or unread socket data.
+    pending: Vec<usize>,
+    flush: Vec<usize>,
+}
+
+impl Reactor<'_> {
+    /// One loop turn. Returns true when a stop signal arrived.
+    fn turn(&mut self, events: &mut Events, sig: &mut UnixStream) -> io::Result<bool> {
+        let timeout = if !self.pending.is_empty() || self.server.has_pending_work() {
+            Some(Duration::ZERO)
+        } else {
+            let next = self.server.timers();
+            Some(
+                next.saturating_duration_since(Instant::now())
+                    .min(Duration::from_secs(1)),
+            )
+        };
+        if let Err(e) = self.poll.poll(events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        self.server.now = Instant::now();
+        let mut stop = false;
+        let mut ready = std::mem::take(&mut self.pending);
+        for ev in events.iter() {
+            match ev.token() {
+                LISTENER => self.accept(),
+                SIGNALS => {
+                    let mut buf = [0u8; 64];
+                    while matches!(sig.read(&mut buf), Ok(n) if n > 0) {}
+                    stop = true;
+                }
+                Token(k) => {
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        ready.push(k);
+                    }
+                    if ev.is_writable() {
+                        self.server.touch(k);
+                    }
+                }
+            }
+        }
+        ready.sort_unstable();
+        ready.dedup();
+        for &k in &ready {
+            if self.read(k) {
+                self.pending.push(k);
+            }
+        }
+        self.server.dispatch();
+        self.server.send_confirms();
+        self.server.timers();
+        self.flush_all();
+        self.reap();
+        Ok(stop)
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut sock, peer)) => {
+                    let _ = sock.set_nodelay(true);
+                    let key = self.server.conns.vacant_key();
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut sock, Token(key), Interest::READABLE)
+                    {
+                        warn!("{peer}: cannot register socket: {e}");
+                        continue;
+                    }
+                    self.server.open(peer, Some(sock));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: log and try again next turn.
+                    error!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads what the socket has (a bounded number of big reads) and handles the frames.
+    /// Returns true when the connection should be visited again without waiting.
+    fn read(&mut self, key: usize) -> bool {
+        let mut more = false;
+        for _ in 0..READS_PER_TURN {
+            let Some(c) = self.server.conns.get_mut(key) else {
+                return false;
+            };
+            if c.is_closed() {
+                return false;
+            }
+            // Backpressure: a peer that does not read its replies is not read either.
+            if c.out.len() >= HIGH_WATER {
+                return false;
+            }
+            match c.read_socket(READ_MIN) {
+                Ok(None) => return false,
+                Ok(Some((0, _))) => {
+                    self.server.input(key);
+                    self.server.lost(key);
+                    return false;
+                }
+                Ok(Some((n, want))) => {
+                    more = self.server.input(key);
+                    if more || n < want {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    info!("read error: {e}");
+                    self.server.lost(key);
+                    return false;
+                }
+            }
+        }
+        // Edge-triggered readiness: if we stopped early, come back without an event.
+        more || self.server.conns.get(key).is_some_and(|c| !c.is_closed())
+            && self.read_budget_exhausted(key)
+    }
+
+    fn read_budget_exhausted(&self, _key: usize) -> bool {
+        false
+    }
+
+    /// The flush phase: vectored writes for every connection that gained output.
+    fn flush_all(&mut self) {
+        let mut keys = std::mem::take(&mut self.flush);
+        self.server.take_touched(&mut keys);
+        for &k in &keys {
+            let Some(c) = self.server.conns.get_mut(k) else {
+                continue;
+            };
+            let Some(sock) = c.sock.as_mut() else {
+                continue;
+            };
+            if c.out.is_empty() && !c.want_write {
+                continue;
+            }
+            let before = c.out.len();
+            match c.out.flush_to(sock) {
+                Ok(done) => {
+                    let wrote = c.out.len() < before;
+                    if done != !c.want_write {
+                        c.want_write = !done;
+                        let interest = if done {
+                            Interest::READABLE
+                        } else {
+                            Interest::READABLE | Interest::WRITABLE
+                        };
+                        let _ = self.poll.registry().reregister(sock, Token(k), interest);
+                    }
+                    let was_throttled = c.throttled;
+                    self.server.flushed(k, wrote);
+                    // A publisher we stopped reading for backpressure is read again.
+                    if was_throttled || before >= HIGH_WATER {
+                        self.pending.push(k);
+                    }
+                }
+                Err(e) => {
+                    info!("{}: write error: {e}", c.peer);
+                    self.server.lost(k);
+                }
+            }
+        }
+        keys.clear();
+        self.flush = keys;
+    }
+
+    /// The reap phase: closed connections are flushed one last time and removed.
+    fn reap(&mut self) {
+        for k in self.server.closed() {
+            if let Some(mut c) = self.server.remove(k) {
+                if let Some(mut sock) = c.sock.take() {
+                    let _ = c.out.flush_to(&mut sock);
+                    let _ = self.poll.registry().deregister(&mut sock);
+                    let _ = sock.shutdown(std::net::Shutdown::Both);
+                }
+            }
+        }
+        self.pending.retain(|k| self.server.conns.contains(*k));
+    }
+
+    /// Graceful stop: 320 CONNECTION_FORCED to everyone, a short wait for close-ok, flush.
+    fn stop(&mut self) {
+        info!(
+            "shutting down: closing {} connections",
+            self.server.conns.len()
+        );
+        self.server.shutdown();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut events = Events::with_capacity(256);
+        while !self.server.conns.is_empty() && Instant::now() < deadline {
+            self.flush_all();
+            self.reap();
+            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(50)));
+            self.server.now = Instant::now();
+            let keys: Vec<usize> = events
+                .iter()
+                .map(|e| e.token().0)
+                .filter(|k| *k < LISTENER.0 - 1)
+                .collect();
+            for k in keys {
+                self.read(k);
+            }
+        }
+        self.flush_all();
+        info!("stopped");
+    }
+}

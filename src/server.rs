@@ -1,1 +1,435 @@
-//! TODO
+//! The server state that the reactor drives: the broker and the connections, side by
+//! side, and the phases of a loop turn that do not touch sockets (input handling,
+//! dispatch, confirms, timers, reaping). Drivable in-process without any socket, which is
+//! how the connection logic is unit-tested and fuzzed.
+
+use bytes::{Bytes, BytesMut};
+use log::{info, warn};
+use slab::Slab;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::broker::{Broker, QueueId};
+use crate::config::Config;
+use crate::conn::channel::Unacked;
+use crate::conn::state::{self, Event, Session};
+use crate::conn::{Connection, State, LOW_WATER};
+use crate::error::{precondition, ReplyCode};
+use crate::proto::frame;
+
+/// How often every connection's timers are looked at.
+const TIMER_PERIOD: Duration = Duration::from_millis(100);
+
+pub struct Server {
+    pub config: Config,
+    pub broker: Broker,
+    pub conns: Slab<Connection>,
+    /// The time of this loop turn (one clock read per turn).
+    pub now: Instant,
+    events: Vec<Event>,
+    routed: Vec<QueueId>,
+    dirty: Vec<QueueId>,
+    /// Connections whose out-queue may have gained bytes this turn.
+    touched: Vec<usize>,
+    confirm_due: Vec<usize>,
+    next_timer: Instant,
+}
+
+impl Server {
+    pub fn new(config: Config) -> Server {
+        let now = Instant::now();
+        Server {
+            config,
+            broker: Broker::new(),
+            conns: Slab::new(),
+            now,
+            events: Vec::new(),
+            routed: Vec::new(),
+            dirty: Vec::new(),
+            touched: Vec::new(),
+            confirm_due: Vec::new(),
+            next_timer: now,
+        }
+    }
+
+    /// Registers a new connection; returns its key.
+    pub fn open(&mut self, peer: SocketAddr, sock: Option<mio::net::TcpStream>) -> usize {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        entry.insert(Connection::new(
+            key,
+            peer,
+            sock,
+            self.now,
+            self.config.frame_max,
+        ));
+        info!("{peer}: connection accepted");
+        key
+    }
+
+    fn session(&mut self, key: usize) -> Option<Session<'_>> {
+        let conn = self.conns.get_mut(key)?;
+        Some(Session {
+            conn,
+            broker: &mut self.broker,
+            config: &self.config,
+            now: self.now,
+            events: &mut self.events,
+            routed: &mut self.routed,
+        })
+    }
+
+    /// Handles the frames in a connection's read buffer. Returns true when frames
+    /// remain because the per-turn budget ran out.
+    pub fn input(&mut self, key: usize) -> bool {
+        let more = self.session(key).is_some_and(|mut s| s.input());
+        self.touch(key);
+        self.apply_events();
+        more
+    }
+
+    /// Notes that a connection may have output to flush this turn.
+    pub fn touch(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if !c.touched {
+                c.touched = true;
+                self.touched.push(key);
+            }
+        }
+    }
+
+    /// Takes the list of connections with possible output (the flush phase's work).
+    pub fn take_touched(&mut self, into: &mut Vec<usize>) {
+        into.clear();
+        std::mem::swap(&mut self.touched, into);
+        for &k in into.iter() {
+            if let Some(c) = self.conns.get_mut(k) {
+                c.touched = false;
+            }
+        }
+    }
+
+    fn apply_events(&mut self) {
+        let mut events = std::mem::take(&mut self.events);
+        for e in events.drain(..) {
+            match e {
+                Event::Cancel { conn, channel, tag } => {
+                    let Some(c) = self.conns.get_mut(conn) else {
+                        continue;
+                    };
+                    let notify = c.caps.consumer_cancel_notify;
+                    let Some(ch) = c.channel_mut(channel) else {
+                        continue;
+                    };
+                    if ch.remove_consumer(&tag).is_none() || ch.closing {
+                        continue;
+                    }
+                    if notify {
+                        state::write_server_cancel(c.out.tail(), channel, tag);
+                        self.touch(conn);
+                    }
+                }
+                Event::Confirms(conn) => {
+                    if let Some(c) = self.conns.get_mut(conn) {
+                        if !c.confirm_due {
+                            c.confirm_due = true;
+                            self.confirm_due.push(conn);
+                        }
+                    }
+                }
+            }
+        }
+        self.events = events;
+    }
+
+    /// The dispatch phase: every queue that gained messages or credit delivers to its
+    /// consumers, round-robin, within prefetch limits and output backpressure.
+    pub fn dispatch(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        self.broker.take_dirty(&mut dirty);
+        for &q in &dirty {
+            self.broker.undirty(q);
+            self.dispatch_queue(q);
+        }
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
+    fn dispatch_queue(&mut self, qid: QueueId) {
+        let Server {
+            broker,
+            conns,
+            now,
+            touched,
+            ..
+        } = self;
+        let Some(q) = broker.queue_mut(qid) else {
+            return;
+        };
+        let n = q.consumers.len();
+        let mut idle = 0;
+        while idle < n && !q.ready.is_empty() {
+            let i = q.rr % n;
+            q.rr = (i + 1) % n;
+            let c = &mut q.consumers[i];
+            let Some(conn) = conns.get_mut(c.conn) else {
+                idle += 1;
+                continue;
+            };
+            if conn.is_congested() {
+                conn.throttled = true;
+                idle += 1;
+                continue;
+            }
+            let Some(chi) = conn.channels.iter().position(|ch| ch.id == c.channel) else {
+                idle += 1;
+                continue;
+            };
+            if !c.has_credit() || !conn.channels[chi].can_deliver() {
+                idle += 1;
+                continue;
+            }
+            idle = 0;
+            let Some(r) = q.ready.pop_front() else { break };
+            let ch = &mut conn.channels[chi];
+            let tag = ch.next_tag();
+            if !c.no_ack {
+                c.unacked += 1;
+                ch.unacked.push_back(Unacked {
+                    tag,
+                    queue: qid,
+                    consumer: c.id,
+                    msg: r.msg.clone(),
+                    seq: r.seq,
+                    delivered_at: *now,
+                });
+            }
+            state::write_delivery(conn, c.channel, &c.tag, tag, r.redelivered, &r.msg);
+            if !conn.touched {
+                conn.touched = true;
+                touched.push(c.conn);
+            }
+        }
+    }
+
+    /// Whether work is waiting that needs no new input (poll must not block).
+    pub fn has_pending_work(&self) -> bool {
+        !self.broker_dirty_is_empty()
+    }
+
+    fn broker_dirty_is_empty(&self) -> bool {
+        self.broker.dirty_is_empty()
+    }
+
+    /// Sends publisher confirms for everything published this turn. Transient
+    /// messages are confirmed once routed (as RabbitMQ does for non-durable queues).
+    pub fn send_confirms(&mut self) {
+        let due = std::mem::take(&mut self.confirm_due);
+        for &k in &due {
+            let Some(c) = self.conns.get_mut(k) else {
+                continue;
+            };
+            c.confirm_due = false;
+            let mut wrote = false;
+            for ch in c.channels.iter_mut() {
+                if ch.confirm && ch.publish_seq > ch.confirmed && !ch.closing {
+                    let multiple = ch.publish_seq - ch.confirmed > 1;
+                    frame::write_ack(c.out.tail(), ch.id, ch.publish_seq, multiple);
+                    ch.confirmed = ch.publish_seq;
+                    wrote = true;
+                }
+            }
+            if wrote {
+                self.touch(k);
+            }
+        }
+        let mut due = due;
+        due.clear();
+        if self.confirm_due.is_empty() {
+            self.confirm_due = due;
+        }
+    }
+
+    /// After a flush: a throttled connection whose output drained gets deliveries again.
+    pub fn flushed(&mut self, key: usize, wrote: bool) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if wrote {
+            c.last_sent = self.now;
+        }
+        if c.throttled && c.out.len() < LOW_WATER {
+            c.throttled = false;
+            let queues: Vec<QueueId> = c
+                .channels
+                .iter()
+                .flat_map(|ch| ch.consumers.iter().map(|cc| cc.queue))
+                .collect();
+            for q in queues {
+                self.broker.mark_dirty(q);
+            }
+        }
+    }
+
+    /// The timer phase: handshake timeout, heartbeats, close timeouts, consumer
+    /// timeouts. Cheap when called every turn: it scans at most every 100 ms.
+    /// Returns the time it wants to run next.
+    pub fn timers(&mut self) -> Instant {
+        if self.now < self.next_timer {
+            return self.next_timer;
+        }
+        self.next_timer = self.now + TIMER_PERIOD;
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            self.conn_timers(k);
+        }
+        self.next_timer
+    }
+
+    fn conn_timers(&mut self, key: usize) {
+        let now = self.now;
+        let timeout = self.config.consumer_timeout;
+        let handshake = self.config.handshake_timeout;
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        match c.state {
+            State::Header | State::StartOk | State::TuneOk | State::Open => {
+                if now.duration_since(c.opened_at) > handshake {
+                    warn!("{}: closing connection: handshake timeout", c.peer);
+                    c.state = State::Closed;
+                }
+                return;
+            }
+            State::Closing => {
+                if c.close_deadline.is_some_and(|d| now >= d) {
+                    c.state = State::Closed;
+                }
+                return;
+            }
+            State::Closed => return,
+            State::Running => {}
+        }
+        if c.heartbeat > 0 {
+            let hb = Duration::from_secs(u64::from(c.heartbeat));
+            if now.duration_since(c.last_recv) > hb * 2 {
+                warn!(
+                    "{}: missed heartbeats from client, timeout: {}s",
+                    c.peer, c.heartbeat
+                );
+                if let Some(mut s) = self.session(key) {
+                    s.release_all();
+                    s.conn.state = State::Closed;
+                }
+                return;
+            }
+            if now.duration_since(c.last_sent) >= hb / 2 && c.out.is_empty() {
+                frame::write_heartbeat(c.out.tail());
+                self.touch(key);
+            }
+        }
+        let Some(c) = self.conns.get(key) else { return };
+        let expired: Vec<u16> = c
+            .channels
+            .iter()
+            .filter(|ch| {
+                !ch.closing
+                    && ch
+                        .unacked
+                        .front()
+                        .is_some_and(|u| now.duration_since(u.delivered_at) > timeout)
+            })
+            .map(|ch| ch.id)
+            .collect();
+        for ch in expired {
+            let text = format!(
+                "delivery acknowledgement on channel {ch} timed out. Timeout value used: {} ms. This timeout value can be configured, see consumers doc guide to learn more",
+                timeout.as_millis()
+            );
+            if let Some(mut s) = self.session(key) {
+                s.close_channel(ch, precondition(text));
+            }
+            self.touch(key);
+        }
+    }
+
+    /// Keys of connections that are done (closed), for the reap phase.
+    pub fn closed(&self) -> Vec<usize> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.is_closed())
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Removes a connection for good: its channels are released, its exclusive queues
+    /// deleted. Returns it so the reactor can deregister the socket.
+    pub fn remove(&mut self, key: usize) -> Option<Connection> {
+        if let Some(mut s) = self.session(key) {
+            s.release_all();
+        }
+        for q in self.broker.exclusive_queues_of(key) {
+            self.broker.remove_queue(q);
+        }
+        let c = self.conns.try_remove(key)?;
+        info!("{}: connection closed", c.peer);
+        Some(c)
+    }
+
+    /// Marks a connection whose socket failed or hit EOF as closed.
+    pub fn lost(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if c.state != State::Closed {
+                if c.state == State::Running {
+                    warn!("{}: client unexpectedly closed TCP connection", c.peer);
+                }
+                c.state = State::Closed;
+            }
+        }
+    }
+
+    /// Shutdown: every open connection gets connection.close 320 CONNECTION_FORCED.
+    pub fn shutdown(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            if let Some(mut s) = self.session(k) {
+                s.force_close("broker shutdown");
+            }
+            self.touch(k);
+        }
+        let _ = ReplyCode::ConnectionForced;
+    }
+
+    /// In-process driver: feeds bytes to a connection, runs a whole turn, and returns
+    /// everything it would have written. Used by unit tests and fuzz targets.
+    pub fn feed(&mut self, key: usize, data: &[u8]) -> BytesMut {
+        if let Some(c) = self.conns.get_mut(key) {
+            c.push_input(data);
+        }
+        while self.input(key) {}
+        self.turn_without_io();
+        self.conns
+            .get_mut(key)
+            .map(|c| c.out.take_all())
+            .unwrap_or_default()
+    }
+
+    /// The socket-free phases of a turn: dispatch, confirms, timers.
+    pub fn turn_without_io(&mut self) {
+        self.dispatch();
+        self.send_confirms();
+        self.timers();
+        self.dispatch();
+    }
+}
+
+/// The bytes of a frame, for tests: kind, channel, payload.
+pub fn raw_frame(kind: u8, channel: u16, payload: &[u8]) -> Bytes {
+    let mut b = BytesMut::new();
+    b.extend_from_slice(&[kind]);
+    b.extend_from_slice(&channel.to_be_bytes());
+    b.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    b.extend_from_slice(payload);
+    b.extend_from_slice(&[frame::FRAME_END]);
+    b.freeze()
+}

@@ -1,2 +1,955 @@
-//! The virtual host: exchanges, queues, bindings.
+//! The virtual host "/": exchanges, queues and the bindings between them, and routing.
+//!
+//! Owns no connection. Queues and exchanges live in slabs addressed by generational ids,
+//! so a stale id (a queue deleted while a channel still holds its unacked messages) is
+//! detected instead of reaching a reused slot. Everything here is synchronous and runs
+//! on the reactor thread; queues that gained work are listed in `dirty` for the server's
+//! dispatch phase.
+
 pub mod exchange;
+pub mod queue;
+
+use bytes::Bytes;
+use slab::Slab;
+use std::collections::HashMap;
+
+use crate::error::{
+    access_refused, not_found, precondition, resource_locked, AmqpError, ReplyCode,
+};
+use crate::message::MessageRef;
+use crate::proto::{properties, FieldTable, FieldValue};
+use exchange::{Binding, Exchange, ExchangeKind};
+use queue::{Consumer, Queue, QueueProps};
+
+/// Generational handle of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QueueId {
+    idx: u32,
+    gen: u32,
+}
+
+/// Generational handle of an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExchangeId {
+    idx: u32,
+    gen: u32,
+}
+
+/// Where a binding leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dest {
+    Queue(QueueId),
+    Exchange(ExchangeId),
+}
+
+/// The arguments of exchange.declare that the broker needs.
+#[derive(Debug, Clone)]
+pub struct ExchangeDecl {
+    pub name: Bytes,
+    pub kind: Bytes,
+    pub passive: bool,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+/// The arguments of queue.declare that the broker needs.
+#[derive(Debug, Clone)]
+pub struct QueueDecl {
+    pub name: Bytes,
+    pub passive: bool,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+/// A queue's answer to queue.declare.
+#[derive(Debug, Clone)]
+pub struct Declared {
+    pub id: QueueId,
+    pub name: Bytes,
+    pub messages: u32,
+    pub consumers: u32,
+}
+
+/// A consumer removed because its queue went away: it gets a server-sent basic.cancel.
+pub type Orphan = Consumer;
+
+const VHOST: &str = "/";
+
+fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[derive(Debug, Default)]
+pub struct Broker {
+    exchanges: Slab<Exchange>,
+    exchange_names: HashMap<Bytes, ExchangeId>,
+    queues: Slab<Queue>,
+    queue_names: HashMap<Bytes, QueueId>,
+    next_gen: u32,
+    /// Queues with ready messages or new credit, for the dispatch phase.
+    dirty: Vec<QueueId>,
+    stamp: u64,
+    name_counter: u64,
+    scratch: Vec<Dest>,
+    stack: Vec<ExchangeId>,
+    next_consumer_id: u64,
+}
+
+impl Broker {
+    /// A broker with the default exchange and the predeclared `amq.*` exchanges.
+    pub fn new() -> Broker {
+        let mut b = Broker::default();
+        for (name, kind) in [
+            ("", ExchangeKind::Direct),
+            ("amq.direct", ExchangeKind::Direct),
+            ("amq.fanout", ExchangeKind::Fanout),
+            ("amq.topic", ExchangeKind::Topic),
+            ("amq.headers", ExchangeKind::Headers),
+            ("amq.match", ExchangeKind::Headers),
+        ] {
+            b.insert_exchange(
+                Bytes::from_static(name.as_bytes()),
+                kind,
+                true,
+                false,
+                false,
+                FieldTable::new(),
+            );
+        }
+        b
+    }
+
+    fn gen(&mut self) -> u32 {
+        self.next_gen = self.next_gen.wrapping_add(1);
+        self.next_gen
+    }
+
+    fn insert_exchange(
+        &mut self,
+        name: Bytes,
+        kind: ExchangeKind,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> ExchangeId {
+        let gen = self.gen();
+        let x = Exchange::new(
+            gen,
+            name.clone(),
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+        );
+        let idx = self.exchanges.insert(x) as u32;
+        let id = ExchangeId { idx, gen };
+        self.exchange_names.insert(name, id);
+        id
+    }
+
+    // ----- lookups -------------------------------------------------------------------
+
+    pub fn queue(&self, id: QueueId) -> Option<&Queue> {
+        self.queues.get(id.idx as usize).filter(|q| q.gen == id.gen)
+    }
+
+    pub fn queue_mut(&mut self, id: QueueId) -> Option<&mut Queue> {
+        self.queues
+            .get_mut(id.idx as usize)
+            .filter(|q| q.gen == id.gen)
+    }
+
+    pub fn exchange(&self, id: ExchangeId) -> Option<&Exchange> {
+        self.exchanges
+            .get(id.idx as usize)
+            .filter(|x| x.gen == id.gen)
+    }
+
+    fn exchange_mut(&mut self, id: ExchangeId) -> Option<&mut Exchange> {
+        self.exchanges
+            .get_mut(id.idx as usize)
+            .filter(|x| x.gen == id.gen)
+    }
+
+    pub fn exchange_id(&self, name: &[u8]) -> Option<ExchangeId> {
+        self.exchange_names.get(name).copied()
+    }
+
+    pub fn queue_id(&self, name: &[u8]) -> Option<QueueId> {
+        self.queue_names.get(name).copied()
+    }
+
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Looks a queue up by name for connection `conn`: 404 when missing, 405 when
+    /// another connection owns it exclusively.
+    pub fn find_queue(&self, name: &[u8], conn: usize) -> Result<QueueId, AmqpError> {
+        let id = self
+            .queue_id(name)
+            .ok_or_else(|| not_found(format!("no queue '{}' in vhost '{VHOST}'", show(name))))?;
+        let q = self
+            .queue(id)
+            .ok_or_else(|| not_found(format!("no queue '{}' in vhost '{VHOST}'", show(name))))?;
+        match q.owner {
+            Some(owner) if owner != conn => Err(resource_locked(format!(
+                "cannot obtain exclusive access to locked queue '{}' in vhost '{VHOST}'. It could be originally \
+                 declared on another connection or the exclusive property value does not match that of the \
+                 original declaration.",
+                show(name)
+            ))),
+            _ => Ok(id),
+        }
+    }
+
+    fn find_exchange(&self, name: &[u8]) -> Result<ExchangeId, AmqpError> {
+        self.exchange_id(name)
+            .ok_or_else(|| not_found(format!("no exchange '{}' in vhost '{VHOST}'", show(name))))
+    }
+
+    // ----- exchanges -----------------------------------------------------------------
+
+    /// exchange.declare.
+    pub fn declare_exchange(&mut self, d: &ExchangeDecl) -> Result<(), AmqpError> {
+        if d.name.is_empty() {
+            return Err(access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        if let Some(id) = self.exchange_id(&d.name) {
+            let x = self
+                .exchange(id)
+                .ok_or_else(|| not_found("exchange vanished"))?;
+            if d.passive {
+                return Ok(());
+            }
+            let inequivalent = |arg: &str, got: String, cur: String| {
+                precondition(format!(
+                    "inequivalent arg '{arg}' for exchange '{}' in vhost '{VHOST}': received '{got}' but current is '{cur}'",
+                    show(&d.name)
+                ))
+            };
+            if x.kind.name().as_bytes() != &d.kind[..] {
+                return Err(inequivalent("type", show(&d.kind), x.kind.name().into()));
+            }
+            if x.durable != d.durable {
+                return Err(inequivalent(
+                    "durable",
+                    d.durable.to_string(),
+                    x.durable.to_string(),
+                ));
+            }
+            if x.auto_delete != d.auto_delete {
+                return Err(inequivalent(
+                    "auto_delete",
+                    d.auto_delete.to_string(),
+                    x.auto_delete.to_string(),
+                ));
+            }
+            if x.internal != d.internal {
+                return Err(inequivalent(
+                    "internal",
+                    d.internal.to_string(),
+                    x.internal.to_string(),
+                ));
+            }
+            return Ok(());
+        }
+        if d.passive {
+            return Err(not_found(format!(
+                "no exchange '{}' in vhost '{VHOST}'",
+                show(&d.name)
+            )));
+        }
+        if d.name.starts_with(b"amq.") {
+            return Err(access_refused(format!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                show(&d.name)
+            )));
+        }
+        let kind = ExchangeKind::parse(&d.kind).ok_or_else(|| {
+            AmqpError::new(
+                ReplyCode::CommandInvalid,
+                format!("unknown exchange type '{}'", show(&d.kind)),
+            )
+        })?;
+        self.insert_exchange(
+            d.name.clone(),
+            kind,
+            d.durable,
+            d.auto_delete,
+            d.internal,
+            d.arguments.clone(),
+        );
+        Ok(())
+    }
+
+    /// exchange.delete. Deleting a missing exchange succeeds, as in RabbitMQ 3.x.
+    pub fn delete_exchange(&mut self, name: &[u8], if_unused: bool) -> Result<(), AmqpError> {
+        if name.is_empty() {
+            return Err(access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        if name.starts_with(b"amq.") {
+            return Err(access_refused(format!(
+                "operation not permitted on exchange '{}'",
+                show(name)
+            )));
+        }
+        let Some(id) = self.exchange_id(name) else {
+            return Ok(());
+        };
+        if if_unused && self.exchange(id).is_some_and(Exchange::has_bindings) {
+            return Err(precondition(format!(
+                "exchange '{}' in vhost '{VHOST}' in use",
+                show(name)
+            )));
+        }
+        self.remove_exchange(id);
+        Ok(())
+    }
+
+    /// Removes an exchange, its bindings as a source and as a destination.
+    fn remove_exchange(&mut self, id: ExchangeId) {
+        let Some(x) = self.exchange(id) else { return };
+        let name = x.name.clone();
+        let outgoing: Vec<Dest> = x.bindings().iter().map(|b| b.dest).collect();
+        self.exchange_names.remove(&name);
+        self.exchanges.remove(id.idx as usize);
+        for d in outgoing {
+            if let Dest::Queue(q) = d {
+                if let Some(q) = self.queue_mut(q) {
+                    q.sources.retain(|s| *s != id);
+                }
+            }
+        }
+        // Bindings that lead to this exchange from others.
+        let sources: Vec<ExchangeId> = self
+            .exchanges
+            .iter()
+            .map(|(idx, x)| ExchangeId {
+                idx: idx as u32,
+                gen: x.gen,
+            })
+            .collect();
+        for s in sources {
+            let removed = self
+                .exchange_mut(s)
+                .map_or(0, |x| x.unbind_all(Dest::Exchange(id)));
+            if removed > 0 {
+                self.maybe_auto_delete_exchange(s);
+            }
+        }
+    }
+
+    fn maybe_auto_delete_exchange(&mut self, id: ExchangeId) {
+        if self
+            .exchange(id)
+            .is_some_and(|x| x.auto_delete && !x.has_bindings())
+        {
+            self.remove_exchange(id);
+        }
+    }
+
+    fn check_bindable_source(&self, name: &[u8]) -> Result<ExchangeId, AmqpError> {
+        if name.is_empty() {
+            return Err(access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        self.find_exchange(name)
+    }
+
+    /// queue.bind / exchange.bind: `dest` is already resolved.
+    pub fn bind(
+        &mut self,
+        source: &[u8],
+        dest: Dest,
+        key: Bytes,
+        args: FieldTable,
+    ) -> Result<(), AmqpError> {
+        let src = self.check_bindable_source(source)?;
+        let added = self
+            .exchange_mut(src)
+            .map(|x| x.bind(Binding { dest, key, args }))
+            .unwrap_or(false);
+        if let (true, Dest::Queue(q)) = (added, dest) {
+            if let Some(q) = self.queue_mut(q) {
+                q.sources.push(src);
+            }
+        }
+        Ok(())
+    }
+
+    /// queue.unbind / exchange.unbind. A missing binding is not an error (RabbitMQ 3.x).
+    pub fn unbind(
+        &mut self,
+        source: &[u8],
+        dest: Dest,
+        key: &[u8],
+        args: &FieldTable,
+    ) -> Result<(), AmqpError> {
+        let src = self.check_bindable_source(source)?;
+        let removed = self
+            .exchange_mut(src)
+            .is_some_and(|x| x.unbind(dest, key, args));
+        if removed {
+            if let Dest::Queue(q) = dest {
+                if let Some(q) = self.queue_mut(q) {
+                    if let Some(at) = q.sources.iter().position(|s| *s == src) {
+                        q.sources.swap_remove(at);
+                    }
+                }
+            }
+            self.maybe_auto_delete_exchange(src);
+        }
+        Ok(())
+    }
+
+    /// Resolves the destination exchange of exchange.bind/unbind.
+    pub fn exchange_dest(&self, name: &[u8]) -> Result<Dest, AmqpError> {
+        if name.is_empty() {
+            return Err(access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        Ok(Dest::Exchange(self.find_exchange(name)?))
+    }
+
+    // ----- queues --------------------------------------------------------------------
+
+    /// queue.declare for connection `conn`.
+    pub fn declare_queue(&mut self, d: &QueueDecl, conn: usize) -> Result<Declared, AmqpError> {
+        if !d.name.is_empty() || d.passive {
+            if self.queue_id(&d.name).is_some() {
+                let id = self.find_queue(&d.name, conn)?;
+                let q = self.queue(id).ok_or_else(|| not_found("queue vanished"))?;
+                if !d.passive {
+                    if q.owner.is_some() != d.exclusive {
+                        return Err(self.find_queue_locked(&d.name));
+                    }
+                    let inequivalent = |arg: &str, got: bool, cur: bool| {
+                        precondition(format!(
+                            "inequivalent arg '{arg}' for queue '{}' in vhost '{VHOST}': received '{got}' but current is '{cur}'",
+                            show(&d.name)
+                        ))
+                    };
+                    if q.props.durable != d.durable {
+                        return Err(inequivalent("durable", d.durable, q.props.durable));
+                    }
+                    if q.props.auto_delete != d.auto_delete {
+                        return Err(inequivalent(
+                            "auto_delete",
+                            d.auto_delete,
+                            q.props.auto_delete,
+                        ));
+                    }
+                    check_equivalent_args(&d.name, &d.arguments, &q.props.arguments)?;
+                }
+                return Ok(Declared {
+                    id,
+                    name: q.name.clone(),
+                    messages: q.message_count(),
+                    consumers: q.consumer_count(),
+                });
+            }
+            if d.passive {
+                return Err(not_found(format!(
+                    "no queue '{}' in vhost '{VHOST}'",
+                    show(&d.name)
+                )));
+            }
+            if d.name.starts_with(b"amq.") {
+                return Err(access_refused(format!(
+                    "queue name '{}' contains reserved prefix 'amq.*'",
+                    show(&d.name)
+                )));
+            }
+        }
+        let name = if d.name.is_empty() {
+            self.server_name()
+        } else {
+            d.name.clone()
+        };
+        let props = QueueProps {
+            durable: d.durable,
+            auto_delete: d.auto_delete,
+            arguments: d.arguments.clone(),
+        };
+        let gen = self.gen();
+        let owner = d.exclusive.then_some(conn);
+        let idx = self
+            .queues
+            .insert(Queue::new(gen, name.clone(), props, owner)) as u32;
+        let id = QueueId { idx, gen };
+        self.queue_names.insert(name.clone(), id);
+        Ok(Declared {
+            id,
+            name,
+            messages: 0,
+            consumers: 0,
+        })
+    }
+
+    fn find_queue_locked(&self, name: &[u8]) -> AmqpError {
+        match self.find_queue(name, usize::MAX) {
+            Err(e) if e.code == ReplyCode::ResourceLocked => e,
+            _ => resource_locked(format!(
+                "cannot obtain exclusive access to locked queue '{}' in vhost '{VHOST}'. It could be originally \
+                 declared on another connection or the exclusive property value does not match that of the \
+                 original declaration.",
+                show(name)
+            )),
+        }
+    }
+
+    /// A fresh `amq.gen-…` name, unique for this broker's life.
+    fn server_name(&mut self) -> Bytes {
+        loop {
+            self.name_counter += 1;
+            let mut x =
+                self.name_counter.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ std::process::id() as u64;
+            let mut s = String::from("amq.gen-");
+            const ALPHABET: &[u8] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            for _ in 0..22 {
+                s.push(ALPHABET[(x & 63) as usize] as char);
+                x = x.rotate_right(6) ^ self.name_counter;
+            }
+            let b = Bytes::from(s);
+            if !self.queue_names.contains_key(&b) {
+                return b;
+            }
+        }
+    }
+
+    /// queue.purge: drops ready messages, returns how many.
+    pub fn purge(&mut self, id: QueueId) -> u32 {
+        self.queue_mut(id).map_or(0, Queue::purge)
+    }
+
+    /// queue.delete with its conditions; returns (ready messages dropped, consumers to cancel).
+    pub fn delete_queue(
+        &mut self,
+        id: QueueId,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<(u32, Vec<Orphan>), AmqpError> {
+        let Some(q) = self.queue(id) else {
+            return Ok((0, Vec::new()));
+        };
+        if if_unused && !q.consumers.is_empty() {
+            return Err(precondition(format!(
+                "queue '{}' in vhost '{VHOST}' in use",
+                show(&q.name)
+            )));
+        }
+        if if_empty && !q.ready.is_empty() {
+            return Err(precondition(format!(
+                "queue '{}' in vhost '{VHOST}' is not empty",
+                show(&q.name)
+            )));
+        }
+        Ok(self.remove_queue(id))
+    }
+
+    /// Removes a queue unconditionally with its bindings; returns (ready count, consumers).
+    pub fn remove_queue(&mut self, id: QueueId) -> (u32, Vec<Orphan>) {
+        if self.queue(id).is_none() {
+            return (0, Vec::new());
+        }
+        let q = self.queues.remove(id.idx as usize);
+        self.queue_names.remove(&q.name);
+        let mut sources = q.sources.clone();
+        sources.sort_by_key(|s| (s.idx, s.gen));
+        sources.dedup();
+        for s in sources {
+            if let Some(x) = self.exchange_mut(s) {
+                x.unbind_all(Dest::Queue(id));
+            }
+            self.maybe_auto_delete_exchange(s);
+        }
+        (q.message_count(), q.consumers)
+    }
+
+    /// Every exclusive queue owned by `conn` (deleted when it closes).
+    pub fn exclusive_queues_of(&self, conn: usize) -> Vec<QueueId> {
+        self.queues
+            .iter()
+            .filter(|(_, q)| q.owner == Some(conn))
+            .map(|(idx, q)| QueueId {
+                idx: idx as u32,
+                gen: q.gen,
+            })
+            .collect()
+    }
+
+    // ----- consumers -----------------------------------------------------------------
+
+    /// Attaches a consumer (basic.consume). Returns its id.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_consumer(
+        &mut self,
+        id: QueueId,
+        conn: usize,
+        channel: u16,
+        tag: Bytes,
+        no_ack: bool,
+        exclusive: bool,
+        prefetch: u16,
+    ) -> Result<u64, AmqpError> {
+        self.next_consumer_id += 1;
+        let cid = self.next_consumer_id;
+        let q = self
+            .queue_mut(id)
+            .ok_or_else(|| not_found("queue vanished"))?;
+        if q.has_exclusive_consumer() || (exclusive && !q.consumers.is_empty()) {
+            return Err(access_refused(format!(
+                "queue '{}' in vhost '{VHOST}' in exclusive use",
+                show(&q.name)
+            )));
+        }
+        q.consumers.push(Consumer {
+            id: cid,
+            conn,
+            channel,
+            tag,
+            no_ack,
+            exclusive,
+            prefetch,
+            unacked: 0,
+        });
+        q.had_consumer = true;
+        self.mark_dirty(id);
+        Ok(cid)
+    }
+
+    /// Detaches a consumer (basic.cancel, channel close). Deletes an auto-delete queue
+    /// that lost its last consumer; returns the consumers of such a deleted queue (none).
+    pub fn remove_consumer(&mut self, id: QueueId, consumer: u64) {
+        let Some(q) = self.queue_mut(id) else { return };
+        q.remove_consumer(consumer);
+        if q.props.auto_delete && q.had_consumer && q.consumers.is_empty() {
+            self.remove_queue(id);
+        }
+    }
+
+    // ----- publishing ----------------------------------------------------------------
+
+    /// Resolves the exchange of a basic.publish: 404 when missing, 403 when internal.
+    pub fn publish_target(&self, exchange: &[u8]) -> Result<ExchangeId, AmqpError> {
+        let id = self.find_exchange(exchange)?;
+        match self.exchange(id) {
+            Some(x) if x.internal => Err(access_refused(format!(
+                "cannot publish to internal exchange '{}' in vhost '{VHOST}'",
+                show(exchange)
+            ))),
+            Some(_) => Ok(id),
+            None => Err(not_found(format!(
+                "no exchange '{}' in vhost '{VHOST}'",
+                show(exchange)
+            ))),
+        }
+    }
+
+    /// Computes the queues `msg` goes to from exchange `x`, each once, into `out`
+    /// (cleared first). Follows exchange-to-exchange bindings without looping.
+    pub fn route(&mut self, x: ExchangeId, msg: &MessageRef, out: &mut Vec<QueueId>) {
+        out.clear();
+        self.stamp += 1;
+        let stamp = self.stamp;
+        let Some(ex) = self.exchange(x) else { return };
+        if ex.name.is_empty() {
+            // The default exchange binds every queue by its name.
+            if let Some(q) = self.queue_id(msg.routing_key()) {
+                out.push(q);
+            }
+            return;
+        }
+        let mut headers: Option<Option<FieldTable>> = None;
+        let mut stack = std::mem::take(&mut self.stack);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        stack.clear();
+        stack.push(x);
+        if let Some(ex) = self.exchange_mut(x) {
+            ex.stamp = stamp;
+        }
+        while let Some(e) = stack.pop() {
+            scratch.clear();
+            let Some(ex) = self.exchange(e) else { continue };
+            let h = if ex.kind == ExchangeKind::Headers {
+                headers
+                    .get_or_insert_with(|| properties::headers(msg.properties()))
+                    .as_ref()
+            } else {
+                None
+            };
+            ex.route(msg.routing_key(), h, &mut scratch);
+            for d in scratch.iter() {
+                match *d {
+                    Dest::Queue(q) => {
+                        if let Some(queue) = self.queue_mut(q) {
+                            if queue.stamp != stamp {
+                                queue.stamp = stamp;
+                                out.push(q);
+                            }
+                        }
+                    }
+                    Dest::Exchange(n) => {
+                        if let Some(next) = self.exchange_mut(n) {
+                            if next.stamp != stamp {
+                                next.stamp = stamp;
+                                stack.push(n);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.stack = stack;
+        self.scratch = scratch;
+    }
+
+    /// Appends a message to a queue and schedules it for dispatch.
+    pub fn enqueue(&mut self, id: QueueId, msg: MessageRef) {
+        if let Some(q) = self.queue_mut(id) {
+            q.push(msg);
+            self.mark_dirty(id);
+        }
+    }
+
+    /// Puts an unacked message back at its original position, marked redelivered.
+    pub fn requeue(&mut self, id: QueueId, msg: MessageRef, seq: u64) {
+        if let Some(q) = self.queue_mut(id) {
+            q.requeue(msg, seq);
+            self.mark_dirty(id);
+        }
+    }
+
+    /// Records that an ack freed credit of consumer `consumer` on queue `id`.
+    pub fn credit(&mut self, id: QueueId, consumer: u64, n: u32) {
+        if let Some(q) = self.queue_mut(id) {
+            if let Some(c) = q.consumer_mut(consumer) {
+                c.unacked = c.unacked.saturating_sub(n);
+            }
+            self.mark_dirty(id);
+        }
+    }
+
+    /// Schedules a queue for the dispatch phase (idempotent).
+    pub fn mark_dirty(&mut self, id: QueueId) {
+        if let Some(q) = self.queue_mut(id) {
+            if !q.dirty {
+                q.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    /// Takes the dirty list; the caller clears each queue's flag via `queue_mut`
+    /// as it dispatches (see `Broker::undirty`).
+    pub fn take_dirty(&mut self, into: &mut Vec<QueueId>) {
+        std::mem::swap(&mut self.dirty, into);
+    }
+
+    /// Whether no queue waits for dispatch.
+    pub fn dirty_is_empty(&self) -> bool {
+        self.dirty.is_empty()
+    }
+
+    /// A fresh server-generated consumer tag.
+    pub fn consumer_tag(&mut self) -> Bytes {
+        self.name_counter += 1;
+        Bytes::from(format!(
+            "amq.ctag-{}-{}",
+            std::process::id(),
+            self.name_counter
+        ))
+    }
+
+    pub fn undirty(&mut self, id: QueueId) {
+        if let Some(q) = self.queue_mut(id) {
+            q.dirty = false;
+        }
+    }
+}
+
+/// RabbitMQ compares the `x-` arguments it knows; we compare every argument, which
+/// is stricter only for arguments RabbitMQ would ignore.
+fn check_equivalent_args(name: &[u8], got: &FieldTable, cur: &FieldTable) -> Result<(), AmqpError> {
+    for (k, v) in got.iter().chain(cur.iter()) {
+        let a = got.get(k);
+        let b = cur.get(k);
+        let same = match (a, b) {
+            (Some(a), Some(b)) => exchange::headers::values_equal(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            let show_v = |v: Option<&FieldValue>| match v {
+                None => "none".to_string(),
+                Some(v) => format!("{v:?}"),
+            };
+            let _ = v;
+            return Err(precondition(format!(
+                "inequivalent arg '{}' for queue '{}' in vhost '{VHOST}': received {} but current is {}",
+                show(k),
+                show(name),
+                show_v(a),
+                show_v(b)
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use std::rc::Rc;
+
+    fn msg(rk: &'static str) -> MessageRef {
+        Rc::new(Message::new(
+            Bytes::new(),
+            Bytes::from_static(rk.as_bytes()),
+            Bytes::from_static(&[0, 0]),
+            Bytes::new(),
+        ))
+    }
+
+    fn decl(name: &'static str) -> QueueDecl {
+        QueueDecl {
+            name: Bytes::from_static(name.as_bytes()),
+            passive: false,
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+        }
+    }
+
+    fn xdecl(name: &'static str, kind: &'static str) -> ExchangeDecl {
+        ExchangeDecl {
+            name: Bytes::from_static(name.as_bytes()),
+            kind: Bytes::from_static(kind.as_bytes()),
+            passive: false,
+            durable: false,
+            auto_delete: false,
+            internal: false,
+            arguments: FieldTable::new(),
+        }
+    }
+
+    fn route(b: &mut Broker, x: &str, rk: &'static str) -> Vec<QueueId> {
+        let id = b.publish_target(x.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        b.route(id, &msg(rk), &mut out);
+        out
+    }
+
+    #[test]
+    fn default_exchange_routes_by_queue_name() {
+        let mut b = Broker::new();
+        let q = b.declare_queue(&decl("hello"), 1).unwrap().id;
+        assert_eq!(route(&mut b, "", "hello"), vec![q]);
+        assert!(route(&mut b, "", "nobody").is_empty());
+    }
+
+    #[test]
+    fn exchange_cycles_deliver_once_per_queue() {
+        let mut b = Broker::new();
+        b.declare_exchange(&xdecl("a", "fanout")).unwrap();
+        b.declare_exchange(&xdecl("b", "fanout")).unwrap();
+        let q = b.declare_queue(&decl("q"), 1).unwrap().id;
+        let da = b.exchange_dest(b"a").unwrap();
+        let db = b.exchange_dest(b"b").unwrap();
+        b.bind(b"a", db, Bytes::new(), FieldTable::new()).unwrap();
+        b.bind(b"b", da, Bytes::new(), FieldTable::new()).unwrap();
+        b.bind(b"a", Dest::Queue(q), Bytes::new(), FieldTable::new())
+            .unwrap();
+        b.bind(b"b", Dest::Queue(q), Bytes::new(), FieldTable::new())
+            .unwrap();
+        assert_eq!(route(&mut b, "a", "x"), vec![q]);
+        assert_eq!(route(&mut b, "b", "x"), vec![q]);
+    }
+
+    #[test]
+    fn deleting_a_queue_removes_its_bindings_and_auto_delete_exchanges() {
+        let mut b = Broker::new();
+        let mut x = xdecl("ad", "direct");
+        x.auto_delete = true;
+        b.declare_exchange(&x).unwrap();
+        let q = b.declare_queue(&decl("q"), 1).unwrap().id;
+        b.bind(
+            b"ad",
+            Dest::Queue(q),
+            Bytes::from_static(b"k"),
+            FieldTable::new(),
+        )
+        .unwrap();
+        assert_eq!(route(&mut b, "ad", "k"), vec![q]);
+        b.delete_queue(q, false, false).unwrap();
+        assert!(b.exchange_id(b"ad").is_none());
+        assert!(b.queue(q).is_none());
+    }
+
+    #[test]
+    fn stale_ids_do_not_reach_new_queues() {
+        let mut b = Broker::new();
+        let q1 = b.declare_queue(&decl("a"), 1).unwrap().id;
+        b.remove_queue(q1);
+        let q2 = b.declare_queue(&decl("b"), 1).unwrap().id;
+        assert!(b.queue(q1).is_none());
+        assert!(b.queue(q2).is_some());
+    }
+
+    #[test]
+    fn redeclare_checks_equivalence_and_exclusivity() {
+        let mut b = Broker::new();
+        b.declare_queue(&decl("q"), 1).unwrap();
+        let mut d = decl("q");
+        d.durable = true;
+        assert_eq!(
+            b.declare_queue(&d, 1).unwrap_err().code,
+            ReplyCode::PreconditionFailed
+        );
+        let mut e = decl("ex");
+        e.exclusive = true;
+        b.declare_queue(&e, 1).unwrap();
+        assert_eq!(
+            b.declare_queue(&e, 2).unwrap_err().code,
+            ReplyCode::ResourceLocked
+        );
+        let mut p = decl("ex");
+        p.passive = true;
+        assert_eq!(
+            b.declare_queue(&p, 2).unwrap_err().code,
+            ReplyCode::ResourceLocked
+        );
+        assert!(b.declare_queue(&p, 1).is_ok());
+        let mut missing = decl("nope");
+        missing.passive = true;
+        assert_eq!(
+            b.declare_queue(&missing, 1).unwrap_err().code,
+            ReplyCode::NotFound
+        );
+    }
+
+    #[test]
+    fn server_named_queues_are_unique_amq_gen() {
+        let mut b = Broker::new();
+        let a = b.declare_queue(&decl(""), 1).unwrap().name;
+        let c = b.declare_queue(&decl(""), 1).unwrap().name;
+        assert!(a.starts_with(b"amq.gen-"));
+        assert_ne!(a, c);
+    }
+}

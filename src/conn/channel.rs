@@ -1,0 +1,233 @@
+//! Per-channel state: content assembly, consumers, unacked deliveries, prefetch,
+//! publisher confirms, transactions and flow.
+//!
+//! Delivery tags are handed out in increasing order, so `unacked` is sorted by tag:
+//! `ack multiple` pops from the front and a single ack binary-searches.
+
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::broker::QueueId;
+use crate::message::MessageRef;
+use crate::proto::basic;
+
+use super::assembler::Assembler;
+
+/// A delivered message that waits for ack/nack/reject.
+#[derive(Debug)]
+pub struct Unacked {
+    pub tag: u64,
+    pub queue: QueueId,
+    /// The consumer it was delivered to; 0 for basic.get.
+    pub consumer: u64,
+    pub msg: MessageRef,
+    /// Its position in the queue, to requeue it there.
+    pub seq: u64,
+    pub delivered_at: Instant,
+}
+
+/// A consumer as its channel knows it.
+#[derive(Debug, Clone)]
+pub struct ChannelConsumer {
+    pub tag: Bytes,
+    pub queue: QueueId,
+    pub id: u64,
+}
+
+/// Operations a transaction buffers until tx.commit.
+#[derive(Debug)]
+pub enum TxOp {
+    Publish {
+        publish: basic::Publish,
+        properties: Bytes,
+        body: Bytes,
+    },
+    Ack {
+        tag: u64,
+        multiple: bool,
+    },
+    Nack {
+        tag: u64,
+        multiple: bool,
+        requeue: bool,
+    },
+}
+
+#[derive(Debug)]
+pub struct Channel {
+    pub id: u16,
+    /// We sent channel.close and wait for close-ok; other frames are discarded.
+    pub closing: bool,
+    pub assembler: Assembler,
+    next_tag: u64,
+    pub unacked: VecDeque<Unacked>,
+    /// basic.qos global=false: applies to consumers created afterwards.
+    pub prefetch_count: u16,
+    /// basic.qos global=true: shared by all consumers of the channel; 0 = no limit.
+    pub global_prefetch: u16,
+    pub consumers: Vec<ChannelConsumer>,
+    /// channel.flow: false stops deliveries to this channel.
+    pub flow: bool,
+    /// confirm.select was received.
+    pub confirm: bool,
+    /// Sequence number of the last publish in confirm mode.
+    pub publish_seq: u64,
+    /// Highest sequence number acked to the publisher.
+    pub confirmed: u64,
+    /// tx.select was received: publishes and acks are buffered until commit.
+    pub tx: Option<Vec<TxOp>>,
+    /// The last queue declared on this channel ("" in later methods means it).
+    pub last_queue: Bytes,
+}
+
+impl Channel {
+    pub fn new(id: u16) -> Channel {
+        Channel {
+            id,
+            closing: false,
+            assembler: Assembler::Idle,
+            next_tag: 0,
+            unacked: VecDeque::new(),
+            prefetch_count: 0,
+            global_prefetch: 0,
+            consumers: Vec::new(),
+            flow: true,
+            confirm: false,
+            publish_seq: 0,
+            confirmed: 0,
+            tx: None,
+            last_queue: Bytes::new(),
+        }
+    }
+
+    /// The next delivery tag (1, 2, …).
+    pub fn next_tag(&mut self) -> u64 {
+        self.next_tag += 1;
+        self.next_tag
+    }
+
+    /// Whether the channel as a whole may take one more delivery.
+    pub fn can_deliver(&self) -> bool {
+        self.flow
+            && !self.closing
+            && (self.global_prefetch == 0 || self.unacked.len() < usize::from(self.global_prefetch))
+    }
+
+    pub fn consumer(&self, tag: &[u8]) -> Option<&ChannelConsumer> {
+        self.consumers.iter().find(|c| &c.tag[..] == tag)
+    }
+
+    pub fn remove_consumer(&mut self, tag: &[u8]) -> Option<ChannelConsumer> {
+        let at = self.consumers.iter().position(|c| &c.tag[..] == tag)?;
+        Some(self.consumers.swap_remove(at))
+    }
+
+    /// Takes the unacked deliveries an ack/nack/reject of `tag` covers. `multiple`
+    /// covers every tag up to and including `tag` (0 with multiple = all). None when
+    /// the tag is unknown (406 PRECONDITION_FAILED in RabbitMQ).
+    pub fn take_acked(&mut self, tag: u64, multiple: bool, into: &mut Vec<Unacked>) -> Option<()> {
+        if multiple {
+            if tag == 0 {
+                into.extend(self.unacked.drain(..));
+                return Some(());
+            }
+            if !self.unacked.iter().any(|u| u.tag == tag) {
+                // RabbitMQ accepts multiple=true for a tag at or below the last one
+                // delivered, acking what is outstanding up to it.
+                if tag > self.next_tag {
+                    return None;
+                }
+            }
+            let n = self.unacked.partition_point(|u| u.tag <= tag);
+            into.extend(self.unacked.drain(..n));
+            Some(())
+        } else {
+            let at = self.unacked.binary_search_by_key(&tag, |u| u.tag).ok()?;
+            into.extend(self.unacked.remove(at));
+            Some(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::queue::QueueProps;
+    use crate::broker::{Broker, QueueDecl};
+    use crate::message::Message;
+    use crate::proto::FieldTable;
+    use std::rc::Rc;
+
+    fn chan_with(tags: &[u64]) -> Channel {
+        let mut b = Broker::new();
+        let _ = QueueProps {
+            durable: false,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+        };
+        let d = QueueDecl {
+            name: Bytes::from_static(b"q"),
+            passive: false,
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+        };
+        let q = b.declare_queue(&d, 0).unwrap().id;
+        let mut c = Channel::new(1);
+        let now = Instant::now();
+        for &t in tags {
+            c.next_tag = t;
+            let msg = Rc::new(Message::new(
+                Bytes::new(),
+                Bytes::new(),
+                Bytes::from_static(&[0, 0]),
+                Bytes::new(),
+            ));
+            c.unacked.push_back(Unacked {
+                tag: t,
+                queue: q,
+                consumer: 1,
+                msg,
+                seq: t,
+                delivered_at: now,
+            });
+        }
+        c
+    }
+
+    fn tags(v: &[Unacked]) -> Vec<u64> {
+        v.iter().map(|u| u.tag).collect()
+    }
+
+    #[test]
+    fn ack_single_multiple_and_all() {
+        let mut c = chan_with(&[1, 2, 3, 4, 5]);
+        let mut got = Vec::new();
+        c.take_acked(3, false, &mut got).unwrap();
+        assert_eq!(tags(&got), vec![3]);
+        got.clear();
+        assert!(
+            c.take_acked(3, false, &mut got).is_none(),
+            "double ack is unknown"
+        );
+        c.take_acked(4, true, &mut got).unwrap();
+        assert_eq!(tags(&got), vec![1, 2, 4]);
+        got.clear();
+        c.take_acked(0, true, &mut got).unwrap();
+        assert_eq!(tags(&got), vec![5]);
+        assert!(c.take_acked(9, true, &mut got).is_none());
+    }
+
+    #[test]
+    fn global_prefetch_limits_the_channel() {
+        let mut c = chan_with(&[1, 2]);
+        c.global_prefetch = 2;
+        assert!(!c.can_deliver());
+        c.global_prefetch = 3;
+        assert!(c.can_deliver());
+        c.flow = false;
+        assert!(!c.can_deliver());
+    }
+}

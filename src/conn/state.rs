@@ -1,0 +1,1161 @@
+//! The connection state machine: every frame a peer sends goes through `Session::input`.
+//!
+//! A `Session` is a connection borrowed together with the broker, for one batch of
+//! input. It decodes frames from the read buffer, runs one `match` over (state, method),
+//! and appends replies to the connection's out-queue. It never touches a socket and never
+//! frees the connection: closing only changes `state`, and the server reaps.
+//!
+//! Errors are values: a handler returns `AmqpError`; channel-scoped codes close the
+//! channel (spec §1.4.2.2: 403, 404, 405, 406), the rest close the connection.
+
+use bytes::{Bytes, BytesMut};
+use log::{debug, info, warn};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::broker::{Broker, Dest, ExchangeDecl, QueueDecl, QueueId};
+use crate::config::Config;
+use crate::error::{not_found, precondition, AmqpError, ReplyCode};
+use crate::message::Message;
+use crate::proto::frame::{
+    self, FrameError, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD,
+};
+use crate::proto::{
+    basic, channel, confirm, connection, exchange, queue, tx, FieldTable, FieldValue, Method,
+};
+
+use super::assembler::Outcome;
+use super::channel::{Channel, ChannelConsumer, TxOp, Unacked};
+use super::{Connection, State};
+
+/// How long a connection that sent connection.close waits for close-ok.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Frames handled per connection per call, so one busy peer cannot starve the others.
+pub const FRAMES_PER_TURN: usize = 4096;
+
+/// Side effects on other connections, applied by the server after the batch.
+#[derive(Debug)]
+pub enum Event {
+    /// A queue was deleted under this consumer: send basic.cancel (when the client
+    /// announced consumer_cancel_notify) and forget the consumer.
+    Cancel {
+        conn: usize,
+        channel: u16,
+        tag: Bytes,
+    },
+    /// This connection has publisher confirms to send after the turn.
+    Confirms(usize),
+}
+
+/// A connection borrowed with the broker for one batch of frames.
+pub struct Session<'a> {
+    pub conn: &'a mut Connection,
+    pub broker: &'a mut Broker,
+    pub config: &'a Config,
+    pub now: Instant,
+    pub events: &'a mut Vec<Event>,
+    /// Reused scratch for routing results.
+    pub routed: &'a mut Vec<QueueId>,
+}
+
+fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn hard(code: ReplyCode, text: impl Into<String>) -> AmqpError {
+    AmqpError::new(code, text)
+}
+
+/// Server properties of connection.start, with the capabilities RabbitMQ advertises.
+fn server_properties() -> FieldTable {
+    let s = |v: &'static str| FieldValue::LongStr(Bytes::from_static(v.as_bytes()));
+    let mut caps = FieldTable::new();
+    for c in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "consumer_priorities",
+        "authentication_failure_close",
+        "per_consumer_qos",
+        "direct_reply_to",
+    ] {
+        caps.insert(Bytes::from_static(c.as_bytes()), FieldValue::Bool(true));
+    }
+    let mut t = FieldTable::new();
+    t.insert(Bytes::from_static(b"capabilities"), FieldValue::Table(caps));
+    t.insert(Bytes::from_static(b"cluster_name"), s("warren"));
+    t.insert(
+        Bytes::from_static(b"copyright"),
+        s("Copyright (c) the Warren authors"),
+    );
+    t.insert(
+        Bytes::from_static(b"information"),
+        s("Warren, an AMQP 0-9-1 broker"),
+    );
+    t.insert(Bytes::from_static(b"platform"), s("Rust"));
+    t.insert(Bytes::from_static(b"product"), s("Warren"));
+    t.insert(Bytes::from_static(b"version"), s(env!("CARGO_PKG_VERSION")));
+    t
+}
+
+/// Checks PLAIN / AMQPLAIN credentials; returns the user name when accepted.
+fn authenticate(mechanism: &[u8], response: &Bytes) -> Option<String> {
+    let (user, pass): (Vec<u8>, Vec<u8>) = match mechanism {
+        b"PLAIN" => {
+            // authzid NUL authcid NUL passwd (RFC 4616)
+            let mut parts = response.split(|b| *b == 0);
+            let _authz = parts.next()?;
+            let user = parts.next()?;
+            let pass = parts.next()?;
+            if parts.next().is_some() {
+                return None;
+            }
+            (user.to_vec(), pass.to_vec())
+        }
+        b"AMQPLAIN" => {
+            let t = FieldTable::decode_body(response).ok()?;
+            let user = t.get(b"LOGIN")?.as_bytes()?.to_vec();
+            let pass = t.get(b"PASSWORD")?.as_bytes()?.to_vec();
+            (user, pass)
+        }
+        _ => return None,
+    };
+    (user == b"guest" && pass == b"guest").then(|| "guest".to_string())
+}
+
+impl Session<'_> {
+    fn send(&mut self, channel: u16, m: &Method) {
+        frame::write_method(self.conn.out.tail(), channel, m);
+    }
+
+    /// Handles every complete frame in the read buffer, up to the per-turn budget.
+    /// Returns true when complete frames remain (call again next turn).
+    pub fn input(&mut self) -> bool {
+        let mut handled = 0;
+        loop {
+            if matches!(self.conn.state, State::Closed) {
+                self.conn.clear_input();
+                return false;
+            }
+            if self.conn.state == State::Header {
+                if !self.protocol_header() {
+                    return false;
+                }
+                continue;
+            }
+            if handled == FRAMES_PER_TURN {
+                return true;
+            }
+            let head = match frame::parse(self.conn.input(), self.conn.frame_max) {
+                Ok(None) => return false,
+                Ok(Some(h)) => h,
+                Err(e) => {
+                    let text = match e {
+                        FrameError::TooLarge { size, max } => {
+                            format!("frame size {size} exceeds the negotiated frame_max {max}")
+                        }
+                        FrameError::BadFrameEnd(b) => format!("bad frame end marker 0x{b:02x}"),
+                        FrameError::UnknownType(t) => format!("unknown frame type {t}"),
+                    };
+                    self.connection_error(hard(ReplyCode::FrameError, text));
+                    self.conn.clear_input();
+                    return false;
+                }
+            };
+            handled += 1;
+            let whole = self.conn.consume(head.total_len());
+            let payload = whole.slice(7..7 + head.size as usize);
+            self.conn.last_recv = self.now;
+            if let Err(e) = self.frame(head.kind, head.channel, payload) {
+                self.connection_error(e);
+            }
+        }
+    }
+
+    /// Checks the 8-byte protocol header. Returns false when more bytes are needed or
+    /// the connection is done.
+    fn protocol_header(&mut self) -> bool {
+        let want = frame::PROTOCOL_HEADER;
+        let input = self.conn.input();
+        let have = input.len().min(8);
+        if input[..have] != want[..have] {
+            // Spec §4.2.2: reply with the header we support, then close.
+            info!(
+                "{}: rejected protocol header {:?}",
+                self.conn.peer,
+                &input[..have]
+            );
+            self.conn.out.tail().extend_from_slice(want);
+            self.conn.state = State::Closed;
+            self.conn.clear_input();
+            return false;
+        }
+        if have < 8 {
+            return false;
+        }
+        let _ = self.conn.consume(8);
+        let start = connection::Start {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: server_properties(),
+            mechanisms: Bytes::from_static(b"PLAIN AMQPLAIN"),
+            locales: Bytes::from_static(b"en_US"),
+        };
+        self.send(0, &Method::ConnectionStart(start));
+        self.conn.state = State::StartOk;
+        true
+    }
+
+    /// Sends connection.close and releases everything the connection holds.
+    pub fn connection_error(&mut self, e: AmqpError) {
+        if matches!(self.conn.state, State::Closing | State::Closed) {
+            return;
+        }
+        warn!("{}: closing connection: {}", self.conn.peer, e);
+        let close = connection::Close {
+            reply_code: e.code as u16,
+            reply_text: Bytes::from(e.reply_text()),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        };
+        self.send(0, &Method::ConnectionClose(close));
+        self.release_all();
+        self.conn.state = State::Closing;
+        self.conn.close_deadline = Some(self.now + CLOSE_TIMEOUT);
+    }
+
+    /// Server-initiated close (shutdown): 320 CONNECTION_FORCED.
+    pub fn force_close(&mut self, text: &str) {
+        if self.conn.state == State::Running || self.conn.state == State::Open {
+            self.connection_error(hard(ReplyCode::ConnectionForced, text));
+        } else if self.conn.state != State::Closing {
+            self.conn.state = State::Closed;
+        }
+    }
+
+    /// Returns every channel's unacked messages to their queues and detaches consumers.
+    pub fn release_all(&mut self) {
+        let channels = std::mem::take(&mut self.conn.channels);
+        for mut ch in channels {
+            release_channel(&mut ch, self.broker);
+        }
+    }
+
+    fn frame(&mut self, kind: u8, ch: u16, payload: Bytes) -> Result<(), AmqpError> {
+        match self.conn.state {
+            State::Header | State::Closed => Ok(()),
+            State::Closing => {
+                // Spec: after sending close, discard everything but close and close-ok.
+                if kind == FRAME_METHOD && ch == 0 {
+                    match Method::decode(&payload) {
+                        Ok(Method::ConnectionCloseOk(_)) => self.conn.state = State::Closed,
+                        Ok(Method::ConnectionClose(_)) => {
+                            self.send(0, &Method::ConnectionCloseOk(connection::CloseOk {}));
+                            self.conn.state = State::Closed;
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+            State::StartOk | State::TuneOk | State::Open => {
+                if kind == FRAME_HEARTBEAT {
+                    return Ok(());
+                }
+                if kind != FRAME_METHOD || ch != 0 {
+                    return Err(hard(
+                        ReplyCode::UnexpectedFrame,
+                        "expected a connection method frame on channel 0 during the handshake",
+                    ));
+                }
+                let m = self.decode(&payload)?;
+                self.handshake(m)
+            }
+            State::Running => self.running_frame(kind, ch, payload),
+        }
+    }
+
+    fn decode(&mut self, payload: &Bytes) -> Result<Method, AmqpError> {
+        Method::decode(payload).map_err(|e| {
+            let (class, method) = (
+                payload
+                    .first()
+                    .zip(payload.get(1))
+                    .map_or(0, |(a, b)| u16::from_be_bytes([*a, *b])),
+                payload
+                    .get(2)
+                    .zip(payload.get(3))
+                    .map_or(0, |(a, b)| u16::from_be_bytes([*a, *b])),
+            );
+            let code = match e {
+                crate::proto::DecodeError::UnknownMethod { .. } => ReplyCode::NotImplemented,
+                _ => ReplyCode::SyntaxError,
+            };
+            hard(
+                code,
+                format!("cannot decode method frame ({class}, {method}): {e}"),
+            )
+            .on(class, method)
+        })
+    }
+
+    /// connection.start-ok, tune-ok, open, in that order (spec §2.2.4).
+    fn handshake(&mut self, m: Method) -> Result<(), AmqpError> {
+        let (class, method) = (m.class_id(), m.method_id());
+        match (self.conn.state, m) {
+            (State::StartOk, Method::ConnectionStartOk(ok)) => {
+                if let Some(FieldValue::Table(caps)) = ok.client_properties.get(b"capabilities") {
+                    let flag =
+                        |k: &[u8]| caps.get(k).and_then(FieldValue::as_bool).unwrap_or(false);
+                    self.conn.caps.consumer_cancel_notify = flag(b"consumer_cancel_notify");
+                    self.conn.caps.connection_blocked = flag(b"connection.blocked");
+                    self.conn.caps.authentication_failure_close =
+                        flag(b"authentication_failure_close");
+                }
+                if ok.mechanism[..] != b"PLAIN"[..] && ok.mechanism[..] != b"AMQPLAIN"[..] {
+                    return Err(hard(
+                        ReplyCode::CommandInvalid,
+                        format!("unknown authentication mechanism '{}'", show(&ok.mechanism)),
+                    ));
+                }
+                let user = authenticate(&ok.mechanism, &ok.response);
+                let loopback = self.conn.peer.ip().is_loopback();
+                match user {
+                    Some(u) if loopback || u != "guest" => self.conn.user = u,
+                    other => {
+                        if other.is_some() {
+                            warn!(
+                                "{}: user 'guest' can only connect via localhost",
+                                self.conn.peer
+                            );
+                        } else {
+                            warn!(
+                                "{}: authentication failed ({})",
+                                self.conn.peer,
+                                show(&ok.mechanism)
+                            );
+                        }
+                        let text = format!(
+                            "Login was refused using authentication mechanism {}. For details see the broker logfile.",
+                            show(&ok.mechanism)
+                        );
+                        if self.conn.caps.authentication_failure_close {
+                            let e = hard(ReplyCode::AccessRefused, text);
+                            self.connection_error(e);
+                        } else {
+                            self.conn.state = State::Closed;
+                        }
+                        return Ok(());
+                    }
+                }
+                let tune = connection::Tune {
+                    channel_max: self.config.channel_max,
+                    frame_max: self.config.frame_max,
+                    heartbeat: self.config.heartbeat,
+                };
+                self.send(0, &Method::ConnectionTune(tune));
+                self.conn.state = State::TuneOk;
+                Ok(())
+            }
+            (State::TuneOk, Method::ConnectionTuneOk(t)) => {
+                let max = self.config.frame_max;
+                if t.frame_max != 0 && t.frame_max < frame::FRAME_MIN_SIZE {
+                    return Err(hard(
+                        ReplyCode::NotAllowed,
+                        format!(
+                            "frame_max={} < {} min size",
+                            t.frame_max,
+                            frame::FRAME_MIN_SIZE
+                        ),
+                    ));
+                }
+                if t.frame_max > max {
+                    return Err(hard(
+                        ReplyCode::NotAllowed,
+                        format!("frame_max={} > {} max size", t.frame_max, max),
+                    ));
+                }
+                if t.channel_max > self.config.channel_max {
+                    return Err(hard(
+                        ReplyCode::NotAllowed,
+                        format!(
+                            "channel_max={} > {} max",
+                            t.channel_max, self.config.channel_max
+                        ),
+                    ));
+                }
+                self.conn.frame_max = if t.frame_max == 0 { max } else { t.frame_max };
+                self.conn.channel_max = if t.channel_max == 0 {
+                    self.config.channel_max
+                } else {
+                    t.channel_max
+                };
+                self.conn.heartbeat = t.heartbeat;
+                self.conn.state = State::Open;
+                Ok(())
+            }
+            (State::Open, Method::ConnectionOpen(o)) => {
+                if &o.virtual_host[..] != b"/" {
+                    return Err(hard(
+                        ReplyCode::NotAllowed,
+                        format!("vhost {} not found", show(&o.virtual_host)),
+                    ));
+                }
+                self.send(
+                    0,
+                    &Method::ConnectionOpenOk(connection::OpenOk {
+                        known_hosts: Bytes::new(),
+                    }),
+                );
+                self.conn.state = State::Running;
+                info!(
+                    "{}: connection open (user '{}')",
+                    self.conn.peer, self.conn.user
+                );
+                Ok(())
+            }
+            (_, Method::ConnectionClose(_)) => {
+                self.send(0, &Method::ConnectionCloseOk(connection::CloseOk {}));
+                self.conn.state = State::Closed;
+                Ok(())
+            }
+            (state, m) => Err(hard(
+                ReplyCode::CommandInvalid,
+                format!(
+                    "unexpected {} during the handshake (state {state:?})",
+                    m.name()
+                ),
+            )
+            .on(class, method)),
+        }
+    }
+
+    fn running_frame(&mut self, kind: u8, ch: u16, payload: Bytes) -> Result<(), AmqpError> {
+        if kind == FRAME_HEARTBEAT {
+            if ch != 0 {
+                return Err(hard(
+                    ReplyCode::FrameError,
+                    format!("heartbeat frame on channel {ch}"),
+                ));
+            }
+            return Ok(());
+        }
+        if ch == 0 {
+            if kind != FRAME_METHOD {
+                return Err(hard(
+                    ReplyCode::UnexpectedFrame,
+                    "content frame on channel 0",
+                ));
+            }
+            let m = self.decode(&payload)?;
+            return self.connection_method(m);
+        }
+        if ch > self.conn.channel_max {
+            return Err(hard(
+                ReplyCode::ChannelError,
+                format!(
+                    "channel {ch} is above the negotiated channel_max {}",
+                    self.conn.channel_max
+                ),
+            ));
+        }
+        let Some(idx) = self.conn.channels.iter().position(|c| c.id == ch) else {
+            if kind != FRAME_METHOD {
+                return Err(hard(
+                    ReplyCode::ChannelError,
+                    format!("expected 'channel.open' on channel {ch}"),
+                ));
+            }
+            let m = self.decode(&payload)?;
+            return match m {
+                Method::ChannelOpen(_) => {
+                    self.conn.channels.push(Channel::new(ch));
+                    let ok = channel::OpenOk {
+                        channel_id: Bytes::new(),
+                    };
+                    self.send(ch, &Method::ChannelOpenOk(ok));
+                    Ok(())
+                }
+                m => Err(hard(
+                    ReplyCode::ChannelError,
+                    format!("expected 'channel.open' on channel {ch}"),
+                )
+                .on(m.class_id(), m.method_id())),
+            };
+        };
+        if self.conn.channels[idx].closing {
+            // Spec §2.2.5: after sending channel.close, discard all but close/close-ok.
+            if kind == FRAME_METHOD {
+                match Method::decode(&payload) {
+                    Ok(Method::ChannelCloseOk(_)) => {
+                        self.conn.channels.swap_remove(idx);
+                    }
+                    Ok(Method::ChannelClose(_)) => {
+                        self.send(ch, &Method::ChannelCloseOk(channel::CloseOk {}));
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        let outcome = match kind {
+            FRAME_METHOD => {
+                if !self.conn.channels[idx].assembler.is_idle() {
+                    return Err(hard(
+                        ReplyCode::UnexpectedFrame,
+                        "expected content header for class 60, got non content header frame instead",
+                    ));
+                }
+                let m = self.decode(&payload)?;
+                let (class, method) = (m.class_id(), m.method_id());
+                return match self.channel_method(idx, ch, m) {
+                    Ok(()) => Ok(()),
+                    Err(e) => self.raise(ch, e.on(class, method)),
+                };
+            }
+            FRAME_HEADER => self.conn.channels[idx].assembler.header(&payload),
+            FRAME_BODY => self.conn.channels[idx].assembler.body(payload),
+            other => {
+                return Err(hard(
+                    ReplyCode::FrameError,
+                    format!("unknown frame type {other}"),
+                ))
+            }
+        };
+        match outcome {
+            Ok(Outcome::Pending) => Ok(()),
+            Ok(Outcome::Complete {
+                publish,
+                properties,
+                body,
+            }) => match self.publish(ch, publish, properties, body) {
+                Ok(()) => Ok(()),
+                Err(e) => self.raise(ch, e.on(60, 40)),
+            },
+            Err(e) => self.raise(ch, e.on(60, 40)),
+        }
+    }
+
+    /// Routes an error to its scope: channel errors close the channel, others are
+    /// returned to close the connection.
+    fn raise(&mut self, ch: u16, e: AmqpError) -> Result<(), AmqpError> {
+        if !e.code.is_channel_scoped() {
+            return Err(e);
+        }
+        info!("{}: closing channel {ch}: {}", self.conn.peer, e);
+        self.close_channel(ch, e);
+        Ok(())
+    }
+
+    /// Sends channel.close, releases the channel's consumers and unacked messages.
+    pub fn close_channel(&mut self, ch: u16, e: AmqpError) {
+        let Some(c) = self.conn.channel_mut(ch) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        c.closing = true;
+        let close = channel::Close {
+            reply_code: e.code as u16,
+            reply_text: Bytes::from(e.reply_text()),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        };
+        self.send(ch, &Method::ChannelClose(close));
+        if let Some(c) = self.conn.channel_mut(ch) {
+            release_channel(c, self.broker);
+        }
+    }
+
+    fn connection_method(&mut self, m: Method) -> Result<(), AmqpError> {
+        let (class, method) = (m.class_id(), m.method_id());
+        match m {
+            Method::ConnectionClose(c) => {
+                debug!(
+                    "{}: client closed the connection ({} {})",
+                    self.conn.peer,
+                    c.reply_code,
+                    show(&c.reply_text)
+                );
+                self.release_all();
+                self.send(0, &Method::ConnectionCloseOk(connection::CloseOk {}));
+                self.conn.state = State::Closed;
+                Ok(())
+            }
+            Method::ConnectionCloseOk(_) => {
+                self.conn.state = State::Closed;
+                Ok(())
+            }
+            Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_) => Ok(()),
+            Method::ConnectionUpdateSecret(_) => {
+                self.send(
+                    0,
+                    &Method::ConnectionUpdateSecretOk(connection::UpdateSecretOk {}),
+                );
+                Ok(())
+            }
+            m => Err(hard(
+                ReplyCode::CommandInvalid,
+                format!("{} is not allowed on channel 0", m.name()),
+            )
+            .on(class, method)),
+        }
+    }
+
+    /// A method on an open channel. Errors are scoped by the caller.
+    fn channel_method(&mut self, idx: usize, ch: u16, m: Method) -> Result<(), AmqpError> {
+        let conn_key = self.conn.key;
+        match m {
+            Method::ChannelOpen(_) => Err(hard(
+                ReplyCode::ChannelError,
+                format!("second 'channel.open' seen on channel {ch}"),
+            )),
+            Method::ChannelClose(_) => {
+                let mut c = self.conn.channels.swap_remove(idx);
+                release_channel(&mut c, self.broker);
+                self.send(ch, &Method::ChannelCloseOk(channel::CloseOk {}));
+                Ok(())
+            }
+            Method::ChannelCloseOk(_) => Ok(()),
+            Method::ChannelFlow(f) => {
+                self.conn.channels[idx].flow = f.active;
+                if f.active {
+                    self.mark_channel_queues_dirty(idx);
+                }
+                self.send(
+                    ch,
+                    &Method::ChannelFlowOk(channel::FlowOk { active: f.active }),
+                );
+                Ok(())
+            }
+            Method::ChannelFlowOk(_) => Ok(()),
+            Method::AccessRequest(_) => {
+                self.send(
+                    ch,
+                    &Method::AccessRequestOk(crate::proto::access::RequestOk { ticket: 1 }),
+                );
+                Ok(())
+            }
+
+            // ----- exchange -----
+            Method::ExchangeDeclare(d) => {
+                self.broker.declare_exchange(&ExchangeDecl {
+                    name: d.exchange,
+                    kind: d.kind,
+                    passive: d.passive,
+                    durable: d.durable,
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
+                    arguments: d.arguments,
+                })?;
+                if !d.nowait {
+                    self.send(ch, &Method::ExchangeDeclareOk(exchange::DeclareOk {}));
+                }
+                Ok(())
+            }
+            Method::ExchangeDelete(d) => {
+                self.broker.delete_exchange(&d.exchange, d.if_unused)?;
+                if !d.nowait {
+                    self.send(ch, &Method::ExchangeDeleteOk(exchange::DeleteOk {}));
+                }
+                Ok(())
+            }
+            Method::ExchangeBind(b) => {
+                let dest = self.broker.exchange_dest(&b.destination)?;
+                self.broker
+                    .bind(&b.source, dest, b.routing_key, b.arguments)?;
+                if !b.nowait {
+                    self.send(ch, &Method::ExchangeBindOk(exchange::BindOk {}));
+                }
+                Ok(())
+            }
+            Method::ExchangeUnbind(b) => {
+                let dest = self.broker.exchange_dest(&b.destination)?;
+                self.broker
+                    .unbind(&b.source, dest, &b.routing_key, &b.arguments)?;
+                if !b.nowait {
+                    self.send(ch, &Method::ExchangeUnbindOk(exchange::UnbindOk {}));
+                }
+                Ok(())
+            }
+
+            // ----- queue -----
+            Method::QueueDeclare(d) => {
+                let name = if d.passive && d.queue.is_empty() {
+                    self.conn.channels[idx].last_queue.clone()
+                } else {
+                    d.queue
+                };
+                let got = self.broker.declare_queue(
+                    &QueueDecl {
+                        name,
+                        passive: d.passive,
+                        durable: d.durable,
+                        exclusive: d.exclusive,
+                        auto_delete: d.auto_delete,
+                        arguments: d.arguments,
+                    },
+                    conn_key,
+                )?;
+                self.conn.channels[idx].last_queue = got.name.clone();
+                if !d.nowait {
+                    let ok = queue::DeclareOk {
+                        queue: got.name,
+                        message_count: got.messages,
+                        consumer_count: got.consumers,
+                    };
+                    self.send(ch, &Method::QueueDeclareOk(ok));
+                }
+                Ok(())
+            }
+            Method::QueueBind(b) => {
+                let q = self.queue_for(idx, &b.queue)?;
+                self.broker
+                    .bind(&b.exchange, Dest::Queue(q), b.routing_key, b.arguments)?;
+                if !b.nowait {
+                    self.send(ch, &Method::QueueBindOk(queue::BindOk {}));
+                }
+                Ok(())
+            }
+            Method::QueueUnbind(b) => {
+                let q = self.queue_for(idx, &b.queue)?;
+                self.broker
+                    .unbind(&b.exchange, Dest::Queue(q), &b.routing_key, &b.arguments)?;
+                self.send(ch, &Method::QueueUnbindOk(queue::UnbindOk {}));
+                Ok(())
+            }
+            Method::QueuePurge(p) => {
+                let q = self.queue_for(idx, &p.queue)?;
+                let n = self.broker.purge(q);
+                if !p.nowait {
+                    self.send(
+                        ch,
+                        &Method::QueuePurgeOk(queue::PurgeOk { message_count: n }),
+                    );
+                }
+                Ok(())
+            }
+            Method::QueueDelete(d) => {
+                let name = if d.queue.is_empty() {
+                    self.conn.channels[idx].last_queue.clone()
+                } else {
+                    d.queue
+                };
+                let n = match self.broker.find_queue(&name, conn_key) {
+                    Ok(q) => {
+                        let (n, orphans) = self.broker.delete_queue(q, d.if_unused, d.if_empty)?;
+                        for o in orphans {
+                            self.events.push(Event::Cancel {
+                                conn: o.conn,
+                                channel: o.channel,
+                                tag: o.tag,
+                            });
+                        }
+                        n
+                    }
+                    // Deleting a queue that does not exist succeeds (RabbitMQ 3.x).
+                    Err(e) if e.code == ReplyCode::NotFound => 0,
+                    Err(e) => return Err(e),
+                };
+                if !d.nowait {
+                    self.send(
+                        ch,
+                        &Method::QueueDeleteOk(queue::DeleteOk { message_count: n }),
+                    );
+                }
+                Ok(())
+            }
+
+            // ----- basic -----
+            Method::BasicQos(q) => {
+                // prefetch_size is not supported by RabbitMQ either; it is ignored there too.
+                let c = &mut self.conn.channels[idx];
+                if q.global {
+                    c.global_prefetch = q.prefetch_count;
+                } else {
+                    c.prefetch_count = q.prefetch_count;
+                }
+                self.mark_channel_queues_dirty(idx);
+                self.send(ch, &Method::BasicQosOk(basic::QosOk {}));
+                Ok(())
+            }
+            Method::BasicConsume(c) => {
+                let q = self.queue_for(idx, &c.queue)?;
+                let tag = if c.consumer_tag.is_empty() {
+                    self.broker.consumer_tag()
+                } else {
+                    c.consumer_tag
+                };
+                if self.conn.channels[idx].consumer(&tag).is_some() {
+                    return Err(hard(
+                        ReplyCode::NotAllowed,
+                        format!("attempt to reuse consumer tag '{}'", show(&tag)),
+                    ));
+                }
+                let prefetch = self.conn.channels[idx].prefetch_count;
+                let id = self.broker.add_consumer(
+                    q,
+                    conn_key,
+                    ch,
+                    tag.clone(),
+                    c.no_ack,
+                    c.exclusive,
+                    prefetch,
+                )?;
+                self.conn.channels[idx].consumers.push(ChannelConsumer {
+                    tag: tag.clone(),
+                    queue: q,
+                    id,
+                });
+                if !c.nowait {
+                    self.send(
+                        ch,
+                        &Method::BasicConsumeOk(basic::ConsumeOk { consumer_tag: tag }),
+                    );
+                }
+                Ok(())
+            }
+            Method::BasicCancel(c) => {
+                if let Some(cc) = self.conn.channels[idx].remove_consumer(&c.consumer_tag) {
+                    self.broker.remove_consumer(cc.queue, cc.id);
+                }
+                if !c.nowait {
+                    self.send(
+                        ch,
+                        &Method::BasicCancelOk(basic::CancelOk {
+                            consumer_tag: c.consumer_tag,
+                        }),
+                    );
+                }
+                Ok(())
+            }
+            Method::BasicPublish(p) => {
+                if p.immediate {
+                    return Err(hard(ReplyCode::NotImplemented, "immediate=true"));
+                }
+                self.conn.channels[idx].assembler.start(p);
+                Ok(())
+            }
+            Method::BasicGet(g) => self.basic_get(idx, ch, g),
+            Method::BasicAck(a) => self.settle(idx, a.delivery_tag, a.multiple, None),
+            Method::BasicNack(n) => self.settle(idx, n.delivery_tag, n.multiple, Some(n.requeue)),
+            Method::BasicReject(r) => self.settle(idx, r.delivery_tag, false, Some(r.requeue)),
+            Method::BasicRecover(r) => {
+                self.recover(idx, r.requeue)?;
+                self.send(ch, &Method::BasicRecoverOk(basic::RecoverOk {}));
+                Ok(())
+            }
+            Method::BasicRecoverAsync(r) => self.recover(idx, r.requeue),
+
+            // ----- confirm / tx -----
+            Method::ConfirmSelect(s) => {
+                let c = &mut self.conn.channels[idx];
+                if c.tx.is_some() {
+                    return Err(precondition("cannot switch from tx to confirm mode"));
+                }
+                c.confirm = true;
+                if !s.nowait {
+                    self.send(ch, &Method::ConfirmSelectOk(confirm::SelectOk {}));
+                }
+                Ok(())
+            }
+            Method::TxSelect(_) => {
+                let c = &mut self.conn.channels[idx];
+                if c.confirm {
+                    return Err(precondition("cannot switch from confirm to tx mode"));
+                }
+                if c.tx.is_none() {
+                    c.tx = Some(Vec::new());
+                }
+                self.send(ch, &Method::TxSelectOk(tx::SelectOk {}));
+                Ok(())
+            }
+            Method::TxCommit(_) => {
+                let Some(ops) = self.conn.channels[idx].tx.as_mut().map(std::mem::take) else {
+                    return Err(precondition("channel is not transactional"));
+                };
+                for op in ops {
+                    match op {
+                        TxOp::Publish {
+                            publish,
+                            properties,
+                            body,
+                        } => self.route_publish(ch, publish, properties, body)?,
+                        TxOp::Ack { tag, multiple } => {
+                            self.apply_settle(idx, tag, multiple, None)?
+                        }
+                        TxOp::Nack {
+                            tag,
+                            multiple,
+                            requeue,
+                        } => self.apply_settle(idx, tag, multiple, Some(requeue))?,
+                    }
+                }
+                self.send(ch, &Method::TxCommitOk(tx::CommitOk {}));
+                Ok(())
+            }
+            Method::TxRollback(_) => {
+                let Some(ops) = self.conn.channels[idx].tx.as_mut() else {
+                    return Err(precondition("channel is not transactional"));
+                };
+                ops.clear();
+                self.send(ch, &Method::TxRollbackOk(tx::RollbackOk {}));
+                Ok(())
+            }
+            m => Err(hard(
+                ReplyCode::CommandInvalid,
+                format!("{} is not a client method on a channel", m.name()),
+            )),
+        }
+    }
+
+    /// Resolves a queue name from a method ("" = the channel's last declared queue).
+    fn queue_for(&self, idx: usize, name: &Bytes) -> Result<QueueId, AmqpError> {
+        let name = if name.is_empty() {
+            &self.conn.channels[idx].last_queue
+        } else {
+            name
+        };
+        if name.is_empty() {
+            return Err(not_found("no previously declared queue"));
+        }
+        self.broker.find_queue(name, self.conn.key)
+    }
+
+    fn mark_channel_queues_dirty(&mut self, idx: usize) {
+        for c in &self.conn.channels[idx].consumers {
+            self.broker.mark_dirty(c.queue);
+        }
+    }
+
+    /// A whole message arrived on channel `ch`.
+    fn publish(
+        &mut self,
+        ch: u16,
+        publish: basic::Publish,
+        properties: Bytes,
+        body: Bytes,
+    ) -> Result<(), AmqpError> {
+        let Some(c) = self.conn.channel_mut(ch) else {
+            return Ok(());
+        };
+        if let Some(ops) = c.tx.as_mut() {
+            // Check the exchange now so that the error comes with the publish, as in RabbitMQ.
+            self.broker.publish_target(&publish.exchange)?;
+            ops.push(TxOp::Publish {
+                publish,
+                properties,
+                body,
+            });
+            return Ok(());
+        }
+        self.route_publish(ch, publish, properties, body)
+    }
+
+    /// Routes a message into its queues; returns it when mandatory and unroutable;
+    /// counts it for publisher confirms.
+    fn route_publish(
+        &mut self,
+        ch: u16,
+        p: basic::Publish,
+        properties: Bytes,
+        body: Bytes,
+    ) -> Result<(), AmqpError> {
+        let x = self.broker.publish_target(&p.exchange)?;
+        let msg = Rc::new(Message::new(p.exchange, p.routing_key, properties, body));
+        self.broker.route(x, &msg, self.routed);
+        if self.routed.is_empty() {
+            if p.mandatory {
+                let ret = basic::Return {
+                    reply_code: ReplyCode::NoRoute as u16,
+                    reply_text: Bytes::from_static(b"NO_ROUTE"),
+                    exchange: msg.exchange().clone(),
+                    routing_key: msg.routing_key().clone(),
+                };
+                self.send(ch, &Method::BasicReturn(ret));
+                let fm = self.conn.frame_max;
+                self.conn
+                    .out
+                    .write_content(ch, msg.properties(), msg.body(), fm);
+            }
+        } else {
+            for &q in self.routed.iter() {
+                self.broker.enqueue(q, msg.clone());
+            }
+        }
+        if let Some(c) = self.conn.channel_mut(ch) {
+            if c.confirm {
+                c.publish_seq += 1;
+                self.events.push(Event::Confirms(self.conn.key));
+            }
+        }
+        Ok(())
+    }
+
+    fn basic_get(&mut self, idx: usize, ch: u16, g: basic::Get) -> Result<(), AmqpError> {
+        let qid = self.queue_for(idx, &g.queue)?;
+        let Some(q) = self.broker.queue_mut(qid) else {
+            return Err(not_found("queue vanished"));
+        };
+        let Some(r) = q.ready.pop_front() else {
+            self.send(
+                ch,
+                &Method::BasicGetEmpty(basic::GetEmpty {
+                    cluster_id: Bytes::new(),
+                }),
+            );
+            return Ok(());
+        };
+        let remaining = q.message_count();
+        let c = &mut self.conn.channels[idx];
+        let tag = c.next_tag();
+        if !g.no_ack {
+            c.unacked.push_back(Unacked {
+                tag,
+                queue: qid,
+                consumer: 0,
+                msg: r.msg.clone(),
+                seq: r.seq,
+                delivered_at: self.now,
+            });
+        }
+        let ok = basic::GetOk {
+            delivery_tag: tag,
+            redelivered: r.redelivered,
+            exchange: r.msg.exchange().clone(),
+            routing_key: r.msg.routing_key().clone(),
+            message_count: remaining,
+        };
+        self.send(ch, &Method::BasicGetOk(ok));
+        let fm = self.conn.frame_max;
+        self.conn
+            .out
+            .write_content(ch, r.msg.properties(), r.msg.body(), fm);
+        Ok(())
+    }
+
+    /// basic.ack / nack / reject: buffered in a transaction, applied otherwise.
+    fn settle(
+        &mut self,
+        idx: usize,
+        tag: u64,
+        multiple: bool,
+        requeue: Option<bool>,
+    ) -> Result<(), AmqpError> {
+        if let Some(ops) = self.conn.channels[idx].tx.as_mut() {
+            ops.push(match requeue {
+                None => TxOp::Ack { tag, multiple },
+                Some(requeue) => TxOp::Nack {
+                    tag,
+                    multiple,
+                    requeue,
+                },
+            });
+            return Ok(());
+        }
+        self.apply_settle(idx, tag, multiple, requeue)
+    }
+
+    /// Removes the covered deliveries; requeues them when asked; gives credit back.
+    fn apply_settle(
+        &mut self,
+        idx: usize,
+        tag: u64,
+        multiple: bool,
+        requeue: Option<bool>,
+    ) -> Result<(), AmqpError> {
+        let mut done = Vec::new();
+        if self.conn.channels[idx]
+            .take_acked(tag, multiple, &mut done)
+            .is_none()
+        {
+            return Err(precondition(format!("unknown delivery tag {tag}")));
+        }
+        let requeue = requeue.unwrap_or(false);
+        // Credit runs of the same consumer in one call; requeue newest first so each
+        // message lands at the front in its original order.
+        let mut run: Option<(QueueId, u64, u32)> = None;
+        for u in done.iter() {
+            match &mut run {
+                Some((q, c, n)) if *q == u.queue && *c == u.consumer => *n += 1,
+                _ => {
+                    if let Some((q, c, n)) = run.take() {
+                        self.broker.credit(q, c, n);
+                    }
+                    run = Some((u.queue, u.consumer, 1));
+                }
+            }
+        }
+        if let Some((q, c, n)) = run {
+            self.broker.credit(q, c, n);
+        }
+        if requeue {
+            for u in done.into_iter().rev() {
+                self.broker.requeue(u.queue, u.msg, u.seq);
+            }
+        }
+        if self.conn.channels[idx].global_prefetch > 0 {
+            self.mark_channel_queues_dirty(idx);
+        }
+        Ok(())
+    }
+
+    /// basic.recover: RabbitMQ supports requeue=true only.
+    fn recover(&mut self, idx: usize, requeue: bool) -> Result<(), AmqpError> {
+        if !requeue {
+            return Err(hard(ReplyCode::NotImplemented, "requeue=false"));
+        }
+        self.apply_settle(idx, 0, true, Some(true))
+    }
+}
+
+/// Detaches a channel's consumers and returns its unacked messages to their queues,
+/// in their original order, marked redelivered.
+pub fn release_channel(ch: &mut Channel, broker: &mut Broker) {
+    for c in ch.consumers.drain(..) {
+        broker.remove_consumer(c.queue, c.id);
+    }
+    while let Some(u) = ch.unacked.pop_back() {
+        broker.requeue(u.queue, u.msg, u.seq);
+    }
+    ch.assembler = Default::default();
+    ch.tx = None;
+}
+
+/// Builds the bytes of a basic.deliver with its content, for the dispatch phase.
+pub fn write_delivery(
+    conn: &mut Connection,
+    ch: u16,
+    consumer_tag: &[u8],
+    tag: u64,
+    redelivered: bool,
+    msg: &Message,
+) {
+    frame::write_deliver(
+        conn.out.tail(),
+        ch,
+        consumer_tag,
+        tag,
+        redelivered,
+        msg.exchange(),
+        msg.routing_key(),
+    );
+    let fm = conn.frame_max;
+    conn.out.write_content(ch, msg.properties(), msg.body(), fm);
+}
+
+/// Encodes basic.cancel sent by the server (queue deleted under a consumer).
+pub fn write_server_cancel(out: &mut BytesMut, ch: u16, tag: Bytes) {
+    frame::write_method(
+        out,
+        ch,
+        &Method::BasicCancel(basic::Cancel {
+            consumer_tag: tag,
+            nowait: true,
+        }),
+    );
+}
