@@ -158,20 +158,26 @@ impl Reactor<'_> {
     }
 
     /// Reads what the socket has (a bounded number of big reads) and handles the frames.
-    /// Returns true when the connection should be visited again without waiting.
+    /// Returns true when the connection must be visited again without a new event:
+    /// readiness is edge-triggered, so stopping before the socket is drained (read or
+    /// frame budget spent) means nobody will tell us again.
     fn read(&mut self, key: usize) -> bool {
-        let mut more = false;
         for _ in 0..READS_PER_TURN {
-            let Some(c) = self.server.conns.get_mut(key) else {
-                return false;
-            };
+            let Some(c) = self.server.conns.get_mut(key) else { return false };
             if c.is_closed() {
                 return false;
             }
-            // Backpressure: a peer that does not read its replies is not read either.
+            // Backpressure: a peer that does not read its replies is not read either;
+            // the flush phase revisits it once its output drains.
             if c.out.len() >= HIGH_WATER {
                 return false;
             }
+            // Input left over from a spent frame budget is handled before reading
+            // more, so a flooding publisher cannot grow the read buffer without bound.
+            if c.input().len() >= READ_MIN && self.server.input(key) {
+                return true;
+            }
+            let Some(c) = self.server.conns.get_mut(key) else { return false };
             match c.read_socket(READ_MIN) {
                 Ok(None) => return false,
                 Ok(Some((0, _))) => {
@@ -179,13 +185,16 @@ impl Reactor<'_> {
                     self.server.lost(key);
                     return false;
                 }
-                Ok(Some((n, want))) => {
-                    more = self.server.input(key);
-                    if more || n < want {
-                        break;
+                Ok(Some((n, offered))) => {
+                    if self.server.input(key) {
+                        return true;
+                    }
+                    if n < offered {
+                        // A short read emptied the socket: the next byte brings an event.
+                        return false;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     info!("read error: {e}");
@@ -194,13 +203,7 @@ impl Reactor<'_> {
                 }
             }
         }
-        // Edge-triggered readiness: if we stopped early, come back without an event.
-        more || self.server.conns.get(key).is_some_and(|c| !c.is_closed())
-            && self.read_budget_exhausted(key)
-    }
-
-    fn read_budget_exhausted(&self, _key: usize) -> bool {
-        false
+        true
     }
 
     /// The flush phase: vectored writes for every connection that gained output.
