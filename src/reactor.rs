@@ -163,7 +163,9 @@ impl Reactor<'_> {
     /// frame budget spent) means nobody will tell us again.
     fn read(&mut self, key: usize) -> bool {
         for _ in 0..READS_PER_TURN {
-            let Some(c) = self.server.conns.get_mut(key) else { return false };
+            let Some(c) = self.server.conns.get_mut(key) else {
+                return false;
+            };
             if c.is_closed() {
                 return false;
             }
@@ -177,7 +179,9 @@ impl Reactor<'_> {
             if c.input().len() >= READ_MIN && self.server.input(key) {
                 return true;
             }
-            let Some(c) = self.server.conns.get_mut(key) else { return false };
+            let Some(c) = self.server.conns.get_mut(key) else {
+                return false;
+            };
             match c.read_socket(READ_MIN) {
                 Ok(None) => return false,
                 Ok(Some((0, _))) => {
@@ -224,7 +228,7 @@ impl Reactor<'_> {
             match c.out.flush_to(sock) {
                 Ok(done) => {
                     let wrote = c.out.len() < before;
-                    if done != !c.want_write {
+                    if done == c.want_write {
                         c.want_write = !done;
                         let interest = if done {
                             Interest::READABLE

@@ -433,3 +433,319 @@ pub fn raw_frame(kind: u8, channel: u16, payload: &[u8]) -> Bytes {
     b.extend_from_slice(&[frame::FRAME_END]);
     b.freeze()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The connection state machine driven in-process: bytes in, frames out.
+    use super::*;
+    use crate::proto::{basic, channel, connection, queue, FieldTable, Method};
+
+    /// A client speaking through `Server::feed`.
+    struct Client {
+        server: Server,
+        key: usize,
+    }
+
+    #[derive(Debug)]
+    #[allow(dead_code)] // fields are read through Debug in assertion messages
+    enum Out {
+        Method(u16, Method),
+        Header(u16, u64),
+        Body(u16, Bytes),
+        Heartbeat,
+    }
+
+    fn frames(mut b: &[u8]) -> Vec<Out> {
+        let mut v = Vec::new();
+        while let Ok(Some(h)) = frame::parse(b, 0) {
+            let payload = Bytes::copy_from_slice(&b[7..7 + h.size as usize]);
+            v.push(match h.kind {
+                frame::FRAME_METHOD => Out::Method(
+                    h.channel,
+                    Method::decode(&payload).expect("server sent a bad method"),
+                ),
+                frame::FRAME_HEADER => Out::Header(
+                    h.channel,
+                    crate::proto::ContentHeader::parse(&payload)
+                        .unwrap()
+                        .body_size,
+                ),
+                frame::FRAME_BODY => Out::Body(h.channel, payload),
+                _ => Out::Heartbeat,
+            });
+            b = &b[h.total_len()..];
+        }
+        v
+    }
+
+    impl Client {
+        fn new() -> Client {
+            let mut server = Server::new(Config::default());
+            let key = server.open("127.0.0.1:40000".parse().unwrap(), None);
+            Client { server, key }
+        }
+
+        fn send_raw(&mut self, data: &[u8]) -> Vec<Out> {
+            let out = self.server.feed(self.key, data);
+            frames(&out)
+        }
+
+        fn send(&mut self, ch: u16, m: Method) -> Vec<Out> {
+            let mut b = BytesMut::new();
+            frame::write_method(&mut b, ch, &m);
+            self.send_raw(&b)
+        }
+
+        fn publish(&mut self, ch: u16, exchange: &str, key: &str, body: &[u8]) -> Vec<Out> {
+            let mut b = BytesMut::new();
+            let p = basic::Publish {
+                exchange: Bytes::copy_from_slice(exchange.as_bytes()),
+                routing_key: Bytes::copy_from_slice(key.as_bytes()),
+                ..Default::default()
+            };
+            frame::write_method(&mut b, ch, &Method::BasicPublish(p));
+            frame::write_content_header(&mut b, ch, body.len() as u64, &[0, 0]);
+            frame::write_body(&mut b, ch, body, 131_072);
+            self.send_raw(&b)
+        }
+
+        fn open() -> Client {
+            let mut c = Client::new();
+            let out = c.send_raw(frame::PROTOCOL_HEADER);
+            assert!(matches!(out[0], Out::Method(0, Method::ConnectionStart(_))));
+            let ok = connection::StartOk {
+                client_properties: FieldTable::new(),
+                mechanism: Bytes::from_static(b"PLAIN"),
+                response: Bytes::from_static(b"\0guest\0guest"),
+                locale: Bytes::from_static(b"en_US"),
+            };
+            let out = c.send(0, Method::ConnectionStartOk(ok));
+            assert!(
+                matches!(out[0], Out::Method(0, Method::ConnectionTune(_))),
+                "{out:?}"
+            );
+            let tune = connection::TuneOk {
+                channel_max: 2047,
+                frame_max: 131_072,
+                heartbeat: 0,
+            };
+            assert!(c.send(0, Method::ConnectionTuneOk(tune)).is_empty());
+            let open = connection::Open {
+                virtual_host: Bytes::from_static(b"/"),
+                ..Default::default()
+            };
+            let out = c.send(0, Method::ConnectionOpen(open));
+            assert!(matches!(
+                out[0],
+                Out::Method(0, Method::ConnectionOpenOk(_))
+            ));
+            let out = c.send(1, Method::ChannelOpen(channel::Open::default()));
+            assert!(matches!(out[0], Out::Method(1, Method::ChannelOpenOk(_))));
+            c
+        }
+
+        fn declare(&mut self, name: &str) {
+            let d = queue::Declare {
+                queue: Bytes::copy_from_slice(name.as_bytes()),
+                ..Default::default()
+            };
+            let out = self.send(1, Method::QueueDeclare(d));
+            assert!(
+                matches!(out[0], Out::Method(1, Method::QueueDeclareOk(_))),
+                "{out:?}"
+            );
+        }
+    }
+
+    fn close_code(out: &[Out]) -> Option<(u16, u16)> {
+        out.iter().find_map(|o| match o {
+            Out::Method(ch, Method::ChannelClose(c)) => Some((*ch, c.reply_code)),
+            Out::Method(0, Method::ConnectionClose(c)) => Some((0, c.reply_code)),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn wrong_protocol_header_gets_ours_back_and_closes() {
+        let mut c = Client::new();
+        let out = c.server.feed(c.key, b"AMQP\x01\x01\x00\x0a");
+        assert_eq!(&out[..], frame::PROTOCOL_HEADER);
+        assert_eq!(c.server.closed(), vec![c.key]);
+    }
+
+    #[test]
+    fn publish_then_consume_round_robin() {
+        let mut c = Client::open();
+        c.declare("q");
+        for tag in ["a", "b"] {
+            let m = basic::Consume {
+                queue: Bytes::from_static(b"q"),
+                consumer_tag: Bytes::copy_from_slice(tag.as_bytes()),
+                no_ack: true,
+                ..Default::default()
+            };
+            c.send(1, Method::BasicConsume(m));
+        }
+        let mut tags = Vec::new();
+        for i in 0..4 {
+            let out = c.publish(1, "", "q", format!("m{i}").as_bytes());
+            for o in out {
+                if let Out::Method(_, Method::BasicDeliver(d)) = o {
+                    tags.push(d.consumer_tag);
+                }
+            }
+        }
+        assert_eq!(tags, vec!["a", "b", "a", "b"]);
+    }
+
+    #[test]
+    fn prefetch_one_holds_back_until_ack() {
+        let mut c = Client::open();
+        c.declare("q");
+        c.send(
+            1,
+            Method::BasicQos(basic::Qos {
+                prefetch_count: 1,
+                ..Default::default()
+            }),
+        );
+        let m = basic::Consume {
+            queue: Bytes::from_static(b"q"),
+            ..Default::default()
+        };
+        c.send(1, Method::BasicConsume(m));
+        let first = c.publish(1, "", "q", b"1");
+        assert!(first
+            .iter()
+            .any(|o| matches!(o, Out::Method(_, Method::BasicDeliver(_)))));
+        let second = c.publish(1, "", "q", b"2");
+        assert!(!second
+            .iter()
+            .any(|o| matches!(o, Out::Method(_, Method::BasicDeliver(_)))));
+        let out = c.send(
+            1,
+            Method::BasicAck(basic::Ack {
+                delivery_tag: 1,
+                multiple: false,
+            }),
+        );
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Out::Method(_, Method::BasicDeliver(d)) if d.delivery_tag == 2)));
+    }
+
+    #[test]
+    fn channel_errors_close_the_channel_only() {
+        let mut c = Client::open();
+        let out = c.send(
+            1,
+            Method::BasicAck(basic::Ack {
+                delivery_tag: 9,
+                multiple: false,
+            }),
+        );
+        assert_eq!(close_code(&out), Some((1, 406)));
+        // Frames on a closing channel are discarded; close-ok frees the channel.
+        assert!(c
+            .send(1, Method::BasicQos(basic::Qos::default()))
+            .is_empty());
+        c.send(1, Method::ChannelCloseOk(channel::CloseOk {}));
+        let out = c.send(1, Method::ChannelOpen(channel::Open::default()));
+        assert!(matches!(out[0], Out::Method(1, Method::ChannelOpenOk(_))));
+    }
+
+    #[test]
+    fn connection_errors_use_the_spec_codes() {
+        let mut c = Client::open();
+        let out = c.send(5, Method::BasicQos(basic::Qos::default()));
+        assert_eq!(
+            close_code(&out),
+            Some((0, 504)),
+            "method on an unopened channel"
+        );
+
+        let mut c = Client::open();
+        let out = c.send_raw(&raw_frame(
+            frame::FRAME_HEADER,
+            1,
+            &[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ));
+        assert_eq!(
+            close_code(&out),
+            Some((0, 505)),
+            "content header without a method"
+        );
+
+        let mut c = Client::open();
+        let out = c.send_raw(&[1, 0, 1, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            close_code(&out),
+            Some((0, 501)),
+            "frame larger than frame_max, header only"
+        );
+
+        let mut c = Client::open();
+        let out = c.send_raw(&raw_frame(frame::FRAME_HEARTBEAT, 1, &[]));
+        assert_eq!(
+            close_code(&out),
+            Some((0, 501)),
+            "heartbeat on a non-zero channel"
+        );
+    }
+
+    #[test]
+    fn body_longer_than_declared_is_a_frame_error() {
+        let mut c = Client::open();
+        let mut b = BytesMut::new();
+        let p = basic::Publish {
+            routing_key: Bytes::from_static(b"q"),
+            ..Default::default()
+        };
+        frame::write_method(&mut b, 1, &Method::BasicPublish(p));
+        frame::write_content_header(&mut b, 1, 2, &[0, 0]);
+        frame::write_body(&mut b, 1, b"abc", 131_072);
+        let out = c.send_raw(&b);
+        assert_eq!(close_code(&out), Some((0, 501)));
+    }
+
+    #[test]
+    fn unacked_messages_return_in_order_when_the_channel_closes() {
+        let mut c = Client::open();
+        c.declare("q");
+        for b in ["1", "2", "3"] {
+            c.publish(1, "", "q", b.as_bytes());
+        }
+        let m = basic::Consume {
+            queue: Bytes::from_static(b"q"),
+            ..Default::default()
+        };
+        c.send(1, Method::BasicConsume(m));
+        c.send(1, Method::ChannelClose(channel::Close::default()));
+        c.send(2, Method::ChannelOpen(channel::Open::default()));
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let g = basic::Get {
+                queue: Bytes::from_static(b"q"),
+                no_ack: true,
+                ..Default::default()
+            };
+            let out = c.send(2, Method::BasicGet(g));
+            let redelivered = out
+                .iter()
+                .any(|o| matches!(o, Out::Method(_, Method::BasicGetOk(g)) if g.redelivered));
+            let body = out.iter().find_map(|o| match o {
+                Out::Body(_, b) => Some(b.clone()),
+                _ => None,
+            });
+            got.push((body.unwrap(), redelivered));
+        }
+        assert_eq!(
+            got,
+            vec![
+                (Bytes::from("1"), true),
+                (Bytes::from("2"), true),
+                (Bytes::from("3"), true)
+            ]
+        );
+    }
+}
