@@ -228,6 +228,23 @@ def message_count(conn, name):
         ch.close()
 
 
+def wait_count(conn, name, expected, timeout=5.0):
+    """Waits until the queue's ready-message count equals `expected`.
+
+    RabbitMQ routes a publish to the queue asynchronously: a queue.declare-ok or basic.get
+    sent right after a (non-confirmed) publish on the same channel may not see it yet. Tests
+    that need exact counts either publish with confirms or wait here."""
+    eventually(lambda: message_count(conn, name) == expected, timeout=timeout,
+               what=f"{expected} messages in {name} (has {message_count(conn, name)})")
+
+
+def get_message(channel, queue, auto_ack=True, timeout=5.0):
+    """basic.get until a message is there (see wait_count for why one try is not enough)."""
+    return eventually(lambda: (lambda r: r if r[0] is not None else None)(
+        channel.basic_get(queue=queue, auto_ack=auto_ack)),
+        timeout=timeout, what=f"a message in {queue}")
+
+
 def expect_channel_error(code, text_prefix):
     """Context manager asserting a ChannelClosedByBroker with this reply code and text prefix."""
     return _ExpectClose(pika.exceptions.ChannelClosedByBroker, code, text_prefix)

@@ -4,7 +4,8 @@ reply-text prefix (pika users match on these)."""
 import pika
 import pytest
 
-from conftest import (eventually, expect_channel_error, message_count, pump, queue_exists)
+from conftest import (eventually, expect_channel_error, get_message, message_count, pump,
+                      queue_exists, wait_count)
 
 VH = "in vhost '/'"
 
@@ -188,6 +189,7 @@ def test_delete_if_unused_with_consumer_406(connect, uniq):
 def test_delete_if_empty_with_messages_406(connect, uniq):
     conn = connect()
     ch = conn.channel()
+    ch.confirm_delivery()  # publishes are in the queue once basic_publish returns
     q = uniq("q")
     ch.queue_declare(queue=q)
     publish(ch, q, b'x')
@@ -200,6 +202,7 @@ def test_delete_if_empty_with_messages_406(connect, uniq):
 def test_purge_and_delete_return_counts(connect, uniq):
     conn = connect()
     ch = conn.channel()
+    ch.confirm_delivery()  # publishes are in the queue once basic_publish returns
     q = uniq("q")
     assert ch.queue_declare(queue=q).method.message_count == 0
     for i in range(7):
@@ -230,6 +233,7 @@ def test_ack_unknown_delivery_tag_406(connect):
 def test_double_ack_406(connect, uniq):
     conn = connect()
     ch = conn.channel()
+    ch.confirm_delivery()  # publishes are in the queue once basic_publish returns
     q = ch.queue_declare(queue='', exclusive=True).method.queue
     publish(ch, q, b'x')
     method, _, _ = ch.basic_get(queue=q)
@@ -242,6 +246,7 @@ def test_double_ack_406(connect, uniq):
 
 def test_basic_get_and_get_empty(connect):
     ch = connect().channel()
+    ch.confirm_delivery()  # publishes are in the queue once basic_publish returns
     q = ch.queue_declare(queue='', exclusive=True).method.queue
     assert ch.basic_get(queue=q) == (None, None, None)  # basic.get-empty
     publish(ch, q, b'one', content_type='text/plain')
@@ -258,15 +263,16 @@ def test_basic_get_and_get_empty(connect):
 
 def test_nack_and_reject_with_requeue_redeliver(connect):
     ch = connect().channel()
+    ch.confirm_delivery()  # publishes are in the queue once basic_publish returns
     q = ch.queue_declare(queue='', exclusive=True).method.queue
     publish(ch, q, b'm')
     method, _, body = ch.basic_get(queue=q)
     assert not method.redelivered
     ch.basic_nack(delivery_tag=method.delivery_tag, requeue=True)
-    method, _, body = ch.basic_get(queue=q)
+    method, _, body = get_message(ch, q, auto_ack=False)
     assert body == b'm' and method.redelivered
     ch.basic_reject(delivery_tag=method.delivery_tag, requeue=True)
-    method, _, body = ch.basic_get(queue=q)
+    method, _, body = get_message(ch, q, auto_ack=False)
     assert body == b'm' and method.redelivered
     ch.basic_reject(delivery_tag=method.delivery_tag, requeue=False)  # dropped
     assert ch.basic_get(queue=q) == (None, None, None)
@@ -417,12 +423,12 @@ def test_tx_commit_and_rollback(connect):
     publish(ch, q, b'committed-1')
     assert message_count(conn, q) == 0  # not visible before commit
     ch.tx_commit()
-    assert message_count(conn, q) == 1
+    wait_count(conn, q, 1)
     publish(ch, q, b'rolled-back')
     ch.tx_rollback()
     publish(ch, q, b'committed-2')
     ch.tx_commit()
-    assert message_count(conn, q) == 2
+    wait_count(conn, q, 2)
     bodies = []
     while True:
         method, _, body = ch.basic_get(queue=q, auto_ack=True)
@@ -437,14 +443,16 @@ def test_tx_rollback_of_ack_keeps_message(connect):
     conn = connect()
     ch = conn.channel()
     q = ch.queue_declare(queue='', exclusive=True).method.queue
-    publish(ch, q, b'm')
+    confirmed = conn.channel()
+    confirmed.confirm_delivery()  # (a tx channel cannot also be in confirm mode)
+    publish(confirmed, q, b'm')
     ch.tx_select()
     method, _, _ = ch.basic_get(queue=q)
     ch.basic_ack(delivery_tag=method.delivery_tag)
     ch.tx_rollback()
     # The ack was rolled back: the message is still unacked on this channel, not gone.
     ch.basic_recover(requeue=True)
-    method, _, body = ch.basic_get(queue=q)
+    method, _, body = get_message(ch, q, auto_ack=False)
     assert body == b'm' and method.redelivered
     ch.basic_ack(delivery_tag=method.delivery_tag)
     ch.tx_commit()

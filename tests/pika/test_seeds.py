@@ -24,7 +24,7 @@ import textwrap
 import pika
 import pytest
 
-from conftest import expect_channel_error, message_count, pump
+from conftest import expect_channel_error, get_message, message_count, pump, wait_count
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_seed000_durability_redeclare_is_refused(localhost, uniq):
     channel.queue_declare(queue=q1, durable=True)
     channel.basic_publish(exchange='', routing_key=q1, body='Hello World!',
                           properties=pika.BasicProperties(delivery_mode=2,))
-    method, properties, body = channel.basic_get(queue=q1, auto_ack=True)
+    method, properties, body = get_message(channel, q1)
     assert (body, properties.delivery_mode) == (b'Hello World!', 2)
     channel.queue_delete(queue=q1)
 
@@ -152,7 +152,7 @@ def test_seed000_temporary_queue_and_binding(localhost, uniq):
                        queue=q_name.method.queue)  # the name of our random queue
     # "we don't need to define the routing_key" for fanout
     channel.basic_publish(exchange=logs, routing_key='', body='log line')
-    method, _, body = channel.basic_get(queue=q_name.method.queue, auto_ack=True)
+    method, _, body = get_message(channel, q_name.method.queue)
     assert body == b'log line'
     assert channel.basic_get(queue=result.method.queue) == (None, None, None)  # not bound
     channel.queue_delete(queue=q_name.method.queue)  # not exclusive: would outlive us
@@ -221,7 +221,7 @@ def test_seed001_direct_binding_with_key(localhost, uniq):
     channel.basic_publish(exchange='', routing_key=hello, body=message)
     pump(connection, lambda: len(got) == 2, what="two 'black' messages")
     assert got == [b'black', b'black']
-    assert channel.queue_declare(queue=hello, passive=True).method.message_count == 1
+    wait_count(connection, hello, 1)
     channel.exchange_delete(exchange=exchange_name)
     connection.close()
 
@@ -303,7 +303,7 @@ def test_seed003_manual_ack_is_the_default(localhost, uniq):
     connection.close()
     other = pika.BlockingConnection(localhost())
     ch = other.channel()
-    method, _, body = ch.basic_get(queue=hello, auto_ack=True)
+    method, _, body = get_message(ch, hello)
     assert (body, method.redelivered) == (b'a.task...', True)
     ch.queue_delete(queue=hello)
     other.close()
@@ -321,7 +321,7 @@ def test_seed003_durable_persistent_fair_dispatch(localhost, uniq):
                               delivery_mode = 2, # make message persistent  # noqa
                           ))
     channel.basic_qos(prefetch_count=1)
-    method, properties, body = channel.basic_get(queue=task_queue, auto_ack=True)
+    method, properties, body = get_message(channel, task_queue)
     assert (body, properties.delivery_mode) == (b'message', 2)
     channel.queue_delete(queue=task_queue)
     connection.close()

@@ -352,9 +352,9 @@ def test_rpc(connect, uniq):
             t.join(timeout=15)
         assert not errors, errors
         assert results == {i: [fib(5 + i), fib(6 + i)] for i in range(4)}
-        assert server.served == 9
     finally:
         server.stop.set()
         server.join(timeout=5)
+    assert server.served == 9
     cleanup = connect().channel()
     cleanup.queue_delete(queue=rpc_queue)
