@@ -78,7 +78,15 @@ fn pika_suite() {
     let root = manifest_dir();
     // stdout/stderr are inherited, so pytest's progress streams straight to the terminal.
     let status = Command::new(&python)
-        .args(["-m", "pytest", "tests/pika", "-q", "-x", "-p", "no:cacheprovider"])
+        .args([
+            "-m",
+            "pytest",
+            "tests/pika",
+            "-q",
+            "-x",
+            "-p",
+            "no:cacheprovider",
+        ])
         .current_dir(&root)
         .env("WARREN_BIN", env!("CARGO_BIN_EXE_warren"))
         .env("PYTHONDONTWRITEBYTECODE", "1")

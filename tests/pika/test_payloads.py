@@ -6,7 +6,7 @@ import decimal
 import pika
 import pytest
 
-from conftest import pump
+from conftest import expect_channel_error, pump
 
 
 def roundtrip(connect, bodies, properties=None):
@@ -99,7 +99,6 @@ def test_absent_properties_stay_absent(connect):
 
 
 def test_user_id_must_match_the_login(connect):
-    from conftest import expect_channel_error
     ch = connect().channel()
     q = ch.queue_declare(queue='', exclusive=True).method.queue
     ch.basic_publish(exchange='', routing_key=q, body=b'x',
