@@ -298,9 +298,9 @@ impl Broker {
                 "operation not permitted on the default exchange",
             ));
         }
-        if name.starts_with(b"amq.") {
+        if name.starts_with(b"amq.") && self.exchange_id(name).is_some() {
             return Err(access_refused(format!(
-                "operation not permitted on exchange '{}'",
+                "deletion of system exchange '{}' in vhost '{VHOST}' not allowed",
                 show(name)
             )));
         }
@@ -554,7 +554,7 @@ impl Broker {
         }
         if if_empty && !q.ready.is_empty() {
             return Err(precondition(format!(
-                "queue '{}' in vhost '{VHOST}' is not empty",
+                "queue '{}' in vhost '{VHOST}' not empty",
                 show(&q.name)
             )));
         }

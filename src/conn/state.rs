@@ -21,7 +21,8 @@ use crate::proto::frame::{
     self, FrameError, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD,
 };
 use crate::proto::{
-    basic, channel, confirm, connection, exchange, queue, tx, FieldTable, FieldValue, Method,
+    basic, channel, confirm, connection, exchange, queue, tx, BasicProperties, FieldTable,
+    FieldValue, Method,
 };
 
 use super::assembler::Outcome;
@@ -622,14 +623,11 @@ impl Session<'_> {
             }
             Method::ChannelCloseOk(_) => Ok(()),
             Method::ChannelFlow(f) => {
-                self.conn.channels[idx].flow = f.active;
-                if f.active {
-                    self.mark_channel_queues_dirty(idx);
+                // RabbitMQ 3.x refuses to stop deliveries this way (basic.qos does it).
+                if !f.active {
+                    return Err(hard(ReplyCode::NotImplemented, "active=false"));
                 }
-                self.send(
-                    ch,
-                    &Method::ChannelFlowOk(channel::FlowOk { active: f.active }),
-                );
+                self.send(ch, &Method::ChannelFlowOk(channel::FlowOk { active: true }));
                 Ok(())
             }
             Method::ChannelFlowOk(_) => Ok(()),
@@ -966,6 +964,19 @@ impl Session<'_> {
         body: Bytes,
     ) -> Result<(), AmqpError> {
         let x = self.broker.publish_target(&p.exchange)?;
+        // user-id is bit 4 of the first property-flag word; decode only then.
+        if properties.get(1).is_some_and(|f| f & 0x10 != 0) {
+            let user = BasicProperties::decode(&properties)
+                .ok()
+                .and_then(|p| p.user_id);
+            if let Some(u) = user.filter(|u| u[..] != *self.conn.user.as_bytes()) {
+                return Err(precondition(format!(
+                    "user_id property set to '{}' but authenticated user was '{}'",
+                    show(&u),
+                    self.conn.user
+                )));
+            }
+        }
         let msg = Rc::new(Message::new(p.exchange, p.routing_key, properties, body));
         self.broker.route(x, &msg, self.routed);
         if self.routed.is_empty() {
