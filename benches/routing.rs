@@ -1,0 +1,118 @@
+//! Routing micro-benchmarks: topic match against 10k bindings, headers match, and routing
+//! one publish to 1, 10 and 100 queues through the broker. `cargo bench --bench routing`.
+
+use bytes::Bytes;
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use std::rc::Rc;
+use warren::broker::exchange::headers;
+use warren::broker::exchange::topic::TopicTrie;
+use warren::broker::{Broker, Dest, ExchangeDecl, QueueDecl};
+use warren::message::Message;
+use warren::proto::{FieldTable, FieldValue};
+
+fn topic(c: &mut Criterion) {
+    let mut t = TopicTrie::new();
+    let words = ["stock", "usd", "eur", "nyse", "lse", "tech", "bank", "a", "b", "c"];
+    let mut n = 0u32;
+    'outer: for a in words {
+        for b in words {
+            for c2 in words {
+                for d in ["*", "#", "x", "y", "z", "w", "v", "u", "t", "s"] {
+                    t.insert(format!("{a}.{b}.{c2}.{d}").as_bytes(), n);
+                    n += 1;
+                    if n == 10_000 {
+                        break 'outer;
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    c.bench_function("topic match, 10k bindings", |b| {
+        b.iter(|| {
+            out.clear();
+            t.matches(black_box(b"stock.usd.nyse.x"), &mut out);
+            black_box(out.len())
+        })
+    });
+}
+
+fn headers_match(c: &mut Criterion) {
+    let s = |v: &'static str| FieldValue::LongStr(Bytes::from_static(v.as_bytes()));
+    let mut args = FieldTable::new();
+    args.insert(Bytes::from_static(b"x-match"), s("all"));
+    args.insert(Bytes::from_static(b"format"), s("pdf"));
+    args.insert(Bytes::from_static(b"type"), s("report"));
+    let mut h = FieldTable::new();
+    h.insert(Bytes::from_static(b"format"), s("pdf"));
+    h.insert(Bytes::from_static(b"type"), s("report"));
+    h.insert(Bytes::from_static(b"other"), FieldValue::I32(3));
+    c.bench_function("headers match, 2 keys all", |b| {
+        b.iter(|| headers::matches(black_box(&args), black_box(&h)))
+    });
+}
+
+fn route(c: &mut Criterion) {
+    let mut g = c.benchmark_group("route+enqueue");
+    for n in [1usize, 10, 100] {
+        let mut broker = Broker::new();
+        broker
+            .declare_exchange(&ExchangeDecl {
+                name: Bytes::from_static(b"fan"),
+                kind: Bytes::from_static(b"fanout"),
+                passive: false,
+                durable: false,
+                auto_delete: false,
+                internal: false,
+                arguments: FieldTable::new(),
+            })
+            .unwrap();
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let d = QueueDecl {
+                name: Bytes::from(format!("q{i}")),
+                passive: false,
+                durable: false,
+                exclusive: false,
+                auto_delete: false,
+                arguments: FieldTable::new(),
+            };
+            let q = broker.declare_queue(&d, 0).unwrap().id;
+            broker.bind(b"fan", Dest::Queue(q), Bytes::new(), FieldTable::new()).unwrap();
+            ids.push(q);
+        }
+        let x = broker.publish_target(b"fan").unwrap();
+        let msg = Rc::new(Message::new(
+            Bytes::from_static(b"fan"),
+            Bytes::from_static(b"k"),
+            Bytes::from_static(&[0, 0]),
+            Bytes::from_static(&[1; 16]),
+        ));
+        let mut out = Vec::new();
+        let mut count = 0u32;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                broker.route(x, &msg, &mut out);
+                for &q in &out {
+                    broker.enqueue(q, msg.clone());
+                }
+                count += 1;
+                if count == 10_000 {
+                    count = 0;
+                    for &q in &ids {
+                        broker.purge(q);
+                    }
+                    let mut d = Vec::new();
+                    broker.take_dirty(&mut d);
+                    for q in d {
+                        broker.undirty(q);
+                    }
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, topic, headers_match, route);
+criterion_main!(benches);
