@@ -1193,3 +1193,184 @@ impl RawClient {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Higher-level lapin fixture
+// ---------------------------------------------------------------------------------
+
+use lapin::options::{
+    BasicGetOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions,
+};
+use lapin::Confirmation;
+use lapin::{Channel, ExchangeKind};
+
+/// A connection plus a publisher-confirms channel, tracking what it declared so it can
+/// clean up. Queues are declared exclusive (they vanish with the connection);
+/// exchanges are deleted by `cleanup`.
+pub struct Fixture {
+    pub conn: Connection,
+    /// Channel in confirm mode: `publish` returns once the broker has routed.
+    pub ch: Channel,
+    exchanges: Mutex<Vec<String>>,
+}
+
+impl Fixture {
+    pub async fn open(uri: &str) -> Fixture {
+        let conn = connect(uri).await;
+        let ch = step("create_channel", conn.create_channel()).await.unwrap();
+        step(
+            "confirm_select",
+            ch.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await
+        .unwrap();
+        Fixture {
+            conn,
+            ch,
+            exchanges: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        step("create_channel", self.conn.create_channel())
+            .await
+            .unwrap()
+    }
+
+    /// Declares an exclusive queue with a unique name derived from `prefix`.
+    pub async fn queue(&self, prefix: &str) -> String {
+        let name = unique(prefix);
+        step(
+            "queue_declare",
+            self.ch.queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            ),
+        )
+        .await
+        .unwrap();
+        name
+    }
+
+    /// Declares an exchange with a unique name derived from `prefix`.
+    pub async fn exchange(&self, prefix: &str, kind: ExchangeKind) -> String {
+        let name = unique(prefix);
+        step(
+            "exchange_declare",
+            self.ch.exchange_declare(
+                name.as_str().into(),
+                kind,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await
+        .unwrap();
+        self.exchanges.lock().unwrap().push(name.clone());
+        name
+    }
+
+    pub async fn bind(&self, queue: &str, exchange: &str, key: &str, args: FieldTable) {
+        step(
+            "queue_bind",
+            self.ch.queue_bind(
+                queue.into(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                args,
+            ),
+        )
+        .await
+        .unwrap();
+    }
+
+    pub async fn publish(&self, exchange: &str, key: &str, body: &[u8]) -> Confirmation {
+        self.publish_with(exchange, key, body, BasicProperties::default(), false)
+            .await
+    }
+
+    pub async fn publish_with(
+        &self,
+        exchange: &str,
+        key: &str,
+        body: &[u8],
+        props: BasicProperties,
+        mandatory: bool,
+    ) -> Confirmation {
+        step(
+            "publish",
+            async {
+                self.ch
+                    .basic_publish(
+                        exchange.into(),
+                        key.into(),
+                        BasicPublishOptions {
+                            mandatory,
+                            ..Default::default()
+                        },
+                        body,
+                        props,
+                    )
+                    .await?
+                    .await
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Gets (no-ack) every message currently in `queue`, as UTF-8 strings.
+    pub async fn drain(&self, queue: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let m = step(
+                "basic_get",
+                self.ch.basic_get(
+                    queue.into(),
+                    BasicGetOptions { no_ack: true },
+                ),
+            )
+            .await
+            .unwrap();
+            match m {
+                Some(m) => out.push(String::from_utf8_lossy(&m.delivery.data).into_owned()),
+                None => return out,
+            }
+        }
+    }
+
+    /// Deletes the exchanges this fixture declared and closes the connection.
+    pub async fn cleanup(self) {
+        let names = std::mem::take(&mut *self.exchanges.lock().unwrap());
+        if let Ok(ch) = self.conn.create_channel().await {
+            for x in names {
+                let _ = step(
+                    "exchange_delete",
+                    ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default()),
+                )
+                .await;
+            }
+        }
+        let _ = step("connection close", self.conn.close(200, "bye".into())).await;
+    }
+}
+
+/// Builds a FieldTable from (key, value) pairs.
+pub fn table(entries: &[(&str, lapin::types::AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in entries {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+/// Long-string AMQP value.
+pub fn s(v: &str) -> lapin::types::AMQPValue {
+    lapin::types::AMQPValue::LongString(v.into())
+}
