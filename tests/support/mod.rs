@@ -1374,3 +1374,75 @@ pub fn table(entries: &[(&str, lapin::types::AMQPValue)]) -> FieldTable {
 pub fn s(v: &str) -> lapin::types::AMQPValue {
     lapin::types::AMQPValue::LongString(v.into())
 }
+
+impl Fixture {
+    /// (message count, consumer count) of `queue` via a passive declare on a fresh
+    /// channel; `None` if the queue does not exist (404).
+    pub async fn counts(&self, queue: &str) -> Option<(u32, u32)> {
+        let ch = self.channel().await;
+        let r = step(
+            "passive queue_declare",
+            ch.queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            ),
+        )
+        .await;
+        match r {
+            Ok(q) => {
+                let _ = ch.close(200, "ok".into()).await;
+                Some((q.message_count(), q.consumer_count()))
+            }
+            Err(e) => {
+                assert_eq!(amqp_error(&e).map(|x| x.0), Some(404), "{e:?}");
+                None
+            }
+        }
+    }
+
+    /// Polls `counts` until it equals `want` (10 s deadline).
+    pub async fn wait_counts(&self, queue: &str, want: Option<(u32, u32)>) {
+        let end = Instant::now() + STEP;
+        loop {
+            let last = self.counts(queue).await;
+            if last == want {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "queue {queue}: counts {last:?}, wanted {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Publishes each body (confirmed) to the default exchange.
+    pub async fn fill(&self, queue: &str, bodies: &[&str]) {
+        for b in bodies {
+            self.publish("", queue, b.as_bytes()).await;
+        }
+    }
+}
+
+/// Next delivery from a consumer, panicking after `STEP`.
+pub async fn next_delivery(c: &mut lapin::Consumer) -> lapin::message::Delivery {
+    step("next delivery", c.next())
+        .await
+        .expect("consumer stream ended")
+        .expect("delivery error")
+}
+
+/// Asserts the consumer receives nothing within `d` (a bounded negative check).
+pub async fn assert_no_delivery(c: &mut lapin::Consumer, d: Duration) {
+    if let Ok(Some(x)) = tokio::time::timeout(d, c.next()).await {
+        panic!("unexpected delivery: {:?}", x.map(|d| d.data));
+    }
+}
+
+pub fn body(d: &lapin::message::Delivery) -> String {
+    String::from_utf8_lossy(&d.data).into_owned()
+}
