@@ -31,9 +31,12 @@ async fn qos(ch: &Channel, n: u16, global: bool) {
 }
 
 async fn get(ch: &Channel, q: &str, no_ack: bool) -> Option<lapin::message::BasicGetMessage> {
-    step("basic_get", ch.basic_get(q.into(), BasicGetOptions { no_ack }))
-        .await
-        .unwrap()
+    step(
+        "basic_get",
+        ch.basic_get(q.into(), BasicGetOptions { no_ack }),
+    )
+    .await
+    .unwrap()
 }
 
 fn bodies(n: usize) -> Vec<String> {
@@ -334,23 +337,53 @@ async fn basic_get_counts_and_acks() {
     f.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_delivery_tag_is_precondition_failed() {
+#[test]
+fn unknown_delivery_tag_is_precondition_failed() {
     let b = Broker::start();
-    let f = Fixture::open(&b.uri()).await;
-    let q = f.queue("badtag").await;
-    let ch = f.channel().await;
-    f.fill(&q, &["a"]).await;
-    let m = get(&ch, &q, false).await.unwrap();
-    m.delivery.ack(BasicAckOptions::default()).await.unwrap();
-    // Double ack of the same tag.
-    let _ = ch
-        .basic_ack(m.delivery.delivery_tag, BasicAckOptions::default())
-        .await;
-    let r = step("sync after bad ack", ch.basic_qos(1, BasicQosOptions::default())).await;
-    let text = expect_amqp_error(r, 406);
+    let mut c = b.handshake();
+    c.open_channel(1);
+    let q = unique("badtag");
+    c.send_method(1, &queue_declare(&q, true, false));
+    c.expect_method(1, 50, 11);
+    c.send_method(1, &basic_publish("", &q, false));
+    c.send_frame(FRAME_HEADER, 1, &content_header(1));
+    c.send_frame(FRAME_BODY, 1, b"a");
+    let get = method(
+        60,
+        70,
+        &Args::new().short(0).shortstr(&q).bits(&[false]).build(),
+    );
+    // The publish may not have reached the queue yet: poll with basic.get.
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        c.send_method(1, &get);
+        let f = c.read_frame(STEP).expect("get reply");
+        if f.is_method(60, 71) {
+            break;
+        }
+        assert!(f.is_method(60, 72), "{f:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "message never arrived"
+        );
+    }
+    assert_eq!(c.read_frame(STEP).unwrap().kind, FRAME_HEADER);
+    assert_eq!(c.read_frame(STEP).unwrap().kind, FRAME_BODY);
+    c.send_method(1, &basic_ack(1, false));
+    c.send_method(1, &basic_ack(1, false));
+    let (code, text, class, meth) = c.expect_channel_close(1);
+    assert_eq!(code, 406);
     assert_eq!(text, "PRECONDITION_FAILED - unknown delivery tag 1");
-    f.cleanup().await;
+    assert_eq!((class, meth), (60, 80));
+    // Tag that was never issued, with multiple=true.
+    c.open_channel(2);
+    c.send_method(2, &basic_ack(42, true));
+    let (code, text, class, meth) = c.expect_channel_close(2);
+    assert_eq!(code, 406);
+    assert_eq!(text, "PRECONDITION_FAILED - unknown delivery tag 42");
+    assert_eq!((class, meth), (60, 80));
+    c.close();
+    block_on(roundtrip(&b.uri()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,7 +489,11 @@ fn deleted_queue_cancels_consumer() {
     let f = c.expect_method(1, 60, 30);
     let mut a = f.args();
     assert_eq!(a.shortstr(), "doomed");
-    assert_eq!(a.octet(), 1, "RabbitMQ sets no-wait on server-sent basic.cancel");
+    assert_eq!(
+        a.octet(),
+        1,
+        "RabbitMQ sets no-wait on server-sent basic.cancel"
+    );
     // The channel stays usable.
     c.send_method(1, &queue_declare("", true, false));
     c.expect_method(1, 50, 11);
@@ -573,7 +610,11 @@ async fn server_named_queue() {
     let bad = unique("amq.mine").trim_start_matches("wt-").to_string();
     let r = step(
         "declare amq.*",
-        ch.queue_declare(bad.as_str().into(), Default::default(), FieldTable::default()),
+        ch.queue_declare(
+            bad.as_str().into(),
+            Default::default(),
+            FieldTable::default(),
+        ),
     )
     .await;
     let text = expect_amqp_error(r, 403);
@@ -633,7 +674,10 @@ async fn queue_delete_if_empty_and_if_unused() {
     )
     .await;
     let text = expect_amqp_error(r, 406);
-    assert_eq!(text, format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' not empty"));
+    assert_eq!(
+        text,
+        format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' not empty")
+    );
     let ch = f.channel().await;
     let _c = step(
         "consume",
@@ -662,7 +706,10 @@ async fn queue_delete_if_empty_and_if_unused() {
     )
     .await;
     let text = expect_amqp_error(r, 406);
-    assert_eq!(text, format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' in use"));
+    assert_eq!(
+        text,
+        format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' in use")
+    );
     // Unconditional delete reports the ready message count (unacked are not counted).
     step("close consumer", ch.close(200, "bye".into()))
         .await

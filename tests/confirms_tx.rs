@@ -76,7 +76,7 @@ fn raw_confirm_tags_cover_all_publishes() {
         let mut a = f.args();
         let tag = a.longlong();
         let multiple = a.octet() & 1 == 1;
-        assert!(tag >= 1 && tag <= N, "tag {tag}");
+        assert!((1..=N).contains(&tag), "tag {tag}");
         assert!(!acked.contains(&tag), "tag {tag} acked twice");
         if multiple {
             multiple_seen = true;
@@ -108,7 +108,10 @@ fn raw_mandatory_unroutable_with_confirms_returns_then_acks() {
     let h = c.read_frame(STEP).unwrap();
     assert_eq!(h.kind, FRAME_HEADER);
     let body = c.read_frame(STEP).unwrap();
-    assert_eq!((body.kind, body.payload.as_slice()), (FRAME_BODY, &b"boing"[..]));
+    assert_eq!(
+        (body.kind, body.payload.as_slice()),
+        (FRAME_BODY, &b"boing"[..])
+    );
     let ack = c.expect_method(1, 60, 80);
     let mut a = ack.args();
     assert_eq!(a.longlong(), 1);
@@ -169,14 +172,20 @@ async fn tx_commit_and_rollback_acks() {
     f.fill(&q, &["a", "b"]).await;
     let ch = f.channel().await;
     step("tx_select", ch.tx_select()).await.unwrap();
-    let m1 = step("get", ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: false }))
-        .await
-        .unwrap()
-        .unwrap();
-    let m2 = step("get", ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: false }))
-        .await
-        .unwrap()
-        .unwrap();
+    let m1 = step(
+        "get",
+        ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: false }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let m2 = step(
+        "get",
+        ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: false }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     m1.delivery.ack(BasicAckOptions::default()).await.unwrap();
     step("tx_rollback", ch.tx_rollback()).await.unwrap();
     m2.delivery.ack(BasicAckOptions::default()).await.unwrap();
@@ -240,7 +249,10 @@ async fn confirm_select_is_idempotent_and_tx_select_too() {
     .await
     .unwrap();
     let q = f.queue("confidem").await;
-    assert!(matches!(f.publish("", &q, b"x").await, Confirmation::Ack(None)));
+    assert!(matches!(
+        f.publish("", &q, b"x").await,
+        Confirmation::Ack(None)
+    ));
     let ch = f.channel().await;
     step("tx_select", ch.tx_select()).await.unwrap();
     step("tx_select again", ch.tx_select()).await.unwrap();

@@ -16,7 +16,10 @@ fn bad_header(bytes: &[u8]) {
         .read_bytes(8, STEP)
         .expect("server must answer with its protocol header");
     assert_eq!(&reply, PROTOCOL_HEADER);
-    assert!(c.is_closed_within(Duration::from_secs(5)), "socket not closed");
+    assert!(
+        c.is_closed_within(Duration::from_secs(5)),
+        "socket not closed"
+    );
     healthy(&b);
 }
 
@@ -76,7 +79,10 @@ fn connection_start_advertises_capabilities() {
     assert_eq!(c.locales, "en_US");
     for key in ["product", "version", "platform", "copyright", "information"] {
         assert!(
-            c.server_properties.get(key).and_then(|v| v.as_str()).is_some(),
+            c.server_properties
+                .get(key)
+                .and_then(|v| v.as_str())
+                .is_some(),
             "server property {key} missing: {:?}",
             c.server_properties
         );
@@ -143,7 +149,10 @@ fn unknown_user_is_access_refused() {
     c.send_method(0, &connection_start_ok_plain("no-such-user-xyz", "x"));
     let (code, text, _, _) = c.expect_close();
     assert_eq!(code, 403);
-    assert!(text.starts_with("ACCESS_REFUSED - Login was refused"), "{text}");
+    assert!(
+        text.starts_with("ACCESS_REFUSED - Login was refused"),
+        "{text}"
+    );
     healthy(&b);
 }
 
@@ -279,7 +288,10 @@ fn huge_frame_size_is_rejected_without_waiting_for_payload() {
     c.send(&[FRAME_BODY, 0, 1, 0xff, 0xff, 0xff, 0xff]);
     let (code, text, _, _) = c.expect_close_within(Duration::from_secs(3));
     assert_eq!(code, 501);
-    println!("2^32-1 frame -> {code} {text:?} after {:?}", started.elapsed());
+    println!(
+        "2^32-1 frame -> {code} {text:?} after {:?}",
+        started.elapsed()
+    );
     assert_eq!(
         text,
         "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,4294967295,131064}"
@@ -394,7 +406,11 @@ fn frame_of_exactly_frame_max_is_accepted() {
     publish_raw(&mut c, &q, &body, 4096);
     c.send_method(
         1,
-        &method(60, 70, &Args::new().short(0).shortstr(&q).bits(&[true]).build()),
+        &method(
+            60,
+            70,
+            &Args::new().short(0).shortstr(&q).bits(&[true]).build(),
+        ),
     );
     c.expect_method(1, 60, 71); // get-ok
     let h = c.read_frame(STEP).unwrap();
@@ -420,7 +436,11 @@ fn frame_size_fudge() {
     // The publish above must not have killed the connection.
     c.send_method(
         1,
-        &method(60, 70, &Args::new().short(0).shortstr(&q).bits(&[true]).build()),
+        &method(
+            60,
+            70,
+            &Args::new().short(0).shortstr(&q).bits(&[true]).build(),
+        ),
     );
     c.expect_method(1, 60, 71);
     assert_eq!(c.read_frame(STEP).unwrap().kind, FRAME_HEADER);

@@ -2,17 +2,18 @@
 mod support;
 
 use lapin::options::*;
-use lapin::types::{
-    AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortString,
-};
+use lapin::types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString};
 use lapin::{BasicProperties, Channel};
 use support::*;
 
 async fn get_one(ch: &Channel, q: &str) -> lapin::message::BasicGetMessage {
-    step("basic_get", ch.basic_get(q.into(), BasicGetOptions { no_ack: true }))
-        .await
-        .unwrap()
-        .expect("queue unexpectedly empty")
+    step(
+        "basic_get",
+        ch.basic_get(q.into(), BasicGetOptions { no_ack: true }),
+    )
+    .await
+    .unwrap()
+    .expect("queue unexpectedly empty")
 }
 
 async fn roundtrip_body(f: &Fixture, data: &[u8]) {
@@ -176,7 +177,10 @@ fn every_field_type() -> FieldTable {
         ),
         ("empty_array", AMQPValue::FieldArray(FieldArray::default())),
         ("void", AMQPValue::Void),
-        ("bytes", AMQPValue::ByteArray(ByteArray::from(vec![0u8, 0xCE, 255]))),
+        (
+            "bytes",
+            AMQPValue::ByteArray(ByteArray::from(vec![0u8, 0xCE, 255])),
+        ),
     ];
     let mut t = FieldTable::default();
     for (k, v) in values {
@@ -235,29 +239,29 @@ async fn all_properties_and_field_types_round_trip() {
     f.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_user_id_is_precondition_failed() {
+#[test]
+fn wrong_user_id_is_precondition_failed() {
     let b = Broker::start();
-    let f = Fixture::open(&b.uri()).await;
-    let q = f.queue("uid").await;
-    let ch = f.channel().await;
-    let r = step("publish with foreign user_id", async {
-        ch.basic_publish(
-            "".into(),
-            q.as_str().into(),
-            BasicPublishOptions::default(),
-            b"x",
-            BasicProperties::default().with_user_id(ShortString::from("mallory")),
-        )
-        .await?;
-        // Synchronise: the channel error arrives before this reply.
-        ch.basic_qos(1, BasicQosOptions::default()).await
-    })
-    .await;
-    let text = expect_amqp_error(r, 406);
+    let mut c = b.handshake();
+    c.open_channel(1);
+    c.send_method(1, &basic_publish("", "nowhere", false));
+    // Content header with only the user-id property (flag bit 4).
+    let header = Args::new()
+        .short(60)
+        .short(0)
+        .longlong(1)
+        .short(1 << 4)
+        .shortstr("mallory")
+        .build();
+    c.send_frame(FRAME_HEADER, 1, &header);
+    c.send_frame(FRAME_BODY, 1, b"x");
+    let (code, text, class, meth) = c.expect_channel_close(1);
+    assert_eq!(code, 406);
     assert_eq!(
         text,
         "PRECONDITION_FAILED - user_id property set to 'mallory' but authenticated user was 'guest'"
     );
-    f.cleanup().await;
+    assert_eq!((class, meth), (60, 40));
+    c.close();
+    block_on(roundtrip(&b.uri()));
 }

@@ -2,8 +2,8 @@
 mod support;
 
 use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions};
-use lapin::Confirmation;
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::Confirmation;
 use lapin::{BasicProperties, ExchangeKind};
 use support::*;
 
@@ -42,7 +42,7 @@ async fn default_exchange_cannot_be_bound_to() {
     let text = expect_amqp_error(r, 403);
     assert_eq!(
         text,
-        format!("ACCESS_REFUSED - operation not permitted on the default exchange")
+        "ACCESS_REFUSED - operation not permitted on the default exchange"
     );
     f.cleanup().await;
 }
@@ -72,7 +72,11 @@ async fn fanout_ignores_routing_key() {
     let b = Broker::start();
     let f = Fixture::open(&b.uri()).await;
     let x = f.exchange("fanout", ExchangeKind::Fanout).await;
-    let qs = [f.queue("f1").await, f.queue("f2").await, f.queue("f3").await];
+    let qs = [
+        f.queue("f1").await,
+        f.queue("f2").await,
+        f.queue("f3").await,
+    ];
     for (i, q) in qs.iter().enumerate() {
         f.bind(q, &x, &format!("ignored{i}"), FieldTable::default())
             .await;
@@ -115,7 +119,11 @@ async fn topic_exchange_tutorial_five() {
     }
     assert_eq!(
         f.drain(&q1).await,
-        vec!["quick.orange.rabbit", "lazy.orange.elephant", "quick.orange.fox"]
+        vec![
+            "quick.orange.rabbit",
+            "lazy.orange.elephant",
+            "quick.orange.fox"
+        ]
     );
     assert_eq!(
         f.drain(&q2).await,
@@ -139,7 +147,11 @@ async fn topic_exchange_edge_cases() {
     let x = f.exchange("topic2", ExchangeKind::Topic).await;
     let cases: &[(&str, &[&str], &[&str])] = &[
         // (binding, matching keys, non-matching keys)
-        ("a.#.b", &["a.b", "a.x.b", "a.x.y.b"], &["a", "b", "a.b.c", "x.a.b"]),
+        (
+            "a.#.b",
+            &["a.b", "a.x.b", "a.x.y.b"],
+            &["a", "b", "a.b.c", "x.a.b"],
+        ),
         ("#.b", &["b", "a.b", "a.a.b"], &["b.a", "ab"]),
         ("a.*", &["a.b", "a."], &["a", "a.b.c", "b.a"]),
         // "*" needs exactly one word; RabbitMQ does not treat "" as one empty word.
@@ -174,7 +186,12 @@ async fn topic_exchange_edge_cases() {
     f.cleanup().await;
 }
 
-async fn headers_case(f: &Fixture, x: &str, binding: FieldTable, msgs: &[(&str, FieldTable)]) -> Vec<String> {
+async fn headers_case(
+    f: &Fixture,
+    x: &str,
+    binding: FieldTable,
+    msgs: &[(&str, FieldTable)],
+) -> Vec<String> {
     let q = f.queue("hq").await;
     f.bind(&q, x, "", binding).await;
     for (body, headers) in msgs {
@@ -196,8 +213,14 @@ async fn headers_exchange_all_and_any() {
     let f = Fixture::open(&b.uri()).await;
     let x = f.exchange("headers", ExchangeKind::Headers).await;
     let msgs = [
-        ("both", table(&[("format", s("pdf")), ("type", s("report"))])),
-        ("both+extra", table(&[("format", s("pdf")), ("type", s("report")), ("z", s("1"))])),
+        (
+            "both",
+            table(&[("format", s("pdf")), ("type", s("report"))]),
+        ),
+        (
+            "both+extra",
+            table(&[("format", s("pdf")), ("type", s("report")), ("z", s("1"))]),
+        ),
         ("format", table(&[("format", s("pdf"))])),
         ("type", table(&[("type", s("report"))])),
         ("wrong", table(&[("format", s("zip")), ("type", s("log"))])),
@@ -207,7 +230,11 @@ async fn headers_exchange_all_and_any() {
     let all = headers_case(
         &f,
         &x,
-        table(&[("x-match", s("all")), ("format", s("pdf")), ("type", s("report"))]),
+        table(&[
+            ("x-match", s("all")),
+            ("format", s("pdf")),
+            ("type", s("report")),
+        ]),
         &msgs,
     )
     .await;
@@ -215,7 +242,11 @@ async fn headers_exchange_all_and_any() {
     let any = headers_case(
         &f,
         &x,
-        table(&[("x-match", s("any")), ("format", s("pdf")), ("type", s("report"))]),
+        table(&[
+            ("x-match", s("any")),
+            ("format", s("pdf")),
+            ("type", s("report")),
+        ]),
         &msgs,
     )
     .await;
@@ -302,7 +333,10 @@ async fn headers_exchange_value_types() {
     assert_eq!(int, vec!["I5", "l5", "b5", "d5"]);
     assert_eq!(string, vec!["S5"]);
     assert_eq!(boolean, vec!["t"]);
-    assert_eq!(void, msgs.iter().map(|m| m.0.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        void,
+        msgs.iter().map(|m| m.0.to_string()).collect::<Vec<_>>()
+    );
     f.cleanup().await;
 }
 
@@ -498,7 +532,10 @@ async fn exchange_declare_errors() {
     )
     .await;
     let text = expect_amqp_error(r, 404);
-    assert_eq!(text, format!("NOT_FOUND - no exchange '{missing}' in vhost '/'"));
+    assert_eq!(
+        text,
+        format!("NOT_FOUND - no exchange '{missing}' in vhost '/'")
+    );
     // Redeclare with a different type.
     let ch = f.channel().await;
     let x = f.exchange("redecl", ExchangeKind::Direct).await;
@@ -528,23 +565,23 @@ async fn publish_to_missing_exchange_closes_channel() {
     let b = Broker::start();
     let f = Fixture::open(&b.uri()).await;
     let missing = unique("nox");
-    let r = step(
-        "publish to missing exchange",
-        async {
-            f.ch.basic_publish(
-                missing.as_str().into(),
-                "k".into(),
-                Default::default(),
-                b"x",
-                BasicProperties::default(),
-            )
-            .await?
-            .await
-        },
-    )
+    let r = step("publish to missing exchange", async {
+        f.ch.basic_publish(
+            missing.as_str().into(),
+            "k".into(),
+            Default::default(),
+            b"x",
+            BasicProperties::default(),
+        )
+        .await?
+        .await
+    })
     .await;
     let text = expect_amqp_error(r, 404);
-    assert_eq!(text, format!("NOT_FOUND - no exchange '{missing}' in vhost '/'"));
+    assert_eq!(
+        text,
+        format!("NOT_FOUND - no exchange '{missing}' in vhost '/'")
+    );
     f.cleanup().await;
 }
 
@@ -554,7 +591,13 @@ async fn mandatory_unroutable_is_returned() {
     let f = Fixture::open(&b.uri()).await;
     let x = f.exchange("mand", ExchangeKind::Direct).await;
     let c = f
-        .publish_with(&x, "nobody-home", b"bounce", BasicProperties::default(), true)
+        .publish_with(
+            &x,
+            "nobody-home",
+            b"bounce",
+            BasicProperties::default(),
+            true,
+        )
         .await;
     match c {
         Confirmation::Ack(Some(ret)) => {

@@ -48,7 +48,11 @@ pub fn external_port() -> Option<u16> {
     std::env::var("WARREN_TEST_PORT")
         .ok()
         .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().expect("WARREN_TEST_PORT must be a port number"))
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("WARREN_TEST_PORT must be a port number")
+        })
 }
 
 /// True when tests run against an external broker (RabbitMQ or a running Warren).
@@ -128,8 +132,9 @@ impl Broker {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {
                             logs.lock().unwrap().push_str(&line);
-                            if let Some(rest) =
-                                line.trim_end().strip_prefix("warren listening on amqp://127.0.0.1:")
+                            if let Some(rest) = line
+                                .trim_end()
+                                .strip_prefix("warren listening on amqp://127.0.0.1:")
                             {
                                 if let (Ok(p), Some(t)) = (rest.parse::<u16>(), tx.take()) {
                                     let _ = t.send(p);
@@ -199,7 +204,10 @@ impl Broker {
     }
 
     pub fn uri_vhost(&self, vhost_encoded: &str) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/{}", self.port, vhost_encoded)
+        format!(
+            "amqp://guest:guest@127.0.0.1:{}/{}",
+            self.port, vhost_encoded
+        )
     }
 
     /// Everything the broker printed so far (stdout and stderr interleaved by line).
@@ -351,10 +359,9 @@ pub async fn connect(uri: &str) -> Connection {
 /// The (reply code, reply text) of an AMQP protocol error, if `e` is one.
 pub fn amqp_error(e: &lapin::Error) -> Option<(u16, String)> {
     match e.kind() {
-        lapin::ErrorKind::ProtocolError(err) => Some((
-            err.get_id(),
-            err.get_message().as_str().to_string(),
-        )),
+        lapin::ErrorKind::ProtocolError(err) => {
+            Some((err.get_id(), err.get_message().as_str().to_string()))
+        }
         _ => None,
     }
 }
@@ -609,7 +616,11 @@ pub fn connection_open(vhost: &str) -> Vec<u8> {
     method(
         10,
         40,
-        &Args::new().shortstr(vhost).shortstr("").bits(&[false]).build(),
+        &Args::new()
+            .shortstr(vhost)
+            .shortstr("")
+            .bits(&[false])
+            .build(),
     )
 }
 
@@ -617,7 +628,12 @@ pub fn connection_close(code: u16, text: &str) -> Vec<u8> {
     method(
         10,
         50,
-        &Args::new().short(code).shortstr(text).short(0).short(0).build(),
+        &Args::new()
+            .short(code)
+            .shortstr(text)
+            .short(0)
+            .short(0)
+            .build(),
     )
 }
 
@@ -633,7 +649,12 @@ pub fn channel_close(code: u16, text: &str) -> Vec<u8> {
     method(
         20,
         40,
-        &Args::new().short(code).shortstr(text).short(0).short(0).build(),
+        &Args::new()
+            .short(code)
+            .shortstr(text)
+            .short(0)
+            .short(0)
+            .build(),
     )
 }
 
@@ -968,9 +989,7 @@ impl RawClient {
             connection_start_ok_plain(&opts.user, &opts.pass)
         };
         self.send_method(0, &start_ok);
-        let f = self
-            .read_frame(STEP)
-            .ok_or("no connection.tune received")?;
+        let f = self.read_frame(STEP).ok_or("no connection.tune received")?;
         if !f.is_method(10, 30) {
             return Err(format!("expected connection.tune, got {f:?}"));
         }
@@ -1125,10 +1144,7 @@ impl RawClient {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let Some(f) = self.read_frame(left) else {
-                panic!(
-                    "no connection.close within {timeout:?} (eof={})",
-                    self.eof
-                );
+                panic!("no connection.close within {timeout:?} (eof={})", self.eof);
             };
             if f.channel == 0 && f.is_method(10, 50) {
                 let mut a = f.args();
@@ -1303,24 +1319,21 @@ impl Fixture {
         props: BasicProperties,
         mandatory: bool,
     ) -> Confirmation {
-        step(
-            "publish",
-            async {
-                self.ch
-                    .basic_publish(
-                        exchange.into(),
-                        key.into(),
-                        BasicPublishOptions {
-                            mandatory,
-                            ..Default::default()
-                        },
-                        body,
-                        props,
-                    )
-                    .await?
-                    .await
-            },
-        )
+        step("publish", async {
+            self.ch
+                .basic_publish(
+                    exchange.into(),
+                    key.into(),
+                    BasicPublishOptions {
+                        mandatory,
+                        ..Default::default()
+                    },
+                    body,
+                    props,
+                )
+                .await?
+                .await
+        })
         .await
         .unwrap()
     }
@@ -1331,10 +1344,8 @@ impl Fixture {
         loop {
             let m = step(
                 "basic_get",
-                self.ch.basic_get(
-                    queue.into(),
-                    BasicGetOptions { no_ack: true },
-                ),
+                self.ch
+                    .basic_get(queue.into(), BasicGetOptions { no_ack: true }),
             )
             .await
             .unwrap();
