@@ -55,7 +55,15 @@ fn encode(c: &mut Criterion) {
             if buf.len() > (1 << 19) {
                 buf.clear();
             }
-            frame::write_deliver(&mut buf, 1, b"amq.ctag-1", 42, false, b"amq.direct", b"perf.key");
+            frame::write_deliver(
+                &mut buf,
+                1,
+                b"amq.ctag-1",
+                42,
+                false,
+                b"amq.direct",
+                b"perf.key",
+            );
             frame::write_content_header(&mut buf, 1, body.len() as u64, &[0x10, 0, 2]);
             frame::write_body(&mut buf, 1, &body, 131_072);
         })

@@ -12,7 +12,9 @@ use warren::proto::{FieldTable, FieldValue};
 
 fn topic(c: &mut Criterion) {
     let mut t = TopicTrie::new();
-    let words = ["stock", "usd", "eur", "nyse", "lse", "tech", "bank", "a", "b", "c"];
+    let words = [
+        "stock", "usd", "eur", "nyse", "lse", "tech", "bank", "a", "b", "c",
+    ];
     let mut n = 0u32;
     'outer: for a in words {
         for b in words {
@@ -78,7 +80,9 @@ fn route(c: &mut Criterion) {
                 arguments: FieldTable::new(),
             };
             let q = broker.declare_queue(&d, 0).unwrap().id;
-            broker.bind(b"fan", Dest::Queue(q), Bytes::new(), FieldTable::new()).unwrap();
+            broker
+                .bind(b"fan", Dest::Queue(q), Bytes::new(), FieldTable::new())
+                .unwrap();
             ids.push(q);
         }
         let x = broker.publish_target(b"fan").unwrap();

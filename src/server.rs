@@ -393,7 +393,7 @@ impl Server {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for k in keys {
             if let Some(mut s) = self.session(k) {
-                s.force_close("broker shutdown");
+                s.force_close("broker forced connection closure with reason 'shutdown'");
             }
             self.touch(k);
         }
@@ -688,13 +688,13 @@ mod tests {
         let out = c.send_raw(&raw_frame(frame::FRAME_HEARTBEAT, 1, &[]));
         assert_eq!(
             close_code(&out),
-            Some((0, 501)),
+            Some((0, 505)),
             "heartbeat on a non-zero channel"
         );
     }
 
     #[test]
-    fn body_longer_than_declared_is_a_frame_error() {
+    fn body_longer_than_declared_is_an_unexpected_frame() {
         let mut c = Client::open();
         let mut b = BytesMut::new();
         let p = basic::Publish {
@@ -705,7 +705,7 @@ mod tests {
         frame::write_content_header(&mut b, 1, 2, &[0, 0]);
         frame::write_body(&mut b, 1, b"abc", 131_072);
         let out = c.send_raw(&b);
-        assert_eq!(close_code(&out), Some((0, 501)));
+        assert_eq!(close_code(&out), Some((0, 505)));
     }
 
     #[test]

@@ -355,14 +355,16 @@ fn body_longer_than_declared_is_connection_error() {
     c.send_frame(FRAME_HEADER, 1, &content_header(3));
     c.send_frame(FRAME_BODY, 1, b"too long");
     // RabbitMQ 3.10 does not notice the overrun by itself: the channel keeps waiting
-    // for body frames; the next method frame on it is then an unexpected frame.
+    // for body frames; the next method frame on it is then an unexpected frame. Warren
+    // notices at the overlong body frame and closes with the same code right away.
     c.send_method(1, &basic_publish("", "nowhere", false));
     let (code, text, class, meth) = c.expect_close();
     println!("long body -> {code} {text:?} {class}.{meth}");
     assert_eq!(code, 505);
-    assert_eq!(
-        text,
-        "UNEXPECTED_FRAME - expected content body, got non content body frame instead"
+    assert!(
+        text == "UNEXPECTED_FRAME - expected content body, got non content body frame instead"
+            || text == "UNEXPECTED_FRAME - body of 8 bytes is longer than the 3 bytes its header declared",
+        "{text}"
     );
     assert_eq!((class, meth), (60, 40));
     healthy(&b);

@@ -130,7 +130,7 @@ impl Assembler {
         let now = have + payload.len() as u64;
         if now > *size {
             return Err(AmqpError::new(
-                ReplyCode::FrameError,
+                ReplyCode::UnexpectedFrame,
                 format!("body of {now} bytes is longer than the {size} bytes its header declared"),
             ));
         }

@@ -150,17 +150,13 @@ impl Session<'_> {
             if handled == FRAMES_PER_TURN {
                 return true;
             }
-            let head = match frame::parse(self.conn.input(), self.conn.frame_max) {
+            // RabbitMQ accepts a payload of up to frame_max bytes (not frame_max - 8).
+            let limit = self.conn.frame_max.saturating_add(8);
+            let head = match frame::parse(self.conn.input(), limit) {
                 Ok(None) => return false,
                 Ok(Some(h)) => h,
                 Err(e) => {
-                    let text = match e {
-                        FrameError::TooLarge { size, max } => {
-                            format!("frame size {size} exceeds the negotiated frame_max {max}")
-                        }
-                        FrameError::BadFrameEnd(b) => format!("bad frame end marker 0x{b:02x}"),
-                        FrameError::UnknownType(t) => format!("unknown frame type {t}"),
-                    };
+                    let text = frame_error_text(self.conn.input(), e, self.conn.frame_max);
                     self.connection_error(hard(ReplyCode::FrameError, text));
                     self.conn.clear_input();
                     return false;
@@ -273,7 +269,8 @@ impl Session<'_> {
                     ));
                 }
                 let m = self.decode(&payload)?;
-                self.handshake(m)
+                let (class, method) = (m.class_id(), m.method_id());
+                self.handshake(m).map_err(|e| e.on(class, method))
             }
             State::Running => self.running_frame(kind, ch, payload),
         }
@@ -317,10 +314,15 @@ impl Session<'_> {
                         flag(b"authentication_failure_close");
                 }
                 if ok.mechanism[..] != b"PLAIN"[..] && ok.mechanism[..] != b"AMQPLAIN"[..] {
-                    return Err(hard(
-                        ReplyCode::CommandInvalid,
-                        format!("unknown authentication mechanism '{}'", show(&ok.mechanism)),
-                    ));
+                    // RabbitMQ treats this as a handshake failure: no close method, the
+                    // socket is just closed.
+                    warn!(
+                        "{}: unknown authentication mechanism '{}'",
+                        self.conn.peer,
+                        show(&ok.mechanism)
+                    );
+                    self.conn.state = State::Closed;
+                    return Ok(());
                 }
                 let user = authenticate(&ok.mechanism, &ok.response);
                 let loopback = self.conn.peer.ip().is_loopback();
@@ -438,8 +440,8 @@ impl Session<'_> {
         if kind == FRAME_HEARTBEAT {
             if ch != 0 {
                 return Err(hard(
-                    ReplyCode::FrameError,
-                    format!("heartbeat frame on channel {ch}"),
+                    ReplyCode::UnexpectedFrame,
+                    "type 8, all octets = <<>>",
                 ));
             }
             return Ok(());
@@ -454,25 +456,25 @@ impl Session<'_> {
             let m = self.decode(&payload)?;
             return self.connection_method(m);
         }
-        if ch > self.conn.channel_max {
-            return Err(hard(
-                ReplyCode::ChannelError,
-                format!(
-                    "channel {ch} is above the negotiated channel_max {}",
-                    self.conn.channel_max
-                ),
-            ));
-        }
         let Some(idx) = self.conn.channels.iter().position(|c| c.id == ch) else {
             if kind != FRAME_METHOD {
-                return Err(hard(
-                    ReplyCode::ChannelError,
-                    format!("expected 'channel.open' on channel {ch}"),
-                ));
+                return Err(hard(ReplyCode::ChannelError, "expected 'channel.open'"));
             }
             let m = self.decode(&payload)?;
             return match m {
                 Method::ChannelOpen(_) => {
+                    // Like RabbitMQ, channel_max bounds how many channels are open, not
+                    // their numbers.
+                    let open = self.conn.channels.len();
+                    if open >= usize::from(self.conn.channel_max) {
+                        return Err(hard(
+                            ReplyCode::NotAllowed,
+                            format!(
+                                "number of channels opened ({open}) has reached the negotiated channel_max ({})",
+                                self.conn.channel_max
+                            ),
+                        ));
+                    }
                     self.conn.channels.push(Channel::new(ch));
                     let ok = channel::OpenOk {
                         channel_id: Bytes::new(),
@@ -480,11 +482,8 @@ impl Session<'_> {
                     self.send(ch, &Method::ChannelOpenOk(ok));
                     Ok(())
                 }
-                m => Err(hard(
-                    ReplyCode::ChannelError,
-                    format!("expected 'channel.open' on channel {ch}"),
-                )
-                .on(m.class_id(), m.method_id())),
+                m => Err(hard(ReplyCode::ChannelError, "expected 'channel.open'")
+                    .on(m.class_id(), m.method_id())),
             };
         };
         if self.conn.channels[idx].closing {
@@ -611,10 +610,9 @@ impl Session<'_> {
     fn channel_method(&mut self, idx: usize, ch: u16, m: Method) -> Result<(), AmqpError> {
         let conn_key = self.conn.key;
         match m {
-            Method::ChannelOpen(_) => Err(hard(
-                ReplyCode::ChannelError,
-                format!("second 'channel.open' seen on channel {ch}"),
-            )),
+            Method::ChannelOpen(_) => {
+                Err(hard(ReplyCode::ChannelError, "second 'channel.open' seen"))
+            }
             Method::ChannelClose(_) => {
                 let mut c = self.conn.channels.swap_remove(idx);
                 release_channel(&mut c, self.broker);
@@ -1169,4 +1167,31 @@ pub fn write_server_cancel(out: &mut BytesMut, ch: u16, tag: Bytes) {
             nowait: true,
         }),
     );
+}
+
+/// The reply text of a framing error, in RabbitMQ's words (the frame type, the payload
+/// octets seen, and the Erlang term of the reason), e.g.
+/// `type 3, all octets = <<>>: {frame_too_large,10000,4088}`.
+fn frame_error_text(input: &[u8], e: FrameError, frame_max: u32) -> String {
+    let kind = input.first().copied().unwrap_or(0);
+    match e {
+        FrameError::TooLarge { size, .. } => format!(
+            "type {kind}, all octets = <<>>: {{frame_too_large,{size},{}}}",
+            frame_max.saturating_sub(8)
+        ),
+        FrameError::BadFrameEnd(b) => {
+            let size = input
+                .get(3..7)
+                .map_or(0, |s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize);
+            let payload = input.get(7..7 + size).unwrap_or(&[]);
+            let octets: Vec<String> = payload.iter().take(64).map(|b| b.to_string()).collect();
+            format!(
+                "type {kind}, all octets = <<{}>>: {{invalid_frame_end_marker,{b}}}",
+                octets.join(",")
+            )
+        }
+        FrameError::UnknownType(t) => {
+            format!("type {t}, all octets = <<>>: {{unknown_frame_type,{t}}}")
+        }
+    }
 }

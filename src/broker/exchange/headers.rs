@@ -36,9 +36,18 @@ pub fn matches(args: &FieldTable, headers: &FieldTable) -> bool {
     }
 }
 
-/// Equality of field values for header matching.
+/// Numbers compare by value across widths and between integers and floats, as Erlang's
+/// `==` does in RabbitMQ (a binding `n=5` matches a header `n=5.0`).
 pub fn values_equal(a: &FieldValue, b: &FieldValue) -> bool {
     if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
+        return x == y;
+    }
+    let float = |v: &FieldValue| match v {
+        FieldValue::F32(f) => Some(f64::from(*f)),
+        FieldValue::F64(f) => Some(*f),
+        other => other.as_i64().map(|i| i as f64),
+    };
+    if let (Some(x), Some(y)) = (float(a), float(b)) {
         return x == y;
     }
     if let (Some(x), Some(y)) = (a.as_bytes(), b.as_bytes()) {
@@ -114,5 +123,7 @@ mod tests {
         assert!(matches(&args, &table(&[("n", FieldValue::U8(5))])));
         assert!(!matches(&args, &table(&[("n", FieldValue::I64(6))])));
         assert!(!matches(&args, &table(&[("n", s("5"))])));
+        assert!(matches(&args, &table(&[("n", FieldValue::F64(5.0))])));
+        assert!(!matches(&args, &table(&[("n", FieldValue::F32(5.5))])));
     }
 }
