@@ -33,8 +33,8 @@ use warren::proto::frame::{
     self, FrameHead, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, PROTOCOL_HEADER,
 };
 use warren::proto::{
-    basic, channel, confirm, connection, exchange, queue, BasicProperties, FieldTable,
-    FieldValue, Method,
+    basic, channel, confirm, connection, exchange, queue, BasicProperties, FieldTable, FieldValue,
+    Method,
 };
 
 // ---------------------------------------------------------------------------
@@ -291,7 +291,14 @@ fn parse_uri(s: &str) -> Result<Uri, String> {
         None => ("guest".to_string(), "guest".to_string()),
     };
     let (hostport, vhost) = match rest.split_once('/') {
-        Some((h, v)) => (h, if v.is_empty() { "/".into() } else { percent_decode(v)? }),
+        Some((h, v)) => (
+            h,
+            if v.is_empty() {
+                "/".into()
+            } else {
+                percent_decode(v)?
+            },
+        ),
         None => (rest, "/".to_string()),
     };
     let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
@@ -377,9 +384,24 @@ fn parse_opts() -> Opts {
         "URI",
     );
     o.optopt("x", "producers", "producer connections (default 1)", "N");
-    o.optopt("y", "consumers", "consumer connections per queue (default 1)", "N");
-    o.optopt("s", "size", "body size in bytes (min 12, default 12)", "BYTES");
-    o.optopt("r", "rate", "msg/s per producer, 0 = unlimited (default 0)", "RATE");
+    o.optopt(
+        "y",
+        "consumers",
+        "consumer connections per queue (default 1)",
+        "N",
+    );
+    o.optopt(
+        "s",
+        "size",
+        "body size in bytes (min 12, default 12)",
+        "BYTES",
+    );
+    o.optopt(
+        "r",
+        "rate",
+        "msg/s per producer, 0 = unlimited (default 0)",
+        "RATE",
+    );
     o.optopt("z", "time", "run duration in seconds", "SECONDS");
     o.optopt(
         "C",
@@ -387,7 +409,12 @@ fn parse_opts() -> Opts {
         "messages per producer; the run ends when all are sent and received",
         "N",
     );
-    o.optopt("q", "qos", "consumer prefetch count, 0 = no basic.qos (default 0)", "N");
+    o.optopt(
+        "q",
+        "qos",
+        "consumer prefetch count, 0 = no basic.qos (default 0)",
+        "N",
+    );
     o.optflag("a", "autoack", "consume with no-ack");
     o.optopt(
         "A",
@@ -401,7 +428,12 @@ fn parse_opts() -> Opts {
         "publisher confirms with at most N unconfirmed messages per producer",
         "N",
     );
-    o.optmulti("f", "flag", "message flag: persistent | mandatory (repeatable)", "FLAG");
+    o.optmulti(
+        "f",
+        "flag",
+        "message flag: persistent | mandatory (repeatable)",
+        "FLAG",
+    );
     o.optopt("u", "queue", "queue name (default warren-perf)", "NAME");
     o.optopt(
         "e",
@@ -433,9 +465,13 @@ fn parse_opts() -> Opts {
     o.optflag(
         "p",
         "predeclared",
-        "do not declare, purge, bind or delete the exchange and queues",
+        "do not declare, purge, bind or delete the exchange and queues (default: declare and purge them, delete them at the end)",
     );
-    o.optflag("", "keep", "do not delete the queues at the end");
+    o.optflag(
+        "",
+        "keep",
+        "do not delete the queues and exchange at the end",
+    );
     o.optflag(
         "",
         "sink",
@@ -487,7 +523,9 @@ fn parse_opts() -> Opts {
         fatal("body size (-s) must be at least 12 bytes");
     }
     let queue = m.opt_str("queue").unwrap_or_else(|| "warren-perf".into());
-    let exchange = m.opt_str("exchange").unwrap_or_else(|| "warren-perf".into());
+    let exchange = m
+        .opt_str("exchange")
+        .unwrap_or_else(|| "warren-perf".into());
     let routing_key = m.opt_str("routing-key").unwrap_or_else(|| queue.clone());
     let duration: Option<f64> = m.opt_str("time").map(|_| num(&m, "time", 0.0));
     let qos: u16 = num(&m, "qos", 0);
@@ -579,7 +617,10 @@ struct Conn {
 fn close_text(code: u16, text: &[u8], class: u16, method: u16) -> String {
     let mut s = format!("{code} {}", String::from_utf8_lossy(text));
     if class != 0 {
-        s.push_str(&format!(" (in {})", warren::proto::method_name(class, method)));
+        s.push_str(&format!(
+            " (in {})",
+            warren::proto::method_name(class, method)
+        ));
     }
     s
 }
@@ -814,7 +855,8 @@ impl Conn {
             loop {
                 match self.next_frame() {
                     Ok(Some((h, p))) => {
-                        if h.kind == FRAME_METHOD && self.buf[p.start..].starts_with(&[0, 10, 0, 51])
+                        if h.kind == FRAME_METHOD
+                            && self.buf[p.start..].starts_with(&[0, 10, 0, 51])
                         {
                             return;
                         }
@@ -898,7 +940,7 @@ fn declare_topology(c: &mut Conn, o: &Opts) -> Result<(), String> {
     Ok(())
 }
 
-fn delete_queues(c: &mut Conn, o: &Opts) -> Result<(), String> {
+fn delete_topology(c: &mut Conn, o: &Opts) -> Result<(), String> {
     for q in o.queue_names() {
         c.rpc(
             CH,
@@ -907,6 +949,16 @@ fn delete_queues(c: &mut Conn, o: &Opts) -> Result<(), String> {
                 ..Default::default()
             }),
             |m| matches!(m, Method::QueueDeleteOk(_)),
+        )?;
+    }
+    if !o.exchange.is_empty() && !o.exchange.starts_with("amq.") {
+        c.rpc(
+            CH,
+            Method::ExchangeDelete(exchange::Delete {
+                exchange: Bytes::from(o.exchange.clone()),
+                ..Default::default()
+            }),
+            |m| matches!(m, Method::ExchangeDeleteOk(_)),
         )?;
     }
     Ok(())
@@ -1084,11 +1136,10 @@ fn produce(
                 .batches
                 .push_back((sent + 1, sent + n, ts));
         }
-        if let Err(e) = stream.write_all(&buf[..n_us * per]) {
-            if STOP.load(Ordering::Relaxed) {
-                break;
-            }
-            return Err(format!("write to {peer}: {}", io_text(&e)));
+        match write_until_stop(stream, &buf[..n_us * per]) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(format!("write to {peer}: {}", io_text(&e))),
         }
         sent += n;
         if count_global {
@@ -1098,9 +1149,33 @@ fn produce(
     Ok(sent)
 }
 
+/// Writes all of `b` to a socket with a write timeout, giving up (`Ok(false)`) once
+/// the run is stopping, so that a broker applying back-pressure cannot hang the end
+/// of the run.
+fn write_until_stop(s: &mut TcpStream, mut b: &[u8]) -> io::Result<bool> {
+    while !b.is_empty() {
+        match s.write(b) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => b = &b[n..],
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
+                if STOP.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
+            }
+            Err(e) if STOP.load(Ordering::Relaxed) => {
+                let _ = e;
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
 /// The reader half of a producer connection: confirms, returns, closes.
 fn producer_reader(mut c: Conn, confirms: Arc<Confirms>, hist: Arc<Mutex<Hist>>) {
     let mut in_return = false;
+    let mut stopping: Option<Instant> = None;
     loop {
         let now = now_nanos();
         loop {
@@ -1152,6 +1227,12 @@ fn producer_reader(mut c: Conn, confirms: Arc<Confirms>, hist: Arc<Mutex<Hist>>)
             }
         }
         let _ = in_return;
+        if STOP.load(Ordering::Relaxed) {
+            let t = *stopping.get_or_insert_with(Instant::now);
+            if t.elapsed() > Duration::from_secs(3) {
+                return;
+            }
+        }
         match c.fill() {
             Ok(_) => {}
             Err(_) if STOP.load(Ordering::Relaxed) => return,
@@ -1192,6 +1273,7 @@ fn spawn_producer(
         .stream
         .try_clone()
         .map_err(|e| format!("clone socket: {}", io_text(&e)))?;
+    w.set_write_timeout(Some(POLL)).map_err(|e| io_text(&e))?;
     let confirms = Arc::new(Confirms::new());
     let hist = confirm_lat().register();
     let reader = {
@@ -1233,6 +1315,7 @@ fn spawn_producer(
                     method_id: 0,
                 }),
             );
+            let _ = w.set_write_timeout(Some(Duration::from_secs(1)));
             let _ = w.write_all(&b);
             let _ = reader.join();
             sent
@@ -1451,8 +1534,14 @@ fn write_json(path: &str, o: &Opts, t: &Totals) {
     s.push_str(&format!("  \"returned\": {},\n", t.returned));
     s.push_str(&format!("  \"duration_s\": {:.3},\n", t.duration));
     s.push_str(&format!("  \"send_rate\": {:.1},\n", t.sent as f64 / d));
-    s.push_str(&format!("  \"receive_rate\": {:.1},\n", t.received as f64 / d));
-    s.push_str(&format!("  \"confirm_rate\": {:.1},\n", t.confirmed as f64 / d));
+    s.push_str(&format!(
+        "  \"receive_rate\": {:.1},\n",
+        t.received as f64 / d
+    ));
+    s.push_str(&format!(
+        "  \"confirm_rate\": {:.1},\n",
+        t.confirmed as f64 / d
+    ));
     s.push_str(&format!("  \"latency_us\": {},\n", json_lat(&t.lat)));
     s.push_str(&format!(
         "  \"confirm_latency_us\": {},\n",
@@ -1553,30 +1642,6 @@ fn report_loop(o: &Opts, expected: Option<u64>, drain_target: u64) -> Totals {
         if drain.is_none() && drain_target > 0 && recv >= drain_target {
             drain = Some((drain_target, start.elapsed().as_secs_f64()));
         }
-        if let Some(e) = end_at {
-            if now >= e {
-                end = e;
-                break;
-            }
-        }
-        if counted {
-            let producers_done =
-                !producing || PRODUCERS_DONE.load(Ordering::SeqCst) >= o.producers;
-            let exp = expected.unwrap_or(0);
-            if producers_done && (o.consumers == 0 || recv >= exp) {
-                end = now;
-                break;
-            }
-            if recv != stall.0 {
-                stall = (recv, now);
-            } else if producers_done && now - stall.1 > Duration::from_secs(10) {
-                eprintln!(
-                    "warren-perf: received {recv} of {exp} expected messages; nothing for 10 s, giving up"
-                );
-                end = now;
-                break;
-            }
-        }
         let el = (now - start).as_secs_f64();
         if el >= next as f64 {
             let cur = (
@@ -1623,6 +1688,29 @@ fn report_loop(o: &Opts, expected: Option<u64>, drain_target: u64) -> Totals {
             last = cur;
             last_t = el;
             next += 1;
+        }
+        if let Some(e) = end_at {
+            if now >= e {
+                end = e;
+                break;
+            }
+        }
+        if counted {
+            let producers_done = !producing || PRODUCERS_DONE.load(Ordering::SeqCst) >= o.producers;
+            let exp = expected.unwrap_or(0);
+            if producers_done && (o.consumers == 0 || recv >= exp) {
+                end = now;
+                break;
+            }
+            if recv != stall.0 {
+                stall = (recv, now);
+            } else if producers_done && now - stall.1 > Duration::from_secs(10) {
+                eprintln!(
+                    "warren-perf: received {recv} of {exp} expected messages; nothing for 10 s, giving up"
+                );
+                end = now;
+                break;
+            }
         }
     }
     let duration = (end - start).as_secs_f64();
@@ -1806,7 +1894,7 @@ fn main() {
     let mut drain_target = 0;
     if o.pre_fill > 0 {
         let t0 = Instant::now();
-        let h = spawn_producer(&o, usize::MAX, o.pre_fill, 0.0, 10_000, true, false)
+        let h = spawn_producer(&o, usize::MAX, o.pre_fill, 0.0, 50_000, true, false)
             .unwrap_or_else(|e| fatal(e));
         while PRODUCERS_DONE.load(Ordering::SeqCst) < 1 {
             thread::sleep(Duration::from_millis(2));
@@ -1846,21 +1934,30 @@ fn main() {
     }
     let expected = Some(o.count * o.producers as u64 * copies + drain_target);
     let t = report_loop(&o, expected, drain_target);
-    for h in producers {
-        let _ = h.join();
-    }
-    for h in consumers {
-        let _ = h.join();
-    }
-    if !o.predeclared && !o.keep {
-        if let Err(e) = delete_queues(&mut setup, &o) {
-            eprintln!("warren-perf: note: cleanup failed: {e}");
-        }
-    }
-    setup.close();
     print_summary(&o, &t);
     if let Some(p) = &o.json {
         write_json(p, &o, &t);
+    }
+    // Close politely, but never hang the exit on a broker that does not answer.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let all: Vec<JoinHandle<()>> = consumers
+        .into_iter()
+        .chain(producers.into_iter().map(|h| {
+            thread::spawn(move || {
+                let _ = h.join();
+            })
+        }))
+        .collect();
+    while Instant::now() < deadline && !all.iter().all(|h| h.is_finished()) {
+        thread::sleep(Duration::from_millis(10));
+    }
+    if all.iter().all(|h| h.is_finished()) {
+        if !o.predeclared && !o.keep {
+            if let Err(e) = delete_topology(&mut setup, &o) {
+                eprintln!("warren-perf: note: cleanup failed: {e}");
+            }
+        }
+        setup.close();
     }
     if let Some(exp) = expected.filter(|_| o.count > 0 && o.consumers > 0) {
         if t.received < exp && o.duration.is_none() {
