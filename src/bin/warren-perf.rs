@@ -1764,15 +1764,16 @@ fn spawn_discarder(l: TcpListener) {
     });
 }
 
-/// A buffer of whole deliveries (deliver + header + body frames), about 1 MB.
-fn deliveries_buffer(o: &Opts) -> Vec<u8> {
+/// A buffer of whole deliveries (deliver + header + body frames), about 256 KB,
+/// with the size of one delivery and where its body timestamp sits.
+fn deliveries_buffer(o: &Opts) -> (Vec<u8>, usize, usize) {
     let mut one = BytesMut::new();
     let props = BasicProperties::default().to_raw();
-    let mut body = vec![0u8; o.size];
-    body[..8].copy_from_slice(&now_nanos().to_be_bytes());
+    let body = vec![0u8; o.size];
     let mut out = Vec::new();
     let mut tag = 1u64;
-    while out.len() < (1 << 20) {
+    let mut ts_at = 0;
+    while out.len() < BATCH_BYTES {
         one.clear();
         frame::write_deliver(
             &mut one,
@@ -1784,11 +1785,12 @@ fn deliveries_buffer(o: &Opts) -> Vec<u8> {
             o.routing_key.as_bytes(),
         );
         frame::write_content_header(&mut one, CH, o.size as u64, &props);
+        ts_at = one.len() + 7;
         frame::write_body(&mut one, CH, &body, FRAME_MAX);
         out.extend_from_slice(&one);
         tag += 1;
     }
-    out
+    (out, one.len(), ts_at)
 }
 
 fn self_test(o: &Opts) {
@@ -1821,11 +1823,11 @@ fn self_test(o: &Opts) {
     }
     if o.source {
         let (l, port) = local_listener();
-        let buf = Arc::new(deliveries_buffer(&o));
+        let (buf, per, ts_at) = deliveries_buffer(&o);
         thread::spawn(move || {
             for s in l.incoming() {
                 let Ok(mut s) = s else { continue };
-                let buf = buf.clone();
+                let mut buf = buf.clone();
                 // Discard the acks on a clone, replay deliveries on this one.
                 if let Ok(mut r) = s.try_clone() {
                     thread::spawn(move || {
@@ -1835,6 +1837,11 @@ fn self_test(o: &Opts) {
                 }
                 thread::spawn(move || {
                     while !STOP.load(Ordering::Relaxed) {
+                        // Stamp like a producer would, so latency means time in flight.
+                        let ts = now_nanos().to_be_bytes();
+                        for at in (ts_at..buf.len()).step_by(per) {
+                            buf[at..at + 8].copy_from_slice(&ts);
+                        }
                         if s.write_all(&buf).is_err() {
                             break;
                         }
