@@ -1079,7 +1079,7 @@ fn produce(
     cfg: &ProducerCfg,
     confirms: Option<&Confirms>,
     count_global: bool,
-) -> Result<u64, String> {
+) -> Result<(u64, bool), String> {
     let per = cfg.template.len();
     let max_batch = (BATCH_BYTES / per).max(1);
     let mut buf = cfg.template.repeat(max_batch);
@@ -1137,8 +1137,8 @@ fn produce(
                 .push_back((sent + 1, sent + n, ts));
         }
         match write_until_stop(stream, &buf[..n_us * per]) {
-            Ok(true) => {}
-            Ok(false) => break,
+            Ok(Wrote::All) => {}
+            Ok(w) => return Ok((sent, w == Wrote::StoppedClean)),
             Err(e) => return Err(format!("write to {peer}: {}", io_text(&e))),
         }
         sent += n;
@@ -1146,30 +1146,47 @@ fn produce(
             SENT.fetch_add(n, Ordering::Relaxed);
         }
     }
-    Ok(sent)
+    Ok((sent, true))
 }
 
-/// Writes all of `b` to a socket with a write timeout, giving up (`Ok(false)`) once
-/// the run is stopping, so that a broker applying back-pressure cannot hang the end
-/// of the run.
-fn write_until_stop(s: &mut TcpStream, mut b: &[u8]) -> io::Result<bool> {
+/// How a batch write ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wrote {
+    All,
+    /// The run stopped before any byte of the batch was written.
+    StoppedClean,
+    /// The run stopped and the broker would not take the rest of a batch within
+    /// two seconds: the stream ends inside a frame.
+    StoppedDirty,
+}
+
+/// Writes all of `b` to a socket that has a write timeout, giving up once the run
+/// is stopping, so that a broker applying back-pressure cannot hang the end of the
+/// run; a batch already begun is finished if the broker takes it within 2 s.
+fn write_until_stop(s: &mut TcpStream, mut b: &[u8]) -> io::Result<Wrote> {
+    let total = b.len();
+    let mut deadline: Option<Instant> = None;
     while !b.is_empty() {
         match s.write(b) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => b = &b[n..],
             Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
                 if STOP.load(Ordering::Relaxed) {
-                    return Ok(false);
+                    if b.len() == total {
+                        return Ok(Wrote::StoppedClean);
+                    }
+                    let d =
+                        *deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
+                    if Instant::now() >= d {
+                        return Ok(Wrote::StoppedDirty);
+                    }
                 }
             }
-            Err(e) if STOP.load(Ordering::Relaxed) => {
-                let _ = e;
-                return Ok(false);
-            }
+            Err(_) if STOP.load(Ordering::Relaxed) => return Ok(Wrote::StoppedDirty),
             Err(e) => return Err(e),
         }
     }
-    Ok(true)
+    Ok(Wrote::All)
 }
 
 /// The reader half of a producer connection: confirms, returns, closes.
@@ -1212,6 +1229,9 @@ fn producer_reader(mut c: Conn, confirms: Arc<Confirms>, hist: Arc<Mutex<Hist>>)
                     match Method::decode(&payload) {
                         Ok(m) => {
                             if let Err(e) = check_close(&m) {
+                                if STOP.load(Ordering::Relaxed) {
+                                    return; // the run is over; the summary stands
+                                }
                                 fatal(e);
                             }
                             if let Method::ConnectionBlocked(b) = &m {
@@ -1288,7 +1308,8 @@ fn spawn_producer(
         .spawn(move || {
             let _ = confirms.producer.set(thread::current());
             let conf = (window > 0).then_some(&*confirms);
-            let sent = produce(&mut w, &cfg, conf, count_global).unwrap_or_else(|e| fatal(e));
+            let (sent, clean) =
+                produce(&mut w, &cfg, conf, count_global).unwrap_or_else(|e| fatal(e));
             if count > 0 && sent == count {
                 // Wait for the last confirms before calling this producer done.
                 if window > 0 {
@@ -1304,19 +1325,24 @@ fn spawn_producer(
             while !STOP.load(Ordering::Relaxed) {
                 thread::park_timeout(Duration::from_millis(50));
             }
-            let mut b = BytesMut::new();
-            frame::write_method(
-                &mut b,
-                0,
-                &Method::ConnectionClose(connection::Close {
-                    reply_code: 200,
-                    reply_text: Bytes::from_static(b"OK"),
-                    class_id: 0,
-                    method_id: 0,
-                }),
-            );
-            let _ = w.set_write_timeout(Some(Duration::from_secs(1)));
-            let _ = w.write_all(&b);
+            if clean {
+                let mut b = BytesMut::new();
+                frame::write_method(
+                    &mut b,
+                    0,
+                    &Method::ConnectionClose(connection::Close {
+                        reply_code: 200,
+                        reply_text: Bytes::from_static(b"OK"),
+                        class_id: 0,
+                        method_id: 0,
+                    }),
+                );
+                let _ = w.set_write_timeout(Some(Duration::from_secs(1)));
+                let _ = w.write_all(&b);
+            } else {
+                // Mid-frame: a close would read as garbage; just hang up.
+                let _ = w.shutdown(std::net::Shutdown::Both);
+            }
             let _ = reader.join();
             sent
         })
@@ -1817,6 +1843,7 @@ fn self_test(o: &Opts) {
             };
             handles.push(thread::spawn(move || {
                 let _ = produce(&mut s, &cfg, None, true);
+
                 PRODUCERS_DONE.fetch_add(1, Ordering::SeqCst);
             }));
         }
