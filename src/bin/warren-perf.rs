@@ -181,6 +181,12 @@ impl Hist {
         if self.count == 0 {
             return 0;
         }
+        if q <= 0.0 {
+            return self.min;
+        }
+        if q >= 1.0 {
+            return self.max;
+        }
         let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
         let mut seen = 0;
         for (i, &c) in self.counts.iter().enumerate() {
@@ -1191,7 +1197,6 @@ fn write_until_stop(s: &mut TcpStream, mut b: &[u8]) -> io::Result<Wrote> {
 
 /// The reader half of a producer connection: confirms, returns, closes.
 fn producer_reader(mut c: Conn, confirms: Arc<Confirms>, hist: Arc<Mutex<Hist>>) {
-    let mut in_return = false;
     let mut stopping: Option<Instant> = None;
     loop {
         let now = now_nanos();
@@ -1220,7 +1225,6 @@ fn producer_reader(mut c: Conn, confirms: Arc<Confirms>, hist: Arc<Mutex<Hist>>)
                     }
                 }
                 Some([0, 60, 0, 50]) => {
-                    in_return = true;
                     RETURNED.fetch_add(1, Ordering::Relaxed);
                 }
                 Some([0, 10, 0, 51]) => return, // close-ok: we are done
@@ -1246,7 +1250,6 @@ fn producer_reader(mut c: Conn, confirms: Arc<Confirms>, hist: Arc<Mutex<Hist>>)
                 }
             }
         }
-        let _ = in_return;
         if STOP.load(Ordering::Relaxed) {
             let t = *stopping.get_or_insert_with(Instant::now);
             if t.elapsed() > Duration::from_secs(3) {
@@ -1996,6 +1999,142 @@ fn main() {
     if let Some(exp) = expected.filter(|_| o.count > 0 && o.consumers > 0) {
         if t.received < exp && o.duration.is_none() {
             std::process::exit(3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_monotonic_and_precise() {
+        let mut prev = 0;
+        for i in 0..BUCKETS {
+            let v = Hist::value_at(i);
+            assert!(i == 0 || v > prev, "bucket {i}");
+            assert_eq!(Hist::index(v), i, "bucket {i} value {v}");
+            prev = v;
+        }
+        for v in [0u64, 1, 127, 128, 129, 1000, 65_535, 1 << 40, u64::MAX] {
+            let back = Hist::value_at(Hist::index(v)) as f64;
+            let err = (back - v as f64).abs() / (v as f64).max(1.0);
+            assert!(err <= 1.0 / 64.0, "{v} -> {back}");
+        }
+    }
+
+    #[test]
+    fn histogram_quantiles() {
+        let mut h = Hist::new();
+        for v in 1..=10_000u64 {
+            h.record(v * 1000);
+        }
+        let p50 = h.quantile(0.5) as f64;
+        let p99 = h.quantile(0.99) as f64;
+        assert!((p50 / 5_000_000.0 - 1.0).abs() < 0.02, "{p50}");
+        assert!((p99 / 9_900_000.0 - 1.0).abs() < 0.02, "{p99}");
+        assert_eq!(h.quantile(1.0), 10_000_000);
+        assert_eq!(h.quantile(0.0), 1000);
+        let mut m = Hist::new();
+        m.merge(&h);
+        m.merge(&h);
+        assert_eq!(m.count, 20_000);
+        assert_eq!(m.quantile(0.5), h.quantile(0.5));
+        m.clear();
+        assert_eq!(m.count, 0);
+        assert_eq!(m.quantile(0.5), 0);
+    }
+
+    #[test]
+    fn uris() {
+        let u = parse_uri("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
+        assert_eq!(
+            (&u.user[..], &u.pass[..], &u.host[..], u.port, &u.vhost[..]),
+            ("guest", "guest", "127.0.0.1", 5672, "/")
+        );
+        let u = parse_uri("amqp://a%40b:p%3Aw@localhost/vh").unwrap();
+        assert_eq!((&u.user[..], &u.pass[..]), ("a@b", "p:w"));
+        assert_eq!(
+            (&u.host[..], u.port, &u.vhost[..]),
+            ("localhost", 5672, "vh")
+        );
+        let u = parse_uri("amqp://[::1]:5673").unwrap();
+        assert_eq!((&u.host[..], u.port, &u.vhost[..]), ("::1", 5673, "/"));
+        assert!(parse_uri("http://x").is_err());
+        assert!(parse_uri("amqp://h:notaport/").is_err());
+    }
+
+    #[test]
+    fn confirm_bookkeeping() {
+        let c = Confirms::new();
+        {
+            let mut g = c.inner.lock().unwrap();
+            g.batches.push_back((1, 10, 100));
+            g.batches.push_back((11, 20, 200));
+        }
+        let mut h = Hist::new();
+        c.confirm(3, false, 1000, &mut h); // out of order single
+        assert_eq!(c.done.load(Ordering::Relaxed), 1);
+        c.confirm(2, true, 1000, &mut h); // 1..=2, then 3 joins the watermark
+        assert_eq!(c.done.load(Ordering::Relaxed), 3);
+        assert_eq!(h.count, 3);
+        c.confirm(15, true, 2000, &mut h);
+        assert_eq!(c.done.load(Ordering::Relaxed), 15);
+        assert_eq!(h.count, 15);
+        c.confirm(15, true, 2000, &mut h); // duplicate: ignored
+        c.confirm(20, false, 2000, &mut h);
+        c.confirm(16, true, 2000, &mut h);
+        assert_eq!(c.done.load(Ordering::Relaxed), 17);
+        assert_eq!(c.inner.lock().unwrap().batches.front().unwrap().0, 17);
+    }
+
+    #[test]
+    fn publish_template_patches_the_timestamp() {
+        let o = Opts {
+            size: 16,
+            ..test_opts()
+        };
+        let (t, ts_at) = publish_template(&o, "rk", FRAME_MAX);
+        // method, header, body: the body frame starts 7 bytes before ts_at.
+        let mut rest = &t[..];
+        let mut kinds = Vec::new();
+        while !rest.is_empty() {
+            let h = frame::parse(rest, FRAME_MAX).unwrap().unwrap();
+            kinds.push(h.kind);
+            rest = &rest[h.total_len()..];
+        }
+        assert_eq!(kinds, [FRAME_METHOD, FRAME_HEADER, FRAME_BODY]);
+        assert_eq!(t[ts_at - 7], FRAME_BODY);
+        assert_eq!(t.len() - ts_at, 16 + 1);
+    }
+
+    fn test_opts() -> Opts {
+        Opts {
+            uri: parse_uri("amqp://127.0.0.1").unwrap(),
+            producers: 1,
+            consumers: 1,
+            size: 12,
+            rate: 0.0,
+            duration: None,
+            count: 0,
+            qos: 0,
+            autoack: false,
+            multi_ack: 1,
+            confirm: 0,
+            persistent: false,
+            mandatory: false,
+            queue: "q".into(),
+            exchange: "x".into(),
+            kind: "direct".into(),
+            routing_key: "q".into(),
+            queues: 1,
+            pre_fill: 0,
+            json: None,
+            quiet: true,
+            predeclared: false,
+            keep: false,
+            sink: false,
+            source: false,
         }
     }
 }
