@@ -27,3 +27,4 @@ pub mod message;
 pub mod proto;
 pub mod reactor;
 pub mod server;
+pub mod store;

@@ -1,0 +1,541 @@
+//! The durable store under `--data-dir`: persistent messages of durable queues, acks,
+//! and the metadata snapshot.
+//!
+//! Owns its files and nothing else. Writes of a loop turn are buffered and go to disk in
+//! the server's sync phase: one `write` per file and, when the turn appended messages,
+//! one `fdatasync` of the current segment (group commit). Publisher confirms for
+//! persistent messages are sent only after that sync. Ack records are written every
+//! turn but not synced: a crash can only make an ack be forgotten (the message comes back
+//! `redelivered`, at-least-once), never make an unacked message disappear; a clean stop
+//! syncs everything.
+//!
+//! Space: the store counts, per segment, the (message, queue) references not yet acked;
+//! a segment that reaches zero and is not being written is deleted with its ack file.
+//!
+//! Layout (see `segment.rs` and `meta.rs` for the formats): `meta`, `msgs.NNNNNNNNNN`,
+//! `acks.NNNNNNNNNN`, and `lock` (held with an exclusive file lock while running).
+
+pub mod meta;
+pub mod segment;
+
+use bytes::{Bytes, BytesMut};
+use log::{info, warn};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+pub use meta::Meta;
+use segment::{Record, ACK, ACK_MAGIC, DELIVERED, SEG_MAGIC};
+
+/// A segment is closed and a new one started past this size.
+pub const SEGMENT_MAX: u64 = 64 * 1024 * 1024;
+
+/// Where a persistent message lives: its segment and the offset of its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub segment: u32,
+    pub offset: u32,
+}
+
+/// A message found at start-up, with the queues that still hold it.
+#[derive(Debug)]
+pub struct Recovered {
+    pub location: Location,
+    pub record: Record,
+    /// (queue id, delivered before the restart)
+    pub queues: Vec<(u32, bool)>,
+}
+
+struct AckFile {
+    file: File,
+    buf: BytesMut,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    _lock: File,
+    cur: u32,
+    cur_file: File,
+    /// Bytes in the current segment, written or buffered.
+    cur_len: u64,
+    buf: BytesMut,
+    /// The turn appended messages: the sync phase must fdatasync.
+    unsynced: bool,
+    acks: HashMap<u32, AckFile>,
+    live: HashMap<u32, u64>,
+    next_queue_id: u32,
+    segment_max: u64,
+}
+
+fn seg_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("msgs.{n:010}"))
+}
+
+fn ack_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("acks.{n:010}"))
+}
+
+fn numbered(dir: &Path, prefix: &str) -> io::Result<Vec<u32>> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let name = e?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name
+            .strip_prefix(prefix)
+            .and_then(|s| s.parse::<u32>().ok())
+        {
+            v.push(n);
+        }
+    }
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// A clear, loggable error for anything wrong with the data directory.
+fn ctx(what: impl std::fmt::Display, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+impl Store {
+    /// Opens (creating if needed) the data directory, locks it, loads the metadata and
+    /// recovers every message still referenced by a durable queue, in log order. A torn
+    /// tail is truncated away and logged. Errors are readable and mean the broker must
+    /// not start (it never starts silently empty on a damaged directory).
+    pub fn open(dir: &Path) -> Result<(Store, Meta, Vec<Recovered>), String> {
+        fs::create_dir_all(dir)
+            .map_err(|e| ctx(format!("cannot create data directory {}", dir.display()), e))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))
+            .map_err(|e| {
+                ctx(
+                    format!("cannot write in data directory {}", dir.display()),
+                    e,
+                )
+            })?;
+        lock.try_lock().map_err(|_| {
+            format!(
+                "data directory {} is in use by another warren",
+                dir.display()
+            )
+        })?;
+        let _ = fs::remove_file(dir.join("meta.tmp"));
+        let meta = match fs::read(dir.join("meta")) {
+            Ok(data) => {
+                Meta::decode(&Bytes::from(data)).map_err(|e| ctx(dir.join("meta").display(), e))?
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Meta::default(),
+            Err(e) => return Err(ctx(dir.join("meta").display(), e)),
+        };
+        let known: HashSet<u32> = meta.queues.iter().map(|q| q.id).collect();
+        let segments = numbered(dir, "msgs.").map_err(|e| ctx(dir.display(), e))?;
+        let mut live = HashMap::new();
+        let mut recovered = Vec::new();
+        for &n in &segments {
+            let kept = Self::recover_segment(dir, n, &known, &mut recovered)
+                .map_err(|e| ctx(seg_path(dir, n).display(), e))?;
+            if kept > 0 {
+                live.insert(n, kept);
+            } else {
+                let _ = fs::remove_file(seg_path(dir, n));
+                let _ = fs::remove_file(ack_path(dir, n));
+            }
+        }
+        // Ack files whose segment is gone are leftovers of an interrupted clean-up.
+        for n in numbered(dir, "acks.").map_err(|e| ctx(dir.display(), e))? {
+            if !live.contains_key(&n) {
+                let _ = fs::remove_file(ack_path(dir, n));
+            }
+        }
+        let cur = segments.last().map_or(1, |n| n + 1);
+        let (cur_file, cur_len) =
+            Self::create_segment(dir, cur).map_err(|e| ctx(seg_path(dir, cur).display(), e))?;
+        let next_queue_id = meta
+            .next_queue_id
+            .max(meta.queues.iter().map(|q| q.id + 1).max().unwrap_or(1));
+        info!(
+            "store: {} messages recovered from {} segments in {}",
+            recovered.len(),
+            live.len(),
+            dir.display()
+        );
+        let store = Store {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            cur,
+            cur_file,
+            cur_len,
+            buf: BytesMut::new(),
+            unsynced: false,
+            acks: HashMap::new(),
+            live,
+            next_queue_id,
+            segment_max: SEGMENT_MAX,
+        };
+        Ok((store, meta, recovered))
+    }
+
+    /// Reads one segment and its acks; appends what is still live; returns how many
+    /// (message, queue) references were kept.
+    fn recover_segment(
+        dir: &Path,
+        n: u32,
+        known: &HashSet<u32>,
+        out: &mut Vec<Recovered>,
+    ) -> io::Result<u64> {
+        let path = seg_path(dir, n);
+        let data = Bytes::from(fs::read(&path)?);
+        if let Err(e) = segment::check_header(&data, SEG_MAGIC) {
+            if data.len() < segment::HEADER_LEN {
+                // Created but never written: a crash right after rollover.
+                return Ok(0);
+            }
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        let (records, valid) = segment::scan_segment(&data);
+        if valid < data.len() {
+            warn!(
+                "store: {}: dropping {} bytes of torn or corrupt tail after {} good records",
+                path.display(),
+                data.len() - valid,
+                records.len()
+            );
+            let f = OpenOptions::new().write(true).open(&path)?;
+            f.set_len(valid as u64)?;
+            f.sync_all()?;
+        }
+        let mut state: HashMap<(u32, u32), u8> = HashMap::new();
+        match fs::read(ack_path(dir, n)) {
+            Ok(acks) => {
+                if segment::check_header(&acks, ACK_MAGIC).is_ok() {
+                    let (recs, valid) = segment::scan_acks(&acks);
+                    if valid < acks.len() {
+                        warn!(
+                            "store: acks.{n:010}: ignoring {} bytes of torn tail",
+                            acks.len() - valid
+                        );
+                        let f = OpenOptions::new().write(true).open(ack_path(dir, n))?;
+                        f.set_len(valid as u64)?;
+                    }
+                    for (off, q, kind) in recs {
+                        let e = state.entry((off, q)).or_insert(0);
+                        *e = (*e).max(kind_rank(kind));
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut kept = 0;
+        for record in records {
+            let queues: Vec<(u32, bool)> = record
+                .queues
+                .iter()
+                .filter(|q| known.contains(q))
+                .filter_map(|&q| match state.get(&(record.offset, q)) {
+                    Some(2) => None,
+                    Some(1) => Some((q, true)),
+                    _ => Some((q, false)),
+                })
+                .collect();
+            if queues.is_empty() {
+                continue;
+            }
+            kept += queues.len() as u64;
+            out.push(Recovered {
+                location: Location {
+                    segment: n,
+                    offset: record.offset,
+                },
+                record,
+                queues,
+            });
+        }
+        Ok(kept)
+    }
+
+    fn create_segment(dir: &Path, n: u32) -> io::Result<(File, u64)> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(seg_path(dir, n))?;
+        f.write_all(&segment::header(SEG_MAGIC))?;
+        Ok((f, segment::HEADER_LEN as u64))
+    }
+
+    /// A fresh id for a new durable queue.
+    pub fn next_queue_id(&mut self) -> u32 {
+        let id = self.next_queue_id;
+        self.next_queue_id += 1;
+        id
+    }
+
+    /// Appends a persistent message for the durable queues `queues`. It reaches the disk
+    /// at the next `sync`.
+    pub fn append(
+        &mut self,
+        queues: &[u32],
+        exchange: &[u8],
+        key: &[u8],
+        props: &[u8],
+        body: &[u8],
+    ) -> io::Result<Location> {
+        if self.cur_len >= self.segment_max {
+            self.rollover()?;
+        }
+        let offset =
+            u32::try_from(self.cur_len).map_err(|_| io::Error::other("segment offset overflow"))?;
+        let before = self.buf.len();
+        segment::encode_publish(&mut self.buf, queues, exchange, key, props, body);
+        self.cur_len += (self.buf.len() - before) as u64;
+        *self.live.entry(self.cur).or_insert(0) += queues.len() as u64;
+        self.unsynced = true;
+        Ok(Location {
+            segment: self.cur,
+            offset,
+        })
+    }
+
+    fn rollover(&mut self) -> io::Result<()> {
+        self.write_current()?;
+        if self.unsynced {
+            self.cur_file.sync_data()?;
+        }
+        let old = self.cur;
+        let next = self.cur + 1;
+        let (f, len) = Self::create_segment(&self.dir, next)?;
+        self.cur_file = f;
+        self.cur = next;
+        self.cur_len = len;
+        if self.live.get(&old).copied().unwrap_or(0) == 0 {
+            self.delete_segment(old);
+        }
+        Ok(())
+    }
+
+    fn write_current(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.cur_file.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn ack_record(&mut self, loc: Location, queue: u32, kind: u8) {
+        if !self.live.contains_key(&loc.segment) {
+            return;
+        }
+        let dir = self.dir.clone();
+        let entry = match self.acks.entry(loc.segment) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let path = ack_path(&dir, loc.segment);
+                let fresh = !path.exists();
+                let file = match OpenOptions::new().create(true).append(true).open(&path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        warn!("store: cannot open {}: {e}", path.display());
+                        return;
+                    }
+                };
+                let mut buf = BytesMut::new();
+                if fresh {
+                    buf.extend_from_slice(&segment::header(ACK_MAGIC));
+                }
+                v.insert(AckFile { file, buf })
+            }
+        };
+        segment::encode_ack(&mut entry.buf, loc.offset, queue, kind);
+    }
+
+    /// Records that a delivery with manual ack went out (it comes back `redelivered`
+    /// after a crash).
+    pub fn delivered(&mut self, loc: Location, queue: u32) {
+        self.ack_record(loc, queue, DELIVERED);
+    }
+
+    /// The queue is done with the message (acked, dropped, purged, queue deleted).
+    pub fn ack(&mut self, loc: Location, queue: u32) {
+        self.ack_record(loc, queue, ACK);
+        let Some(n) = self.live.get_mut(&loc.segment) else {
+            return;
+        };
+        *n = n.saturating_sub(1);
+        if *n == 0 && loc.segment != self.cur {
+            self.delete_segment(loc.segment);
+        }
+    }
+
+    fn delete_segment(&mut self, n: u32) {
+        self.live.remove(&n);
+        self.acks.remove(&n);
+        let _ = fs::remove_file(seg_path(&self.dir, n));
+        let _ = fs::remove_file(ack_path(&self.dir, n));
+    }
+
+    /// The sync phase: writes this turn's records and, when messages were appended,
+    /// makes them durable with one fdatasync. Returns whether it synced.
+    pub fn sync(&mut self) -> io::Result<bool> {
+        self.write_current()?;
+        for a in self.acks.values_mut() {
+            if !a.buf.is_empty() {
+                a.file.write_all(&a.buf)?;
+                a.buf.clear();
+            }
+        }
+        if self.unsynced {
+            self.cur_file.sync_data()?;
+            self.unsynced = false;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Clean stop: everything written and synced, ack files included.
+    pub fn close(&mut self) -> io::Result<()> {
+        self.sync()?;
+        for a in self.acks.values_mut() {
+            a.file.sync_data()?;
+        }
+        self.cur_file.sync_data()
+    }
+
+    /// Replaces the metadata snapshot.
+    pub fn write_meta(&mut self, meta: &Meta) -> io::Result<()> {
+        let mut m = meta.clone();
+        m.next_queue_id = self.next_queue_id;
+        m.write_atomically(&self.dir)
+    }
+
+    /// Segment numbers with live messages (tests and diagnostics).
+    pub fn live_segments(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.live.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[cfg(test)]
+    fn set_segment_max(&mut self, n: u64) {
+        self.segment_max = n;
+    }
+}
+
+/// Ack beats delivered when both are recorded for one reference.
+fn kind_rank(kind: u8) -> u8 {
+    match kind {
+        ACK => 2,
+        DELIVERED => 1,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("warren-store-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    fn with_queue(id: u32) -> Meta {
+        Meta {
+            next_queue_id: id + 1,
+            queues: vec![meta::MetaQueue {
+                name: Bytes::from(format!("q{id}")),
+                id,
+                auto_delete: false,
+                arguments: Default::default(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn unacked_messages_survive_and_acked_ones_do_not() {
+        let dir = tmp("basic");
+        {
+            let (mut s, _, rec) = Store::open(&dir).unwrap();
+            assert!(rec.is_empty());
+            s.write_meta(&with_queue(1)).unwrap();
+            let a = s.append(&[1], b"", b"q1", &[0, 0], b"a").unwrap();
+            let _b = s.append(&[1], b"", b"q1", &[0, 0], b"b").unwrap();
+            let c = s.append(&[1], b"", b"q1", &[0, 0], b"c").unwrap();
+            assert!(s.sync().unwrap());
+            s.ack(a, 1);
+            s.delivered(c, 1);
+            s.close().unwrap();
+        }
+        let (_s, meta, rec) = Store::open(&dir).unwrap();
+        assert_eq!(meta.queues.len(), 1);
+        let bodies: Vec<(&[u8], bool)> = rec
+            .iter()
+            .map(|r| (&r.record.body[..], r.queues[0].1))
+            .collect();
+        assert_eq!(bodies, vec![(b"b" as &[u8], false), (b"c", true)]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn messages_of_unknown_queues_are_not_recovered() {
+        let dir = tmp("unknown");
+        {
+            let (mut s, _, _) = Store::open(&dir).unwrap();
+            s.append(&[9], b"", b"gone", &[0, 0], b"x").unwrap();
+            s.close().unwrap();
+        }
+        let (s, _, rec) = Store::open(&dir).unwrap();
+        assert!(rec.is_empty());
+        assert!(s.live_segments().is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn fully_acked_segments_are_deleted() {
+        let dir = tmp("reclaim");
+        let (mut s, _, _) = Store::open(&dir).unwrap();
+        s.write_meta(&with_queue(1)).unwrap();
+        s.set_segment_max(64);
+        let locs: Vec<Location> = (0..10)
+            .map(|i| s.append(&[1], b"", b"q1", &[0, 0], &[i; 40]).unwrap())
+            .collect();
+        s.sync().unwrap();
+        let first = locs[0].segment;
+        assert!(seg_path(&dir, first).exists());
+        for l in &locs[..9] {
+            s.ack(*l, 1);
+        }
+        s.sync().unwrap();
+        assert!(
+            !seg_path(&dir, first).exists(),
+            "segment of acked messages reclaimed"
+        );
+        assert_eq!(s.live_segments(), vec![locs[9].segment]);
+        drop(s);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_second_broker_cannot_open_the_same_directory() {
+        let dir = tmp("lock");
+        let first = Store::open(&dir).unwrap();
+        let err = Store::open(&dir).err().unwrap();
+        assert!(err.contains("in use"), "{err}");
+        drop(first);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_meta_file_is_a_clear_error() {
+        let dir = tmp("badmeta");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("meta"), b"WRNMETA\x01garbage-garbage-garbage").unwrap();
+        let err = Store::open(&dir).err().unwrap();
+        assert!(err.contains("meta"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
