@@ -96,7 +96,7 @@ fn route(c: &mut Criterion) {
         let mut count = 0u32;
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
-                broker.route(x, &msg, &mut out);
+                broker.route(x, msg.routing_key(), msg.properties(), &mut out);
                 for &q in &out {
                     broker.enqueue(q, msg.clone());
                 }

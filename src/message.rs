@@ -9,6 +9,7 @@ use bytes::Bytes;
 use std::rc::Rc;
 
 use crate::proto::properties;
+use crate::store::Location;
 
 /// An immutable published message.
 #[derive(Debug)]
@@ -19,6 +20,8 @@ pub struct Message {
     properties: Bytes,
     body: Bytes,
     persistent: bool,
+    /// Where the store keeps it (persistent messages of durable queues).
+    location: Option<Location>,
 }
 
 /// How queues and channels hold a message.
@@ -34,7 +37,19 @@ impl Message {
             properties,
             body,
             persistent,
+            location: None,
         }
+    }
+
+    /// The same message, stored at `loc`.
+    pub fn with_location(mut self, loc: Location) -> Message {
+        self.location = Some(loc);
+        self
+    }
+
+    /// Where the store keeps it, for a persistent message of a durable queue.
+    pub fn location(&self) -> Option<Location> {
+        self.location
     }
 
     pub fn exchange(&self) -> &Bytes {

@@ -25,6 +25,9 @@ const READS_PER_TURN: usize = 4;
 /// Runs the broker until SIGTERM/SIGINT. Prints the listening address on stdout (one
 /// line: `warren listening on amqp://ADDR`) once connections are accepted.
 pub fn run(config: Config) -> io::Result<()> {
+    // Recover the store before accepting anyone: a damaged data directory stops here.
+    let mut server = Server::with_store(config).map_err(io::Error::other)?;
+    let config = &server.config;
     let poll = Poll::new()?;
     let addr = SocketAddr::new(config.bind, config.amqp_port);
     let mut listener = TcpListener::bind(addr)?;
@@ -49,7 +52,6 @@ pub fn run(config: Config) -> io::Result<()> {
         out.flush()?;
     }
 
-    let mut server = Server::new(config);
     let mut reactor = Reactor {
         poll,
         listener,
@@ -123,6 +125,7 @@ impl Reactor<'_> {
             }
         }
         self.server.dispatch();
+        self.server.sync();
         self.server.send_confirms();
         self.server.timers();
         self.flush_all();
@@ -292,6 +295,7 @@ impl Reactor<'_> {
             }
         }
         self.flush_all();
+        self.server.close_store();
         info!("stopped");
     }
 }

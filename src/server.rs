@@ -33,6 +33,8 @@ pub struct Server {
     touched: Vec<usize>,
     confirm_due: Vec<usize>,
     next_timer: Instant,
+    /// The last sync failed: this turn's confirms become nacks.
+    sync_failed: bool,
 }
 
 impl Server {
@@ -49,6 +51,37 @@ impl Server {
             touched: Vec::new(),
             confirm_due: Vec::new(),
             next_timer: now,
+            sync_failed: false,
+        }
+    }
+
+    /// A server over the durable store in `config.data_dir`, with everything recovered.
+    /// Err is a readable reason the broker must not start with.
+    pub fn with_store(config: Config) -> Result<Server, String> {
+        let (store, meta, recovered) = crate::store::Store::open(&config.data_dir)?;
+        let mut s = Server::new(config);
+        s.broker = Broker::recover(store, meta, recovered);
+        Ok(s)
+    }
+
+    /// The sync phase: this turn's store writes reach the disk (one fdatasync when
+    /// persistent messages were appended) before any confirm goes out.
+    pub fn sync(&mut self) {
+        if let Err(e) = self.broker.sync() {
+            log::error!("store: sync failed: {e}; confirms of this turn are nacks");
+            self.sync_failed = true;
+        }
+    }
+
+    /// Clean stop of the store: everything written and synced.
+    pub fn close_store(&mut self) {
+        if let Err(e) = self.broker.sync() {
+            log::error!("store: final sync failed: {e}");
+        }
+        if let Some(st) = self.broker.store.as_mut() {
+            if let Err(e) = st.close() {
+                log::error!("store: close failed: {e}");
+            }
         }
     }
 
@@ -163,9 +196,10 @@ impl Server {
             touched,
             ..
         } = self;
-        let Some(q) = broker.queue_mut(qid) else {
+        let Some((q, mut store)) = broker.queue_and_store(qid) else {
             return;
         };
+        let durable = q.durable_id;
         let n = q.consumers.len();
         let mut idle = 0;
         while idle < n && !q.ready.is_empty() {
@@ -198,11 +232,23 @@ impl Server {
                 ch.unacked.push_back(Unacked {
                     tag,
                     queue: qid,
+                    durable,
                     consumer: c.id,
                     msg: r.msg.clone(),
                     seq: r.seq,
                     delivered_at: *now,
                 });
+            }
+            // A persistent message of a durable queue: no-ack settles it now; a manual
+            // ack delivery is recorded so a crash brings it back `redelivered`.
+            if let (Some(st), Some(loc), true) =
+                (store.as_deref_mut(), r.msg.location(), durable != 0)
+            {
+                if c.no_ack {
+                    st.ack(loc, durable);
+                } else {
+                    st.delivered(loc, durable);
+                }
             }
             state::write_delivery(conn, c.channel, &c.tag, tag, r.redelivered, &r.msg);
             if !conn.touched {
@@ -234,7 +280,20 @@ impl Server {
             for ch in c.channels.iter_mut() {
                 if ch.confirm && ch.publish_seq > ch.confirmed && !ch.closing {
                     let multiple = ch.publish_seq - ch.confirmed > 1;
-                    frame::write_ack(c.out.tail(), ch.id, ch.publish_seq, multiple);
+                    if self.sync_failed {
+                        let nack = crate::proto::basic::Nack {
+                            delivery_tag: ch.publish_seq,
+                            multiple,
+                            requeue: false,
+                        };
+                        frame::write_method(
+                            c.out.tail(),
+                            ch.id,
+                            &crate::proto::Method::BasicNack(nack),
+                        );
+                    } else {
+                        frame::write_ack(c.out.tail(), ch.id, ch.publish_seq, multiple);
+                    }
                     ch.confirmed = ch.publish_seq;
                     wrote = true;
                 }
@@ -243,6 +302,7 @@ impl Server {
                 self.touch(k);
             }
         }
+        self.sync_failed = false;
         let mut due = due;
         due.clear();
         if self.confirm_due.is_empty() {
@@ -417,6 +477,7 @@ impl Server {
     /// The socket-free phases of a turn: dispatch, confirms, timers.
     pub fn turn_without_io(&mut self) {
         self.dispatch();
+        self.sync();
         self.send_confirms();
         self.timers();
         self.dispatch();

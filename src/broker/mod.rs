@@ -16,8 +16,10 @@ use std::collections::HashMap;
 use crate::error::{
     access_refused, not_found, precondition, resource_locked, AmqpError, ReplyCode,
 };
-use crate::message::MessageRef;
+use crate::message::{Message, MessageRef};
 use crate::proto::{properties, FieldTable, FieldValue};
+use crate::store::meta::{MetaBinding, MetaExchange, MetaQueue};
+use crate::store::{self, Location, Meta, Store};
 use exchange::{Binding, Exchange, ExchangeKind};
 use queue::{Consumer, Queue, QueueProps};
 
@@ -97,6 +99,10 @@ pub struct Broker {
     scratch: Vec<Dest>,
     stack: Vec<ExchangeId>,
     next_consumer_id: u64,
+    /// The durable store; None for a memory-only broker (tests, fuzzing).
+    pub store: Option<Store>,
+    /// Durable exchanges, queues or bindings changed: the sync phase rewrites `meta`.
+    meta_dirty: bool,
 }
 
 impl Broker {
@@ -157,6 +163,16 @@ impl Broker {
 
     pub fn queue(&self, id: QueueId) -> Option<&Queue> {
         self.queues.get(id.idx as usize).filter(|q| q.gen == id.gen)
+    }
+
+    /// A queue and the store side by side (the dispatch phase settles no-ack
+    /// deliveries of persistent messages while it walks the queue).
+    pub fn queue_and_store(&mut self, id: QueueId) -> Option<(&mut Queue, Option<&mut Store>)> {
+        let q = self
+            .queues
+            .get_mut(id.idx as usize)
+            .filter(|q| q.gen == id.gen)?;
+        Some((q, self.store.as_mut()))
     }
 
     pub fn queue_mut(&mut self, id: QueueId) -> Option<&mut Queue> {
@@ -288,6 +304,7 @@ impl Broker {
             d.internal,
             d.arguments.clone(),
         );
+        self.meta_dirty |= d.durable;
         Ok(())
     }
 
@@ -321,7 +338,9 @@ impl Broker {
     fn remove_exchange(&mut self, id: ExchangeId) {
         let Some(x) = self.exchange(id) else { return };
         let name = x.name.clone();
+        let durable = x.durable;
         let outgoing: Vec<Dest> = x.bindings().iter().map(|b| b.dest).collect();
+        self.meta_dirty |= durable;
         self.exchange_names.remove(&name);
         self.exchanges.remove(id.idx as usize);
         for d in outgoing {
@@ -381,6 +400,7 @@ impl Broker {
             .exchange_mut(src)
             .map(|x| x.bind(Binding { dest, key, args }))
             .unwrap_or(false);
+        self.meta_dirty |= added && self.is_durable_binding(src, dest);
         if let (true, Dest::Queue(q)) = (added, dest) {
             if let Some(q) = self.queue_mut(q) {
                 q.sources.push(src);
@@ -402,6 +422,7 @@ impl Broker {
             .exchange_mut(src)
             .is_some_and(|x| x.unbind(dest, key, args));
         if removed {
+            self.meta_dirty |= self.is_durable_binding(src, dest);
             if let Dest::Queue(q) = dest {
                 if let Some(q) = self.queue_mut(q) {
                     if let Some(at) = q.sources.iter().position(|s| *s == src) {
@@ -412,6 +433,16 @@ impl Broker {
             self.maybe_auto_delete_exchange(src);
         }
         Ok(())
+    }
+
+    /// Bindings persist when both ends do.
+    fn is_durable_binding(&self, src: ExchangeId, dest: Dest) -> bool {
+        let src = self.exchange(src).is_some_and(|x| x.durable);
+        let dest = match dest {
+            Dest::Queue(q) => self.queue(q).is_some_and(|q| q.durable_id != 0),
+            Dest::Exchange(x) => self.exchange(x).is_some_and(|x| x.durable),
+        };
+        src && dest
     }
 
     /// Resolves the destination exchange of exchange.bind/unbind.
@@ -486,11 +517,18 @@ impl Broker {
         };
         let gen = self.gen();
         let owner = d.exclusive.then_some(conn);
-        let idx = self
-            .queues
-            .insert(Queue::new(gen, name.clone(), props, owner)) as u32;
+        // Server-named and exclusive queues never persist.
+        let persist = d.durable && !d.exclusive && !d.name.is_empty();
+        let durable_id = match (&mut self.store, persist) {
+            (Some(st), true) => st.next_queue_id(),
+            _ => 0,
+        };
+        let mut q = Queue::new(gen, name.clone(), props, owner);
+        q.durable_id = durable_id;
+        let idx = self.queues.insert(q) as u32;
         let id = QueueId { idx, gen };
         self.queue_names.insert(name.clone(), id);
+        self.meta_dirty |= durable_id != 0;
         Ok(Declared {
             id,
             name,
@@ -533,7 +571,22 @@ impl Broker {
 
     /// queue.purge: drops ready messages, returns how many.
     pub fn purge(&mut self, id: QueueId) -> u32 {
-        self.queue_mut(id).map_or(0, Queue::purge)
+        let Some(q) = self
+            .queues
+            .get_mut(id.idx as usize)
+            .filter(|q| q.gen == id.gen)
+        else {
+            return 0;
+        };
+        let n = q.message_count();
+        let durable = q.durable_id;
+        let dropped: Vec<Location> = q.ready.drain(..).filter_map(|r| r.msg.location()).collect();
+        if let Some(st) = self.store.as_mut().filter(|_| durable != 0) {
+            for loc in dropped {
+                st.ack(loc, durable);
+            }
+        }
+        n
     }
 
     /// queue.delete with its conditions; returns (ready messages dropped, consumers to cancel).
@@ -568,6 +621,16 @@ impl Broker {
         }
         let q = self.queues.remove(id.idx as usize);
         self.queue_names.remove(&q.name);
+        if q.durable_id != 0 {
+            self.meta_dirty = true;
+            if let Some(st) = self.store.as_mut() {
+                for r in &q.ready {
+                    if let Some(loc) = r.msg.location() {
+                        st.ack(loc, q.durable_id);
+                    }
+                }
+            }
+        }
         let mut sources = q.sources.clone();
         sources.sort_by_key(|s| (s.idx, s.gen));
         sources.dedup();
@@ -662,14 +725,20 @@ impl Broker {
 
     /// Computes the queues `msg` goes to from exchange `x`, each once, into `out`
     /// (cleared first). Follows exchange-to-exchange bindings without looping.
-    pub fn route(&mut self, x: ExchangeId, msg: &MessageRef, out: &mut Vec<QueueId>) {
+    pub fn route(
+        &mut self,
+        x: ExchangeId,
+        routing_key: &[u8],
+        properties: &Bytes,
+        out: &mut Vec<QueueId>,
+    ) {
         out.clear();
         self.stamp += 1;
         let stamp = self.stamp;
         let Some(ex) = self.exchange(x) else { return };
         if ex.name.is_empty() {
             // The default exchange binds every queue by its name.
-            if let Some(q) = self.queue_id(msg.routing_key()) {
+            if let Some(q) = self.queue_id(routing_key) {
                 out.push(q);
             }
             return;
@@ -687,12 +756,12 @@ impl Broker {
             let Some(ex) = self.exchange(e) else { continue };
             let h = if ex.kind == ExchangeKind::Headers {
                 headers
-                    .get_or_insert_with(|| properties::headers(msg.properties()))
+                    .get_or_insert_with(|| properties::headers(properties))
                     .as_ref()
             } else {
                 None
             };
-            ex.route(msg.routing_key(), h, &mut scratch);
+            ex.route(routing_key, h, &mut scratch);
             for d in scratch.iter() {
                 match *d {
                     Dest::Queue(q) => {
@@ -726,12 +795,203 @@ impl Broker {
         }
     }
 
-    /// Puts an unacked message back at its original position, marked redelivered.
-    pub fn requeue(&mut self, id: QueueId, msg: MessageRef, seq: u64) {
+    /// Puts an unacked message back at its original position, marked redelivered. A
+    /// message whose queue is gone is settled instead (`durable` is that queue's id).
+    pub fn requeue(&mut self, id: QueueId, durable: u32, msg: MessageRef, seq: u64) {
         if let Some(q) = self.queue_mut(id) {
             q.requeue(msg, seq);
             self.mark_dirty(id);
+        } else {
+            self.settle(durable, &msg);
         }
+    }
+
+    /// The queue with durable id `durable` is done with `msg` (ack, drop, no-ack delivery).
+    pub fn settle(&mut self, durable: u32, msg: &Message) {
+        if let (Some(st), Some(loc), true) = (self.store.as_mut(), msg.location(), durable != 0) {
+            st.ack(loc, durable);
+        }
+    }
+
+    /// A persistent message of a durable queue went out for manual ack.
+    pub fn delivered(&mut self, durable: u32, msg: &Message) {
+        if let (Some(st), Some(loc), true) = (self.store.as_mut(), msg.location(), durable != 0) {
+            st.delivered(loc, durable);
+        }
+    }
+
+    /// Writes a persistent message routed to `queues` to the store when any of them is
+    /// durable; returns where it went.
+    pub fn persist(
+        &mut self,
+        queues: &[QueueId],
+        exchange: &[u8],
+        key: &[u8],
+        props: &[u8],
+        body: &[u8],
+    ) -> std::io::Result<Option<Location>> {
+        if self.store.is_none() {
+            return Ok(None);
+        }
+        let mut ids: [u32; 16] = [0; 16];
+        let mut more = Vec::new();
+        let mut n = 0;
+        for q in queues {
+            let d = self.queue(*q).map_or(0, |q| q.durable_id);
+            if d != 0 {
+                if n < ids.len() {
+                    ids[n] = d;
+                } else {
+                    more.push(d);
+                }
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return Ok(None);
+        }
+        let list: &[u32] = if more.is_empty() {
+            &ids[..n]
+        } else {
+            more.extend_from_slice(&ids);
+            &more
+        };
+        match self.store.as_mut() {
+            Some(st) => st.append(list, exchange, key, props, body).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The sync phase: the metadata snapshot when it changed, then this turn's records
+    /// with one fdatasync. Returns Err when the disk refused (confirms become nacks).
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        if self.store.is_none() {
+            return Ok(());
+        }
+        if self.meta_dirty {
+            let meta = self.durable_meta();
+            if let Some(st) = self.store.as_mut() {
+                st.write_meta(&meta)?;
+            }
+            self.meta_dirty = false;
+        }
+        if let Some(st) = self.store.as_mut() {
+            st.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Everything durable except messages, for the metadata snapshot.
+    pub fn durable_meta(&self) -> Meta {
+        let mut m = Meta::default();
+        for (_, x) in self.exchanges.iter() {
+            if !x.durable {
+                continue;
+            }
+            if !x.name.is_empty() && !x.name.starts_with(b"amq.") {
+                m.exchanges.push(MetaExchange {
+                    name: x.name.clone(),
+                    kind: Bytes::from_static(x.kind.name().as_bytes()),
+                    auto_delete: x.auto_delete,
+                    internal: x.internal,
+                    arguments: x.arguments.clone(),
+                });
+            }
+            for b in x.bindings() {
+                let (to_exchange, destination) = match b.dest {
+                    Dest::Queue(q) => match self.queue(q) {
+                        Some(q) if q.durable_id != 0 => (false, q.name.clone()),
+                        _ => continue,
+                    },
+                    Dest::Exchange(d) => match self.exchange(d) {
+                        Some(d) if d.durable => (true, d.name.clone()),
+                        _ => continue,
+                    },
+                };
+                m.bindings.push(MetaBinding {
+                    source: x.name.clone(),
+                    to_exchange,
+                    destination,
+                    key: b.key.clone(),
+                    arguments: b.args.clone(),
+                });
+            }
+        }
+        for (_, q) in self.queues.iter() {
+            if q.durable_id != 0 {
+                m.queues.push(MetaQueue {
+                    name: q.name.clone(),
+                    id: q.durable_id,
+                    auto_delete: q.props.auto_delete,
+                    arguments: q.props.arguments.clone(),
+                });
+            }
+        }
+        m
+    }
+
+    /// A broker over an opened store: durable exchanges, queues and bindings from the
+    /// metadata, then the recovered messages in log order (so each queue keeps its order).
+    pub fn recover(store: Store, meta: Meta, messages: Vec<store::Recovered>) -> Broker {
+        let mut b = Broker::new();
+        b.store = Some(store);
+        for x in &meta.exchanges {
+            let Some(kind) = ExchangeKind::parse(&x.kind) else {
+                continue;
+            };
+            b.insert_exchange(
+                x.name.clone(),
+                kind,
+                true,
+                x.auto_delete,
+                x.internal,
+                x.arguments.clone(),
+            );
+        }
+        let mut by_id: HashMap<u32, QueueId> = HashMap::new();
+        for q in &meta.queues {
+            let gen = b.gen();
+            let props = QueueProps {
+                durable: true,
+                auto_delete: q.auto_delete,
+                arguments: q.arguments.clone(),
+            };
+            let mut queue = Queue::new(gen, q.name.clone(), props, None);
+            queue.durable_id = q.id;
+            let idx = b.queues.insert(queue) as u32;
+            let id = QueueId { idx, gen };
+            b.queue_names.insert(q.name.clone(), id);
+            by_id.insert(q.id, id);
+        }
+        for bind in &meta.bindings {
+            let dest = if bind.to_exchange {
+                b.exchange_id(&bind.destination).map(Dest::Exchange)
+            } else {
+                b.queue_id(&bind.destination).map(Dest::Queue)
+            };
+            if let Some(dest) = dest {
+                let _ = b.bind(&bind.source, dest, bind.key.clone(), bind.arguments.clone());
+            }
+        }
+        for r in messages {
+            let rec = r.record;
+            let msg = std::rc::Rc::new(
+                Message::new(rec.exchange, rec.routing_key, rec.properties, rec.body)
+                    .with_location(r.location),
+            );
+            for (qid, delivered) in r.queues {
+                if let Some(q) = by_id.get(&qid).and_then(|id| b.queue_mut(*id)) {
+                    q.push(msg.clone());
+                    if delivered {
+                        if let Some(last) = q.ready.back_mut() {
+                            last.redelivered = true;
+                        }
+                    }
+                }
+            }
+        }
+        b.meta_dirty = false;
+        b
     }
 
     /// Records that an ack freed credit of consumer `consumer` on queue `id`.
@@ -852,7 +1112,8 @@ mod tests {
     fn route(b: &mut Broker, x: &str, rk: &'static str) -> Vec<QueueId> {
         let id = b.publish_target(x.as_bytes()).unwrap();
         let mut out = Vec::new();
-        b.route(id, &msg(rk), &mut out);
+        let m = msg(rk);
+        b.route(id, m.routing_key(), m.properties(), &mut out);
         out
     }
 

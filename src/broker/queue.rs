@@ -68,6 +68,8 @@ pub struct Queue {
     pub had_consumer: bool,
     /// Exchanges that have at least one binding to this queue (with repeats).
     pub(super) sources: Vec<ExchangeId>,
+    /// Id of a durable queue in the store's records; 0 = not persisted.
+    pub durable_id: u32,
     /// Set while the queue sits in the broker's dirty list.
     pub(super) dirty: bool,
     /// Last publish that routed here (dedupes a message that reaches us by several paths).
@@ -87,6 +89,7 @@ impl Queue {
             rr: 0,
             had_consumer: false,
             sources: Vec::new(),
+            durable_id: 0,
             dirty: false,
             stamp: 0,
         }

@@ -19,6 +19,9 @@ use super::assembler::Assembler;
 pub struct Unacked {
     pub tag: u64,
     pub queue: QueueId,
+    /// The queue's id in the store (0 = not durable); kept here because the queue may
+    /// be deleted before the message is settled.
+    pub durable: u32,
     /// The consumer it was delivered to; 0 for basic.get.
     pub consumer: u64,
     pub msg: MessageRef,
@@ -188,6 +191,7 @@ mod tests {
             c.unacked.push_back(Unacked {
                 tag: t,
                 queue: q,
+                durable: 0,
                 consumer: 1,
                 msg,
                 seq: t,

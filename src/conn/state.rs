@@ -975,8 +975,29 @@ impl Session<'_> {
                 )));
             }
         }
-        let msg = Rc::new(Message::new(p.exchange, p.routing_key, properties, body));
-        self.broker.route(x, &msg, self.routed);
+        self.broker
+            .route(x, &p.routing_key, &properties, self.routed);
+        let mut msg = Message::new(p.exchange, p.routing_key, properties, body);
+        if msg.is_persistent() && !self.routed.is_empty() {
+            let stored = self.broker.persist(
+                self.routed,
+                msg.exchange(),
+                msg.routing_key(),
+                msg.properties(),
+                msg.body(),
+            );
+            match stored {
+                Ok(Some(loc)) => msg = msg.with_location(loc),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(hard(
+                        ReplyCode::InternalError,
+                        format!("cannot store message: {e}"),
+                    ));
+                }
+            }
+        }
+        let msg = Rc::new(msg);
         if self.routed.is_empty() {
             if p.mandatory {
                 let ret = basic::Return {
@@ -1020,17 +1041,22 @@ impl Session<'_> {
             return Ok(());
         };
         let remaining = q.message_count();
+        let durable = q.durable_id;
         let c = &mut self.conn.channels[idx];
         let tag = c.next_tag();
-        if !g.no_ack {
+        if g.no_ack {
+            self.broker.settle(durable, &r.msg);
+        } else {
             c.unacked.push_back(Unacked {
                 tag,
                 queue: qid,
+                durable,
                 consumer: 0,
                 msg: r.msg.clone(),
                 seq: r.seq,
                 delivered_at: self.now,
             });
+            self.broker.delivered(durable, &r.msg);
         }
         let ok = basic::GetOk {
             delivery_tag: tag,
@@ -1104,7 +1130,11 @@ impl Session<'_> {
         }
         if requeue {
             for u in done.into_iter().rev() {
-                self.broker.requeue(u.queue, u.msg, u.seq);
+                self.broker.requeue(u.queue, u.durable, u.msg, u.seq);
+            }
+        } else {
+            for u in &done {
+                self.broker.settle(u.durable, &u.msg);
             }
         }
         if self.conn.channels[idx].global_prefetch > 0 {
@@ -1129,7 +1159,7 @@ pub fn release_channel(ch: &mut Channel, broker: &mut Broker) {
         broker.remove_consumer(c.queue, c.id);
     }
     while let Some(u) = ch.unacked.pop_back() {
-        broker.requeue(u.queue, u.msg, u.seq);
+        broker.requeue(u.queue, u.durable, u.msg, u.seq);
     }
     ch.assembler = Default::default();
     ch.tx = None;

@@ -423,6 +423,16 @@ impl Store {
     }
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("segment", &self.cur)
+            .field("live", &self.live)
+            .finish()
+    }
+}
+
 /// Ack beats delivered when both are recorded for one reference.
 fn kind_rank(kind: u8) -> u8 {
     match kind {
