@@ -115,10 +115,7 @@ pub struct Record {
 pub fn scan_segment(data: &Bytes) -> (Vec<Record>, usize) {
     let mut out = Vec::new();
     let mut at = HEADER_LEN;
-    loop {
-        let Some(head) = data.get(at..at + 8) else {
-            break;
-        };
+    while let Some(head) = data.get(at..at + 8) {
         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
         let crc = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
         let Some(end) = (at + 8).checked_add(len) else {
