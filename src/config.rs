@@ -21,6 +21,12 @@ pub struct Config {
     pub consumer_timeout: Duration,
     /// Free-disk alarm threshold in bytes (default 50,000,000).
     pub disk_free_limit: u64,
+    /// Publishers are blocked while the broker's RSS is above this fraction of RAM
+    /// (default 0.4, RabbitMQ's).
+    pub memory_high_watermark: f64,
+    /// Bodies of queued messages beyond this many bytes stay on disk and are read back on
+    /// delivery (default: a fifth of RAM).
+    pub memory_budget: u64,
     /// Heartbeat interval the server proposes in connection.tune, seconds (default 60).
     pub heartbeat: u16,
     /// Largest frame the server accepts and proposes (default 131072).
@@ -33,6 +39,13 @@ pub struct Config {
     pub log_level: String,
 }
 
+impl Config {
+    /// The memory alarm threshold in bytes (0 = off).
+    pub fn memory_limit(&self) -> u64 {
+        crate::alarm::total_ram().map_or(0, |r| (r as f64 * self.memory_high_watermark) as u64)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -42,6 +55,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./warren-data"),
             consumer_timeout: Duration::from_secs(1800),
             disk_free_limit: 50_000_000,
+            memory_high_watermark: 0.4,
+            memory_budget: crate::alarm::total_ram().map_or(1 << 30, |r| r / 5),
             heartbeat: 60,
             frame_max: 131_072,
             channel_max: 2047,
@@ -95,6 +110,18 @@ fn options() -> getopts::Options {
         "",
         "disk-free-limit",
         "free disk alarm threshold (default 50000000)",
+        "BYTES",
+    );
+    o.optopt(
+        "",
+        "memory-high-watermark",
+        "block publishers above this fraction of RAM (default 0.4)",
+        "FRACTION",
+    );
+    o.optopt(
+        "",
+        "memory-budget",
+        "queued bodies kept in memory before paging to disk (default RAM/5)",
         "BYTES",
     );
     o.optopt(
@@ -161,6 +188,11 @@ impl Command {
         num(&m, "consumer-timeout", &mut secs)?;
         c.consumer_timeout = Duration::from_secs(secs);
         num(&m, "disk-free-limit", &mut c.disk_free_limit)?;
+        num(&m, "memory-high-watermark", &mut c.memory_high_watermark)?;
+        if !(0.0..=1.0).contains(&c.memory_high_watermark) {
+            return Err("--memory-high-watermark must be a fraction between 0 and 1".into());
+        }
+        num(&m, "memory-budget", &mut c.memory_budget)?;
         num(&m, "heartbeat", &mut c.heartbeat)?;
         num(&m, "frame-max", &mut c.frame_max)?;
         num(&m, "channel-max", &mut c.channel_max)?;

@@ -19,6 +19,7 @@
 //!
 //! Handlers never write to sockets and never free connections.
 
+pub mod alarm;
 pub mod broker;
 pub mod config;
 pub mod conn;

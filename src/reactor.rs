@@ -128,6 +128,7 @@ impl Reactor<'_> {
         self.server.sync();
         self.server.send_confirms();
         self.server.timers();
+        self.pending.append(&mut self.server.unblocked);
         self.flush_all();
         self.reap();
         Ok(stop)
@@ -177,6 +178,13 @@ impl Reactor<'_> {
             if c.out.len() >= HIGH_WATER {
                 return false;
             }
+            // A resource alarm pauses publishers; `unblocked` brings them back.
+            if self.server.is_blocked(key) {
+                return false;
+            }
+            let Some(c) = self.server.conns.get_mut(key) else {
+                return false;
+            };
             // Input left over from a spent frame budget is handled before reading
             // more, so a flooding publisher cannot grow the read buffer without bound.
             if c.input().len() >= READ_MIN && self.server.input(key) {

@@ -35,6 +35,11 @@ pub struct Server {
     next_timer: Instant,
     /// The last sync failed: this turn's confirms become nacks.
     sync_failed: bool,
+    /// The resource alarm in force, if any.
+    pub alarm: Option<crate::alarm::Alarm>,
+    next_alarm_check: Instant,
+    /// Publishers to read again because an alarm cleared (the reactor drains this).
+    pub unblocked: Vec<usize>,
 }
 
 impl Server {
@@ -52,6 +57,9 @@ impl Server {
             confirm_due: Vec::new(),
             next_timer: now,
             sync_failed: false,
+            alarm: None,
+            next_alarm_check: now,
+            unblocked: Vec::new(),
         }
     }
 
@@ -61,6 +69,7 @@ impl Server {
         let (store, meta, recovered) = crate::store::Store::open(&config.data_dir)?;
         let mut s = Server::new(config);
         s.broker = Broker::recover(store, meta, recovered);
+        s.check_alarms();
         Ok(s)
     }
 
@@ -109,6 +118,7 @@ impl Server {
             now: self.now,
             events: &mut self.events,
             routed: &mut self.routed,
+            alarm: self.alarm,
         })
     }
 
@@ -339,6 +349,10 @@ impl Server {
             return self.next_timer;
         }
         self.next_timer = self.now + TIMER_PERIOD;
+        if self.now >= self.next_alarm_check {
+            self.next_alarm_check = self.now + Duration::from_secs(1);
+            self.check_alarms();
+        }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for k in keys {
             self.conn_timers(k);
@@ -411,6 +425,73 @@ impl Server {
             }
             self.touch(key);
         }
+    }
+
+    /// Re-evaluates the disk and memory alarms (only with a store: a memory-only server
+    /// has no data directory to watch). On a change, publishers are told.
+    pub fn check_alarms(&mut self) {
+        if self.broker.store.is_none() {
+            return;
+        }
+        let now = crate::alarm::check(
+            &self.config.data_dir,
+            self.config.disk_free_limit,
+            self.config.memory_limit(),
+        );
+        if now == self.alarm {
+            return;
+        }
+        match now {
+            Some(a) => warn!("resource alarm: {}; blocking publishers", a.reason()),
+            None => info!("resource alarm cleared; unblocking publishers"),
+        }
+        self.alarm = now;
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.publisher)
+            .map(|(k, _)| k)
+            .collect();
+        for k in keys {
+            let Some(c) = self.conns.get_mut(k) else {
+                continue;
+            };
+            if c.state != State::Running {
+                continue;
+            }
+            match now {
+                Some(a) if c.caps.connection_blocked && !c.blocked_sent => {
+                    let b = crate::proto::connection::Blocked {
+                        reason: Bytes::from_static(a.reason().as_bytes()),
+                    };
+                    frame::write_method(
+                        c.out.tail(),
+                        0,
+                        &crate::proto::Method::ConnectionBlocked(b),
+                    );
+                    c.blocked_sent = true;
+                }
+                None => {
+                    if c.blocked_sent {
+                        let u = crate::proto::connection::Unblocked {};
+                        frame::write_method(
+                            c.out.tail(),
+                            0,
+                            &crate::proto::Method::ConnectionUnblocked(u),
+                        );
+                        c.blocked_sent = false;
+                    }
+                    self.unblocked.push(k);
+                }
+                _ => {}
+            }
+            self.touch(k);
+        }
+    }
+
+    /// Whether reading from this connection is paused by a resource alarm.
+    pub fn is_blocked(&self, key: usize) -> bool {
+        self.alarm.is_some() && self.conns.get(key).is_some_and(|c| c.publisher)
     }
 
     /// Keys of connections that are done (closed), for the reap phase.

@@ -214,6 +214,10 @@ pub struct Connection {
     pub touched: bool,
     /// Listed in the server's confirm list for this turn.
     pub confirm_due: bool,
+    /// Has published: a resource alarm stops reading from it.
+    pub publisher: bool,
+    /// connection.blocked was sent and not yet followed by unblocked.
+    pub blocked_sent: bool,
 }
 
 impl Connection {
@@ -246,6 +250,8 @@ impl Connection {
             want_write: false,
             touched: false,
             confirm_due: false,
+            publisher: false,
+            blocked_sent: false,
         }
     }
 

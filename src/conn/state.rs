@@ -58,6 +58,8 @@ pub struct Session<'a> {
     pub events: &'a mut Vec<Event>,
     /// Reused scratch for routing results.
     pub routed: &'a mut Vec<QueueId>,
+    /// A resource alarm in force: publishers get connection.blocked.
+    pub alarm: Option<crate::alarm::Alarm>,
 }
 
 fn show(b: &[u8]) -> String {
@@ -928,6 +930,21 @@ impl Session<'_> {
         }
     }
 
+    /// Marks the connection as a publisher; under an alarm, tells it it is blocked
+    /// (the reactor stops reading from it).
+    fn note_publisher(&mut self) {
+        self.conn.publisher = true;
+        if let Some(a) = self.alarm {
+            if self.conn.caps.connection_blocked && !self.conn.blocked_sent {
+                let b = connection::Blocked {
+                    reason: Bytes::from_static(a.reason().as_bytes()),
+                };
+                self.send(0, &Method::ConnectionBlocked(b));
+                self.conn.blocked_sent = true;
+            }
+        }
+    }
+
     /// A whole message arrived on channel `ch`.
     fn publish(
         &mut self,
@@ -936,6 +953,7 @@ impl Session<'_> {
         properties: Bytes,
         body: Bytes,
     ) -> Result<(), AmqpError> {
+        self.note_publisher();
         let Some(c) = self.conn.channel_mut(ch) else {
             return Ok(());
         };
