@@ -22,7 +22,8 @@ pub fn free_disk(path: &Path) -> Option<u64> {
     }
     // SAFETY: rc == 0 means the struct was initialised.
     let st = unsafe { st.assume_init() };
-    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    // The field widths differ between platforms; widen without a lossy cast.
+    Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
 }
 
 /// The process's resident set size in bytes (Linux /proc).
