@@ -22,8 +22,10 @@ pub fn free_disk(path: &Path) -> Option<u64> {
     }
     // SAFETY: rc == 0 means the struct was initialised.
     let st = unsafe { st.assume_init() };
-    // The field widths differ between platforms; widen without a lossy cast.
-    Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+    // The field widths differ between platforms (u32 on some 32-bit targets).
+    #[allow(clippy::useless_conversion)]
+    let (avail, frsize) = (u64::from(st.f_bavail), u64::from(st.f_frsize));
+    Some(avail.saturating_mul(frsize))
 }
 
 /// The process's resident set size in bytes (Linux /proc).
