@@ -6,6 +6,7 @@
 //! made more compact without touching the broker.
 
 use bytes::Bytes;
+use std::cell::Cell;
 use std::rc::Rc;
 
 use crate::proto::properties;
@@ -20,8 +21,29 @@ pub struct Message {
     properties: Bytes,
     body: Bytes,
     persistent: bool,
-    /// Where the store keeps it (persistent messages of durable queues).
+    /// Where the store keeps it (persistent messages of durable queues, paged messages).
     location: Option<Location>,
+    /// The body is not in memory: it is read back from `location` on delivery.
+    paged: bool,
+    body_len: u32,
+}
+
+thread_local! {
+    /// Bytes of message bodies held in memory by this thread's broker.
+    static RESIDENT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Bytes of message bodies currently held in memory (the paging decision's input).
+pub fn resident_bytes() -> usize {
+    RESIDENT.with(Cell::get)
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        if !self.paged {
+            RESIDENT.with(|r| r.set(r.get().saturating_sub(self.body.len())));
+        }
+    }
 }
 
 /// How queues and channels hold a message.
@@ -31,6 +53,8 @@ impl Message {
     /// `properties` must be a validated raw property list (see `proto::ContentHeader`).
     pub fn new(exchange: Bytes, routing_key: Bytes, properties: Bytes, body: Bytes) -> Message {
         let persistent = properties::delivery_mode(&properties) == Some(2);
+        let body_len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+        RESIDENT.with(|r| r.set(r.get() + body.len()));
         Message {
             exchange,
             routing_key,
@@ -38,7 +62,41 @@ impl Message {
             body,
             persistent,
             location: None,
+            paged: false,
+            body_len,
         }
+    }
+
+    /// A message whose body stays on disk at `loc`. Its small fields are copied so that
+    /// it does not pin the read buffer it arrived in (deliberate copy: a paged message is
+    /// long-lived by definition).
+    pub fn paged(
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: &[u8],
+        body_len: usize,
+        loc: Location,
+    ) -> Message {
+        Message {
+            exchange: Bytes::copy_from_slice(exchange),
+            routing_key: Bytes::copy_from_slice(routing_key),
+            properties: Bytes::copy_from_slice(properties),
+            body: Bytes::new(),
+            persistent: properties::delivery_mode(properties) == Some(2),
+            location: Some(loc),
+            paged: true,
+            body_len: u32::try_from(body_len).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Whether the body must be read back from the store to deliver it.
+    pub fn is_paged(&self) -> bool {
+        self.paged
+    }
+
+    /// The body's length, in memory or not.
+    pub fn body_len(&self) -> usize {
+        self.body_len as usize
     }
 
     /// The same message, stored at `loc`.

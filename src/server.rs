@@ -68,7 +68,8 @@ impl Server {
     pub fn with_store(config: Config) -> Result<Server, String> {
         let (store, meta, recovered) = crate::store::Store::open(&config.data_dir)?;
         let mut s = Server::new(config);
-        s.broker = Broker::recover(store, meta, recovered);
+        let budget = s.config.memory_budget;
+        s.broker = Broker::recover(store, meta, recovered, budget);
         s.check_alarms();
         Ok(s)
     }
@@ -235,6 +236,14 @@ impl Server {
             }
             idle = 0;
             let Some(r) = q.ready.pop_front() else { break };
+            let body = match crate::broker::load_body_in(store.as_deref_mut(), &r.msg) {
+                Ok(b) => b,
+                Err(e) => {
+                    log::error!("store: cannot read a paged message back: {e}; dropping it");
+                    crate::broker::settle_in(store.as_deref_mut(), durable, &r.msg);
+                    continue;
+                }
+            };
             let ch = &mut conn.channels[chi];
             let tag = ch.next_tag();
             if !c.no_ack {
@@ -249,18 +258,14 @@ impl Server {
                     delivered_at: *now,
                 });
             }
-            // A persistent message of a durable queue: no-ack settles it now; a manual
-            // ack delivery is recorded so a crash brings it back `redelivered`.
-            if let (Some(st), Some(loc), true) =
-                (store.as_deref_mut(), r.msg.location(), durable != 0)
-            {
-                if c.no_ack {
-                    st.ack(loc, durable);
-                } else {
-                    st.delivered(loc, durable);
-                }
+            // No-ack settles the message now; a manual-ack delivery of a persistent
+            // message is recorded so that a crash brings it back `redelivered`.
+            if c.no_ack {
+                crate::broker::settle_in(store.as_deref_mut(), durable, &r.msg);
+            } else {
+                crate::broker::delivered_in(store.as_deref_mut(), durable, &r.msg);
             }
-            state::write_delivery(conn, c.channel, &c.tag, tag, r.redelivered, &r.msg);
+            state::write_delivery(conn, c.channel, &c.tag, tag, r.redelivered, &r.msg, &body);
             if !conn.touched {
                 conn.touched = true;
                 touched.push(c.conn);

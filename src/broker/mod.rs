@@ -103,6 +103,48 @@ pub struct Broker {
     pub store: Option<Store>,
     /// Durable exchanges, queues or bindings changed: the sync phase rewrites `meta`.
     meta_dirty: bool,
+    ref_scratch: Vec<u32>,
+}
+
+/// The store reference a queue holds on a message: its durable id for a persistent
+/// message of a durable queue, `SPILL` for any other copy of a paged message, none else.
+fn ref_id(persistent: bool, paged: bool, durable: u32) -> Option<u32> {
+    if persistent && durable != 0 {
+        Some(durable)
+    } else if paged {
+        Some(store::SPILL)
+    } else {
+        None
+    }
+}
+
+/// Releases the store reference of (queue `durable`, `msg`), if it has one.
+pub fn settle_in(store: Option<&mut Store>, durable: u32, msg: &Message) {
+    if let (Some(st), Some(loc)) = (store, msg.location()) {
+        if let Some(id) = ref_id(msg.is_persistent(), msg.is_paged(), durable) {
+            st.ack(loc, id);
+        }
+    }
+}
+
+/// Records a manual-ack delivery of a persistent message of a durable queue.
+pub fn delivered_in(store: Option<&mut Store>, durable: u32, msg: &Message) {
+    if let (Some(st), Some(loc), true) =
+        (store, msg.location(), msg.is_persistent() && durable != 0)
+    {
+        st.delivered(loc, durable);
+    }
+}
+
+/// The body to deliver: in memory, or read back from the store for a paged message.
+pub fn load_body_in(store: Option<&mut Store>, msg: &Message) -> std::io::Result<Bytes> {
+    if !msg.is_paged() {
+        return Ok(msg.body().clone());
+    }
+    match (store, msg.location()) {
+        (Some(st), Some(loc)) => st.read_body(loc),
+        _ => Err(std::io::Error::other("paged message without a store")),
+    }
 }
 
 impl Broker {
@@ -580,11 +622,9 @@ impl Broker {
         };
         let n = q.message_count();
         let durable = q.durable_id;
-        let dropped: Vec<Location> = q.ready.drain(..).filter_map(|r| r.msg.location()).collect();
-        if let Some(st) = self.store.as_mut().filter(|_| durable != 0) {
-            for loc in dropped {
-                st.ack(loc, durable);
-            }
+        let mut store = self.store.as_mut();
+        for r in q.ready.drain(..) {
+            settle_in(store.as_deref_mut(), durable, &r.msg);
         }
         n
     }
@@ -621,15 +661,9 @@ impl Broker {
         }
         let q = self.queues.remove(id.idx as usize);
         self.queue_names.remove(&q.name);
-        if q.durable_id != 0 {
-            self.meta_dirty = true;
-            if let Some(st) = self.store.as_mut() {
-                for r in &q.ready {
-                    if let Some(loc) = r.msg.location() {
-                        st.ack(loc, q.durable_id);
-                    }
-                }
-            }
+        self.meta_dirty |= q.durable_id != 0;
+        for r in &q.ready {
+            settle_in(self.store.as_mut(), q.durable_id, &r.msg);
         }
         let mut sources = q.sources.clone();
         sources.sort_by_key(|s| (s.idx, s.gen));
@@ -808,23 +842,28 @@ impl Broker {
 
     /// The queue with durable id `durable` is done with `msg` (ack, drop, no-ack delivery).
     pub fn settle(&mut self, durable: u32, msg: &Message) {
-        if let (Some(st), Some(loc), true) = (self.store.as_mut(), msg.location(), durable != 0) {
-            st.ack(loc, durable);
-        }
+        settle_in(self.store.as_mut(), durable, msg);
     }
 
-    /// A persistent message of a durable queue went out for manual ack.
+    /// A delivery for manual ack went out: recorded for a persistent message of a durable
+    /// queue, so that a crash brings it back `redelivered`.
     pub fn delivered(&mut self, durable: u32, msg: &Message) {
-        if let (Some(st), Some(loc), true) = (self.store.as_mut(), msg.location(), durable != 0) {
-            st.delivered(loc, durable);
-        }
+        delivered_in(self.store.as_mut(), durable, msg);
     }
 
-    /// Writes a persistent message routed to `queues` to the store when any of them is
-    /// durable; returns where it went.
+    /// The body of `msg`, read back from the store when it is paged.
+    pub fn load_body(&mut self, msg: &Message) -> std::io::Result<Bytes> {
+        load_body_in(self.store.as_mut(), msg)
+    }
+
+    /// Writes a message routed to `queues` to the store when it must be: a persistent
+    /// message with durable queues among them, or any message that is paged out
+    /// (`page`). Returns where it went, None when nothing was written.
     pub fn persist(
         &mut self,
         queues: &[QueueId],
+        persistent: bool,
+        page: bool,
         exchange: &[u8],
         key: &[u8],
         props: &[u8],
@@ -833,33 +872,21 @@ impl Broker {
         if self.store.is_none() {
             return Ok(None);
         }
-        let mut ids: [u32; 16] = [0; 16];
-        let mut more = Vec::new();
-        let mut n = 0;
+        let mut ids = std::mem::take(&mut self.ref_scratch);
+        ids.clear();
         for q in queues {
             let d = self.queue(*q).map_or(0, |q| q.durable_id);
-            if d != 0 {
-                if n < ids.len() {
-                    ids[n] = d;
-                } else {
-                    more.push(d);
-                }
-                n += 1;
+            match ref_id(persistent, page, d) {
+                Some(id) => ids.push(id),
+                None => continue,
             }
         }
-        if n == 0 {
-            return Ok(None);
-        }
-        let list: &[u32] = if more.is_empty() {
-            &ids[..n]
-        } else {
-            more.extend_from_slice(&ids);
-            &more
+        let r = match (self.store.as_mut(), ids.is_empty()) {
+            (Some(st), false) => st.append(&ids, exchange, key, props, body).map(Some),
+            _ => Ok(None),
         };
-        match self.store.as_mut() {
-            Some(st) => st.append(list, exchange, key, props, body).map(Some),
-            None => Ok(None),
-        }
+        self.ref_scratch = ids;
+        r
     }
 
     /// The sync phase: the metadata snapshot when it changed, then this turn's records
@@ -932,7 +959,13 @@ impl Broker {
 
     /// A broker over an opened store: durable exchanges, queues and bindings from the
     /// metadata, then the recovered messages in log order (so each queue keeps its order).
-    pub fn recover(store: Store, meta: Meta, messages: Vec<store::Recovered>) -> Broker {
+    /// Bodies beyond `budget` bytes in memory stay on disk (paged).
+    pub fn recover(
+        store: Store,
+        meta: Meta,
+        messages: Vec<store::Recovered>,
+        budget: u64,
+    ) -> Broker {
         let mut b = Broker::new();
         b.store = Some(store);
         for x in &meta.exchanges {
@@ -975,10 +1008,19 @@ impl Broker {
         }
         for r in messages {
             let rec = r.record;
-            let msg = std::rc::Rc::new(
+            let page = crate::message::resident_bytes() as u64 + rec.body.len() as u64 > budget;
+            let msg = std::rc::Rc::new(if page {
+                Message::paged(
+                    &rec.exchange,
+                    &rec.routing_key,
+                    &rec.properties,
+                    rec.body.len(),
+                    r.location,
+                )
+            } else {
                 Message::new(rec.exchange, rec.routing_key, rec.properties, rec.body)
-                    .with_location(r.location),
-            );
+                    .with_location(r.location)
+            });
             for (qid, delivered) in r.queues {
                 if let Some(q) = by_id.get(&qid).and_then(|id| b.queue_mut(*id)) {
                     q.push(msg.clone());

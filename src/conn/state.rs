@@ -21,8 +21,8 @@ use crate::proto::frame::{
     self, FrameError, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD,
 };
 use crate::proto::{
-    basic, channel, confirm, connection, exchange, queue, tx, BasicProperties, FieldTable,
-    FieldValue, Method,
+    basic, channel, confirm, connection, exchange, properties, queue, tx, BasicProperties,
+    FieldTable, FieldValue, Method,
 };
 
 use super::assembler::Outcome;
@@ -995,27 +995,38 @@ impl Session<'_> {
         }
         self.broker
             .route(x, &p.routing_key, &properties, self.routed);
-        let mut msg = Message::new(p.exchange, p.routing_key, properties, body);
-        if msg.is_persistent() && !self.routed.is_empty() {
+        let persistent = properties::delivery_mode(&properties) == Some(2);
+        // Beyond the memory budget, the body stays on disk until delivery.
+        let page = self.broker.store.is_some()
+            && crate::message::resident_bytes() as u64 + body.len() as u64
+                > self.config.memory_budget;
+        let mut location = None;
+        if (persistent || page) && !self.routed.is_empty() {
             let stored = self.broker.persist(
                 self.routed,
-                msg.exchange(),
-                msg.routing_key(),
-                msg.properties(),
-                msg.body(),
+                persistent,
+                page,
+                &p.exchange,
+                &p.routing_key,
+                &properties,
+                &body,
             );
-            match stored {
-                Ok(Some(loc)) => msg = msg.with_location(loc),
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(hard(
-                        ReplyCode::InternalError,
-                        format!("cannot store message: {e}"),
-                    ));
-                }
-            }
+            location = stored.map_err(|e| {
+                hard(
+                    ReplyCode::InternalError,
+                    format!("cannot store message: {e}"),
+                )
+            })?;
         }
-        let msg = Rc::new(msg);
+        let msg = Rc::new(match location {
+            Some(loc) if page => {
+                Message::paged(&p.exchange, &p.routing_key, &properties, body.len(), loc)
+            }
+            Some(loc) => {
+                Message::new(p.exchange, p.routing_key, properties, body).with_location(loc)
+            }
+            None => Message::new(p.exchange, p.routing_key, properties, body),
+        });
         if self.routed.is_empty() {
             if p.mandatory {
                 let ret = basic::Return {
@@ -1060,6 +1071,20 @@ impl Session<'_> {
         };
         let remaining = q.message_count();
         let durable = q.durable_id;
+        let body = match self.broker.load_body(&r.msg) {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("store: cannot read a paged message back: {e}; dropping it");
+                self.broker.settle(durable, &r.msg);
+                self.send(
+                    ch,
+                    &Method::BasicGetEmpty(basic::GetEmpty {
+                        cluster_id: Bytes::new(),
+                    }),
+                );
+                return Ok(());
+            }
+        };
         let c = &mut self.conn.channels[idx];
         let tag = c.next_tag();
         if g.no_ack {
@@ -1087,7 +1112,7 @@ impl Session<'_> {
         let fm = self.conn.frame_max;
         self.conn
             .out
-            .write_content(ch, r.msg.properties(), r.msg.body(), fm);
+            .write_content(ch, r.msg.properties(), &body, fm);
         Ok(())
     }
 
@@ -1191,6 +1216,7 @@ pub fn write_delivery(
     tag: u64,
     redelivered: bool,
     msg: &Message,
+    body: &Bytes,
 ) {
     frame::write_deliver(
         conn.out.tail(),
@@ -1202,7 +1228,7 @@ pub fn write_delivery(
         msg.routing_key(),
     );
     let fm = conn.frame_max;
-    conn.out.write_content(ch, msg.properties(), msg.body(), fm);
+    conn.out.write_content(ch, msg.properties(), body, fm);
 }
 
 /// Encodes basic.cancel sent by the server (queue deleted under a consumer).

@@ -28,6 +28,11 @@ use std::path::{Path, PathBuf};
 pub use meta::Meta;
 use segment::{Record, ACK, ACK_MAGIC, DELIVERED, SEG_MAGIC};
 
+/// The reference id of a paged message held by a queue whose copy must not survive a
+/// restart (a transient message, or a non-durable queue). No queue has this id, so
+/// recovery never brings such a reference back.
+pub const SPILL: u32 = u32::MAX;
+
 /// A segment is closed and a new one started past this size.
 pub const SEGMENT_MAX: u64 = 64 * 1024 * 1024;
 
@@ -63,6 +68,8 @@ pub struct Store {
     /// The turn appended messages: the sync phase must fdatasync.
     unsynced: bool,
     acks: HashMap<u32, AckFile>,
+    /// Read handles for paged bodies, by segment.
+    readers: HashMap<u32, File>,
     live: HashMap<u32, u64>,
     next_queue_id: u32,
     segment_max: u64,
@@ -171,6 +178,7 @@ impl Store {
             buf: BytesMut::new(),
             unsynced: false,
             acks: HashMap::new(),
+            readers: HashMap::new(),
             live,
             next_queue_id,
             segment_max: SEGMENT_MAX,
@@ -372,8 +380,44 @@ impl Store {
     fn delete_segment(&mut self, n: u32) {
         self.live.remove(&n);
         self.acks.remove(&n);
+        self.readers.remove(&n);
         let _ = fs::remove_file(seg_path(&self.dir, n));
         let _ = fs::remove_file(ack_path(&self.dir, n));
+    }
+
+    /// Reads back the body of the message stored at `loc` (a paged message being
+    /// delivered). The record may still sit in this turn's write buffer.
+    pub fn read_body(&mut self, loc: Location) -> io::Result<Bytes> {
+        use std::os::unix::fs::FileExt;
+        let bad = || {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "stored message record is damaged",
+            )
+        };
+        let written = self.cur_len - self.buf.len() as u64;
+        let (record, at) = if loc.segment == self.cur && u64::from(loc.offset) >= written {
+            let start = (u64::from(loc.offset) - written) as usize;
+            let head = self.buf.get(start..start + 8).ok_or_else(bad)?;
+            let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            let rec = self.buf.get(start..start + 8 + len).ok_or_else(bad)?;
+            (Bytes::copy_from_slice(rec), 0)
+        } else {
+            let file = match self.readers.entry(loc.segment) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(File::open(seg_path(&self.dir, loc.segment))?)
+                }
+            };
+            let mut head = [0u8; 8];
+            file.read_exact_at(&mut head, u64::from(loc.offset))?;
+            let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            let mut rec = vec![0u8; 8 + len];
+            file.read_exact_at(&mut rec, u64::from(loc.offset))?;
+            (Bytes::from(rec), 0)
+        };
+        let (r, _) = segment::parse_record(&record, at).ok_or_else(bad)?;
+        Ok(r.body)
     }
 
     /// The sync phase: writes this turn's records and, when messages were appended,

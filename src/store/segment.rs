@@ -115,25 +115,28 @@ pub struct Record {
 pub fn scan_segment(data: &Bytes) -> (Vec<Record>, usize) {
     let mut out = Vec::new();
     let mut at = HEADER_LEN;
-    while let Some(head) = data.get(at..at + 8) {
-        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let crc = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-        let Some(end) = (at + 8).checked_add(len) else {
-            break;
-        };
-        let Some(payload) = data.get(at + 8..end) else {
-            break;
-        };
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        let Some(r) = parse_publish(data, at, at + 8, end) else {
-            break;
-        };
-        out.push(r);
-        at = end;
+    while let Some(r) = parse_record(data, at) {
+        at = r.1;
+        out.push(r.0);
     }
     (out, at.min(data.len()))
+}
+
+/// The publish record at `at` when it is whole and passes its CRC, with the offset just
+/// past it.
+pub fn parse_record(data: &Bytes, at: usize) -> Option<(Record, usize)> {
+    {
+        let head = data.get(at..at + 8)?;
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        let end = (at + 8).checked_add(len)?;
+        let payload = data.get(at + 8..end)?;
+        if crc32fast::hash(payload) != crc {
+            return None;
+        }
+        let r = parse_publish(data, at, at + 8, end)?;
+        Some((r, end))
+    }
 }
 
 fn parse_publish(data: &Bytes, record: usize, mut at: usize, end: usize) -> Option<Record> {
