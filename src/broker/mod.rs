@@ -864,8 +864,7 @@ impl Broker {
         queues: &[QueueId],
         persistent: bool,
         page: bool,
-        exchange: &[u8],
-        key: &[u8],
+        publish: &crate::proto::basic::Publish,
         props: &[u8],
         body: &[u8],
     ) -> std::io::Result<Option<Location>> {
@@ -882,7 +881,9 @@ impl Broker {
             }
         }
         let r = match (self.store.as_mut(), ids.is_empty()) {
-            (Some(st), false) => st.append(&ids, exchange, key, props, body).map(Some),
+            (Some(st), false) => st
+                .append(&ids, &publish.exchange, &publish.routing_key, props, body)
+                .map(Some),
             _ => Ok(None),
         };
         self.ref_scratch = ids;

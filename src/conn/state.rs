@@ -1002,15 +1002,9 @@ impl Session<'_> {
                 > self.config.memory_budget;
         let mut location = None;
         if (persistent || page) && !self.routed.is_empty() {
-            let stored = self.broker.persist(
-                self.routed,
-                persistent,
-                page,
-                &p.exchange,
-                &p.routing_key,
-                &properties,
-                &body,
-            );
+            let stored = self
+                .broker
+                .persist(self.routed, persistent, page, &p, &properties, &body);
             location = stored.map_err(|e| {
                 hard(
                     ReplyCode::InternalError,
