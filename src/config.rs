@@ -33,6 +33,8 @@ pub struct Config {
     pub frame_max: u32,
     /// Highest channel number the server proposes (default 2047).
     pub channel_max: u16,
+    /// Connections beyond this many are closed as soon as they are accepted (default 65535).
+    pub max_connections: usize,
     /// A client that has not finished the handshake after this long is closed (10 s, as RabbitMQ).
     pub handshake_timeout: Duration,
     /// env_logger filter (default "info").
@@ -60,6 +62,7 @@ impl Default for Config {
             heartbeat: 60,
             frame_max: 131_072,
             channel_max: 2047,
+            max_connections: 65_535,
             handshake_timeout: Duration::from_secs(10),
             log_level: "info".to_string(),
         }
@@ -144,6 +147,12 @@ fn options() -> getopts::Options {
     );
     o.optopt(
         "",
+        "max-connections",
+        "connections beyond this are refused (default 65535)",
+        "N",
+    );
+    o.optopt(
+        "",
         "log-level",
         "error|warn|info|debug|trace (default info)",
         "LEVEL",
@@ -196,6 +205,7 @@ impl Command {
         num(&m, "heartbeat", &mut c.heartbeat)?;
         num(&m, "frame-max", &mut c.frame_max)?;
         num(&m, "channel-max", &mut c.channel_max)?;
+        num(&m, "max-connections", &mut c.max_connections)?;
         if c.frame_max < crate::proto::frame::FRAME_MIN_SIZE {
             return Err(format!(
                 "--frame-max must be at least {}",

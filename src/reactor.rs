@@ -27,6 +27,7 @@ const READS_PER_TURN: usize = 4;
 pub fn run(config: Config) -> io::Result<()> {
     // Recover the store before accepting anyone: a damaged data directory stops here.
     let mut server = Server::with_store(config).map_err(io::Error::other)?;
+    server.contain_panics = true;
     let config = &server.config;
     let poll = Poll::new()?;
     let addr = SocketAddr::new(config.bind, config.amqp_port);
@@ -138,6 +139,14 @@ impl Reactor<'_> {
         loop {
             match self.listener.accept() {
                 Ok((mut sock, peer)) => {
+                    if self.server.conns.len() >= self.server.config.max_connections {
+                        warn!(
+                            "{peer}: refusing connection: limit of {} connections reached",
+                            self.server.config.max_connections
+                        );
+                        let _ = sock.shutdown(std::net::Shutdown::Both);
+                        continue;
+                    }
                     let _ = sock.set_nodelay(true);
                     let key = self.server.conns.vacant_key();
                     if let Err(e) =

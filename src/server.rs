@@ -40,6 +40,9 @@ pub struct Server {
     next_alarm_check: Instant,
     /// Publishers to read again because an alarm cleared (the reactor drains this).
     pub unblocked: Vec<usize>,
+    /// Catch a panic while handling one connection and close only that connection.
+    /// On in the broker; off in tests and fuzzing, where a panic must surface.
+    pub contain_panics: bool,
 }
 
 impl Server {
@@ -60,6 +63,7 @@ impl Server {
             alarm: None,
             next_alarm_check: now,
             unblocked: Vec::new(),
+            contain_panics: false,
         }
     }
 
@@ -126,7 +130,19 @@ impl Server {
     /// Handles the frames in a connection's read buffer. Returns true when frames
     /// remain because the per-turn budget ran out.
     pub fn input(&mut self, key: usize) -> bool {
-        let more = self.session(key).is_some_and(|mut s| s.input());
+        let more = if self.contain_panics {
+            let run =
+                std::panic::AssertUnwindSafe(|| self.session(key).is_some_and(|mut s| s.input()));
+            match std::panic::catch_unwind(run) {
+                Ok(more) => more,
+                Err(_) => {
+                    self.contained(key);
+                    false
+                }
+            }
+        } else {
+            self.session(key).is_some_and(|mut s| s.input())
+        };
         self.touch(key);
         self.apply_events();
         more
@@ -193,7 +209,16 @@ impl Server {
         self.broker.take_dirty(&mut dirty);
         for &q in &dirty {
             self.broker.undirty(q);
-            self.dispatch_queue(q);
+            if self.contain_panics {
+                let run = std::panic::AssertUnwindSafe(|| self.dispatch_queue(q));
+                if std::panic::catch_unwind(run).is_err() {
+                    log::error!(
+                        "internal error while dispatching a queue; it is skipped this turn"
+                    );
+                }
+            } else {
+                self.dispatch_queue(q);
+            }
         }
         dirty.clear();
         self.dirty = dirty;
@@ -522,6 +547,19 @@ impl Server {
         Some(c)
     }
 
+    /// A bug panicked while handling connection `key`: that connection is closed (its
+    /// channels released as on any close); the broker and everyone else go on.
+    fn contained(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            log::error!(
+                "{}: internal error while handling this connection; closing it",
+                c.peer
+            );
+            c.state = State::Closed;
+            c.out = Default::default();
+        }
+    }
+
     /// Marks a connection whose socket failed or hit EOF as closed.
     pub fn lost(&mut self, key: usize) {
         if let Some(c) = self.conns.get_mut(key) {
@@ -710,6 +748,35 @@ mod tests {
             Out::Method(0, Method::ConnectionClose(c)) => Some((0, c.reply_code)),
             _ => None,
         })
+    }
+
+    #[test]
+    fn a_panic_while_handling_a_connection_closes_only_that_connection() {
+        let mut a = Client::open();
+        a.declare("q");
+        a.server.contain_panics = true;
+        let other = a.server.open("127.0.0.1:40001".parse().unwrap(), None);
+        crate::conn::state::tests::PANIC_NEXT.with(|p| p.set(true));
+        let out = a.server.feed(other, frame::PROTOCOL_HEADER);
+        assert!(out.is_empty());
+        assert_eq!(
+            a.server.closed(),
+            vec![other],
+            "the faulty connection is closed"
+        );
+        a.server.remove(other);
+        // The broker and the first connection go on.
+        let out = a.publish(1, "", "q", b"still here");
+        assert!(out.is_empty());
+        let g = basic::Get {
+            queue: Bytes::from_static(b"q"),
+            no_ack: true,
+            ..Default::default()
+        };
+        let out = a.send(1, Method::BasicGet(g));
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Out::Body(_, b) if &b[..] == b"still here")));
     }
 
     #[test]

@@ -137,6 +137,10 @@ impl Session<'_> {
     /// Handles every complete frame in the read buffer, up to the per-turn budget.
     /// Returns true when complete frames remain (call again next turn).
     pub fn input(&mut self) -> bool {
+        #[cfg(test)]
+        if tests::PANIC_NEXT.with(|p| p.replace(false)) {
+            panic!("injected fault (test)");
+        }
         let mut handled = 0;
         loop {
             if matches!(self.conn.state, State::Closed) {
@@ -1261,5 +1265,15 @@ fn frame_error_text(input: &[u8], e: FrameError, frame_max: u32) -> String {
         FrameError::UnknownType(t) => {
             format!("type {t}, all octets = <<>>: {{unknown_frame_type,{t}}}")
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Makes the next `Session::input` panic: proves that the server contains it.
+        pub(crate) static PANIC_NEXT: Cell<bool> = const { Cell::new(false) };
     }
 }
