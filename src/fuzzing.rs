@@ -142,13 +142,13 @@ pub fn field_table(data: &[u8]) {
         "decode {decoded:?} vs skip_table {skipped:?}"
     );
     if let Ok(t) = decoded {
-        table_round_trip(&t, |b| FieldTable::decode(b), |t, b| t.encode(b));
+        table_round_trip(&t, FieldTable::decode, |t, b| t.encode(b));
     }
     let decoded = FieldTable::decode_body(&src);
     let skipped = Reader::new(data).skip_table_body(0);
     assert_eq!(decoded.is_ok(), skipped.is_ok());
     if let Ok(t) = decoded {
-        table_round_trip(&t, |b| FieldTable::decode_body(b), |t, b| t.encode_body(b));
+        table_round_trip(&t, FieldTable::decode_body, |t, b| t.encode_body(b));
     }
 }
 
