@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use crate::broker::exchange::topic::{reference, TopicTrie};
 use crate::config::Config;
@@ -481,8 +482,10 @@ fn round_trip(server: &mut Server) {
 }
 
 /// The connection state machine: a fresh [`Server`], one connection, `data` fed in
-/// three chunks. If the first byte is even, a valid handshake up to an open channel
-/// 1 is sent first, so the fuzzer starts in the running state. Every frame the
+/// three chunks (split at points given by bytes 1 and 2). The first byte is a mode:
+/// bit 0 clear = a valid handshake up to an open channel 1 is sent first, so the
+/// fuzzer starts in the running state; bit 1 = the peer hangs up at the end; bits
+/// 2..=3 = how much time passes after each chunk (0, 11 s, 200 s, 1801 s). Every frame the
 /// server writes must be well-formed; afterwards another connection must still be
 /// able to do a full publish / get round trip, and reaping must leave no trace.
 pub fn connection(data: &[u8]) {
@@ -500,9 +503,22 @@ pub fn connection(data: &[u8]) {
     }
     let p1 = body.len() * s1 / 256;
     let p2 = p1 + (body.len() - p1) * s2 / 256;
+    // Bits 2..=3 of the mode byte let time pass between chunks, so that the timers
+    // (handshake timeout, heartbeats, close and consumer timeouts) fire.
+    let step = match (mode >> 2) & 3 {
+        0 => Duration::ZERO,
+        1 => Duration::from_secs(11),
+        2 => Duration::from_secs(200),
+        _ => Duration::from_secs(1801),
+    };
     for chunk in [&body[..p1], &body[p1..p2], &body[p2..]] {
         feed_checked(&mut server, key, chunk);
+        server.now += step;
         server.turn_without_io();
+        if let Some(c) = server.conns.get_mut(key) {
+            let out = c.out.take_all();
+            check_output(&out, false, c.frame_max);
+        }
     }
     if mode & 2 != 0 {
         // The peer hangs up: release everything the connection held.
