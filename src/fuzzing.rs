@@ -1,0 +1,538 @@
+//! Fuzzing entry points, shared by the cargo-fuzz crate (`fuzz/`) and the corpus
+//! replay test (`tests/fuzz_replay.rs`), so that every input the fuzzer ever found
+//! interesting is re-checked on stable Rust by `cargo test`.
+//!
+//! Every function here takes arbitrary bytes and must not panic: a panic is a bug
+//! in the broker (a decoder that panics, a round trip that does not hold, a topic
+//! match that disagrees with the reference matcher, a connection state machine
+//! that panics, writes a malformed frame or leaves the broker wedged).
+
+use bytes::{Bytes, BytesMut};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::broker::exchange::topic::{reference, TopicTrie};
+use crate::config::Config;
+use crate::conn::State;
+use crate::proto::properties;
+use crate::proto::types::Reader;
+use crate::proto::{
+    basic, channel, connection, frame, queue, BasicProperties, ContentHeader, FieldTable, Method,
+};
+use crate::server::Server;
+
+/// `x == x`: false only when `x` holds a NaN somewhere (floats in field tables).
+fn self_eq<T: PartialEq>(x: &T) -> bool {
+    let y = x;
+    x == y
+}
+
+/// frame-max values a frame is parsed against.
+const FRAME_MAXES: [u32; 4] = [0, frame::FRAME_MIN_SIZE, 131_072, 9];
+
+/// A byte stream as a sequence of frames: [`frame::parse`] under several frame-max
+/// values, then every complete frame's payload through the decoder for its type.
+pub fn frame(data: &[u8]) {
+    for fm in FRAME_MAXES {
+        match frame::parse(data, fm) {
+            Ok(Some(h)) => {
+                let len = h.total_len();
+                assert!(len <= data.len(), "frame longer than its input");
+                assert_eq!(data[len - 1], frame::FRAME_END);
+                assert!(fm == 0 || u64::from(h.size) + 8 <= u64::from(fm));
+                assert_eq!(u16::from_be_bytes([data[1], data[2]]), h.channel);
+                // Every prefix of a complete frame needs more bytes (or is already
+                // known bad from the header alone, which it is not here).
+                for cut in [0, 1, 6, 7, len - 1] {
+                    assert_eq!(frame::parse(&data[..cut.min(len - 1)], fm), Ok(None));
+                }
+            }
+            Ok(None) => {
+                // Needs more: appending a frame end where it is due must not turn
+                // it into an error other than a bad end (it can only complete it).
+            }
+            Err(_) => {}
+        }
+    }
+    // Walk the stream as the connection layer does.
+    let mut rest = data;
+    let mut n = 0;
+    while let Ok(Some(h)) = frame::parse(rest, 0) {
+        let len = h.total_len();
+        let payload = Bytes::copy_from_slice(&rest[7..len - 1]);
+        match h.kind {
+            frame::FRAME_METHOD => {
+                method_bytes(&payload);
+                if let Ok(m) = Method::decode(&payload) {
+                    // A whole method frame written by us parses back to itself.
+                    let mut b = BytesMut::new();
+                    frame::write_method(&mut b, h.channel, &m);
+                    let h2 = frame::parse(&b, 0)
+                        .unwrap()
+                        .expect("written frame complete");
+                    assert_eq!(h2.total_len(), b.len());
+                    assert_eq!(h2.channel, h.channel);
+                    assert_eq!(h2.kind, frame::FRAME_METHOD);
+                }
+            }
+            frame::FRAME_HEADER => properties_bytes(&payload),
+            frame::FRAME_BODY => {
+                let mut b = BytesMut::new();
+                frame::write_body(&mut b, h.channel, &payload, frame::FRAME_MIN_SIZE);
+                let mut got = Vec::new();
+                let mut w = &b[..];
+                while let Ok(Some(bh)) = frame::parse(w, frame::FRAME_MIN_SIZE) {
+                    got.extend_from_slice(&w[7..bh.total_len() - 1]);
+                    w = &w[bh.total_len()..];
+                }
+                assert!(w.is_empty(), "write_body produced a bad frame");
+                assert_eq!(got, &payload[..]);
+            }
+            _ => {}
+        }
+        rest = &rest[len..];
+        n += 1;
+        if n > 64 {
+            break;
+        }
+    }
+}
+
+/// A method frame payload: [`Method::decode`]; if it decodes, encode → decode must
+/// give the same method and encode must be a fixed point.
+pub fn method(data: &[u8]) {
+    method_bytes(&Bytes::copy_from_slice(data));
+}
+
+fn method_bytes(payload: &Bytes) {
+    let Ok(m) = Method::decode(payload) else {
+        return;
+    };
+    let _ = (m.name(), m.has_content(), m.is_synchronous_request());
+    let mut e1 = BytesMut::new();
+    m.encode(&mut e1);
+    let e1 = e1.freeze();
+    let m2 = Method::decode(&e1)
+        .unwrap_or_else(|e| panic!("re-decoding {m:?} (encoded {e1:?}) failed: {e:?}"));
+    if self_eq(&m) {
+        assert_eq!(m, m2, "method round trip");
+    }
+    let mut e2 = BytesMut::new();
+    m2.encode(&mut e2);
+    assert_eq!(e1, e2, "method encoding is not a fixed point");
+    assert_eq!(
+        (m.class_id(), m.method_id()),
+        (m2.class_id(), m2.method_id())
+    );
+}
+
+/// A field table: [`FieldTable::decode`] and [`FieldTable::decode_body`] with
+/// encode → decode round trips (compared as values unless they hold a NaN, and as
+/// bytes always), and the allocation-free validator [`Reader::skip_table`] must
+/// agree with the decoder on what is valid.
+pub fn field_table(data: &[u8]) {
+    let src = Bytes::copy_from_slice(data);
+    let decoded = FieldTable::decode(&src);
+    let mut r = Reader::new(data);
+    let skipped = r.skip_table(0).and_then(|()| r.finish());
+    assert_eq!(
+        decoded.is_ok(),
+        skipped.is_ok(),
+        "decode {decoded:?} vs skip_table {skipped:?}"
+    );
+    if let Ok(t) = decoded {
+        table_round_trip(&t, FieldTable::decode, |t, b| t.encode(b));
+    }
+    let decoded = FieldTable::decode_body(&src);
+    let skipped = Reader::new(data).skip_table_body(0);
+    assert_eq!(decoded.is_ok(), skipped.is_ok());
+    if let Ok(t) = decoded {
+        table_round_trip(&t, FieldTable::decode_body, |t, b| t.encode_body(b));
+    }
+}
+
+fn table_round_trip(
+    t: &FieldTable,
+    decode: impl Fn(&Bytes) -> Result<FieldTable, crate::proto::DecodeError>,
+    encode: impl Fn(&FieldTable, &mut BytesMut),
+) {
+    let _ = (t.len(), t.is_empty(), t.iter().count());
+    let mut e1 = BytesMut::new();
+    encode(t, &mut e1);
+    let e1 = e1.freeze();
+    let t2 = decode(&e1).unwrap_or_else(|e| panic!("re-decoding {t:?} failed: {e:?}"));
+    if self_eq(t) {
+        assert_eq!(t, &t2, "table round trip");
+    }
+    let mut e2 = BytesMut::new();
+    encode(&t2, &mut e2);
+    assert_eq!(e1, e2, "table encoding is not a fixed point");
+}
+
+/// A content header frame payload: [`ContentHeader::parse`]; a parsed header's
+/// properties must decode (parse validates them), the raw accessors must agree
+/// with the decoded values, and the properties must round trip. The same bytes
+/// are also tried as a bare property list ([`BasicProperties::decode`]).
+pub fn properties(data: &[u8]) {
+    properties_bytes(&Bytes::copy_from_slice(data));
+}
+
+fn properties_bytes(payload: &Bytes) {
+    if let Ok(h) = ContentHeader::parse(payload) {
+        assert_eq!(h.class_id, 60);
+        let p = h
+            .decode_properties()
+            .unwrap_or_else(|e| panic!("parsed header's properties do not decode: {e:?}"));
+        let raw = &h.properties;
+        assert_eq!(properties::delivery_mode(raw), p.delivery_mode);
+        assert_eq!(properties::priority(raw), p.priority);
+        assert_eq!(properties::expiration(raw), p.expiration.as_deref());
+        let hs = properties::headers(raw);
+        if self_eq(&p.headers) {
+            assert_eq!(hs, p.headers, "raw headers accessor");
+        } else {
+            assert!(hs.is_some());
+        }
+        props_round_trip(&p);
+        // Re-framed by our writer, the header parses back to the same thing.
+        let mut b = BytesMut::new();
+        frame::write_content_header(&mut b, 1, h.body_size, raw);
+        let fh = frame::parse(&b, 0).unwrap().expect("complete");
+        let again = ContentHeader::parse(&Bytes::copy_from_slice(&b[7..fh.total_len() - 1]))
+            .expect("re-framed content header parses");
+        assert_eq!(again.body_size, h.body_size);
+        assert_eq!(again.properties, h.properties);
+    }
+    if let Ok(p) = BasicProperties::decode(payload) {
+        props_round_trip(&p);
+    }
+}
+
+fn props_round_trip(p: &BasicProperties) {
+    let e1 = p.to_raw();
+    let p2 =
+        BasicProperties::decode(&e1).unwrap_or_else(|e| panic!("re-decoding {p:?} failed: {e:?}"));
+    if self_eq(p) {
+        assert_eq!(p, &p2, "properties round trip");
+    }
+    assert_eq!(e1, p2.to_raw(), "properties encoding is not a fixed point");
+    // Our own encoding, wrapped in a content header, passes the strict parser.
+    let mut payload = BytesMut::new();
+    payload.extend_from_slice(&[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3]);
+    payload.extend_from_slice(&e1);
+    let payload = payload.freeze();
+    let h = ContentHeader::parse(&payload)
+        .unwrap_or_else(|e| panic!("our encoding of {p:?} does not parse: {e:?}"));
+    assert_eq!(h.body_size, 3);
+}
+
+/// Topic bindings over a tiny alphabet: a byte program of insert / remove / match
+/// operations on a [`TopicTrie`], checked against a set-of-bindings model and the
+/// slow [`reference`] matcher.
+pub fn topic(data: &[u8]) {
+    const PAT_WORDS: [&[u8]; 8] = [b"a", b"b", b"*", b"#", b"", b"#", b"*", b"a*"];
+    const KEY_WORDS: [&[u8]; 4] = [b"a", b"b", b"c", b""];
+    let mut trie: TopicTrie<u8> = TopicTrie::new();
+    let mut model: BTreeSet<(Vec<u8>, u8)> = BTreeSet::new();
+    let mut it = data.iter().copied();
+    let mut ops = 0;
+    while let Some(op) = it.next() {
+        ops += 1;
+        if ops > 48 {
+            break;
+        }
+        let kind = op & 3;
+        let n = usize::from((op >> 2) & 7);
+        let mut s: Vec<u8> = Vec::new();
+        let mut hashes = 0;
+        if kind == 3 {
+            // match: a key of up to 7 words, 2 bits each
+            let mut bits = 0u32;
+            let mut have = 0;
+            for i in 0..n {
+                if have < 2 {
+                    bits |= u32::from(it.next().unwrap_or(0)) << have;
+                    have += 8;
+                }
+                if i > 0 {
+                    s.push(b'.');
+                }
+                s.extend_from_slice(KEY_WORDS[(bits & 3) as usize]);
+                bits >>= 2;
+                have -= 2;
+            }
+            let key = s;
+            let mut out = vec![200u8, 201];
+            trie.matches(&key, &mut out);
+            assert_eq!(&out[..2], &[200, 201], "matches touched existing output");
+            let got: Vec<u8> = out[2..].to_vec();
+            let got_set: BTreeSet<u8> = got.iter().copied().collect();
+            assert_eq!(got_set.len(), got.len(), "duplicate destinations {got:?}");
+            let want: BTreeSet<u8> = model
+                .iter()
+                .filter(|(p, _)| reference::matches(p, &key))
+                .map(|&(_, d)| d)
+                .collect();
+            assert_eq!(
+                got_set,
+                want,
+                "key {:?} bindings {:?}",
+                String::from_utf8_lossy(&key),
+                model
+                    .iter()
+                    .map(|(p, d)| (String::from_utf8_lossy(p).into_owned(), *d))
+                    .collect::<Vec<_>>()
+            );
+        } else {
+            // insert (0, 1) or remove (2): a dest, then a pattern of up to 7 words
+            let dest = it.next().unwrap_or(0) & 7;
+            let mut bits = 0u32;
+            let mut have = 0;
+            for i in 0..n {
+                if have < 3 {
+                    bits |= u32::from(it.next().unwrap_or(0)) << have;
+                    have += 8;
+                }
+                let w = PAT_WORDS[(bits & 7) as usize];
+                bits >>= 3;
+                have -= 3;
+                if w == b"#" {
+                    hashes += 1;
+                    if hashes > 4 {
+                        continue; // keep the reference matcher cheap
+                    }
+                }
+                if i > 0 {
+                    s.push(b'.');
+                }
+                s.extend_from_slice(w);
+            }
+            let pattern = s;
+            if kind == 2 {
+                let removed = trie.remove(&pattern, dest);
+                assert_eq!(removed, model.remove(&(pattern, dest)), "remove result");
+            } else {
+                let added = trie.insert(&pattern, dest);
+                assert_eq!(added, model.insert((pattern, dest)), "insert result");
+            }
+            assert_eq!(trie.len(), model.len());
+            assert_eq!(trie.is_empty(), model.is_empty());
+        }
+    }
+}
+
+fn peer() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 40000))
+}
+
+/// The client side of a handshake up to an open channel 1: protocol header,
+/// start-ok (PLAIN guest/guest), tune-ok, connection.open, channel.open.
+pub fn handshake_bytes() -> &'static [u8] {
+    static HS: OnceLock<Vec<u8>> = OnceLock::new();
+    HS.get_or_init(|| {
+        let mut b = BytesMut::new();
+        b.extend_from_slice(frame::PROTOCOL_HEADER);
+        let mut props = FieldTable::new();
+        props.insert(
+            Bytes::from_static(b"product"),
+            crate::proto::FieldValue::LongStr(Bytes::from_static(b"warren-fuzz")),
+        );
+        let mut caps = FieldTable::new();
+        for c in [
+            &b"consumer_cancel_notify"[..],
+            b"publisher_confirms",
+            b"basic.nack",
+        ] {
+            caps.insert(
+                Bytes::copy_from_slice(c),
+                crate::proto::FieldValue::Bool(true),
+            );
+        }
+        props.insert(
+            Bytes::from_static(b"capabilities"),
+            crate::proto::FieldValue::Table(caps),
+        );
+        let methods = [
+            Method::ConnectionStartOk(connection::StartOk {
+                client_properties: props,
+                mechanism: Bytes::from_static(b"PLAIN"),
+                response: Bytes::from_static(b"\0guest\0guest"),
+                locale: Bytes::from_static(b"en_US"),
+            }),
+            Method::ConnectionTuneOk(connection::TuneOk {
+                channel_max: 2047,
+                frame_max: 131_072,
+                heartbeat: 0,
+            }),
+            Method::ConnectionOpen(connection::Open {
+                virtual_host: Bytes::from_static(b"/"),
+                ..Default::default()
+            }),
+        ];
+        for m in &methods {
+            frame::write_method(&mut b, 0, m);
+        }
+        frame::write_method(&mut b, 1, &Method::ChannelOpen(channel::Open::default()));
+        b.to_vec()
+    })
+}
+
+/// Checks everything the server wrote to a connection: a sequence of complete,
+/// well-formed frames (after an optional protocol header, sent when the client's
+/// was refused), none larger than `frame_max` (0 = unchecked).
+fn check_output(out: &[u8], first: bool, frame_max: u32) -> Vec<(u16, Method)> {
+    let mut rest = out;
+    if first && rest.starts_with(b"AMQP") {
+        assert_eq!(&rest[..8.min(rest.len())], frame::PROTOCOL_HEADER);
+        rest = &rest[8..];
+    }
+    let mut methods = Vec::new();
+    while !rest.is_empty() {
+        let h = match frame::parse(rest, frame_max) {
+            Ok(Some(h)) => h,
+            other => panic!(
+                "server wrote a bad frame: {other:?} at {} of {}: {:?}",
+                out.len() - rest.len(),
+                out.len(),
+                &rest[..rest.len().min(64)]
+            ),
+        };
+        let payload = Bytes::copy_from_slice(&rest[7..h.total_len() - 1]);
+        match h.kind {
+            frame::FRAME_METHOD => {
+                let m = Method::decode(&payload).unwrap_or_else(|e| {
+                    panic!("server wrote an undecodable method: {e:?} {payload:?}")
+                });
+                methods.push((h.channel, m));
+            }
+            frame::FRAME_HEADER => {
+                ContentHeader::parse(&payload).unwrap_or_else(|e| {
+                    panic!("server wrote a bad content header: {e:?} {payload:?}")
+                });
+            }
+            frame::FRAME_BODY => assert_ne!(h.channel, 0, "body frame on channel 0"),
+            _ => {
+                assert_eq!(h.channel, 0, "heartbeat on a channel");
+                assert_eq!(h.size, 0, "heartbeat with a payload");
+            }
+        }
+        rest = &rest[h.total_len()..];
+    }
+    methods
+}
+
+/// Feeds `data` to connection `key` and checks the output.
+fn feed_checked(server: &mut Server, key: usize, data: &[u8]) -> Vec<(u16, Method)> {
+    let first = server
+        .conns
+        .get(key)
+        .is_some_and(|c| c.state == State::Header);
+    let out = server.feed(key, data);
+    let frame_max = server.conns.get(key).map_or(0, |c| c.frame_max);
+    check_output(&out, first, frame_max)
+}
+
+/// A fresh connection on `server` must get through a handshake, declare a
+/// server-named queue, publish to it and basic.get the message back.
+fn round_trip(server: &mut Server) {
+    let key = server.open(peer(), None);
+    let mut b = BytesMut::from(handshake_bytes());
+    let declare = queue::Declare {
+        exclusive: true,
+        ..Default::default()
+    };
+    frame::write_method(&mut b, 1, &Method::QueueDeclare(declare));
+    let out = feed_checked(server, key, &b);
+    let name = out
+        .iter()
+        .find_map(|(ch, m)| match m {
+            Method::QueueDeclareOk(ok) if *ch == 1 => Some(ok.queue.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("broker wedged: no queue.declare-ok, got {out:?}"));
+    let mut b = BytesMut::new();
+    let publish = basic::Publish {
+        routing_key: name.clone(),
+        ..Default::default()
+    };
+    frame::write_method(&mut b, 1, &Method::BasicPublish(publish));
+    frame::write_content_header(&mut b, 1, 4, &[0, 0]);
+    frame::write_body(&mut b, 1, b"ping", 131_072);
+    let get = basic::Get {
+        queue: name,
+        no_ack: true,
+        ..Default::default()
+    };
+    frame::write_method(&mut b, 1, &Method::BasicGet(get));
+    let raw = server.feed(key, &b);
+    let out = check_output(&raw, false, 131_072);
+    assert!(
+        out.iter()
+            .any(|(ch, m)| *ch == 1 && matches!(m, Method::BasicGetOk(_))),
+        "broker wedged: no basic.get-ok, got {out:?}"
+    );
+    assert!(
+        raw.ends_with(b"ping\xce"),
+        "basic.get did not return the body"
+    );
+    server.lost(key);
+    server.remove(key);
+}
+
+/// The connection state machine: a fresh [`Server`], one connection, `data` fed in
+/// three chunks (split at points given by bytes 1 and 2). The first byte is a mode:
+/// bit 0 clear = a valid handshake up to an open channel 1 is sent first, so the
+/// fuzzer starts in the running state; bit 1 = the peer hangs up at the end; bits
+/// 2..=3 = how much time passes after each chunk (0, 11 s, 200 s, 1801 s). Every frame the
+/// server writes must be well-formed; afterwards another connection must still be
+/// able to do a full publish / get round trip, and reaping must leave no trace.
+pub fn connection(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let (s1, s2, body) = match rest {
+        [a, b, body @ ..] => (usize::from(*a), usize::from(*b), body),
+        _ => (0, 0, rest),
+    };
+    let mut server = Server::new(Config::default());
+    let key = server.open(peer(), None);
+    if mode & 1 == 0 {
+        feed_checked(&mut server, key, handshake_bytes());
+    }
+    let p1 = body.len() * s1 / 256;
+    let p2 = p1 + (body.len() - p1) * s2 / 256;
+    // Bits 2..=3 of the mode byte let time pass between chunks, so that the timers
+    // (handshake timeout, heartbeats, close and consumer timeouts) fire.
+    let step = match (mode >> 2) & 3 {
+        0 => Duration::ZERO,
+        1 => Duration::from_secs(11),
+        2 => Duration::from_secs(200),
+        _ => Duration::from_secs(1801),
+    };
+    for chunk in [&body[..p1], &body[p1..p2], &body[p2..]] {
+        feed_checked(&mut server, key, chunk);
+        server.now += step;
+        server.turn_without_io();
+        if let Some(c) = server.conns.get_mut(key) {
+            let out = c.out.take_all();
+            check_output(&out, false, c.frame_max);
+        }
+    }
+    if mode & 2 != 0 {
+        // The peer hangs up: release everything the connection held.
+        server.lost(key);
+    }
+    for k in server.closed() {
+        server.remove(k);
+    }
+    round_trip(&mut server);
+    // Once the fuzzed connection is gone too, nothing it did may linger.
+    server.lost(key);
+    for k in server.closed() {
+        server.remove(k);
+    }
+    server.turn_without_io();
+    assert!(server.conns.is_empty(), "a connection was not reaped");
+}

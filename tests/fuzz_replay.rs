@@ -1,0 +1,64 @@
+//! Replays the committed fuzz corpora (`fuzz/corpus/<target>/`: seeds captured from
+//! real clients, hand-written seeds and `crash-*` inputs of fixed bugs) through the
+//! same `warren::fuzzing` entry points the cargo-fuzz targets call, on stable Rust.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+
+fn replay(target: &str, entry: fn(&[u8])) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz")
+        .join("corpus")
+        .join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("readable corpus entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{} is empty", dir.display());
+    let mut failed = Vec::new();
+    for f in &files {
+        let data = std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        if catch_unwind(AssertUnwindSafe(|| entry(&data))).is_err() {
+            failed.push(f.display().to_string());
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{target}: {} of {} corpus inputs panicked:\n{}",
+        failed.len(),
+        files.len(),
+        failed.join("\n")
+    );
+}
+
+#[test]
+fn frame() {
+    replay("frame", warren::fuzzing::frame);
+}
+
+#[test]
+fn method() {
+    replay("method", warren::fuzzing::method);
+}
+
+#[test]
+fn field_table() {
+    replay("field_table", warren::fuzzing::field_table);
+}
+
+#[test]
+fn properties() {
+    replay("properties", warren::fuzzing::properties);
+}
+
+#[test]
+fn topic() {
+    replay("topic", warren::fuzzing::topic);
+}
+
+#[test]
+fn connection() {
+    replay("connection", warren::fuzzing::connection);
+}
