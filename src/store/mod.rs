@@ -57,16 +57,56 @@ struct AckFile {
     buf: BytesMut,
 }
 
+/// An append-only series of segments being written.
+struct Writer {
+    /// Segment number (with `SPILL_BIT` for the spill series).
+    n: u32,
+    file: File,
+    /// Bytes in the current segment, written or buffered.
+    len: u64,
+    buf: BytesMut,
+    /// Appended since the last sync (only the durable series is ever fsynced).
+    unsynced: bool,
+}
+
+impl Writer {
+    fn create(dir: &Path, n: u32) -> io::Result<Writer> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(seg_path(dir, n))?;
+        file.write_all(&segment::header(SEG_MAGIC))?;
+        Ok(Writer {
+            n,
+            file,
+            len: segment::HEADER_LEN as u64,
+            buf: BytesMut::new(),
+            unsynced: false,
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.file.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Bytes already handed to the file (the rest sits in `buf`).
+    fn written(&self) -> u64 {
+        self.len - self.buf.len() as u64
+    }
+}
+
 pub struct Store {
     dir: PathBuf,
     _lock: File,
-    cur: u32,
-    cur_file: File,
-    /// Bytes in the current segment, written or buffered.
-    cur_len: u64,
-    buf: BytesMut,
-    /// The turn appended messages: the sync phase must fdatasync.
-    unsynced: bool,
+    /// Durable messages: `msgs.N`, fsynced at each turn that appended.
+    msgs: Writer,
+    /// Bodies no durable queue references (transient or non-durable paged messages):
+    /// `spill.N`, never synced, never recovered, deleted wholesale at start-up.
+    spill: Writer,
     acks: HashMap<u32, AckFile>,
     /// Read handles for paged bodies, by segment.
     readers: HashMap<u32, File>,
@@ -75,8 +115,15 @@ pub struct Store {
     segment_max: u64,
 }
 
+/// Spill segments are numbered with this bit set, so one map covers both series.
+const SPILL_BIT: u32 = 1 << 31;
+
 fn seg_path(dir: &Path, n: u32) -> PathBuf {
-    dir.join(format!("msgs.{n:010}"))
+    if n & SPILL_BIT != 0 {
+        dir.join(format!("spill.{:010}", n & !SPILL_BIT))
+    } else {
+        dir.join(format!("msgs.{n:010}"))
+    }
 }
 
 fn ack_path(dir: &Path, n: u32) -> PathBuf {
@@ -157,9 +204,13 @@ impl Store {
                 let _ = fs::remove_file(ack_path(dir, n));
             }
         }
+        // Spill data never outlives the process that wrote it.
+        for n in numbered(dir, "spill.").map_err(|e| ctx(dir.display(), e))? {
+            let _ = fs::remove_file(seg_path(dir, n | SPILL_BIT));
+        }
         let cur = segments.last().map_or(1, |n| n + 1);
-        let (cur_file, cur_len) =
-            Self::create_segment(dir, cur).map_err(|e| ctx(seg_path(dir, cur).display(), e))?;
+        let msgs = Writer::create(dir, cur).map_err(|e| ctx(seg_path(dir, cur).display(), e))?;
+        let spill = Writer::create(dir, 1 | SPILL_BIT).map_err(|e| ctx(dir.display(), e))?;
         let next_queue_id = meta
             .next_queue_id
             .max(meta.queues.iter().map(|q| q.id + 1).max().unwrap_or(1));
@@ -172,11 +223,8 @@ impl Store {
         let store = Store {
             dir: dir.to_path_buf(),
             _lock: lock,
-            cur,
-            cur_file,
-            cur_len,
-            buf: BytesMut::new(),
-            unsynced: false,
+            msgs,
+            spill,
             acks: HashMap::new(),
             readers: HashMap::new(),
             live,
@@ -265,15 +313,6 @@ impl Store {
         Ok(kept)
     }
 
-    fn create_segment(dir: &Path, n: u32) -> io::Result<(File, u64)> {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(seg_path(dir, n))?;
-        f.write_all(&segment::header(SEG_MAGIC))?;
-        Ok((f, segment::HEADER_LEN as u64))
-    }
-
     /// A fresh id for a new durable queue.
     pub fn next_queue_id(&mut self) -> u32 {
         let id = self.next_queue_id;
@@ -281,8 +320,9 @@ impl Store {
         id
     }
 
-    /// Appends a persistent message for the durable queues `queues`. It reaches the disk
-    /// at the next `sync`.
+    /// Appends a message for the queue references `queues` (durable ids and/or
+    /// `SPILL`). A record that only spill references hold goes to the spill series. It
+    /// reaches the disk at the next `sync`.
     pub fn append(
         &mut self,
         queues: &[u32],
@@ -291,49 +331,57 @@ impl Store {
         props: &[u8],
         body: &[u8],
     ) -> io::Result<Location> {
-        if self.cur_len >= self.segment_max {
-            self.rollover()?;
+        let to_spill = queues.iter().all(|q| *q == SPILL);
+        if self.writer(to_spill).len >= self.segment_max {
+            self.rollover(to_spill)?;
         }
+        let w = self.writer(to_spill);
         let offset =
-            u32::try_from(self.cur_len).map_err(|_| io::Error::other("segment offset overflow"))?;
-        let before = self.buf.len();
-        segment::encode_publish(&mut self.buf, queues, exchange, key, props, body);
-        self.cur_len += (self.buf.len() - before) as u64;
-        *self.live.entry(self.cur).or_insert(0) += queues.len() as u64;
-        self.unsynced = true;
-        Ok(Location {
-            segment: self.cur,
-            offset,
-        })
+            u32::try_from(w.len).map_err(|_| io::Error::other("segment offset overflow"))?;
+        let before = w.buf.len();
+        segment::encode_publish(&mut w.buf, queues, exchange, key, props, body);
+        w.len += (w.buf.len() - before) as u64;
+        w.unsynced = true;
+        let n = w.n;
+        *self.live.entry(n).or_insert(0) += queues.len() as u64;
+        Ok(Location { segment: n, offset })
     }
 
-    fn rollover(&mut self) -> io::Result<()> {
-        self.write_current()?;
-        if self.unsynced {
-            self.cur_file.sync_data()?;
+    fn writer(&mut self, spill: bool) -> &mut Writer {
+        if spill {
+            &mut self.spill
+        } else {
+            &mut self.msgs
         }
-        let old = self.cur;
-        let next = self.cur + 1;
-        let (f, len) = Self::create_segment(&self.dir, next)?;
-        self.cur_file = f;
-        self.cur = next;
-        self.cur_len = len;
+    }
+
+    fn rollover(&mut self, spill: bool) -> io::Result<()> {
+        let dir = self.dir.clone();
+        let w = self.writer(spill);
+        w.flush()?;
+        if w.unsynced && !spill {
+            w.file.sync_data()?;
+        }
+        let old = w.n;
+        let next = if spill {
+            ((old & !SPILL_BIT) + 1) | SPILL_BIT
+        } else {
+            old + 1
+        };
+        *w = Writer::create(&dir, next)?;
         if self.live.get(&old).copied().unwrap_or(0) == 0 {
             self.delete_segment(old);
         }
         Ok(())
     }
 
-    fn write_current(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            self.cur_file.write_all(&self.buf)?;
-            self.buf.clear();
-        }
-        Ok(())
+    fn is_current(&self, n: u32) -> bool {
+        n == self.msgs.n || n == self.spill.n
     }
 
     fn ack_record(&mut self, loc: Location, queue: u32, kind: u8) {
-        if !self.live.contains_key(&loc.segment) {
+        // Spill segments are never recovered: nothing to record.
+        if !self.live.contains_key(&loc.segment) || loc.segment & SPILL_BIT != 0 {
             return;
         }
         let dir = self.dir.clone();
@@ -372,7 +420,7 @@ impl Store {
             return;
         };
         *n = n.saturating_sub(1);
-        if *n == 0 && loc.segment != self.cur {
+        if *n == 0 && !self.is_current(loc.segment) {
             self.delete_segment(loc.segment);
         }
     }
@@ -395,12 +443,17 @@ impl Store {
                 "stored message record is damaged",
             )
         };
-        let written = self.cur_len - self.buf.len() as u64;
-        let (record, at) = if loc.segment == self.cur && u64::from(loc.offset) >= written {
+        let w = if loc.segment & SPILL_BIT != 0 {
+            &self.spill
+        } else {
+            &self.msgs
+        };
+        let written = w.written();
+        let (record, at) = if loc.segment == w.n && u64::from(loc.offset) >= written {
             let start = (u64::from(loc.offset) - written) as usize;
-            let head = self.buf.get(start..start + 8).ok_or_else(bad)?;
+            let head = w.buf.get(start..start + 8).ok_or_else(bad)?;
             let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-            let rec = self.buf.get(start..start + 8 + len).ok_or_else(bad)?;
+            let rec = w.buf.get(start..start + 8 + len).ok_or_else(bad)?;
             (Bytes::copy_from_slice(rec), 0)
         } else {
             let file = match self.readers.entry(loc.segment) {
@@ -420,31 +473,45 @@ impl Store {
         Ok(r.body)
     }
 
-    /// The sync phase: writes this turn's records and, when messages were appended,
-    /// makes them durable with one fdatasync. Returns whether it synced.
+    /// The sync phase: writes this turn's records and, when durable messages were
+    /// appended, makes them durable with one fdatasync. Returns whether it synced.
     pub fn sync(&mut self) -> io::Result<bool> {
-        self.write_current()?;
+        self.msgs.flush()?;
+        self.spill.flush()?;
+        self.spill.unsynced = false;
         for a in self.acks.values_mut() {
             if !a.buf.is_empty() {
                 a.file.write_all(&a.buf)?;
                 a.buf.clear();
             }
         }
-        if self.unsynced {
-            self.cur_file.sync_data()?;
-            self.unsynced = false;
+        if self.msgs.unsynced {
+            self.msgs.file.sync_data()?;
+            self.msgs.unsynced = false;
             return Ok(true);
         }
         Ok(false)
     }
 
-    /// Clean stop: everything written and synced, ack files included.
+    /// Clean stop: everything written and synced, ack files included; spill data is
+    /// deleted (it would be at the next start anyway).
     pub fn close(&mut self) -> io::Result<()> {
         self.sync()?;
         for a in self.acks.values_mut() {
             a.file.sync_data()?;
         }
-        self.cur_file.sync_data()
+        self.msgs.file.sync_data()?;
+        let spills: Vec<u32> = self
+            .live
+            .keys()
+            .copied()
+            .filter(|n| n & SPILL_BIT != 0)
+            .collect();
+        for n in spills {
+            self.delete_segment(n);
+        }
+        let _ = fs::remove_file(seg_path(&self.dir, self.spill.n));
+        Ok(())
     }
 
     /// Replaces the metadata snapshot.
@@ -456,7 +523,12 @@ impl Store {
 
     /// Segment numbers with live messages (tests and diagnostics).
     pub fn live_segments(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = self.live.keys().copied().collect();
+        let mut v: Vec<u32> = self
+            .live
+            .keys()
+            .copied()
+            .filter(|n| n & SPILL_BIT == 0)
+            .collect();
         v.sort_unstable();
         v
     }
@@ -471,7 +543,7 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("dir", &self.dir)
-            .field("segment", &self.cur)
+            .field("segment", &self.msgs.n)
             .field("live", &self.live)
             .finish()
     }
@@ -570,6 +642,40 @@ mod tests {
         );
         assert_eq!(s.live_segments(), vec![locs[9].segment]);
         drop(s);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn spill_records_are_readable_never_synced_and_gone_after_a_restart() {
+        let dir = tmp("spill");
+        {
+            let (mut s, _, _) = Store::open(&dir).unwrap();
+            s.write_meta(&with_queue(1)).unwrap();
+            let sp = s
+                .append(&[SPILL], b"", b"t", &[0, 0], b"transient body")
+                .unwrap();
+            let both = s
+                .append(&[1, SPILL], b"", b"p", &[0, 0], b"persistent body")
+                .unwrap();
+            assert!(sp.segment & SPILL_BIT != 0 && both.segment & SPILL_BIT == 0);
+            // Readable before and after the turn's write.
+            assert_eq!(&s.read_body(sp).unwrap()[..], b"transient body");
+            assert!(s.sync().unwrap(), "the durable record is synced");
+            assert_eq!(&s.read_body(sp).unwrap()[..], b"transient body");
+            assert_eq!(&s.read_body(both).unwrap()[..], b"persistent body");
+            let sp2 = s.append(&[SPILL], b"", b"t", &[0, 0], b"x").unwrap();
+            assert!(!s.sync().unwrap(), "spill data alone needs no fsync");
+            assert_eq!(&s.read_body(sp2).unwrap()[..], b"x");
+            // Simulate a crash: no close, the spill file stays behind.
+        }
+        assert!(numbered(&dir, "spill.").unwrap().len() == 1);
+        let (_s, _, rec) = Store::open(&dir).unwrap();
+        assert!(
+            numbered(&dir, "spill.").unwrap().len() == 1,
+            "only the new, empty one"
+        );
+        let bodies: Vec<&[u8]> = rec.iter().map(|r| &r.record.body[..]).collect();
+        assert_eq!(bodies, vec![b"persistent body" as &[u8]]);
         fs::remove_dir_all(&dir).unwrap();
     }
 
