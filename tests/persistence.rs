@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions, QueuePurgeOptions,
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, BasicRejectOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::FieldTable;
 use lapin::PublisherConfirm;
@@ -930,4 +930,228 @@ fn acks_after_an_empty_ack_file_left_by_a_crash_still_count() {
         c.close().await;
     });
     b.stop();
+}
+
+// ---------------------------------------------------------------------------------
+// More SIGKILL cases
+// ---------------------------------------------------------------------------------
+
+/// Every metadata change is on disk once its -ok has arrived: SIGKILL right after.
+#[test]
+fn metadata_changes_survive_a_sigkill_right_after_their_ok() {
+    let Some(dir) = data_dir() else { return };
+    let mut b = start(dir.path());
+    block_on(async {
+        let c = Client::open(&b).await;
+        c.exchange("x", true).await;
+        c.queue("q1", true, false).await;
+        c.queue("q2", true, false).await;
+        c.bind("q1", "x", "k").await;
+        std::mem::forget(c);
+    });
+    b.kill9();
+    let mut b = start(dir.path());
+    block_on(async {
+        let c = Client::open(&b).await;
+        assert!(c.exchange_exists("x").await);
+        assert_eq!(c.counts("q1").await, Some((0, 0)));
+        assert_eq!(c.counts("q2").await, Some((0, 0)));
+        c.publish("x", "k", b"routed", persistent()).await;
+        assert_eq!(c.counts("q1").await, Some((1, 0)), "binding survived");
+        // Now undo some of it, and SIGKILL again.
+        step(
+            "queue_unbind",
+            c.ch.queue_unbind("q1".into(), "x".into(), "k".into(), FieldTable::default()),
+        )
+        .await
+        .unwrap();
+        c.bind("q2", "x", "k2").await;
+        step(
+            "queue_delete",
+            c.ch.queue_delete("q1".into(), QueueDeleteOptions::default()),
+        )
+        .await
+        .unwrap();
+        std::mem::forget(c);
+    });
+    b.kill9();
+    let mut b = start(dir.path());
+    block_on(async {
+        let c = Client::open(&b).await;
+        assert_eq!(c.counts("q1").await, None, "delete survived");
+        c.publish("x", "k2", b"to-q2", persistent()).await;
+        assert_eq!(c.get_all("q2").await, vec![("to-q2".into(), false)]);
+        step(
+            "exchange_delete",
+            c.ch.exchange_delete("x".into(), ExchangeDeleteOptions::default()),
+        )
+        .await
+        .unwrap();
+        std::mem::forget(c);
+    });
+    b.kill9();
+    let mut b = start(dir.path());
+    block_on(async {
+        let c = Client::open(&b).await;
+        assert!(!c.exchange_exists("x").await, "exchange.delete survived");
+        assert_eq!(c.counts("q2").await, Some((0, 0)));
+        c.close().await;
+    });
+    b.stop();
+}
+
+/// One persistent message routed to two durable queues is one record: acked in one
+/// queue it stays in the other, across SIGKILLs.
+#[test]
+fn a_message_in_two_durable_queues_lives_until_both_are_done() {
+    let Some(dir) = data_dir() else { return };
+    let mut b = start(dir.path());
+    let all = bodies("f", 10);
+    block_on(async {
+        let c = Client::open(&b).await;
+        c.exchange("fan", true).await;
+        for q in ["a", "b"] {
+            c.queue(q, true, false).await;
+            c.bind(q, "fan", "k").await;
+        }
+        for m in &all {
+            c.publish("fan", "k", m.as_bytes(), persistent()).await;
+        }
+        // Queue a: everything acked. Queue b: first three rejected without requeue,
+        // next two nacked without requeue, one basic.get no-ack.
+        for _ in &all {
+            let (_, tag) = c.get_manual("a").await;
+            c.ack(tag).await;
+        }
+        for i in 0..6 {
+            let (got, tag) = c.get_manual("b").await;
+            assert_eq!(got, all[i]);
+            match i {
+                0..=2 => step(
+                    "basic_reject",
+                    c.ch.basic_reject(tag, BasicRejectOptions { requeue: false }),
+                )
+                .await
+                .unwrap(),
+                3..=4 => step(
+                    "basic_nack",
+                    c.ch.basic_nack(
+                        tag,
+                        BasicNackOptions {
+                            requeue: false,
+                            multiple: false,
+                        },
+                    ),
+                )
+                .await
+                .unwrap(),
+                _ => {} // left unacked
+            }
+        }
+        c.barrier().await;
+        std::mem::forget(c);
+    });
+    b.kill9();
+    let mut b = start(dir.path());
+    block_on(async {
+        let c = Client::open(&b).await;
+        assert_eq!(c.get_all("a").await, vec![]);
+        let mut want = vec![(all[5].clone(), true)];
+        want.extend(not_redelivered(&all[6..]));
+        assert_eq!(c.get_all("b").await, want);
+        c.close().await;
+    });
+    b.stop();
+    // All settled now: after a clean restart no segment holds a record.
+    let mut b = start(dir.path());
+    block_on(async {
+        let c = Client::open(&b).await;
+        assert_eq!(c.counts("a").await, Some((0, 0)));
+        assert_eq!(c.counts("b").await, Some((0, 0)));
+        c.close().await;
+    });
+    b.stop();
+    assert!(
+        segments(dir.path()).iter().all(|(_, _, len)| *len <= 8),
+        "{:?}",
+        segments(dir.path())
+    );
+}
+
+/// Recovery across several 64 MiB segments after SIGKILL keeps order, and acks spread
+/// over segments hold.
+#[test]
+fn sigkill_with_several_segments_keeps_order_and_acks() {
+    let Some(dir) = data_dir() else { return };
+    const N: u32 = 1100;
+    let t0 = Instant::now();
+    let mut b = start(dir.path());
+    block_on(async {
+        let c = Client::open(&b).await;
+        c.queue("big", true, false).await;
+        let mut body = vec![7u8; 64 * 1024];
+        for chunk in 0..N / 100 {
+            let mut pending = Vec::new();
+            for i in 0..100 {
+                body[..4].copy_from_slice(&(chunk * 100 + i).to_be_bytes());
+                pending.push(c.publish_async("", "big", &body, persistent()).await);
+            }
+            for p in pending {
+                expect_ack(p).await;
+            }
+        }
+        // Ack every third message.
+        for i in 0..N {
+            let m = step(
+                "basic_get",
+                c.ch.basic_get("big".into(), BasicGetOptions { no_ack: false }),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            assert_eq!(
+                u32::from_be_bytes(m.delivery.data[..4].try_into().unwrap()),
+                i
+            );
+            if i % 3 == 0 {
+                c.ack(m.delivery.delivery_tag).await;
+            }
+        }
+        c.barrier().await;
+        std::mem::forget(c);
+    });
+    assert!(
+        segments(dir.path()).len() >= 2,
+        "{:?}",
+        segments(dir.path())
+    );
+    b.kill9();
+    let mut b = start(dir.path());
+    block_on(async {
+        let c = Client::open(&b).await;
+        let mut want = 0u32;
+        let mut n = 0;
+        while let Some(m) = step(
+            "basic_get",
+            c.ch.basic_get("big".into(), BasicGetOptions { no_ack: true }),
+        )
+        .await
+        .unwrap()
+        {
+            if want % 3 == 0 {
+                want += 1;
+            }
+            let id = u32::from_be_bytes(m.delivery.data[..4].try_into().unwrap());
+            assert_eq!(id, want, "order across segments");
+            assert!(m.delivery.redelivered);
+            assert_eq!(m.delivery.data.len(), 64 * 1024);
+            assert!(m.delivery.data[4..].iter().all(|b| *b == 7));
+            want += 1;
+            n += 1;
+        }
+        assert_eq!(n, N - N.div_ceil(3));
+        c.close().await;
+    });
+    b.stop();
+    println!("several segments test: {:?}", t0.elapsed());
 }
