@@ -4,7 +4,9 @@
 //! A publisher (publisher confirms, window of 100) and a consumer (manual acks,
 //! prefetch 50) run against each incarnation and reconnect after each kill. At the end,
 //! after a graceful restart, the queue is drained and:
-//! * every confirmed id was consumed at least once or is still queued;
+//! * every confirmed id was consumed at least once or is still queued; more strictly,
+//!   it was acked by the consumer (the ack sent) or is still queued: a delivery whose
+//!   ack never left the consumer must come back;
 //! * an id delivered more than once carried `redelivered` on every later delivery.
 //!
 //! 20 kills by default (well under a minute); `WARREN_SOAK=1` makes it 200.
@@ -38,6 +40,8 @@ struct Log {
     deliveries: Vec<(u64, bool)>,
     /// Acks the consumer sent (not necessarily processed before a kill).
     acks_sent: u64,
+    /// Ids the consumer tried to ack (the ack may have been lost in a kill).
+    acked: HashSet<u64>,
 }
 
 struct Rng(u64);
@@ -141,7 +145,11 @@ async fn consumer(uri: String, log: Arc<Mutex<Log>>) -> lapin::Result<()> {
     while let Some(d) = c.next().await {
         let d = d?;
         let id = id_of(&d.data);
-        log.lock().unwrap().deliveries.push((id, d.redelivered));
+        {
+            let mut l = log.lock().unwrap();
+            l.deliveries.push((id, d.redelivered));
+            l.acked.insert(id);
+        }
         ch.basic_ack(d.delivery_tag, BasicAckOptions::default())
             .await?;
         log.lock().unwrap().acks_sent += 1;
@@ -320,6 +328,17 @@ fn confirmed_messages_survive_random_sigkills_at_least_once() {
         .filter(|id| !seen.contains_key(id))
         .collect();
     lost.sort_unstable();
+    // Stronger than "consumed at least once": a delivery whose ack was never sent
+    // must come back, so every confirmed id was acked (or at least the ack was sent)
+    // or is still queued.
+    let still_queued: HashSet<u64> = drained.iter().map(|(id, _)| *id).collect();
+    let mut vanished: Vec<u64> = l
+        .confirmed
+        .iter()
+        .copied()
+        .filter(|id| !l.acked.contains(id) && !still_queued.contains(id))
+        .collect();
+    vanished.sort_unstable();
     let duplicates = seen.values().filter(|n| **n > 1).count();
     let published = next.load(Ordering::Relaxed);
     println!(
@@ -344,6 +363,12 @@ fn confirmed_messages_survive_random_sigkills_at_least_once() {
         "{} confirmed ids were never delivered nor left queued (seed {seed}): {:?}",
         lost.len(),
         &lost[..lost.len().min(50)]
+    );
+    assert!(
+        vanished.is_empty(),
+        "{} confirmed ids were delivered, never acked, and not queued at the end (seed {seed}): {:?}",
+        vanished.len(),
+        &vanished[..vanished.len().min(50)]
     );
     assert!(
         bad_duplicates.is_empty(),
