@@ -280,6 +280,11 @@ impl Store {
                         let e = state.entry((off, q)).or_insert(0);
                         *e = (*e).max(kind_rank(kind));
                     }
+                } else if acks.len() < segment::HEADER_LEN {
+                    // Created but its header not yet written when the broker died. Left
+                    // in place, later records would be appended after no header and
+                    // the whole file ignored at the next start.
+                    fs::remove_file(ack_path(dir, n))?;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

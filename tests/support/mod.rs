@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -40,7 +41,18 @@ pub struct Broker {
     pub port: u16,
     child: Option<Child>,
     logs: Arc<Mutex<String>>,
+    /// What the broker wrote on stderr only (for start-up error messages).
+    stderr: Arc<Mutex<String>>,
     _data_dir: Option<tempfile::TempDir>,
+}
+
+/// Why a spawned broker did not come up: its exit status (None if it had to be killed
+/// after the deadline) and what it printed on stderr (and everything, interleaved).
+#[derive(Debug)]
+pub struct StartFailure {
+    pub status: Option<ExitStatus>,
+    pub stderr: String,
+    pub logs: String,
 }
 
 /// The port of an externally managed broker, if `WARREN_TEST_PORT` is set.
@@ -96,6 +108,7 @@ impl Broker {
                 port,
                 child: None,
                 logs: Arc::new(Mutex::new(String::new())),
+                stderr: Arc::new(Mutex::new(String::new())),
                 _data_dir: None,
             });
         }
@@ -104,11 +117,60 @@ impl Broker {
 
     fn spawn(args: &[&str]) -> Broker {
         let dir = tempfile::TempDir::new().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        match Self::try_spawn(&path, Some(dir), args) {
+            Ok(b) => b,
+            Err(f) => panic!(
+                "warren did not start (status {:?}); output:\n{}",
+                f.status, f.logs
+            ),
+        }
+    }
+
+    /// Spawns a broker on `dir` (created if missing, kept across restarts: the caller
+    /// owns it). `None` in external mode. Panics if it does not start listening.
+    pub fn spawn_in(dir: &Path, args: &[&str]) -> Option<Broker> {
+        if is_external() {
+            println!("skipped: needs its own warren process (WARREN_TEST_PORT is set)");
+            return None;
+        }
+        match Self::try_spawn(dir, None, args) {
+            Ok(b) => Some(b),
+            Err(f) => panic!(
+                "warren on {} did not start (status {:?}); output:\n{}",
+                dir.display(),
+                f.status,
+                f.logs
+            ),
+        }
+    }
+
+    /// Spawns a broker on `dir` that is expected NOT to start: waits (up to 20 s) for it
+    /// to exit and returns why. Panics if it prints its listening line instead.
+    pub fn start_failure(dir: &Path, args: &[&str]) -> StartFailure {
+        match Self::try_spawn(dir, None, args) {
+            Ok(b) => panic!(
+                "warren started on {} (port {}) although it should have refused; output:\n{}",
+                dir.display(),
+                b.port,
+                b.logs()
+            ),
+            Err(f) => f,
+        }
+    }
+
+    /// Spawns `warren --amqp-port 0 --data-dir <dir> ...` and waits for its listening
+    /// line; Err with the exit status and output if it exits (or hangs 20 s) first.
+    pub fn try_spawn(
+        dir: &Path,
+        owned: Option<tempfile::TempDir>,
+        args: &[&str],
+    ) -> Result<Broker, StartFailure> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
         cmd.arg("--amqp-port")
             .arg("0")
             .arg("--data-dir")
-            .arg(dir.path())
+            .arg(dir)
             .arg("--log-level")
             .arg("info")
             .args(args)
@@ -117,11 +179,14 @@ impl Broker {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn warren");
         let logs = Arc::new(Mutex::new(String::new()));
+        let errs = Arc::new(Mutex::new(String::new()));
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel::<u16>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
         {
             let logs = logs.clone();
+            let done_tx = done_tx.clone();
             thread::spawn(move || {
                 let mut reader = BufReader::new(stdout);
                 let mut line = String::new();
@@ -143,10 +208,12 @@ impl Broker {
                         }
                     }
                 }
+                let _ = done_tx.send(());
             });
         }
         {
             let logs = logs.clone();
+            let errs = errs.clone();
             thread::spawn(move || {
                 let mut reader = BufReader::new(stderr);
                 let mut buf = Vec::new();
@@ -154,42 +221,56 @@ impl Broker {
                     buf.clear();
                     match reader.read_until(b'\n', &mut buf) {
                         Ok(0) | Err(_) => break,
-                        Ok(_) => logs
-                            .lock()
-                            .unwrap()
-                            .push_str(&String::from_utf8_lossy(&buf)),
+                        Ok(_) => {
+                            let text = String::from_utf8_lossy(&buf);
+                            logs.lock().unwrap().push_str(&text);
+                            errs.lock().unwrap().push_str(&text);
+                        }
                     }
                 }
+                let _ = done_tx.send(());
             });
         }
+        let failure = |status, logs: &Arc<Mutex<String>>, errs: &Arc<Mutex<String>>| {
+            // Both pipes reach EOF once the process is gone: wait for the drain threads
+            // (bounded) so that the last lines are in.
+            for _ in 0..2 {
+                let _ = done_rx.recv_timeout(Duration::from_secs(2));
+            }
+            StartFailure {
+                status,
+                stderr: errs.lock().unwrap().clone(),
+                logs: logs.lock().unwrap().clone(),
+            }
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
+            match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(port) => {
-                    return Broker {
+                    return Ok(Broker {
                         port,
                         child: Some(child),
                         logs,
-                        _data_dir: Some(dir),
-                    }
+                        stderr: errs,
+                        _data_dir: owned,
+                    })
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
                     if let Ok(Some(status)) = child.try_wait() {
-                        // Give the drain threads a moment to collect the last output.
-                        thread::sleep(Duration::from_millis(200));
-                        panic!(
-                            "warren exited with {status} before listening; output:\n{}",
-                            logs.lock().unwrap()
-                        );
+                        return Err(failure(Some(status), &logs, &errs));
                     }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) if Instant::now() < deadline => {
+                    // stdout closed without a listening line: the process is exiting.
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return Err(failure(Some(status), &logs, &errs));
+                    }
+                    thread::sleep(Duration::from_millis(10));
                 }
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!(
-                        "warren did not print its listening line within 20 s; output:\n{}",
-                        logs.lock().unwrap()
-                    );
+                    return Err(failure(None, &logs, &errs));
                 }
             }
         }
@@ -229,6 +310,57 @@ impl Broker {
         }
     }
 
+    /// True once the spawned process has exited (and been reaped): signalling its pid
+    /// again could hit an unrelated process.
+    fn has_exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+
+    /// SIGKILL the spawned broker (`kill -KILL pid`) and reap it (10 s deadline).
+    /// No-op for an external broker or one that has already exited.
+    pub fn kill9(&mut self) {
+        if self.has_exited() {
+            return;
+        }
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+        }
+        let status = self.wait_exit(Duration::from_secs(10));
+        assert!(
+            status.is_some(),
+            "warren did not die within 10 s of SIGKILL"
+        );
+    }
+
+    /// SIGTERM and wait (10 s) for exit status 0.
+    pub fn stop(&mut self) {
+        assert!(
+            !self.has_exited(),
+            "warren already exited:\n{}",
+            self.logs()
+        );
+        self.sigterm();
+        let status = self
+            .wait_exit(Duration::from_secs(10))
+            .expect("warren did not exit within 10 s of SIGTERM");
+        assert!(
+            status.success(),
+            "warren exited with {status}; output:\n{}",
+            self.logs()
+        );
+    }
+
+    /// What the broker wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
     /// Wait for the spawned broker to exit, polling up to `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
@@ -260,7 +392,7 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        if self.child.is_none() {
+        if self.has_exited() {
             return;
         }
         self.sigterm();
