@@ -780,6 +780,52 @@ mod tests {
     }
 
     #[test]
+    fn guest_may_only_connect_from_loopback() {
+        for (peer, caps, refused) in [
+            ("10.1.2.3:5000", true, true),
+            ("[::1]:5000", true, false),
+            ("127.0.0.9:5000", true, false),
+            ("192.168.1.7:5000", false, true),
+        ] {
+            let mut server = Server::new(Config::default());
+            let key = server.open(peer.parse().unwrap(), None);
+            let out = frames(&server.feed(key, frame::PROTOCOL_HEADER));
+            assert!(matches!(out[0], Out::Method(0, Method::ConnectionStart(_))));
+            let mut cap_table = FieldTable::new();
+            cap_table.insert(
+                Bytes::from_static(b"authentication_failure_close"),
+                crate::proto::FieldValue::Bool(caps),
+            );
+            let mut props = FieldTable::new();
+            props.insert(
+                Bytes::from_static(b"capabilities"),
+                crate::proto::FieldValue::Table(cap_table),
+            );
+            let ok = connection::StartOk {
+                client_properties: props,
+                mechanism: Bytes::from_static(b"PLAIN"),
+                response: Bytes::from_static(b"\0guest\0guest"),
+                locale: Bytes::from_static(b"en_US"),
+            };
+            let mut b = BytesMut::new();
+            frame::write_method(&mut b, 0, &Method::ConnectionStartOk(ok));
+            let out = frames(&server.feed(key, &b));
+            match (refused, caps) {
+                (false, _) => assert!(
+                    matches!(out[0], Out::Method(0, Method::ConnectionTune(_))),
+                    "{peer}"
+                ),
+                (true, true) => assert_eq!(close_code(&out), Some((0, 403)), "{peer}"),
+                // Without authentication_failure_close the socket is just closed.
+                (true, false) => {
+                    assert!(out.is_empty(), "{peer}");
+                    assert_eq!(server.closed(), vec![key]);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn wrong_protocol_header_gets_ours_back_and_closes() {
         let mut c = Client::new();
         let out = c.server.feed(c.key, b"AMQP\x01\x01\x00\x0a");

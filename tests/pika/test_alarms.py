@@ -73,3 +73,27 @@ def test_disk_alarm_blocks_publishers_until_restart_without_it(tmp_path):
         assert events == []
     finally:
         broker.stop()
+
+
+def test_memory_alarm_blocks_publishers(tmp_path):
+    """RSS above --memory-high-watermark (here a tiny fraction of RAM, so the alarm is on
+    from the start): a publisher is told 'low on memory' and blocked, a consumer still gets
+    what was already routed."""
+    if external_port() is not None:
+        pytest.skip("needs broker flags; WARREN_TEST_PORT is set")
+    broker = start_warren(tmp_path / "data", "--memory-high-watermark", "0.0000001")
+    try:
+        pub = pika.BlockingConnection(broker.params())
+        events = []
+        pub.add_on_connection_blocked_callback(lambda c, m: events.append(m.method.reason))
+        pch = pub.channel()
+        pch.queue_declare(queue='alarmed')
+        pch.basic_publish(exchange='', routing_key='alarmed', body=b'one')
+        pump(pub, lambda: events, what="connection.blocked")
+        assert events == ['low on memory']
+        con = pika.BlockingConnection(broker.params())
+        m = con.channel().basic_get('alarmed', auto_ack=True)
+        assert m[2] == b'one'
+        con.close()
+    finally:
+        broker.stop()
