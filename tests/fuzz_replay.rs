@@ -62,3 +62,8 @@ fn topic() {
 fn connection() {
     replay("connection", warren::fuzzing::connection);
 }
+
+#[test]
+fn segment() {
+    replay("segment", warren::fuzzing::segment);
+}
