@@ -826,6 +826,58 @@ mod tests {
     }
 
     #[test]
+    fn rarely_used_methods_get_their_replies() {
+        let mut c = Client::open();
+        let req = crate::proto::access::Request {
+            realm: Bytes::from_static(b"/data"),
+            ..Default::default()
+        };
+        let out = c.send(1, Method::AccessRequest(req));
+        assert!(
+            matches!(out[0], Out::Method(1, Method::AccessRequestOk(_))),
+            "{out:?}"
+        );
+        let up = connection::UpdateSecret {
+            new_secret: Bytes::from_static(b"guest"),
+            reason: Bytes::new(),
+        };
+        let out = c.send(0, Method::ConnectionUpdateSecret(up));
+        assert!(
+            matches!(out[0], Out::Method(0, Method::ConnectionUpdateSecretOk(_))),
+            "{out:?}"
+        );
+
+        // basic.recover-async requeues like basic.recover, without a reply.
+        c.declare("q");
+        c.publish(1, "", "q", b"m");
+        let g = basic::Get {
+            queue: Bytes::from_static(b"q"),
+            ..Default::default()
+        };
+        c.send(1, Method::BasicGet(g.clone()));
+        let out = c.send(
+            1,
+            Method::BasicRecoverAsync(basic::RecoverAsync { requeue: true }),
+        );
+        assert!(out.is_empty(), "{out:?}");
+        let out = c.send(1, Method::BasicGet(g));
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Out::Method(_, Method::BasicGetOk(ok)) if ok.redelivered)));
+    }
+
+    #[test]
+    fn a_secure_ok_nobody_asked_for_is_an_error() {
+        let mut c = Client::new();
+        c.send_raw(frame::PROTOCOL_HEADER);
+        let ok = connection::SecureOk {
+            response: Bytes::from_static(b"x"),
+        };
+        let out = c.send(0, Method::ConnectionSecureOk(ok));
+        assert_eq!(close_code(&out), Some((0, 503)));
+    }
+
+    #[test]
     fn wrong_protocol_header_gets_ours_back_and_closes() {
         let mut c = Client::new();
         let out = c.server.feed(c.key, b"AMQP\x01\x01\x00\x0a");
