@@ -270,13 +270,19 @@ impl Reactor<'_> {
                 }
             }
         }
-        keys.clear();
+        // Kept for the reap phase of this turn.
         self.flush = keys;
     }
 
     /// The reap phase: closed connections are flushed one last time and removed.
     fn reap(&mut self) {
-        for k in self.server.closed() {
+        // Only connections touched this turn can have closed: every path that closes one
+        // touches it (see `Server::touch`), so this costs nothing per idle connection.
+        let keys = std::mem::take(&mut self.flush);
+        for &k in &keys {
+            if !self.server.conns.get(k).is_some_and(|c| c.is_closed()) {
+                continue;
+            }
             if let Some(mut c) = self.server.remove(k) {
                 if let Some(mut sock) = c.sock.take() {
                     let _ = c.out.flush_to(&mut sock);
@@ -285,6 +291,9 @@ impl Reactor<'_> {
                 }
             }
         }
+        let mut keys = keys;
+        keys.clear();
+        self.flush = keys;
         self.pending.retain(|k| self.server.conns.contains(*k));
     }
 

@@ -402,12 +402,14 @@ impl Server {
                 if now.duration_since(c.opened_at) > handshake {
                     warn!("{}: closing connection: handshake timeout", c.peer);
                     c.state = State::Closed;
+                    self.touch(key);
                 }
                 return;
             }
             State::Closing => {
                 if c.close_deadline.is_some_and(|d| now >= d) {
                     c.state = State::Closed;
+                    self.touch(key);
                 }
                 return;
             }
@@ -425,6 +427,7 @@ impl Server {
                     s.release_all();
                     s.conn.state = State::Closed;
                 }
+                self.touch(key);
                 return;
             }
             if now.duration_since(c.last_sent) >= hb / 2 && c.out.is_empty() {
@@ -570,6 +573,7 @@ impl Server {
                 c.state = State::Closed;
             }
         }
+        self.touch(key);
     }
 
     /// Shutdown: every open connection gets connection.close 320 CONNECTION_FORCED.
