@@ -22,7 +22,7 @@ import uuid
 import pika
 import pytest
 
-from conftest import message_count
+from conftest import external_port, message_count
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
@@ -373,16 +373,18 @@ def bad_header_case(payload):
     return run
 
 
-def after_handshake(payload, codes, channel=False, within=1.0):
+def after_handshake(payload, codes, channel=False, within=1.0, oracle_suffix=b""):
     """A handshaken raw client (with channel 1 open if `channel`) sends `payload`: the broker
-    answers connection.close with one of `codes` within `within` s and closes the socket."""
+    answers connection.close with one of `codes` within `within` s and closes the socket.
+    `oracle_suffix` is sent after `payload` only against an external broker (RabbitMQ), where
+    Warren is deliberately stricter."""
     def run(broker):
         c = RawClient(broker).handshake()
         if channel:
             c.send(channel_open(1))
             c.read_method((20, 11))
         t0 = time.monotonic()
-        c.send(payload)
+        c.send(payload + (oracle_suffix if external_port() is not None else b""))
         code, text = c.expect_close(timeout=5)
         took = time.monotonic() - t0
         print(f"close {code} {text!r} after {ms(took)}")
@@ -426,7 +428,10 @@ GARBAGE = {
     "body-longer-than-declared": after_handshake(
         method(1, 60, 40, struct.pack(">H", 0) + shortstr("") + shortstr("q") + b"\x00")
         + frame(FRAME_HEADER, 1, struct.pack(">HHQH", 60, 0, 2, 0))
-        + frame(FRAME_BODY, 1, b"abc"), {505}, channel=True),
+        + frame(FRAME_BODY, 1, b"abc"), {505}, channel=True,
+        # RabbitMQ's assembler lets the remaining size go negative and waits for more body
+        # (never closing); the next method frame then gets 505. Warren closes at once.
+        oracle_suffix=basic_qos(1, 1)),
     "heartbeat-on-channel-1": after_handshake(frame(FRAME_HEARTBEAT, 1, b""), {505},
                                               channel=True),
     "http-request": bad_header_case(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
