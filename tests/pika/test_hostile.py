@@ -630,7 +630,11 @@ def test_flooding_publisher_does_not_slow_a_round_tripper(make_broker):
           f"max {ms(max(lat))}")
     assert queued == n
     assert len(lat) >= 100, len(lat)
-    assert p99 < 0.050, f"p99 {ms(p99)} under a publish flood"
+    # The suite runs the debug build, ~10x slower per frame than release: there one loop
+    # turn of the flood (4,096 frames) takes ~9 ms and p99 was measured at 17-42 ms on a
+    # loaded 2-core machine (release: p99 3.8 ms). Without per-turn fairness a round trip
+    # would wait for the whole flood (seconds), so this bound still catches the regression.
+    assert p99 < 0.100, f"p99 {ms(p99)} under a publish flood"
     setup.channel().queue_delete(queue="flood")
     setup.close()
     probe.close()
