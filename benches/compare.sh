@@ -202,7 +202,9 @@ print("\n".join(out))
 EOF
 
 {
-    for line in "${SCENARIOS[@]}"; do
+    # Table rows in the issue's order (row 7 ran last).
+    for line in $(printf '%s\n' "${SCENARIOS[@]}" | sort -t'|' -k1,1V | tr ' ' '\037'); do
+        line=${line//$'\037'/ }
         IFS='|' read -r id label args metric target check <<<"$line"
         wv=(); rv=()
         for run in $(seq 1 "$RUNS"); do
