@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# Warren vs RabbitMQ: runs the issue-3 scenario table with warren-perf against both brokers
+# in the same run and prints a Markdown table (median of 3 runs per cell).
+#
+#   benches/compare.sh                 # full run: 3 runs x 8 s per scenario per broker
+#   benches/compare.sh --quick         # 1 run x 3 s per scenario
+#   benches/compare.sh --warren-only   # skip RabbitMQ
+#
+# Environment: RUNS (default 3, --quick 1), SECS (default 8, --quick 3),
+# RABBIT_URI (default amqp://guest:guest@127.0.0.1:5672/%2f), KEEP_LOGS=1 keeps the JSON.
+# Load only ever goes to 127.0.0.1.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+RUNS=${RUNS:-3}
+SECS=${SECS:-8}
+WARREN_ONLY=0
+for a in "$@"; do
+    case "$a" in
+        --quick) RUNS=${RUNS_QUICK:-1}; SECS=${SECS_QUICK:-3} ;;
+        --warren-only) WARREN_ONLY=1 ;;
+        -h|--help) sed -n 2,11p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "compare.sh: unknown flag $a" >&2; exit 2 ;;
+    esac
+done
+RABBIT_URI=${RABBIT_URI:-amqp://guest:guest@127.0.0.1:5672/%2f}
+
+echo "building release..." >&2
+cargo build --release --quiet --bin warren --bin warren-perf
+PERF=$ROOT/target/release/warren-perf
+WARREN=$ROOT/target/release/warren
+
+WORK=$(mktemp -d)
+WARREN_PID=
+cleanup() {
+    if [ -n "$WARREN_PID" ] && kill -0 "$WARREN_PID" 2>/dev/null; then
+        kill "$WARREN_PID" 2>/dev/null || true
+        wait "$WARREN_PID" 2>/dev/null || true
+    fi
+    if [ "${KEEP_LOGS:-0}" = 1 ]; then echo "logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+# --- Warren -----------------------------------------------------------------------------
+mkdir -p "$WORK/data"
+(ulimit -n 65536 2>/dev/null || true; exec "$WARREN" --amqp-port 0 --data-dir "$WORK/data" --log-level warn \
+    >"$WORK/warren.out" 2>"$WORK/warren.err") &
+WARREN_PID=$!
+WARREN_PORT=
+for _ in $(seq 1 100); do
+    WARREN_PORT=$(sed -n 's|^warren listening on amqp://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$WORK/warren.out" 2>/dev/null | head -1)
+    [ -n "$WARREN_PORT" ] && break
+    kill -0 "$WARREN_PID" 2>/dev/null || { cat "$WORK/warren.err" >&2; echo "warren exited" >&2; exit 1; }
+    sleep 0.1
+done
+[ -n "$WARREN_PORT" ] || { echo "warren did not print its listening line" >&2; exit 1; }
+WARREN_URI="amqp://guest:guest@127.0.0.1:$WARREN_PORT/%2f"
+echo "warren pid $WARREN_PID on port $WARREN_PORT" >&2
+
+# --- RabbitMQ ---------------------------------------------------------------------------
+rabbit_up() { timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672' 2>/dev/null; }
+HAVE_RABBIT=0
+if [ "$WARREN_ONLY" = 0 ]; then
+    if rabbit_up; then
+        HAVE_RABBIT=1
+    elif command -v rabbitmq-server >/dev/null 2>&1; then
+        echo "RabbitMQ installed but not running: starting it..." >&2
+        (rabbitmq-server >"$WORK/rabbit.log" 2>&1 &)
+        for _ in $(seq 1 60); do rabbit_up && { HAVE_RABBIT=1; break; }; sleep 1; done
+        [ "$HAVE_RABBIT" = 1 ] || echo "RabbitMQ did not come up; Warren only" >&2
+    else
+        echo "RabbitMQ not found; Warren only" >&2
+    fi
+fi
+RABBIT_VERSION=
+if [ "$HAVE_RABBIT" = 1 ]; then
+    RABBIT_VERSION=$(rabbitmqctl version 2>/dev/null || true)
+fi
+
+# --- Scenarios --------------------------------------------------------------------------
+# id | label | warren-perf args | metric | target text | target check (python expr on w, r)
+# metric: recv (received msg/s), sent (sent msg/s), mbps:N (received msg/s * N bytes, MB/s),
+#         p99 (consumer latency p99 µs), steady (median of the per-second received rates
+#         after the first two seconds: warren-perf connects its producers one after the
+#         other while the first ones already publish, and its summary counts from before
+#         the clock starts, so with 100 producers the summary rate is meaningless)
+SCENARIOS=(
+"s1|1. 1→1, 16 B, auto-ack (msg/s received)|-x 1 -y 1 -s 16 -a|recv|≥1,000,000 and ≥8× RabbitMQ|w>=1e6 and (r is None or w>=8*r)"
+"s2|2. 1→1, 16 B, manual multi-ack/100, prefetch 1000 (msg/s)|-x 1 -y 1 -s 16 -A 100 -q 1000|recv|≥700,000 and ≥8× RabbitMQ|w>=7e5 and (r is None or w>=8*r)"
+"s3|3. publish only, 16 B, 1 producer (msg/s sent)|-x 1 -y 0 -s 16|sent|≥1,500,000|w>=1.5e6"
+"s4|4. fan-out to 10 queues, 1 consumer each, 16 B (deliveries/s)|-x 1 -y 1 -s 16 -t fanout --queues 10 -a|recv|≥2,000,000|w>=2e6"
+"s5a|5a. 1→1, 1 KB, auto-ack (MB/s of body)|-x 1 -y 1 -s 1024 -a|mbps:1024|—|True"
+"s5b|5b. 1→1, 64 KB, auto-ack (MB/s of body)|-x 1 -y 1 -s 65536 -a|mbps:65536|≥1,500 MB/s|w>=1500"
+"s6a|6a. 1→1 at 10k msg/s, 16 B (p99 latency µs)|-x 1 -y 1 -s 16 -a -r 10000|p99|≤200 µs|w<=200"
+"s6b|6b. 1→1 at 100k msg/s, 16 B (p99 latency µs)|-x 1 -y 1 -s 16 -a -r 100000|p99|≤400 µs|w<=400"
+"s8|8. persistent + confirms 1000, 1 KB, manual ack (msg/s received)|-x 1 -y 1 -s 1024 -f persistent -c 1000 -A 100 -q 1000|recv|— (durability work pending)|True"
+"s7|7. 100 producers → 100 queues → 100 consumers, 16 B, multi-ack/100, prefetch 1000 (msg/s, steady state)|-x 100 -y 1 --queues 100 -e '' -s 16 -A 100 -q 1000|steady|≥80% of row 2|S2 is not None and w>=0.8*S2"
+)
+
+# run_one URI ARGS JSON: one warren-perf run; the JSON summary lands in JSON.
+run_one() {
+    local uri=$1 args=$2 json=$3 metric=$4
+    local quiet=--quiet secs=$SECS
+    eval "set -- $args"
+    if [ "$metric" = steady ]; then quiet=; secs=$((SECS + 2)); fi
+    if ! "$PERF" -h "$uri" -z "$secs" $quiet --json "$json" "$@" >"$json.log" 2>&1; then
+        echo "  warren-perf failed: $(tail -2 "$json.log" | tr '\n' ' ')" >&2
+        rm -f "$json"
+    fi
+}
+
+metric_of() { # metric json
+    python3 - "$1" "$2" <<'EOF'
+import json, sys
+m, path = sys.argv[1], sys.argv[2]
+try:
+    d = json.load(open(path))
+except Exception:
+    print("nan"); sys.exit()
+if m == "steady":
+    import re, statistics
+    iv = [float(x) for x in re.findall(r"^time: \d+s, .*received: (\d+) msg/s", open(path + ".log").read(), re.M)]
+    v = statistics.median(iv[2:]) if len(iv) > 2 else float("nan")
+elif m == "recv": v = d["receive_rate"]
+elif m == "sent": v = d["send_rate"]
+elif m.startswith("mbps:"): v = d["receive_rate"] * int(m[5:]) / 1e6
+elif m == "p99": v = d["latency_us"]["p99"] if d["latency_us"]["count"] else float("nan")
+else: v = float("nan")
+print(v)
+EOF
+}
+
+median() { python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.argv[1:] if x!="nan"]; print(s.median(v) if v else "nan")' "$@"; }
+
+declare -A RESULT
+BROKERS=(warren)
+[ "$HAVE_RABBIT" = 1 ] && BROKERS+=(rabbit)
+for line in "${SCENARIOS[@]}"; do
+    IFS='|' read -r id label args metric _ _ <<<"$line"
+    for run in $(seq 1 "$RUNS"); do
+        # Interleave the brokers run by run so background load hits both alike.
+        for b in "${BROKERS[@]}"; do
+            uri=$WARREN_URI; [ "$b" = rabbit ] && uri=$RABBIT_URI
+            json="$WORK/$id.$b.$run.json"
+            echo "[$id] $b run $run/$RUNS: warren-perf $args -z $SECS" >&2
+            # Per-scenario queue and exchange names: a fan-out exchange never meets a
+            # direct one of the same name, and a leftover never interferes.
+            extra="-u wp-$id"; [[ " $args " == *" -e "* ]] || extra="$extra -e wp-$id"
+            run_one "$uri" "$extra $args" "$json" "$metric"
+            RESULT[$id.$b.$run]=$(metric_of "$metric" "$json")
+            echo "      -> ${RESULT[$id.$b.$run]}" >&2
+        done
+    done
+done
+
+# Row 7 floods RabbitMQ with a backlog it may not delete within warren-perf's 5 s cleanup
+# wait (that is why it runs last): declare (purge) and delete its queues once more.
+if [ "$HAVE_RABBIT" = 1 ]; then
+    timeout 300 "$PERF" -h "$RABBIT_URI" -x 0 -y 0 --queues 100 -u wp-s7 -e '' -z 1 --quiet \
+        >/dev/null 2>&1 || echo "note: RabbitMQ cleanup of wp-s7-* queues did not finish" >&2
+fi
+
+# --- Table ------------------------------------------------------------------------------
+TABLE=$WORK/table.py
+cat >"$TABLE" <<'EOF'
+import math, sys
+rows, have_rabbit = [], sys.argv[1] == "1"
+S2 = None
+def num(x):
+    v = float(x)
+    return None if math.isnan(v) else v
+def fmt(v, metric):
+    if v is None: return "n/a"
+    if metric == "p99": return f"{v:,.0f} µs"
+    if metric.startswith("mbps"): return f"{v:,.0f} MB/s"
+    return f"{v:,.0f}"
+lines = sys.stdin.read().strip().split("\n")
+out = []
+for ln in lines:
+    id, label, metric, target, check, w, r = ln.split("|")
+    w, r = num(w), (num(r) if have_rabbit else None)
+    if id == "s2": S2 = w
+    ratio = "n/a"
+    if w is not None and r:
+        ratio = f"{w / r:.1f}×" if metric != "p99" else f"{r / w:.1f}× lower" if w <= r else f"{w / r:.1f}× higher"
+    ok = ""
+    if w is not None and check != "True":
+        try:
+            ok = " ✅" if eval(check, {"w": w, "r": r, "S2": S2}) else " ❌"
+        except Exception:
+            ok = ""
+    cols = [label, fmt(w, metric)]
+    if have_rabbit: cols += [fmt(r, metric), ratio]
+    cols.append(target + ok)
+    out.append("| " + " | ".join(cols) + " |")
+hdr = ["scenario", "Warren"] + (["RabbitMQ", "Warren/RabbitMQ"] if have_rabbit else []) + ["target"]
+print("| " + " | ".join(hdr) + " |")
+print("|" + "|".join(["---"] + ["---:"] * (len(hdr) - 2) + ["---"]) + "|")
+print("\n".join(out))
+EOF
+
+{
+    # Table rows in the issue's order (row 7 ran last).
+    for line in $(printf '%s\n' "${SCENARIOS[@]}" | sort -t'|' -k1,1V | tr ' ' '\037'); do
+        line=${line//$'\037'/ }
+        IFS='|' read -r id label args metric target check <<<"$line"
+        wv=(); rv=()
+        for run in $(seq 1 "$RUNS"); do
+            wv+=("${RESULT[$id.warren.$run]}")
+            [ "$HAVE_RABBIT" = 1 ] && rv+=("${RESULT[$id.rabbit.$run]}")
+        done
+        w=$(median "${wv[@]}")
+        r=nan; [ "$HAVE_RABBIT" = 1 ] && r=$(median "${rv[@]}")
+        echo "$id|$label|$metric|$target|$check|$w|$r"
+    done
+} | python3 "$TABLE" "$HAVE_RABBIT" >"$WORK/table.md"
+
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+echo
+echo "Machine: $(nproc) cores, ${CPU:-unknown CPU}; $(uname -sr). Date: $(date -u '+%Y-%m-%d %H:%M UTC')."
+echo "Warren $(git rev-parse --short HEAD 2>/dev/null || echo '?')${RABBIT_VERSION:+; RabbitMQ $RABBIT_VERSION}."
+echo "Median of $RUNS run(s) of ${SECS} s each (warren-perf -z $SECS); brokers interleaved run by run."
+echo
+cat "$WORK/table.md"
