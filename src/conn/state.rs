@@ -33,7 +33,7 @@ use super::{Connection, State};
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Frames handled per connection per call, so one busy peer cannot starve the others.
-pub const FRAMES_PER_TURN: usize = 4096;
+pub const FRAMES_PER_TURN: usize = 1024;
 
 /// Side effects on other connections, applied by the server after the batch.
 #[derive(Debug)]
