@@ -82,6 +82,9 @@ pub struct Channel {
     pub tx: Option<Vec<TxOp>>,
     /// The last queue declared on this channel ("" in later methods means it).
     pub last_queue: Bytes,
+    /// The exchange the last publish went to: a publisher that keeps publishing to one
+    /// exchange skips the name lookup (its generational id proves it still exists).
+    pub last_exchange: Option<(Bytes, crate::broker::ExchangeId)>,
 }
 
 impl Channel {
@@ -101,6 +104,7 @@ impl Channel {
             confirmed: 0,
             tx: None,
             last_queue: Bytes::new(),
+            last_exchange: None,
         }
     }
 

@@ -983,7 +983,22 @@ impl Session<'_> {
         properties: Bytes,
         body: Bytes,
     ) -> Result<(), AmqpError> {
-        let x = self.broker.publish_target(&p.exchange)?;
+        let cached = self
+            .conn
+            .channel(ch)
+            .and_then(|c| c.last_exchange.as_ref())
+            .filter(|(name, id)| *name == p.exchange && self.broker.exchange(*id).is_some())
+            .map(|(_, id)| *id);
+        let x = match cached {
+            Some(id) => id,
+            None => {
+                let id = self.broker.publish_target(&p.exchange)?;
+                if let Some(c) = self.conn.channel_mut(ch) {
+                    c.last_exchange = Some((p.exchange.clone(), id));
+                }
+                id
+            }
+        };
         // user-id is bit 4 of the first property-flag word; decode only then.
         if properties.get(1).is_some_and(|f| f & 0x10 != 0) {
             let user = BasicProperties::decode(&properties)
