@@ -631,6 +631,11 @@ fn damaged_tail(damage: impl FnOnce(&Path)) -> (Vec<String>, Vec<String>, String
     b.stop();
     damage(&last_segment(dir.path()));
     let mut b = start(dir.path());
+    // Recovery logs to stderr before the listening line reaches stdout, but the two pipes
+    // are drained by different threads: wait (bounded) for the line to be captured.
+    wait_until(Duration::from_secs(5), || {
+        b.logs().contains("torn or corrupt tail")
+    });
     let logs = b.logs();
     let got = block_on(async {
         let c = Client::open(&b).await;
