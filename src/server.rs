@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::conn::channel::Unacked;
 use crate::conn::state::{self, Event, Session};
 use crate::conn::{Connection, State, LOW_WATER};
-use crate::error::{precondition, ReplyCode};
+use crate::error::precondition;
 use crate::proto::frame;
 
 /// How often every connection's timers are looked at.
@@ -585,7 +585,6 @@ impl Server {
             }
             self.touch(k);
         }
-        let _ = ReplyCode::ConnectionForced;
     }
 
     /// In-process driver: feeds bytes to a connection, runs a whole turn, and returns

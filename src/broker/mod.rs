@@ -1088,7 +1088,7 @@ impl Broker {
 /// RabbitMQ compares the `x-` arguments it knows; we compare every argument, which
 /// is stricter only for arguments RabbitMQ would ignore.
 fn check_equivalent_args(name: &[u8], got: &FieldTable, cur: &FieldTable) -> Result<(), AmqpError> {
-    for (k, v) in got.iter().chain(cur.iter()) {
+    for (k, _) in got.iter().chain(cur.iter()) {
         let a = got.get(k);
         let b = cur.get(k);
         let same = match (a, b) {
@@ -1101,7 +1101,6 @@ fn check_equivalent_args(name: &[u8], got: &FieldTable, cur: &FieldTable) -> Res
                 None => "none".to_string(),
                 Some(v) => format!("{v:?}"),
             };
-            let _ = v;
             return Err(precondition(format!(
                 "inequivalent arg '{}' for queue '{}' in vhost '{VHOST}': received {} but current is {}",
                 show(k),
