@@ -196,7 +196,9 @@ impl Reactor<'_> {
             };
             // Input left over from a spent frame budget is handled before reading
             // more, so a flooding publisher cannot grow the read buffer without bound.
-            if c.input().len() >= READ_MIN && self.server.input(key) {
+            // Any leftover counts, however short: the socket may be empty, and then no
+            // event will ever bring us back to it. (A partial frame costs one header check.)
+            if !c.input().is_empty() && self.server.input(key) {
                 return true;
             }
             let Some(c) = self.server.conns.get_mut(key) else {

@@ -569,3 +569,25 @@ fn client_connection_close_gets_close_ok() {
     // after 30 s), so nothing is asserted about who closes first.
     healthy(&b);
 }
+
+/// More frames in one write than the broker handles per connection per turn (1,024),
+/// followed by a method that needs a reply, all small enough to be read in one go: the
+/// leftover frames sit in the broker's read buffer with nothing left in the socket, so
+/// no readiness event will come. The broker must still handle them on a later turn.
+/// (A regression: the flooding-publisher pika test hung on its final queue.declare.)
+#[test]
+fn frames_left_over_from_a_spent_budget_are_handled_without_a_new_event() {
+    let b = Broker::start();
+    let mut c = b.handshake();
+    c.open_channel(1);
+    let q = unique("leftover");
+    let mut burst = Vec::new();
+    for _ in 0..1100 {
+        burst.extend_from_slice(&frame(FRAME_HEARTBEAT, 0, &[]));
+    }
+    burst.extend_from_slice(&frame(FRAME_METHOD, 1, &queue_declare(&q, true, false)));
+    assert!(burst.len() < 16 * 1024, "must fit one read");
+    c.send(&burst);
+    c.expect_method(1, 50, 11);
+    healthy(&b);
+}
