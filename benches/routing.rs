@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use std::rc::Rc;
 use warren::broker::exchange::headers;
 use warren::broker::exchange::topic::TopicTrie;
 use warren::broker::{Broker, Dest, ExchangeDecl, QueueDecl};
@@ -86,17 +85,13 @@ fn route(c: &mut Criterion) {
             ids.push(q);
         }
         let x = broker.publish_target(b"fan").unwrap();
-        let msg = Rc::new(Message::new(
-            Bytes::from_static(b"fan"),
-            Bytes::from_static(b"k"),
-            Bytes::from_static(&[0, 0]),
-            Bytes::from_static(&[1; 16]),
-        ));
+        let msg = Message::new(b"fan", b"k", &[0, 0], Bytes::from_static(&[1; 16]), None);
+        let props = Bytes::from_static(&[0, 0]);
         let mut out = Vec::new();
         let mut count = 0u32;
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
-                broker.route(x, msg.routing_key(), msg.properties(), &mut out);
+                broker.route(x, msg.routing_key(), &props, &mut out);
                 for &q in &out {
                     broker.enqueue(q, msg.clone());
                 }
@@ -118,5 +113,26 @@ fn route(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, topic, headers_match, route);
+/// Building a queued message from a publish: one allocation, the small parts copied in
+/// (the per-publish cost of the compact representation, see `message.rs`).
+fn message_build(c: &mut Criterion) {
+    let mut g = c.benchmark_group("message_build");
+    for size in [16usize, 512, 4096] {
+        let body = Bytes::from(vec![1u8; size]);
+        g.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
+            b.iter(|| {
+                black_box(Message::new(
+                    b"amq.direct",
+                    b"perf-test-queue",
+                    &[0x10, 0, 2],
+                    black_box(&body).clone(),
+                    None,
+                ))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, topic, headers_match, route, message_build);
 criterion_main!(benches);

@@ -279,7 +279,7 @@ impl Server {
                     durable,
                     consumer: c.id,
                     msg: r.msg.clone(),
-                    seq: r.seq,
+                    seq: r.seq(),
                     delivered_at: *now,
                 });
             }
@@ -290,7 +290,7 @@ impl Server {
             } else {
                 crate::broker::delivered_in(store.as_deref_mut(), durable, &r.msg);
             }
-            state::write_delivery(conn, c.channel, &c.tag, tag, r.redelivered, &r.msg, &body);
+            state::write_delivery(conn, c.channel, &c.tag, tag, r.redelivered(), &r.msg, &body);
             if !conn.touched {
                 conn.touched = true;
                 touched.push(c.conn);

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use crate::error::{
     access_refused, not_found, precondition, resource_locked, AmqpError, ReplyCode,
 };
-use crate::message::{Message, MessageRef};
+use crate::message::{Body, Message};
 use crate::proto::{properties, FieldTable, FieldValue};
 use crate::store::meta::{MetaBinding, MetaExchange, MetaQueue};
 use crate::store::{self, Location, Meta, Store};
@@ -137,12 +137,12 @@ pub fn delivered_in(store: Option<&mut Store>, durable: u32, msg: &Message) {
 }
 
 /// The body to deliver: in memory, or read back from the store for a paged message.
-pub fn load_body_in(store: Option<&mut Store>, msg: &Message) -> std::io::Result<Bytes> {
+pub fn load_body_in<'m>(store: Option<&mut Store>, msg: &'m Message) -> std::io::Result<Body<'m>> {
     if !msg.is_paged() {
-        return Ok(msg.body().clone());
+        return Ok(msg.body());
     }
     match (store, msg.location()) {
-        (Some(st), Some(loc)) => st.read_body(loc),
+        (Some(st), Some(loc)) => st.read_body(loc).map(Body::Loaded),
         _ => Err(std::io::Error::other("paged message without a store")),
     }
 }
@@ -822,7 +822,7 @@ impl Broker {
     }
 
     /// Appends a message to a queue and schedules it for dispatch.
-    pub fn enqueue(&mut self, id: QueueId, msg: MessageRef) {
+    pub fn enqueue(&mut self, id: QueueId, msg: Message) {
         if let Some(q) = self.queue_mut(id) {
             q.push(msg);
             self.mark_dirty(id);
@@ -831,7 +831,7 @@ impl Broker {
 
     /// Puts an unacked message back at its original position, marked redelivered. A
     /// message whose queue is gone is settled instead (`durable` is that queue's id).
-    pub fn requeue(&mut self, id: QueueId, durable: u32, msg: MessageRef, seq: u64) {
+    pub fn requeue(&mut self, id: QueueId, durable: u32, msg: Message, seq: u64) {
         if let Some(q) = self.queue_mut(id) {
             q.requeue(msg, seq);
             self.mark_dirty(id);
@@ -852,7 +852,7 @@ impl Broker {
     }
 
     /// The body of `msg`, read back from the store when it is paged.
-    pub fn load_body(&mut self, msg: &Message) -> std::io::Result<Bytes> {
+    pub fn load_body<'m>(&mut self, msg: &'m Message) -> std::io::Result<Body<'m>> {
         load_body_in(self.store.as_mut(), msg)
     }
 
@@ -1010,7 +1010,7 @@ impl Broker {
         for r in messages {
             let rec = r.record;
             let page = crate::message::resident_bytes() as u64 + rec.body.len() as u64 > budget;
-            let msg = std::rc::Rc::new(if page {
+            let msg = if page {
                 Message::paged(
                     &rec.exchange,
                     &rec.routing_key,
@@ -1019,15 +1019,15 @@ impl Broker {
                     r.location,
                 )
             } else {
-                Message::new(rec.exchange, rec.routing_key, rec.properties, rec.body)
-                    .with_location(r.location)
-            });
+                let (e, k, p) = (&rec.exchange, &rec.routing_key, &rec.properties);
+                Message::new(e, k, p, rec.body, Some(r.location))
+            };
             for (qid, delivered) in r.queues {
                 if let Some(q) = by_id.get(&qid).and_then(|id| b.queue_mut(*id)) {
                     q.push(msg.clone());
                     if delivered {
                         if let Some(last) = q.ready.back_mut() {
-                            last.redelivered = true;
+                            last.set_redelivered();
                         }
                     }
                 }
@@ -1116,16 +1116,9 @@ fn check_equivalent_args(name: &[u8], got: &FieldTable, cur: &FieldTable) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Message;
-    use std::rc::Rc;
 
-    fn msg(rk: &'static str) -> MessageRef {
-        Rc::new(Message::new(
-            Bytes::new(),
-            Bytes::from_static(rk.as_bytes()),
-            Bytes::from_static(&[0, 0]),
-            Bytes::new(),
-        ))
+    fn msg(rk: &'static str) -> Message {
+        Message::new(b"", rk.as_bytes(), &[0, 0], Bytes::new(), None)
     }
 
     fn decl(name: &'static str) -> QueueDecl {
@@ -1155,7 +1148,8 @@ mod tests {
         let id = b.publish_target(x.as_bytes()).unwrap();
         let mut out = Vec::new();
         let m = msg(rk);
-        b.route(id, m.routing_key(), m.properties(), &mut out);
+        let props = Bytes::copy_from_slice(m.properties());
+        b.route(id, m.routing_key(), &props, &mut out);
         out
     }
 

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::broker::QueueId;
-use crate::message::MessageRef;
+use crate::message::Message;
 use crate::proto::basic;
 
 use super::assembler::Assembler;
@@ -24,7 +24,7 @@ pub struct Unacked {
     pub durable: u32,
     /// The consumer it was delivered to; 0 for basic.get.
     pub consumer: u64,
-    pub msg: MessageRef,
+    pub msg: Message,
     /// Its position in the queue, to requeue it there.
     pub seq: u64,
     pub delivered_at: Instant,
@@ -162,9 +162,7 @@ mod tests {
     use super::*;
     use crate::broker::queue::QueueProps;
     use crate::broker::{Broker, QueueDecl};
-    use crate::message::Message;
     use crate::proto::FieldTable;
-    use std::rc::Rc;
 
     fn chan_with(tags: &[u64]) -> Channel {
         let mut b = Broker::new();
@@ -186,12 +184,7 @@ mod tests {
         let now = Instant::now();
         for &t in tags {
             c.next_tag = t;
-            let msg = Rc::new(Message::new(
-                Bytes::new(),
-                Bytes::new(),
-                Bytes::from_static(&[0, 0]),
-                Bytes::new(),
-            ));
+            let msg = Message::new(b"", b"", &[0, 0], Bytes::new(), None);
             c.unacked.push_back(Unacked {
                 tag: t,
                 queue: q,

@@ -15,6 +15,7 @@ use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::message::Body;
 use crate::proto::frame;
 use channel::Channel;
 
@@ -73,12 +74,15 @@ impl OutBuf {
 
     /// Writes a content header and body frames for `body`, splitting by `frame_max`.
     /// Large bodies go by reference (no copy), small ones are copied.
-    pub fn write_content(&mut self, channel: u16, properties: &[u8], body: &Bytes, frame_max: u32) {
+    pub fn write_content(&mut self, channel: u16, properties: &[u8], body: &Body, frame_max: u32) {
         frame::write_content_header(&mut self.tail, channel, body.len() as u64, properties);
-        if body.len() < BODY_BY_REF {
-            frame::write_body(&mut self.tail, channel, body, frame_max);
-            return;
-        }
+        let body = match body.shared() {
+            Some(b) if b.len() >= BODY_BY_REF => b,
+            _ => {
+                frame::write_body(&mut self.tail, channel, body.as_slice(), frame_max);
+                return;
+            }
+        };
         let max = (frame_max.max(frame::FRAME_MIN_SIZE) - 8) as usize;
         let mut at = 0;
         while at < body.len() {
@@ -397,7 +401,7 @@ mod tests {
     fn large_bodies_are_split_by_frame_max_and_not_copied() {
         let mut o = OutBuf::default();
         let body = Bytes::from(vec![7u8; 10_000]);
-        o.write_content(1, &[0, 0], &body, 4096);
+        o.write_content(1, &[0, 0], &Body::Shared(&body), 4096);
         // header frame + 3 body frames (4088 + 4088 + 1824)
         let all = o.take_all();
         let mut at = 0;

@@ -10,13 +10,12 @@
 
 use bytes::{Bytes, BytesMut};
 use log::{debug, info, warn};
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::broker::{Broker, Dest, ExchangeDecl, QueueDecl, QueueId};
 use crate::config::Config;
 use crate::error::{not_found, precondition, AmqpError, ReplyCode};
-use crate::message::Message;
+use crate::message::{Body, Message};
 use crate::proto::frame::{
     self, FrameError, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD,
 };
@@ -1031,28 +1030,25 @@ impl Session<'_> {
                 )
             })?;
         }
-        let msg = Rc::new(match location {
+        let msg = match location {
             Some(loc) if page => {
                 Message::paged(&p.exchange, &p.routing_key, &properties, body.len(), loc)
             }
-            Some(loc) => {
-                Message::new(p.exchange, p.routing_key, properties, body).with_location(loc)
-            }
-            None => Message::new(p.exchange, p.routing_key, properties, body),
-        });
+            _ => Message::new(&p.exchange, &p.routing_key, &properties, body, location),
+        };
         if self.routed.is_empty() {
             if p.mandatory {
                 let ret = basic::Return {
                     reply_code: ReplyCode::NoRoute as u16,
                     reply_text: Bytes::from_static(b"NO_ROUTE"),
-                    exchange: msg.exchange().clone(),
-                    routing_key: msg.routing_key().clone(),
+                    exchange: p.exchange,
+                    routing_key: p.routing_key,
                 };
                 self.send(ch, &Method::BasicReturn(ret));
                 let fm = self.conn.frame_max;
                 self.conn
                     .out
-                    .write_content(ch, msg.properties(), msg.body(), fm);
+                    .write_content(ch, msg.properties(), &msg.body(), fm);
             }
         } else {
             for &q in self.routed.iter() {
@@ -1109,16 +1105,16 @@ impl Session<'_> {
                 durable,
                 consumer: 0,
                 msg: r.msg.clone(),
-                seq: r.seq,
+                seq: r.seq(),
                 delivered_at: self.now,
             });
             self.broker.delivered(durable, &r.msg);
         }
         let ok = basic::GetOk {
             delivery_tag: tag,
-            redelivered: r.redelivered,
-            exchange: r.msg.exchange().clone(),
-            routing_key: r.msg.routing_key().clone(),
+            redelivered: r.redelivered(),
+            exchange: Bytes::copy_from_slice(r.msg.exchange()),
+            routing_key: Bytes::copy_from_slice(r.msg.routing_key()),
             message_count: remaining,
         };
         self.send(ch, &Method::BasicGetOk(ok));
@@ -1229,7 +1225,7 @@ pub fn write_delivery(
     tag: u64,
     redelivered: bool,
     msg: &Message,
-    body: &Bytes,
+    body: &Body,
 ) {
     frame::write_deliver(
         conn.out.tail(),
