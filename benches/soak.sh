@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak: mixed load on Warren with warren-perf plus random connection kills, for
 # SOAK_SECS seconds (default 1800). Samples the broker's RSS every 10 s and, at the end,
-# prints RSS first/last/max and every log line at WARN or ERROR that is not an expected
+# prints RSS first/last/max (with the ready/unacked message counts from SIGUSR1) and every log line at WARN or ERROR that is not an expected
 # consequence of the kills. Not part of CI (it is long by design).
 #
 #   benches/soak.sh              # 30 minutes
@@ -49,14 +49,21 @@ $P -h "$U" -u soak-fanout -e soak-fan -t fanout --queues 5 -x 1 -y 1 -s 200 -r 2
 : >"$LOG.rss"
 end=$((SECONDS + SECS))
 while [ $SECONDS -lt $end ]; do
-  echo "$SECONDS $(awk '/VmRSS/{print $2}' /proc/$WPID/status)" >>"$LOG.rss"
+  # SIGUSR1 makes Warren log its counters: RSS next to the messages it holds, so that a
+  # backlog left by the killed clients is not mistaken for a leak.
+  kill -USR1 $WPID
+  sleep 0.2
+  stats=$(grep "stats:" "$LOG" | tail -1 | sed 's/.*stats: //')
+  ready=$(sed -n 's/.*ready \([0-9]*\).*/\1/p' <<<"$stats")
+  unacked=$(sed -n 's/.*unacked \([0-9]*\).*/\1/p' <<<"$stats")
+  echo "$SECONDS $(awk '/VmRSS/{print $2}' /proc/$WPID/status) ${ready:-?} ${unacked:-?}" >>"$LOG.rss"
   sleep 10
 done
 for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 kill -TERM $WPID; wait $WPID || true
 
 echo "== $(cat "$LOG.kills" 2>/dev/null)"
-awk 'NR==1{first=$2} {if($2>max)max=$2; last=$2} END{printf "== RSS KiB: first %d, last %d, max %d over %d samples\n", first, last, max, NR}' "$LOG.rss"
+awk 'NR==1{first=$2} {if($2>max)max=$2; last=$2; lr=$3; lu=$4; if($3>mr)mr=$3} END{printf "== RSS KiB: first %d, last %d, max %d over %d samples; queued messages: last %s ready + %s unacked, max ready %d\n", first, last, max, NR, lr, lu, mr}' "$LOG.rss"
 echo "== WARN/ERROR lines not explained by the kills:"
 grep -E " (WARN|ERROR) " "$LOG" | grep -v "client unexpectedly closed TCP connection" | head -20 || echo "(none)"
 echo "== RSS samples: $LOG.rss; log: $LOG"

@@ -2,7 +2,7 @@
 //! connection's socket; the loop turn described in `lib.rs`.
 //!
 //! This module is the only one that touches sockets. Tokens are slab keys of the
-//! connections; the listener and the signal pipe use the two highest tokens.
+//! connections; the listener and the two signal pipes use the three highest tokens.
 
 use log::{error, info, warn};
 use mio::net::{TcpListener, UnixStream};
@@ -18,6 +18,8 @@ use crate::server::Server;
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
+/// SIGUSR1: log one line of counters (`Server::stats`).
+const STATS: Token = Token(usize::MAX - 2);
 
 /// Reads per connection per turn before moving on (fairness between peers).
 const READS_PER_TURN: usize = 4;
@@ -44,6 +46,13 @@ pub fn run(config: Config) -> io::Result<()> {
     let mut sig_read = UnixStream::from_std(sig_read);
     poll.registry()
         .register(&mut sig_read, SIGNALS, Interest::READABLE)?;
+    let (stats_read, stats_write) = std::os::unix::net::UnixStream::pair()?;
+    stats_read.set_nonblocking(true)?;
+    stats_write.set_nonblocking(true)?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGUSR1, stats_write)?;
+    let mut stats_read = UnixStream::from_std(stats_read);
+    poll.registry()
+        .register(&mut stats_read, STATS, Interest::READABLE)?;
 
     let local = listener.local_addr()?;
     info!("listening on {local}");
@@ -62,7 +71,7 @@ pub fn run(config: Config) -> io::Result<()> {
     };
     let mut events = Events::with_capacity(1024);
     loop {
-        let stop = reactor.turn(&mut events, &mut sig_read)?;
+        let stop = reactor.turn(&mut events, &mut sig_read, &mut stats_read)?;
         if stop {
             break;
         }
@@ -82,7 +91,12 @@ struct Reactor<'a> {
 
 impl Reactor<'_> {
     /// One loop turn. Returns true when a stop signal arrived.
-    fn turn(&mut self, events: &mut Events, sig: &mut UnixStream) -> io::Result<bool> {
+    fn turn(
+        &mut self,
+        events: &mut Events,
+        sig: &mut UnixStream,
+        stats: &mut UnixStream,
+    ) -> io::Result<bool> {
         let timeout = if !self.pending.is_empty() || self.server.has_pending_work() {
             Some(Duration::ZERO)
         } else {
@@ -107,6 +121,11 @@ impl Reactor<'_> {
                     let mut buf = [0u8; 64];
                     while matches!(sig.read(&mut buf), Ok(n) if n > 0) {}
                     stop = true;
+                }
+                STATS => {
+                    let mut buf = [0u8; 64];
+                    while matches!(stats.read(&mut buf), Ok(n) if n > 0) {}
+                    info!("{}", self.server.stats());
                 }
                 Token(k) => {
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {

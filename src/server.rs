@@ -298,6 +298,25 @@ impl Server {
         }
     }
 
+    /// One line of counters for operators (`kill -USR1`), e.g. to tell a memory leak from
+    /// a backlog: RSS next to the messages that explain it.
+    pub fn stats(&self) -> String {
+        let (mut channels, mut unacked) = (0, 0);
+        for (_, c) in &self.conns {
+            channels += c.channels.len();
+            unacked += c.channels.iter().map(|ch| ch.unacked.len()).sum::<usize>();
+        }
+        let rss = crate::alarm::rss().map_or("?".into(), |b| (b / 1024).to_string());
+        format!(
+            "stats: connections {}, channels {channels}, queues {}, ready {}, unacked {unacked}, \
+             resident body bytes {}, rss KiB {rss}",
+            self.conns.len(),
+            self.broker.queue_count(),
+            self.broker.ready_count(),
+            crate::message::resident_bytes(),
+        )
+    }
+
     /// Whether work is waiting that needs no new input (poll must not block).
     pub fn has_pending_work(&self) -> bool {
         !self.broker_dirty_is_empty()

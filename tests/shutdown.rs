@@ -1,4 +1,4 @@
-//! Warren-only: SIGTERM closes client connections with 320 and exits 0.
+//! Warren-only: SIGTERM closes client connections with 320 and exits 0; SIGUSR1 logs stats.
 mod support;
 
 use std::time::{Duration, Instant};
@@ -50,4 +50,54 @@ fn sigterm_with_no_clients_exits_zero() {
         "exit status {status}; logs:\n{}",
         b.logs()
     );
+}
+
+#[test]
+fn sigusr1_logs_counters_and_the_broker_keeps_serving() {
+    let Some(b) = Broker::spawn_own(&[]) else {
+        return;
+    };
+    let mut c = b.handshake();
+    c.open_channel(1);
+    let q = unique("stats");
+    c.send_method(1, &queue_declare(&q, false, false));
+    c.expect_method(1, 50, 11);
+    for body in [&b"one"[..], b"two", b"three"] {
+        c.send_method(1, &basic_publish("", &q, false));
+        c.send_frame(FRAME_HEADER, 1, &content_header(body.len() as u64));
+        c.send_frame(FRAME_BODY, 1, body);
+    }
+    // A passive declare answers after the three publishes were handled.
+    c.send_method(
+        1,
+        &method(
+            50,
+            10,
+            &Args::new()
+                .short(0)
+                .shortstr(&q)
+                .bits(&[true, false, false, false, false])
+                .table(&[])
+                .build(),
+        ),
+    );
+    c.expect_method(1, 50, 11);
+    let pid = b.pid().expect("own broker");
+    let status = std::process::Command::new("kill")
+        .args(["-USR1", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let want = "stats: connections 1, channels 1, queues 1, ready 3, unacked 0, \
+                resident body bytes 11, rss KiB ";
+    assert!(
+        wait_until(Duration::from_secs(5), || b.logs().contains(want)),
+        "no stats line; logs:\n{}",
+        b.logs()
+    );
+    healthy_roundtrip(&b);
+}
+
+fn healthy_roundtrip(b: &Broker) {
+    block_on(roundtrip(&b.uri()));
 }

@@ -247,6 +247,11 @@ impl Broker {
         self.queues.len()
     }
 
+    /// Ready messages over all queues (the stats line).
+    pub fn ready_count(&self) -> usize {
+        self.queues.iter().map(|(_, q)| q.ready.len()).sum()
+    }
+
     /// Looks a queue up by name for connection `conn`: 404 when missing, 405 when
     /// another connection owns it exclusively.
     pub fn find_queue(&self, name: &[u8], conn: usize) -> Result<QueueId, AmqpError> {
