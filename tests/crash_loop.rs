@@ -42,6 +42,8 @@ struct Log {
     acks_sent: u64,
     /// Ids the consumer tried to ack (the ack may have been lost in a kill).
     acked: HashSet<u64>,
+    /// Consumers that got as far as basic.consume-ok (one per incarnation at most).
+    consumers_started: u64,
 }
 
 struct Rng(u64);
@@ -102,15 +104,27 @@ async fn publisher(uri: String, next: Arc<AtomicU64>, log: Arc<Mutex<Log>>) -> l
     ch.queue_declare(QUEUE.into(), declare_options(), FieldTable::default())
         .await?;
     let props = BasicProperties::default().with_delivery_mode(2);
-    let mut window = VecDeque::with_capacity(WINDOW);
+    let mut window: VecDeque<(u64, lapin::PublisherConfirm)> = VecDeque::with_capacity(WINDOW);
+    let record = |id: u64, c: Confirmation| match c {
+        Confirmation::Ack(_) => {
+            log.lock().unwrap().confirmed.insert(id);
+        }
+        _ => log.lock().unwrap().nacked += 1,
+    };
     loop {
         if window.len() >= WINDOW {
-            let (id, confirm): (u64, lapin::PublisherConfirm) = window.pop_front().unwrap();
-            match confirm.await? {
-                Confirmation::Ack(_) => {
-                    log.lock().unwrap().confirmed.insert(id);
+            let (id, confirm) = window.pop_front().unwrap();
+            record(id, confirm.await?);
+        }
+        // Record confirms as they arrive, not only when the window is full: an incarnation
+        // killed before its 100th publish (a slow host) would otherwise confirm nothing.
+        while let Some((_, confirm)) = window.front_mut() {
+            match futures_lite::future::poll_once(confirm).await {
+                Some(r) => {
+                    let (id, _) = window.pop_front().unwrap();
+                    record(id, r?);
                 }
-                _ => log.lock().unwrap().nacked += 1,
+                None => break,
             }
         }
         let id = next.fetch_add(1, Ordering::Relaxed);
@@ -142,6 +156,7 @@ async fn consumer(uri: String, log: Arc<Mutex<Log>>) -> lapin::Result<()> {
             FieldTable::default(),
         )
         .await?;
+    log.lock().unwrap().consumers_started += 1;
     while let Some(d) = c.next().await {
         let d = d?;
         let id = id_of(&d.data);
@@ -162,16 +177,40 @@ struct Round {
     consumer: tokio::task::JoinHandle<lapin::Result<()>>,
 }
 
+/// Starts a publisher and a consumer and waits (bounded) until both are at work: the
+/// publisher has published and the consumer is consuming. The random kill delay counts
+/// from there, so that on a slow host the kills still land among publishes, confirms and
+/// acks rather than all in the clients' connection handshakes.
 fn start_clients(
     rt: &tokio::runtime::Runtime,
     b: &Broker,
     next: &Arc<AtomicU64>,
     log: &Arc<Mutex<Log>>,
 ) -> Round {
-    Round {
+    let published = next.load(Ordering::Relaxed);
+    let consumers = log.lock().unwrap().consumers_started;
+    let round = Round {
         publisher: rt.spawn(publisher(b.uri(), next.clone(), log.clone())),
         consumer: rt.spawn(consumer(b.uri(), log.clone())),
+    };
+    let going = wait_until(STEP, || {
+        next.load(Ordering::Relaxed) > published
+            && log.lock().unwrap().consumers_started > consumers
+    });
+    if !going {
+        let problems: Vec<String> = [round.publisher.is_finished(), round.consumer.is_finished()]
+            .iter()
+            .zip(["publisher", "consumer"])
+            .filter(|(done, _)| **done)
+            .map(|(_, who)| format!("{who} task ended"))
+            .collect();
+        panic!(
+            "clients not at work within {STEP:?} of the broker starting ({problems:?}); \
+             broker output:\n{}",
+            b.logs()
+        );
     }
+    round
 }
 
 /// Waits (bounded) for both clients to notice the broker is gone. Returns how many had
