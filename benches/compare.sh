@@ -95,7 +95,7 @@ SCENARIOS=(
 "s5b|5b. 1→1, 64 KB, auto-ack (MB/s of body)|-x 1 -y 1 -s 65536 -a|mbps:65536|≥1,500 MB/s|w>=1500"
 "s6a|6a. 1→1 at 10k msg/s, 16 B (p99 latency µs)|-x 1 -y 1 -s 16 -a -r 10000|p99|≤200 µs|w<=200"
 "s6b|6b. 1→1 at 100k msg/s, 16 B (p99 latency µs)|-x 1 -y 1 -s 16 -a -r 100000|p99|≤400 µs|w<=400"
-"s8|8. persistent + confirms 1000, 1 KB, manual ack (msg/s received)|-x 1 -y 1 -s 1024 -f persistent -c 1000 -A 100 -q 1000|recv|— (durability work pending)|True"
+"s8|8. persistent + confirms 1000, 1 KB, manual ack (msg/s received)|-x 1 -y 1 -s 1024 -f persistent -c 1000 -A 100 -q 1000|recv|≥5× RabbitMQ (issue 4)|r is None or w>=5*r"
 "s7|7. 100 producers → 100 queues → 100 consumers, 16 B, multi-ack/100, prefetch 1000 (msg/s, steady state)|-x 100 -y 1 --queues 100 -e '' -s 16 -A 100 -q 1000|steady|≥80% of row 2|S2 is not None and w>=0.8*S2"
 )
 
