@@ -687,7 +687,10 @@ mod tests {
 
     impl Client {
         fn new() -> Client {
-            let mut server = Server::new(Config::default());
+            Client::on(Server::new(Config::default()))
+        }
+
+        fn on(mut server: Server) -> Client {
             let key = server.open("127.0.0.1:40000".parse().unwrap(), None);
             Client { server, key }
         }
@@ -704,6 +707,18 @@ mod tests {
         }
 
         fn publish(&mut self, ch: u16, exchange: &str, key: &str, body: &[u8]) -> Vec<Out> {
+            self.publish_with(ch, exchange, key, &[0, 0], body)
+        }
+
+        /// A publish with raw basic properties (`[0x10, 0, 2]`: delivery_mode 2).
+        fn publish_with(
+            &mut self,
+            ch: u16,
+            exchange: &str,
+            key: &str,
+            props: &[u8],
+            body: &[u8],
+        ) -> Vec<Out> {
             let mut b = BytesMut::new();
             let p = basic::Publish {
                 exchange: Bytes::copy_from_slice(exchange.as_bytes()),
@@ -711,13 +726,17 @@ mod tests {
                 ..Default::default()
             };
             frame::write_method(&mut b, ch, &Method::BasicPublish(p));
-            frame::write_content_header(&mut b, ch, body.len() as u64, &[0, 0]);
+            frame::write_content_header(&mut b, ch, body.len() as u64, props);
             frame::write_body(&mut b, ch, body, 131_072);
             self.send_raw(&b)
         }
 
         fn open() -> Client {
-            let mut c = Client::new();
+            Client::open_on(Server::new(Config::default()))
+        }
+
+        fn open_on(server: Server) -> Client {
+            let mut c = Client::on(server);
             let out = c.send_raw(frame::PROTOCOL_HEADER);
             assert!(matches!(out[0], Out::Method(0, Method::ConnectionStart(_))));
             let ok = connection::StartOk {
@@ -1040,6 +1059,47 @@ mod tests {
         frame::write_body(&mut b, 1, b"abc", 131_072);
         let out = c.send_raw(&b);
         assert_eq!(close_code(&out), Some((0, 505)));
+    }
+
+    #[test]
+    fn confirms_become_nacks_when_the_store_cannot_sync() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let mut c = Client::open_on(Server::with_store(config).unwrap());
+        let d = queue::Declare {
+            queue: Bytes::from_static(b"dq"),
+            durable: true,
+            ..Default::default()
+        };
+        c.send(1, Method::QueueDeclare(d));
+        let out = c.send(
+            1,
+            Method::ConfirmSelect(crate::proto::confirm::Select::default()),
+        );
+        assert!(matches!(out[0], Out::Method(1, Method::ConfirmSelectOk(_))));
+        let persistent = [0x10, 0, 2];
+
+        crate::store::FAIL_NEXT_SYNC.with(|f| f.set(true));
+        let out = c.publish_with(1, "", "dq", &persistent, b"unsure");
+        assert!(
+            matches!(
+                &out[..],
+                [Out::Method(1, Method::BasicNack(n))] if n.delivery_tag == 1 && !n.multiple
+            ),
+            "{out:?}"
+        );
+        // The disk is back: the next publish is confirmed, the nacked one is not re-acked.
+        let out = c.publish_with(1, "", "dq", &persistent, b"sure");
+        assert!(
+            matches!(
+                &out[..],
+                [Out::Method(1, Method::BasicAck(a))] if a.delivery_tag == 2 && !a.multiple
+            ),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -99,6 +99,12 @@ impl Writer {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Fault injection: the next `Store::sync` on this thread fails (a disk error).
+    pub(crate) static FAIL_NEXT_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 pub struct Store {
     dir: PathBuf,
     _lock: File,
@@ -481,6 +487,10 @@ impl Store {
     /// The sync phase: writes this turn's records and, when durable messages were
     /// appended, makes them durable with one fdatasync. Returns whether it synced.
     pub fn sync(&mut self) -> io::Result<bool> {
+        #[cfg(test)]
+        if FAIL_NEXT_SYNC.with(|f| f.replace(false)) {
+            return Err(io::Error::other("injected sync failure (test)"));
+        }
         self.msgs.flush()?;
         self.spill.flush()?;
         self.spill.unsynced = false;
