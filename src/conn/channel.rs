@@ -70,8 +70,6 @@ pub struct Channel {
     /// basic.qos global=true: shared by all consumers of the channel; 0 = no limit.
     pub global_prefetch: u16,
     pub consumers: Vec<ChannelConsumer>,
-    /// channel.flow: false stops deliveries to this channel.
-    pub flow: bool,
     /// confirm.select was received.
     pub confirm: bool,
     /// Sequence number of the last publish in confirm mode.
@@ -98,7 +96,6 @@ impl Channel {
             prefetch_count: 0,
             global_prefetch: 0,
             consumers: Vec::new(),
-            flow: true,
             confirm: false,
             publish_seq: 0,
             confirmed: 0,
@@ -116,8 +113,7 @@ impl Channel {
 
     /// Whether the channel as a whole may take one more delivery.
     pub fn can_deliver(&self) -> bool {
-        self.flow
-            && !self.closing
+        !self.closing
             && (self.global_prefetch == 0 || self.unacked.len() < usize::from(self.global_prefetch))
     }
 
@@ -228,7 +224,7 @@ mod tests {
         assert!(!c.can_deliver());
         c.global_prefetch = 3;
         assert!(c.can_deliver());
-        c.flow = false;
+        c.closing = true;
         assert!(!c.can_deliver());
     }
 }
