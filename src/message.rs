@@ -139,12 +139,14 @@ impl Message {
         body: Bytes,
         location: Option<Location>,
     ) -> Message {
-        let body = if body.len() <= INLINE_BODY_MAX {
-            BodyIn::Inline(&body)
+        if body.len() <= INLINE_BODY_MAX {
+            let inline = BodyIn::Inline(&body);
+            Message::build(exchange, routing_key, properties, inline, location)
         } else {
-            BodyIn::Shared(body.clone())
-        };
-        Message::build(exchange, routing_key, properties, body, location)
+            // Moved in, not cloned: no count traffic on the shared buffer.
+            let shared = BodyIn::Shared(body);
+            Message::build(exchange, routing_key, properties, shared, location)
+        }
     }
 
     /// A message whose body of `body_len` bytes stays on disk at `location`.

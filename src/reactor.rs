@@ -37,22 +37,9 @@ pub fn run(config: Config) -> io::Result<()> {
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
 
-    let (sig_read, sig_write) = std::os::unix::net::UnixStream::pair()?;
-    sig_read.set_nonblocking(true)?;
-    sig_write.set_nonblocking(true)?;
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::low_level::pipe::register(sig, sig_write.try_clone()?)?;
-    }
-    let mut sig_read = UnixStream::from_std(sig_read);
-    poll.registry()
-        .register(&mut sig_read, SIGNALS, Interest::READABLE)?;
-    let (stats_read, stats_write) = std::os::unix::net::UnixStream::pair()?;
-    stats_read.set_nonblocking(true)?;
-    stats_write.set_nonblocking(true)?;
-    signal_hook::low_level::pipe::register(signal_hook::consts::SIGUSR1, stats_write)?;
-    let mut stats_read = UnixStream::from_std(stats_read);
-    poll.registry()
-        .register(&mut stats_read, STATS, Interest::READABLE)?;
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let mut sig_read = signal_pipe(&poll, &[SIGTERM, SIGINT], SIGNALS)?;
+    let mut stats_read = signal_pipe(&poll, &[SIGUSR1], STATS)?;
 
     let local = listener.local_addr()?;
     info!("listening on {local}");
@@ -78,6 +65,26 @@ pub fn run(config: Config) -> io::Result<()> {
     }
     reactor.stop();
     Ok(())
+}
+
+/// A non-blocking pipe that becomes readable (under `token`) when one of `signals` arrives.
+fn signal_pipe(poll: &Poll, signals: &[i32], token: Token) -> io::Result<UnixStream> {
+    let (read, write) = std::os::unix::net::UnixStream::pair()?;
+    read.set_nonblocking(true)?;
+    write.set_nonblocking(true)?;
+    for &sig in signals {
+        signal_hook::low_level::pipe::register(sig, write.try_clone()?)?;
+    }
+    let mut read = UnixStream::from_std(read);
+    poll.registry()
+        .register(&mut read, token, Interest::READABLE)?;
+    Ok(read)
+}
+
+/// Empties a signal pipe (several signals may have queued bytes).
+fn drain(pipe: &mut UnixStream) {
+    let mut buf = [0u8; 64];
+    while matches!(pipe.read(&mut buf), Ok(n) if n > 0) {}
 }
 
 struct Reactor<'a> {
@@ -118,13 +125,11 @@ impl Reactor<'_> {
             match ev.token() {
                 LISTENER => self.accept(),
                 SIGNALS => {
-                    let mut buf = [0u8; 64];
-                    while matches!(sig.read(&mut buf), Ok(n) if n > 0) {}
+                    drain(sig);
                     stop = true;
                 }
                 STATS => {
-                    let mut buf = [0u8; 64];
-                    while matches!(stats.read(&mut buf), Ok(n) if n > 0) {}
+                    drain(stats);
                     info!("{}", self.server.stats());
                 }
                 Token(k) => {
