@@ -2,6 +2,9 @@
 //! replay test (`tests/fuzz_replay.rs`), so that every input the fuzzer ever found
 //! interesting is re-checked on stable Rust by `cargo test`.
 //!
+//! Compiled only with the `fuzzing` cargo feature (see Cargo.toml): the library and
+//! binaries we ship leave it out.
+//!
 //! Every function here takes arbitrary bytes and must not panic: a panic is a bug
 //! in the broker (a decoder that panics, a round trip that does not hold, a topic
 //! match that disagrees with the reference matcher, a connection state machine

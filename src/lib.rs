@@ -24,6 +24,7 @@ pub mod broker;
 pub mod config;
 pub mod conn;
 pub mod error;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod message;
 pub mod proto;

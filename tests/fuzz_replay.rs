@@ -1,6 +1,10 @@
 //! Replays the committed fuzz corpora (`fuzz/corpus/<target>/`: seeds captured from
 //! real clients, hand-written seeds and `crash-*` inputs of fixed bugs) through the
 //! same `warren::fuzzing` entry points the cargo-fuzz targets call, on stable Rust.
+//!
+//! `warren::fuzzing` exists only with the `fuzzing` feature; Cargo.toml's self
+//! dev-dependency turns it on for every `cargo test`, so this file is never skipped:
+//! without the feature it fails to compile rather than replaying nothing.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
