@@ -362,30 +362,6 @@ impl Opts {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uris() {
-        let u = parse_uri("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
-        assert_eq!(
-            (&u.user[..], &u.pass[..], &u.host[..], u.port, &u.vhost[..]),
-            ("guest", "guest", "127.0.0.1", 5672, "/")
-        );
-        let u = parse_uri("amqp://a%40b:p%3Aw@localhost/vh").unwrap();
-        assert_eq!((&u.user[..], &u.pass[..]), ("a@b", "p:w"));
-        assert_eq!(
-            (&u.host[..], u.port, &u.vhost[..]),
-            ("localhost", 5672, "vh")
-        );
-        let u = parse_uri("amqp://[::1]:5673").unwrap();
-        assert_eq!((&u.host[..], u.port, &u.vhost[..]), ("::1", 5673, "/"));
-        assert!(parse_uri("http://x").is_err());
-        assert!(parse_uri("amqp://h:notaport/").is_err());
-    }
-}
-
 /// Options as `parse_opts` would give them for a plain run, for unit tests.
 #[cfg(test)]
 pub fn test_opts() -> Opts {
@@ -415,5 +391,29 @@ pub fn test_opts() -> Opts {
         keep: false,
         sink: false,
         source: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris() {
+        let u = parse_uri("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
+        assert_eq!(
+            (&u.user[..], &u.pass[..], &u.host[..], u.port, &u.vhost[..]),
+            ("guest", "guest", "127.0.0.1", 5672, "/")
+        );
+        let u = parse_uri("amqp://a%40b:p%3Aw@localhost/vh").unwrap();
+        assert_eq!((&u.user[..], &u.pass[..]), ("a@b", "p:w"));
+        assert_eq!(
+            (&u.host[..], u.port, &u.vhost[..]),
+            ("localhost", 5672, "vh")
+        );
+        let u = parse_uri("amqp://[::1]:5673").unwrap();
+        assert_eq!((&u.host[..], u.port, &u.vhost[..]), ("::1", 5673, "/"));
+        assert!(parse_uri("http://x").is_err());
+        assert!(parse_uri("amqp://h:notaport/").is_err());
     }
 }
