@@ -363,8 +363,12 @@ fn write_s_or_p(out: &mut String, v: &FieldValue) {
     }
 }
 
-/// `rabbit_misc:val/1` of a bare value: `'1'`, `'abc'`, `'[{<<"a">>,long,1}]'`.
+/// `rabbit_misc:val/1` of a bare value: `'1'`, `'abc'`, `'[{<<"a">>,long,1}]'`; a void
+/// is Erlang's `undefined`, which `val/1` shows as `none`, like an absent value.
 pub fn show_value(v: &FieldValue) -> String {
+    if matches!(v, FieldValue::Void) {
+        return "none".into();
+    }
     let mut s = String::from("'");
     write_s_or_p(&mut s, v);
     s.push('\'');
@@ -814,7 +818,7 @@ mod tests {
         );
         assert_eq!(
             equiv_err(&[("x-max-length", FieldValue::Void)], &one),
-            format!("{INEQ}'undefined' but current is '1'")
+            format!("{INEQ}none but current is '1'")
         );
         assert_eq!(
             equiv_err(&[("x-max-length", FieldValue::Bool(true))], &one),
