@@ -394,9 +394,10 @@ pub fn show_typed(v: Option<&FieldValue>) -> String {
 /// both tables or present in both with the same Erlang value (any integer width matches
 /// any other; `x-queue-type` "classic" matches its absence), else RabbitMQ's
 /// `inequivalent arg` 406 for `what` ("queue 'q'" / "exchange 'x'"). Keys outside `keys`
-/// are not compared, as in RabbitMQ.
+/// are not compared, as in RabbitMQ. `what` is only called for the error, so an equivalent
+/// redeclare (clients that declare before every publish) allocates nothing.
 pub fn check_equivalence(
-    what: &str,
+    what: impl Fn() -> String,
     keys: &[&str],
     got: &FieldTable,
     cur: &FieldTable,
@@ -413,7 +414,8 @@ pub fn check_equivalence(
             (a, b) => (show_typed(a), show_typed(b)),
         };
         return Err(precondition(format!(
-            "inequivalent arg '{key}' for {what} in vhost '{VHOST}': received {received} but current is {current}"
+            "inequivalent arg '{key}' for {} in vhost '{VHOST}': received {received} but current is {current}",
+            what()
         )));
     }
     Ok(())
@@ -426,8 +428,8 @@ pub fn check_queue_equivalence(
     got: &FieldTable,
     cur: &FieldTable,
 ) -> Result<(), AmqpError> {
-    let what = format!("queue '{}'", String::from_utf8_lossy(name));
-    check_equivalence(&what, QueueType::of(cur).arguments(), got, cur)
+    let what = || format!("queue '{}'", String::from_utf8_lossy(name));
+    check_equivalence(what, QueueType::of(cur).arguments(), got, cur)
 }
 
 /// A redeclare of exchange `name`: only `alternate-exchange` is compared.
@@ -436,8 +438,8 @@ pub fn check_exchange_equivalence(
     got: &FieldTable,
     cur: &FieldTable,
 ) -> Result<(), AmqpError> {
-    let what = format!("exchange '{}'", String::from_utf8_lossy(name));
-    check_equivalence(&what, &["alternate-exchange"], got, cur)
+    let what = || format!("exchange '{}'", String::from_utf8_lossy(name));
+    check_equivalence(what, &["alternate-exchange"], got, cur)
 }
 
 // ----- validation ----------------------------------------------------------------------

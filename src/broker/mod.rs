@@ -4,7 +4,8 @@
 //! so a stale id (a queue deleted while a channel still holds its unacked messages) is
 //! detected instead of reaching a reused slot. Everything here is synchronous and runs
 //! on the reactor thread; queues that gained work are listed in `dirty` for the server's
-//! dispatch phase.
+//! dispatch phase. Argument knowledge (validation, equivalence, RabbitMQ's texts) lives in
+//! [`args`]; this module only calls it on the declare paths.
 
 pub mod args;
 pub mod exchange;
