@@ -156,6 +156,57 @@ pub fn field_table(data: &[u8]) {
     }
 }
 
+/// Queue and exchange arguments: the first byte picks the declare's flags (durable,
+/// exclusive, auto-delete, server-named), the rest is a field table body. Validation
+/// and the equivalence checks must not panic; every refusal is a 406; a table is always
+/// equivalent to itself (unless it holds a NaN, which RabbitMQ cannot even parse); the
+/// first half of the entries against the second half exercises the inequivalence texts.
+pub fn queue_arguments(data: &[u8]) {
+    use crate::broker::args;
+    use crate::error::ReplyCode;
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(t) = FieldTable::decode_body(&Bytes::copy_from_slice(rest)) else {
+        return;
+    };
+    let name: &[u8] = if flags & 8 != 0 { b"" } else { b"q" };
+    let is_406 = |e: &crate::error::AmqpError| e.code == ReplyCode::PreconditionFailed;
+    if let Err(e) =
+        args::validate_queue_declare(name, &t, flags & 1 != 0, flags & 2 != 0, flags & 4 != 0)
+    {
+        assert!(is_406(&e), "{e:?}");
+    }
+    if let Err(e) = args::validate_exchange_declare(name, &t) {
+        assert!(is_406(&e), "{e:?}");
+    }
+    if self_eq(&t) {
+        assert!(args::check_queue_equivalence(name, &t, &t).is_ok(), "{t:?}");
+        assert!(
+            args::check_exchange_equivalence(name, &t, &t).is_ok(),
+            "{t:?}"
+        );
+    }
+    let half = t.0.len() / 2;
+    let a = FieldTable(t.0.get(..half).unwrap_or_default().to_vec());
+    let b = FieldTable(t.0.get(half..).unwrap_or_default().to_vec());
+    for (x, y) in [(&a, &b), (&b, &a)] {
+        if let Err(e) = args::check_queue_equivalence(name, x, y) {
+            assert!(
+                is_406(&e) && e.text.starts_with("inequivalent arg '"),
+                "{e:?}"
+            );
+        }
+        if let Err(e) = args::check_exchange_equivalence(name, x, y) {
+            assert!(is_406(&e), "{e:?}");
+        }
+    }
+    let _ = (
+        args::not_implemented(&t),
+        args::exchange_not_implemented(&t),
+    );
+}
+
 fn table_round_trip(
     t: &FieldTable,
     decode: impl Fn(&Bytes) -> Result<FieldTable, crate::proto::DecodeError>,

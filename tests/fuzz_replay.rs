@@ -53,6 +53,11 @@ fn field_table() {
 }
 
 #[test]
+fn queue_arguments() {
+    replay("queue_arguments", warren::fuzzing::queue_arguments);
+}
+
+#[test]
 fn properties() {
     replay("properties", warren::fuzzing::properties);
 }

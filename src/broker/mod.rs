@@ -4,12 +4,15 @@
 //! so a stale id (a queue deleted while a channel still holds its unacked messages) is
 //! detected instead of reaching a reused slot. Everything here is synchronous and runs
 //! on the reactor thread; queues that gained work are listed in `dirty` for the server's
-//! dispatch phase.
+//! dispatch phase. Argument knowledge (validation, equivalence, RabbitMQ's texts) lives in
+//! [`args`]; this module only calls it on the declare paths.
 
+pub mod args;
 pub mod exchange;
 pub mod queue;
 
 use bytes::Bytes;
+use log::warn;
 use slab::Slab;
 use std::collections::HashMap;
 
@@ -17,7 +20,7 @@ use crate::error::{
     access_refused, not_found, precondition, resource_locked, AmqpError, ReplyCode,
 };
 use crate::message::{Body, Message};
-use crate::proto::{properties, FieldTable, FieldValue};
+use crate::proto::{properties, FieldTable};
 use crate::store::meta::{MetaBinding, MetaExchange, MetaQueue};
 use crate::store::{self, Location, Meta, Store};
 use exchange::{Binding, Exchange, ExchangeKind};
@@ -323,7 +326,7 @@ impl Broker {
                     x.internal.to_string(),
                 ));
             }
-            return Ok(());
+            return args::check_exchange_equivalence(&d.name, &d.arguments, &x.arguments);
         }
         if d.passive {
             return Err(not_found(format!(
@@ -343,6 +346,13 @@ impl Broker {
                 format!("unknown exchange type '{}'", show(&d.kind)),
             )
         })?;
+        args::validate_exchange_declare(&d.name, &d.arguments)?;
+        if args::exchange_not_implemented(&d.arguments) {
+            warn!(
+                "exchange '{}' in vhost '{VHOST}': argument alternate-exchange has no effect yet (not implemented)",
+                show(&d.name)
+            );
+        }
         self.insert_exchange(
             d.name.clone(),
             kind,
@@ -530,7 +540,7 @@ impl Broker {
                             q.props.auto_delete,
                         ));
                     }
-                    check_equivalent_args(&d.name, &d.arguments, &q.props.arguments)?;
+                    args::check_queue_equivalence(&d.name, &d.arguments, &q.props.arguments)?;
                 }
                 return Ok(Declared {
                     id,
@@ -552,6 +562,7 @@ impl Broker {
                 )));
             }
         }
+        args::validate_queue_declare(&d.name, &d.arguments, d.durable, d.exclusive, d.auto_delete)?;
         let name = if d.name.is_empty() {
             self.server_name()
         } else {
@@ -576,6 +587,7 @@ impl Broker {
         let id = QueueId { idx, gen };
         self.queue_names.insert(name.clone(), id);
         self.meta_dirty |= durable_id != 0;
+        warn_not_implemented(&name, &d.arguments);
         Ok(Declared {
             id,
             name,
@@ -1001,6 +1013,7 @@ impl Broker {
             let id = QueueId { idx, gen };
             b.queue_names.insert(q.name.clone(), id);
             by_id.insert(q.id, id);
+            warn_not_implemented(&q.name, &q.arguments);
         }
         for bind in &meta.bindings {
             let dest = if bind.to_exchange {
@@ -1090,32 +1103,20 @@ impl Broker {
     }
 }
 
-/// RabbitMQ compares the `x-` arguments it knows; we compare every argument, which
-/// is stricter only for arguments RabbitMQ would ignore.
-fn check_equivalent_args(name: &[u8], got: &FieldTable, cur: &FieldTable) -> Result<(), AmqpError> {
-    for (k, _) in got.iter().chain(cur.iter()) {
-        let a = got.get(k);
-        let b = cur.get(k);
-        let same = match (a, b) {
-            (Some(a), Some(b)) => exchange::headers::values_equal(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        if !same {
-            let show_v = |v: Option<&FieldValue>| match v {
-                None => "none".to_string(),
-                Some(v) => format!("{v:?}"),
-            };
-            return Err(precondition(format!(
-                "inequivalent arg '{}' for queue '{}' in vhost '{VHOST}': received {} but current is {}",
-                show(k),
-                show(name),
-                show_v(a),
-                show_v(b)
-            )));
-        }
+/// The one warning a new (or recovered) queue logs when it carries known arguments that
+/// Warren accepts but does not act on yet; nothing for a queue without arguments.
+fn warn_not_implemented(name: &[u8], arguments: &FieldTable) {
+    if arguments.0.is_empty() {
+        return;
     }
-    Ok(())
+    let ignored = args::not_implemented(arguments);
+    if !ignored.is_empty() {
+        warn!(
+            "queue '{}' in vhost '{VHOST}': argument(s) {} have no effect yet (not implemented)",
+            show(name),
+            ignored.join(", ")
+        );
+    }
 }
 
 #[cfg(test)]

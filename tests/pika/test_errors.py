@@ -92,6 +92,37 @@ def test_redeclare_exchange_with_different_type_406(connect, uniq):
     conn.channel().exchange_delete(exchange=x)
 
 
+def test_redeclare_with_different_argument_names_rabbitmq_types(connect, uniq):
+    """Issue 8.5: the texts were Rust's Debug output (`current is I32(1)`)."""
+    conn = connect()
+    q = uniq("q")
+    conn.channel().queue_declare(queue=q, arguments={'x-max-length': 1})
+    prefix = f"PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue '{q}' {VH}: "
+    with expect_channel_error(406, prefix + "received none but current is the value '1' of "
+                                            "type 'signedint'"):
+        conn.channel().queue_declare(queue=q)
+    with expect_channel_error(406, prefix + "received '2' but current is '1'"):
+        conn.channel().queue_declare(queue=q, arguments={'x-max-length': 2})
+    conn.channel().queue_declare(queue=q, arguments={'x-max-length': 1, 'x-custom': 'ignored'})
+    conn.channel().queue_delete(queue=q)
+
+
+def test_invalid_known_arguments_406(connect, uniq):
+    """Issue 8.6: known arguments were accepted whatever their type or range."""
+    conn = connect()
+    for args, why in [({'x-max-length': 'ten'}, '"expected integer, got longstr"'),
+                      ({'x-message-ttl': -1}, "{value_negative,-1}"),
+                      ({'x-max-priority': 256}, "{max_value_exceeded,256}"),
+                      ({'x-overflow': 'bogus'}, "invalid_overflow"),
+                      ({'x-queue-type': 'bogus'}, "\"unsupported queue type 'bogus'\"")]:
+        q = uniq("q")
+        key = next(iter(args))
+        with expect_channel_error(
+                406, f"PRECONDITION_FAILED - invalid arg '{key}' for queue '{q}' {VH}: {why}"):
+            conn.channel().queue_declare(queue=q, arguments=args)
+        assert not queue_exists(conn, q)
+
+
 # --- 405 RESOURCE_LOCKED: exclusive queue of another connection -----------------------------
 
 @pytest.mark.parametrize("op", ["declare", "passive", "consume", "get", "delete", "purge",
