@@ -425,7 +425,8 @@ impl Server {
                 }
                 return;
             }
-            State::Closing => {
+            // Waiting for close-ok, or for the client to close after our close-ok.
+            State::Closing | State::Lingering => {
                 if c.close_deadline.is_some_and(|d| now >= d) {
                     c.state = State::Closed;
                     self.touch(key);
@@ -826,6 +827,9 @@ mod tests {
             ("10.1.2.3:5000", true, true),
             ("[::1]:5000", true, false),
             ("127.0.0.9:5000", true, false),
+            // What a dual-stack listener (--bind ::) reports for 127.0.0.1.
+            ("[::ffff:127.0.0.1]:5000", true, false),
+            ("[::ffff:10.1.2.3]:5000", true, true),
             ("192.168.1.7:5000", false, true),
         ] {
             let mut server = Server::new(Config::default());
