@@ -102,7 +102,8 @@ fn listen(poll: &Poll, addrs: &[IpAddr], mut port: u16) -> io::Result<Vec<TcpLis
             port = l.local_addr()?.port();
         }
         let token = Token(FIRST_LISTENER + listeners.len());
-        poll.registry().register(&mut l, token, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut l, token, Interest::READABLE)?;
         listeners.push(l);
     }
     Ok(listeners)

@@ -1140,7 +1140,11 @@ mod tests {
         assert!(c.server.broker.queue_id(b"excl").is_none());
         let q = c.server.broker.queue_id(b"q").unwrap();
         let q = c.server.broker.queue(q).unwrap();
-        assert_eq!((q.ready.len(), q.consumers.len()), (1, 0), "requeued, no consumer");
+        assert_eq!(
+            (q.ready.len(), q.consumers.len()),
+            (1, 0),
+            "requeued, no consumer"
+        );
         // Whatever still arrives is dropped without a reply.
         assert!(c
             .send(1, Method::BasicQos(basic::Qos::default()))

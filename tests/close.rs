@@ -186,12 +186,7 @@ async fn lapin_close_after_acks_succeeds_every_time() {
                 d.ack(BasicAckOptions::default()).await.unwrap();
             }
         }
-        let r = within(
-            "connection close",
-            STEP,
-            f.conn.close(200, "bye".into()),
-        )
-        .await;
+        let r = within("connection close", STEP, f.conn.close(200, "bye".into())).await;
         assert!(r.is_ok(), "round {round}: lapin close failed: {r:?}");
     }
 }
