@@ -9,8 +9,9 @@ use std::time::Duration;
 /// Everything the broker needs to know at start-up.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address the AMQP listener binds to (default 127.0.0.1).
-    pub bind: IpAddr,
+    /// Addresses the AMQP listeners bind to, one listener each (default 127.0.0.1).
+    /// `--bind` may be given several times, e.g. `--bind :: --bind 0.0.0.0`.
+    pub bind: Vec<IpAddr>,
     /// AMQP port (default 5672; 0 picks a free port and prints it).
     pub amqp_port: u16,
     /// Reserved for the management interface (default 15672).
@@ -51,7 +52,7 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            bind: IpAddr::from([127, 0, 0, 1]),
+            bind: vec![IpAddr::from([127, 0, 0, 1])],
             amqp_port: 5672,
             http_port: 15672,
             data_dir: PathBuf::from("./warren-data"),
@@ -69,6 +70,9 @@ impl Default for Config {
     }
 }
 
+/// How many `--bind` addresses the broker accepts.
+pub const MAX_LISTENERS: usize = 8;
+
 /// What the command line asked for.
 #[derive(Debug)]
 pub enum Command {
@@ -79,10 +83,11 @@ pub enum Command {
 
 fn options() -> getopts::Options {
     let mut o = getopts::Options::new();
-    o.optopt(
+    o.optmulti(
         "",
         "bind",
-        "address to listen on (default 127.0.0.1)",
+        "address to listen on; repeat for several (default 127.0.0.1; \
+         :: for all interfaces, both families)",
         "ADDR",
     );
     o.optopt(
@@ -187,7 +192,19 @@ impl Command {
             return Err(format!("unexpected argument '{}'", m.free[0]));
         }
         let mut c = Config::default();
-        num(&m, "bind", &mut c.bind)?;
+        let binds = m.opt_strs("bind");
+        if !binds.is_empty() {
+            c.bind = binds
+                .iter()
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| format!("--bind: '{v}' is not a valid value"))
+                })
+                .collect::<Result<_, String>>()?;
+            if c.bind.len() > MAX_LISTENERS {
+                return Err(format!("--bind: at most {MAX_LISTENERS} addresses"));
+            }
+        }
         num(&m, "amqp-port", &mut c.amqp_port)?;
         num(&m, "http-port", &mut c.http_port)?;
         if let Some(d) = m.opt_str("data-dir") {
@@ -251,6 +268,12 @@ mod tests {
         assert_eq!(c.amqp_port, 0);
         assert_eq!(c.consumer_timeout, Duration::from_secs(1));
         assert!(parse(&["--amqp-port", "x"]).is_err());
+        assert!(parse(&["--bind", "nowhere"]).is_err());
+        let Ok(Command::Run(c)) = parse(&["--bind", "::", "--bind", "0.0.0.0"]) else {
+            panic!("expected run")
+        };
+        let want: Vec<IpAddr> = vec!["::".parse().unwrap(), "0.0.0.0".parse().unwrap()];
+        assert_eq!(c.bind, want, "several --bind, in order");
         assert!(parse(&["--frame-max", "100"]).is_err());
         assert!(matches!(parse(&["-h"]), Ok(Command::Help(_))));
         assert!(matches!(parse(&["-V"]), Ok(Command::Version)));

@@ -2,24 +2,26 @@
 //! connection's socket; the loop turn described in `lib.rs`.
 //!
 //! This module is the only one that touches sockets. Tokens are slab keys of the
-//! connections; the listener and the two signal pipes use the three highest tokens.
+//! connections; the listeners (one per `--bind` address) and the two signal pipes use
+//! the highest tokens.
 
 use log::{error, info, warn};
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, Read, Write};
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::{Config, MAX_LISTENERS};
 use crate::conn::{HIGH_WATER, READ_MIN};
 use crate::server::Server;
 
-const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
 /// SIGUSR1: log one line of counters (`Server::stats`).
 const STATS: Token = Token(usize::MAX - 2);
+/// Listener `i` (in `Reactor::listeners`) has token `FIRST_LISTENER + i`.
+const FIRST_LISTENER: usize = usize::MAX - 2 - MAX_LISTENERS;
 
 /// Reads per connection per turn before moving on (fairness between peers).
 const READS_PER_TURN: usize = 4;
@@ -32,26 +34,25 @@ pub fn run(config: Config) -> io::Result<()> {
     server.contain_panics = true;
     let config = &server.config;
     let poll = Poll::new()?;
-    let addr = SocketAddr::new(config.bind, config.amqp_port);
-    let mut listener = TcpListener::bind(addr)?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let listeners = listen(&poll, &config.bind, config.amqp_port)?;
 
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
     let mut sig_read = signal_pipe(&poll, &[SIGTERM, SIGINT], SIGNALS)?;
     let mut stats_read = signal_pipe(&poll, &[SIGUSR1], STATS)?;
 
-    let local = listener.local_addr()?;
-    info!("listening on {local}");
     {
         let mut out = io::stdout().lock();
-        writeln!(out, "warren listening on amqp://{local}")?;
+        for l in &listeners {
+            let local = l.local_addr()?;
+            info!("listening on {local}");
+            writeln!(out, "warren listening on amqp://{local}")?;
+        }
         out.flush()?;
     }
 
     let mut reactor = Reactor {
         poll,
-        listener,
+        listeners,
         server: &mut server,
         pending: Vec::new(),
         flush: Vec::new(),
@@ -65,6 +66,47 @@ pub fn run(config: Config) -> io::Result<()> {
     }
     reactor.stop();
     Ok(())
+}
+
+/// Binds one listener per address, all on the same port (the first one's when `port`
+/// is 0), IPv6 first. As RabbitMQ does, an IPv4 address already covered by a
+/// dual-stack `::` listener (bind fails with EADDRINUSE) is skipped with a log line, so
+/// `--bind :: --bind 0.0.0.0` works whether or not the system makes `::` dual-stack.
+fn listen(poll: &Poll, addrs: &[IpAddr], mut port: u16) -> io::Result<Vec<TcpListener>> {
+    let mut addrs = addrs.to_vec();
+    addrs.sort_by_key(|a| !a.is_ipv6());
+    addrs.dedup();
+    let mut listeners: Vec<TcpListener> = Vec::new();
+    for ip in addrs {
+        let mut l = match TcpListener::bind(SocketAddr::new(ip, port)) {
+            Ok(l) => l,
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && ip.is_ipv4()
+                    && listeners.iter().any(|l| {
+                        l.local_addr()
+                            .is_ok_and(|a| a.ip() == IpAddr::from([0u16; 8]))
+                    }) =>
+            {
+                info!("{ip}:{port} is served by the dual-stack listener on [::]:{port}");
+                continue;
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {}: {e}", SocketAddr::new(ip, port)),
+                ))
+            }
+        };
+        if port == 0 {
+            port = l.local_addr()?.port();
+        }
+        let token = Token(FIRST_LISTENER + listeners.len());
+        poll.registry()
+            .register(&mut l, token, Interest::READABLE)?;
+        listeners.push(l);
+    }
+    Ok(listeners)
 }
 
 /// A non-blocking pipe that becomes readable (under `token`) when one of `signals` arrives.
@@ -89,7 +131,7 @@ fn drain(pipe: &mut UnixStream) {
 
 struct Reactor<'a> {
     poll: Poll,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     server: &'a mut Server,
     /// Connections with unhandled input left (budget) or unread socket data.
     pending: Vec<usize>,
@@ -123,7 +165,9 @@ impl Reactor<'_> {
         let mut ready = std::mem::take(&mut self.pending);
         for ev in events.iter() {
             match ev.token() {
-                LISTENER => self.accept(),
+                Token(t) if (FIRST_LISTENER..FIRST_LISTENER + MAX_LISTENERS).contains(&t) => {
+                    self.accept(t - FIRST_LISTENER)
+                }
                 SIGNALS => {
                     drain(sig);
                     stop = true;
@@ -159,10 +203,17 @@ impl Reactor<'_> {
         Ok(stop)
     }
 
-    fn accept(&mut self) {
+    /// Accepts every pending connection of listener `i`.
+    fn accept(&mut self, i: usize) {
         loop {
-            match self.listener.accept() {
+            let Some(listener) = self.listeners.get(i) else {
+                return;
+            };
+            match listener.accept() {
                 Ok((mut sock, peer)) => {
+                    // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d; logs
+                    // and checks use the plain IPv4 address, as RabbitMQ shows it.
+                    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                     if self.server.conns.len() >= self.server.config.max_connections {
                         warn!(
                             "{peer}: refusing connection: limit of {} connections reached",
@@ -340,7 +391,7 @@ impl Reactor<'_> {
             let keys: Vec<usize> = events
                 .iter()
                 .map(|e| e.token().0)
-                .filter(|k| *k < LISTENER.0 - 1)
+                .filter(|k| *k < FIRST_LISTENER)
                 .collect();
             for k in keys {
                 self.read(k);

@@ -425,7 +425,8 @@ impl Server {
                 }
                 return;
             }
-            State::Closing => {
+            // Waiting for close-ok, or for the client to close after our close-ok.
+            State::Closing | State::Lingering => {
                 if c.close_deadline.is_some_and(|d| now >= d) {
                     c.state = State::Closed;
                     self.touch(key);
@@ -826,6 +827,9 @@ mod tests {
             ("10.1.2.3:5000", true, true),
             ("[::1]:5000", true, false),
             ("127.0.0.9:5000", true, false),
+            // What a dual-stack listener (--bind ::) reports for 127.0.0.1.
+            ("[::ffff:127.0.0.1]:5000", true, false),
+            ("[::ffff:10.1.2.3]:5000", true, true),
             ("192.168.1.7:5000", false, true),
         ] {
             let mut server = Server::new(Config::default());
@@ -1100,6 +1104,51 @@ mod tests {
             ),
             "{out:?}"
         );
+    }
+
+    /// After close-ok only the socket lingers: channels, consumers and unacked messages
+    /// are released and exclusive queues deleted at close-ok time, not when the client
+    /// finally closes its socket.
+    #[test]
+    fn a_lingering_connection_holds_nothing_but_its_socket() {
+        let mut c = Client::open();
+        c.declare("q");
+        let d = queue::Declare {
+            queue: Bytes::from_static(b"excl"),
+            exclusive: true,
+            ..Default::default()
+        };
+        c.send(1, Method::QueueDeclare(d));
+        c.publish(1, "", "q", b"m");
+        let m = basic::Consume {
+            queue: Bytes::from_static(b"q"),
+            ..Default::default()
+        };
+        let out = c.send(1, Method::BasicConsume(m));
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Out::Method(_, Method::BasicDeliver(_)))));
+        let out = c.send(0, Method::ConnectionClose(connection::Close::default()));
+        assert!(matches!(
+            out[..],
+            [Out::Method(0, Method::ConnectionCloseOk(_))]
+        ));
+        let conn = &c.server.conns[c.key];
+        assert_eq!(conn.state, State::Lingering);
+        assert!(conn.channels.is_empty());
+        assert!(c.server.closed().is_empty(), "the socket is not reaped yet");
+        assert!(c.server.broker.queue_id(b"excl").is_none());
+        let q = c.server.broker.queue_id(b"q").unwrap();
+        let q = c.server.broker.queue(q).unwrap();
+        assert_eq!(
+            (q.ready.len(), q.consumers.len()),
+            (1, 0),
+            "requeued, no consumer"
+        );
+        // Whatever still arrives is dropped without a reply.
+        assert!(c
+            .send(1, Method::BasicQos(basic::Qos::default()))
+            .is_empty());
     }
 
     #[test]

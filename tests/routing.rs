@@ -697,3 +697,116 @@ async fn deleting_exchange_removes_its_bindings() {
     assert!(sorted(f.drain(&q).await).is_empty());
     f.cleanup().await;
 }
+
+/// queue.unbind of one or both ends that no longer exist: RabbitMQ 3.10 answers
+/// unbind-ok, Warren closed the channel with 404. aio-pika's RPC close does exactly
+/// this (its auto-delete reply queue is gone by the time it unbinds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_unbind_of_a_missing_queue_or_exchange_is_unbind_ok() {
+    let b = Broker::start();
+    let f = Fixture::open(&b.uri()).await;
+    let x = f.exchange("unbx", ExchangeKind::Direct).await;
+    let q = f.queue("unbq").await;
+    let (nox, noq) = (unique("no-x"), unique("no-q"));
+    for (what, queue, exchange) in [
+        ("missing queue", noq.as_str(), x.as_str()),
+        ("missing exchange", q.as_str(), nox.as_str()),
+        ("missing both", noq.as_str(), nox.as_str()),
+    ] {
+        step(
+            what,
+            f.ch.queue_unbind(
+                queue.into(),
+                exchange.into(),
+                "k".into(),
+                FieldTable::default(),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+    }
+    // The aio-pika sequence: the consumer of an auto-delete queue is cancelled, which
+    // deletes the queue; then the queue is unbound.
+    let reply = unique("rpc-reply");
+    step(
+        "queue_declare",
+        f.ch.queue_declare(
+            reply.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    f.bind(&reply, &x, "rpc", FieldTable::default()).await;
+    let consumer = step(
+        "basic_consume",
+        f.ch.basic_consume(
+            reply.as_str().into(),
+            "rpc-consumer".into(),
+            Default::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    step(
+        "basic_cancel",
+        f.ch.basic_cancel(consumer.tag(), Default::default()),
+    )
+    .await
+    .unwrap();
+    f.wait_counts(&reply, None).await;
+    step(
+        "queue_unbind after auto-delete",
+        f.ch.queue_unbind(
+            reply.as_str().into(),
+            x.as_str().into(),
+            "rpc".into(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    // The channel is still open and routes.
+    f.bind(&q, &x, "k", FieldTable::default()).await;
+    f.publish(&x, "k", b"still open").await;
+    assert_eq!(f.drain(&q).await, vec!["still open"]);
+    f.cleanup().await;
+}
+
+/// exchange.unbind with a source or destination that no longer exists: unbind-ok on
+/// RabbitMQ 3.10, a 404 channel close on Warren before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_unbind_of_a_missing_source_or_destination_is_unbind_ok() {
+    let b = Broker::start();
+    let f = Fixture::open(&b.uri()).await;
+    let x = f.exchange("unbsrc", ExchangeKind::Fanout).await;
+    let (nox, noy) = (unique("no-src"), unique("no-dst"));
+    for (what, dest, source) in [
+        ("missing source", x.as_str(), nox.as_str()),
+        ("missing destination", noy.as_str(), x.as_str()),
+        ("missing both", noy.as_str(), nox.as_str()),
+    ] {
+        step(
+            what,
+            f.ch.exchange_unbind(
+                dest.into(),
+                source.into(),
+                "k".into(),
+                Default::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+    }
+    let q = f.queue("unbsrcq").await;
+    f.bind(&q, &x, "", FieldTable::default()).await;
+    f.publish(&x, "", b"still open").await;
+    assert_eq!(f.drain(&q).await, vec!["still open"]);
+    f.cleanup().await;
+}

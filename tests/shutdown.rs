@@ -101,3 +101,24 @@ fn sigusr1_logs_counters_and_the_broker_keeps_serving() {
 fn healthy_roundtrip(b: &Broker) {
     block_on(roundtrip(&b.uri()));
 }
+
+/// A client that got its close-ok but never closes its socket lingers for up to 30 s
+/// (as on RabbitMQ); a shutdown does not wait for it.
+#[test]
+fn sigterm_does_not_wait_for_a_lingering_socket() {
+    let Some(mut b) = Broker::spawn_own(&[]) else {
+        return;
+    };
+    let mut c = b.handshake();
+    c.open_channel(1);
+    c.send_method(0, &connection_close(200, "bye"));
+    c.expect_method(0, 10, 51);
+    let started = Instant::now();
+    b.sigterm();
+    let status = b
+        .wait_exit(Duration::from_secs(5))
+        .expect("warren did not exit within 5 s of SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    assert!(c.is_closed_within(Duration::from_secs(5)));
+    println!("shut down in {:?}", started.elapsed());
+}

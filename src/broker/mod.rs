@@ -466,15 +466,26 @@ impl Broker {
         Ok(())
     }
 
-    /// queue.unbind / exchange.unbind. A missing binding is not an error (RabbitMQ 3.x).
+    /// queue.unbind / exchange.unbind; `dest` is None when the destination does not
+    /// exist. A missing binding, source or destination is not an error: RabbitMQ 3.x
+    /// answers unbind-ok (rabbit_channel's `binding_action`), and clients rely on it
+    /// (aio-pika unbinds its RPC reply queue after deleting it). Unbinding from the
+    /// default exchange is still 403.
     pub fn unbind(
         &mut self,
         source: &[u8],
-        dest: Dest,
+        dest: Option<Dest>,
         key: &[u8],
         args: &FieldTable,
     ) -> Result<(), AmqpError> {
-        let src = self.check_bindable_source(source)?;
+        let src = match self.check_bindable_source(source) {
+            Ok(src) => src,
+            Err(e) if e.code == crate::error::ReplyCode::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Some(dest) = dest else {
+            return Ok(());
+        };
         let removed = self
             .exchange_mut(src)
             .is_some_and(|x| x.unbind(dest, key, args));

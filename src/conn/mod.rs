@@ -172,6 +172,12 @@ pub enum State {
     Running,
     /// We sent connection.close; waiting for close-ok (everything else is discarded).
     Closing,
+    /// We sent connection.close-ok: everything the connection held is released, only the
+    /// socket is left. Input is read and discarded until the client closes its end or
+    /// `close_deadline` passes (RabbitMQ's `closed` reader state). Closing the socket
+    /// at once would reset it when the client still has bytes in flight, and the reset
+    /// can destroy the close-ok before the client reads it.
+    Lingering,
     /// Done: flush what is queued, then the reactor closes the socket and reaps.
     Closed,
 }
@@ -207,7 +213,8 @@ pub struct Connection {
     pub opened_at: Instant,
     pub last_recv: Instant,
     pub last_sent: Instant,
-    /// When a Closing connection gives up waiting for close-ok.
+    /// When a Closing connection gives up waiting for close-ok, or a Lingering one
+    /// stops waiting for the client to close its socket.
     pub close_deadline: Option<Instant>,
     /// Deliveries were held back because `out` passed HIGH_WATER.
     pub throttled: bool,

@@ -31,6 +31,17 @@ use super::{Connection, State};
 /// How long a connection that sent connection.close waits for close-ok.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a connection lingers after its close-ok for the client to close the socket
+/// (RabbitMQ's `close_connection` in rabbit_reader.erl): the negotiated heartbeat
+/// timeout when it is between 1 and 29 seconds, else 30 seconds.
+pub fn linger_timeout(heartbeat: u16) -> Duration {
+    if heartbeat > 0 && heartbeat < 30 {
+        Duration::from_secs(u64::from(heartbeat))
+    } else {
+        Duration::from_secs(30)
+    }
+}
+
 /// Frames handled per connection per call, so one busy peer cannot starve the others.
 pub const FRAMES_PER_TURN: usize = 1024;
 
@@ -142,7 +153,8 @@ impl Session<'_> {
         }
         let mut handled = 0;
         loop {
-            if matches!(self.conn.state, State::Closed) {
+            // After close-ok, whatever the client still sends is read and dropped.
+            if matches!(self.conn.state, State::Closed | State::Lingering) {
                 self.conn.clear_input();
                 return false;
             }
@@ -213,7 +225,10 @@ impl Session<'_> {
 
     /// Sends connection.close and releases everything the connection holds.
     pub fn connection_error(&mut self, e: AmqpError) {
-        if matches!(self.conn.state, State::Closing | State::Closed) {
+        if matches!(
+            self.conn.state,
+            State::Closing | State::Lingering | State::Closed
+        ) {
             return;
         }
         warn!("{}: closing connection: {}", self.conn.peer, e);
@@ -234,8 +249,27 @@ impl Session<'_> {
         if self.conn.state == State::Running || self.conn.state == State::Open {
             self.connection_error(hard(ReplyCode::ConnectionForced, text));
         } else if self.conn.state != State::Closing {
+            // A Lingering connection already has its close-ok queued: the reap phase
+            // flushes it and closes the socket without waiting for the client.
             self.conn.state = State::Closed;
         }
+    }
+
+    /// Sends connection.close-ok and lets the socket linger (`State::Lingering`): the
+    /// channels are released and the exclusive queues deleted now, as RabbitMQ does when
+    /// it sends close-ok; only the socket waits for the client to close it, at most
+    /// `linger_timeout`.
+    fn close_ok_and_linger(&mut self) {
+        self.send(0, &Method::ConnectionCloseOk(connection::CloseOk {}));
+        self.release_all();
+        for q in self.broker.exclusive_queues_of(self.conn.key) {
+            self.broker.remove_queue(q);
+        }
+        // Nothing it sends counts any more: a resource alarm must not stop us reading
+        // its end of stream.
+        self.conn.publisher = false;
+        self.conn.state = State::Lingering;
+        self.conn.close_deadline = Some(self.now + linger_timeout(self.conn.heartbeat));
     }
 
     /// Returns every channel's unacked messages to their queues and detaches consumers.
@@ -248,16 +282,13 @@ impl Session<'_> {
 
     fn frame(&mut self, kind: u8, ch: u16, payload: Bytes) -> Result<(), AmqpError> {
         match self.conn.state {
-            State::Header | State::Closed => Ok(()),
+            State::Header | State::Lingering | State::Closed => Ok(()),
             State::Closing => {
                 // Spec: after sending close, discard everything but close and close-ok.
                 if kind == FRAME_METHOD && ch == 0 {
                     match Method::decode(&payload) {
                         Ok(Method::ConnectionCloseOk(_)) => self.conn.state = State::Closed,
-                        Ok(Method::ConnectionClose(_)) => {
-                            self.send(0, &Method::ConnectionCloseOk(connection::CloseOk {}));
-                            self.conn.state = State::Closed;
-                        }
+                        Ok(Method::ConnectionClose(_)) => self.close_ok_and_linger(),
                         _ => {}
                     }
                 }
@@ -330,7 +361,9 @@ impl Session<'_> {
                     return Ok(());
                 }
                 let user = authenticate(&ok.mechanism, &ok.response);
-                let loopback = self.conn.peer.ip().is_loopback();
+                // A dual-stack listener (`--bind ::`) sees IPv4 peers as ::ffff:a.b.c.d;
+                // ::ffff:127.0.0.1 is loopback all the same.
+                let loopback = self.conn.peer.ip().to_canonical().is_loopback();
                 match user {
                     Some(u) if loopback || u != "guest" => self.conn.user = u,
                     other => {
@@ -426,8 +459,7 @@ impl Session<'_> {
                 Ok(())
             }
             (_, Method::ConnectionClose(_)) => {
-                self.send(0, &Method::ConnectionCloseOk(connection::CloseOk {}));
-                self.conn.state = State::Closed;
+                self.close_ok_and_linger();
                 Ok(())
             }
             (state, m) => Err(hard(
@@ -586,9 +618,7 @@ impl Session<'_> {
                     c.reply_code,
                     show(&c.reply_text)
                 );
-                self.release_all();
-                self.send(0, &Method::ConnectionCloseOk(connection::CloseOk {}));
-                self.conn.state = State::Closed;
+                self.close_ok_and_linger();
                 Ok(())
             }
             Method::ConnectionCloseOk(_) => {
@@ -675,7 +705,12 @@ impl Session<'_> {
                 Ok(())
             }
             Method::ExchangeUnbind(b) => {
-                let dest = self.broker.exchange_dest(&b.destination)?;
+                // A destination that no longer exists is not an error (see Broker::unbind).
+                let dest = match self.broker.exchange_dest(&b.destination) {
+                    Ok(d) => Some(d),
+                    Err(e) if e.code == ReplyCode::NotFound => None,
+                    Err(e) => return Err(e),
+                };
                 self.broker
                     .unbind(&b.source, dest, &b.routing_key, &b.arguments)?;
                 if !b.nowait {
@@ -723,9 +758,16 @@ impl Session<'_> {
                 Ok(())
             }
             Method::QueueUnbind(b) => {
-                let q = self.queue_for(idx, &b.queue)?;
+                // A queue that no longer exists is not an error (see Broker::unbind); an
+                // exclusive queue of another connection still is (405), and so is an
+                // empty name with no queue declared before on the channel.
+                let q = match self.queue_for(idx, &b.queue) {
+                    Ok(q) => Some(Dest::Queue(q)),
+                    Err(e) if e.code == ReplyCode::NotFound && !b.queue.is_empty() => None,
+                    Err(e) => return Err(e),
+                };
                 self.broker
-                    .unbind(&b.exchange, Dest::Queue(q), &b.routing_key, &b.arguments)?;
+                    .unbind(&b.exchange, q, &b.routing_key, &b.arguments)?;
                 self.send(ch, &Method::QueueUnbindOk(queue::UnbindOk {}));
                 Ok(())
             }

@@ -197,9 +197,12 @@ impl Broker {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {
                             logs.lock().unwrap().push_str(&line);
-                            if let Some(rest) = line
+                            // The first listener's line (any address: `--bind ::`
+                            // prints [::]:PORT); every listener shares the port.
+                            if let Some((_, rest)) = line
                                 .trim_end()
-                                .strip_prefix("warren listening on amqp://127.0.0.1:")
+                                .strip_prefix("warren listening on amqp://")
+                                .and_then(|a| a.rsplit_once(':'))
                             {
                                 if let (Ok(p), Some(t)) = (rest.parse::<u16>(), tx.take()) {
                                     let _ = t.send(p);
@@ -1064,7 +1067,12 @@ pub struct RawClient {
 
 impl RawClient {
     pub fn connect(port: u16) -> RawClient {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("tcp connect");
+        RawClient::connect_to(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// Connects to any address (e.g. [::1]:port for an IPv6 listener).
+    pub fn connect_to(addr: std::net::SocketAddr) -> RawClient {
+        let stream = TcpStream::connect(addr).expect("tcp connect");
         stream.set_nodelay(true).unwrap();
         RawClient {
             stream,
