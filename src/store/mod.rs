@@ -988,6 +988,98 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_sync_is_cut_back_and_its_nacked_records_never_recovered() {
+        let dir = tmp("failsync");
+        {
+            let (mut s, _, _) = Store::open(&dir).unwrap();
+            s.write_meta(&with_queue(1)).unwrap();
+            let a = s.append(&[1], b"", b"q1", &[0, 0], b"a").unwrap();
+            assert!(s.sync().unwrap());
+            let b = s.append(&[1], b"", b"q1", &[0, 0], b"nacked").unwrap();
+            FAIL_NEXT_SYNC.with(|f| f.set(true));
+            assert!(s.sync().is_err());
+            // The offsets handed out before the failure are never reused: an ack of the
+            // nacked message must not settle a later one.
+            let c = s.append(&[1], b"", b"q1", &[0, 0], b"c").unwrap();
+            assert_ne!(c.segment, a.segment);
+            assert!(s.sync().unwrap());
+            s.ack(b, 1);
+            s.close().unwrap();
+        }
+        let (_s, _, rec) = Store::open(&dir).unwrap();
+        let bodies: Vec<&[u8]> = rec.iter().map(|r| &r.record.body[..]).collect();
+        assert_eq!(bodies, vec![b"a" as &[u8], b"c"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_drained_current_segment_gives_its_space_back() {
+        let dir = tmp("drain");
+        let (mut s, _, _) = Store::open(&dir).unwrap();
+        s.write_meta(&with_queue(1)).unwrap();
+        let body = vec![7u8; 4096];
+        let locs: Vec<Location> = (0..300)
+            .map(|_| s.append(&[1], b"", b"q1", &[0, 0], &body).unwrap())
+            .collect();
+        s.sync().unwrap();
+        let seg = locs[0].segment;
+        assert!(locs.iter().all(|l| l.segment == seg), "one current segment");
+        assert!(fs::metadata(seg_path(&dir, seg)).unwrap().len() > RECLAIM_MIN);
+        for l in &locs {
+            s.delivered(*l, 1);
+        }
+        s.sync().unwrap();
+        for l in &locs {
+            s.ack(*l, 1);
+        }
+        s.sync().unwrap();
+        assert!(!seg_path(&dir, seg).exists(), "drained segment deleted");
+        assert!(!ack_path(&dir, seg).exists(), "with its ack file");
+        assert!(s.live_segments().is_empty());
+        let next = s.append(&[1], b"", b"q1", &[0, 0], b"x").unwrap();
+        assert!(next.segment > seg);
+        s.sync().unwrap();
+        drop(s);
+        let (_s, _, rec) = Store::open(&dir).unwrap();
+        assert_eq!(rec.len(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_store_refuses_appends_nacks_the_turn_and_recovers_when_space_is_back() {
+        let dir = tmp("full");
+        let (mut s, _, _) = Store::open(&dir).unwrap();
+        assert!(
+            reserve_path(&dir).exists(),
+            "the reserve is taken at start-up"
+        );
+        s.write_meta(&with_queue(1)).unwrap();
+        let kept = s.append(&[1], b"", b"q1", &[0, 0], b"kept").unwrap();
+        s.sync().unwrap();
+        s.note_error(&io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(s.is_full());
+        assert!(!reserve_path(&dir).exists(), "the reserve is given back");
+        assert!(s.append(&[1], b"", b"q1", &[0, 0], b"refused").is_err());
+        assert!(
+            s.sync().is_err(),
+            "the turn with a refused append is nacked"
+        );
+        // Acks still work while full.
+        s.ack(kept, 1);
+        assert!(!s.retry_after_full(RESERVE, 0), "not enough room yet");
+        assert!(s.retry_after_full(u64::MAX / 4, 0));
+        assert!(!s.is_full() && reserve_path(&dir).exists());
+        s.append(&[1], b"", b"q1", &[0, 0], b"later").unwrap();
+        assert!(s.sync().unwrap());
+        s.close().unwrap();
+        drop(s);
+        let (_s, _, rec) = Store::open(&dir).unwrap();
+        let bodies: Vec<&[u8]> = rec.iter().map(|r| &r.record.body[..]).collect();
+        assert_eq!(bodies, vec![b"later" as &[u8]]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_second_broker_cannot_open_the_same_directory() {
         let dir = tmp("lock");
         let first = Store::open(&dir).unwrap();
