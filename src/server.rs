@@ -153,7 +153,8 @@ impl Server {
             }
             Ok(()) => self.sync_log.succeeded("store: sync"),
         }
-        let Some(st) = self.broker.store.as_mut() else {
+        let limit = self.disk_limit();
+        let Some(st) = self.broker.store.as_ref() else {
             return;
         };
         let disk_alarm = self.alarm == Some(crate::alarm::Alarm::Disk);
@@ -161,8 +162,7 @@ impl Server {
             self.check_alarms();
             return;
         }
-        let limit = self.config.disk_free_limit;
-        if limit > 0 && !disk_alarm {
+        if !disk_alarm {
             // Only arithmetic per turn; a measurement only when the estimate says so.
             let estimate = self.free_at_check.saturating_sub(st.pending_written());
             if estimate < limit {
@@ -569,10 +569,13 @@ impl Server {
     /// Re-evaluates the disk and memory alarms (only with a store: a memory-only server
     /// has no data directory to watch). On a change, publishers are told.
     pub fn check_alarms(&mut self) {
+        if self.broker.store.is_none() {
+            return;
+        }
+        let limit = self.disk_limit();
         let Some(st) = self.broker.store.as_mut() else {
             return;
         };
-        let limit = self.config.disk_free_limit;
         st.take_written();
         let free = crate::alarm::free_disk(&self.config.data_dir);
         self.free_at_check = free.unwrap_or(u64::MAX);
@@ -581,7 +584,7 @@ impl Server {
                 info!("store: disk space is back ({free} bytes free); accepting messages again");
             }
         }
-        let disk = st.is_full() || (limit > 0 && free.is_some_and(|f| f < limit));
+        let disk = st.is_full() || free.is_some_and(|f| f < limit);
         if disk {
             // Dead data in the segment being written is given back while the alarm is on.
             st.compact();
@@ -645,6 +648,13 @@ impl Server {
             }
             self.touch(k);
         }
+    }
+
+    /// The free-disk floor of the disk alarm: `--disk-free-limit`, and never less than
+    /// the store's reserve, so a limit of 0 (or too low) still blocks publishers before
+    /// the disk is full.
+    fn disk_limit(&self) -> u64 {
+        self.config.disk_free_limit.max(crate::store::RESERVE)
     }
 
     /// Whether reading from this connection is paused by a resource alarm.
