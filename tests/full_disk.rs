@@ -473,7 +473,7 @@ fn acks_taken_while_the_disk_is_full_survive_a_sigkill() {
             .await
             .unwrap();
 
-        for i in 0..400 {
+        for want in &confirmed[..400] {
             let m = step(
                 "basic_get",
                 cch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: false }),
@@ -481,7 +481,7 @@ fn acks_taken_while_the_disk_is_full_survive_a_sigkill() {
             .await
             .unwrap()
             .expect("message");
-            assert_eq!(name_of(&m.delivery.data), confirmed[i]);
+            assert_eq!(&name_of(&m.delivery.data), want);
             step(
                 "basic_ack",
                 cch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default()),

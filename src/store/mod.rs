@@ -10,7 +10,15 @@
 //! syncs everything.
 //!
 //! Space: the store counts, per segment, the (message, queue) references not yet acked;
-//! a segment that reaches zero and is not being written is deleted with its ack file.
+//! a segment that reaches zero is deleted with its ack file (the one being written too,
+//! past `RECLAIM_MIN` or on a full disk).
+//!
+//! A full disk (ENOSPC, EDQUOT, EIO) is not fatal: a failed write cuts the segment back
+//! to its last synced length (the turn's confirms are nacks and none of its records is
+//! recovered), the `reserve` file is given back so acks and metadata still fit, appends
+//! are refused until `retry_after_full` sees space again, and unwritten ack records stay
+//! buffered. Nothing at start-up needs new space: segments are created at their first
+//! record.
 //!
 //! Layout (see `segment.rs` and `meta.rs` for the formats): `meta`, `msgs.NNNNNNNNNN`,
 //! `acks.NNNNNNNNNN`, and `lock` (held with an exclusive file lock while running).
