@@ -20,6 +20,56 @@ use crate::proto::frame;
 /// How often every connection's timers are looked at.
 const TIMER_PERIOD: Duration = Duration::from_millis(100);
 
+/// How often a failure that keeps repeating is summed up in the log.
+const REPEAT_REPORT: Duration = Duration::from_secs(10);
+
+/// Logs a failure once, then how many times it repeated every `REPEAT_REPORT`, then
+/// once when it stops: a full disk fails every turn and must not flood the log.
+#[derive(Debug, Default)]
+struct RepeatLog {
+    last: Option<String>,
+    repeats: u64,
+    reported: Option<Instant>,
+}
+
+impl RepeatLog {
+    fn failed(&mut self, now: Instant, what: &str, text: String) {
+        if self.last.as_deref() == Some(text.as_str()) {
+            self.repeats += 1;
+            if self
+                .reported
+                .is_some_and(|t| now.duration_since(t) >= REPEAT_REPORT)
+            {
+                log::error!("{what}: failed {} more times: {text}", self.repeats);
+                self.repeats = 0;
+                self.reported = Some(now);
+            }
+            return;
+        }
+        self.flush(what);
+        log::error!("{what}: {text}");
+        self.last = Some(text);
+        self.reported = Some(now);
+    }
+
+    fn succeeded(&mut self, what: &str) {
+        if self.last.is_some() {
+            self.flush(what);
+            info!("{what}: succeeds again");
+            self.last = None;
+        }
+    }
+
+    fn flush(&mut self, what: &str) {
+        if let (Some(t), n) = (&self.last, self.repeats) {
+            if n > 0 {
+                log::error!("{what}: failed {n} more times: {t}");
+            }
+        }
+        self.repeats = 0;
+    }
+}
+
 pub struct Server {
     pub config: Config,
     pub broker: Broker,
@@ -38,6 +88,10 @@ pub struct Server {
     /// The resource alarm in force, if any.
     pub alarm: Option<crate::alarm::Alarm>,
     next_alarm_check: Instant,
+    /// Free disk bytes at the last measurement; with the bytes the store wrote since,
+    /// an estimate that raises the disk alarm between two measurements.
+    free_at_check: u64,
+    sync_log: RepeatLog,
     /// Publishers to read again because an alarm cleared (the reactor drains this).
     pub unblocked: Vec<usize>,
     /// Catch a panic while handling one connection and close only that connection.
@@ -62,6 +116,8 @@ impl Server {
             sync_failed: false,
             alarm: None,
             next_alarm_check: now,
+            free_at_check: u64::MAX,
+            sync_log: RepeatLog::default(),
             unblocked: Vec::new(),
             contain_panics: false,
         }
@@ -80,10 +136,38 @@ impl Server {
 
     /// The sync phase: this turn's store writes reach the disk (one fdatasync when
     /// persistent messages were appended) before any confirm goes out.
+    ///
+    /// A failure (full disk, I/O error) makes this turn's confirms nacks and raises the
+    /// disk alarm at once; it is logged once, then as a count. The disk alarm is also
+    /// raised early when the bytes written since the last measurement would bring free
+    /// space under the limit: a fast publisher is blocked before the disk fills.
     pub fn sync(&mut self) {
-        if let Err(e) = self.broker.sync() {
-            log::error!("store: sync failed: {e}; confirms of this turn are nacks");
-            self.sync_failed = true;
+        match self.broker.sync() {
+            Err(e) => {
+                self.sync_failed = true;
+                self.sync_log.failed(
+                    self.now,
+                    "store: sync",
+                    format!("{e}; confirms of this turn are nacks"),
+                );
+            }
+            Ok(()) => self.sync_log.succeeded("store: sync"),
+        }
+        let limit = self.disk_limit();
+        let Some(st) = self.broker.store.as_ref() else {
+            return;
+        };
+        let disk_alarm = self.alarm == Some(crate::alarm::Alarm::Disk);
+        if st.is_full() && !disk_alarm {
+            self.check_alarms();
+            return;
+        }
+        if !disk_alarm {
+            // Only arithmetic per turn; a measurement only when the estimate says so.
+            let estimate = self.free_at_check.saturating_sub(st.pending_written());
+            if estimate < limit {
+                self.check_alarms();
+            }
         }
     }
 
@@ -413,6 +497,9 @@ impl Server {
         let now = self.now;
         let timeout = self.config.consumer_timeout;
         let handshake = self.config.handshake_timeout;
+        // A blocked publisher is not read, so its heartbeats are not seen: as RabbitMQ,
+        // heartbeat monitoring pauses while it is blocked.
+        let blocked = self.is_blocked(key);
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
@@ -438,7 +525,7 @@ impl Server {
         }
         if c.heartbeat > 0 {
             let hb = Duration::from_secs(u64::from(c.heartbeat));
-            if now.duration_since(c.last_recv) > hb * 2 {
+            if !blocked && now.duration_since(c.last_recv) > hb * 2 {
                 warn!(
                     "{}: missed heartbeats from client, timeout: {}s",
                     c.peer, c.heartbeat
@@ -486,11 +573,31 @@ impl Server {
         if self.broker.store.is_none() {
             return;
         }
-        let now = crate::alarm::check(
-            &self.config.data_dir,
-            self.config.disk_free_limit,
-            self.config.memory_limit(),
-        );
+        let limit = self.disk_limit();
+        let Some(st) = self.broker.store.as_mut() else {
+            return;
+        };
+        st.take_written();
+        let free = crate::alarm::free_disk(&self.config.data_dir);
+        self.free_at_check = free.unwrap_or(u64::MAX);
+        if let Some(free) = free {
+            if st.retry_after_full(free, limit) {
+                info!("store: disk space is back ({free} bytes free); accepting messages again");
+            }
+        }
+        let disk = st.is_full() || free.is_some_and(|f| f < limit);
+        if disk {
+            // Dead data in the segment being written is given back while the alarm is on.
+            st.compact();
+        }
+        let memory = self.config.memory_limit();
+        let now = if disk {
+            Some(crate::alarm::Alarm::Disk)
+        } else if memory > 0 && crate::alarm::rss().is_some_and(|r| r > memory) {
+            Some(crate::alarm::Alarm::Memory)
+        } else {
+            None
+        };
         if now == self.alarm {
             return;
         }
@@ -525,6 +632,8 @@ impl Server {
                     c.blocked_sent = true;
                 }
                 None => {
+                    // Heartbeat monitoring was paused while blocked (not read).
+                    c.last_recv = self.now;
                     if c.blocked_sent {
                         let u = crate::proto::connection::Unblocked {};
                         frame::write_method(
@@ -540,6 +649,13 @@ impl Server {
             }
             self.touch(k);
         }
+    }
+
+    /// The free-disk floor of the disk alarm: `--disk-free-limit`, and never less than
+    /// the store's reserve, so a limit of 0 (or too low) still blocks publishers before
+    /// the disk is full.
+    fn disk_limit(&self) -> u64 {
+        self.config.disk_free_limit.max(crate::store::RESERVE)
     }
 
     /// Whether reading from this connection is paused by a resource alarm.

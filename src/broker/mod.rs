@@ -589,6 +589,13 @@ impl Broker {
         // Server-named and exclusive queues never persist.
         let persist = d.durable && !d.exclusive && !d.name.is_empty();
         let durable_id = match (&mut self.store, persist) {
+            // The declaration could not be made durable: say so now rather than lose it.
+            (Some(st), true) if st.is_full() => {
+                return Err(precondition(format!(
+                    "cannot declare durable queue '{}' in vhost '{VHOST}': the disk is full",
+                    show(&name)
+                )));
+            }
             (Some(st), true) => st.next_queue_id(),
             _ => 0,
         };
@@ -924,17 +931,23 @@ impl Broker {
         if self.store.is_none() {
             return Ok(());
         }
+        let mut meta_result = Ok(());
         if self.meta_dirty {
             let meta = self.durable_meta();
             if let Some(st) = self.store.as_mut() {
-                st.write_meta(&meta)?;
+                meta_result = st.write_meta(&meta);
+                if meta_result.is_err() {
+                    // Retried next turn; this turn's publishes are nacked and abandoned.
+                    st.refuse_turn();
+                } else {
+                    self.meta_dirty = false;
+                }
             }
-            self.meta_dirty = false;
         }
         if let Some(st) = self.store.as_mut() {
             st.sync()?;
         }
-        Ok(())
+        meta_result
     }
 
     /// Everything durable except messages, for the metadata snapshot.

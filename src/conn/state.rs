@@ -1057,20 +1057,22 @@ impl Session<'_> {
             .route(x, &p.routing_key, &properties, self.routed);
         let persistent = properties::delivery_mode(&properties) == Some(2);
         // Beyond the memory budget, the body stays on disk until delivery.
-        let page = self.broker.store.is_some()
+        // A full disk keeps bodies in memory (the memory alarm guards that).
+        let page = self.broker.store.as_ref().is_some_and(|st| !st.is_full())
             && crate::message::resident_bytes() as u64 + body.len() as u64
                 > self.config.memory_budget;
         let mut location = None;
+        // The store refused the message (full disk): it is not enqueued, and the store
+        // fails this turn's sync, so its confirm is a nack. The connection stays.
+        let mut refused = false;
         if (persistent || page) && !self.routed.is_empty() {
-            let stored = self
+            match self
                 .broker
-                .persist(self.routed, persistent, page, &p, &properties, &body);
-            location = stored.map_err(|e| {
-                hard(
-                    ReplyCode::InternalError,
-                    format!("cannot store message: {e}"),
-                )
-            })?;
+                .persist(self.routed, persistent, page, &p, &properties, &body)
+            {
+                Ok(l) => location = l,
+                Err(_) => refused = true,
+            }
         }
         let msg = match location {
             Some(loc) if page => {
@@ -1092,7 +1094,7 @@ impl Session<'_> {
                     .out
                     .write_content(ch, msg.properties(), &msg.body(), fm);
             }
-        } else {
+        } else if !refused {
             for &q in self.routed.iter() {
                 self.broker.enqueue(q, msg.clone());
             }

@@ -10,7 +10,15 @@
 //! syncs everything.
 //!
 //! Space: the store counts, per segment, the (message, queue) references not yet acked;
-//! a segment that reaches zero and is not being written is deleted with its ack file.
+//! a segment that reaches zero is deleted with its ack file (the one being written too,
+//! past `RECLAIM_MIN` or on a full disk).
+//!
+//! A full disk (ENOSPC, EDQUOT, EIO) is not fatal: a failed write cuts the segment back
+//! to its last synced length (the turn's confirms are nacks and none of its records is
+//! recovered), the `reserve` file is given back so acks and metadata still fit, appends
+//! are refused until `retry_after_full` sees space again, and unwritten ack records stay
+//! buffered. Nothing at start-up needs new space: segments are created at their first
+//! record.
 //!
 //! Layout (see `segment.rs` and `meta.rs` for the formats): `meta`, `msgs.NNNNNNNNNN`,
 //! `acks.NNNNNNNNNN`, and `lock` (held with an exclusive file lock while running).
@@ -58,45 +66,100 @@ struct AckFile {
 }
 
 /// An append-only series of segments being written.
+///
+/// The file is created lazily, at the first write of a record: starting the broker or
+/// rolling over needs no new disk space. A failed write or fsync abandons the turn's
+/// records (the file is truncated back to what the last sync made durable, so a nacked
+/// message is never recovered) and marks the writer `broken`: its offsets past `good`
+/// were handed out to messages still in memory, so they are never reused, and the next
+/// append starts a new segment.
 struct Writer {
     /// Segment number (with `SPILL_BIT` for the spill series).
     n: u32,
-    file: File,
-    /// Bytes in the current segment, written or buffered.
+    file: Option<File>,
+    /// Bytes in the current segment, written or buffered (the header included).
     len: u64,
+    /// Bytes of the file known to be written (and, for the durable series, synced).
+    good: u64,
     buf: BytesMut,
     /// Appended since the last sync (only the durable series is ever fsynced).
     unsynced: bool,
+    /// A write failed: the next append rolls over to a new segment.
+    broken: bool,
 }
 
 impl Writer {
-    fn create(dir: &Path, n: u32) -> io::Result<Writer> {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(seg_path(dir, n))?;
-        file.write_all(&segment::header(SEG_MAGIC))?;
-        Ok(Writer {
+    fn new(n: u32) -> Writer {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&segment::header(SEG_MAGIC));
+        Writer {
             n,
-            file,
+            file: None,
             len: segment::HEADER_LEN as u64,
-            buf: BytesMut::new(),
+            good: 0,
+            buf,
             unsynced: false,
-        })
+            broken: false,
+        }
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            self.file.write_all(&self.buf)?;
-            self.buf.clear();
+    /// Writes the buffered bytes (creating the file at its first record). Returns how many
+    /// bytes reached the file.
+    fn flush(&mut self, dir: &Path) -> io::Result<u64> {
+        if self.buf.is_empty() || self.len <= segment::HEADER_LEN as u64 {
+            return Ok(0);
         }
+        let file = match self.file.as_mut() {
+            Some(f) => f,
+            None => self.file.insert(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(seg_path(dir, self.n))?,
+            ),
+        };
+        file.write_all(&self.buf)?;
+        let n = self.buf.len() as u64;
+        self.buf.clear();
+        Ok(n)
+    }
+
+    /// Makes what `flush` wrote durable (durable series only).
+    fn fsync(&mut self) -> io::Result<()> {
+        if let Some(f) = self.file.as_ref() {
+            f.sync_data()?;
+        }
+        self.unsynced = false;
+        self.good = self.written();
         Ok(())
+    }
+
+    /// A write or fsync failed: drop this turn's records, cut the file back to its last
+    /// good length (a torn partial write must not be recovered), and roll over at the
+    /// next append. Needs no disk space.
+    fn abandon(&mut self) {
+        if let Some(f) = self.file.as_ref() {
+            if let Err(e) = f.set_len(self.good) {
+                log::error!("store: cannot cut back a failed segment write: {e}");
+            }
+        }
+        self.buf.clear();
+        self.unsynced = false;
+        self.broken = true;
     }
 
     /// Bytes already handed to the file (the rest sits in `buf`).
     fn written(&self) -> u64 {
         self.len - self.buf.len() as u64
     }
+}
+
+/// Whether an I/O error means the disk cannot take more data (the disk alarm's business).
+pub fn is_space_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EIO)
+    ) || e.kind() == io::ErrorKind::StorageFull
 }
 
 #[cfg(test)]
@@ -119,7 +182,28 @@ pub struct Store {
     live: HashMap<u32, u64>,
     next_queue_id: u32,
     segment_max: u64,
+    /// The disk refused a write (ENOSPC, EIO): appends are refused, the disk alarm is on.
+    /// Cleared by `retry_after_full` once measured free space is back.
+    full: bool,
+    /// An append was refused this turn: the turn's sync fails (its confirms are nacks).
+    refused: bool,
+    /// Bytes of the `reserve` file we hold; released at the first ENOSPC so that acks
+    /// and the metadata snapshot can still be written.
+    reserve_size: u64,
+    reserved: bool,
+    /// Bytes written since the server last measured free space (see `take_written`).
+    written: u64,
 }
+
+/// Bytes kept in the `reserve` file while the disk has room: at the first ENOSPC they are
+/// given back so ack records (26 bytes per delivered-and-acked message) and the metadata
+/// snapshot still fit while consumers drain.
+pub const RESERVE: u64 = 1024 * 1024;
+
+/// Past this size, a current segment whose messages are all settled is closed and
+/// deleted as soon as that happens (not only at the 64 MiB rollover), so a drained store
+/// gives its space back.
+pub const RECLAIM_MIN: u64 = 1024 * 1024;
 
 /// Spill segments are numbered with this bit set, so one map covers both series.
 const SPILL_BIT: u32 = 1 << 31;
@@ -130,6 +214,10 @@ fn seg_path(dir: &Path, n: u32) -> PathBuf {
     } else {
         dir.join(format!("msgs.{n:010}"))
     }
+}
+
+fn reserve_path(dir: &Path) -> PathBuf {
+    dir.join("reserve")
 }
 
 fn ack_path(dir: &Path, n: u32) -> PathBuf {
@@ -214,9 +302,11 @@ impl Store {
         for n in numbered(dir, "spill.").map_err(|e| ctx(dir.display(), e))? {
             let _ = fs::remove_file(seg_path(dir, n | SPILL_BIT));
         }
+        // New segments are created at their first record: a full disk does not stop
+        // the start-up (consumers must be able to drain it).
         let cur = segments.last().map_or(1, |n| n + 1);
-        let msgs = Writer::create(dir, cur).map_err(|e| ctx(seg_path(dir, cur).display(), e))?;
-        let spill = Writer::create(dir, 1 | SPILL_BIT).map_err(|e| ctx(dir.display(), e))?;
+        let msgs = Writer::new(cur);
+        let spill = Writer::new(1 | SPILL_BIT);
         let next_queue_id = meta
             .next_queue_id
             .max(meta.queues.iter().map(|q| q.id + 1).max().unwrap_or(1));
@@ -226,7 +316,7 @@ impl Store {
             live.len(),
             dir.display()
         );
-        let store = Store {
+        let mut store = Store {
             dir: dir.to_path_buf(),
             _lock: lock,
             msgs,
@@ -236,7 +326,20 @@ impl Store {
             live,
             next_queue_id,
             segment_max: SEGMENT_MAX,
+            full: false,
+            refused: false,
+            reserve_size: RESERVE,
+            reserved: false,
+            written: 0,
         };
+        if !store.make_reserve() {
+            warn!(
+                "store: the disk under {} is full; starting with the disk alarm on \
+                 (publishers blocked, consumers can drain)",
+                dir.display()
+            );
+            store.full = true;
+        }
         Ok((store, meta, recovered))
     }
 
@@ -343,12 +446,23 @@ impl Store {
         body: &[u8],
     ) -> io::Result<Location> {
         let to_spill = queues.iter().all(|q| *q == SPILL);
-        if self.writer(to_spill).len >= self.segment_max {
+        if self.full {
+            self.refused = true;
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "disk full: message not stored",
+            ));
+        }
+        let max = self.segment_max;
+        let w = self.writer(to_spill);
+        if w.len >= max || w.broken {
             self.rollover(to_spill)?;
         }
         let w = self.writer(to_spill);
-        let offset =
-            u32::try_from(w.len).map_err(|_| io::Error::other("segment offset overflow"))?;
+        let Ok(offset) = u32::try_from(w.len) else {
+            self.refused = true;
+            return Err(io::Error::other("segment offset overflow"));
+        };
         let before = w.buf.len();
         segment::encode_publish(&mut w.buf, queues, exchange, key, props, body);
         w.len += (w.buf.len() - before) as u64;
@@ -366,24 +480,137 @@ impl Store {
         }
     }
 
+    /// Closes the segment being written and starts the next one (created at its first
+    /// write). The old one's buffered records go to disk first; on failure they are
+    /// abandoned like a failed sync and the append is refused.
     fn rollover(&mut self, spill: bool) -> io::Result<()> {
         let dir = self.dir.clone();
         let w = self.writer(spill);
-        w.flush()?;
-        if w.unsynced && !spill {
-            w.file.sync_data()?;
+        let r = w.flush(&dir).and_then(|n| {
+            if w.unsynced && !spill {
+                w.fsync()?;
+            }
+            Ok(n)
+        });
+        match r {
+            Ok(n) => self.written += n,
+            Err(e) => {
+                self.writer(spill).abandon();
+                self.refused = true;
+                self.note_error(&e);
+                return Err(e);
+            }
         }
+        let w = self.writer(spill);
         let old = w.n;
         let next = if spill {
             ((old & !SPILL_BIT) + 1) | SPILL_BIT
         } else {
             old + 1
         };
-        *w = Writer::create(&dir, next)?;
+        *w = Writer::new(next);
         if self.live.get(&old).copied().unwrap_or(0) == 0 {
             self.delete_segment(old);
         }
         Ok(())
+    }
+
+    /// The current durable segment has no live message left: close it and delete it (with
+    /// its ack file), so its space comes back without waiting for the 64 MiB rollover.
+    /// Needs no disk space (the next segment is created at its first record). Its
+    /// buffered records, if any, are all settled and never need to reach the disk.
+    fn reclaim_current(&mut self) {
+        let old = self.msgs.n;
+        if self.live.get(&old).copied().unwrap_or(0) != 0 {
+            return;
+        }
+        self.msgs = Writer::new(old + 1);
+        self.delete_segment(old);
+    }
+
+    /// Under a disk alarm: gives back the current segment if everything in it is
+    /// settled, whatever its size. Cheap when there is nothing to do.
+    pub fn compact(&mut self) {
+        if self.msgs.len > segment::HEADER_LEN as u64 {
+            self.reclaim_current();
+        }
+    }
+
+    /// Creates the `reserve` file (or finds it whole). False when the disk has no room.
+    fn make_reserve(&mut self) -> bool {
+        let path = reserve_path(&self.dir);
+        if fs::metadata(&path).is_ok_and(|m| m.len() >= self.reserve_size) {
+            self.reserved = true;
+            return true;
+        }
+        let ok = File::create(&path).and_then(|f| {
+            let len = libc::off_t::try_from(self.reserve_size).unwrap_or(libc::off_t::MAX);
+            // SAFETY: a valid open descriptor; posix_fallocate has no memory arguments.
+            let rc = unsafe { libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, len) };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(rc))
+            }
+        });
+        match ok {
+            Ok(()) => {
+                self.reserved = true;
+                true
+            }
+            Err(_) => {
+                let _ = fs::remove_file(&path);
+                self.reserved = false;
+                false
+            }
+        }
+    }
+
+    /// A write failed: a full (or failing) disk refuses further appends and gives back
+    /// the reserve so acks and metadata can still be written.
+    fn note_error(&mut self, e: &io::Error) {
+        if is_space_error(e) && !self.full {
+            self.full = true;
+            if self.reserved {
+                let _ = fs::remove_file(reserve_path(&self.dir));
+                self.reserved = false;
+            }
+        }
+    }
+
+    /// Something else of this turn could not be stored (the metadata snapshot): the
+    /// turn's messages are abandoned too, so that none of its nacked publishes is
+    /// recovered.
+    pub fn refuse_turn(&mut self) {
+        self.refused = true;
+    }
+
+    /// Whether the disk refused a write and appends are refused (disk alarm on).
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// Space is back (`free` measured bytes, enough for the reserve and the alarm's
+    /// limit): take the reserve again and accept appends. Returns whether it did.
+    pub fn retry_after_full(&mut self, free: u64, limit: u64) -> bool {
+        if !self.full || free < limit.saturating_add(self.reserve_size.saturating_mul(2)) {
+            return false;
+        }
+        if self.make_reserve() {
+            self.full = false;
+        }
+        !self.full
+    }
+
+    /// Bytes written since the last `take_written`, without resetting.
+    pub fn pending_written(&self) -> u64 {
+        self.written
+    }
+
+    /// Bytes written to the data directory since the last call (for the disk alarm's
+    /// estimate between two measurements).
+    pub fn take_written(&mut self) -> u64 {
+        std::mem::take(&mut self.written)
     }
 
     fn is_current(&self, n: u32) -> bool {
@@ -431,8 +658,12 @@ impl Store {
             return;
         };
         *n = n.saturating_sub(1);
-        if *n == 0 && !self.is_current(loc.segment) {
-            self.delete_segment(loc.segment);
+        if *n == 0 {
+            if !self.is_current(loc.segment) {
+                self.delete_segment(loc.segment);
+            } else if loc.segment == self.msgs.n && (self.msgs.len >= RECLAIM_MIN || self.full) {
+                self.reclaim_current();
+            }
         }
     }
 
@@ -486,26 +717,85 @@ impl Store {
 
     /// The sync phase: writes this turn's records and, when durable messages were
     /// appended, makes them durable with one fdatasync. Returns whether it synced.
+    ///
+    /// Err means this turn's durable records are not on disk and never will be (their
+    /// confirms are nacks): a write or fsync failed, or an append was refused. The
+    /// segment is cut back so none of them is recovered after a restart. Ack records
+    /// never fail a sync: what the disk refuses stays buffered, in order, and is written
+    /// at a later turn (or dropped with its segment once that segment is deleted).
     pub fn sync(&mut self) -> io::Result<bool> {
-        #[cfg(test)]
-        if FAIL_NEXT_SYNC.with(|f| f.replace(false)) {
-            return Err(io::Error::other("injected sync failure (test)"));
-        }
-        self.msgs.flush()?;
-        self.spill.flush()?;
-        self.spill.unsynced = false;
-        for a in self.acks.values_mut() {
-            if !a.buf.is_empty() {
-                a.file.write_all(&a.buf)?;
-                a.buf.clear();
+        self.write_acks();
+        let dir = self.dir.clone();
+        match self.spill.flush(&dir) {
+            Ok(n) => {
+                self.written += n;
+                self.spill.good = self.spill.written();
+            }
+            Err(e) => {
+                // Paged bodies of transient messages: lost, and said so at delivery.
+                self.spill.abandon();
+                self.note_error(&e);
             }
         }
-        if self.msgs.unsynced {
-            self.msgs.file.sync_data()?;
-            self.msgs.unsynced = false;
-            return Ok(true);
+        self.spill.unsynced = false;
+        #[cfg(test)]
+        if FAIL_NEXT_SYNC.with(|f| f.replace(false)) {
+            self.msgs.abandon();
+            return Err(io::Error::other("injected sync failure (test)"));
         }
-        Ok(false)
+        if std::mem::take(&mut self.refused) {
+            self.msgs.abandon();
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "disk full: messages refused",
+            ));
+        }
+        let unsynced = self.msgs.unsynced;
+        let r = self.msgs.flush(&dir).and_then(|n| {
+            if unsynced {
+                self.msgs.fsync()?;
+            }
+            Ok(n)
+        });
+        match r {
+            Ok(n) => {
+                self.written += n;
+                Ok(unsynced)
+            }
+            Err(e) => {
+                self.msgs.abandon();
+                self.note_error(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes buffered ack records, resuming exactly where a short or failed write
+    /// stopped (records are fixed-size and append-only, so a resumed write is whole).
+    fn write_acks(&mut self) {
+        let mut failed = None;
+        for a in self.acks.values_mut() {
+            while !a.buf.is_empty() {
+                match a.file.write(&a.buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        bytes::Buf::advance(&mut a.buf, n);
+                        self.written += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(e) = failed {
+            if !self.full {
+                log::error!("store: cannot write ack records: {e}; they are kept and retried");
+            }
+            self.note_error(&e);
+        }
     }
 
     /// Clean stop: everything written and synced, ack files included; spill data is
@@ -513,9 +803,14 @@ impl Store {
     pub fn close(&mut self) -> io::Result<()> {
         self.sync()?;
         for a in self.acks.values_mut() {
+            if !a.buf.is_empty() {
+                return Err(io::Error::other("ack records could not be written"));
+            }
             a.file.sync_data()?;
         }
-        self.msgs.file.sync_data()?;
+        if let Some(f) = self.msgs.file.as_ref() {
+            f.sync_data()?;
+        }
         let spills: Vec<u32> = self
             .live
             .keys()
@@ -533,7 +828,13 @@ impl Store {
     pub fn write_meta(&mut self, meta: &Meta) -> io::Result<()> {
         let mut m = meta.clone();
         m.next_queue_id = self.next_queue_id;
-        m.write_atomically(&self.dir)
+        let r = m.write_atomically(&self.dir);
+        if let Err(e) = &r {
+            // A half-written snapshot must not hold on to the space it took.
+            let _ = fs::remove_file(self.dir.join("meta.tmp"));
+            self.note_error(e);
+        }
+        r
     }
 
     /// Segment numbers with live messages (tests and diagnostics).
@@ -686,11 +987,103 @@ mod tests {
         assert!(numbered(&dir, "spill.").unwrap().len() == 1);
         let (_s, _, rec) = Store::open(&dir).unwrap();
         assert!(
-            numbered(&dir, "spill.").unwrap().len() == 1,
-            "only the new, empty one"
+            numbered(&dir, "spill.").unwrap().is_empty(),
+            "the old one is gone; a new one is created at its first record"
         );
         let bodies: Vec<&[u8]> = rec.iter().map(|r| &r.record.body[..]).collect();
         assert_eq!(bodies, vec![b"persistent body" as &[u8]]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_sync_is_cut_back_and_its_nacked_records_never_recovered() {
+        let dir = tmp("failsync");
+        {
+            let (mut s, _, _) = Store::open(&dir).unwrap();
+            s.write_meta(&with_queue(1)).unwrap();
+            let a = s.append(&[1], b"", b"q1", &[0, 0], b"a").unwrap();
+            assert!(s.sync().unwrap());
+            let b = s.append(&[1], b"", b"q1", &[0, 0], b"nacked").unwrap();
+            FAIL_NEXT_SYNC.with(|f| f.set(true));
+            assert!(s.sync().is_err());
+            // The offsets handed out before the failure are never reused: an ack of the
+            // nacked message must not settle a later one.
+            let c = s.append(&[1], b"", b"q1", &[0, 0], b"c").unwrap();
+            assert_ne!(c.segment, a.segment);
+            assert!(s.sync().unwrap());
+            s.ack(b, 1);
+            s.close().unwrap();
+        }
+        let (_s, _, rec) = Store::open(&dir).unwrap();
+        let bodies: Vec<&[u8]> = rec.iter().map(|r| &r.record.body[..]).collect();
+        assert_eq!(bodies, vec![b"a" as &[u8], b"c"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_drained_current_segment_gives_its_space_back() {
+        let dir = tmp("drain");
+        let (mut s, _, _) = Store::open(&dir).unwrap();
+        s.write_meta(&with_queue(1)).unwrap();
+        let body = vec![7u8; 4096];
+        let locs: Vec<Location> = (0..300)
+            .map(|_| s.append(&[1], b"", b"q1", &[0, 0], &body).unwrap())
+            .collect();
+        s.sync().unwrap();
+        let seg = locs[0].segment;
+        assert!(locs.iter().all(|l| l.segment == seg), "one current segment");
+        assert!(fs::metadata(seg_path(&dir, seg)).unwrap().len() > RECLAIM_MIN);
+        for l in &locs {
+            s.delivered(*l, 1);
+        }
+        s.sync().unwrap();
+        for l in &locs {
+            s.ack(*l, 1);
+        }
+        s.sync().unwrap();
+        assert!(!seg_path(&dir, seg).exists(), "drained segment deleted");
+        assert!(!ack_path(&dir, seg).exists(), "with its ack file");
+        assert!(s.live_segments().is_empty());
+        let next = s.append(&[1], b"", b"q1", &[0, 0], b"x").unwrap();
+        assert!(next.segment > seg);
+        s.sync().unwrap();
+        drop(s);
+        let (_s, _, rec) = Store::open(&dir).unwrap();
+        assert_eq!(rec.len(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_store_refuses_appends_nacks_the_turn_and_recovers_when_space_is_back() {
+        let dir = tmp("full");
+        let (mut s, _, _) = Store::open(&dir).unwrap();
+        assert!(
+            reserve_path(&dir).exists(),
+            "the reserve is taken at start-up"
+        );
+        s.write_meta(&with_queue(1)).unwrap();
+        let kept = s.append(&[1], b"", b"q1", &[0, 0], b"kept").unwrap();
+        s.sync().unwrap();
+        s.note_error(&io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(s.is_full());
+        assert!(!reserve_path(&dir).exists(), "the reserve is given back");
+        assert!(s.append(&[1], b"", b"q1", &[0, 0], b"refused").is_err());
+        assert!(
+            s.sync().is_err(),
+            "the turn with a refused append is nacked"
+        );
+        // Acks still work while full.
+        s.ack(kept, 1);
+        assert!(!s.retry_after_full(RESERVE, 0), "not enough room yet");
+        assert!(s.retry_after_full(u64::MAX / 4, 0));
+        assert!(!s.is_full() && reserve_path(&dir).exists());
+        s.append(&[1], b"", b"q1", &[0, 0], b"later").unwrap();
+        assert!(s.sync().unwrap());
+        s.close().unwrap();
+        drop(s);
+        let (_s, _, rec) = Store::open(&dir).unwrap();
+        let bodies: Vec<&[u8]> = rec.iter().map(|r| &r.record.body[..]).collect();
+        assert_eq!(bodies, vec![b"later" as &[u8]]);
         fs::remove_dir_all(&dir).unwrap();
     }
 

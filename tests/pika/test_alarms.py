@@ -75,6 +75,31 @@ def test_disk_alarm_blocks_publishers_until_restart_without_it(tmp_path):
         broker.stop()
 
 
+def test_a_blocked_publisher_with_heartbeat_3_is_still_connected_after_20s(tmp_path):
+    """Regression: a blocked connection is not read, so its heartbeats were not seen and it
+    was dropped for "missed heartbeats" after two intervals. RabbitMQ pauses heartbeat
+    monitoring while a connection is blocked; so does Warren."""
+    if external_port() is not None:
+        pytest.skip("needs broker flags; WARREN_TEST_PORT is set")
+    broker = start_warren(tmp_path / "data", "--disk-free-limit", HUGE)
+    try:
+        pub = pika.BlockingConnection(broker.params(heartbeat=3))
+        events = []
+        pub.add_on_connection_blocked_callback(lambda c, m: events.append('blocked'))
+        pch = pub.channel()
+        pch.queue_declare(queue='alarmed', durable=True)
+        pch.basic_publish(**persistent(b'first'))
+        pump(pub, lambda: events, what="connection.blocked")
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline and pub.is_open:
+            pub.process_data_events(time_limit=0.2)
+        assert pub.is_open, broker.output()
+        assert 'missed heartbeats' not in broker.output()
+        # (No close: a blocked connection is not read, so its close-ok would not come.)
+    finally:
+        broker.stop()
+
+
 def test_memory_alarm_blocks_publishers(tmp_path):
     """RSS above --memory-high-watermark (here a tiny fraction of RAM, so the alarm is on
     from the start): a publisher is told 'low on memory' and blocked, a consumer still gets
