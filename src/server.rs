@@ -25,6 +25,12 @@ const TIMER_PERIOD: Duration = Duration::from_millis(100);
 /// hundreds of thousands unacked costs everyone else nothing noticeable per turn.
 const RETURNS_PER_TURN: usize = 4096;
 
+/// Deliveries per queue per loop turn: a queue with a huge ready list and consumers
+/// that read fast would otherwise fill every consumer's out-queue to its high-water mark
+/// (1 MiB each) in one turn, tens of milliseconds with many consumers, while everyone
+/// else waits. The rest goes next turn (the queue stays dirty).
+const DELIVERIES_PER_TURN: usize = 2048;
+
 /// A large unacked set on its way back to its queues (see `Event::Return`).
 struct Returning {
     /// What is left to put back, in delivery-tag order; taken from the back.
@@ -272,22 +278,28 @@ impl Server {
         self.broker.take_dirty(&mut dirty);
         for &q in &dirty {
             self.broker.undirty(q);
-            if self.contain_panics {
+            let more = if self.contain_panics {
                 let run = std::panic::AssertUnwindSafe(|| self.dispatch_queue(q));
-                if std::panic::catch_unwind(run).is_err() {
+                std::panic::catch_unwind(run).unwrap_or_else(|_| {
                     log::error!(
                         "internal error while dispatching a queue; it is skipped this turn"
                     );
-                }
+                    false
+                })
             } else {
-                self.dispatch_queue(q);
+                self.dispatch_queue(q)
+            };
+            if more {
+                self.broker.mark_dirty(q);
             }
         }
         dirty.clear();
         self.dirty = dirty;
     }
 
-    fn dispatch_queue(&mut self, qid: QueueId) {
+    /// Delivers from one queue; true when the per-turn budget ran out with messages and
+    /// consumers able to take them left (dispatch again next turn).
+    fn dispatch_queue(&mut self, qid: QueueId) -> bool {
         let Server {
             broker,
             conns,
@@ -296,17 +308,21 @@ impl Server {
             ..
         } = self;
         let Some((q, mut store)) = broker.queue_and_store(qid) else {
-            return;
+            return false;
         };
         if q.held > 0 {
             // Part of a large unacked set is back, the rest comes in later turns; the
             // set's completion marks the queue dirty again.
-            return;
+            return false;
         }
         let durable = q.durable_id;
         let n = q.consumers.len();
         let mut idle = 0;
+        let mut budget = DELIVERIES_PER_TURN;
         while idle < n && !q.is_empty() {
+            if budget == 0 {
+                return true;
+            }
             let i = q.rr % n;
             q.rr = (i + 1) % n;
             let c = &mut q.consumers[i];
@@ -328,6 +344,7 @@ impl Server {
                 continue;
             }
             idle = 0;
+            budget -= 1;
             let Some(r) = q.pop_front() else { break };
             let c = &mut q.consumers[i];
             let body = match crate::broker::load_body_in(store.as_deref_mut(), &r.msg) {
@@ -365,6 +382,7 @@ impl Server {
                 touched.push(c.conn);
             }
         }
+        false
     }
 
     /// One line of counters for operators (`kill -USR1`), e.g. to tell a memory leak from
@@ -693,11 +711,13 @@ impl Server {
             .unwrap_or_default()
     }
 
-    /// The socket-free phases of a turn: returns (all of them: the in-process driver
-    /// runs to quiescence), dispatch, confirms, timers.
+    /// The socket-free phases of a turn: returns and dispatch (until no budget runs
+    /// out: the in-process driver runs to quiescence), confirms, timers.
     pub fn turn_without_io(&mut self) {
-        while self.returns() {}
-        self.dispatch();
+        while self.has_pending_work() {
+            self.returns();
+            self.dispatch();
+        }
         self.sync();
         self.send_confirms();
         self.timers();
