@@ -31,6 +31,10 @@ const RETURNS_PER_TURN: usize = 4096;
 /// else waits. The rest goes next turn (the queue stays dirty).
 const DELIVERIES_PER_TURN: usize = 2048;
 
+/// Give freed memory back to the system once resident message bodies have fallen this
+/// far below their peak (checked once a second, so the hot path pays nothing).
+const TRIM_AFTER_FREEING: usize = 32 << 20;
+
 /// A large unacked set on its way back to its queues (see `Event::Return`).
 struct Returning {
     /// What is left to put back, in delivery-tag order; taken from the back.
@@ -60,6 +64,8 @@ pub struct Server {
     next_alarm_check: Instant,
     /// Publishers to read again because an alarm cleared (the reactor drains this).
     pub unblocked: Vec<usize>,
+    /// The most message-body bytes resident since memory was last given back.
+    body_peak: usize,
     /// Large unacked sets being requeued, oldest first, a budget per turn.
     returning: std::collections::VecDeque<Returning>,
     /// Catch a panic while handling one connection and close only that connection.
@@ -86,6 +92,7 @@ impl Server {
             next_alarm_check: now,
             unblocked: Vec::new(),
             returning: Default::default(),
+            body_peak: 0,
             contain_panics: false,
         }
     }
@@ -488,6 +495,7 @@ impl Server {
         if self.now >= self.next_alarm_check {
             self.next_alarm_check = self.now + Duration::from_secs(1);
             self.check_alarms();
+            self.give_back_memory();
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for k in keys {
@@ -566,6 +574,28 @@ impl Server {
             self.apply_events();
             self.touch(key);
         }
+    }
+
+    /// Once a backlog has drained (resident bodies [`TRIM_AFTER_FREEING`] below their
+    /// peak), hands the freed pages back to the system, so that RSS falls when queues
+    /// empty instead of staying at the high-water mark of the largest backlog.
+    fn give_back_memory(&mut self) {
+        let bodies = crate::message::resident_bytes();
+        if bodies >= self.body_peak {
+            self.body_peak = bodies;
+            return;
+        }
+        if self.body_peak - bodies < TRIM_AFTER_FREEING {
+            return;
+        }
+        let t = Instant::now();
+        let released = crate::alarm::give_back_memory();
+        log::debug!(
+            "gave memory back after {} MiB of bodies were freed (released: {released}) in {:?}",
+            (self.body_peak - bodies) >> 20,
+            t.elapsed()
+        );
+        self.body_peak = bodies;
     }
 
     /// Re-evaluates the disk and memory alarms (only with a store: a memory-only server
