@@ -18,6 +18,14 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
+/// The tests here move 300 MB each and time round trips: run one at a time, so that
+/// they do not take each other's cores (the machine may have only two).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Deletes the queue when the test ends, pass or fail: 300 MB must not stay behind
 /// in a shared RabbitMQ.
 struct QueueGuard {
@@ -189,6 +197,7 @@ fn pinger(port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<Vec<(Instant, 
 /// seconds a requeue in one go costs).
 #[test]
 fn closing_with_300k_unacked_does_not_stall_another_connection() {
+    let _one = one_at_a_time();
     let broker = Broker::start();
     let port = broker.port;
     let (n, size, consumers) = (300_000, 1024, 20);
@@ -279,6 +288,7 @@ fn closing_with_300k_unacked_does_not_stall_another_connection() {
 /// closes, a new consumer gets every message once, in publish order, redelivered.
 #[test]
 fn large_interleaved_unacked_sets_come_back_in_order_once() {
+    let _one = one_at_a_time();
     let broker = Broker::start();
     let port = broker.port;
     let n = 6000;
@@ -380,6 +390,7 @@ fn broker_pid(broker: &Broker) -> Option<u32> {
 /// system (the second drain used to leave RSS at the backlog's peak: 343 MB).
 #[test]
 fn rss_falls_back_after_a_backlog_drains_twice() {
+    let _one = one_at_a_time();
     let broker = Broker::start();
     let port = broker.port;
     let Some(pid) = broker_pid(&broker) else {
