@@ -1270,4 +1270,89 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn a_large_unacked_set_comes_back_over_turns_and_holds_its_queue_meanwhile() {
+        let n = RETURNS_PER_TURN + 1000;
+        let mut c = Client::open();
+        c.declare("q");
+        for i in 0..n {
+            c.publish(1, "", "q", format!("{i}").as_bytes());
+        }
+        let consume = |no_ack| {
+            Method::BasicConsume(basic::Consume {
+                queue: Bytes::from_static(b"q"),
+                no_ack,
+                ..Default::default()
+            })
+        };
+        let out = c.send(1, consume(false));
+        let delivered = out
+            .iter()
+            .filter(|o| matches!(o, Out::Method(1, Method::BasicDeliver(_))))
+            .count();
+        assert_eq!(
+            delivered, n,
+            "no prefetch limit: channel 1 holds everything"
+        );
+        c.send(2, Method::ChannelOpen(channel::Open::default()));
+        assert!(c
+            .send(2, consume(true))
+            .iter()
+            .all(|o| !matches!(o, Out::Method(_, Method::BasicDeliver(_)))));
+
+        // Channel 1 closes: its set goes back a budget per turn, not at once.
+        let mut b = BytesMut::new();
+        frame::write_method(&mut b, 1, &Method::ChannelClose(channel::Close::default()));
+        c.server.conns[c.key].push_input(&b);
+        c.server.input(c.key);
+        let count = |s: &Server| {
+            s.broker
+                .queue(s.broker.queue_id(b"q").unwrap())
+                .unwrap()
+                .len()
+        };
+        assert_eq!(count(&c.server), 0);
+        assert!(c.server.has_pending_work());
+        assert!(c.server.returns(), "more than one turn's budget");
+        assert_eq!(count(&c.server), RETURNS_PER_TURN);
+        // A publish meanwhile marks the queue for dispatch.
+        let mut b = BytesMut::new();
+        let p = basic::Publish {
+            routing_key: Bytes::from_static(b"q"),
+            ..Default::default()
+        };
+        frame::write_method(&mut b, 2, &Method::BasicPublish(p));
+        frame::write_content_header(&mut b, 2, 3, &[0, 0]);
+        frame::write_body(&mut b, 2, b"new", 131_072);
+        c.server.conns[c.key].push_input(&b);
+        c.server.input(c.key);
+        assert_eq!(count(&c.server), RETURNS_PER_TURN + 1);
+        c.server.dispatch();
+        let out = frames(&c.server.conns[c.key].out.take_all());
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Out::Method(_, Method::BasicDeliver(_)))),
+            "a queue with part of a set back is not dispatched"
+        );
+        assert!(!c.server.returns(), "the rest fits in the second turn");
+        assert_eq!(count(&c.server), n + 1);
+        c.server.dispatch();
+        let out = frames(&c.server.conns[c.key].out.take_all());
+        let mut got = Vec::new();
+        for o in &out {
+            match o {
+                Out::Method(2, Method::BasicDeliver(d)) => assert!(d.redelivered),
+                Out::Body(2, body) => got.push(String::from_utf8_lossy(body).into_owned()),
+                _ => {}
+            }
+        }
+        assert_eq!(got.len(), DELIVERIES_PER_TURN, "one turn's dispatch budget");
+        let want: Vec<String> = (0..DELIVERIES_PER_TURN).map(|i| i.to_string()).collect();
+        assert_eq!(got, want, "back in publish order");
+        assert!(
+            c.server.has_pending_work(),
+            "the queue is dispatched again next turn"
+        );
+    }
 }

@@ -92,7 +92,9 @@ struct FrameReader {
 
 impl FrameReader {
     fn new(stream: TcpStream) -> FrameReader {
-        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
         FrameReader {
             stream,
             buf: Vec::with_capacity(1 << 20),
@@ -131,7 +133,15 @@ impl FrameReader {
 }
 
 fn is_method(kind: u8, p: &[u8], class: u16, method: u16) -> bool {
-    kind == 1 && p.len() >= 4 && p[..4] == [(class >> 8) as u8, class as u8, (method >> 8) as u8, method as u8]
+    kind == 1
+        && p.len() >= 4
+        && p[..4]
+            == [
+                (class >> 8) as u8,
+                class as u8,
+                (method >> 8) as u8,
+                method as u8,
+            ]
 }
 
 /// A consumer on its own connection with no prefetch limit that counts its deliveries
@@ -192,9 +202,10 @@ fn pinger(port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<Vec<(Instant, 
 /// Issue 8 point 7: 20 consumers with no prefetch limit hold 300,000 unacked 1 KB
 /// messages between them and close at once. Every message comes back (and goes out
 /// again to 20 new consumers), and a round trip on another queue never waits more than
-/// 50 ms meanwhile (release build; a debug
-/// build is several times slower per message, so it gets 500 ms, still far below the
-/// seconds a requeue in one go costs).
+/// 50 ms meanwhile in a release build (`cargo test --release --test requeue`: worst seen
+/// 4-6 ms). A debug build is many times slower per message (worst seen 190 ms, in the
+/// redelivery), so it gets 1 s: still well below the 2.5 s that requeueing the whole set
+/// in one go cost in a debug build.
 #[test]
 fn closing_with_300k_unacked_does_not_stall_another_connection() {
     let _one = one_at_a_time();
@@ -216,7 +227,8 @@ fn closing_with_300k_unacked_does_not_stall_another_connection() {
         .map(|_| consumer(port, &q, false, total.clone()))
         .collect();
     assert!(
-        wait_until(Duration::from_secs(300), || total.load(Ordering::Relaxed) == n),
+        wait_until(Duration::from_secs(300), || total.load(Ordering::Relaxed)
+            == n),
         "consumers got {} of {n}",
         total.load(Ordering::Relaxed)
     );
@@ -228,7 +240,9 @@ fn closing_with_300k_unacked_does_not_stall_another_connection() {
     thread::sleep(Duration::from_millis(200));
     let closed_at = Instant::now();
     for (s, _) in &conns {
-        (&*s).write_all(&frame(1, 0, &connection_close(200, "bye"))).unwrap();
+        (&*s)
+            .write_all(&frame(1, 0, &connection_close(200, "bye")))
+            .unwrap();
     }
     for (_, h) in conns {
         h.join().unwrap();
@@ -250,7 +264,8 @@ fn closing_with_300k_unacked_does_not_stall_another_connection() {
         .map(|_| consumer(port, &q, false, again.clone()))
         .collect();
     assert!(
-        wait_until(Duration::from_secs(300), || again.load(Ordering::Relaxed) == n),
+        wait_until(Duration::from_secs(300), || again.load(Ordering::Relaxed)
+            == n),
         "consumers got {} of {n} again",
         again.load(Ordering::Relaxed)
     );
@@ -258,7 +273,9 @@ fn closing_with_300k_unacked_does_not_stall_another_connection() {
     stop.store(true, Ordering::Relaxed);
     let rtts = pings.join().unwrap();
     for (s, _) in &conns {
-        (&*s).write_all(&frame(1, 0, &connection_close(200, "bye"))).unwrap();
+        (&*s)
+            .write_all(&frame(1, 0, &connection_close(200, "bye")))
+            .unwrap();
     }
     let during: Vec<Duration> = rtts
         .iter()
@@ -267,7 +284,7 @@ fn closing_with_300k_unacked_does_not_stall_another_connection() {
         .collect();
     let worst = during.iter().max().copied().unwrap_or_default();
     let bound = if cfg!(debug_assertions) {
-        Duration::from_millis(500)
+        Duration::from_millis(1000)
     } else {
         Duration::from_millis(50)
     };
@@ -276,8 +293,15 @@ fn closing_with_300k_unacked_does_not_stall_another_connection() {
          in {redelivered_in:?}; worst {worst:?} (bound {bound:?})",
         during.len()
     );
-    assert!(during.len() >= 3, "too few round trips to judge: {}", during.len());
-    assert!(worst < bound, "a round trip waited {worst:?} (bound {bound:?})");
+    assert!(
+        during.len() >= 3,
+        "too few round trips to judge: {}",
+        during.len()
+    );
+    assert!(
+        worst < bound,
+        "a round trip waited {worst:?} (bound {bound:?})"
+    );
     for (_, h) in conns {
         h.join().unwrap();
     }
@@ -326,10 +350,10 @@ fn large_interleaved_unacked_sets_come_back_in_order_once() {
             None => panic!("no close-ok"),
         }
     }
-    assert!(wait_until(Duration::from_secs(30), || message_count(
-        &mut probe, &q
-    ) as usize
-        == n));
+    assert!(wait_until(
+        Duration::from_secs(30),
+        || message_count(&mut probe, &q) as usize == n
+    ));
 
     let mut d = RawClient::handshake(port);
     d.open_channel(1);
@@ -352,15 +376,21 @@ fn large_interleaved_unacked_sets_come_back_in_order_once() {
     }
     assert_eq!(seen.len(), n, "every message once");
     let expected: Vec<u64> = (0..n as u64).collect();
-    assert!(seen == expected, "not in publish order: first differences {:?}", {
-        seen.iter()
-            .zip(&expected)
-            .filter(|(a, b)| a != b)
-            .take(5)
-            .collect::<Vec<_>>()
-    });
+    assert!(
+        seen == expected,
+        "not in publish order: first differences {:?}",
+        {
+            seen.iter()
+                .zip(&expected)
+                .filter(|(a, b)| a != b)
+                .take(5)
+                .collect::<Vec<_>>()
+        }
+    );
     assert!(all_redelivered);
-    assert!(wait_until(Duration::from_secs(5), || message_count(&mut probe, &q) == 0));
+    assert!(wait_until(Duration::from_secs(5), || message_count(
+        &mut probe, &q
+    ) == 0));
 }
 
 /// The broker's resident set size in MiB (VmRSS from /proc/PID/status). RabbitMQ's
@@ -368,7 +398,12 @@ fn large_interleaved_unacked_sets_come_back_in_order_once() {
 fn rss_mib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / 1024
 }
 
 fn broker_pid(broker: &Broker) -> Option<u32> {
@@ -410,16 +445,24 @@ fn rss_falls_back_after_a_backlog_drains_twice() {
     for round in 1..=2 {
         fill(port, &q, n, size);
         let full = rss_mib(pid);
-        assert!(full > base + 200, "round {round}: a 300 MB backlog shows in RSS: {base} -> {full} MiB");
+        assert!(
+            full > base + 200,
+            "round {round}: a 300 MB backlog shows in RSS: {base} -> {full} MiB"
+        );
         let got = Arc::new(AtomicUsize::new(0));
         let (ctl, h) = consumer(port, &q, true, got.clone());
         assert!(
-            wait_until(Duration::from_secs(300), || got.load(Ordering::Relaxed) == n),
+            wait_until(Duration::from_secs(300), || got.load(Ordering::Relaxed)
+                == n),
             "round {round}: drained {} of {n}",
             got.load(Ordering::Relaxed)
         );
-        assert!(wait_until(Duration::from_secs(30), || message_count(&mut probe, &q) == 0));
-        (&ctl).write_all(&frame(1, 0, &connection_close(200, "bye"))).unwrap();
+        assert!(wait_until(Duration::from_secs(30), || message_count(
+            &mut probe, &q
+        ) == 0));
+        (&ctl)
+            .write_all(&frame(1, 0, &connection_close(200, "bye")))
+            .unwrap();
         h.join().unwrap();
         let limit = base + (full - base) / 4;
         let mut now = full;
@@ -427,7 +470,9 @@ fn rss_falls_back_after_a_backlog_drains_twice() {
             now = rss_mib(pid);
             now <= limit
         });
-        println!("round {round}: RSS {base} MiB empty, {full} MiB with the backlog, {now} MiB drained");
+        println!(
+            "round {round}: RSS {base} MiB empty, {full} MiB with the backlog, {now} MiB drained"
+        );
         assert!(fell, "round {round}: RSS stayed at {now} MiB after the drain (baseline {base}, with the backlog {full}, limit {limit})");
     }
 }
