@@ -101,7 +101,9 @@ pub struct Queue {
     /// Large unacked sets being returned over several loop turns that have already
     /// placed messages here (see `Server::returns`): while non-zero the queue is not
     /// dispatched, so consumers see the whole set back in order or none of it, as when
-    /// RabbitMQ's queue process handles a channel's requeue in one step.
+    /// RabbitMQ's queue process handles a channel's requeue in one step. Meanwhile
+    /// `message_count` counts what is back so far, and basic.get is not held (it takes
+    /// the oldest message back so far: a synchronous reply cannot wait for later turns).
     pub held: u32,
     next_seq: u64,
     pub consumers: Vec<Consumer>,
