@@ -28,6 +28,23 @@ pub fn free_disk(path: &Path) -> Option<u64> {
     Some(avail.saturating_mul(frsize))
 }
 
+/// Hands the pages that the allocator holds free back to the system (glibc's
+/// `malloc_trim`: also the free pages in the middle of the heap, which a freed backlog
+/// leaves behind when a few live allocations pin the heap's top). Returns whether
+/// anything was released. A no-op on other C libraries.
+pub fn give_back_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim has no preconditions; it only walks the allocator's own
+        // free lists (we are single-threaded, and it takes the arena locks anyway).
+        unsafe { libc::malloc_trim(0) != 0 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 /// The process's resident set size in bytes (Linux /proc).
 pub fn rss() -> Option<u64> {
     let s = fs::read_to_string("/proc/self/statm").ok()?;

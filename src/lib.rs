@@ -9,13 +9,15 @@
 //! 1. poll for readiness (timeout = the next timer, at most one second);
 //! 2. for each readable connection: read big, decode every complete frame (up to a
 //!    per-turn budget), run the state machine, route publishes into queues;
-//! 3. dispatch: every queue that gained messages or consumer credit delivers into its
+//! 3. returns: up to a budget of the large unacked sets that closed channels handed
+//!    back are requeued (the rest next turn, without waiting for I/O);
+//! 4. dispatch: every queue that gained messages or consumer credit delivers into its
 //!    consumers' out-queues;
-//! 4. publisher confirms that this turn made true are queued;
-//! 5. flush: every connection with output is written with vectored writes; WRITABLE
+//! 5. publisher confirms that this turn made true are queued;
+//! 6. flush: every connection with output is written with vectored writes; WRITABLE
 //!    interest is registered only when bytes are left behind;
-//! 6. reap: connections marked closed are removed (their unacked messages requeued);
-//! 7. timers: heartbeats, handshake and consumer timeouts.
+//! 7. reap: connections marked closed are removed (their unacked messages requeued);
+//! 8. timers: heartbeats, handshake and consumer timeouts.
 //!
 //! Handlers never write to sockets and never free connections.
 

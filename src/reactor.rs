@@ -193,6 +193,7 @@ impl Reactor<'_> {
                 self.pending.push(k);
             }
         }
+        self.server.returns();
         self.server.dispatch();
         self.server.sync();
         self.server.send_confirms();

@@ -252,7 +252,7 @@ impl Broker {
 
     /// Ready messages over all queues (the stats line).
     pub fn ready_count(&self) -> usize {
-        self.queues.iter().map(|(_, q)| q.ready.len()).sum()
+        self.queues.iter().map(|(_, q)| q.len()).sum()
     }
 
     /// Looks a queue up by name for connection `conn`: 404 when missing, 405 when
@@ -655,13 +655,9 @@ impl Broker {
         else {
             return 0;
         };
-        let n = q.message_count();
         let durable = q.durable_id;
         let mut store = self.store.as_mut();
-        for r in q.ready.drain(..) {
-            settle_in(store.as_deref_mut(), durable, &r.msg);
-        }
-        n
+        q.purge(|m| settle_in(store.as_deref_mut(), durable, m))
     }
 
     /// queue.delete with its conditions; returns (ready messages dropped, consumers to cancel).
@@ -680,7 +676,7 @@ impl Broker {
                 show(&q.name)
             )));
         }
-        if if_empty && !q.ready.is_empty() {
+        if if_empty && !q.is_empty() {
             return Err(precondition(format!(
                 "queue '{}' in vhost '{VHOST}' not empty",
                 show(&q.name)
@@ -697,8 +693,8 @@ impl Broker {
         let q = self.queues.remove(id.idx as usize);
         self.queue_names.remove(&q.name);
         self.meta_dirty |= q.durable_id != 0;
-        for r in &q.ready {
-            settle_in(self.store.as_mut(), q.durable_id, &r.msg);
+        for m in q.messages() {
+            settle_in(self.store.as_mut(), q.durable_id, m);
         }
         let mut sources = q.sources.clone();
         sources.sort_by_key(|s| (s.idx, s.gen));
@@ -872,6 +868,19 @@ impl Broker {
             self.mark_dirty(id);
         } else {
             self.settle(durable, &msg);
+        }
+    }
+
+    /// `requeue` for one message of a large set returned over several turns: the queue
+    /// is not marked for dispatch (it is held until the whole set is back; see
+    /// `Queue::held`). Returns false when the queue is gone (the message is settled).
+    pub fn requeue_held(&mut self, id: QueueId, durable: u32, msg: Message, seq: u64) -> bool {
+        if let Some(q) = self.queue_mut(id) {
+            q.requeue(msg, seq);
+            true
+        } else {
+            self.settle(durable, &msg);
+            false
         }
     }
 

@@ -4,9 +4,16 @@
 //! consumer (nack, reject, channel closed) goes back to its original position, as
 //! RabbitMQ's requeue does. Unacked messages live in the channels that received them,
 //! not here; the queue only counts them per consumer for `basic.qos`.
+//!
+//! The ready messages are two sorted runs: `ready`, a deque that publishes append to and
+//! requeues that belong at either end go into (O(1)), and `returned`, an ordered map for
+//! the requeues that belong in the middle (several consumers' interleaved sets coming
+//! back): O(log n) each instead of shifting half the deque per message. Taking the next
+//! message takes the lower sequence number of the two heads; a queue that never had a
+//! mid-list requeue pays one `is_empty` test for it.
 
 use bytes::Bytes;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::message::Message;
 use crate::proto::FieldTable;
@@ -86,7 +93,18 @@ pub struct Queue {
     pub props: QueueProps,
     /// The connection that owns an exclusive queue.
     pub owner: Option<usize>,
+    /// Ready messages in sequence order (see the module doc for `returned`).
     pub ready: VecDeque<Ready>,
+    /// Requeued (hence redelivered) messages whose place is between two of `ready`,
+    /// by sequence number.
+    returned: BTreeMap<u64, Message>,
+    /// Large unacked sets being returned over several loop turns that have already
+    /// placed messages here (see `Server::returns`): while non-zero the queue is not
+    /// dispatched, so consumers see the whole set back in order or none of it, as when
+    /// RabbitMQ's queue process handles a channel's requeue in one step. Meanwhile
+    /// `message_count` counts what is back so far, and basic.get is not held (it takes
+    /// the oldest message back so far: a synchronous reply cannot wait for later turns).
+    pub held: u32,
     next_seq: u64,
     pub consumers: Vec<Consumer>,
     /// Index of the consumer that gets the next delivery (round-robin).
@@ -111,6 +129,8 @@ impl Queue {
             props,
             owner,
             ready: VecDeque::new(),
+            returned: BTreeMap::new(),
+            held: 0,
             next_seq: 0,
             consumers: Vec::new(),
             rr: 0,
@@ -130,22 +150,67 @@ impl Queue {
     }
 
     /// Returns a message that was delivered but not acked to its original position,
-    /// marked redelivered. Cheap in the usual case (it belongs at the front).
+    /// marked redelivered. O(1) when it belongs at either end of `ready` (one consumer's
+    /// set returned newest first), O(log n) in the middle.
     pub fn requeue(&mut self, msg: Message, seq: u64) {
         let entry = Ready::new(msg, seq, true);
-        match self.ready.front() {
-            None => self.ready.push_back(entry),
-            Some(f) if seq < f.seq() => self.ready.push_front(entry),
-            Some(_) => {
-                let at = self.ready.partition_point(|r| r.seq() < seq);
-                self.ready.insert(at, entry);
+        match (self.ready.front(), self.ready.back()) {
+            (Some(f), _) if seq < f.seq() => self.ready.push_front(entry),
+            (Some(_), Some(b)) if seq < b.seq() => {
+                let displaced = self.returned.insert(seq, entry.msg);
+                // Sequence numbers are unique in a queue and a message is in one place
+                // at a time, so nothing can be displaced.
+                debug_assert!(displaced.is_none(), "requeue of a message already ready");
             }
+            _ => self.ready.push_back(entry),
         }
+    }
+
+    /// Takes the next message in sequence order.
+    #[inline]
+    pub fn pop_front(&mut self) -> Option<Ready> {
+        if self.returned.is_empty() {
+            return self.ready.pop_front();
+        }
+        self.pop_merged()
+    }
+
+    #[cold]
+    fn pop_merged(&mut self) -> Option<Ready> {
+        let from_returned = match (self.ready.front(), self.returned.first_key_value()) {
+            (Some(r), Some((&seq, _))) => seq < r.seq(),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        if from_returned {
+            let (seq, msg) = self.returned.pop_first()?;
+            Some(Ready::new(msg, seq, true))
+        } else {
+            self.ready.pop_front()
+        }
+    }
+
+    /// Whether no message is ready.
+    pub fn is_empty(&self) -> bool {
+        self.ready.is_empty() && self.returned.is_empty()
+    }
+
+    /// Number of ready messages.
+    pub fn len(&self) -> usize {
+        self.ready.len() + self.returned.len()
+    }
+
+    /// Every ready message, in no particular order.
+    pub fn messages(&self) -> impl Iterator<Item = &Message> {
+        self.ready
+            .iter()
+            .map(|r| &r.msg)
+            .chain(self.returned.values())
     }
 
     /// Number of ready messages (what queue.declare-ok and purge report).
     pub fn message_count(&self) -> u32 {
-        u32::try_from(self.ready.len()).unwrap_or(u32::MAX)
+        u32::try_from(self.len()).unwrap_or(u32::MAX)
     }
 
     pub fn consumer_count(&self) -> u32 {
@@ -174,10 +239,14 @@ impl Queue {
         self.consumers.iter().any(|c| c.exclusive)
     }
 
-    /// Drops every ready message; returns how many.
-    pub fn purge(&mut self) -> u32 {
+    /// Drops every ready message, handing each to `settle` first; returns how many.
+    pub fn purge(&mut self, mut settle: impl FnMut(&Message)) -> u32 {
         let n = self.message_count();
+        for m in self.messages() {
+            settle(m);
+        }
         self.ready.clear();
+        self.returned.clear();
         n
     }
 }
@@ -199,10 +268,10 @@ mod tests {
         Queue::new(0, Bytes::from_static(b"q"), props, None)
     }
 
-    fn bodies(q: &Queue) -> Vec<Vec<u8>> {
-        q.ready
-            .iter()
-            .map(|r| r.msg.body().as_slice().to_vec())
+    /// Takes every ready message in delivery order: (body, seq, redelivered).
+    fn take_all(q: &mut Queue) -> Vec<(Vec<u8>, u64, bool)> {
+        std::iter::from_fn(|| q.pop_front())
+            .map(|r| (r.msg.body().as_slice().to_vec(), r.seq(), r.redelivered()))
             .collect()
     }
 
@@ -222,14 +291,44 @@ mod tests {
         q.requeue(a.msg, seq);
         let seq = b.seq();
         q.requeue(b.msg, seq);
-        assert_eq!(
-            bodies(&q),
-            [b"a", b"b", b"c", b"d", b"e"].map(|b| b.to_vec())
-        );
-        assert!(q.ready.iter().take(3).all(|r| r.redelivered()));
-        assert!(!q.ready[3].redelivered());
-        assert_eq!(q.ready[3].seq(), 3);
+        assert_eq!(q.message_count(), 5);
+        let got = take_all(&mut q);
+        let bodies: Vec<&[u8]> = got.iter().map(|(b, _, _)| &b[..]).collect();
+        assert_eq!(bodies, [b"a", b"b", b"c", b"d", b"e"]);
+        assert!(got.iter().take(3).all(|g| g.2));
+        assert!(!got[3].2);
+        assert_eq!(got[3].1, 3);
         assert_eq!(std::mem::size_of::<Ready>(), 16);
+    }
+
+    #[test]
+    fn interleaved_sets_return_in_order() {
+        // Two consumers got alternate messages; each set comes back newest first.
+        let mut q = q();
+        let names = ["0", "1", "2", "3", "4", "5", "6", "7"];
+        for b in names {
+            q.push(msg(b));
+        }
+        let all: Vec<Ready> = std::iter::from_fn(|| q.pop_front()).collect();
+        q.push(msg("8"));
+        for parity in [1, 0] {
+            for r in all.iter().rev().filter(|r| r.seq() % 2 == parity) {
+                q.requeue(r.msg.clone(), r.seq());
+            }
+        }
+        assert_eq!(q.message_count(), 9);
+        let got = take_all(&mut q);
+        let seqs: Vec<u64> = got.iter().map(|g| g.1).collect();
+        assert_eq!(seqs, (0..9).collect::<Vec<u64>>());
+        assert!(got.iter().take(8).all(|g| g.2));
+        assert!(!got[8].2, "the message never delivered is not redelivered");
+        assert!(q.is_empty());
+        let mut settled = 0;
+        q.push(msg("9"));
+        q.requeue(all[0].msg.clone(), 0);
+        q.requeue(all[5].msg.clone(), 5);
+        assert_eq!(q.purge(|_| settled += 1), 3);
+        assert_eq!((settled, q.len()), (3, 0));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 use bytes::{Bytes, BytesMut};
 use log::{debug, info, warn};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::broker::{Broker, Dest, ExchangeDecl, QueueDecl, QueueId};
@@ -57,7 +58,15 @@ pub enum Event {
     },
     /// This connection has publisher confirms to send after the turn.
     Confirms(usize),
+    /// More than [`RETURN_NOW`] unacked deliveries to requeue (a channel or connection
+    /// closed, nack/recover of many): too many to put back within one loop turn, so the
+    /// server returns them a budget per turn (`Server::returns`). In delivery-tag order.
+    Return(VecDeque<Unacked>),
 }
+
+/// Unacked sets up to this size are requeued on the spot; larger ones are handed to
+/// the server to spread over loop turns (`Event::Return`).
+pub const RETURN_NOW: usize = 1024;
 
 /// A connection borrowed with the broker for one batch of frames.
 pub struct Session<'a> {
@@ -276,7 +285,7 @@ impl Session<'_> {
     pub fn release_all(&mut self) {
         let channels = std::mem::take(&mut self.conn.channels);
         for mut ch in channels {
-            release_channel(&mut ch, self.broker);
+            release_channel(&mut ch, self.broker, self.events);
         }
     }
 
@@ -604,7 +613,7 @@ impl Session<'_> {
         };
         self.send(ch, &Method::ChannelClose(close));
         if let Some(c) = self.conn.channel_mut(ch) {
-            release_channel(c, self.broker);
+            release_channel(c, self.broker, self.events);
         }
     }
 
@@ -650,7 +659,7 @@ impl Session<'_> {
             }
             Method::ChannelClose(_) => {
                 let mut c = self.conn.channels.swap_remove(idx);
-                release_channel(&mut c, self.broker);
+                release_channel(&mut c, self.broker, self.events);
                 self.send(ch, &Method::ChannelCloseOk(channel::CloseOk {}));
                 Ok(())
             }
@@ -1113,7 +1122,7 @@ impl Session<'_> {
         let Some(q) = self.broker.queue_mut(qid) else {
             return Err(not_found("queue vanished"));
         };
-        let Some(r) = q.ready.pop_front() else {
+        let Some(r) = q.pop_front() else {
             self.send(
                 ch,
                 &Method::BasicGetEmpty(basic::GetEmpty {
@@ -1224,7 +1233,9 @@ impl Session<'_> {
         if let Some((q, c, n)) = run {
             self.broker.credit(q, c, n);
         }
-        if requeue {
+        if requeue && done.len() > RETURN_NOW {
+            self.events.push(Event::Return(done.into()));
+        } else if requeue {
             for u in done.into_iter().rev() {
                 self.broker.requeue(u.queue, u.durable, u.msg, u.seq);
             }
@@ -1249,10 +1260,14 @@ impl Session<'_> {
 }
 
 /// Detaches a channel's consumers and returns its unacked messages to their queues,
-/// in their original order, marked redelivered.
-pub fn release_channel(ch: &mut Channel, broker: &mut Broker) {
+/// in their original order, marked redelivered: at once for a few, through
+/// `Event::Return` (spread over loop turns) for more than [`RETURN_NOW`].
+pub fn release_channel(ch: &mut Channel, broker: &mut Broker, events: &mut Vec<Event>) {
     for c in ch.consumers.drain(..) {
         broker.remove_consumer(c.queue, c.id);
+    }
+    if ch.unacked.len() > RETURN_NOW {
+        events.push(Event::Return(std::mem::take(&mut ch.unacked)));
     }
     while let Some(u) = ch.unacked.pop_back() {
         broker.requeue(u.queue, u.durable, u.msg, u.seq);
