@@ -286,7 +286,9 @@ fn enospc_nacks_blocks_publishers_keeps_connections_and_a_full_drain_clears_the_
     });
     let logs = b.logs();
     assert!(
-        !logs.contains("INTERNAL_ERROR") && !logs.contains("541"),
+        // Not a bare "541": ports and timestamps in the log contain it (a flake seen
+        // once in 20 loaded runs); a 541 close always logs INTERNAL_ERROR.
+        !logs.contains("INTERNAL_ERROR"),
         "{logs}"
     );
     // One ERROR line per distinct failure (plus counts), not one per loop turn.
