@@ -7,6 +7,7 @@
 
 pub mod assembler;
 pub mod channel;
+pub mod methods;
 pub mod state;
 
 use bytes::{Buf, Bytes, BytesMut};
