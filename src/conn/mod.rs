@@ -16,13 +16,9 @@ use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::message::Body;
+use crate::message::{Body, BODY_BY_REF};
 use crate::proto::frame;
 use channel::Channel;
-
-/// Bodies at least this large are queued by reference; smaller ones are copied into the
-/// write buffer, where an extra iovec would cost more than the copy.
-pub const BODY_BY_REF: usize = 4096;
 
 /// Bytes of queued output above which the broker stops delivering to a connection (a
 /// slow consumer's socket is full) and stops reading from it.
