@@ -761,7 +761,8 @@ impl Broker {
     }
 
     /// Detaches a consumer (basic.cancel, channel close). Deletes an auto-delete queue
-    /// that lost its last consumer; returns the consumers of such a deleted queue (none).
+    /// that lost its last consumer (it has no consumer left to cancel). A queue or
+    /// consumer that no longer exists is ignored.
     pub fn remove_consumer(&mut self, id: QueueId, consumer: u64) {
         let Some(q) = self.queue_mut(id) else { return };
         q.remove_consumer(consumer);

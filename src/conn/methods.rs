@@ -401,8 +401,14 @@ impl Session<'_> {
         self.route_publish(ch, publish, properties, body)
     }
 
-    /// Routes a message into its queues; returns it when mandatory and unroutable;
-    /// counts it for publisher confirms.
+    /// Routes a complete message (outside a transaction, or at tx.commit): resolves the
+    /// exchange (cached per channel), checks the user-id property, routes, writes it to
+    /// the store when persistent and routed to a durable queue or paged out beyond the
+    /// memory budget, and enqueues it, unless the store refused it (full disk: not
+    /// enqueued, the turn's sync fails so its confirm is a nack). Unroutable and
+    /// mandatory: sent back with basic.return. In confirm mode it is counted for a
+    /// confirm. Errors: 404/403 for a missing/internal exchange, 406 for a user-id that
+    /// is not the connection's user.
     fn route_publish(
         &mut self,
         ch: u16,

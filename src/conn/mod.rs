@@ -41,7 +41,8 @@ pub struct OutBuf {
 }
 
 impl OutBuf {
-    /// The buffer encoders write small frames into. Call `note_written` after.
+    /// The buffer encoders write small frames into. Nothing is to be called after:
+    /// `len` counts the tail as it is, and `push_ref` freezes it before a shared chunk.
     pub fn tail(&mut self) -> &mut BytesMut {
         &mut self.tail
     }
