@@ -648,15 +648,10 @@ impl Broker {
 
     /// queue.purge: drops ready messages, returns how many.
     pub fn purge(&mut self, id: QueueId) -> u32 {
-        let Some(q) = self
-            .queues
-            .get_mut(id.idx as usize)
-            .filter(|q| q.gen == id.gen)
-        else {
+        let Some((q, mut store)) = self.queue_and_store(id) else {
             return 0;
         };
         let durable = q.durable_id;
-        let mut store = self.store.as_mut();
         q.purge(|m| settle_in(store.as_deref_mut(), durable, m))
     }
 
@@ -894,11 +889,6 @@ impl Broker {
     /// queue, so that a crash brings it back `redelivered`.
     pub fn delivered(&mut self, durable: u32, msg: &Message) {
         delivered_in(self.store.as_mut(), durable, msg);
-    }
-
-    /// The body of `msg`, read back from the store when it is paged.
-    pub fn load_body<'m>(&mut self, msg: &'m Message) -> std::io::Result<Body<'m>> {
-        load_body_in(self.store.as_mut(), msg)
     }
 
     /// Writes a message routed to `queues` to the store when it must be: a persistent

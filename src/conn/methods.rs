@@ -19,7 +19,7 @@ use crate::proto::{
 };
 
 use super::channel::{Channel, ChannelConsumer, TxOp, Unacked};
-use super::state::{hard, show, Event, Session, RETURN_NOW};
+use super::state::{show, Event, Session, RETURN_NOW};
 
 impl Session<'_> {
     /// A method on an open channel. Errors are scoped by the caller.
@@ -31,9 +31,10 @@ impl Session<'_> {
     ) -> Result<(), AmqpError> {
         let conn_key = self.conn.key;
         match m {
-            Method::ChannelOpen(_) => {
-                Err(hard(ReplyCode::ChannelError, "second 'channel.open' seen"))
-            }
+            Method::ChannelOpen(_) => Err(AmqpError::new(
+                ReplyCode::ChannelError,
+                "second 'channel.open' seen",
+            )),
             Method::ChannelClose(_) => {
                 let mut c = self.conn.channels.swap_remove(idx);
                 release_channel(&mut c, self.broker, self.events);
@@ -44,7 +45,7 @@ impl Session<'_> {
             Method::ChannelFlow(f) => {
                 // RabbitMQ 3.x refuses to stop deliveries this way (basic.qos does it).
                 if !f.active {
-                    return Err(hard(ReplyCode::NotImplemented, "active=false"));
+                    return Err(AmqpError::new(ReplyCode::NotImplemented, "active=false"));
                 }
                 self.send(ch, &Method::ChannelFlowOk(channel::FlowOk { active: true }));
                 Ok(())
@@ -220,7 +221,7 @@ impl Session<'_> {
                     c.consumer_tag
                 };
                 if self.conn.channels[idx].consumer(&tag).is_some() {
-                    return Err(hard(
+                    return Err(AmqpError::new(
                         ReplyCode::NotAllowed,
                         format!("attempt to reuse consumer tag '{}'", show(&tag)),
                     ));
@@ -264,7 +265,7 @@ impl Session<'_> {
             }
             Method::BasicPublish(p) => {
                 if p.immediate {
-                    return Err(hard(ReplyCode::NotImplemented, "immediate=true"));
+                    return Err(AmqpError::new(ReplyCode::NotImplemented, "immediate=true"));
                 }
                 self.conn.channels[idx].assembler.start(p);
                 Ok(())
@@ -335,7 +336,7 @@ impl Session<'_> {
                 self.send(ch, &Method::TxRollbackOk(tx::RollbackOk {}));
                 Ok(())
             }
-            m => Err(hard(
+            m => Err(AmqpError::new(
                 ReplyCode::CommandInvalid,
                 format!("{} is not a client method on a channel", m.name()),
             )),
@@ -516,7 +517,7 @@ impl Session<'_> {
         };
         let remaining = q.message_count();
         let durable = q.durable_id;
-        let body = match self.broker.load_body(&r.msg) {
+        let body = match crate::broker::load_body_in(self.broker.store.as_mut(), &r.msg) {
             Ok(b) => b,
             Err(e) => {
                 log::error!("store: cannot read a paged message back: {e}; dropping it");
@@ -636,7 +637,7 @@ impl Session<'_> {
     /// basic.recover: RabbitMQ supports requeue=true only.
     fn recover(&mut self, idx: usize, requeue: bool) -> Result<(), AmqpError> {
         if !requeue {
-            return Err(hard(ReplyCode::NotImplemented, "requeue=false"));
+            return Err(AmqpError::new(ReplyCode::NotImplemented, "requeue=false"));
         }
         self.apply_settle(idx, 0, true, Some(true))
     }

@@ -89,10 +89,6 @@ pub(super) fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-pub(super) fn hard(code: ReplyCode, text: impl Into<String>) -> AmqpError {
-    AmqpError::new(code, text)
-}
-
 /// Server properties of connection.start, with the capabilities RabbitMQ advertises.
 fn server_properties() -> FieldTable {
     let s = |v: &'static str| FieldValue::LongStr(Bytes::from_static(v.as_bytes()));
@@ -187,7 +183,7 @@ impl Session<'_> {
                 Ok(Some(h)) => h,
                 Err(e) => {
                     let text = frame_error_text(self.conn.input(), e, self.conn.frame_max);
-                    self.connection_error(hard(ReplyCode::FrameError, text));
+                    self.connection_error(AmqpError::new(ReplyCode::FrameError, text));
                     self.conn.clear_input();
                     return false;
                 }
@@ -260,7 +256,7 @@ impl Session<'_> {
     /// Server-initiated close (shutdown): 320 CONNECTION_FORCED.
     pub fn force_close(&mut self, text: &str) {
         if self.conn.state == State::Running || self.conn.state == State::Open {
-            self.connection_error(hard(ReplyCode::ConnectionForced, text));
+            self.connection_error(AmqpError::new(ReplyCode::ConnectionForced, text));
         } else if self.conn.state != State::Closing {
             // A Lingering connection already has its close-ok queued: the reap phase
             // flushes it and closes the socket without waiting for the client.
@@ -312,7 +308,7 @@ impl Session<'_> {
                     return Ok(());
                 }
                 if kind != FRAME_METHOD || ch != 0 {
-                    return Err(hard(
+                    return Err(AmqpError::new(
                         ReplyCode::UnexpectedFrame,
                         "expected a connection method frame on channel 0 during the handshake",
                     ));
@@ -341,7 +337,7 @@ impl Session<'_> {
                 crate::proto::DecodeError::UnknownMethod { .. } => ReplyCode::NotImplemented,
                 _ => ReplyCode::SyntaxError,
             };
-            hard(
+            AmqpError::new(
                 code,
                 format!("cannot decode method frame ({class}, {method}): {e}"),
             )
@@ -397,7 +393,7 @@ impl Session<'_> {
                             show(&ok.mechanism)
                         );
                         if self.conn.caps.authentication_failure_close {
-                            let e = hard(ReplyCode::AccessRefused, text);
+                            let e = AmqpError::new(ReplyCode::AccessRefused, text);
                             self.connection_error(e);
                         } else {
                             self.conn.state = State::Closed;
@@ -417,7 +413,7 @@ impl Session<'_> {
             (State::TuneOk, Method::ConnectionTuneOk(t)) => {
                 let max = self.config.frame_max;
                 if t.frame_max != 0 && t.frame_max < frame::FRAME_MIN_SIZE {
-                    return Err(hard(
+                    return Err(AmqpError::new(
                         ReplyCode::NotAllowed,
                         format!(
                             "frame_max={} < {} min size",
@@ -427,13 +423,13 @@ impl Session<'_> {
                     ));
                 }
                 if t.frame_max > max {
-                    return Err(hard(
+                    return Err(AmqpError::new(
                         ReplyCode::NotAllowed,
                         format!("frame_max={} > {} max size", t.frame_max, max),
                     ));
                 }
                 if t.channel_max > self.config.channel_max {
-                    return Err(hard(
+                    return Err(AmqpError::new(
                         ReplyCode::NotAllowed,
                         format!(
                             "channel_max={} > {} max",
@@ -453,7 +449,7 @@ impl Session<'_> {
             }
             (State::Open, Method::ConnectionOpen(o)) => {
                 if &o.virtual_host[..] != b"/" {
-                    return Err(hard(
+                    return Err(AmqpError::new(
                         ReplyCode::NotAllowed,
                         format!("vhost {} not found", show(&o.virtual_host)),
                     ));
@@ -475,7 +471,7 @@ impl Session<'_> {
                 self.close_ok_and_linger();
                 Ok(())
             }
-            (state, m) => Err(hard(
+            (state, m) => Err(AmqpError::new(
                 ReplyCode::CommandInvalid,
                 format!(
                     "unexpected {} during the handshake (state {state:?})",
@@ -489,7 +485,7 @@ impl Session<'_> {
     fn running_frame(&mut self, kind: u8, ch: u16, payload: Bytes) -> Result<(), AmqpError> {
         if kind == FRAME_HEARTBEAT {
             if ch != 0 {
-                return Err(hard(
+                return Err(AmqpError::new(
                     ReplyCode::UnexpectedFrame,
                     "type 8, all octets = <<>>",
                 ));
@@ -498,7 +494,7 @@ impl Session<'_> {
         }
         if ch == 0 {
             if kind != FRAME_METHOD {
-                return Err(hard(
+                return Err(AmqpError::new(
                     ReplyCode::UnexpectedFrame,
                     "content frame on channel 0",
                 ));
@@ -508,7 +504,10 @@ impl Session<'_> {
         }
         let Some(idx) = self.conn.channels.iter().position(|c| c.id == ch) else {
             if kind != FRAME_METHOD {
-                return Err(hard(ReplyCode::ChannelError, "expected 'channel.open'"));
+                return Err(AmqpError::new(
+                    ReplyCode::ChannelError,
+                    "expected 'channel.open'",
+                ));
             }
             let m = self.decode(&payload)?;
             return match m {
@@ -517,7 +516,7 @@ impl Session<'_> {
                     // their numbers.
                     let open = self.conn.channels.len();
                     if open >= usize::from(self.conn.channel_max) {
-                        return Err(hard(
+                        return Err(AmqpError::new(
                             ReplyCode::NotAllowed,
                             format!(
                                 "number of channels opened ({open}) has reached the negotiated channel_max ({})",
@@ -532,8 +531,10 @@ impl Session<'_> {
                     self.send(ch, &Method::ChannelOpenOk(ok));
                     Ok(())
                 }
-                m => Err(hard(ReplyCode::ChannelError, "expected 'channel.open'")
-                    .on(m.class_id(), m.method_id())),
+                m => Err(
+                    AmqpError::new(ReplyCode::ChannelError, "expected 'channel.open'")
+                        .on(m.class_id(), m.method_id()),
+                ),
             };
         };
         if self.conn.channels[idx].closing {
@@ -554,7 +555,7 @@ impl Session<'_> {
         let outcome = match kind {
             FRAME_METHOD => {
                 if !self.conn.channels[idx].assembler.is_idle() {
-                    return Err(hard(
+                    return Err(AmqpError::new(
                         ReplyCode::UnexpectedFrame,
                         "expected content header for class 60, got non content header frame instead",
                     ));
@@ -569,7 +570,7 @@ impl Session<'_> {
             FRAME_HEADER => self.conn.channels[idx].assembler.header(&payload),
             FRAME_BODY => self.conn.channels[idx].assembler.body(payload),
             other => {
-                return Err(hard(
+                return Err(AmqpError::new(
                     ReplyCode::FrameError,
                     format!("unknown frame type {other}"),
                 ))
@@ -646,7 +647,7 @@ impl Session<'_> {
                 );
                 Ok(())
             }
-            m => Err(hard(
+            m => Err(AmqpError::new(
                 ReplyCode::CommandInvalid,
                 format!("{} is not allowed on channel 0", m.name()),
             )
