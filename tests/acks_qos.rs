@@ -340,8 +340,7 @@ async fn basic_get_counts_and_acks() {
 #[test]
 fn unknown_delivery_tag_is_precondition_failed() {
     let b = Broker::start();
-    let mut c = b.handshake();
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     let q = unique("badtag");
     c.send_method(1, &queue_declare(&q, true, false));
     c.expect_method(1, 50, 11);
@@ -473,16 +472,14 @@ async fn exclusive_consumer() {
 #[test]
 fn deleted_queue_cancels_consumer() {
     let b = Broker::start();
-    let mut c = b.handshake();
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     let q = unique("delcancel");
     c.send_method(1, &queue_declare(&q, false, false));
     c.expect_method(1, 50, 11);
     c.send_method(1, &basic_consume(&q, "doomed", false));
     c.expect_method(1, 60, 21);
     // Another client deletes the queue.
-    let mut other = b.handshake();
-    other.open_channel(1);
+    let mut other = RawClient::with_channel(b.port);
     other.send_method(1, &queue_delete(&q));
     other.expect_method(1, 50, 41);
     other.close();

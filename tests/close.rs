@@ -43,8 +43,7 @@ fn read_until_closed(s: &mut std::net::TcpStream, timeout: Duration) -> std::io:
 #[test]
 fn close_ok_leaves_the_socket_open_until_the_client_closes() {
     let b = Broker::start();
-    let mut c = b.handshake();
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     c.send_method(0, &connection_close(200, "bye"));
     c.expect_method(0, 10, 51);
     // RabbitMQ leaves the socket open (for up to 30 s with heartbeats off).
@@ -65,13 +64,7 @@ fn close_ok_leaves_the_socket_open_until_the_client_closes() {
 #[test]
 fn a_client_that_never_closes_after_close_ok_is_closed_after_the_timeout() {
     let b = Broker::start();
-    let mut c = RawClient::handshake_with(
-        b.port,
-        &HandshakeOpts {
-            heartbeat: Some(2),
-            ..Default::default()
-        },
-    );
+    let mut c = RawClient::handshake_with(b.port, &HandshakeOpts::heartbeat(2));
     c.open_channel(1);
     c.send_method(0, &connection_close(200, "bye"));
     c.expect_method(0, 10, 51);
@@ -96,8 +89,7 @@ fn publishes_ahead_of_connection_close_are_routed_and_close_ok_arrives() {
     const AHEAD: usize = 2_000;
     let b = Broker::start();
     let q = unique("close-behind-publishes");
-    let mut c = b.handshake();
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     c.send_method(1, &queue_declare(&q, false, false));
     c.expect_method(1, 50, 11);
 

@@ -242,8 +242,7 @@ async fn all_properties_and_field_types_round_trip() {
 #[test]
 fn wrong_user_id_is_precondition_failed() {
     let b = Broker::start();
-    let mut c = b.handshake();
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     c.send_method(1, &basic_publish("", "nowhere", false));
     // Content header with only the user-id property (flag bit 4).
     let header = Args::new()
