@@ -13,8 +13,7 @@ use std::net::Shutdown;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, QueueDeleteOptions};
 use support::*;
 
 /// Reads (and drops) until the peer closes: Ok(()) on an end of stream, Err on another
@@ -156,17 +155,7 @@ async fn lapin_close_after_acks_succeeds_every_time() {
         let mut cs = Vec::new();
         for i in 0..3 {
             let ch = f.channel().await;
-            let c = step(
-                "basic_consume",
-                ch.basic_consume(
-                    q.as_str().into(),
-                    format!("c{i}").as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                ),
-            )
-            .await
-            .unwrap();
+            let c = consume(&ch, &q, &format!("c{i}"), false).await;
             cs.push((c, ch));
         }
         for i in 0..9 {

@@ -1404,6 +1404,24 @@ pub struct Fixture {
     exchanges: Mutex<Vec<String>>,
 }
 
+/// basic.consume of `q` on `ch` with consumer tag `tag` ("" = server-named).
+pub async fn consume(ch: &Channel, q: &str, tag: &str, no_ack: bool) -> lapin::Consumer {
+    step(
+        "basic_consume",
+        ch.basic_consume(
+            q.into(),
+            tag.into(),
+            BasicConsumeOptions {
+                no_ack,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .unwrap()
+}
+
 /// A new channel on `conn`, in publisher-confirm mode.
 pub async fn confirm_channel(conn: &Connection) -> Channel {
     let ch = step("create_channel", conn.create_channel()).await.unwrap();
