@@ -35,9 +35,15 @@ use crate::proto::properties;
 use crate::store::Location;
 
 /// Bodies up to this many bytes live inside the message's allocation; larger ones are
-/// `Bytes` slices of the buffer they arrived in. Must stay below `conn::BODY_BY_REF`, so
+/// `Bytes` slices of the buffer they arrived in. Must stay below [`BODY_BY_REF`], so
 /// that an inline body is always copied into the write buffer (never sent by reference).
 pub const INLINE_BODY_MAX: usize = 512;
+
+/// Bodies at least this large are queued for writing by reference (`conn::OutBuf`);
+/// smaller ones are copied into the write buffer, where an extra iovec would cost more
+/// than the copy. Defined here, beside [`INLINE_BODY_MAX`] which must stay below it, so
+/// that `message` does not depend on `conn`.
+pub const BODY_BY_REF: usize = 4096;
 
 const PERSISTENT: u8 = 1;
 /// The body is not in memory: it is read back from the location on delivery.
@@ -66,7 +72,7 @@ const ALIGN: usize = align_of::<Bytes>();
 // The Bytes handle sits at offset HEAD or HEAD + LOCATION: both must be aligned for it.
 const _: () = assert!(HEAD.is_multiple_of(ALIGN) && LOCATION.is_multiple_of(ALIGN));
 const _: () = assert!(align_of::<Head>() <= ALIGN && align_of::<Location>() <= ALIGN);
-const _: () = assert!(INLINE_BODY_MAX < crate::conn::BODY_BY_REF);
+const _: () = assert!(INLINE_BODY_MAX < BODY_BY_REF);
 
 thread_local! {
     /// Bytes of message bodies held in memory by this thread's broker.

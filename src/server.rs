@@ -497,11 +497,7 @@ impl Server {
 
     /// Whether work is waiting that needs no new input (poll must not block).
     pub fn has_pending_work(&self) -> bool {
-        !self.broker_dirty_is_empty() || !self.returning.is_empty()
-    }
-
-    fn broker_dirty_is_empty(&self) -> bool {
-        self.broker.dirty_is_empty()
+        !self.broker.dirty_is_empty() || !self.returning.is_empty()
     }
 
     /// Sends publisher confirms for everything published this turn. Transient

@@ -10,20 +10,6 @@ use support::*;
 
 const QUIET: Duration = Duration::from_millis(400);
 
-async fn consume(ch: &Channel, q: &str, tag: &str) -> lapin::Consumer {
-    step(
-        "basic_consume",
-        ch.basic_consume(
-            q.into(),
-            tag.into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .unwrap()
-}
-
 async fn qos(ch: &Channel, n: u16, global: bool) {
     step("basic_qos", ch.basic_qos(n, BasicQosOptions { global }))
         .await
@@ -58,7 +44,7 @@ async fn round_robin_among_three_consumers() {
     let mut cs = Vec::new();
     for i in 0..3 {
         let ch = f.channel().await;
-        cs.push((consume(&ch, &q, &format!("c{i}")).await, ch));
+        cs.push((consume(&ch, &q, &format!("c{i}"), false).await, ch));
     }
     let sent = fill_n(&f, &q, 9).await;
     for (i, (c, _)) in cs.iter_mut().enumerate() {
@@ -87,8 +73,8 @@ async fn per_consumer_prefetch() {
     let q = f.queue("pfc").await;
     let ch = f.channel().await;
     qos(&ch, 2, false).await;
-    let mut c1 = consume(&ch, &q, "c1").await;
-    let mut c2 = consume(&ch, &q, "c2").await;
+    let mut c1 = consume(&ch, &q, "c1", false).await;
+    let mut c2 = consume(&ch, &q, "c2", false).await;
     fill_n(&f, &q, 10).await;
     let a1 = next_delivery(&mut c1).await;
     let _a2 = next_delivery(&mut c1).await;
@@ -113,8 +99,8 @@ async fn global_prefetch_is_shared_by_the_channel() {
     let q = f.queue("pfg").await;
     let ch = f.channel().await;
     qos(&ch, 3, true).await;
-    let mut c1 = consume(&ch, &q, "c1").await;
-    let mut c2 = consume(&ch, &q, "c2").await;
+    let mut c1 = consume(&ch, &q, "c1", false).await;
+    let mut c2 = consume(&ch, &q, "c2", false).await;
     fill_n(&f, &q, 10).await;
     // 3 in flight on the channel in total, round-robin: c1, c2, c1.
     let d1 = next_delivery(&mut c1).await;
@@ -139,8 +125,8 @@ async fn global_and_per_consumer_prefetch_combine() {
     let ch = f.channel().await;
     qos(&ch, 3, true).await; // channel-wide
     qos(&ch, 1, false).await; // each new consumer
-    let mut c1 = consume(&ch, &q, "c1").await;
-    let mut c2 = consume(&ch, &q, "c2").await;
+    let mut c1 = consume(&ch, &q, "c1", false).await;
+    let mut c2 = consume(&ch, &q, "c2", false).await;
     fill_n(&f, &q, 10).await;
     let _ = next_delivery(&mut c1).await;
     let _ = next_delivery(&mut c2).await;
@@ -156,7 +142,7 @@ async fn ack_multiple() {
     let f = Fixture::open(&b.uri()).await;
     let q = f.queue("ackm").await;
     let ch = f.channel().await;
-    let mut c = consume(&ch, &q, "c").await;
+    let mut c = consume(&ch, &q, "c", false).await;
     let sent = fill_n(&f, &q, 5).await;
     let mut ds = Vec::new();
     for _ in 0..5 {
@@ -185,7 +171,7 @@ async fn nack_multiple_requeue_redelivers_in_order() {
     let q = f.queue("nackm").await;
     let ch = f.channel().await;
     qos(&ch, 3, false).await;
-    let mut c = consume(&ch, &q, "c").await;
+    let mut c = consume(&ch, &q, "c", false).await;
     let sent = fill_n(&f, &q, 4).await;
     let mut ds = Vec::new();
     for _ in 0..3 {
@@ -255,7 +241,7 @@ async fn recover_requeue_redelivers() {
     let f = Fixture::open(&b.uri()).await;
     let q = f.queue("recov").await;
     let ch = f.channel().await;
-    let mut c = consume(&ch, &q, "c").await;
+    let mut c = consume(&ch, &q, "c", false).await;
     f.fill(&q, &["a", "b"]).await;
     for want in ["a", "b"] {
         let d = next_delivery(&mut c).await;
@@ -282,7 +268,7 @@ async fn closed_channel_requeues_unacked_in_order() {
     let f = Fixture::open(&b.uri()).await;
     let q = f.queue("closereq").await;
     let ch = f.channel().await;
-    let mut c = consume(&ch, &q, "c").await;
+    let mut c = consume(&ch, &q, "c", false).await;
     let sent = fill_n(&f, &q, 5).await;
     let mut ds = Vec::new();
     for _ in 0..5 {
@@ -340,8 +326,7 @@ async fn basic_get_counts_and_acks() {
 #[test]
 fn unknown_delivery_tag_is_precondition_failed() {
     let b = Broker::start();
-    let mut c = b.handshake();
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     let q = unique("badtag");
     c.send_method(1, &queue_declare(&q, true, false));
     c.expect_method(1, 50, 11);
@@ -392,7 +377,7 @@ async fn cancel_stops_deliveries() {
     let f = Fixture::open(&b.uri()).await;
     let q = f.queue("cancel").await;
     let ch = f.channel().await;
-    let mut c = consume(&ch, &q, "ctag-1").await;
+    let mut c = consume(&ch, &q, "ctag-1", false).await;
     f.fill(&q, &["a"]).await;
     let d = next_delivery(&mut c).await;
     d.ack(BasicAckOptions::default()).await.unwrap();
@@ -447,7 +432,7 @@ async fn exclusive_consumer() {
     // And an exclusive consume on a queue that already has a consumer.
     let q2 = f.queue("xcons2").await;
     let ch3 = f.channel().await;
-    let _c3 = consume(&ch3, &q2, "plain").await;
+    let _c3 = consume(&ch3, &q2, "plain", false).await;
     let ch4 = f.channel().await;
     let r = step(
         "exclusive consume on busy queue",
@@ -473,16 +458,14 @@ async fn exclusive_consumer() {
 #[test]
 fn deleted_queue_cancels_consumer() {
     let b = Broker::start();
-    let mut c = b.handshake();
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     let q = unique("delcancel");
     c.send_method(1, &queue_declare(&q, false, false));
     c.expect_method(1, 50, 11);
     c.send_method(1, &basic_consume(&q, "doomed", false));
     c.expect_method(1, 60, 21);
     // Another client deletes the queue.
-    let mut other = b.handshake();
-    other.open_channel(1);
+    let mut other = RawClient::with_channel(b.port);
     other.send_method(1, &queue_delete(&q));
     other.expect_method(1, 50, 41);
     other.close();
@@ -522,8 +505,8 @@ async fn auto_delete_queue_goes_with_last_consumer() {
     // No consumer yet: stays.
     f.wait_counts(&q, Some((0, 0))).await;
     let ch = f.channel().await;
-    let _c1 = consume(&ch, &q, "a").await;
-    let _c2 = consume(&ch, &q, "b").await;
+    let _c1 = consume(&ch, &q, "a", false).await;
+    let _c2 = consume(&ch, &q, "b", false).await;
     step("cancel a", ch.basic_cancel("a".into(), Default::default()))
         .await
         .unwrap();
@@ -634,8 +617,8 @@ async fn declare_ok_counts_and_purge() {
     f.wait_counts(&q, Some((4, 0))).await;
     let ch = f.channel().await;
     qos(&ch, 1, false).await;
-    let mut c1 = consume(&ch, &q, "c1").await;
-    let mut c2 = consume(&ch, &q, "c2").await;
+    let mut c1 = consume(&ch, &q, "c1", false).await;
+    let mut c2 = consume(&ch, &q, "c2", false).await;
     let _ = next_delivery(&mut c1).await;
     let _ = next_delivery(&mut c2).await;
     // message_count counts only ready messages.
@@ -679,20 +662,7 @@ async fn queue_delete_if_empty_and_if_unused() {
         format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' not empty")
     );
     let ch = f.channel().await;
-    let _c = step(
-        "consume",
-        ch.basic_consume(
-            q.as_str().into(),
-            "holder".into(),
-            BasicConsumeOptions {
-                no_ack: false,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .unwrap();
+    let _c = consume(&ch, &q, "holder", false).await;
     let ch2 = f.channel().await;
     let r = step(
         "delete if_unused",

@@ -13,8 +13,7 @@ use std::net::Shutdown;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, QueueDeleteOptions};
 use support::*;
 
 /// Reads (and drops) until the peer closes: Ok(()) on an end of stream, Err on another
@@ -43,8 +42,7 @@ fn read_until_closed(s: &mut std::net::TcpStream, timeout: Duration) -> std::io:
 #[test]
 fn close_ok_leaves_the_socket_open_until_the_client_closes() {
     let b = Broker::start();
-    let mut c = b.handshake();
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     c.send_method(0, &connection_close(200, "bye"));
     c.expect_method(0, 10, 51);
     // RabbitMQ leaves the socket open (for up to 30 s with heartbeats off).
@@ -65,13 +63,7 @@ fn close_ok_leaves_the_socket_open_until_the_client_closes() {
 #[test]
 fn a_client_that_never_closes_after_close_ok_is_closed_after_the_timeout() {
     let b = Broker::start();
-    let mut c = RawClient::handshake_with(
-        b.port,
-        &HandshakeOpts {
-            heartbeat: Some(2),
-            ..Default::default()
-        },
-    );
+    let mut c = RawClient::handshake_with(b.port, &HandshakeOpts::heartbeat(2));
     c.open_channel(1);
     c.send_method(0, &connection_close(200, "bye"));
     c.expect_method(0, 10, 51);
@@ -96,8 +88,7 @@ fn publishes_ahead_of_connection_close_are_routed_and_close_ok_arrives() {
     const AHEAD: usize = 2_000;
     let b = Broker::start();
     let q = unique("close-behind-publishes");
-    let mut c = b.handshake();
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     c.send_method(1, &queue_declare(&q, false, false));
     c.expect_method(1, 50, 11);
 
@@ -164,17 +155,7 @@ async fn lapin_close_after_acks_succeeds_every_time() {
         let mut cs = Vec::new();
         for i in 0..3 {
             let ch = f.channel().await;
-            let c = step(
-                "basic_consume",
-                ch.basic_consume(
-                    q.as_str().into(),
-                    format!("c{i}").as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                ),
-            )
-            .await
-            .unwrap();
+            let c = consume(&ch, &q, &format!("c{i}"), false).await;
             cs.push((c, ch));
         }
         for i in 0..9 {

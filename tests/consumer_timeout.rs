@@ -47,8 +47,7 @@ fn unacked_delivery_times_out_and_is_requeued() {
         return;
     };
     let q = unique("ctimeout");
-    let mut slow = b.handshake();
-    slow.open_channel(1);
+    let mut slow = RawClient::with_channel(b.port);
     slow.send_method(1, &queue_declare(&q, false, false));
     slow.expect_method(1, 50, 11);
     slow.send_method(1, &basic_consume(&q, "slow", false));
@@ -64,8 +63,7 @@ fn unacked_delivery_times_out_and_is_requeued() {
     let delivered_at = Instant::now();
 
     // A second consumer, on another connection, waits for the requeued message.
-    let mut patient = b.handshake();
-    patient.open_channel(1);
+    let mut patient = RawClient::with_channel(b.port);
     patient.send_method(1, &basic_consume(&q, "patient", false));
     patient.expect_method(1, 60, 21);
 
@@ -105,8 +103,7 @@ fn acked_in_time_is_not_timed_out() {
         return;
     };
     let q = unique("ctimeout-ok");
-    let mut c = b.handshake();
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     c.send_method(1, &queue_declare(&q, true, false));
     c.expect_method(1, 50, 11);
     c.send_method(1, &basic_consume(&q, "fast", false));

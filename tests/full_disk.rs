@@ -15,10 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
 use support::*;
@@ -108,14 +105,8 @@ fn name_of(b: &[u8]) -> String {
         .to_string()
 }
 
-async fn confirm_channel(conn: &Connection, queue: &str) -> Channel {
-    let ch = step("create_channel", conn.create_channel()).await.unwrap();
-    step(
-        "confirm_select",
-        ch.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await
-    .unwrap();
+async fn confirm_channel_with_durable_queue(conn: &Connection, queue: &str) -> Channel {
+    let ch = confirm_channel(conn).await;
     step(
         "queue_declare",
         ch.queue_declare(
@@ -240,7 +231,7 @@ fn enospc_nacks_blocks_publishers_keeps_connections_and_a_full_drain_clears_the_
     let q = unique("full");
     block_on(async {
         let pconn = b.connect().await;
-        let pch = confirm_channel(&pconn, &q).await;
+        let pch = confirm_channel_with_durable_queue(&pconn, &q).await;
         let confirmed = publish_confirmed(&pch, &q, "ok", 600).await;
         fs_.fill();
         let nacked = publish_until_nacked(&pch, &q).await;
@@ -304,7 +295,7 @@ fn sigkill_on_a_full_disk_restarts_with_the_alarm_raised_and_consumers_drain() {
     let mut b = start(&fs_.data());
     let (confirmed, nacked) = block_on(async {
         let conn = b.connect().await;
-        let ch = confirm_channel(&conn, &q).await;
+        let ch = confirm_channel_with_durable_queue(&conn, &q).await;
         let confirmed = publish_confirmed(&ch, &q, "ok", 800).await;
         fs_.fill();
         let nacked = publish_until_nacked(&ch, &q).await;
@@ -320,7 +311,7 @@ fn sigkill_on_a_full_disk_restarts_with_the_alarm_raised_and_consumers_drain() {
     );
     block_on(async {
         let pconn = b.connect().await;
-        let pch = confirm_channel(&pconn, &q).await;
+        let pch = confirm_channel_with_durable_queue(&pconn, &q).await;
         // As in RabbitMQ, the publish that makes a connection a publisher is read
         // before the connection is blocked (stored, or nacked when the store is full);
         // the ones after it are held.
@@ -368,7 +359,7 @@ fn a_fast_confirmed_publisher_is_blocked_before_the_disk_fills_and_keeps_its_hea
     let n = 1500;
     block_on(async {
         let pconn = connect(&format!("{}?heartbeat=1", b.uri())).await;
-        let pch = confirm_channel(&pconn, &q).await;
+        let pch = confirm_channel_with_durable_queue(&pconn, &q).await;
         let (tx, rx) = std::sync::mpsc::channel();
         let ch = pch.clone();
         let qq = q.clone();
@@ -448,7 +439,7 @@ fn acks_taken_while_the_disk_is_full_survive_a_sigkill() {
     let mut b = start(&fs_.data());
     let confirmed = block_on(async {
         let conn = b.connect().await;
-        let ch = confirm_channel(&conn, &q).await;
+        let ch = confirm_channel_with_durable_queue(&conn, &q).await;
         let confirmed = publish_confirmed(&ch, &q, "ok", 800).await;
         fs_.fill();
         publish_until_nacked(&ch, &q).await;

@@ -198,13 +198,7 @@ fn publish_raw(c: &mut RawClient, queue: &str, body: &[u8], frame_max: usize) {
 #[test]
 fn client_frame_max_is_honoured() {
     let b = Broker::start();
-    let mut c = RawClient::handshake_with(
-        b.port,
-        &HandshakeOpts {
-            frame_max: Some(4096),
-            ..Default::default()
-        },
-    );
+    let mut c = RawClient::handshake_with(b.port, &HandshakeOpts::frame_max(4096));
     c.open_channel(1);
     let q = unique("fmax");
     c.send_method(1, &queue_declare(&q, true, false));
@@ -248,13 +242,7 @@ fn unknown_vhost_is_not_allowed() {
 }
 
 fn small_frame_client(b: &Broker) -> RawClient {
-    let mut c = RawClient::handshake_with(
-        b.port,
-        &HandshakeOpts {
-            frame_max: Some(4096),
-            ..Default::default()
-        },
-    );
+    let mut c = RawClient::handshake_with(b.port, &HandshakeOpts::frame_max(4096));
     c.open_channel(1);
     c
 }
@@ -281,8 +269,7 @@ fn frame_larger_than_frame_max_is_frame_error() {
 #[test]
 fn huge_frame_size_is_rejected_without_waiting_for_payload() {
     let b = Broker::start();
-    let mut c = RawClient::handshake(b.port);
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     let started = Instant::now();
     // Only the 7-byte frame header; the payload never comes.
     c.send(&[FRAME_BODY, 0, 1, 0xff, 0xff, 0xff, 0xff]);
@@ -333,8 +320,7 @@ fn method_on_unopened_channel_is_channel_error() {
 #[test]
 fn content_header_without_publish_is_unexpected_frame() {
     let b = Broker::start();
-    let mut c = RawClient::handshake(b.port);
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     c.send_frame(FRAME_HEADER, 1, &content_header(3));
     let (code, text, class, meth) = c.expect_close();
     assert_eq!(code, 505);
@@ -349,8 +335,7 @@ fn content_header_without_publish_is_unexpected_frame() {
 #[test]
 fn body_longer_than_declared_is_connection_error() {
     let b = Broker::start();
-    let mut c = RawClient::handshake(b.port);
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     c.send_method(1, &basic_publish("", "nowhere", false));
     c.send_frame(FRAME_HEADER, 1, &content_header(3));
     c.send_frame(FRAME_BODY, 1, b"too long");
@@ -373,8 +358,7 @@ fn body_longer_than_declared_is_connection_error() {
 #[test]
 fn heartbeat_on_nonzero_channel_is_connection_error() {
     let b = Broker::start();
-    let mut c = RawClient::handshake(b.port);
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     c.send_frame(FRAME_HEARTBEAT, 1, &[]);
     let (code, text, class, meth) = c.expect_close();
     println!("heartbeat on channel 1 -> {code} {text:?} {class}.{meth}");
@@ -387,8 +371,7 @@ fn heartbeat_on_nonzero_channel_is_connection_error() {
 #[test]
 fn second_channel_open_is_channel_error() {
     let b = Broker::start();
-    let mut c = RawClient::handshake(b.port);
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     c.send_method(1, &channel_open());
     let (code, text, class, meth) = c.expect_close();
     assert_eq!(code, 504);
@@ -465,13 +448,7 @@ fn frame_size_fudge() {
 fn channel_id_above_channel_max_is_accepted() {
     // RabbitMQ 3.10 only limits the *number* of open channels, not their ids.
     let b = Broker::start();
-    let mut c = RawClient::handshake_with(
-        b.port,
-        &HandshakeOpts {
-            channel_max: Some(10),
-            ..Default::default()
-        },
-    );
+    let mut c = RawClient::handshake_with(b.port, &HandshakeOpts::channel_max(10));
     c.open_channel(11);
     c.open_channel(500);
     c.close();
@@ -481,13 +458,7 @@ fn channel_id_above_channel_max_is_accepted() {
 #[test]
 fn channel_count_above_channel_max_is_not_allowed() {
     let b = Broker::start();
-    let mut c = RawClient::handshake_with(
-        b.port,
-        &HandshakeOpts {
-            channel_max: Some(10),
-            ..Default::default()
-        },
-    );
+    let mut c = RawClient::handshake_with(b.port, &HandshakeOpts::channel_max(10));
     for ch in 1..=10 {
         c.open_channel(ch);
     }
@@ -506,13 +477,7 @@ fn channel_count_above_channel_max_is_not_allowed() {
 #[test]
 fn silent_client_is_disconnected_by_heartbeat_timeout() {
     let b = Broker::start();
-    let mut c = RawClient::handshake_with(
-        b.port,
-        &HandshakeOpts {
-            heartbeat: Some(1),
-            ..Default::default()
-        },
-    );
+    let mut c = RawClient::handshake_with(b.port, &HandshakeOpts::heartbeat(1));
     let started = Instant::now();
     assert!(
         c.is_closed_within(Duration::from_secs(6)),
@@ -526,13 +491,7 @@ fn silent_client_is_disconnected_by_heartbeat_timeout() {
 #[test]
 fn heartbeating_client_stays_connected() {
     let b = Broker::start();
-    let mut c = RawClient::handshake_with(
-        b.port,
-        &HandshakeOpts {
-            heartbeat: Some(1),
-            ..Default::default()
-        },
-    );
+    let mut c = RawClient::handshake_with(b.port, &HandshakeOpts::heartbeat(1));
     let end = Instant::now() + Duration::from_secs(6);
     let mut server_heartbeats = 0;
     let mut next_beat = Instant::now();
@@ -561,8 +520,7 @@ fn heartbeating_client_stays_connected() {
 #[test]
 fn client_connection_close_gets_close_ok() {
     let b = Broker::start();
-    let mut c = RawClient::handshake(b.port);
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     c.send_method(0, &connection_close(200, "Goodbye"));
     c.expect_method(0, 10, 51);
     // Note: RabbitMQ leaves closing the socket to the client (it only force-closes
@@ -578,8 +536,7 @@ fn client_connection_close_gets_close_ok() {
 #[test]
 fn frames_left_over_from_a_spent_budget_are_handled_without_a_new_event() {
     let b = Broker::start();
-    let mut c = b.handshake();
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     let q = unique("leftover");
     let mut burst = Vec::new();
     for _ in 0..1100 {

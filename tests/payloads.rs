@@ -32,20 +32,7 @@ async fn empty_body() {
     // Also through a consumer.
     let q = f.queue("emptyc").await;
     let ch = f.channel().await;
-    let mut c = step(
-        "consume",
-        ch.basic_consume(
-            q.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .unwrap();
+    let mut c = consume(&ch, &q, "", true).await;
     f.publish("", &q, b"").await;
     f.publish("", &q, b"after").await;
     assert_eq!(next_delivery(&mut c).await.data, b"");
@@ -93,17 +80,7 @@ async fn sixteen_mib_body() {
     let q = f.queue("big").await;
     f.publish("", &q, &data).await;
     let ch = f.channel().await;
-    let mut c = step(
-        "consume",
-        ch.basic_consume(
-            q.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .unwrap();
+    let mut c = consume(&ch, &q, "", false).await;
     let d = next_delivery(&mut c).await;
     assert_eq!(d.data.len(), data.len());
     assert!(d.data == data, "16 MiB body differs");
@@ -215,20 +192,7 @@ async fn all_properties_and_field_types_round_trip() {
     // Same through a consumer.
     f.publish_with("", &q, b"p", props.clone(), false).await;
     let ch = f.channel().await;
-    let mut c = step(
-        "consume",
-        ch.basic_consume(
-            q.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .unwrap();
+    let mut c = consume(&ch, &q, "", true).await;
     assert_eq!(next_delivery(&mut c).await.properties, props);
     // No properties at all stays no properties.
     f.publish("", &q, b"bare").await;
@@ -242,8 +206,7 @@ async fn all_properties_and_field_types_round_trip() {
 #[test]
 fn wrong_user_id_is_precondition_failed() {
     let b = Broker::start();
-    let mut c = b.handshake();
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     c.send_method(1, &basic_publish("", "nowhere", false));
     // Content header with only the user-id property (flag bit 4).
     let header = Args::new()

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, BasicRejectOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::FieldTable;
 use lapin::PublisherConfirm;
@@ -53,13 +53,7 @@ fn transient() -> BasicProperties {
 impl Client {
     async fn open(b: &Broker) -> Client {
         let conn = b.connect().await;
-        let ch = step("create_channel", conn.create_channel()).await.unwrap();
-        step(
-            "confirm_select",
-            ch.confirm_select(ConfirmSelectOptions::default()),
-        )
-        .await
-        .unwrap();
+        let ch = confirm_channel(&conn).await;
         Client { conn, ch }
     }
 
@@ -243,29 +237,7 @@ impl Client {
 
     /// (messages, consumers) of a queue, or `None` if it does not exist.
     async fn counts(&self, queue: &str) -> Option<(u32, u32)> {
-        let ch = self.channel().await;
-        let r = step(
-            "passive queue_declare",
-            ch.queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            ),
-        )
-        .await;
-        match r {
-            Ok(q) => {
-                let _ = ch.close(200, "ok".into()).await;
-                Some((q.message_count(), q.consumer_count()))
-            }
-            Err(e) => {
-                assert_eq!(amqp_error(&e).map(|x| x.0), Some(404), "{e:?}");
-                None
-            }
-        }
+        queue_counts(&self.conn, queue).await
     }
 
     async fn exchange_exists(&self, name: &str) -> bool {

@@ -35,11 +35,23 @@ struct QueueGuard {
 
 impl Drop for QueueGuard {
     fn drop(&mut self) {
-        let mut c = RawClient::handshake(self.port);
-        c.open_channel(1);
+        let mut c = RawClient::with_channel(self.port);
         c.send_method(1, &queue_delete(&self.name));
         let _ = c.read_frame(Duration::from_secs(30));
     }
+}
+
+/// A fresh queue name from `prefix`, deleted when the guard drops, and a probe
+/// connection (channel 1 open) that has declared it empty.
+fn empty_queue(port: u16, prefix: &str) -> (String, QueueGuard, RawClient) {
+    let q = unique(prefix);
+    let guard = QueueGuard {
+        port,
+        name: q.clone(),
+    };
+    let mut probe = RawClient::with_channel(port);
+    assert_eq!(message_count(&mut probe, &q), 0);
+    (q, guard, probe)
 }
 
 /// queue.declare (not passive, same arguments) on channel 1: the ready-message count.
@@ -62,8 +74,7 @@ fn publishes(q: &str, body: &[u8], n: usize) -> Vec<u8> {
 /// Publishes `n` messages of `size` bytes (body = the message's index in the first 8
 /// bytes, big-endian) and waits until the queue reports them all.
 fn fill(port: u16, q: &str, n: usize, size: usize) {
-    let mut c = RawClient::handshake(port);
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(port);
     let mut batch = Vec::new();
     for i in 0..n {
         let mut body = vec![b'x'; size.max(8)];
@@ -152,8 +163,7 @@ fn consumer(
     no_ack: bool,
     total: Arc<AtomicUsize>,
 ) -> (TcpStream, thread::JoinHandle<()>) {
-    let mut c = RawClient::handshake(port);
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(port);
     c.send_method(1, &basic_consume(q, "", no_ack));
     let ctl = c.stream.try_clone().unwrap();
     let h = thread::spawn(move || {
@@ -168,12 +178,40 @@ fn consumer(
     (ctl, h)
 }
 
+/// `count` manual-ack consumers (`consumer`) on `q`; returns once they got `n`
+/// deliveries between them (300 s deadline, `what` qualifies the failure message).
+fn consumers_take_all(
+    port: u16,
+    q: &str,
+    count: usize,
+    n: usize,
+    what: &str,
+) -> Vec<(TcpStream, thread::JoinHandle<()>)> {
+    let total = Arc::new(AtomicUsize::new(0));
+    let conns: Vec<_> = (0..count)
+        .map(|_| consumer(port, q, false, total.clone()))
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(300), || total.load(Ordering::Relaxed)
+            == n),
+        "consumers got {} of {n}{what}",
+        total.load(Ordering::Relaxed)
+    );
+    conns
+}
+
+/// Sends connection.close on a consumer's connection (its thread ends at close-ok).
+fn send_close(s: &TcpStream) {
+    (&*s)
+        .write_all(&frame(1, 0, &connection_close(200, "bye")))
+        .unwrap();
+}
+
 /// Round trips (publish to its own queue, receive the delivery) on a connection of its
 /// own, back to back until `stop`; records (when it started, how long it took).
 fn pinger(port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<Vec<(Instant, Duration)>> {
     let q = unique("ping");
-    let mut c = RawClient::handshake(port);
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(port);
     c.send_method(1, &queue_declare(&q, true, false));
     c.expect_method(1, 50, 11);
     c.send_method(1, &basic_consume(&q, "ping", true));
@@ -212,26 +250,10 @@ fn closing_with_300k_unacked_does_not_stall_another_connection() {
     let broker = Broker::start();
     let port = broker.port;
     let (n, size, consumers) = (300_000, 1024, 20);
-    let q = unique("unacked");
-    let _guard = QueueGuard {
-        port,
-        name: q.clone(),
-    };
-    let mut probe = RawClient::handshake(port);
-    probe.open_channel(1);
-    assert_eq!(message_count(&mut probe, &q), 0);
+    let (q, _guard, mut probe) = empty_queue(port, "unacked");
     fill(port, &q, n, size);
 
-    let total = Arc::new(AtomicUsize::new(0));
-    let conns: Vec<_> = (0..consumers)
-        .map(|_| consumer(port, &q, false, total.clone()))
-        .collect();
-    assert!(
-        wait_until(Duration::from_secs(300), || total.load(Ordering::Relaxed)
-            == n),
-        "consumers got {} of {n}",
-        total.load(Ordering::Relaxed)
-    );
+    let conns = consumers_take_all(port, &q, consumers, n, "");
     assert_eq!(message_count(&mut probe, &q), 0, "everything is unacked");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -240,9 +262,7 @@ fn closing_with_300k_unacked_does_not_stall_another_connection() {
     thread::sleep(Duration::from_millis(200));
     let closed_at = Instant::now();
     for (s, _) in &conns {
-        (&*s)
-            .write_all(&frame(1, 0, &connection_close(200, "bye")))
-            .unwrap();
+        send_close(s);
     }
     for (_, h) in conns {
         h.join().unwrap();
@@ -259,23 +279,12 @@ fn closing_with_300k_unacked_does_not_stall_another_connection() {
     );
     let requeued_in = closed_at.elapsed();
     // A huge ready list dispatched to fresh consumers must not stall anyone either.
-    let again = Arc::new(AtomicUsize::new(0));
-    let conns: Vec<_> = (0..consumers)
-        .map(|_| consumer(port, &q, false, again.clone()))
-        .collect();
-    assert!(
-        wait_until(Duration::from_secs(300), || again.load(Ordering::Relaxed)
-            == n),
-        "consumers got {} of {n} again",
-        again.load(Ordering::Relaxed)
-    );
+    let conns = consumers_take_all(port, &q, consumers, n, " again");
     let redelivered_in = closed_at.elapsed() - requeued_in;
     stop.store(true, Ordering::Relaxed);
     let rtts = pings.join().unwrap();
     for (s, _) in &conns {
-        (&*s)
-            .write_all(&frame(1, 0, &connection_close(200, "bye")))
-            .unwrap();
+        send_close(s);
     }
     let during: Vec<Duration> = rtts
         .iter()
@@ -316,19 +325,11 @@ fn large_interleaved_unacked_sets_come_back_in_order_once() {
     let broker = Broker::start();
     let port = broker.port;
     let n = 6000;
-    let q = unique("order");
-    let _guard = QueueGuard {
-        port,
-        name: q.clone(),
-    };
-    let mut probe = RawClient::handshake(port);
-    probe.open_channel(1);
-    assert_eq!(message_count(&mut probe, &q), 0);
+    let (q, _guard, mut probe) = empty_queue(port, "order");
     fill(port, &q, n, 8);
 
     // One connection, two channels, one consumer each: round-robin alternates.
-    let mut c = RawClient::handshake(port);
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(port);
     c.open_channel(2);
     c.send_method(1, &basic_consume(&q, "a", false));
     c.send_method(2, &basic_consume(&q, "b", false));
@@ -355,8 +356,7 @@ fn large_interleaved_unacked_sets_come_back_in_order_once() {
         || message_count(&mut probe, &q) as usize == n
     ));
 
-    let mut d = RawClient::handshake(port);
-    d.open_channel(1);
+    let mut d = RawClient::with_channel(port);
     d.send_method(1, &basic_consume(&q, "c", true));
     let mut seen = Vec::new();
     let mut all_redelivered = true;
@@ -433,14 +433,7 @@ fn rss_falls_back_after_a_backlog_drains_twice() {
         return;
     };
     let (n, size) = (300_000, 1024);
-    let q = unique("backlog");
-    let _guard = QueueGuard {
-        port,
-        name: q.clone(),
-    };
-    let mut probe = RawClient::handshake(port);
-    probe.open_channel(1);
-    assert_eq!(message_count(&mut probe, &q), 0);
+    let (q, _guard, mut probe) = empty_queue(port, "backlog");
     let base = rss_mib(pid);
     for round in 1..=2 {
         fill(port, &q, n, size);
@@ -460,9 +453,7 @@ fn rss_falls_back_after_a_backlog_drains_twice() {
         assert!(wait_until(Duration::from_secs(30), || message_count(
             &mut probe, &q
         ) == 0));
-        (&ctl)
-            .write_all(&frame(1, 0, &connection_close(200, "bye")))
-            .unwrap();
+        send_close(&ctl);
         h.join().unwrap();
         let limit = base + (full - base) / 4;
         let mut now = full;

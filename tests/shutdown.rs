@@ -9,8 +9,7 @@ fn sigterm_closes_connections_with_320_and_exits_zero() {
     let Some(mut b) = Broker::spawn_own(&[]) else {
         return;
     };
-    let mut c1 = b.handshake();
-    c1.open_channel(1);
+    let mut c1 = RawClient::with_channel(b.port);
     let mut c2 = b.handshake();
     let started = Instant::now();
     b.sigterm();
@@ -57,8 +56,7 @@ fn sigusr1_logs_counters_and_the_broker_keeps_serving() {
     let Some(b) = Broker::spawn_own(&[]) else {
         return;
     };
-    let mut c = b.handshake();
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     let q = unique("stats");
     c.send_method(1, &queue_declare(&q, false, false));
     c.expect_method(1, 50, 11);
@@ -109,8 +107,7 @@ fn sigterm_does_not_wait_for_a_lingering_socket() {
     let Some(mut b) = Broker::spawn_own(&[]) else {
         return;
     };
-    let mut c = b.handshake();
-    c.open_channel(1);
+    let mut c = RawClient::with_channel(b.port);
     c.send_method(0, &connection_close(200, "bye"));
     c.expect_method(0, 10, 51);
     let started = Instant::now();

@@ -648,15 +648,10 @@ impl Broker {
 
     /// queue.purge: drops ready messages, returns how many.
     pub fn purge(&mut self, id: QueueId) -> u32 {
-        let Some(q) = self
-            .queues
-            .get_mut(id.idx as usize)
-            .filter(|q| q.gen == id.gen)
-        else {
+        let Some((q, mut store)) = self.queue_and_store(id) else {
             return 0;
         };
         let durable = q.durable_id;
-        let mut store = self.store.as_mut();
         q.purge(|m| settle_in(store.as_deref_mut(), durable, m))
     }
 
@@ -761,7 +756,8 @@ impl Broker {
     }
 
     /// Detaches a consumer (basic.cancel, channel close). Deletes an auto-delete queue
-    /// that lost its last consumer; returns the consumers of such a deleted queue (none).
+    /// that lost its last consumer (it has no consumer left to cancel). A queue or
+    /// consumer that no longer exists is ignored.
     pub fn remove_consumer(&mut self, id: QueueId, consumer: u64) {
         let Some(q) = self.queue_mut(id) else { return };
         q.remove_consumer(consumer);
@@ -893,11 +889,6 @@ impl Broker {
     /// queue, so that a crash brings it back `redelivered`.
     pub fn delivered(&mut self, durable: u32, msg: &Message) {
         delivered_in(self.store.as_mut(), durable, msg);
-    }
-
-    /// The body of `msg`, read back from the store when it is paged.
-    pub fn load_body<'m>(&mut self, msg: &'m Message) -> std::io::Result<Body<'m>> {
-        load_body_in(self.store.as_mut(), msg)
     }
 
     /// Writes a message routed to `queues` to the store when it must be: a persistent

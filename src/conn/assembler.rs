@@ -23,7 +23,8 @@ pub enum Assembler {
     Idle,
     /// basic.publish seen; its content header comes next.
     Header(basic::Publish),
-    /// Header seen; `remaining` body bytes to come.
+    /// Header seen; `size` is the body size it declared, `parts` what has arrived of
+    /// the body so far (complete when their length reaches `size`).
     Body {
         publish: basic::Publish,
         properties: Bytes,

@@ -1,8 +1,13 @@
 //! Per-channel state: content assembly, consumers, unacked deliveries, prefetch,
-//! publisher confirms, transactions and flow.
+//! publisher confirm counters, the transaction's buffered operations, and the last
+//! declared queue and published-to exchange. (channel.flow has no state: RabbitMQ 3.x
+//! refuses active=false, and so do we.)
+//!
+//! Plain data with small helpers: the methods that change it live in `super::methods`,
+//! the broker is never touched from here.
 //!
 //! Delivery tags are handed out in increasing order, so `unacked` is sorted by tag:
-//! `ack multiple` pops from the front and a single ack binary-searches.
+//! `ack multiple` drains a prefix and a single ack binary-searches.
 
 use bytes::Bytes;
 use std::collections::VecDeque;

@@ -7,6 +7,7 @@
 
 pub mod assembler;
 pub mod channel;
+pub mod methods;
 pub mod state;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -15,13 +16,9 @@ use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::message::Body;
+use crate::message::{Body, BODY_BY_REF};
 use crate::proto::frame;
 use channel::Channel;
-
-/// Bodies at least this large are queued by reference; smaller ones are copied into the
-/// write buffer, where an extra iovec would cost more than the copy.
-pub const BODY_BY_REF: usize = 4096;
 
 /// Bytes of queued output above which the broker stops delivering to a connection (a
 /// slow consumer's socket is full) and stops reading from it.
@@ -44,7 +41,8 @@ pub struct OutBuf {
 }
 
 impl OutBuf {
-    /// The buffer encoders write small frames into. Call `note_written` after.
+    /// The buffer encoders write small frames into. Nothing is to be called after:
+    /// `len` counts the tail as it is, and `push_ref` freezes it before a shared chunk.
     pub fn tail(&mut self) -> &mut BytesMut {
         &mut self.tail
     }

@@ -1049,6 +1049,32 @@ impl Default for HandshakeOpts {
     }
 }
 
+impl HandshakeOpts {
+    /// The defaults with `heartbeat` sent in tune-ok.
+    pub fn heartbeat(seconds: u16) -> Self {
+        HandshakeOpts {
+            heartbeat: Some(seconds),
+            ..Default::default()
+        }
+    }
+
+    /// The defaults with `frame_max` sent in tune-ok.
+    pub fn frame_max(bytes: u32) -> Self {
+        HandshakeOpts {
+            frame_max: Some(bytes),
+            ..Default::default()
+        }
+    }
+
+    /// The defaults with `channel_max` sent in tune-ok.
+    pub fn channel_max(n: u16) -> Self {
+        HandshakeOpts {
+            channel_max: Some(n),
+            ..Default::default()
+        }
+    }
+}
+
 /// A client speaking AMQP byte by byte over a blocking TcpStream.
 pub struct RawClient {
     pub stream: TcpStream,
@@ -1091,6 +1117,13 @@ impl RawClient {
         let mut c = RawClient::connect(port);
         c.do_handshake(&HandshakeOpts::default())
             .expect("raw handshake failed");
+        c
+    }
+
+    /// `handshake`, then channel 1 opened (open-ok read).
+    pub fn with_channel(port: u16) -> RawClient {
+        let mut c = RawClient::handshake(port);
+        c.open_channel(1);
         c
     }
 
@@ -1371,16 +1404,40 @@ pub struct Fixture {
     exchanges: Mutex<Vec<String>>,
 }
 
+/// basic.consume of `q` on `ch` with consumer tag `tag` ("" = server-named).
+pub async fn consume(ch: &Channel, q: &str, tag: &str, no_ack: bool) -> lapin::Consumer {
+    step(
+        "basic_consume",
+        ch.basic_consume(
+            q.into(),
+            tag.into(),
+            BasicConsumeOptions {
+                no_ack,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .unwrap()
+}
+
+/// A new channel on `conn`, in publisher-confirm mode.
+pub async fn confirm_channel(conn: &Connection) -> Channel {
+    let ch = step("create_channel", conn.create_channel()).await.unwrap();
+    step(
+        "confirm_select",
+        ch.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await
+    .unwrap();
+    ch
+}
+
 impl Fixture {
     pub async fn open(uri: &str) -> Fixture {
         let conn = connect(uri).await;
-        let ch = step("create_channel", conn.create_channel()).await.unwrap();
-        step(
-            "confirm_select",
-            ch.confirm_select(ConfirmSelectOptions::default()),
-        )
-        .await
-        .unwrap();
+        let ch = confirm_channel(&conn).await;
         Fixture {
             conn,
             ch,
@@ -1512,6 +1569,34 @@ impl Fixture {
     }
 }
 
+/// (message count, consumer count) of `queue` via a passive declare on a fresh channel
+/// of `conn`; `None` if the queue does not exist (404).
+pub async fn queue_counts(conn: &Connection, queue: &str) -> Option<(u32, u32)> {
+    let ch = step("create_channel", conn.create_channel()).await.unwrap();
+    let r = step(
+        "passive queue_declare",
+        ch.queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await;
+    match r {
+        Ok(q) => {
+            let _ = ch.close(200, "ok".into()).await;
+            Some((q.message_count(), q.consumer_count()))
+        }
+        Err(e) => {
+            assert_eq!(amqp_error(&e).map(|x| x.0), Some(404), "{e:?}");
+            None
+        }
+    }
+}
+
 /// Builds a FieldTable from (key, value) pairs.
 pub fn table(entries: &[(&str, lapin::types::AMQPValue)]) -> FieldTable {
     let mut t = FieldTable::default();
@@ -1530,29 +1615,7 @@ impl Fixture {
     /// (message count, consumer count) of `queue` via a passive declare on a fresh
     /// channel; `None` if the queue does not exist (404).
     pub async fn counts(&self, queue: &str) -> Option<(u32, u32)> {
-        let ch = self.channel().await;
-        let r = step(
-            "passive queue_declare",
-            ch.queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            ),
-        )
-        .await;
-        match r {
-            Ok(q) => {
-                let _ = ch.close(200, "ok".into()).await;
-                Some((q.message_count(), q.consumer_count()))
-            }
-            Err(e) => {
-                assert_eq!(amqp_error(&e).map(|x| x.0), Some(404), "{e:?}");
-                None
-            }
-        }
+        queue_counts(&self.conn, queue).await
     }
 
     /// Polls `counts` until it equals `want` (10 s deadline).

@@ -1,0 +1,661 @@
+//! Channel methods: exchange, queue, basic, confirm and tx handlers on an open channel,
+//! publishing a completed message, basic.get, settling (ack/nack/reject/recover), and
+//! releasing a channel's consumers and unacked messages.
+//!
+//! Owns no state of its own: these are `Session` methods, called by the framing
+//! dispatch in [`super::state`] (`running_frame`) once a channel exists and is not
+//! closing. It uses the broker (declare, bind, route, enqueue, credit, requeue, settle,
+//! the store through `Broker::persist`) and the channel's state (`super::channel`), and
+//! appends replies to the connection's out-queue. It never touches a socket, never
+//! scopes its own errors (the caller's `raise` does) and never handles channel 0.
+
+use bytes::Bytes;
+
+use crate::broker::{Broker, Dest, ExchangeDecl, QueueDecl, QueueId};
+use crate::error::{not_found, precondition, AmqpError, ReplyCode};
+use crate::message::Message;
+use crate::proto::{
+    basic, channel, confirm, connection, exchange, properties, queue, tx, BasicProperties, Method,
+};
+
+use super::channel::{Channel, ChannelConsumer, TxOp, Unacked};
+use super::state::{show, Event, Session, RETURN_NOW};
+
+impl Session<'_> {
+    /// A method on an open channel. Errors are scoped by the caller.
+    pub(super) fn channel_method(
+        &mut self,
+        idx: usize,
+        ch: u16,
+        m: Method,
+    ) -> Result<(), AmqpError> {
+        let conn_key = self.conn.key;
+        match m {
+            Method::ChannelOpen(_) => Err(AmqpError::new(
+                ReplyCode::ChannelError,
+                "second 'channel.open' seen",
+            )),
+            Method::ChannelClose(_) => {
+                let mut c = self.conn.channels.swap_remove(idx);
+                release_channel(&mut c, self.broker, self.events);
+                self.send(ch, &Method::ChannelCloseOk(channel::CloseOk {}));
+                Ok(())
+            }
+            Method::ChannelCloseOk(_) => Ok(()),
+            Method::ChannelFlow(f) => {
+                // RabbitMQ 3.x refuses to stop deliveries this way (basic.qos does it).
+                if !f.active {
+                    return Err(AmqpError::new(ReplyCode::NotImplemented, "active=false"));
+                }
+                self.send(ch, &Method::ChannelFlowOk(channel::FlowOk { active: true }));
+                Ok(())
+            }
+            Method::ChannelFlowOk(_) => Ok(()),
+            Method::AccessRequest(_) => {
+                self.send(
+                    ch,
+                    &Method::AccessRequestOk(crate::proto::access::RequestOk { ticket: 1 }),
+                );
+                Ok(())
+            }
+
+            // ----- exchange -----
+            Method::ExchangeDeclare(d) => {
+                self.broker.declare_exchange(&ExchangeDecl {
+                    name: d.exchange,
+                    kind: d.kind,
+                    passive: d.passive,
+                    durable: d.durable,
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
+                    arguments: d.arguments,
+                })?;
+                if !d.nowait {
+                    self.send(ch, &Method::ExchangeDeclareOk(exchange::DeclareOk {}));
+                }
+                Ok(())
+            }
+            Method::ExchangeDelete(d) => {
+                self.broker.delete_exchange(&d.exchange, d.if_unused)?;
+                if !d.nowait {
+                    self.send(ch, &Method::ExchangeDeleteOk(exchange::DeleteOk {}));
+                }
+                Ok(())
+            }
+            Method::ExchangeBind(b) => {
+                let dest = self.broker.exchange_dest(&b.destination)?;
+                self.broker
+                    .bind(&b.source, dest, b.routing_key, b.arguments)?;
+                if !b.nowait {
+                    self.send(ch, &Method::ExchangeBindOk(exchange::BindOk {}));
+                }
+                Ok(())
+            }
+            Method::ExchangeUnbind(b) => {
+                // A destination that no longer exists is not an error (see Broker::unbind).
+                let dest = match self.broker.exchange_dest(&b.destination) {
+                    Ok(d) => Some(d),
+                    Err(e) if e.code == ReplyCode::NotFound => None,
+                    Err(e) => return Err(e),
+                };
+                self.broker
+                    .unbind(&b.source, dest, &b.routing_key, &b.arguments)?;
+                if !b.nowait {
+                    self.send(ch, &Method::ExchangeUnbindOk(exchange::UnbindOk {}));
+                }
+                Ok(())
+            }
+
+            // ----- queue -----
+            Method::QueueDeclare(d) => {
+                let name = if d.passive && d.queue.is_empty() {
+                    self.conn.channels[idx].last_queue.clone()
+                } else {
+                    d.queue
+                };
+                let got = self.broker.declare_queue(
+                    &QueueDecl {
+                        name,
+                        passive: d.passive,
+                        durable: d.durable,
+                        exclusive: d.exclusive,
+                        auto_delete: d.auto_delete,
+                        arguments: d.arguments,
+                    },
+                    conn_key,
+                )?;
+                self.conn.channels[idx].last_queue = got.name.clone();
+                if !d.nowait {
+                    let ok = queue::DeclareOk {
+                        queue: got.name,
+                        message_count: got.messages,
+                        consumer_count: got.consumers,
+                    };
+                    self.send(ch, &Method::QueueDeclareOk(ok));
+                }
+                Ok(())
+            }
+            Method::QueueBind(b) => {
+                let q = self.queue_for(idx, &b.queue)?;
+                self.broker
+                    .bind(&b.exchange, Dest::Queue(q), b.routing_key, b.arguments)?;
+                if !b.nowait {
+                    self.send(ch, &Method::QueueBindOk(queue::BindOk {}));
+                }
+                Ok(())
+            }
+            Method::QueueUnbind(b) => {
+                // A queue that no longer exists is not an error (see Broker::unbind); an
+                // exclusive queue of another connection still is (405), and so is an
+                // empty name with no queue declared before on the channel.
+                let q = match self.queue_for(idx, &b.queue) {
+                    Ok(q) => Some(Dest::Queue(q)),
+                    Err(e) if e.code == ReplyCode::NotFound && !b.queue.is_empty() => None,
+                    Err(e) => return Err(e),
+                };
+                self.broker
+                    .unbind(&b.exchange, q, &b.routing_key, &b.arguments)?;
+                self.send(ch, &Method::QueueUnbindOk(queue::UnbindOk {}));
+                Ok(())
+            }
+            Method::QueuePurge(p) => {
+                let q = self.queue_for(idx, &p.queue)?;
+                let n = self.broker.purge(q);
+                if !p.nowait {
+                    self.send(
+                        ch,
+                        &Method::QueuePurgeOk(queue::PurgeOk { message_count: n }),
+                    );
+                }
+                Ok(())
+            }
+            Method::QueueDelete(d) => {
+                let name = if d.queue.is_empty() {
+                    self.conn.channels[idx].last_queue.clone()
+                } else {
+                    d.queue
+                };
+                let n = match self.broker.find_queue(&name, conn_key) {
+                    Ok(q) => {
+                        let (n, orphans) = self.broker.delete_queue(q, d.if_unused, d.if_empty)?;
+                        for o in orphans {
+                            self.events.push(Event::Cancel {
+                                conn: o.conn,
+                                channel: o.channel,
+                                tag: o.tag,
+                            });
+                        }
+                        n
+                    }
+                    // Deleting a queue that does not exist succeeds (RabbitMQ 3.x).
+                    Err(e) if e.code == ReplyCode::NotFound => 0,
+                    Err(e) => return Err(e),
+                };
+                if !d.nowait {
+                    self.send(
+                        ch,
+                        &Method::QueueDeleteOk(queue::DeleteOk { message_count: n }),
+                    );
+                }
+                Ok(())
+            }
+
+            // ----- basic -----
+            Method::BasicQos(q) => {
+                // prefetch_size is not supported by RabbitMQ either; it is ignored there too.
+                let c = &mut self.conn.channels[idx];
+                if q.global {
+                    c.global_prefetch = q.prefetch_count;
+                } else {
+                    c.prefetch_count = q.prefetch_count;
+                }
+                self.mark_channel_queues_dirty(idx);
+                self.send(ch, &Method::BasicQosOk(basic::QosOk {}));
+                Ok(())
+            }
+            Method::BasicConsume(c) => {
+                let q = self.queue_for(idx, &c.queue)?;
+                let tag = if c.consumer_tag.is_empty() {
+                    self.broker.consumer_tag()
+                } else {
+                    c.consumer_tag
+                };
+                if self.conn.channels[idx].consumer(&tag).is_some() {
+                    return Err(AmqpError::new(
+                        ReplyCode::NotAllowed,
+                        format!("attempt to reuse consumer tag '{}'", show(&tag)),
+                    ));
+                }
+                let prefetch = self.conn.channels[idx].prefetch_count;
+                let id = self.broker.add_consumer(
+                    q,
+                    conn_key,
+                    ch,
+                    tag.clone(),
+                    c.no_ack,
+                    c.exclusive,
+                    prefetch,
+                )?;
+                self.conn.channels[idx].consumers.push(ChannelConsumer {
+                    tag: tag.clone(),
+                    queue: q,
+                    id,
+                });
+                if !c.nowait {
+                    self.send(
+                        ch,
+                        &Method::BasicConsumeOk(basic::ConsumeOk { consumer_tag: tag }),
+                    );
+                }
+                Ok(())
+            }
+            Method::BasicCancel(c) => {
+                if let Some(cc) = self.conn.channels[idx].remove_consumer(&c.consumer_tag) {
+                    self.broker.remove_consumer(cc.queue, cc.id);
+                }
+                if !c.nowait {
+                    self.send(
+                        ch,
+                        &Method::BasicCancelOk(basic::CancelOk {
+                            consumer_tag: c.consumer_tag,
+                        }),
+                    );
+                }
+                Ok(())
+            }
+            Method::BasicPublish(p) => {
+                if p.immediate {
+                    return Err(AmqpError::new(ReplyCode::NotImplemented, "immediate=true"));
+                }
+                self.conn.channels[idx].assembler.start(p);
+                Ok(())
+            }
+            Method::BasicGet(g) => self.basic_get(idx, ch, g),
+            Method::BasicAck(a) => self.settle(idx, a.delivery_tag, a.multiple, None),
+            Method::BasicNack(n) => self.settle(idx, n.delivery_tag, n.multiple, Some(n.requeue)),
+            Method::BasicReject(r) => self.settle(idx, r.delivery_tag, false, Some(r.requeue)),
+            Method::BasicRecover(r) => {
+                self.recover(idx, r.requeue)?;
+                self.send(ch, &Method::BasicRecoverOk(basic::RecoverOk {}));
+                Ok(())
+            }
+            Method::BasicRecoverAsync(r) => self.recover(idx, r.requeue),
+
+            // ----- confirm / tx -----
+            Method::ConfirmSelect(s) => {
+                let c = &mut self.conn.channels[idx];
+                if c.tx.is_some() {
+                    return Err(precondition("cannot switch from tx to confirm mode"));
+                }
+                c.confirm = true;
+                if !s.nowait {
+                    self.send(ch, &Method::ConfirmSelectOk(confirm::SelectOk {}));
+                }
+                Ok(())
+            }
+            Method::TxSelect(_) => {
+                let c = &mut self.conn.channels[idx];
+                if c.confirm {
+                    return Err(precondition("cannot switch from confirm to tx mode"));
+                }
+                if c.tx.is_none() {
+                    c.tx = Some(Vec::new());
+                }
+                self.send(ch, &Method::TxSelectOk(tx::SelectOk {}));
+                Ok(())
+            }
+            Method::TxCommit(_) => {
+                let Some(ops) = self.conn.channels[idx].tx.as_mut().map(std::mem::take) else {
+                    return Err(precondition("channel is not transactional"));
+                };
+                for op in ops {
+                    match op {
+                        TxOp::Publish {
+                            publish,
+                            properties,
+                            body,
+                        } => self.route_publish(ch, publish, properties, body)?,
+                        TxOp::Ack { tag, multiple } => {
+                            self.apply_settle(idx, tag, multiple, None)?
+                        }
+                        TxOp::Nack {
+                            tag,
+                            multiple,
+                            requeue,
+                        } => self.apply_settle(idx, tag, multiple, Some(requeue))?,
+                    }
+                }
+                self.send(ch, &Method::TxCommitOk(tx::CommitOk {}));
+                Ok(())
+            }
+            Method::TxRollback(_) => {
+                let Some(ops) = self.conn.channels[idx].tx.as_mut() else {
+                    return Err(precondition("channel is not transactional"));
+                };
+                ops.clear();
+                self.send(ch, &Method::TxRollbackOk(tx::RollbackOk {}));
+                Ok(())
+            }
+            m => Err(AmqpError::new(
+                ReplyCode::CommandInvalid,
+                format!("{} is not a client method on a channel", m.name()),
+            )),
+        }
+    }
+
+    /// Resolves a queue name from a method ("" = the channel's last declared queue).
+    fn queue_for(&self, idx: usize, name: &Bytes) -> Result<QueueId, AmqpError> {
+        let name = if name.is_empty() {
+            &self.conn.channels[idx].last_queue
+        } else {
+            name
+        };
+        if name.is_empty() {
+            return Err(not_found("no previously declared queue"));
+        }
+        self.broker.find_queue(name, self.conn.key)
+    }
+
+    fn mark_channel_queues_dirty(&mut self, idx: usize) {
+        for c in &self.conn.channels[idx].consumers {
+            self.broker.mark_dirty(c.queue);
+        }
+    }
+
+    /// Marks the connection as a publisher; under an alarm, tells it it is blocked
+    /// (the reactor stops reading from it).
+    fn note_publisher(&mut self) {
+        self.conn.publisher = true;
+        if let Some(a) = self.alarm {
+            if self.conn.caps.connection_blocked && !self.conn.blocked_sent {
+                let b = connection::Blocked {
+                    reason: Bytes::from_static(a.reason().as_bytes()),
+                };
+                self.send(0, &Method::ConnectionBlocked(b));
+                self.conn.blocked_sent = true;
+            }
+        }
+    }
+
+    /// A whole message arrived on channel `ch`.
+    pub(super) fn publish(
+        &mut self,
+        ch: u16,
+        publish: basic::Publish,
+        properties: Bytes,
+        body: Bytes,
+    ) -> Result<(), AmqpError> {
+        self.note_publisher();
+        let Some(c) = self.conn.channel_mut(ch) else {
+            return Ok(());
+        };
+        if let Some(ops) = c.tx.as_mut() {
+            // Check the exchange now so that the error comes with the publish, as in RabbitMQ.
+            self.broker.publish_target(&publish.exchange)?;
+            ops.push(TxOp::Publish {
+                publish,
+                properties,
+                body,
+            });
+            return Ok(());
+        }
+        self.route_publish(ch, publish, properties, body)
+    }
+
+    /// Routes a complete message (outside a transaction, or at tx.commit): resolves the
+    /// exchange (cached per channel), checks the user-id property, routes, writes it to
+    /// the store when persistent and routed to a durable queue or paged out beyond the
+    /// memory budget, and enqueues it, unless the store refused it (full disk: not
+    /// enqueued, the turn's sync fails so its confirm is a nack). Unroutable and
+    /// mandatory: sent back with basic.return. In confirm mode it is counted for a
+    /// confirm. Errors: 404/403 for a missing/internal exchange, 406 for a user-id that
+    /// is not the connection's user.
+    fn route_publish(
+        &mut self,
+        ch: u16,
+        p: basic::Publish,
+        properties: Bytes,
+        body: Bytes,
+    ) -> Result<(), AmqpError> {
+        let cached = self
+            .conn
+            .channel(ch)
+            .and_then(|c| c.last_exchange.as_ref())
+            .filter(|(name, id)| *name == p.exchange && self.broker.exchange(*id).is_some())
+            .map(|(_, id)| *id);
+        let x = match cached {
+            Some(id) => id,
+            None => {
+                let id = self.broker.publish_target(&p.exchange)?;
+                if let Some(c) = self.conn.channel_mut(ch) {
+                    c.last_exchange = Some((p.exchange.clone(), id));
+                }
+                id
+            }
+        };
+        // user-id is bit 4 of the first property-flag word; decode only then.
+        if properties.get(1).is_some_and(|f| f & 0x10 != 0) {
+            let user = BasicProperties::decode(&properties)
+                .ok()
+                .and_then(|p| p.user_id);
+            if let Some(u) = user.filter(|u| u[..] != *self.conn.user.as_bytes()) {
+                return Err(precondition(format!(
+                    "user_id property set to '{}' but authenticated user was '{}'",
+                    show(&u),
+                    self.conn.user
+                )));
+            }
+        }
+        self.broker
+            .route(x, &p.routing_key, &properties, self.routed);
+        let persistent = properties::delivery_mode(&properties) == Some(2);
+        // Beyond the memory budget, the body stays on disk until delivery.
+        // A full disk keeps bodies in memory (the memory alarm guards that).
+        let page = self.broker.store.as_ref().is_some_and(|st| !st.is_full())
+            && crate::message::resident_bytes() as u64 + body.len() as u64
+                > self.config.memory_budget;
+        let mut location = None;
+        // The store refused the message (full disk): it is not enqueued, and the store
+        // fails this turn's sync, so its confirm is a nack. The connection stays.
+        let mut refused = false;
+        if (persistent || page) && !self.routed.is_empty() {
+            match self
+                .broker
+                .persist(self.routed, persistent, page, &p, &properties, &body)
+            {
+                Ok(l) => location = l,
+                Err(_) => refused = true,
+            }
+        }
+        let msg = match location {
+            Some(loc) if page => {
+                Message::paged(&p.exchange, &p.routing_key, &properties, body.len(), loc)
+            }
+            _ => Message::new(&p.exchange, &p.routing_key, &properties, body, location),
+        };
+        if self.routed.is_empty() {
+            if p.mandatory {
+                let ret = basic::Return {
+                    reply_code: ReplyCode::NoRoute as u16,
+                    reply_text: Bytes::from_static(b"NO_ROUTE"),
+                    exchange: p.exchange,
+                    routing_key: p.routing_key,
+                };
+                self.send(ch, &Method::BasicReturn(ret));
+                let fm = self.conn.frame_max;
+                self.conn
+                    .out
+                    .write_content(ch, msg.properties(), &msg.body(), fm);
+            }
+        } else if !refused {
+            for &q in self.routed.iter() {
+                self.broker.enqueue(q, msg.clone());
+            }
+        }
+        if let Some(c) = self.conn.channel_mut(ch) {
+            if c.confirm {
+                c.publish_seq += 1;
+                self.events.push(Event::Confirms(self.conn.key));
+            }
+        }
+        Ok(())
+    }
+
+    fn basic_get(&mut self, idx: usize, ch: u16, g: basic::Get) -> Result<(), AmqpError> {
+        let qid = self.queue_for(idx, &g.queue)?;
+        let Some(q) = self.broker.queue_mut(qid) else {
+            return Err(not_found("queue vanished"));
+        };
+        let Some(r) = q.pop_front() else {
+            self.send(
+                ch,
+                &Method::BasicGetEmpty(basic::GetEmpty {
+                    cluster_id: Bytes::new(),
+                }),
+            );
+            return Ok(());
+        };
+        let remaining = q.message_count();
+        let durable = q.durable_id;
+        let body = match crate::broker::load_body_in(self.broker.store.as_mut(), &r.msg) {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("store: cannot read a paged message back: {e}; dropping it");
+                self.broker.settle(durable, &r.msg);
+                self.send(
+                    ch,
+                    &Method::BasicGetEmpty(basic::GetEmpty {
+                        cluster_id: Bytes::new(),
+                    }),
+                );
+                return Ok(());
+            }
+        };
+        let c = &mut self.conn.channels[idx];
+        let tag = c.next_tag();
+        if g.no_ack {
+            self.broker.settle(durable, &r.msg);
+        } else {
+            c.unacked.push_back(Unacked {
+                tag,
+                queue: qid,
+                durable,
+                consumer: 0,
+                msg: r.msg.clone(),
+                seq: r.seq(),
+                delivered_at: self.now,
+            });
+            self.broker.delivered(durable, &r.msg);
+        }
+        let ok = basic::GetOk {
+            delivery_tag: tag,
+            redelivered: r.redelivered(),
+            exchange: Bytes::copy_from_slice(r.msg.exchange()),
+            routing_key: Bytes::copy_from_slice(r.msg.routing_key()),
+            message_count: remaining,
+        };
+        self.send(ch, &Method::BasicGetOk(ok));
+        let fm = self.conn.frame_max;
+        self.conn
+            .out
+            .write_content(ch, r.msg.properties(), &body, fm);
+        Ok(())
+    }
+
+    /// basic.ack / nack / reject: buffered in a transaction, applied otherwise.
+    fn settle(
+        &mut self,
+        idx: usize,
+        tag: u64,
+        multiple: bool,
+        requeue: Option<bool>,
+    ) -> Result<(), AmqpError> {
+        if let Some(ops) = self.conn.channels[idx].tx.as_mut() {
+            ops.push(match requeue {
+                None => TxOp::Ack { tag, multiple },
+                Some(requeue) => TxOp::Nack {
+                    tag,
+                    multiple,
+                    requeue,
+                },
+            });
+            return Ok(());
+        }
+        self.apply_settle(idx, tag, multiple, requeue)
+    }
+
+    /// Removes the covered deliveries; requeues them when asked; gives credit back.
+    fn apply_settle(
+        &mut self,
+        idx: usize,
+        tag: u64,
+        multiple: bool,
+        requeue: Option<bool>,
+    ) -> Result<(), AmqpError> {
+        let mut done = Vec::new();
+        if self.conn.channels[idx]
+            .take_acked(tag, multiple, &mut done)
+            .is_none()
+        {
+            return Err(precondition(format!("unknown delivery tag {tag}")));
+        }
+        let requeue = requeue.unwrap_or(false);
+        // Credit runs of the same consumer in one call; requeue newest first so each
+        // message lands at the front in its original order.
+        let mut run: Option<(QueueId, u64, u32)> = None;
+        for u in done.iter() {
+            match &mut run {
+                Some((q, c, n)) if *q == u.queue && *c == u.consumer => *n += 1,
+                _ => {
+                    if let Some((q, c, n)) = run.take() {
+                        self.broker.credit(q, c, n);
+                    }
+                    run = Some((u.queue, u.consumer, 1));
+                }
+            }
+        }
+        if let Some((q, c, n)) = run {
+            self.broker.credit(q, c, n);
+        }
+        if requeue && done.len() > RETURN_NOW {
+            self.events.push(Event::Return(done.into()));
+        } else if requeue {
+            for u in done.into_iter().rev() {
+                self.broker.requeue(u.queue, u.durable, u.msg, u.seq);
+            }
+        } else {
+            for u in &done {
+                self.broker.settle(u.durable, &u.msg);
+            }
+        }
+        if self.conn.channels[idx].global_prefetch > 0 {
+            self.mark_channel_queues_dirty(idx);
+        }
+        Ok(())
+    }
+
+    /// basic.recover: RabbitMQ supports requeue=true only.
+    fn recover(&mut self, idx: usize, requeue: bool) -> Result<(), AmqpError> {
+        if !requeue {
+            return Err(AmqpError::new(ReplyCode::NotImplemented, "requeue=false"));
+        }
+        self.apply_settle(idx, 0, true, Some(true))
+    }
+}
+
+/// Detaches a channel's consumers and returns its unacked messages to their queues,
+/// in their original order, marked redelivered: at once for a few, through
+/// `Event::Return` (spread over loop turns) for more than [`RETURN_NOW`].
+pub fn release_channel(ch: &mut Channel, broker: &mut Broker, events: &mut Vec<Event>) {
+    for c in ch.consumers.drain(..) {
+        broker.remove_consumer(c.queue, c.id);
+    }
+    if ch.unacked.len() > RETURN_NOW {
+        events.push(Event::Return(std::mem::take(&mut ch.unacked)));
+    }
+    while let Some(u) = ch.unacked.pop_back() {
+        broker.requeue(u.queue, u.durable, u.msg, u.seq);
+    }
+    ch.assembler = Default::default();
+    ch.tx = None;
+}
