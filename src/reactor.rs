@@ -177,6 +177,11 @@ impl Reactor<'_> {
                     info!("{}", self.server.stats());
                 }
                 Token(k) => {
+                    if ev.is_read_closed() {
+                        if let Some(c) = self.server.conns.get_mut(k) {
+                            c.read_closed = true;
+                        }
+                    }
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                         ready.push(k);
                     }
@@ -291,8 +296,11 @@ impl Reactor<'_> {
                     if self.server.input(key) {
                         return true;
                     }
-                    if n < offered {
+                    let read_closed = self.server.conns.get(key).is_some_and(|c| c.read_closed);
+                    if n < offered && !read_closed {
                         // A short read emptied the socket: the next byte brings an event.
+                        // Not so once the FIN is in: it arrived with (or before) these
+                        // bytes and its event is spent, so read on to the end of stream.
                         return false;
                     }
                 }

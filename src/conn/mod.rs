@@ -218,6 +218,9 @@ pub struct Connection {
     pub throttled: bool,
     /// WRITABLE interest is registered (a flush left bytes behind).
     pub want_write: bool,
+    /// The peer's FIN has been reported (EPOLLRDHUP): no further readiness event will
+    /// come, so the socket must be read until end of stream, not just to a short read.
+    pub read_closed: bool,
     /// Listed in the server's flush list for this turn.
     pub touched: bool,
     /// Listed in the server's confirm list for this turn.
@@ -255,6 +258,7 @@ impl Connection {
             close_deadline: None,
             throttled: false,
             want_write: false,
+            read_closed: false,
             touched: false,
             confirm_due: false,
             publisher: false,
