@@ -29,6 +29,7 @@ pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod message;
+pub mod net;
 pub mod proto;
 pub mod reactor;
 pub mod server;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, MAX_LISTENERS};
 use crate::conn::{HIGH_WATER, READ_MIN};
+use crate::net::Transport;
 use crate::server::Server;
 
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -211,7 +212,7 @@ impl Reactor<'_> {
                 return;
             };
             match listener.accept() {
-                Ok((mut sock, peer)) => {
+                Ok((sock, peer)) => {
                     // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d; logs
                     // and checks use the plain IPv4 address, as RabbitMQ shows it.
                     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
@@ -223,17 +224,17 @@ impl Reactor<'_> {
                         let _ = sock.shutdown(std::net::Shutdown::Both);
                         continue;
                     }
-                    let _ = sock.set_nodelay(true);
+                    let mut t = Transport::tcp(sock);
                     let key = self.server.conns.vacant_key();
                     if let Err(e) =
                         self.poll
                             .registry()
-                            .register(&mut sock, Token(key), Interest::READABLE)
+                            .register(&mut t, Token(key), Interest::READABLE)
                     {
                         warn!("{peer}: cannot register socket: {e}");
                         continue;
                     }
-                    self.server.open(peer, Some(sock));
+                    self.server.open(peer, Some(t));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -316,7 +317,7 @@ impl Reactor<'_> {
             let Some(c) = self.server.conns.get_mut(k) else {
                 continue;
             };
-            let Some(sock) = c.sock.as_mut() else {
+            let Some(sock) = c.transport.as_mut() else {
                 continue;
             };
             if c.out.is_empty() && !c.want_write {
@@ -362,10 +363,10 @@ impl Reactor<'_> {
                 continue;
             }
             if let Some(mut c) = self.server.remove(k) {
-                if let Some(mut sock) = c.sock.take() {
+                if let Some(mut sock) = c.transport.take() {
                     let _ = c.out.flush_to(&mut sock);
                     let _ = self.poll.registry().deregister(&mut sock);
-                    let _ = sock.shutdown(std::net::Shutdown::Both);
+                    sock.shutdown();
                 }
             }
         }

@@ -15,6 +15,7 @@ use crate::conn::channel::Unacked;
 use crate::conn::state::{self, Event, Session};
 use crate::conn::{Connection, State, LOW_WATER};
 use crate::error::precondition;
+use crate::net::Transport;
 use crate::proto::frame;
 
 /// How often every connection's timers are looked at.
@@ -214,13 +215,13 @@ impl Server {
     }
 
     /// Registers a new connection; returns its key.
-    pub fn open(&mut self, peer: SocketAddr, sock: Option<mio::net::TcpStream>) -> usize {
+    pub fn open(&mut self, peer: SocketAddr, transport: Option<Transport>) -> usize {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         entry.insert(Connection::new(
             key,
             peer,
-            sock,
+            transport,
             self.now,
             self.config.frame_max,
         ));
