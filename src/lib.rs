@@ -1,23 +1,30 @@
 //! Warren: an AMQP 0-9-1 broker on one thread.
 //!
-//! Who owns what: the [`reactor`] owns the listener, the `mio::Poll` and the server
-//! state ([`server::Server`]): the broker model ([`broker::Broker`]: exchanges, queues,
-//! bindings) side by side with the connections (`Slab<conn::Connection>`). Nothing is
-//! shared through `Rc<RefCell<…>>`; a handler gets `&mut` to exactly what it touches.
+//! Who owns what: the [`reactor`] owns the `mio::Poll`, the listeners (each tagged with
+//! the protocol it speaks) and the token scheme; [`server::Server`] owns the broker model
+//! ([`broker::Broker`]: exchanges, queues, bindings) side by side with the connections
+//! (`Slab<conn::Connection>`); each connection owns its socket as a [`net::Transport`],
+//! which only the reactor drives. Nothing is shared through `Rc<RefCell<…>>`; a handler
+//! gets `&mut` to exactly what it touches.
 //!
-//! The tick order, once per loop turn:
-//! 1. poll for readiness (timeout = the next timer, at most one second);
-//! 2. for each readable connection: read big, decode every complete frame (up to a
-//!    per-turn budget), run the state machine, route publishes into queues;
-//! 3. returns: up to a budget of the large unacked sets that closed channels handed
+//! The phases of one loop turn, in the order `server::Server::turn` runs them (the one
+//! place the order is written; the reactor and the in-process driver both call it):
+//! 1. read: poll for readiness (no wait when work is pending, else until the next timer,
+//!    at most one second), accept, and for each ready connection read big, decode every
+//!    complete frame (up to a per-turn budget), run the state machine, route publishes
+//!    into queues;
+//! 2. returns: up to a budget of the large unacked sets that closed channels handed
 //!    back are requeued (the rest next turn, without waiting for I/O);
-//! 4. dispatch: every queue that gained messages or consumer credit delivers into its
+//! 3. dispatch: every queue that gained messages or consumer credit delivers into its
 //!    consumers' out-queues;
-//! 5. publisher confirms that this turn made true are queued;
-//! 6. flush: every connection with output is written with vectored writes; WRITABLE
+//! 4. sync: the store's writes of this turn reach the disk, one fdatasync for all;
+//! 5. confirms: publisher confirms that this turn made true are queued (nacks when
+//!    the sync failed);
+//! 6. timers: heartbeats, handshake, close and consumer timeouts, resource alarms;
+//! 7. read again: publishers unblocked by a cleared alarm are read next turn;
+//! 8. flush: every connection with output is written with vectored writes; WRITABLE
 //!    interest is registered only when bytes are left behind;
-//! 7. reap: connections marked closed are removed (their unacked messages requeued);
-//! 8. timers: heartbeats, handshake and consumer timeouts.
+//! 9. reap: connections marked closed are removed (their unacked messages requeued).
 //!
 //! Handlers never write to sockets and never free connections.
 
@@ -29,6 +36,7 @@ pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod message;
+pub mod net;
 pub mod proto;
 pub mod reactor;
 pub mod server;

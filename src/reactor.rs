@@ -1,70 +1,136 @@
-//! The reactor: one `mio::Poll` over the listener, the signal pipe and every
-//! connection's socket; the loop turn described in `lib.rs`.
+//! The reactor: one `mio::Poll` over the listeners, the signal pipes and every
+//! connection's transport; the socket phases of the loop turn that `Server::turn`
+//! orders (see `lib.rs`).
 //!
-//! This module is the only one that touches sockets. Tokens are slab keys of the
-//! connections; the listeners (one per `--bind` address) and the two signal pipes use
-//! the highest tokens.
+//! This module is the only one that drives sockets, always through a connection's
+//! [`Transport`] (`net`). It owns the listeners, each tagged with the [`Protocol`] it
+//! speaks, and the token scheme ([`Tok`]): what a mio token stands for is decoded in one
+//! place, and no two kinds can share a token.
 
 use log::{error, info, warn};
 use mio::net::{TcpListener, UnixStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 use std::io::{self, Read, Write};
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, MAX_LISTENERS};
+use crate::config::Config;
 use crate::conn::{HIGH_WATER, READ_MIN};
-use crate::server::Server;
-
-const SIGNALS: Token = Token(usize::MAX - 1);
-/// SIGUSR1: log one line of counters (`Server::stats`).
-const STATS: Token = Token(usize::MAX - 2);
-/// Listener `i` (in `Reactor::listeners`) has token `FIRST_LISTENER + i`.
-const FIRST_LISTENER: usize = usize::MAX - 2 - MAX_LISTENERS;
+use crate::net::Transport;
+use crate::server::{Io, Server};
 
 /// Reads per connection per turn before moving on (fairness between peers).
 const READS_PER_TURN: usize = 4;
 
+/// What a mio token stands for. Encoded as `index << TAG_BITS | kind`: kinds never share
+/// a token, whatever the index, and a token we did not make decodes to `None`.
+/// (`Token(usize::MAX)`, which mio reserves, has an unused kind tag.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tok {
+    /// An AMQP connection: its slab key in `Server::conns`.
+    Conn(usize),
+    /// Listener `i` of the reactor's list (see [`Listener`]).
+    Listener(usize),
+    /// The SIGTERM/SIGINT pipe: stop.
+    Signal,
+    /// The SIGUSR1 pipe: log one line of counters (`Server::stats`).
+    Stats,
+}
+
+/// Low bits of a token that say its kind: room for four more kinds (HTTP connections…).
+const TAG_BITS: u32 = 3;
+const TAG_MASK: usize = (1 << TAG_BITS) - 1;
+
+impl Tok {
+    /// The mio token, or None when the index is too large to carry a tag (a slab key
+    /// near `usize::MAX >> 3`: never in practice, but a collision is ruled out).
+    pub fn token(self) -> Option<Token> {
+        let (index, kind) = match self {
+            Tok::Conn(k) => (k, 0),
+            Tok::Listener(i) => (i, 1),
+            Tok::Signal => (0, 2),
+            Tok::Stats => (0, 3),
+        };
+        index
+            .checked_mul(1 << TAG_BITS)
+            .map(|shifted| Token(shifted | kind))
+    }
+
+    /// What `token` stands for; None for a token no [`Tok::token`] returns.
+    pub fn from_token(token: Token) -> Option<Tok> {
+        let index = token.0 >> TAG_BITS;
+        match token.0 & TAG_MASK {
+            0 => Some(Tok::Conn(index)),
+            1 => Some(Tok::Listener(index)),
+            2 if index == 0 => Some(Tok::Signal),
+            3 if index == 0 => Some(Tok::Stats),
+            _ => None,
+        }
+    }
+}
+
+/// What a listener speaks, which decides what an accepted socket becomes. Later: AMQPS,
+/// the HTTP management API, Prometheus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Amqp,
+}
+
+impl Protocol {
+    /// The URL scheme announced on stdout (`warren listening on SCHEME://ADDR`).
+    fn scheme(self) -> &'static str {
+        match self {
+            Protocol::Amqp => "amqp",
+        }
+    }
+}
+
+/// A listening socket and the protocol its connections speak.
+#[derive(Debug)]
+pub struct Listener {
+    pub sock: TcpListener,
+    pub protocol: Protocol,
+}
+
 /// Runs the broker until SIGTERM/SIGINT. Prints the listening address on stdout (one
-/// line: `warren listening on amqp://ADDR`) once connections are accepted.
+/// line per listener: `warren listening on amqp://ADDR`) once connections are accepted.
 pub fn run(config: Config) -> io::Result<()> {
     // Recover the store before accepting anyone: a damaged data directory stops here.
     let mut server = Server::with_store(config).map_err(io::Error::other)?;
     server.contain_panics = true;
     let config = &server.config;
     let poll = Poll::new()?;
-    let listeners = listen(&poll, &config.bind, config.amqp_port)?;
+    let listeners = listen(&poll, &config.bind, config.amqp_port, Protocol::Amqp)?;
 
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-    let mut sig_read = signal_pipe(&poll, &[SIGTERM, SIGINT], SIGNALS)?;
-    let mut stats_read = signal_pipe(&poll, &[SIGUSR1], STATS)?;
+    let signals = signal_pipe(&poll, &[SIGTERM, SIGINT], Tok::Signal)?;
+    let stats = signal_pipe(&poll, &[SIGUSR1], Tok::Stats)?;
 
     {
         let mut out = io::stdout().lock();
         for l in &listeners {
-            let local = l.local_addr()?;
+            let local = l.sock.local_addr()?;
             info!("listening on {local}");
-            writeln!(out, "warren listening on amqp://{local}")?;
+            writeln!(out, "warren listening on {}://{local}", l.protocol.scheme())?;
         }
         out.flush()?;
     }
 
     let mut reactor = Reactor {
         poll,
+        events: Events::with_capacity(1024),
         listeners,
-        server: &mut server,
+        signals,
+        stats,
+        stopping: false,
         pending: Vec::new(),
         flush: Vec::new(),
     };
-    let mut events = Events::with_capacity(1024);
-    loop {
-        let stop = reactor.turn(&mut events, &mut sig_read, &mut stats_read)?;
-        if stop {
-            break;
-        }
+    while !reactor.stopping {
+        server.turn(&mut reactor)?;
     }
-    reactor.stop();
+    reactor.stop(&mut server);
     Ok(())
 }
 
@@ -72,11 +138,16 @@ pub fn run(config: Config) -> io::Result<()> {
 /// is 0), IPv6 first. As RabbitMQ does, an IPv4 address already covered by a
 /// dual-stack `::` listener (bind fails with EADDRINUSE) is skipped with a log line, so
 /// `--bind :: --bind 0.0.0.0` works whether or not the system makes `::` dual-stack.
-fn listen(poll: &Poll, addrs: &[IpAddr], mut port: u16) -> io::Result<Vec<TcpListener>> {
+fn listen(
+    poll: &Poll,
+    addrs: &[IpAddr],
+    mut port: u16,
+    protocol: Protocol,
+) -> io::Result<Vec<Listener>> {
     let mut addrs = addrs.to_vec();
     addrs.sort_by_key(|a| !a.is_ipv6());
     addrs.dedup();
-    let mut listeners: Vec<TcpListener> = Vec::new();
+    let mut listeners: Vec<Listener> = Vec::new();
     for ip in addrs {
         let mut l = match TcpListener::bind(SocketAddr::new(ip, port)) {
             Ok(l) => l,
@@ -84,7 +155,8 @@ fn listen(poll: &Poll, addrs: &[IpAddr], mut port: u16) -> io::Result<Vec<TcpLis
                 if e.kind() == io::ErrorKind::AddrInUse
                     && ip.is_ipv4()
                     && listeners.iter().any(|l| {
-                        l.local_addr()
+                        l.sock
+                            .local_addr()
                             .is_ok_and(|a| a.ip() == IpAddr::from([0u16; 8]))
                     }) =>
             {
@@ -101,16 +173,21 @@ fn listen(poll: &Poll, addrs: &[IpAddr], mut port: u16) -> io::Result<Vec<TcpLis
         if port == 0 {
             port = l.local_addr()?.port();
         }
-        let token = Token(FIRST_LISTENER + listeners.len());
+        let token = Tok::Listener(listeners.len())
+            .token()
+            .ok_or_else(|| io::Error::other("too many listeners"))?;
         poll.registry()
             .register(&mut l, token, Interest::READABLE)?;
-        listeners.push(l);
+        listeners.push(Listener { sock: l, protocol });
     }
     Ok(listeners)
 }
 
-/// A non-blocking pipe that becomes readable (under `token`) when one of `signals` arrives.
-fn signal_pipe(poll: &Poll, signals: &[i32], token: Token) -> io::Result<UnixStream> {
+/// A non-blocking pipe that becomes readable (under `tok`) when one of `signals` arrives.
+fn signal_pipe(poll: &Poll, signals: &[i32], tok: Tok) -> io::Result<UnixStream> {
+    let token = tok
+        .token()
+        .ok_or_else(|| io::Error::other("no token for a signal pipe"))?;
     let (read, write) = std::os::unix::net::UnixStream::pair()?;
     read.set_nonblocking(true)?;
     write.set_nonblocking(true)?;
@@ -129,116 +206,19 @@ fn drain(pipe: &mut UnixStream) {
     while matches!(pipe.read(&mut buf), Ok(n) if n > 0) {}
 }
 
-struct Reactor<'a> {
-    poll: Poll,
-    listeners: Vec<TcpListener>,
-    server: &'a mut Server,
-    /// Connections with unhandled input left (budget) or unread socket data.
-    pending: Vec<usize>,
-    flush: Vec<usize>,
-}
-
-impl Reactor<'_> {
-    /// One loop turn. Returns true when a stop signal arrived.
-    fn turn(
-        &mut self,
-        events: &mut Events,
-        sig: &mut UnixStream,
-        stats: &mut UnixStream,
-    ) -> io::Result<bool> {
-        let timeout = if !self.pending.is_empty() || self.server.has_pending_work() {
-            Some(Duration::ZERO)
-        } else {
-            let next = self.server.timers();
-            Some(
-                next.saturating_duration_since(Instant::now())
-                    .min(Duration::from_secs(1)),
-            )
-        };
-        if let Err(e) = self.poll.poll(events, timeout) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-        self.server.now = Instant::now();
-        let mut stop = false;
-        let mut ready = std::mem::take(&mut self.pending);
-        for ev in events.iter() {
-            match ev.token() {
-                Token(t) if (FIRST_LISTENER..FIRST_LISTENER + MAX_LISTENERS).contains(&t) => {
-                    self.accept(t - FIRST_LISTENER)
-                }
-                SIGNALS => {
-                    drain(sig);
-                    stop = true;
-                }
-                STATS => {
-                    drain(stats);
-                    info!("{}", self.server.stats());
-                }
-                Token(k) => {
-                    if ev.is_read_closed() {
-                        if let Some(c) = self.server.conns.get_mut(k) {
-                            c.read_closed = true;
-                        }
-                    }
-                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                        ready.push(k);
-                    }
-                    if ev.is_writable() {
-                        self.server.touch(k);
-                    }
-                }
-            }
-        }
-        ready.sort_unstable();
-        ready.dedup();
-        for &k in &ready {
-            if self.read(k) {
-                self.pending.push(k);
-            }
-        }
-        self.server.returns();
-        self.server.dispatch();
-        self.server.sync();
-        self.server.send_confirms();
-        self.server.timers();
-        self.pending.append(&mut self.server.unblocked);
-        self.flush_all();
-        self.reap();
-        Ok(stop)
-    }
-
-    /// Accepts every pending connection of listener `i`.
-    fn accept(&mut self, i: usize) {
+impl Listener {
+    /// Accepts every pending connection and hands each to the server as what the
+    /// listener's protocol makes of it.
+    fn accept_all(&self, registry: &Registry, server: &mut Server) {
         loop {
-            let Some(listener) = self.listeners.get(i) else {
-                return;
-            };
-            match listener.accept() {
-                Ok((mut sock, peer)) => {
+            match self.sock.accept() {
+                Ok((sock, peer)) => {
                     // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d; logs
                     // and checks use the plain IPv4 address, as RabbitMQ shows it.
                     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-                    if self.server.conns.len() >= self.server.config.max_connections {
-                        warn!(
-                            "{peer}: refusing connection: limit of {} connections reached",
-                            self.server.config.max_connections
-                        );
-                        let _ = sock.shutdown(std::net::Shutdown::Both);
-                        continue;
+                    match self.protocol {
+                        Protocol::Amqp => open_amqp(registry, server, sock, peer),
                     }
-                    let _ = sock.set_nodelay(true);
-                    let key = self.server.conns.vacant_key();
-                    if let Err(e) =
-                        self.poll
-                            .registry()
-                            .register(&mut sock, Token(key), Interest::READABLE)
-                    {
-                        warn!("{peer}: cannot register socket: {e}");
-                        continue;
-                    }
-                    self.server.open(peer, Some(sock));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -250,81 +230,191 @@ impl Reactor<'_> {
             }
         }
     }
+}
 
-    /// Reads what the socket has (a bounded number of big reads) and handles the frames.
-    /// Returns true when the connection must be visited again without a new event:
-    /// readiness is edge-triggered, so stopping before the socket is drained (read or
-    /// frame budget spent) means nobody will tell us again.
-    fn read(&mut self, key: usize) -> bool {
-        for _ in 0..READS_PER_TURN {
-            let Some(c) = self.server.conns.get_mut(key) else {
-                return false;
-            };
-            if c.is_closed() {
+/// An accepted AMQP socket becomes a connection, unless the connection limit is reached.
+fn open_amqp(
+    registry: &Registry,
+    server: &mut Server,
+    sock: mio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    if server.conns.len() >= server.config.max_connections {
+        warn!(
+            "{peer}: refusing connection: limit of {} connections reached",
+            server.config.max_connections
+        );
+        let _ = sock.shutdown(std::net::Shutdown::Both);
+        return;
+    }
+    let mut t = Transport::tcp(sock);
+    let Some(token) = Tok::Conn(server.conns.vacant_key()).token() else {
+        warn!("{peer}: refusing connection: no token left");
+        t.shutdown();
+        return;
+    };
+    if let Err(e) = registry.register(&mut t, token, Interest::READABLE) {
+        warn!("{peer}: cannot register socket: {e}");
+        return;
+    }
+    server.open(peer, Some(t));
+}
+
+/// Reads what the socket has (a bounded number of big reads) and handles the frames.
+/// Returns true when the connection must be visited again without a new event:
+/// readiness is edge-triggered, so stopping before the socket is drained (read or
+/// frame budget spent) means nobody will tell us again.
+fn read_conn(server: &mut Server, key: usize) -> bool {
+    for _ in 0..READS_PER_TURN {
+        let Some(c) = server.conns.get_mut(key) else {
+            return false;
+        };
+        if c.is_closed() {
+            return false;
+        }
+        // Backpressure: a peer that does not read its replies is not read either;
+        // the flush phase revisits it once its output drains.
+        if c.out.len() >= HIGH_WATER {
+            return false;
+        }
+        // A resource alarm pauses publishers; `unblocked` brings them back.
+        if server.is_blocked(key) {
+            return false;
+        }
+        let Some(c) = server.conns.get_mut(key) else {
+            return false;
+        };
+        // Input left over from a spent frame budget is handled before reading
+        // more, so a flooding publisher cannot grow the read buffer without bound.
+        // Any leftover counts, however short: the socket may be empty, and then no
+        // event will ever bring us back to it. (A partial frame costs one header check.)
+        if !c.input().is_empty() && server.input(key) {
+            return true;
+        }
+        let Some(c) = server.conns.get_mut(key) else {
+            return false;
+        };
+        match c.read_socket(READ_MIN) {
+            Ok(None) => return false,
+            Ok(Some((0, _))) => {
+                server.input(key);
+                server.lost(key);
                 return false;
             }
-            // Backpressure: a peer that does not read its replies is not read either;
-            // the flush phase revisits it once its output drains.
-            if c.out.len() >= HIGH_WATER {
-                return false;
-            }
-            // A resource alarm pauses publishers; `unblocked` brings them back.
-            if self.server.is_blocked(key) {
-                return false;
-            }
-            let Some(c) = self.server.conns.get_mut(key) else {
-                return false;
-            };
-            // Input left over from a spent frame budget is handled before reading
-            // more, so a flooding publisher cannot grow the read buffer without bound.
-            // Any leftover counts, however short: the socket may be empty, and then no
-            // event will ever bring us back to it. (A partial frame costs one header check.)
-            if !c.input().is_empty() && self.server.input(key) {
-                return true;
-            }
-            let Some(c) = self.server.conns.get_mut(key) else {
-                return false;
-            };
-            match c.read_socket(READ_MIN) {
-                Ok(None) => return false,
-                Ok(Some((0, _))) => {
-                    self.server.input(key);
-                    self.server.lost(key);
+            Ok(Some((n, offered))) => {
+                if server.input(key) {
+                    return true;
+                }
+                let read_closed = server.conns.get(key).is_some_and(|c| c.read_closed);
+                if n < offered && !read_closed {
+                    // A short read emptied the socket: the next byte brings an event.
+                    // Not so once the FIN is in: it arrived with (or before) these
+                    // bytes and its event is spent, so read on to the end of stream.
                     return false;
                 }
-                Ok(Some((n, offered))) => {
-                    if self.server.input(key) {
-                        return true;
-                    }
-                    let read_closed = self.server.conns.get(key).is_some_and(|c| c.read_closed);
-                    if n < offered && !read_closed {
-                        // A short read emptied the socket: the next byte brings an event.
-                        // Not so once the FIN is in: it arrived with (or before) these
-                        // bytes and its event is spent, so read on to the end of stream.
-                        return false;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    info!("read error: {e}");
-                    self.server.lost(key);
-                    return false;
-                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                info!("read error: {e}");
+                server.lost(key);
+                return false;
             }
         }
-        true
+    }
+    true
+}
+
+struct Reactor {
+    poll: Poll,
+    events: Events,
+    listeners: Vec<Listener>,
+    /// SIGTERM/SIGINT and SIGUSR1 pipes (`Tok::Signal`, `Tok::Stats`).
+    signals: UnixStream,
+    stats: UnixStream,
+    /// A stop signal arrived: the turn finishes, then `stop` runs.
+    stopping: bool,
+    /// Connections with unhandled input left (budget) or unread socket data.
+    pending: Vec<usize>,
+    flush: Vec<usize>,
+}
+
+/// The socket phases of `Server::turn`.
+impl Io for Reactor {
+    type Error = io::Error;
+
+    /// Polls (without sleeping when work is pending; else until the next timer, at most
+    /// one second), accepts, answers signals, and reads every ready connection.
+    fn read(&mut self, server: &mut Server) -> io::Result<()> {
+        let timeout = if !self.pending.is_empty() || server.has_pending_work() {
+            Duration::ZERO
+        } else {
+            server
+                .next_deadline()
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(1))
+        };
+        if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        server.now = Instant::now();
+        let mut ready = std::mem::take(&mut self.pending);
+        for ev in self.events.iter() {
+            match Tok::from_token(ev.token()) {
+                Some(Tok::Conn(k)) => {
+                    if ev.is_read_closed() {
+                        if let Some(c) = server.conns.get_mut(k) {
+                            c.read_closed = true;
+                        }
+                    }
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        ready.push(k);
+                    }
+                    if ev.is_writable() {
+                        server.touch(k);
+                    }
+                }
+                Some(Tok::Listener(i)) => {
+                    if let Some(l) = self.listeners.get(i) {
+                        l.accept_all(self.poll.registry(), server);
+                    }
+                }
+                Some(Tok::Signal) => {
+                    drain(&mut self.signals);
+                    self.stopping = true;
+                }
+                Some(Tok::Stats) => {
+                    drain(&mut self.stats);
+                    info!("{}", server.stats());
+                }
+                None => {}
+            }
+        }
+        ready.sort_unstable();
+        ready.dedup();
+        for &k in &ready {
+            if read_conn(server, k) {
+                self.pending.push(k);
+            }
+        }
+        Ok(())
+    }
+
+    fn read_again(&mut self, keys: &mut Vec<usize>) {
+        self.pending.append(keys);
     }
 
     /// The flush phase: vectored writes for every connection that gained output.
-    fn flush_all(&mut self) {
+    fn flush(&mut self, server: &mut Server) {
         let mut keys = std::mem::take(&mut self.flush);
-        self.server.take_touched(&mut keys);
+        server.take_touched(&mut keys);
         for &k in &keys {
-            let Some(c) = self.server.conns.get_mut(k) else {
+            let Some(c) = server.conns.get_mut(k) else {
                 continue;
             };
-            let Some(sock) = c.sock.as_mut() else {
+            let Some(sock) = c.transport.as_mut() else {
                 continue;
             };
             if c.out.is_empty() && !c.want_write {
@@ -341,10 +431,12 @@ impl Reactor<'_> {
                         } else {
                             Interest::READABLE | Interest::WRITABLE
                         };
-                        let _ = self.poll.registry().reregister(sock, Token(k), interest);
+                        if let Some(token) = Tok::Conn(k).token() {
+                            let _ = self.poll.registry().reregister(sock, token, interest);
+                        }
                     }
                     let was_throttled = c.throttled;
-                    self.server.flushed(k, wrote);
+                    server.flushed(k, wrote);
                     // A publisher we stopped reading for backpressure is read again.
                     if was_throttled || before >= HIGH_WATER {
                         self.pending.push(k);
@@ -352,7 +444,7 @@ impl Reactor<'_> {
                 }
                 Err(e) => {
                     info!("{}: write error: {e}", c.peer);
-                    self.server.lost(k);
+                    server.lost(k);
                 }
             }
         }
@@ -361,53 +453,83 @@ impl Reactor<'_> {
     }
 
     /// The reap phase: closed connections are flushed one last time and removed.
-    fn reap(&mut self) {
+    fn reap(&mut self, server: &mut Server) {
         // Only connections touched this turn can have closed: every path that closes one
         // touches it (see `Server::touch`), so this costs nothing per idle connection.
         let keys = std::mem::take(&mut self.flush);
         for &k in &keys {
-            if !self.server.conns.get(k).is_some_and(|c| c.is_closed()) {
+            if !server.conns.get(k).is_some_and(|c| c.is_closed()) {
                 continue;
             }
-            if let Some(mut c) = self.server.remove(k) {
-                if let Some(mut sock) = c.sock.take() {
+            if let Some(mut c) = server.remove(k) {
+                if let Some(mut sock) = c.transport.take() {
                     let _ = c.out.flush_to(&mut sock);
                     let _ = self.poll.registry().deregister(&mut sock);
-                    let _ = sock.shutdown(std::net::Shutdown::Both);
+                    sock.shutdown();
                 }
             }
         }
         let mut keys = keys;
         keys.clear();
         self.flush = keys;
-        self.pending.retain(|k| self.server.conns.contains(*k));
+        self.pending.retain(|k| server.conns.contains(*k));
     }
+}
 
+impl Reactor {
     /// Graceful stop: 320 CONNECTION_FORCED to everyone, a short wait for close-ok, flush.
-    fn stop(&mut self) {
-        info!(
-            "shutting down: closing {} connections",
-            self.server.conns.len()
-        );
-        self.server.shutdown();
+    fn stop(&mut self, server: &mut Server) {
+        info!("shutting down: closing {} connections", server.conns.len());
+        server.shutdown();
         let deadline = Instant::now() + Duration::from_secs(2);
-        let mut events = Events::with_capacity(256);
-        while !self.server.conns.is_empty() && Instant::now() < deadline {
-            self.flush_all();
-            self.reap();
-            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(50)));
-            self.server.now = Instant::now();
-            let keys: Vec<usize> = events
-                .iter()
-                .map(|e| e.token().0)
-                .filter(|k| *k < FIRST_LISTENER)
-                .collect();
-            for k in keys {
-                self.read(k);
+        while !server.conns.is_empty() && Instant::now() < deadline {
+            self.flush(server);
+            self.reap(server);
+            let _ = self
+                .poll
+                .poll(&mut self.events, Some(Duration::from_millis(50)));
+            server.now = Instant::now();
+            for ev in self.events.iter() {
+                if let Some(Tok::Conn(k)) = Tok::from_token(ev.token()) {
+                    read_conn(server, k);
+                }
             }
         }
-        self.flush_all();
-        self.server.close_store();
+        self.flush(server);
+        server.close_store();
         info!("stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_never_collide() {
+        let toks = [
+            Tok::Conn(0),
+            Tok::Conn(1),
+            Tok::Conn(12345),
+            Tok::Conn(usize::MAX >> TAG_BITS),
+            Tok::Listener(0),
+            Tok::Listener(7),
+            Tok::Listener(usize::MAX >> TAG_BITS),
+            Tok::Signal,
+            Tok::Stats,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for t in toks {
+            let token = t.token().unwrap();
+            assert_eq!(Tok::from_token(token), Some(t), "{t:?}");
+            assert!(seen.insert(token), "{t:?} shares a token");
+        }
+        // Too large to carry a tag: refused rather than wrapped onto another token.
+        assert_eq!(Tok::Conn((usize::MAX >> TAG_BITS) + 1).token(), None);
+        assert_eq!(Tok::Listener(usize::MAX).token(), None);
+        // Tokens nobody made, including the one mio reserves, stand for nothing.
+        assert_eq!(Tok::from_token(Token(usize::MAX)), None);
+        assert_eq!(Tok::from_token(Token(4)), None);
+        assert_eq!(Tok::from_token(Token((1 << TAG_BITS) | 2)), None);
     }
 }

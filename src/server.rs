@@ -1,7 +1,9 @@
 //! The server state that the reactor drives: the broker and the connections, side by
-//! side, and the phases of a loop turn that do not touch sockets (input handling,
-//! dispatch, confirms, timers, reaping). Drivable in-process without any socket, which is
-//! how the connection logic is unit-tested and fuzzed.
+//! side; the one ordered list of a loop turn's phases ([`Server::turn`]) and the phases
+//! that do not touch sockets (input handling, returns, dispatch, sync, confirms, timers,
+//! removing connections). The socket phases come from an [`Io`]: the reactor's, or the
+//! in-process driver's ([`Server::feed`], [`Server::turn_without_io`]), which has no
+//! sockets and is how the connection logic is unit-tested and fuzzed.
 
 use bytes::{Bytes, BytesMut};
 use log::{info, warn};
@@ -15,6 +17,7 @@ use crate::conn::channel::Unacked;
 use crate::conn::state::{self, Event, Session};
 use crate::conn::{Connection, State, LOW_WATER};
 use crate::error::precondition;
+use crate::net::Transport;
 use crate::proto::frame;
 
 /// How often every connection's timers are looked at.
@@ -214,13 +217,13 @@ impl Server {
     }
 
     /// Registers a new connection; returns its key.
-    pub fn open(&mut self, peer: SocketAddr, sock: Option<mio::net::TcpStream>) -> usize {
+    pub fn open(&mut self, peer: SocketAddr, transport: Option<Transport>) -> usize {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         entry.insert(Connection::new(
             key,
             peer,
-            sock,
+            transport,
             self.now,
             self.config.frame_max,
         ));
@@ -565,12 +568,12 @@ impl Server {
     }
 
     /// The timer phase: handshake timeout, heartbeats, close timeouts, consumer
-    /// timeouts. Cheap when called every turn: it scans at most every 100 ms.
-    /// Returns the time it wants to run next.
-    pub fn timers(&mut self) -> Instant {
+    /// timeouts, alarm checks. Cheap when called every turn: it scans at most every
+    /// 100 ms (and gives freed memory back when bodies fell far below their peak).
+    pub fn run_timers(&mut self) {
         self.give_back_memory();
         if self.now < self.next_timer {
-            return self.next_timer;
+            return;
         }
         self.next_timer = self.now + TIMER_PERIOD;
         if self.now >= self.next_alarm_check {
@@ -581,6 +584,11 @@ impl Server {
         for k in keys {
             self.conn_timers(k);
         }
+    }
+
+    /// When the timer phase next has work: how long the reactor may sleep in poll
+    /// with nothing else to do. Pure: runs nothing.
+    pub fn next_deadline(&self) -> Instant {
         self.next_timer
     }
 
@@ -843,32 +851,109 @@ impl Server {
         self.apply_events();
     }
 
-    /// In-process driver: feeds bytes to a connection, runs a whole turn, and returns
-    /// everything it would have written. Used by unit tests and fuzz targets.
+    /// One loop turn: every phase, in order. This is the only place the order is
+    /// written; the reactor runs it with sockets, the in-process driver
+    /// ([`Server::turn_without_io`]) without. `io` does the phases that touch sockets.
+    pub fn turn<I: Io>(&mut self, io: &mut I) -> Result<(), I::Error> {
+        // Read first because every later phase works on what this turn's frames did
+        // (publishes routed, acks, credit, closes).
+        io.read(self)?;
+        // Returns before dispatch because a closed channel's messages go back to their
+        // queues' fronts, and must be there before those queues deliver again.
+        self.returns();
+        // Dispatch before sync because deliveries write ack and delivered records, and
+        // the one fsync of the turn must cover them too.
+        self.dispatch();
+        // Sync before confirms because a confirm promises the message is on disk.
+        self.sync();
+        // Confirms before flush because they go out in this turn's vectored write.
+        self.send_confirms();
+        // Timers before flush because heartbeats and timeout closes are output too.
+        self.run_timers();
+        // Read-again after sync and timers because their alarm checks are what
+        // unblock publishers (read next turn: no event will say their socket has input).
+        io.read_again(&mut self.unblocked);
+        // Flush before reap because a closing connection's last frames (close,
+        // close-ok) must be written before its socket goes.
+        io.flush(self);
+        // Reap last because a reused slab key must never meet a stale event of this turn.
+        io.reap(self);
+        Ok(())
+    }
+
+    /// In-process driver: feeds bytes to a connection, runs it to quiescence, and
+    /// returns everything it would have written. Used by unit tests and fuzz targets.
     pub fn feed(&mut self, key: usize, data: &[u8]) -> BytesMut {
         if let Some(c) = self.conns.get_mut(key) {
             c.push_input(data);
         }
-        while self.input(key) {}
-        self.turn_without_io();
+        self.run_in_process(Some(key));
         self.conns
             .get_mut(key)
             .map(|c| c.out.take_all())
             .unwrap_or_default()
     }
 
-    /// The socket-free phases of a turn: returns and dispatch (until no budget runs
-    /// out: the in-process driver runs to quiescence), confirms, timers.
+    /// In-process driver without new input: runs turns (no sockets) until no phase has
+    /// work left for the next turn (the budgets of returns and dispatch ran out).
     pub fn turn_without_io(&mut self) {
-        while self.has_pending_work() {
-            self.returns();
-            self.dispatch();
-        }
-        self.sync();
-        self.send_confirms();
-        self.timers();
-        self.dispatch();
+        self.run_in_process(None);
     }
+
+    fn run_in_process(&mut self, key: Option<usize>) {
+        let mut io = InProcess { key };
+        loop {
+            let Ok(()) = self.turn(&mut io);
+            if !self.has_pending_work() {
+                return;
+            }
+        }
+    }
+}
+
+/// The phases of a loop turn that touch sockets, for [`Server::turn`]: the reactor's
+/// implementation reads, writes and closes them; the in-process one has none.
+pub trait Io {
+    /// What can stop a turn (poll failing).
+    type Error;
+    /// Waits for readiness (not when work is pending), sets `server.now`, and handles
+    /// the input of every ready connection (`Server::input`).
+    fn read(&mut self, server: &mut Server) -> Result<(), Self::Error>;
+    /// Takes connections to read again next turn although no event will say so
+    /// (publishers unblocked by a cleared alarm); leaves `keys` empty.
+    fn read_again(&mut self, keys: &mut Vec<usize>);
+    /// Writes every connection that gained output this turn (`Server::take_touched`).
+    fn flush(&mut self, server: &mut Server);
+    /// Removes connections that closed this turn (`Server::remove`) and their sockets.
+    fn reap(&mut self, server: &mut Server);
+}
+
+/// The in-process driver's I/O: input was pushed into the read buffer beforehand, output
+/// stays in each connection's out-queue for the caller to take, and closed connections
+/// stay until the caller removes them (tests look at them).
+struct InProcess {
+    /// A connection that was fed input, handled in the next read phase.
+    key: Option<usize>,
+}
+
+impl Io for InProcess {
+    type Error = std::convert::Infallible;
+
+    fn read(&mut self, server: &mut Server) -> Result<(), Self::Error> {
+        if let Some(k) = self.key.take() {
+            while server.input(k) {}
+        }
+        Ok(())
+    }
+
+    fn read_again(&mut self, keys: &mut Vec<usize>) {
+        // No socket holds unread input: everything fed was handled.
+        keys.clear();
+    }
+
+    fn flush(&mut self, _: &mut Server) {}
+
+    fn reap(&mut self, _: &mut Server) {}
 }
 
 /// The bytes of a frame, for tests: kind, channel, payload.

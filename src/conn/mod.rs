@@ -2,8 +2,10 @@
 //!
 //! Owns everything about one peer except its socket's registration (the reactor's) and
 //! the broker model (the server's). Handlers append frames to `out`; only the reactor's
-//! flush phase writes them, with vectored writes. The socket is optional so the whole
-//! connection logic can be driven in-process without one (tests, fuzzing).
+//! flush phase writes them, with vectored writes, through the connection's
+//! [`Transport`] (`net`), which is also where reads land in `rbuf`. The transport is
+//! optional so the whole connection logic can be driven in-process without one (tests,
+//! fuzzing).
 
 pub mod assembler;
 pub mod channel;
@@ -17,6 +19,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::message::{Body, BODY_BY_REF};
+use crate::net::Transport;
 use crate::proto::frame;
 use channel::Channel;
 
@@ -194,7 +197,8 @@ pub struct Connection {
     /// The slab key (and mio token) of this connection.
     pub key: usize,
     pub peer: SocketAddr,
-    pub sock: Option<mio::net::TcpStream>,
+    /// The socket; `None` when driven in-process (tests, fuzzing).
+    pub transport: Option<Transport>,
     pub state: State,
     /// Read buffer: unparsed input, with spare capacity to read into.
     /// Frames are cut off the front with one `split_to(..).freeze()` each (zero copy).
@@ -235,14 +239,14 @@ impl Connection {
     pub fn new(
         key: usize,
         peer: SocketAddr,
-        sock: Option<mio::net::TcpStream>,
+        transport: Option<Transport>,
         now: Instant,
         frame_max: u32,
     ) -> Self {
         Connection {
             key,
             peer,
-            sock,
+            transport,
             state: State::Header,
             rbuf: BytesMut::new(),
             out: OutBuf::default(),
@@ -283,46 +287,20 @@ impl Connection {
         let _ = self.consume(n);
     }
 
-    /// Makes room for at least `min` more bytes. When the current buffer is short, the
-    /// unparsed tail moves to a fresh buffer; the old one lives on only as long as the
-    /// messages sliced from it.
-    fn reserve_input(&mut self, min: usize) {
-        if self.rbuf.capacity() - self.rbuf.len() < min {
-            let len = self.rbuf.len();
-            let mut fresh = BytesMut::with_capacity(READ_BUFFER.max(len * 2).max(len + min));
-            fresh.extend_from_slice(&self.rbuf);
-            self.rbuf = fresh;
-        }
-    }
-
-    /// One read from the socket straight into the read buffer's spare capacity: Ok(None)
-    /// without a socket, else (bytes read, room offered); 0 bytes read is end of stream.
+    /// One read from the transport straight into the read buffer's spare capacity
+    /// (see [`Transport::read_into`]): Ok(None) without a transport, else (bytes read,
+    /// room offered); 0 bytes read is end of stream.
     pub fn read_socket(&mut self, min: usize) -> io::Result<Option<(usize, usize)>> {
-        use std::os::fd::AsRawFd;
-        let Some(fd) = self.sock.as_ref().map(|s| s.as_raw_fd()) else {
+        let Some(t) = self.transport.as_mut() else {
             return Ok(None);
         };
-        self.reserve_input(min);
-        let spare = self.rbuf.spare_capacity_mut();
-        let want = spare.len();
-        // Reading into uninitialised capacity saves zeroing every byte before the kernel
-        // overwrites it (a fifth of the CPU at 64 KB messages). `std::io::Read` needs an
-        // initialised `&mut [u8]`, so this calls read(2) on a raw pointer instead.
-        // SAFETY: `fd` is this connection's open socket; the pointer and length describe
-        // the buffer's spare capacity, which read(2) only writes to.
-        let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = (n as usize).min(want);
-        // SAFETY: read(2) initialised exactly `n` bytes right after the current length.
-        unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
-        Ok(Some((n, want)))
+        reserve_input(&mut self.rbuf, min);
+        t.read_into(&mut self.rbuf).map(Some)
     }
 
     /// Appends input bytes (the in-process driver and tests).
     pub fn push_input(&mut self, data: &[u8]) {
-        self.reserve_input(data.len());
+        reserve_input(&mut self.rbuf, data.len());
         self.rbuf.extend_from_slice(data);
     }
 
@@ -341,6 +319,18 @@ impl Connection {
 
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
+    }
+}
+
+/// Makes room for at least `min` more bytes in a read buffer. When the current buffer is
+/// short, the unparsed tail moves to a fresh buffer; the old one lives on only as long as
+/// the messages sliced from it.
+fn reserve_input(rbuf: &mut BytesMut, min: usize) {
+    if rbuf.capacity() - rbuf.len() < min {
+        let len = rbuf.len();
+        let mut fresh = BytesMut::with_capacity(READ_BUFFER.max(len * 2).max(len + min));
+        fresh.extend_from_slice(rbuf);
+        *rbuf = fresh;
     }
 }
 
