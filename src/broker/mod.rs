@@ -8,6 +8,7 @@
 //! [`args`]; this module only calls it on the declare paths.
 
 pub mod args;
+pub mod dispatch;
 pub mod exchange;
 pub mod queue;
 
@@ -1066,12 +1067,7 @@ impl Broker {
             };
             for (qid, delivered) in r.queues {
                 if let Some(q) = by_id.get(&qid).and_then(|id| b.queue_mut(*id)) {
-                    q.push(msg.clone());
-                    if delivered {
-                        if let Some(last) = q.ready.back_mut() {
-                            last.set_redelivered();
-                        }
-                    }
+                    q.push_recovered(msg.clone(), delivered);
                 }
             }
         }
