@@ -4,6 +4,10 @@
 //! state ([`server::Server`]): the broker model ([`broker::Broker`]: exchanges, queues,
 //! bindings) side by side with the connections (`Slab<conn::Connection>`). Nothing is
 //! shared through `Rc<RefCell<…>>`; a handler gets `&mut` to exactly what it touches.
+//! A queue owns its ready messages (`broker::queue`, one storage per queue kind); the
+//! dispatch policy (round-robin, prefetch, backpressure, and turning a message into a
+//! basic.deliver or basic.get-ok) is `broker::dispatch`, given the connections by the
+//! server.
 //!
 //! The tick order, once per loop turn:
 //! 1. poll for readiness (timeout = the next timer, at most one second);

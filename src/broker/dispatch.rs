@@ -155,6 +155,7 @@ pub fn get(
 /// settled and dropped, nothing is written, and false is returned. No allocation per
 /// call besides that read (basic.get-ok copies its two short strings, as before).
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub fn deliver(
     mut store: Option<&mut Store>,
     qid: QueueId,

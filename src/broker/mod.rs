@@ -1,10 +1,12 @@
 //! The virtual host "/": exchanges, queues and the bindings between them, and routing.
 //!
-//! Owns no connection. Queues and exchanges live in slabs addressed by generational ids,
+//! Owns no connection (only [`dispatch`], the delivery policy, is handed the server's
+//! connections to write deliveries into; see its header). Queues and exchanges live in slabs addressed by generational ids,
 //! so a stale id (a queue deleted while a channel still holds its unacked messages) is
 //! detected instead of reaching a reused slot. Everything here is synchronous and runs
 //! on the reactor thread; queues that gained work are listed in `dirty` for the server's
-//! dispatch phase. Argument knowledge (validation, equivalence, RabbitMQ's texts) lives in
+//! dispatch phase, which calls [`dispatch::dispatch_queue`]. A queue's ready messages are
+//! behind [`queue::Queue`]'s methods. Argument knowledge (validation, equivalence, RabbitMQ's texts) lives in
 //! [`args`]; this module only calls it on the declare paths.
 
 pub mod args;

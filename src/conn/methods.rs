@@ -5,7 +5,8 @@
 //! Owns no state of its own: these are `Session` methods, called by the framing
 //! dispatch in [`super::state`] (`running_frame`) once a channel exists and is not
 //! closing. It uses the broker (declare, bind, route, enqueue, credit, requeue, settle,
-//! the store through `Broker::persist`) and the channel's state (`super::channel`), and
+//! the store through `Broker::persist`; basic.get through `broker::dispatch::get`, which
+//! delivers as the dispatch phase does) and the channel's state (`super::channel`), and
 //! appends replies to the connection's out-queue. It never touches a socket, never
 //! scopes its own errors (the caller's `raise` does) and never handles channel 0.
 

@@ -423,4 +423,37 @@ mod tests {
         assert_eq!(q.rr, 0);
         assert!(q.remove_consumer(7).is_none());
     }
+
+    #[test]
+    fn counts_and_recovered_messages() {
+        let mut q = q();
+        q.push_recovered(msg("ab"), true);
+        q.push(msg("cde"));
+        assert_eq!((q.message_count(), q.ready_bytes()), (2, 5));
+        for (id, unacked) in [(1, 3), (2, 4)] {
+            q.consumers.push(Consumer {
+                id,
+                conn: 0,
+                channel: 1,
+                tag: Bytes::new(),
+                no_ack: false,
+                exclusive: false,
+                prefetch: 0,
+                unacked,
+            });
+        }
+        assert_eq!((q.consumer_count(), q.unacked_count()), (2, 7));
+        let got = take_all(&mut q);
+        assert_eq!(
+            got,
+            [(b"ab".to_vec(), 0, true), (b"cde".to_vec(), 1, false)]
+        );
+        q.hold();
+        q.hold();
+        q.release();
+        assert!(q.is_held());
+        q.release();
+        q.release();
+        assert!(!q.is_held());
+    }
 }
