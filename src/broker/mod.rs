@@ -888,12 +888,6 @@ impl Broker {
         settle_in(self.store.as_mut(), durable, msg);
     }
 
-    /// A delivery for manual ack went out: recorded for a persistent message of a durable
-    /// queue, so that a crash brings it back `redelivered`.
-    pub fn delivered(&mut self, durable: u32, msg: &Message) {
-        delivered_in(self.store.as_mut(), durable, msg);
-    }
-
     /// Writes a message routed to `queues` to the store when it must be: a persistent
     /// message with durable queues among them, or any message that is paged out
     /// (`page`). Returns where it went, None when nothing was written.
