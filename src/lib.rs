@@ -6,6 +6,10 @@
 //! (`Slab<conn::Connection>`); each connection owns its socket as a [`net::Transport`],
 //! which only the reactor drives. Nothing is shared through `Rc<RefCell<…>>`; a handler
 //! gets `&mut` to exactly what it touches.
+//! A queue owns its ready messages (`broker::queue`, one storage per queue kind); the
+//! dispatch policy (round-robin, prefetch, backpressure, and turning a message into a
+//! basic.deliver or basic.get-ok) is `broker::dispatch`, given the connections by the
+//! server.
 //!
 //! The phases of one loop turn, in the order `server::Server::turn` runs them (the one
 //! place the order is written; the reactor and the in-process driver both call it):

@@ -78,12 +78,6 @@ impl RepeatLog {
 /// hundreds of thousands unacked costs everyone else nothing noticeable per turn.
 const RETURNS_PER_TURN: usize = 4096;
 
-/// Deliveries per queue per loop turn: a queue with a huge ready list and consumers
-/// that read fast would otherwise fill every consumer's out-queue to its high-water mark
-/// (1 MiB each) in one turn, tens of milliseconds with many consumers, while everyone
-/// else waits. The rest goes next turn (the queue stays dirty).
-const DELIVERIES_PER_TURN: usize = 2048;
-
 /// Give freed memory back to the system each time resident message bodies have fallen
 /// this far below their peak (the kernel frees about 1 MB per 0.1 ms: a few ms a trim).
 const TRIM_AFTER_FREEING: usize = 16 << 20;
@@ -346,7 +340,7 @@ impl Server {
                 {
                     set.held.push(queue);
                     if let Some(q) = self.broker.queue_mut(queue) {
-                        q.held += 1;
+                        q.hold();
                     }
                 }
             }
@@ -356,7 +350,7 @@ impl Server {
             if let Some(done) = self.returning.pop_front() {
                 for q in done.held {
                     if let Some(queue) = self.broker.queue_mut(q) {
-                        queue.held = queue.held.saturating_sub(1);
+                        queue.release();
                     }
                     self.broker.mark_dirty(q);
                 }
@@ -391,92 +385,16 @@ impl Server {
         self.dirty = dirty;
     }
 
-    /// Delivers from one queue; true when the per-turn budget ran out with messages and
-    /// consumers able to take them left (dispatch again next turn).
+    /// Delivers from one queue by the broker's dispatch policy; true when the per-turn
+    /// budget ran out with work left (dispatch again next turn).
     fn dispatch_queue(&mut self, qid: QueueId) -> bool {
-        let Server {
-            broker,
-            conns,
-            now,
-            touched,
-            ..
-        } = self;
-        let Some((q, mut store)) = broker.queue_and_store(qid) else {
-            return false;
-        };
-        if q.held > 0 {
-            // Part of a large unacked set is back, the rest comes in later turns; the
-            // set's completion marks the queue dirty again.
-            return false;
-        }
-        let durable = q.durable_id;
-        let n = q.consumers.len();
-        let mut idle = 0;
-        let mut budget = DELIVERIES_PER_TURN;
-        while idle < n && !q.is_empty() {
-            if budget == 0 {
-                return true;
-            }
-            let i = q.rr % n;
-            q.rr = (i + 1) % n;
-            let c = &mut q.consumers[i];
-            let Some(conn) = conns.get_mut(c.conn) else {
-                idle += 1;
-                continue;
-            };
-            if conn.is_congested() {
-                conn.throttled = true;
-                idle += 1;
-                continue;
-            }
-            let Some(chi) = conn.channels.iter().position(|ch| ch.id == c.channel) else {
-                idle += 1;
-                continue;
-            };
-            if !c.has_credit() || !conn.channels[chi].can_deliver() {
-                idle += 1;
-                continue;
-            }
-            idle = 0;
-            budget -= 1;
-            let Some(r) = q.pop_front() else { break };
-            let c = &mut q.consumers[i];
-            let body = match crate::broker::load_body_in(store.as_deref_mut(), &r.msg) {
-                Ok(b) => b,
-                Err(e) => {
-                    log::error!("store: cannot read a paged message back: {e}; dropping it");
-                    crate::broker::settle_in(store.as_deref_mut(), durable, &r.msg);
-                    continue;
-                }
-            };
-            let ch = &mut conn.channels[chi];
-            let tag = ch.next_tag();
-            if !c.no_ack {
-                c.unacked += 1;
-                ch.unacked.push_back(Unacked {
-                    tag,
-                    queue: qid,
-                    durable,
-                    consumer: c.id,
-                    msg: r.msg.clone(),
-                    seq: r.seq(),
-                    delivered_at: *now,
-                });
-            }
-            // No-ack settles the message now; a manual-ack delivery of a persistent
-            // message is recorded so that a crash brings it back `redelivered`.
-            if c.no_ack {
-                crate::broker::settle_in(store.as_deref_mut(), durable, &r.msg);
-            } else {
-                crate::broker::delivered_in(store.as_deref_mut(), durable, &r.msg);
-            }
-            state::write_delivery(conn, c.channel, &c.tag, tag, r.redelivered(), &r.msg, &body);
-            if !conn.touched {
-                conn.touched = true;
-                touched.push(c.conn);
-            }
-        }
-        false
+        crate::broker::dispatch::dispatch_queue(
+            &mut self.broker,
+            &mut self.conns,
+            qid,
+            self.now,
+            &mut self.touched,
+        )
     }
 
     /// One line of counters for operators (`kill -USR1`), e.g. to tell a memory leak from
@@ -971,6 +889,7 @@ pub fn raw_frame(kind: u8, channel: u16, payload: &[u8]) -> Bytes {
 mod tests {
     //! The connection state machine driven in-process: bytes in, frames out.
     use super::*;
+    use crate::broker::dispatch::DELIVERIES_PER_TURN;
     use crate::proto::{basic, channel, connection, queue, FieldTable, Method};
 
     /// A client speaking through `Server::feed`.
@@ -1466,7 +1385,7 @@ mod tests {
         let q = c.server.broker.queue_id(b"q").unwrap();
         let q = c.server.broker.queue(q).unwrap();
         assert_eq!(
-            (q.ready.len(), q.consumers.len()),
+            (q.len(), q.consumer_count()),
             (1, 0),
             "requeued, no consumer"
         );

@@ -1,13 +1,16 @@
 //! The virtual host "/": exchanges, queues and the bindings between them, and routing.
 //!
-//! Owns no connection. Queues and exchanges live in slabs addressed by generational ids,
+//! Owns no connection (only [`dispatch`], the delivery policy, is handed the server's
+//! connections to write deliveries into; see its header). Queues and exchanges live in slabs addressed by generational ids,
 //! so a stale id (a queue deleted while a channel still holds its unacked messages) is
 //! detected instead of reaching a reused slot. Everything here is synchronous and runs
 //! on the reactor thread; queues that gained work are listed in `dirty` for the server's
-//! dispatch phase. Argument knowledge (validation, equivalence, RabbitMQ's texts) lives in
+//! dispatch phase, which calls [`dispatch::dispatch_queue`]. A queue's ready messages are
+//! behind [`queue::Queue`]'s methods. Argument knowledge (validation, equivalence, RabbitMQ's texts) lives in
 //! [`args`]; this module only calls it on the declare paths.
 
 pub mod args;
+pub mod dispatch;
 pub mod exchange;
 pub mod queue;
 
@@ -885,12 +888,6 @@ impl Broker {
         settle_in(self.store.as_mut(), durable, msg);
     }
 
-    /// A delivery for manual ack went out: recorded for a persistent message of a durable
-    /// queue, so that a crash brings it back `redelivered`.
-    pub fn delivered(&mut self, durable: u32, msg: &Message) {
-        delivered_in(self.store.as_mut(), durable, msg);
-    }
-
     /// Writes a message routed to `queues` to the store when it must be: a persistent
     /// message with durable queues among them, or any message that is paged out
     /// (`page`). Returns where it went, None when nothing was written.
@@ -1066,12 +1063,7 @@ impl Broker {
             };
             for (qid, delivered) in r.queues {
                 if let Some(q) = by_id.get(&qid).and_then(|id| b.queue_mut(*id)) {
-                    q.push(msg.clone());
-                    if delivered {
-                        if let Some(last) = q.ready.back_mut() {
-                            last.set_redelivered();
-                        }
-                    }
+                    q.push_recovered(msg.clone(), delivered);
                 }
             }
         }

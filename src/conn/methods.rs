@@ -5,7 +5,8 @@
 //! Owns no state of its own: these are `Session` methods, called by the framing
 //! dispatch in [`super::state`] (`running_frame`) once a channel exists and is not
 //! closing. It uses the broker (declare, bind, route, enqueue, credit, requeue, settle,
-//! the store through `Broker::persist`) and the channel's state (`super::channel`), and
+//! the store through `Broker::persist`; basic.get through `broker::dispatch::get`, which
+//! delivers as the dispatch phase does) and the channel's state (`super::channel`), and
 //! appends replies to the connection's out-queue. It never touches a socket, never
 //! scopes its own errors (the caller's `raise` does) and never handles channel 0.
 
@@ -18,7 +19,7 @@ use crate::proto::{
     basic, channel, confirm, connection, exchange, properties, queue, tx, BasicProperties, Method,
 };
 
-use super::channel::{Channel, ChannelConsumer, TxOp, Unacked};
+use super::channel::{Channel, ChannelConsumer, TxOp};
 use super::state::{show, Event, Session, RETURN_NOW};
 
 impl Session<'_> {
@@ -270,7 +271,7 @@ impl Session<'_> {
                 self.conn.channels[idx].assembler.start(p);
                 Ok(())
             }
-            Method::BasicGet(g) => self.basic_get(idx, ch, g),
+            Method::BasicGet(g) => self.basic_get(idx, g),
             Method::BasicAck(a) => self.settle(idx, a.delivery_tag, a.multiple, None),
             Method::BasicNack(n) => self.settle(idx, n.delivery_tag, n.multiple, Some(n.requeue)),
             Method::BasicReject(r) => self.settle(idx, r.delivery_tag, false, Some(r.requeue)),
@@ -501,65 +502,11 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn basic_get(&mut self, idx: usize, ch: u16, g: basic::Get) -> Result<(), AmqpError> {
+    /// basic.get: the broker's dispatch policy takes the message and writes get-ok (or
+    /// get-empty), the same way as a basic.deliver.
+    fn basic_get(&mut self, idx: usize, g: basic::Get) -> Result<(), AmqpError> {
         let qid = self.queue_for(idx, &g.queue)?;
-        let Some(q) = self.broker.queue_mut(qid) else {
-            return Err(not_found("queue vanished"));
-        };
-        let Some(r) = q.pop_front() else {
-            self.send(
-                ch,
-                &Method::BasicGetEmpty(basic::GetEmpty {
-                    cluster_id: Bytes::new(),
-                }),
-            );
-            return Ok(());
-        };
-        let remaining = q.message_count();
-        let durable = q.durable_id;
-        let body = match crate::broker::load_body_in(self.broker.store.as_mut(), &r.msg) {
-            Ok(b) => b,
-            Err(e) => {
-                log::error!("store: cannot read a paged message back: {e}; dropping it");
-                self.broker.settle(durable, &r.msg);
-                self.send(
-                    ch,
-                    &Method::BasicGetEmpty(basic::GetEmpty {
-                        cluster_id: Bytes::new(),
-                    }),
-                );
-                return Ok(());
-            }
-        };
-        let c = &mut self.conn.channels[idx];
-        let tag = c.next_tag();
-        if g.no_ack {
-            self.broker.settle(durable, &r.msg);
-        } else {
-            c.unacked.push_back(Unacked {
-                tag,
-                queue: qid,
-                durable,
-                consumer: 0,
-                msg: r.msg.clone(),
-                seq: r.seq(),
-                delivered_at: self.now,
-            });
-            self.broker.delivered(durable, &r.msg);
-        }
-        let ok = basic::GetOk {
-            delivery_tag: tag,
-            redelivered: r.redelivered(),
-            exchange: Bytes::copy_from_slice(r.msg.exchange()),
-            routing_key: Bytes::copy_from_slice(r.msg.routing_key()),
-            message_count: remaining,
-        };
-        self.send(ch, &Method::BasicGetOk(ok));
-        let fm = self.conn.frame_max;
-        self.conn
-            .out
-            .write_content(ch, r.msg.properties(), &body, fm);
-        Ok(())
+        crate::broker::dispatch::get(self.broker, qid, self.conn, idx, g.no_ack, self.now)
     }
 
     /// basic.ack / nack / reject: buffered in a transaction, applied otherwise.

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use crate::broker::{Broker, QueueId};
 use crate::config::Config;
 use crate::error::{AmqpError, ReplyCode};
-use crate::message::{Body, Message};
 use crate::proto::frame::{
     self, FrameError, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD,
 };
@@ -654,29 +653,6 @@ impl Session<'_> {
             .on(class, method)),
         }
     }
-}
-
-/// Builds the bytes of a basic.deliver with its content, for the dispatch phase.
-pub fn write_delivery(
-    conn: &mut Connection,
-    ch: u16,
-    consumer_tag: &[u8],
-    tag: u64,
-    redelivered: bool,
-    msg: &Message,
-    body: &Body,
-) {
-    frame::write_deliver(
-        conn.out.tail(),
-        ch,
-        consumer_tag,
-        tag,
-        redelivered,
-        msg.exchange(),
-        msg.routing_key(),
-    );
-    let fm = conn.frame_max;
-    conn.out.write_content(ch, msg.properties(), body, fm);
 }
 
 /// Encodes basic.cancel sent by the server (queue deleted under a consumer).

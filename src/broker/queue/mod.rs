@@ -1,24 +1,28 @@
-//! A queue: its ready messages in order, its consumers in round-robin order.
+//! A queue: its ready messages (in a queue kind), its consumers in round-robin order,
+//! and the counts that declare-ok, purge and inspection report.
 //!
 //! Ready messages carry a per-queue sequence number so that a message returned by a
 //! consumer (nack, reject, channel closed) goes back to its original position, as
 //! RabbitMQ's requeue does. Unacked messages live in the channels that received them,
 //! not here; the queue only counts them per consumer for `basic.qos`.
 //!
-//! The ready messages are two sorted runs: `ready`, a deque that publishes append to and
-//! requeues that belong at either end go into (O(1)), and `returned`, an ordered map for
-//! the requeues that belong in the middle (several consumers' interleaved sets coming
-//! back): O(log n) each instead of shifting half the deque per message. Taking the next
-//! message takes the lower sequence number of the two heads; a queue that never had a
-//! mid-list requeue pays one `is_empty` test for it.
+//! The queue-kind seam: `QueueKind` owns the ready storage and answers push, pop,
+//! requeue-at-position, purge, length and iteration; a `match` over one variant today
+//! ([`classic::ClassicQueue`]), where a priority queue and an append-only stream slot in
+//! next (as RabbitMQ's `rabbit_queue_type` and LavinMQ's queue factory do). Nothing
+//! outside this module reaches the ready storage: the rest of the broker uses `Queue`'s
+//! methods. Which consumer gets the next message, and whether it may, is the dispatch
+//! policy in [`super::dispatch`], not here. Neither touches the store or a connection.
+
+pub mod classic;
 
 use bytes::Bytes;
-use std::collections::{BTreeMap, VecDeque};
 
 use crate::message::Message;
 use crate::proto::FieldTable;
 
 use super::ExchangeId;
+use classic::ClassicQueue;
 
 /// A message waiting in a queue: 16 bytes, as queued messages dominate memory.
 #[derive(Debug, Clone)]
@@ -48,10 +52,6 @@ impl Ready {
 
     pub fn redelivered(&self) -> bool {
         self.seq & REDELIVERED != 0
-    }
-
-    pub fn set_redelivered(&mut self) {
-        self.seq |= REDELIVERED;
     }
 }
 
@@ -86,6 +86,63 @@ pub struct QueueProps {
     pub arguments: FieldTable,
 }
 
+/// The kinds of queue: each owns its ready messages and answers the same questions.
+/// An enum, not a trait object: one `match` per call, inlined, nothing per message.
+#[derive(Debug)]
+enum QueueKind {
+    Classic(ClassicQueue),
+}
+
+impl QueueKind {
+    #[inline]
+    fn push(&mut self, r: Ready) {
+        match self {
+            QueueKind::Classic(c) => c.push(r),
+        }
+    }
+
+    #[inline]
+    fn requeue(&mut self, r: Ready) {
+        match self {
+            QueueKind::Classic(c) => c.requeue(r),
+        }
+    }
+
+    #[inline]
+    fn pop(&mut self) -> Option<Ready> {
+        match self {
+            QueueKind::Classic(c) => c.pop(),
+        }
+    }
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        match self {
+            QueueKind::Classic(c) => c.is_empty(),
+        }
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        match self {
+            QueueKind::Classic(c) => c.len(),
+        }
+    }
+
+    /// With a second kind this returns an `Either`-like iterator of the kinds' own.
+    fn messages(&self) -> impl Iterator<Item = &Message> {
+        match self {
+            QueueKind::Classic(c) => c.messages(),
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            QueueKind::Classic(c) => c.clear(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Queue {
     pub(super) gen: u32,
@@ -93,22 +150,20 @@ pub struct Queue {
     pub props: QueueProps,
     /// The connection that owns an exclusive queue.
     pub owner: Option<usize>,
-    /// Ready messages in sequence order (see the module doc for `returned`).
-    pub ready: VecDeque<Ready>,
-    /// Requeued (hence redelivered) messages whose place is between two of `ready`,
-    /// by sequence number.
-    returned: BTreeMap<u64, Message>,
+    /// The ready messages, in the queue kind's storage.
+    kind: QueueKind,
     /// Large unacked sets being returned over several loop turns that have already
     /// placed messages here (see `Server::returns`): while non-zero the queue is not
     /// dispatched, so consumers see the whole set back in order or none of it, as when
     /// RabbitMQ's queue process handles a channel's requeue in one step. Meanwhile
     /// `message_count` counts what is back so far, and basic.get is not held (it takes
     /// the oldest message back so far: a synchronous reply cannot wait for later turns).
-    pub held: u32,
+    held: u32,
     next_seq: u64,
-    pub consumers: Vec<Consumer>,
+    /// Round-robin order; read and changed by the dispatch policy and consumer methods.
+    pub(super) consumers: Vec<Consumer>,
     /// Index of the consumer that gets the next delivery (round-robin).
-    pub rr: usize,
+    pub(super) rr: usize,
     /// An auto-delete queue is deleted when its last consumer goes, once it had one.
     pub had_consumer: bool,
     /// Exchanges that have at least one binding to this queue (with repeats).
@@ -128,8 +183,7 @@ impl Queue {
             name,
             props,
             owner,
-            ready: VecDeque::new(),
-            returned: BTreeMap::new(),
+            kind: QueueKind::Classic(ClassicQueue::default()),
             held: 0,
             next_seq: 0,
             consumers: Vec::new(),
@@ -142,71 +196,84 @@ impl Queue {
         }
     }
 
-    /// Appends a newly published message.
+    // ----- ready messages ------------------------------------------------------------
+
+    /// Publishes: appends a newly routed message.
+    #[inline]
     pub fn push(&mut self, msg: Message) {
+        self.push_recovered(msg, false);
+    }
+
+    /// Appends a message read back from the store at startup; `redelivered` when the
+    /// store recorded a delivery of it before the restart.
+    #[inline]
+    pub fn push_recovered(&mut self, msg: Message, redelivered: bool) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.ready.push_back(Ready::new(msg, seq, false));
+        self.kind.push(Ready::new(msg, seq, redelivered));
     }
 
-    /// Returns a message that was delivered but not acked to its original position,
-    /// marked redelivered. O(1) when it belongs at either end of `ready` (one consumer's
-    /// set returned newest first), O(log n) in the middle.
-    pub fn requeue(&mut self, msg: Message, seq: u64) {
-        let entry = Ready::new(msg, seq, true);
-        match (self.ready.front(), self.ready.back()) {
-            (Some(f), _) if seq < f.seq() => self.ready.push_front(entry),
-            (Some(_), Some(b)) if seq < b.seq() => {
-                let displaced = self.returned.insert(seq, entry.msg);
-                // Sequence numbers are unique in a queue and a message is in one place
-                // at a time, so nothing can be displaced.
-                debug_assert!(displaced.is_none(), "requeue of a message already ready");
-            }
-            _ => self.ready.push_back(entry),
-        }
-    }
-
-    /// Takes the next message in sequence order.
+    /// Returns a message that was delivered but not acked to its original position
+    /// (`seq`, from [`Ready::seq`]), marked redelivered.
     #[inline]
-    pub fn pop_front(&mut self) -> Option<Ready> {
-        if self.returned.is_empty() {
-            return self.ready.pop_front();
-        }
-        self.pop_merged()
+    pub fn requeue(&mut self, msg: Message, seq: u64) {
+        self.kind.requeue(Ready::new(msg, seq, true));
     }
 
-    #[cold]
-    fn pop_merged(&mut self) -> Option<Ready> {
-        let from_returned = match (self.ready.front(), self.returned.first_key_value()) {
-            (Some(r), Some((&seq, _))) => seq < r.seq(),
-            (None, _) => true,
-            (Some(_), None) => false,
-        };
-        if from_returned {
-            let (seq, msg) = self.returned.pop_first()?;
-            Some(Ready::new(msg, seq, true))
-        } else {
-            self.ready.pop_front()
-        }
+    /// Takes the next message to deliver, for a consumer or a basic.get (the dispatch
+    /// policy in [`super::dispatch`] decides who may take it).
+    #[inline]
+    pub fn next_delivery(&mut self) -> Option<Ready> {
+        self.kind.pop()
     }
 
     /// Whether no message is ready.
+    #[inline]
     pub fn is_empty(&self) -> bool {
-        self.ready.is_empty() && self.returned.is_empty()
+        self.kind.is_empty()
     }
 
     /// Number of ready messages.
+    #[inline]
     pub fn len(&self) -> usize {
-        self.ready.len() + self.returned.len()
+        self.kind.len()
     }
 
     /// Every ready message, in no particular order.
     pub fn messages(&self) -> impl Iterator<Item = &Message> {
-        self.ready
-            .iter()
-            .map(|r| &r.msg)
-            .chain(self.returned.values())
+        self.kind.messages()
     }
+
+    /// Drops every ready message, handing each to `settle` first (the caller releases
+    /// its store reference); returns how many.
+    pub fn purge(&mut self, mut settle: impl FnMut(&Message)) -> u32 {
+        let n = self.message_count();
+        for m in self.kind.messages() {
+            settle(m);
+        }
+        self.kind.clear();
+        n
+    }
+
+    // ----- holding while a large unacked set comes back ------------------------------
+
+    /// A large unacked set started coming back into this queue: do not dispatch it.
+    pub fn hold(&mut self) {
+        self.held += 1;
+    }
+
+    /// A set that was coming back is complete.
+    pub fn release(&mut self) {
+        self.held = self.held.saturating_sub(1);
+    }
+
+    /// Whether part of a large unacked set is back and the rest is still to come.
+    #[inline]
+    pub fn is_held(&self) -> bool {
+        self.held > 0
+    }
+
+    // ----- counts --------------------------------------------------------------------
 
     /// Number of ready messages (what queue.declare-ok and purge report).
     pub fn message_count(&self) -> u32 {
@@ -216,6 +283,20 @@ impl Queue {
     pub fn consumer_count(&self) -> u32 {
         u32::try_from(self.consumers.len()).unwrap_or(u32::MAX)
     }
+
+    /// Deliveries to this queue's consumers not yet acked. basic.get deliveries are not
+    /// counted: they are tracked by their channel only (`Unacked::consumer` 0).
+    pub fn unacked_count(&self) -> u64 {
+        self.consumers.iter().map(|c| u64::from(c.unacked)).sum()
+    }
+
+    /// Body bytes of the ready messages, in memory or paged out. Walks the queue: for
+    /// inspection, not for a hot path.
+    pub fn ready_bytes(&self) -> u64 {
+        self.messages().map(|m| m.body_len() as u64).sum()
+    }
+
+    // ----- consumers -----------------------------------------------------------------
 
     pub fn consumer_mut(&mut self, id: u64) -> Option<&mut Consumer> {
         self.consumers.iter_mut().find(|c| c.id == id)
@@ -238,17 +319,6 @@ impl Queue {
     pub fn has_exclusive_consumer(&self) -> bool {
         self.consumers.iter().any(|c| c.exclusive)
     }
-
-    /// Drops every ready message, handing each to `settle` first; returns how many.
-    pub fn purge(&mut self, mut settle: impl FnMut(&Message)) -> u32 {
-        let n = self.message_count();
-        for m in self.messages() {
-            settle(m);
-        }
-        self.ready.clear();
-        self.returned.clear();
-        n
-    }
 }
 
 #[cfg(test)]
@@ -270,7 +340,7 @@ mod tests {
 
     /// Takes every ready message in delivery order: (body, seq, redelivered).
     fn take_all(q: &mut Queue) -> Vec<(Vec<u8>, u64, bool)> {
-        std::iter::from_fn(|| q.pop_front())
+        std::iter::from_fn(|| q.next_delivery())
             .map(|r| (r.msg.body().as_slice().to_vec(), r.seq(), r.redelivered()))
             .collect()
     }
@@ -282,9 +352,9 @@ mod tests {
             q.push(msg(b));
         }
         // Deliver a, b, c; then d stays ready. Requeue c, then a: order must be a c d e... plus b later.
-        let a = q.ready.pop_front().unwrap();
-        let b = q.ready.pop_front().unwrap();
-        let c = q.ready.pop_front().unwrap();
+        let a = q.next_delivery().unwrap();
+        let b = q.next_delivery().unwrap();
+        let c = q.next_delivery().unwrap();
         let seq = c.seq();
         q.requeue(c.msg, seq);
         let seq = a.seq();
@@ -309,7 +379,7 @@ mod tests {
         for b in names {
             q.push(msg(b));
         }
-        let all: Vec<Ready> = std::iter::from_fn(|| q.pop_front()).collect();
+        let all: Vec<Ready> = std::iter::from_fn(|| q.next_delivery()).collect();
         q.push(msg("8"));
         for parity in [1, 0] {
             for r in all.iter().rev().filter(|r| r.seq() % 2 == parity) {
@@ -352,5 +422,38 @@ mod tests {
         assert!(q.remove_consumer(2).is_some());
         assert_eq!(q.rr, 0);
         assert!(q.remove_consumer(7).is_none());
+    }
+
+    #[test]
+    fn counts_and_recovered_messages() {
+        let mut q = q();
+        q.push_recovered(msg("ab"), true);
+        q.push(msg("cde"));
+        assert_eq!((q.message_count(), q.ready_bytes()), (2, 5));
+        for (id, unacked) in [(1, 3), (2, 4)] {
+            q.consumers.push(Consumer {
+                id,
+                conn: 0,
+                channel: 1,
+                tag: Bytes::new(),
+                no_ack: false,
+                exclusive: false,
+                prefetch: 0,
+                unacked,
+            });
+        }
+        assert_eq!((q.consumer_count(), q.unacked_count()), (2, 7));
+        let got = take_all(&mut q);
+        assert_eq!(
+            got,
+            [(b"ab".to_vec(), 0, true), (b"cde".to_vec(), 1, false)]
+        );
+        q.hold();
+        q.hold();
+        q.release();
+        assert!(q.is_held());
+        q.release();
+        q.release();
+        assert!(!q.is_held());
     }
 }

@@ -1,0 +1,231 @@
+//! The dispatch policy, written once: which consumer of a queue gets the next message
+//! (round-robin), whether it may take it now (per-consumer prefetch, the channel's
+//! global prefetch, backpressure on a congested out-queue), and the one function,
+//! [`deliver`], that turns a message taken from a queue into a delivery. The dispatch
+//! phase ([`dispatch_queue`], basic.deliver) and basic.get ([`get`], basic.get-ok) both
+//! go through it.
+//!
+//! Doors: this is the one place in `broker/` that sees connections, because a delivery
+//! is half queue and half channel. The server passes its parts in (`&mut Broker`,
+//! `&mut Slab<Connection>`). On the broker side it uses `Queue`'s methods, the consumer
+//! list and the store references of what it delivers; on the connection side it only
+//! touches what a delivery changes: the channel's delivery tags and unacked list, frames
+//! appended to the out-queue, and the `throttled` and `touched` flags. It never reads
+//! input, never closes anything and never touches a socket.
+
+use bytes::Bytes;
+use slab::Slab;
+use std::time::Instant;
+
+use crate::conn::channel::Unacked;
+use crate::conn::Connection;
+use crate::error::{not_found, AmqpError};
+use crate::proto::{basic, frame, Method};
+use crate::store::Store;
+
+use super::queue::{Consumer, Ready};
+use super::{delivered_in, load_body_in, settle_in, Broker, QueueId};
+
+/// Deliveries per queue per loop turn: a queue with a huge ready list and consumers
+/// that read fast would otherwise fill every consumer's out-queue to its high-water mark
+/// (1 MiB each) in one turn, tens of milliseconds with many consumers, while everyone
+/// else waits. The rest goes next turn (the queue stays dirty).
+pub const DELIVERIES_PER_TURN: usize = 2048;
+
+/// Who a delivery goes to, and so which method frame announces it.
+pub enum Recipient<'a> {
+    /// basic.deliver to a consumer; a manual-ack consumer's unacked count grows.
+    Consumer(&'a mut Consumer),
+    /// basic.get-ok; `message_count` is what the queue holds after this one.
+    Get { no_ack: bool, message_count: u32 },
+}
+
+/// Delivers from queue `qid` to its consumers, round-robin, each within its prefetch
+/// and its channel's, skipping consumers whose connection is congested (marked
+/// `throttled`, so that its flush marks the queue dirty again). Connections that got
+/// output are listed in `touched` once. Returns true when [`DELIVERIES_PER_TURN`] ran out
+/// with messages and consumers able to take them left (dispatch again next turn); false
+/// when the queue is gone, held (`Queue::is_held`), empty or nobody can take more.
+pub fn dispatch_queue(
+    broker: &mut Broker,
+    conns: &mut Slab<Connection>,
+    qid: QueueId,
+    now: Instant,
+    touched: &mut Vec<usize>,
+) -> bool {
+    let Some((q, mut store)) = broker.queue_and_store(qid) else {
+        return false;
+    };
+    if q.is_held() {
+        // Part of a large unacked set is back, the rest comes in later turns; the
+        // set's completion marks the queue dirty again.
+        return false;
+    }
+    let durable = q.durable_id;
+    let n = q.consumers.len();
+    let mut idle = 0;
+    let mut budget = DELIVERIES_PER_TURN;
+    while idle < n && !q.is_empty() {
+        if budget == 0 {
+            return true;
+        }
+        let i = q.rr % n;
+        q.rr = (i + 1) % n;
+        let c = &q.consumers[i];
+        let Some(conn) = conns.get_mut(c.conn) else {
+            idle += 1;
+            continue;
+        };
+        let Some(chi) = may_take_one(conn, c) else {
+            idle += 1;
+            continue;
+        };
+        idle = 0;
+        budget -= 1;
+        let Some(r) = q.next_delivery() else { break };
+        let to = Recipient::Consumer(&mut q.consumers[i]);
+        if deliver(store.as_deref_mut(), qid, durable, r, conn, chi, to, now) && !conn.touched {
+            conn.touched = true;
+            touched.push(conn.key);
+        }
+    }
+    false
+}
+
+/// Whether consumer `c` may take one more delivery now; the index of its channel in
+/// `conn` when it may. A congested connection is marked `throttled` (its flush, once
+/// below the low-water mark, makes its queues dirty again).
+#[inline]
+fn may_take_one(conn: &mut Connection, c: &Consumer) -> Option<usize> {
+    if conn.is_congested() {
+        conn.throttled = true;
+        return None;
+    }
+    let chi = conn.channels.iter().position(|ch| ch.id == c.channel)?;
+    (c.has_credit() && conn.channels[chi].can_deliver()).then_some(chi)
+}
+
+/// basic.get on queue `qid` for the channel at index `chi` of `conn`: the next ready
+/// message goes out as basic.get-ok through [`deliver`], or basic.get-empty is written
+/// when there is none (or its paged body could not be read back). Not held back by
+/// `Queue::is_held`: a synchronous reply cannot wait for later turns. Err (404) when the
+/// queue is gone.
+pub fn get(
+    broker: &mut Broker,
+    qid: QueueId,
+    conn: &mut Connection,
+    chi: usize,
+    no_ack: bool,
+    now: Instant,
+) -> Result<(), AmqpError> {
+    let Some((q, store)) = broker.queue_and_store(qid) else {
+        return Err(not_found("queue vanished"));
+    };
+    let durable = q.durable_id;
+    let delivered = match q.next_delivery() {
+        Some(r) => {
+            let message_count = q.message_count();
+            let to = Recipient::Get {
+                no_ack,
+                message_count,
+            };
+            deliver(store, qid, durable, r, conn, chi, to, now)
+        }
+        None => false,
+    };
+    if !delivered {
+        let ch = conn.channels[chi].id;
+        let empty = basic::GetEmpty {
+            cluster_id: Bytes::new(),
+        };
+        frame::write_method(conn.out.tail(), ch, &Method::BasicGetEmpty(empty));
+    }
+    Ok(())
+}
+
+/// Turns `r`, just taken from queue `qid` (`durable`: its store id), into a delivery on
+/// the channel at index `chi` of `conn`: the next delivery tag, the method frame
+/// (basic.deliver or basic.get-ok, by `to`) and the content frames re-framed to the
+/// connection's frame_max appended to the out-queue. A no-ack delivery settles the
+/// message's store reference now; a manual-ack one is recorded as unacked on the channel
+/// (and on the consumer), and for a persistent message of a durable queue in the store,
+/// so that a crash brings it back `redelivered`.
+///
+/// A paged body is read back from the store. When that fails the message is logged,
+/// settled and dropped, nothing is written, and false is returned. No allocation per
+/// call besides that read (basic.get-ok copies its two short strings, as before).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn deliver(
+    mut store: Option<&mut Store>,
+    qid: QueueId,
+    durable: u32,
+    r: Ready,
+    conn: &mut Connection,
+    chi: usize,
+    to: Recipient<'_>,
+    now: Instant,
+) -> bool {
+    let (seq, redelivered) = (r.seq(), r.redelivered());
+    let msg = r.msg;
+    let body = match load_body_in(store.as_deref_mut(), &msg) {
+        Ok(b) => b,
+        Err(e) => {
+            log::error!("store: cannot read a paged message back: {e}; dropping it");
+            settle_in(store, durable, &msg);
+            return false;
+        }
+    };
+    let ch = &mut conn.channels[chi];
+    let tag = ch.next_tag();
+    let channel = ch.id;
+    let (no_ack, consumer) = match to {
+        Recipient::Consumer(c) => {
+            frame::write_deliver(
+                conn.out.tail(),
+                channel,
+                &c.tag,
+                tag,
+                redelivered,
+                msg.exchange(),
+                msg.routing_key(),
+            );
+            if !c.no_ack {
+                c.unacked += 1;
+            }
+            (c.no_ack, c.id)
+        }
+        Recipient::Get {
+            no_ack,
+            message_count,
+        } => {
+            let ok = basic::GetOk {
+                delivery_tag: tag,
+                redelivered,
+                exchange: Bytes::copy_from_slice(msg.exchange()),
+                routing_key: Bytes::copy_from_slice(msg.routing_key()),
+                message_count,
+            };
+            frame::write_method(conn.out.tail(), channel, &Method::BasicGetOk(ok));
+            (no_ack, 0)
+        }
+    };
+    let frame_max = conn.frame_max;
+    conn.out
+        .write_content(channel, msg.properties(), &body, frame_max);
+    if no_ack {
+        settle_in(store, durable, &msg);
+    } else {
+        delivered_in(store, durable, &msg);
+        conn.channels[chi].unacked.push_back(Unacked {
+            tag,
+            queue: qid,
+            durable,
+            consumer,
+            msg,
+            seq,
+            delivered_at: now,
+        });
+    }
+    true
+}
