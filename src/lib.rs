@@ -22,6 +22,7 @@
 //! Handlers never write to sockets and never free connections.
 
 pub mod alarm;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod conn;

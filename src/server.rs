@@ -1,7 +1,8 @@
-//! The server state that the reactor drives: the broker and the connections, side by
-//! side, and the phases of a loop turn that do not touch sockets (input handling,
-//! dispatch, confirms, timers, reaping). Drivable in-process without any socket, which is
-//! how the connection logic is unit-tested and fuzzed.
+//! The server state that the reactor drives: the broker, the users and permissions
+//! (`auth`) and the connections, side by side, and the phases of a loop turn that do not
+//! touch sockets (input handling, dispatch, confirms, timers, reaping). Drivable
+//! in-process without any socket, which is how the connection logic is unit-tested and
+//! fuzzed.
 
 use bytes::{Bytes, BytesMut};
 use log::{info, warn};
@@ -9,6 +10,7 @@ use slab::Slab;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::auth::Auth;
 use crate::broker::{Broker, QueueId};
 use crate::config::Config;
 use crate::conn::channel::Unacked;
@@ -97,6 +99,8 @@ struct Returning {
 pub struct Server {
     pub config: Config,
     pub broker: Broker,
+    /// Users and permissions, read by every connection's handshake and channel methods.
+    pub auth: Auth,
     pub conns: Slab<Connection>,
     /// The time of this loop turn (one clock read per turn).
     pub now: Instant,
@@ -133,6 +137,7 @@ impl Server {
         Server {
             config,
             broker: Broker::new(),
+            auth: Auth::new(),
             conns: Slab::new(),
             now,
             events: Vec::new(),
@@ -233,6 +238,7 @@ impl Server {
         Some(Session {
             conn,
             broker: &mut self.broker,
+            auth: &self.auth,
             config: &self.config,
             now: self.now,
             events: &mut self.events,
