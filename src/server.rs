@@ -159,8 +159,8 @@ impl Server {
     }
 
     /// A server over the durable store in `config.data_dir`, with everything recovered.
-    /// Err is a readable reason the broker must not start with.
-    pub fn with_store(config: Config) -> Result<Server, String> {
+    /// Err is the reason the broker must not start with (its `Display` is readable).
+    pub fn with_store(config: Config) -> Result<Server, crate::store::StoreError> {
         let (store, meta, recovered) = crate::store::Store::open(&config.data_dir)?;
         let mut s = Server::new(config);
         let budget = s.config.memory_budget;
