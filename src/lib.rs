@@ -2,7 +2,8 @@
 //!
 //! Who owns what: the [`reactor`] owns the listener, the `mio::Poll` and the server
 //! state ([`server::Server`]): the broker model ([`broker::Broker`]: exchanges, queues,
-//! bindings) side by side with the connections (`Slab<conn::Connection>`). Nothing is
+//! bindings) and the users and permissions ([`auth::Auth`]) side by side with the
+//! connections (`Slab<conn::Connection>`, each carrying its user and vhost). Nothing is
 //! shared through `Rc<RefCell<…>>`; a handler gets `&mut` to exactly what it touches.
 //!
 //! The tick order, once per loop turn:

@@ -351,6 +351,18 @@ impl Auth {
             .is_some_and(|u| u.permissions.contains_key(vhost))
     }
 
+    /// Sets `user`'s permissions in `vhost` (RabbitMQ's `set_permissions`); false when
+    /// there is no such user. Channels cache a publish's permission with their exchange
+    /// (`Channel::last_exchange`): whoever narrows permissions of a connected user must
+    /// clear those caches too.
+    pub fn set_permissions(&mut self, user: &str, vhost: &str, p: Permissions) -> bool {
+        let Some(u) = self.users.get_mut(user) else {
+            return false;
+        };
+        u.permissions.insert(Arc::from(vhost), p);
+        true
+    }
+
     /// The tags of `user` (none for a user that no longer exists).
     pub fn tags(&self, user: &User) -> &[Tag] {
         self.users.get(&*user.name).map_or(&[], |u| &u.tags)
@@ -504,16 +516,13 @@ mod tests {
         let g = User {
             name: Arc::from("guest"),
         };
-        if let Some(u) = a.users.get_mut("guest") {
-            u.permissions.insert(
-                Arc::from("/"),
-                Permissions {
-                    configure: Pattern::Nothing,
-                    write: Pattern::parse(".*").unwrap(),
-                    read: Pattern::parse("").unwrap(),
-                },
-            );
-        }
+        let p = Permissions {
+            configure: Pattern::Nothing,
+            write: Pattern::parse(".*").unwrap(),
+            read: Pattern::parse("").unwrap(),
+        };
+        assert!(a.set_permissions("guest", "/", p.clone()));
+        assert!(!a.set_permissions("nobody", "/", p));
         let x = Resource::Exchange(b"x");
         assert!(a.authorize(&g, "/", Permission::Write, x).is_ok());
         assert!(a.authorize(&g, "/", Permission::Configure, x).is_err());

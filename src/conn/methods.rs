@@ -5,7 +5,9 @@
 //! Owns no state of its own: these are `Session` methods, called by the framing
 //! dispatch in [`super::state`] (`running_frame`) once a channel exists and is not
 //! closing. It uses the broker (declare, bind, route, enqueue, credit, requeue, settle,
-//! the store through `Broker::persist`) and the channel's state (`super::channel`), and
+//! the store through `Broker::persist`) and the channel's state (`super::channel`),
+//! asks `Auth::authorize` (through `Session::authorize`) before every operation that
+//! RabbitMQ checks (publish only when the channel's exchange cache misses), and
 //! appends replies to the connection's out-queue. It never touches a socket, never
 //! scopes its own errors (the caller's `raise` does) and never handles channel 0.
 

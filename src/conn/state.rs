@@ -1,12 +1,14 @@
 //! The connection state machine: every frame a peer sends goes through `Session::input`.
 //!
-//! A `Session` is a connection borrowed together with the broker, for one batch of
-//! input. It decodes frames from the read buffer, runs one `match` over (state, method),
+//! A `Session` is a connection borrowed together with the broker (mutably) and the
+//! users and permissions (`Auth`, read-only), for one batch of input. It decodes frames from the read buffer, runs one `match` over (state, method),
 //! and appends replies to the connection's out-queue. It never touches a socket and never
 //! frees the connection: closing only changes `state`, and the server reaps.
 //!
-//! This file owns the connection level: the protocol header, the handshake (start, tune,
-//! open), framing checks and dispatch by frame type, heartbeats, channel.open,
+//! This file owns the connection level: the protocol header, the handshake (start-ok
+//! authenticates through `Auth` and sets `Connection::user`; open asks the broker whether
+//! the vhost exists and `Auth` whether the user may use it, and sets
+//! `Connection::vhost`), framing checks and dispatch by frame type, heartbeats, channel.open,
 //! connection.close and the close/linger states, and channel close on error. Methods on
 //! an open channel (exchange, queue, basic, confirm, tx) and publishing live in
 //! [`super::methods`]; it calls them through `channel_method` and `publish`.
