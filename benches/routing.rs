@@ -78,7 +78,7 @@ fn route(c: &mut Criterion) {
                 auto_delete: false,
                 arguments: FieldTable::new(),
             };
-            let q = broker.declare_queue(&d, 0).unwrap().id;
+            let q = broker.declare_queue(&d, 0, |_| Ok(())).unwrap().id;
             broker
                 .bind(b"fan", Dest::Queue(q), Bytes::new(), FieldTable::new())
                 .unwrap();

@@ -73,6 +73,54 @@ impl Default for Config {
 /// How many `--bind` addresses the broker accepts.
 pub const MAX_LISTENERS: usize = 8;
 
+/// Why a command line cannot be run. `Display` is the message the binary prints after
+/// "warren: " (followed by "(try --help)").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// getopts refused it (unknown flag, missing value, …).
+    Options(getopts::Fail),
+    /// A free argument: warren takes none.
+    Unexpected(String),
+    /// A flag's value does not parse.
+    BadValue { flag: &'static str, value: String },
+    /// More than [`MAX_LISTENERS`] `--bind`.
+    TooManyBinds,
+    /// `--memory-high-watermark` outside 0..=1.
+    Watermark,
+    /// `--frame-max` below the spec's minimum frame size.
+    FrameMaxTooSmall,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Options(e) => write!(f, "{e}"),
+            ConfigError::Unexpected(a) => write!(f, "unexpected argument '{a}'"),
+            ConfigError::BadValue { flag, value } => {
+                write!(f, "--{flag}: '{value}' is not a valid value")
+            }
+            ConfigError::TooManyBinds => write!(f, "--bind: at most {MAX_LISTENERS} addresses"),
+            ConfigError::Watermark => {
+                f.write_str("--memory-high-watermark must be a fraction between 0 and 1")
+            }
+            ConfigError::FrameMaxTooSmall => write!(
+                f,
+                "--frame-max must be at least {}",
+                crate::proto::frame::FRAME_MIN_SIZE
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Options(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// What the command line asked for.
 #[derive(Debug)]
 pub enum Command {
@@ -167,20 +215,30 @@ fn options() -> getopts::Options {
     o
 }
 
-fn num<T: std::str::FromStr>(m: &getopts::Matches, name: &str, into: &mut T) -> Result<(), String> {
+/// `value` of `--flag`, parsed.
+fn parse_value<T: std::str::FromStr>(flag: &'static str, value: &str) -> Result<T, ConfigError> {
+    value.parse().map_err(|_| ConfigError::BadValue {
+        flag,
+        value: value.to_string(),
+    })
+}
+
+fn num<T: std::str::FromStr>(
+    m: &getopts::Matches,
+    name: &'static str,
+    into: &mut T,
+) -> Result<(), ConfigError> {
     if let Some(v) = m.opt_str(name) {
-        *into = v
-            .parse()
-            .map_err(|_| format!("--{name}: '{v}' is not a valid value"))?;
+        *into = parse_value(name, &v)?;
     }
     Ok(())
 }
 
 impl Command {
     /// Parses `args` (without the program name).
-    pub fn parse(args: &[String]) -> Result<Command, String> {
+    pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
         let opts = options();
-        let m = opts.parse(args).map_err(|e| e.to_string())?;
+        let m = opts.parse(args).map_err(ConfigError::Options)?;
         if m.opt_present("h") {
             let brief = "Usage: warren [options]\n\nAn AMQP 0-9-1 message broker.";
             return Ok(Command::Help(opts.usage(brief)));
@@ -189,20 +247,17 @@ impl Command {
             return Ok(Command::Version);
         }
         if !m.free.is_empty() {
-            return Err(format!("unexpected argument '{}'", m.free[0]));
+            return Err(ConfigError::Unexpected(m.free[0].clone()));
         }
         let mut c = Config::default();
         let binds = m.opt_strs("bind");
         if !binds.is_empty() {
             c.bind = binds
                 .iter()
-                .map(|v| {
-                    v.parse()
-                        .map_err(|_| format!("--bind: '{v}' is not a valid value"))
-                })
-                .collect::<Result<_, String>>()?;
+                .map(|v| parse_value("bind", v))
+                .collect::<Result<_, _>>()?;
             if c.bind.len() > MAX_LISTENERS {
-                return Err(format!("--bind: at most {MAX_LISTENERS} addresses"));
+                return Err(ConfigError::TooManyBinds);
             }
         }
         num(&m, "amqp-port", &mut c.amqp_port)?;
@@ -216,7 +271,7 @@ impl Command {
         num(&m, "disk-free-limit", &mut c.disk_free_limit)?;
         num(&m, "memory-high-watermark", &mut c.memory_high_watermark)?;
         if !(0.0..=1.0).contains(&c.memory_high_watermark) {
-            return Err("--memory-high-watermark must be a fraction between 0 and 1".into());
+            return Err(ConfigError::Watermark);
         }
         num(&m, "memory-budget", &mut c.memory_budget)?;
         num(&m, "heartbeat", &mut c.heartbeat)?;
@@ -224,10 +279,7 @@ impl Command {
         num(&m, "channel-max", &mut c.channel_max)?;
         num(&m, "max-connections", &mut c.max_connections)?;
         if c.frame_max < crate::proto::frame::FRAME_MIN_SIZE {
-            return Err(format!(
-                "--frame-max must be at least {}",
-                crate::proto::frame::FRAME_MIN_SIZE
-            ));
+            return Err(ConfigError::FrameMaxTooSmall);
         }
         if let Some(l) = m.opt_str("log-level") {
             c.log_level = l;
@@ -240,7 +292,7 @@ impl Command {
 mod tests {
     use super::*;
 
-    fn parse(s: &[&str]) -> Result<Command, String> {
+    fn parse(s: &[&str]) -> Result<Command, ConfigError> {
         Command::parse(&s.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     }
 
@@ -258,6 +310,31 @@ mod tests {
             (60, 131_072, 2047)
         );
         assert_eq!(c.data_dir, PathBuf::from("./warren-data"));
+    }
+
+    #[test]
+    fn errors_say_what_the_binary_always_printed() {
+        let e = |a: &[&str]| parse(a).unwrap_err().to_string();
+        assert_eq!(
+            e(&["--amqp-port", "x"]),
+            "--amqp-port: 'x' is not a valid value"
+        );
+        assert_eq!(
+            e(&["--bind", "nowhere"]),
+            "--bind: 'nowhere' is not a valid value"
+        );
+        assert_eq!(e(&["extra"]), "unexpected argument 'extra'");
+        assert_eq!(
+            e(&["--frame-max", "100"]),
+            "--frame-max must be at least 4096"
+        );
+        assert_eq!(
+            e(&["--memory-high-watermark", "2"]),
+            "--memory-high-watermark must be a fraction between 0 and 1"
+        );
+        let nine: Vec<&str> = ["--bind", "127.0.0.1"].repeat(9);
+        assert_eq!(e(&nine), "--bind: at most 8 addresses");
+        assert_eq!(e(&["--nope"]), "Unrecognized option: 'nope'");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! Who owns what: the [`reactor`] owns the `mio::Poll`, the listeners (each tagged with
 //! the protocol it speaks) and the token scheme; [`server::Server`] owns the broker model
-//! ([`broker::Broker`]: exchanges, queues, bindings) side by side with the connections
-//! (`Slab<conn::Connection>`); each connection owns its socket as a [`net::Transport`],
+//! ([`broker::Broker`]: exchanges, queues, bindings) and the users and permissions
+//! ([`auth::Auth`]) side by side with the connections (`Slab<conn::Connection>`, each
+//! carrying its user and vhost); each connection owns its socket as a [`net::Transport`],
 //! which only the reactor drives. Nothing is shared through `Rc<RefCell<…>>`; a handler
 //! gets `&mut` to exactly what it touches.
 //! A queue owns its ready messages (`broker::queue`, one storage per queue kind); the
@@ -33,6 +34,7 @@
 //! Handlers never write to sockets and never free connections.
 
 pub mod alarm;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod conn;

@@ -1,5 +1,5 @@
-//! The server state that the reactor drives: the broker and the connections, side by
-//! side; the one ordered list of a loop turn's phases ([`Server::turn`]) and the phases
+//! The server state that the reactor drives: the broker, the users and permissions
+//! (`auth`) and the connections, side by side; the one ordered list of a loop turn's phases ([`Server::turn`]) and the phases
 //! that do not touch sockets (input handling, returns, dispatch, sync, confirms, timers,
 //! removing connections). The socket phases come from an [`Io`]: the reactor's, or the
 //! in-process driver's ([`Server::feed`], [`Server::turn_without_io`]), which has no
@@ -11,6 +11,7 @@ use slab::Slab;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::auth::Auth;
 use crate::broker::{Broker, QueueId};
 use crate::config::Config;
 use crate::conn::channel::Unacked;
@@ -94,6 +95,8 @@ struct Returning {
 pub struct Server {
     pub config: Config,
     pub broker: Broker,
+    /// Users and permissions, read by every connection's handshake and channel methods.
+    pub auth: Auth,
     pub conns: Slab<Connection>,
     /// The time of this loop turn (one clock read per turn).
     pub now: Instant,
@@ -130,6 +133,7 @@ impl Server {
         Server {
             config,
             broker: Broker::new(),
+            auth: Auth::new(),
             conns: Slab::new(),
             now,
             events: Vec::new(),
@@ -151,8 +155,8 @@ impl Server {
     }
 
     /// A server over the durable store in `config.data_dir`, with everything recovered.
-    /// Err is a readable reason the broker must not start with.
-    pub fn with_store(config: Config) -> Result<Server, String> {
+    /// Err is the reason the broker must not start with (its `Display` is readable).
+    pub fn with_store(config: Config) -> Result<Server, crate::store::StoreError> {
         let (store, meta, recovered) = crate::store::Store::open(&config.data_dir)?;
         let mut s = Server::new(config);
         let budget = s.config.memory_budget;
@@ -230,6 +234,7 @@ impl Server {
         Some(Session {
             conn,
             broker: &mut self.broker,
+            auth: &self.auth,
             config: &self.config,
             now: self.now,
             events: &mut self.events,
@@ -1519,5 +1524,122 @@ mod tests {
             c.server.has_pending_work(),
             "the queue is dispatched again next turn"
         );
+    }
+
+    /// Channel operations ask auth where RabbitMQ does: with guest narrowed to write-only
+    /// on "/", each one below closes its channel with 403 and RabbitMQ's text, and a
+    /// publish goes through until write is taken away too.
+    #[test]
+    fn channel_operations_are_authorized_where_rabbitmq_checks() {
+        use crate::auth::{Pattern, Permissions};
+        use crate::proto::exchange;
+        let mut c = Client::open();
+        c.declare("q");
+        let only = |write| Permissions {
+            configure: Pattern::Nothing,
+            write,
+            read: Pattern::Nothing,
+        };
+        assert!(c
+            .server
+            .auth
+            .set_permissions("guest", "/", only(Pattern::Any)));
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let refused = |what: &str| {
+            format!("ACCESS_REFUSED - access to {what} in vhost '/' refused for user 'guest'")
+        };
+        let cases = [
+            (
+                Method::QueueDeclare(queue::Declare {
+                    queue: b("q2"),
+                    ..Default::default()
+                }),
+                refused("queue 'q2'"),
+            ),
+            (
+                Method::ExchangeDeclare(exchange::Declare {
+                    exchange: b("x"),
+                    kind: b("direct"),
+                    ..Default::default()
+                }),
+                refused("exchange 'x'"),
+            ),
+            (
+                Method::ExchangeDelete(exchange::Delete {
+                    exchange: b("x"),
+                    ..Default::default()
+                }),
+                refused("exchange 'x'"),
+            ),
+            (
+                Method::QueueDelete(queue::Delete {
+                    queue: b("q"),
+                    ..Default::default()
+                }),
+                refused("queue 'q'"),
+            ),
+            (
+                Method::QueuePurge(queue::Purge {
+                    queue: b("q"),
+                    ..Default::default()
+                }),
+                refused("queue 'q'"),
+            ),
+            (
+                Method::BasicGet(basic::Get {
+                    queue: b("q"),
+                    ..Default::default()
+                }),
+                refused("queue 'q'"),
+            ),
+            (
+                Method::BasicConsume(basic::Consume {
+                    queue: b("q"),
+                    ..Default::default()
+                }),
+                refused("queue 'q'"),
+            ),
+            // Write on the queue is allowed; read on the source exchange is not.
+            (
+                Method::QueueBind(queue::Bind {
+                    queue: b("q"),
+                    exchange: b("amq.direct"),
+                    ..Default::default()
+                }),
+                refused("exchange 'amq.direct'"),
+            ),
+        ];
+        for (m, want) in cases {
+            let name = m.name();
+            let out = c.send(1, m);
+            let text = out.iter().find_map(|o| match o {
+                Out::Method(1, Method::ChannelClose(x)) if x.reply_code == 403 => {
+                    Some(String::from_utf8_lossy(&x.reply_text).into_owned())
+                }
+                _ => None,
+            });
+            assert_eq!(text.as_deref(), Some(want.as_str()), "{name}: {out:?}");
+            c.send(1, Method::ChannelCloseOk(channel::CloseOk {}));
+            c.send(1, Method::ChannelOpen(channel::Open::default()));
+        }
+        // A server-named queue is checked under the name it would get.
+        let out = c.send(1, Method::QueueDeclare(queue::Declare::default()));
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Out::Method(1, Method::ChannelClose(x))
+                if x.reply_text.starts_with(b"ACCESS_REFUSED - access to queue 'amq.gen-"))),
+            "{out:?}"
+        );
+        let out = c.send(2, Method::ChannelOpen(channel::Open::default()));
+        assert!(matches!(out[0], Out::Method(2, Method::ChannelOpenOk(_))));
+        assert!(c.publish(2, "", "q", b"allowed").is_empty());
+        assert!(c
+            .server
+            .auth
+            .set_permissions("guest", "/", only(Pattern::Nothing)));
+        let out = c.send(3, Method::ChannelOpen(channel::Open::default()));
+        assert!(matches!(out[0], Out::Method(3, Method::ChannelOpenOk(_))));
+        let out = c.publish(3, "", "q", b"refused");
+        assert_eq!(close_code(&out), Some((3, 403)), "{out:?}");
     }
 }

@@ -177,6 +177,12 @@ impl Broker {
         b
     }
 
+    /// The name of the vhost called `name`, when it exists (connection.open). Only "/"
+    /// exists until the tenancy issue.
+    pub fn vhost_name(&self, name: &[u8]) -> Option<std::sync::Arc<str>> {
+        (name == VHOST.as_bytes()).then(|| std::sync::Arc::from(VHOST))
+    }
+
     fn gen(&mut self) -> u32 {
         self.next_gen = self.next_gen.wrapping_add(1);
         self.next_gen
@@ -528,10 +534,21 @@ impl Broker {
 
     // ----- queues --------------------------------------------------------------------
 
-    /// queue.declare for connection `conn`.
-    pub fn declare_queue(&mut self, d: &QueueDecl, conn: usize) -> Result<Declared, AmqpError> {
+    /// queue.declare for connection `conn`. A declaration that is not passive asks
+    /// `may_configure` about the queue's name once it is known (a server-generated one
+    /// included) and before anything is compared or created, where RabbitMQ checks the
+    /// configure permission; its error is returned as is.
+    pub fn declare_queue(
+        &mut self,
+        d: &QueueDecl,
+        conn: usize,
+        may_configure: impl FnOnce(&[u8]) -> Result<(), AmqpError>,
+    ) -> Result<Declared, AmqpError> {
         if !d.name.is_empty() || d.passive {
             if self.queue_id(&d.name).is_some() {
+                if !d.passive {
+                    may_configure(&d.name)?;
+                }
                 let id = self.find_queue(&d.name, conn)?;
                 let q = self.queue(id).ok_or_else(|| not_found("queue vanished"))?;
                 if !d.passive {
@@ -576,12 +593,13 @@ impl Broker {
                 )));
             }
         }
-        args::validate_queue_declare(&d.name, &d.arguments, d.durable, d.exclusive, d.auto_delete)?;
         let name = if d.name.is_empty() {
             self.server_name()
         } else {
             d.name.clone()
         };
+        may_configure(&name)?;
+        args::validate_queue_declare(&d.name, &d.arguments, d.durable, d.exclusive, d.auto_delete)?;
         let props = QueueProps {
             durable: d.durable,
             auto_delete: d.auto_delete,
@@ -1178,7 +1196,7 @@ mod tests {
     #[test]
     fn default_exchange_routes_by_queue_name() {
         let mut b = Broker::new();
-        let q = b.declare_queue(&decl("hello"), 1).unwrap().id;
+        let q = b.declare_queue(&decl("hello"), 1, |_| Ok(())).unwrap().id;
         assert_eq!(route(&mut b, "", "hello"), vec![q]);
         assert!(route(&mut b, "", "nobody").is_empty());
     }
@@ -1188,7 +1206,7 @@ mod tests {
         let mut b = Broker::new();
         b.declare_exchange(&xdecl("a", "fanout")).unwrap();
         b.declare_exchange(&xdecl("b", "fanout")).unwrap();
-        let q = b.declare_queue(&decl("q"), 1).unwrap().id;
+        let q = b.declare_queue(&decl("q"), 1, |_| Ok(())).unwrap().id;
         let da = b.exchange_dest(b"a").unwrap();
         let db = b.exchange_dest(b"b").unwrap();
         b.bind(b"a", db, Bytes::new(), FieldTable::new()).unwrap();
@@ -1207,7 +1225,7 @@ mod tests {
         let mut x = xdecl("ad", "direct");
         x.auto_delete = true;
         b.declare_exchange(&x).unwrap();
-        let q = b.declare_queue(&decl("q"), 1).unwrap().id;
+        let q = b.declare_queue(&decl("q"), 1, |_| Ok(())).unwrap().id;
         b.bind(
             b"ad",
             Dest::Queue(q),
@@ -1224,9 +1242,9 @@ mod tests {
     #[test]
     fn stale_ids_do_not_reach_new_queues() {
         let mut b = Broker::new();
-        let q1 = b.declare_queue(&decl("a"), 1).unwrap().id;
+        let q1 = b.declare_queue(&decl("a"), 1, |_| Ok(())).unwrap().id;
         b.remove_queue(q1);
-        let q2 = b.declare_queue(&decl("b"), 1).unwrap().id;
+        let q2 = b.declare_queue(&decl("b"), 1, |_| Ok(())).unwrap().id;
         assert!(b.queue(q1).is_none());
         assert!(b.queue(q2).is_some());
     }
@@ -1234,31 +1252,31 @@ mod tests {
     #[test]
     fn redeclare_checks_equivalence_and_exclusivity() {
         let mut b = Broker::new();
-        b.declare_queue(&decl("q"), 1).unwrap();
+        b.declare_queue(&decl("q"), 1, |_| Ok(())).unwrap();
         let mut d = decl("q");
         d.durable = true;
         assert_eq!(
-            b.declare_queue(&d, 1).unwrap_err().code,
+            b.declare_queue(&d, 1, |_| Ok(())).unwrap_err().code,
             ReplyCode::PreconditionFailed
         );
         let mut e = decl("ex");
         e.exclusive = true;
-        b.declare_queue(&e, 1).unwrap();
+        b.declare_queue(&e, 1, |_| Ok(())).unwrap();
         assert_eq!(
-            b.declare_queue(&e, 2).unwrap_err().code,
+            b.declare_queue(&e, 2, |_| Ok(())).unwrap_err().code,
             ReplyCode::ResourceLocked
         );
         let mut p = decl("ex");
         p.passive = true;
         assert_eq!(
-            b.declare_queue(&p, 2).unwrap_err().code,
+            b.declare_queue(&p, 2, |_| Ok(())).unwrap_err().code,
             ReplyCode::ResourceLocked
         );
-        assert!(b.declare_queue(&p, 1).is_ok());
+        assert!(b.declare_queue(&p, 1, |_| Ok(())).is_ok());
         let mut missing = decl("nope");
         missing.passive = true;
         assert_eq!(
-            b.declare_queue(&missing, 1).unwrap_err().code,
+            b.declare_queue(&missing, 1, |_| Ok(())).unwrap_err().code,
             ReplyCode::NotFound
         );
     }
@@ -1266,8 +1284,8 @@ mod tests {
     #[test]
     fn server_named_queues_are_unique_amq_gen() {
         let mut b = Broker::new();
-        let a = b.declare_queue(&decl(""), 1).unwrap().name;
-        let c = b.declare_queue(&decl(""), 1).unwrap().name;
+        let a = b.declare_queue(&decl(""), 1, |_| Ok(())).unwrap().name;
+        let c = b.declare_queue(&decl(""), 1, |_| Ok(())).unwrap().name;
         assert!(a.starts_with(b"amq.gen-"));
         assert_ne!(a, c);
     }

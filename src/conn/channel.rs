@@ -180,7 +180,7 @@ mod tests {
             auto_delete: false,
             arguments: FieldTable::new(),
         };
-        let q = b.declare_queue(&d, 0).unwrap().id;
+        let q = b.declare_queue(&d, 0, |_| Ok(())).unwrap().id;
         let mut c = Channel::new(1);
         let now = Instant::now();
         for &t in tags {

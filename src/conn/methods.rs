@@ -6,12 +6,15 @@
 //! dispatch in [`super::state`] (`running_frame`) once a channel exists and is not
 //! closing. It uses the broker (declare, bind, route, enqueue, credit, requeue, settle,
 //! the store through `Broker::persist`; basic.get through `broker::dispatch::get`, which
-//! delivers as the dispatch phase does) and the channel's state (`super::channel`), and
+//! delivers as the dispatch phase does) and the channel's state (`super::channel`),
+//! asks `Auth::authorize` (through `Session::authorize`) before every operation that
+//! RabbitMQ checks (publish only when the channel's exchange cache misses), and
 //! appends replies to the connection's out-queue. It never touches a socket, never
 //! scopes its own errors (the caller's `raise` does) and never handles channel 0.
 
 use bytes::Bytes;
 
+use crate::auth::{Permission, Resource};
 use crate::broker::{Broker, Dest, ExchangeDecl, QueueDecl, QueueId};
 use crate::error::{not_found, precondition, AmqpError, ReplyCode};
 use crate::message::Message;
@@ -62,6 +65,11 @@ impl Session<'_> {
 
             // ----- exchange -----
             Method::ExchangeDeclare(d) => {
+                // RabbitMQ: configure on the exchange, for a declaration that is not
+                // passive (the default exchange is refused by the broker first).
+                if !d.passive && !d.exchange.is_empty() {
+                    self.authorize(Permission::Configure, Resource::Exchange(&d.exchange))?;
+                }
                 self.broker.declare_exchange(&ExchangeDecl {
                     name: d.exchange,
                     kind: d.kind,
@@ -77,6 +85,9 @@ impl Session<'_> {
                 Ok(())
             }
             Method::ExchangeDelete(d) => {
+                if !d.exchange.is_empty() {
+                    self.authorize(Permission::Configure, Resource::Exchange(&d.exchange))?;
+                }
                 self.broker.delete_exchange(&d.exchange, d.if_unused)?;
                 if !d.nowait {
                     self.send(ch, &Method::ExchangeDeleteOk(exchange::DeleteOk {}));
@@ -84,6 +95,7 @@ impl Session<'_> {
                 Ok(())
             }
             Method::ExchangeBind(b) => {
+                self.may_bind(Resource::Exchange(&b.destination), &b.source)?;
                 let dest = self.broker.exchange_dest(&b.destination)?;
                 self.broker
                     .bind(&b.source, dest, b.routing_key, b.arguments)?;
@@ -93,6 +105,7 @@ impl Session<'_> {
                 Ok(())
             }
             Method::ExchangeUnbind(b) => {
+                self.may_bind(Resource::Exchange(&b.destination), &b.source)?;
                 // A destination that no longer exists is not an error (see Broker::unbind).
                 let dest = match self.broker.exchange_dest(&b.destination) {
                     Ok(d) => Some(d),
@@ -114,6 +127,7 @@ impl Session<'_> {
                 } else {
                     d.queue
                 };
+                let (auth, user, vhost) = (self.auth, &self.conn.user, &self.conn.vhost);
                 let got = self.broker.declare_queue(
                     &QueueDecl {
                         name,
@@ -124,6 +138,7 @@ impl Session<'_> {
                         arguments: d.arguments,
                     },
                     conn_key,
+                    |q| auth.authorize(user, vhost, Permission::Configure, Resource::Queue(q)),
                 )?;
                 self.conn.channels[idx].last_queue = got.name.clone();
                 if !d.nowait {
@@ -137,7 +152,8 @@ impl Session<'_> {
                 Ok(())
             }
             Method::QueueBind(b) => {
-                let q = self.queue_for(idx, &b.queue)?;
+                let q = self.queue_for(idx, &b.queue, Permission::Write)?;
+                self.authorize(Permission::Read, Resource::Exchange(&b.exchange))?;
                 self.broker
                     .bind(&b.exchange, Dest::Queue(q), b.routing_key, b.arguments)?;
                 if !b.nowait {
@@ -149,18 +165,19 @@ impl Session<'_> {
                 // A queue that no longer exists is not an error (see Broker::unbind); an
                 // exclusive queue of another connection still is (405), and so is an
                 // empty name with no queue declared before on the channel.
-                let q = match self.queue_for(idx, &b.queue) {
+                let q = match self.queue_for(idx, &b.queue, Permission::Write) {
                     Ok(q) => Some(Dest::Queue(q)),
                     Err(e) if e.code == ReplyCode::NotFound && !b.queue.is_empty() => None,
                     Err(e) => return Err(e),
                 };
+                self.authorize(Permission::Read, Resource::Exchange(&b.exchange))?;
                 self.broker
                     .unbind(&b.exchange, q, &b.routing_key, &b.arguments)?;
                 self.send(ch, &Method::QueueUnbindOk(queue::UnbindOk {}));
                 Ok(())
             }
             Method::QueuePurge(p) => {
-                let q = self.queue_for(idx, &p.queue)?;
+                let q = self.queue_for(idx, &p.queue, Permission::Read)?;
                 let n = self.broker.purge(q);
                 if !p.nowait {
                     self.send(
@@ -176,6 +193,7 @@ impl Session<'_> {
                 } else {
                     d.queue
                 };
+                self.authorize(Permission::Configure, Resource::Queue(&name))?;
                 let n = match self.broker.find_queue(&name, conn_key) {
                     Ok(q) => {
                         let (n, orphans) = self.broker.delete_queue(q, d.if_unused, d.if_empty)?;
@@ -215,7 +233,7 @@ impl Session<'_> {
                 Ok(())
             }
             Method::BasicConsume(c) => {
-                let q = self.queue_for(idx, &c.queue)?;
+                let q = self.queue_for(idx, &c.queue, Permission::Read)?;
                 let tag = if c.consumer_tag.is_empty() {
                     self.broker.consumer_tag()
                 } else {
@@ -344,8 +362,11 @@ impl Session<'_> {
         }
     }
 
-    /// Resolves a queue name from a method ("" = the channel's last declared queue).
-    fn queue_for(&self, idx: usize, name: &Bytes) -> Result<QueueId, AmqpError> {
+    /// Resolves a queue name from a method ("" = the channel's last declared queue),
+    /// checks that the user may `perm` it (before looking it up, as RabbitMQ does) and
+    /// finds it. Errors: 404 no previously declared queue, 403 refused, 404/405 from
+    /// `Broker::find_queue`.
+    fn queue_for(&self, idx: usize, name: &Bytes, perm: Permission) -> Result<QueueId, AmqpError> {
         let name = if name.is_empty() {
             &self.conn.channels[idx].last_queue
         } else {
@@ -354,7 +375,22 @@ impl Session<'_> {
         if name.is_empty() {
             return Err(not_found("no previously declared queue"));
         }
+        self.authorize(perm, Resource::Queue(name))?;
         self.broker.find_queue(name, self.conn.key)
+    }
+
+    /// Whether this connection's user may `perm` the `resource` in its vhost (403 with
+    /// RabbitMQ's text when not; see `Auth::authorize`).
+    fn authorize(&self, perm: Permission, resource: Resource<'_>) -> Result<(), AmqpError> {
+        self.auth
+            .authorize(&self.conn.user, &self.conn.vhost, perm, resource)
+    }
+
+    /// exchange.bind/unbind: write on the destination, read on the source exchange
+    /// (RabbitMQ's `binding_action`; queue.bind checks the queue through `queue_for`).
+    fn may_bind(&self, dest: Resource<'_>, source: &[u8]) -> Result<(), AmqpError> {
+        self.authorize(Permission::Write, dest)?;
+        self.authorize(Permission::Read, Resource::Exchange(source))
     }
 
     fn mark_channel_queues_dirty(&mut self, idx: usize) {
@@ -387,11 +423,20 @@ impl Session<'_> {
         body: Bytes,
     ) -> Result<(), AmqpError> {
         self.note_publisher();
-        let Some(c) = self.conn.channel_mut(ch) else {
+        // Field by field, so that the user and vhost can be read while the channel is
+        // borrowed.
+        let conn = &mut *self.conn;
+        let Some(c) = conn.channels.iter_mut().find(|c| c.id == ch) else {
             return Ok(());
         };
         if let Some(ops) = c.tx.as_mut() {
             // Check the exchange now so that the error comes with the publish, as in RabbitMQ.
+            self.auth.authorize(
+                &conn.user,
+                &conn.vhost,
+                Permission::Write,
+                Resource::Exchange(&publish.exchange),
+            )?;
             self.broker.publish_target(&publish.exchange)?;
             ops.push(TxOp::Publish {
                 publish,
@@ -427,6 +472,11 @@ impl Session<'_> {
         let x = match cached {
             Some(id) => id,
             None => {
+                // Write permission is checked here only: a hit in the channel's cache
+                // was allowed when it was filled (once per channel and exchange, as
+                // RabbitMQ's per-channel permission cache; a permission change must
+                // clear `last_exchange`).
+                self.authorize(Permission::Write, Resource::Exchange(&p.exchange))?;
                 let id = self.broker.publish_target(&p.exchange)?;
                 if let Some(c) = self.conn.channel_mut(ch) {
                     c.last_exchange = Some((p.exchange.clone(), id));
@@ -439,7 +489,7 @@ impl Session<'_> {
             let user = BasicProperties::decode(&properties)
                 .ok()
                 .and_then(|p| p.user_id);
-            if let Some(u) = user.filter(|u| u[..] != *self.conn.user.as_bytes()) {
+            if let Some(u) = user.filter(|u| u[..] != *self.conn.user.name().as_bytes()) {
                 return Err(precondition(format!(
                     "user_id property set to '{}' but authenticated user was '{}'",
                     show(&u),
@@ -505,7 +555,7 @@ impl Session<'_> {
     /// basic.get: the broker's dispatch policy takes the message and writes get-ok (or
     /// get-empty), the same way as a basic.deliver.
     fn basic_get(&mut self, idx: usize, g: basic::Get) -> Result<(), AmqpError> {
-        let qid = self.queue_for(idx, &g.queue)?;
+        let qid = self.queue_for(idx, &g.queue, Permission::Read)?;
         crate::broker::dispatch::get(self.broker, qid, self.conn, idx, g.no_ack, self.now)
     }
 

@@ -1,11 +1,12 @@
 //! A client connection: protocol state, read buffer, out-queue and channels.
 //!
 //! Owns everything about one peer except its socket's registration (the reactor's) and
-//! the broker model (the server's). Handlers append frames to `out`; only the reactor's
-//! flush phase writes them, with vectored writes, through the connection's
-//! [`Transport`] (`net`), which is also where reads land in `rbuf`. The transport is
-//! optional so the whole connection logic can be driven in-process without one (tests,
-//! fuzzing).
+//! the broker model (the server's), including who the peer is: its authenticated user
+//! and the vhost it opened (the auth module decides both; see `state.rs`). Handlers
+//! append frames to `out`; only the reactor's flush phase writes them, with vectored
+//! writes, through the connection's [`Transport`] (`net`), which is also where reads
+//! land in `rbuf`. The transport is optional so the whole connection logic can be
+//! driven in-process without one (tests, fuzzing).
 
 pub mod assembler;
 pub mod channel;
@@ -16,8 +17,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::User;
 use crate::message::{Body, BODY_BY_REF};
 use crate::net::Transport;
 use crate::proto::frame;
@@ -211,7 +214,10 @@ pub struct Connection {
     /// Negotiated heartbeat in seconds; 0 = off.
     pub heartbeat: u16,
     pub caps: ClientCaps,
-    pub user: String,
+    /// The authenticated user (nobody until connection.start-ok is accepted).
+    pub user: User,
+    /// The name of the vhost opened by connection.open ("" until then).
+    pub vhost: Arc<str>,
     pub opened_at: Instant,
     pub last_recv: Instant,
     pub last_sent: Instant,
@@ -255,7 +261,8 @@ impl Connection {
             channel_max: 0,
             heartbeat: 0,
             caps: ClientCaps::default(),
-            user: String::new(),
+            user: User::default(),
+            vhost: Arc::from(""),
             opened_at: now,
             last_recv: now,
             last_sent: now,

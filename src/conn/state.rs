@@ -1,12 +1,14 @@
 //! The connection state machine: every frame a peer sends goes through `Session::input`.
 //!
-//! A `Session` is a connection borrowed together with the broker, for one batch of
-//! input. It decodes frames from the read buffer, runs one `match` over (state, method),
+//! A `Session` is a connection borrowed together with the broker (mutably) and the
+//! users and permissions (`Auth`, read-only), for one batch of input. It decodes frames from the read buffer, runs one `match` over (state, method),
 //! and appends replies to the connection's out-queue. It never touches a socket and never
 //! frees the connection: closing only changes `state`, and the server reaps.
 //!
-//! This file owns the connection level: the protocol header, the handshake (start, tune,
-//! open), framing checks and dispatch by frame type, heartbeats, channel.open,
+//! This file owns the connection level: the protocol header, the handshake (start-ok
+//! authenticates through `Auth` and sets `Connection::user`; open asks the broker whether
+//! the vhost exists and `Auth` whether the user may use it, and sets
+//! `Connection::vhost`), framing checks and dispatch by frame type, heartbeats, channel.open,
 //! connection.close and the close/linger states, and channel close on error. Methods on
 //! an open channel (exchange, queue, basic, confirm, tx) and publishing live in
 //! [`super::methods`]; it calls them through `channel_method` and `publish`.
@@ -19,6 +21,7 @@ use log::{debug, info, warn};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::auth::{self, Auth};
 use crate::broker::{Broker, QueueId};
 use crate::config::Config;
 use crate::error::{AmqpError, ReplyCode};
@@ -75,6 +78,9 @@ pub const RETURN_NOW: usize = 1024;
 pub struct Session<'a> {
     pub conn: &'a mut Connection,
     pub broker: &'a mut Broker,
+    /// Users and permissions: the handshake authenticates through it, channel methods
+    /// authorize through it.
+    pub auth: &'a Auth,
     pub config: &'a Config,
     pub now: Instant,
     pub events: &'a mut Vec<Event>,
@@ -120,31 +126,6 @@ fn server_properties() -> FieldTable {
     t.insert(Bytes::from_static(b"product"), s("Warren"));
     t.insert(Bytes::from_static(b"version"), s(env!("CARGO_PKG_VERSION")));
     t
-}
-
-/// Checks PLAIN / AMQPLAIN credentials; returns the user name when accepted.
-fn authenticate(mechanism: &[u8], response: &Bytes) -> Option<String> {
-    let (user, pass): (Vec<u8>, Vec<u8>) = match mechanism {
-        b"PLAIN" => {
-            // authzid NUL authcid NUL passwd (RFC 4616)
-            let mut parts = response.split(|b| *b == 0);
-            let _authz = parts.next()?;
-            let user = parts.next()?;
-            let pass = parts.next()?;
-            if parts.next().is_some() {
-                return None;
-            }
-            (user.to_vec(), pass.to_vec())
-        }
-        b"AMQPLAIN" => {
-            let t = FieldTable::decode_body(response).ok()?;
-            let user = t.get(b"LOGIN")?.as_bytes()?.to_vec();
-            let pass = t.get(b"PASSWORD")?.as_bytes()?.to_vec();
-            (user, pass)
-        }
-        _ => return None,
-    };
-    (user == b"guest" && pass == b"guest").then(|| "guest".to_string())
 }
 
 impl Session<'_> {
@@ -223,7 +204,7 @@ impl Session<'_> {
             version_major: 0,
             version_minor: 9,
             server_properties: server_properties(),
-            mechanisms: Bytes::from_static(b"PLAIN AMQPLAIN"),
+            mechanisms: Bytes::from_static(auth::MECHANISMS),
             locales: Bytes::from_static(b"en_US"),
         };
         self.send(0, &Method::ConnectionStart(start));
@@ -357,45 +338,23 @@ impl Session<'_> {
                     self.conn.caps.authentication_failure_close =
                         flag(b"authentication_failure_close");
                 }
-                if ok.mechanism[..] != b"PLAIN"[..] && ok.mechanism[..] != b"AMQPLAIN"[..] {
-                    // RabbitMQ treats this as a handshake failure: no close method, the
-                    // socket is just closed.
-                    warn!(
-                        "{}: unknown authentication mechanism '{}'",
-                        self.conn.peer,
-                        show(&ok.mechanism)
-                    );
-                    self.conn.state = State::Closed;
-                    return Ok(());
-                }
-                let user = authenticate(&ok.mechanism, &ok.response);
-                // A dual-stack listener (`--bind ::`) sees IPv4 peers as ::ffff:a.b.c.d;
-                // ::ffff:127.0.0.1 is loopback all the same.
-                let loopback = self.conn.peer.ip().to_canonical().is_loopback();
-                match user {
-                    Some(u) if loopback || u != "guest" => self.conn.user = u,
-                    other => {
-                        if other.is_some() {
-                            warn!(
-                                "{}: user 'guest' can only connect via localhost",
-                                self.conn.peer
-                            );
-                        } else {
-                            warn!(
-                                "{}: authentication failed ({})",
-                                self.conn.peer,
-                                show(&ok.mechanism)
-                            );
-                        }
-                        let text = format!(
-                            "Login was refused using authentication mechanism {}. For details see the broker logfile.",
-                            show(&ok.mechanism)
-                        );
-                        if self.conn.caps.authentication_failure_close {
-                            let e = AmqpError::new(ReplyCode::AccessRefused, text);
-                            self.connection_error(e);
-                        } else {
-                            self.conn.state = State::Closed;
+                match self
+                    .auth
+                    .authenticate(&ok.mechanism, &ok.response, self.conn.peer)
+                {
+                    Ok(user) => self.conn.user = user,
+                    Err(e) => {
+                        warn!("{}: {e}", self.conn.peer);
+                        match e.refusal() {
+                            Some(text) if self.conn.caps.authentication_failure_close => {
+                                let e = AmqpError::new(ReplyCode::AccessRefused, text);
+                                self.connection_error(e);
+                            }
+                            // An unknown mechanism is a handshake failure in RabbitMQ,
+                            // and a refusal to a client without
+                            // authentication_failure_close too: the socket is just
+                            // closed, with no close method.
+                            _ => self.conn.state = State::Closed,
                         }
                         return Ok(());
                     }
@@ -447,12 +406,24 @@ impl Session<'_> {
                 Ok(())
             }
             (State::Open, Method::ConnectionOpen(o)) => {
-                if &o.virtual_host[..] != b"/" {
-                    return Err(AmqpError::new(
+                // RabbitMQ's check_vhost_access: the vhost must exist, then the user
+                // must have permissions in it; both refusals are 530.
+                let vhost = self.broker.vhost_name(&o.virtual_host).ok_or_else(|| {
+                    AmqpError::new(
                         ReplyCode::NotAllowed,
                         format!("vhost {} not found", show(&o.virtual_host)),
+                    )
+                })?;
+                if !self.auth.can_access_vhost(&self.conn.user, &vhost) {
+                    return Err(AmqpError::new(
+                        ReplyCode::NotAllowed,
+                        format!(
+                            "access to vhost '{vhost}' refused for user '{}'",
+                            self.conn.user
+                        ),
                     ));
                 }
+                self.conn.vhost = vhost;
                 self.send(
                     0,
                     &Method::ConnectionOpenOk(connection::OpenOk {
@@ -461,8 +432,8 @@ impl Session<'_> {
                 );
                 self.conn.state = State::Running;
                 info!(
-                    "{}: connection open (user '{}')",
-                    self.conn.peer, self.conn.user
+                    "{}: connection open (user '{}', vhost '{}')",
+                    self.conn.peer, self.conn.user, self.conn.vhost
                 );
                 Ok(())
             }

@@ -16,6 +16,42 @@ use crate::proto::{DecodeError, FieldTable};
 const MAGIC: &[u8; 7] = b"WRNMETA";
 const VERSION: u8 = 1;
 
+/// Why a metadata snapshot cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaError {
+    /// Too short, or not our magic.
+    NotMeta,
+    /// A format version this build does not read.
+    Version(u8),
+    /// Shorter than the length its header announces.
+    Truncated,
+    /// The payload fails its CRC-32.
+    Checksum,
+    /// The checksum holds but the payload does not decode.
+    Malformed(DecodeError),
+}
+
+impl std::fmt::Display for MetaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetaError::NotMeta => f.write_str("not a Warren metadata file"),
+            MetaError::Version(v) => write!(f, "metadata format version {v} is not supported"),
+            MetaError::Truncated => f.write_str("metadata file is truncated"),
+            MetaError::Checksum => f.write_str("metadata file fails its checksum"),
+            MetaError::Malformed(e) => write!(f, "metadata is malformed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for MetaError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MetaError::Malformed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetaExchange {
     pub name: Bytes,
@@ -89,24 +125,21 @@ impl Meta {
     }
 
     /// Decodes a snapshot file's contents.
-    pub fn decode(data: &Bytes) -> Result<Meta, String> {
+    pub fn decode(data: &Bytes) -> Result<Meta, MetaError> {
         if data.len() < 16 || &data[..7] != MAGIC {
-            return Err("not a Warren metadata file".into());
+            return Err(MetaError::NotMeta);
         }
         if data[7] != VERSION {
-            return Err(format!(
-                "metadata format version {} is not supported",
-                data[7]
-            ));
+            return Err(MetaError::Version(data[7]));
         }
         let len = u32::from_be_bytes([data[8], data[9], data[10], data[11]]) as usize;
         let crc = u32::from_be_bytes([data[12], data[13], data[14], data[15]]);
-        let payload = data.get(16..16 + len).ok_or("metadata file is truncated")?;
+        let payload = data.get(16..16 + len).ok_or(MetaError::Truncated)?;
         if crc32fast::hash(payload) != crc {
-            return Err("metadata file fails its checksum".into());
+            return Err(MetaError::Checksum);
         }
         let payload = data.slice_ref(payload);
-        Self::decode_payload(&payload).map_err(|e| format!("metadata is malformed: {e}"))
+        Self::decode_payload(&payload).map_err(MetaError::Malformed)
     }
 
     fn decode_payload(p: &Bytes) -> Result<Meta, DecodeError> {
@@ -220,6 +253,7 @@ mod tests {
         bad[n] ^= 1;
         assert!(Meta::decode(&bad.freeze())
             .unwrap_err()
+            .to_string()
             .contains("checksum"));
     }
 

@@ -23,6 +23,7 @@
 //! Layout (see `segment.rs` and `meta.rs` for the formats): `meta`, `msgs.NNNNNNNNNN`,
 //! `acks.NNNNNNNNNN`, and `lock` (held with an exclusive file lock while running).
 
+pub mod error;
 pub mod meta;
 pub mod segment;
 
@@ -33,6 +34,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+pub use error::StoreError;
 pub use meta::Meta;
 use segment::{Record, ACK, ACK_MAGIC, DELIVERED, SEG_MAGIC};
 
@@ -240,51 +242,45 @@ fn numbered(dir: &Path, prefix: &str) -> io::Result<Vec<u32>> {
     Ok(v)
 }
 
-/// A clear, loggable error for anything wrong with the data directory.
-fn ctx(what: impl std::fmt::Display, e: impl std::fmt::Display) -> String {
-    format!("{what}: {e}")
-}
-
 impl Store {
     /// Opens (creating if needed) the data directory, locks it, loads the metadata and
     /// recovers every message still referenced by a durable queue, in log order. A torn
     /// tail is truncated away and logged. Errors are readable and mean the broker must
     /// not start (it never starts silently empty on a damaged directory).
-    pub fn open(dir: &Path) -> Result<(Store, Meta, Vec<Recovered>), String> {
-        fs::create_dir_all(dir)
-            .map_err(|e| ctx(format!("cannot create data directory {}", dir.display()), e))?;
+    pub fn open(dir: &Path) -> Result<(Store, Meta, Vec<Recovered>), StoreError> {
+        fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(dir.join("lock"))
-            .map_err(|e| {
-                ctx(
-                    format!("cannot write in data directory {}", dir.display()),
-                    e,
-                )
+            .map_err(|source| StoreError::NotWritable {
+                dir: dir.to_path_buf(),
+                source,
             })?;
-        lock.try_lock().map_err(|_| {
-            format!(
-                "data directory {} is in use by another warren",
-                dir.display()
-            )
+        lock.try_lock().map_err(|_| StoreError::InUse {
+            dir: dir.to_path_buf(),
         })?;
         let _ = fs::remove_file(dir.join("meta.tmp"));
-        let meta = match fs::read(dir.join("meta")) {
-            Ok(data) => {
-                Meta::decode(&Bytes::from(data)).map_err(|e| ctx(dir.join("meta").display(), e))?
-            }
+        let meta_path = dir.join("meta");
+        let meta = match fs::read(&meta_path) {
+            Ok(data) => Meta::decode(&Bytes::from(data)).map_err(|source| StoreError::Meta {
+                path: meta_path,
+                source,
+            })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Meta::default(),
-            Err(e) => return Err(ctx(dir.join("meta").display(), e)),
+            Err(e) => return Err(StoreError::io(meta_path)(e)),
         };
         let known: HashSet<u32> = meta.queues.iter().map(|q| q.id).collect();
-        let segments = numbered(dir, "msgs.").map_err(|e| ctx(dir.display(), e))?;
+        let segments = numbered(dir, "msgs.").map_err(StoreError::io(dir))?;
         let mut live = HashMap::new();
         let mut recovered = Vec::new();
         for &n in &segments {
             let kept = Self::recover_segment(dir, n, &known, &mut recovered)
-                .map_err(|e| ctx(seg_path(dir, n).display(), e))?;
+                .map_err(StoreError::io(seg_path(dir, n)))?;
             if kept > 0 {
                 live.insert(n, kept);
             } else {
@@ -293,13 +289,13 @@ impl Store {
             }
         }
         // Ack files whose segment is gone are leftovers of an interrupted clean-up.
-        for n in numbered(dir, "acks.").map_err(|e| ctx(dir.display(), e))? {
+        for n in numbered(dir, "acks.").map_err(StoreError::io(dir))? {
             if !live.contains_key(&n) {
                 let _ = fs::remove_file(ack_path(dir, n));
             }
         }
         // Spill data never outlives the process that wrote it.
-        for n in numbered(dir, "spill.").map_err(|e| ctx(dir.display(), e))? {
+        for n in numbered(dir, "spill.").map_err(StoreError::io(dir))? {
             let _ = fs::remove_file(seg_path(dir, n | SPILL_BIT));
         }
         // New segments are created at their first record: a full disk does not stop
@@ -898,6 +894,20 @@ mod tests {
     }
 
     #[test]
+    fn a_file_in_the_way_of_the_data_directory_is_named_in_the_error() {
+        let dir = tmp("unusable");
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("not-a-directory");
+        fs::write(&file, b"hello").unwrap();
+        let e = Store::open(&file).err().unwrap();
+        assert!(matches!(e, StoreError::CreateDir { .. }), "{e:?}");
+        let want = format!("cannot create data directory {}: ", file.display());
+        assert!(e.to_string().starts_with(&want), "{e}");
+
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn unacked_messages_survive_and_acked_ones_do_not() {
         let dir = tmp("basic");
         {
@@ -1092,7 +1102,7 @@ mod tests {
         let dir = tmp("lock");
         let first = Store::open(&dir).unwrap();
         let err = Store::open(&dir).err().unwrap();
-        assert!(err.contains("in use"), "{err}");
+        assert!(err.to_string().contains("in use"), "{err}");
         drop(first);
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -1103,7 +1113,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("meta"), b"WRNMETA\x01garbage-garbage-garbage").unwrap();
         let err = Store::open(&dir).err().unwrap();
-        assert!(err.contains("meta"), "{err}");
+        assert!(err.to_string().contains("meta"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -34,22 +34,45 @@ pub fn header(magic: &[u8; 6]) -> [u8; HEADER_LEN] {
     h
 }
 
-/// Checks a file header. Err with a readable reason when it is not ours or too new.
-pub fn check_header(data: &[u8], magic: &[u8; 6]) -> Result<(), String> {
+/// Why a file header is not one this build reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Fewer than `HEADER_LEN` bytes.
+    Short,
+    /// Not our magic (what was there, lossily as text).
+    BadMagic(String),
+    /// Ours, but a format version this build does not read.
+    Version(u16),
+}
+
+impl std::fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderError::Short => f.write_str("file shorter than its header"),
+            HeaderError::BadMagic(m) => write!(f, "bad magic {m:?}"),
+            HeaderError::Version(v) => write!(
+                f,
+                "format version {v} is not supported (this build reads {VERSION})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for HeaderError {}
+
+/// Checks a file header. Err says why it is not ours or too new.
+pub fn check_header(data: &[u8], magic: &[u8; 6]) -> Result<(), HeaderError> {
     if data.len() < HEADER_LEN {
-        return Err("file shorter than its header".into());
+        return Err(HeaderError::Short);
     }
     if &data[..6] != magic {
-        return Err(format!(
-            "bad magic {:?}",
-            String::from_utf8_lossy(&data[..6])
+        return Err(HeaderError::BadMagic(
+            String::from_utf8_lossy(&data[..6]).into_owned(),
         ));
     }
     let v = u16::from_be_bytes([data[6], data[7]]);
     if v != VERSION {
-        return Err(format!(
-            "format version {v} is not supported (this build reads {VERSION})"
-        ));
+        return Err(HeaderError::Version(v));
     }
     Ok(())
 }
