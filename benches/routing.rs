@@ -125,34 +125,19 @@ fn route(c: &mut Criterion) {
 }
 
 /// The whole per-publish broker work of a transient 16-byte message, as a channel does
-/// it with its exchange cached: route, (no store: nothing persisted), build the message,
-/// enqueue it into every routed queue.
+/// it with its exchange cached: `Broker::publish` routes, (no store: persists nothing),
+/// builds the message and enqueues it into every routed queue.
 fn publish(c: &mut Criterion) {
     let mut g = c.benchmark_group("publish");
     for n in [1usize, 10] {
         let (mut broker, ids) = fanout_broker(n);
         let x = broker.publish_target(b"fan").unwrap();
-        let p = warren::proto::basic::Publish {
-            ticket: 0,
-            exchange: Bytes::from_static(b"fan"),
-            routing_key: Bytes::from_static(b"k"),
-            mandatory: false,
-            immediate: false,
-        };
         let props = Bytes::from_static(&[0, 0]);
         let body = Bytes::from_static(&[1; 16]);
-        let mut out = Vec::new();
         let mut count = 0u32;
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
-                broker.route(x, &p.routing_key, &props, &mut out);
-                let loc = broker
-                    .persist(&out, false, false, &p, &props, &body)
-                    .unwrap();
-                let msg = Message::new(&p.exchange, &p.routing_key, &props, body.clone(), loc);
-                for &q in &out {
-                    broker.enqueue(q, msg.clone());
-                }
+                black_box(broker.publish(x, b"fan", b"k", props.clone(), body.clone(), u64::MAX));
                 drain_now_and_then(&mut broker, &ids, &mut count);
             })
         });

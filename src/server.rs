@@ -101,7 +101,6 @@ pub struct Server {
     /// The time of this loop turn (one clock read per turn).
     pub now: Instant,
     events: Vec<Event>,
-    routed: Vec<QueueId>,
     dirty: Vec<QueueId>,
     /// Connections whose out-queue may have gained bytes this turn.
     touched: Vec<usize>,
@@ -136,7 +135,6 @@ impl Server {
             conns: Slab::new(),
             now,
             events: Vec::new(),
-            routed: Vec::new(),
             dirty: Vec::new(),
             touched: Vec::new(),
             confirm_due: Vec::new(),
@@ -236,7 +234,6 @@ impl Server {
             config: &self.config,
             now: self.now,
             events: &mut self.events,
-            routed: &mut self.routed,
             alarm: self.alarm,
         })
     }

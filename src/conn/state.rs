@@ -19,7 +19,7 @@ use log::{debug, info, warn};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::broker::{Broker, QueueId};
+use crate::broker::Broker;
 use crate::config::Config;
 use crate::error::{AmqpError, ReplyCode};
 use crate::message::{Body, Message};
@@ -79,8 +79,6 @@ pub struct Session<'a> {
     pub config: &'a Config,
     pub now: Instant,
     pub events: &'a mut Vec<Event>,
-    /// Reused scratch for routing results.
-    pub routed: &'a mut Vec<QueueId>,
     /// A resource alarm in force: publishers get connection.blocked.
     pub alarm: Option<crate::alarm::Alarm>,
 }
