@@ -4,6 +4,9 @@
 //! state ([`server::Server`]): the broker model ([`broker::Broker`]: exchanges, queues,
 //! bindings) side by side with the connections (`Slab<conn::Connection>`). Nothing is
 //! shared through `Rc<RefCell<…>>`; a handler gets `&mut` to exactly what it touches.
+//! Protocol handlers change the broker through [`ops`] and the broker's own methods;
+//! an operation's effects on other connections (cancel a consumer, close a connection)
+//! come back as [`ops::Effect`] values that the server applies (`Server::apply`).
 //!
 //! The tick order, once per loop turn:
 //! 1. poll for readiness (timeout = the next timer, at most one second);
@@ -29,6 +32,7 @@ pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod message;
+pub mod ops;
 pub mod proto;
 pub mod reactor;
 pub mod server;

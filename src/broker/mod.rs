@@ -94,7 +94,8 @@ pub enum Published {
     Unroutable { properties: Bytes, body: Bytes },
 }
 
-const VHOST: &str = "/";
+/// The one virtual host until the tenancy issue adds more.
+pub const VHOST: &str = "/";
 
 fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -260,6 +261,28 @@ impl Broker {
         self.queue_names.get(name).copied()
     }
 
+    /// Every queue with its id, in slab order (inspection, the management API).
+    pub fn queues(&self) -> impl Iterator<Item = (QueueId, &Queue)> {
+        self.queues.iter().map(|(idx, q)| {
+            let id = QueueId {
+                idx: idx as u32,
+                gen: q.gen,
+            };
+            (id, q)
+        })
+    }
+
+    /// Every exchange with its id, in slab order (inspection, the management API).
+    pub fn exchanges(&self) -> impl Iterator<Item = (ExchangeId, &Exchange)> {
+        self.exchanges.iter().map(|(idx, x)| {
+            let id = ExchangeId {
+                idx: idx as u32,
+                gen: x.gen,
+            };
+            (id, x)
+        })
+    }
+
     pub fn queue_count(&self) -> usize {
         self.queues.len()
     }
@@ -422,14 +445,7 @@ impl Broker {
             }
         }
         // Bindings that lead to this exchange from others.
-        let sources: Vec<ExchangeId> = self
-            .exchanges
-            .iter()
-            .map(|(idx, x)| ExchangeId {
-                idx: idx as u32,
-                gen: x.gen,
-            })
-            .collect();
+        let sources: Vec<ExchangeId> = self.exchanges().map(|(id, _)| id).collect();
         for s in sources {
             let removed = self
                 .exchange_mut(s)
@@ -719,13 +735,9 @@ impl Broker {
 
     /// Every exclusive queue owned by `conn` (deleted when it closes).
     pub fn exclusive_queues_of(&self, conn: usize) -> Vec<QueueId> {
-        self.queues
-            .iter()
+        self.queues()
             .filter(|(_, q)| q.owner == Some(conn))
-            .map(|(idx, q)| QueueId {
-                idx: idx as u32,
-                gen: q.gen,
-            })
+            .map(|(id, _)| id)
             .collect()
     }
 

@@ -4,9 +4,10 @@
 //!
 //! Owns no state of its own: these are `Session` methods, called by the framing
 //! dispatch in [`super::state`] (`running_frame`) once a channel exists and is not
-//! closing. It uses the broker (declare, bind, route, enqueue, credit, requeue, settle,
-//! the store through `Broker::persist`) and the channel's state (`super::channel`), and
-//! appends replies to the connection's out-queue. It never touches a socket, never
+//! closing. It uses the broker (declare, bind, `Broker::publish`, credit, requeue,
+//! settle), the protocol-neutral operations of [`crate::ops`] (queue.delete, whose
+//! consumer cancels come back as effects, handed to the server as `Event::Op`) and the
+//! channel's state (`super::channel`), and appends replies to the connection's out-queue. It never touches a socket, never
 //! scopes its own errors (the caller's `raise` does) and never handles channel 0.
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use crate::broker::{Broker, Dest, ExchangeDecl, Published, QueueDecl, QueueId};
 use crate::error::{not_found, precondition, AmqpError, ReplyCode};
 use crate::message::Body;
+use crate::ops;
 use crate::proto::{
     basic, channel, confirm, connection, exchange, queue, tx, BasicProperties, Method,
 };
@@ -177,14 +179,15 @@ impl Session<'_> {
                 };
                 let n = match self.broker.find_queue(&name, conn_key) {
                     Ok(q) => {
-                        let (n, orphans) = self.broker.delete_queue(q, d.if_unused, d.if_empty)?;
-                        for o in orphans {
-                            self.events.push(Event::Cancel {
-                                conn: o.conn,
-                                channel: o.channel,
-                                tag: o.tag,
-                            });
-                        }
+                        let mut effects = Vec::new();
+                        let n = ops::delete_queue(
+                            self.broker,
+                            q,
+                            d.if_unused,
+                            d.if_empty,
+                            &mut effects,
+                        )?;
+                        self.events.extend(effects.into_iter().map(Event::Op));
                         n
                     }
                     // Deleting a queue that does not exist succeeds (RabbitMQ 3.x).
