@@ -5,7 +5,7 @@ use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use warren::broker::exchange::headers;
 use warren::broker::exchange::topic::TopicTrie;
-use warren::broker::{Broker, Dest, ExchangeDecl, QueueDecl};
+use warren::broker::{Broker, Dest, ExchangeDecl, QueueDecl, QueueId};
 use warren::message::Message;
 use warren::proto::{FieldTable, FieldValue};
 
@@ -53,37 +53,59 @@ fn headers_match(c: &mut Criterion) {
     });
 }
 
+/// A broker with a fanout exchange "fan" bound to `n` queues.
+fn fanout_broker(n: usize) -> (Broker, Vec<QueueId>) {
+    let mut broker = Broker::new();
+    broker
+        .declare_exchange(&ExchangeDecl {
+            name: Bytes::from_static(b"fan"),
+            kind: Bytes::from_static(b"fanout"),
+            passive: false,
+            durable: false,
+            auto_delete: false,
+            internal: false,
+            arguments: FieldTable::new(),
+        })
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let d = QueueDecl {
+            name: Bytes::from(format!("q{i}")),
+            passive: false,
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+        };
+        let q = broker.declare_queue(&d, 0, |_| Ok(())).unwrap().id;
+        broker
+            .bind(b"fan", Dest::Queue(q), Bytes::new(), FieldTable::new())
+            .unwrap();
+        ids.push(q);
+    }
+    (broker, ids)
+}
+
+/// Empties the queues every 10,000 iterations so memory stays flat.
+fn drain_now_and_then(broker: &mut Broker, ids: &[QueueId], count: &mut u32) {
+    *count += 1;
+    if *count == 10_000 {
+        *count = 0;
+        for &q in ids {
+            broker.purge(q);
+        }
+        let mut d = Vec::new();
+        broker.take_dirty(&mut d);
+        for q in d {
+            broker.undirty(q);
+        }
+    }
+}
+
 fn route(c: &mut Criterion) {
     let mut g = c.benchmark_group("route+enqueue");
     for n in [1usize, 10, 100] {
-        let mut broker = Broker::new();
-        broker
-            .declare_exchange(&ExchangeDecl {
-                name: Bytes::from_static(b"fan"),
-                kind: Bytes::from_static(b"fanout"),
-                passive: false,
-                durable: false,
-                auto_delete: false,
-                internal: false,
-                arguments: FieldTable::new(),
-            })
-            .unwrap();
-        let mut ids = Vec::new();
-        for i in 0..n {
-            let d = QueueDecl {
-                name: Bytes::from(format!("q{i}")),
-                passive: false,
-                durable: false,
-                exclusive: false,
-                auto_delete: false,
-                arguments: FieldTable::new(),
-            };
-            let q = broker.declare_queue(&d, 0, |_| Ok(())).unwrap().id;
-            broker
-                .bind(b"fan", Dest::Queue(q), Bytes::new(), FieldTable::new())
-                .unwrap();
-            ids.push(q);
-        }
+        let (mut broker, ids) = fanout_broker(n);
         let x = broker.publish_target(b"fan").unwrap();
         let msg = Message::new(b"fan", b"k", &[0, 0], Bytes::from_static(&[1; 16]), None);
         let props = Bytes::from_static(&[0, 0]);
@@ -95,18 +117,28 @@ fn route(c: &mut Criterion) {
                 for &q in &out {
                     broker.enqueue(q, msg.clone());
                 }
-                count += 1;
-                if count == 10_000 {
-                    count = 0;
-                    for &q in &ids {
-                        broker.purge(q);
-                    }
-                    let mut d = Vec::new();
-                    broker.take_dirty(&mut d);
-                    for q in d {
-                        broker.undirty(q);
-                    }
-                }
+                drain_now_and_then(&mut broker, &ids, &mut count);
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The whole per-publish broker work of a transient 16-byte message, as a channel does
+/// it with its exchange cached: `Broker::publish` routes, (no store: persists nothing),
+/// builds the message and enqueues it into every routed queue.
+fn publish(c: &mut Criterion) {
+    let mut g = c.benchmark_group("publish");
+    for n in [1usize, 10] {
+        let (mut broker, ids) = fanout_broker(n);
+        let x = broker.publish_target(b"fan").unwrap();
+        let props = Bytes::from_static(&[0, 0]);
+        let body = Bytes::from_static(&[1; 16]);
+        let mut count = 0u32;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                black_box(broker.publish(x, b"fan", b"k", props.clone(), body.clone(), u64::MAX));
+                drain_now_and_then(&mut broker, &ids, &mut count);
             })
         });
     }
@@ -134,5 +166,5 @@ fn message_build(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, topic, headers_match, route, message_build);
+criterion_group!(benches, topic, headers_match, route, publish, message_build);
 criterion_main!(benches);

@@ -11,6 +11,9 @@
 //! dispatch policy (round-robin, prefetch, backpressure, and turning a message into a
 //! basic.deliver or basic.get-ok) is `broker::dispatch`, given the connections by the
 //! server.
+//! Protocol handlers change the broker through [`ops`] and the broker's own methods;
+//! an operation's effects on other connections (cancel a consumer, close a connection)
+//! come back as [`ops::Effect`] values that the server applies (`Server::apply`).
 //!
 //! The phases of one loop turn, in the order `server::Server::turn` runs them (the one
 //! place the order is written; the reactor and the in-process driver both call it):
@@ -43,6 +46,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod message;
 pub mod net;
+pub mod ops;
 pub mod proto;
 pub mod reactor;
 pub mod server;

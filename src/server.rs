@@ -19,6 +19,7 @@ use crate::conn::state::{self, Event, Session};
 use crate::conn::{Connection, State, LOW_WATER};
 use crate::error::precondition;
 use crate::net::Transport;
+use crate::ops::Effect;
 use crate::proto::frame;
 
 /// How often every connection's timers are looked at.
@@ -101,7 +102,6 @@ pub struct Server {
     /// The time of this loop turn (one clock read per turn).
     pub now: Instant,
     events: Vec<Event>,
-    routed: Vec<QueueId>,
     dirty: Vec<QueueId>,
     /// Connections whose out-queue may have gained bytes this turn.
     touched: Vec<usize>,
@@ -137,7 +137,6 @@ impl Server {
             conns: Slab::new(),
             now,
             events: Vec::new(),
-            routed: Vec::new(),
             dirty: Vec::new(),
             touched: Vec::new(),
             confirm_due: Vec::new(),
@@ -238,7 +237,6 @@ impl Server {
             config: &self.config,
             now: self.now,
             events: &mut self.events,
-            routed: &mut self.routed,
             alarm: self.alarm,
         })
     }
@@ -289,22 +287,7 @@ impl Server {
         let mut events = std::mem::take(&mut self.events);
         for e in events.drain(..) {
             match e {
-                Event::Cancel { conn, channel, tag } => {
-                    let Some(c) = self.conns.get_mut(conn) else {
-                        continue;
-                    };
-                    let notify = c.caps.consumer_cancel_notify;
-                    let Some(ch) = c.channel_mut(channel) else {
-                        continue;
-                    };
-                    if ch.remove_consumer(&tag).is_none() || ch.closing {
-                        continue;
-                    }
-                    if notify {
-                        state::write_server_cancel(c.out.tail(), channel, tag);
-                        self.touch(conn);
-                    }
-                }
+                Event::Op(effect) => self.apply(effect),
                 Event::Confirms(conn) => {
                     if let Some(c) = self.conns.get_mut(conn) {
                         if !c.confirm_due {
@@ -320,6 +303,37 @@ impl Server {
             }
         }
         self.events = events;
+    }
+
+    /// Applies a side effect of an operation (see [`crate::ops`]), whoever called it:
+    /// the AMQP handlers through their events, the management API directly.
+    pub fn apply(&mut self, effect: Effect) {
+        match effect {
+            Effect::Cancel { conn, channel, tag } => {
+                let Some(c) = self.conns.get_mut(conn) else {
+                    return;
+                };
+                let notify = c.caps.consumer_cancel_notify;
+                let Some(ch) = c.channel_mut(channel) else {
+                    return;
+                };
+                if ch.remove_consumer(&tag).is_none() || ch.closing {
+                    return;
+                }
+                if notify {
+                    state::write_server_cancel(c.out.tail(), channel, tag);
+                    self.touch(conn);
+                }
+            }
+            Effect::Close { conn, reason } => {
+                if let Some(mut s) = self.session(conn) {
+                    s.force_close(&reason);
+                }
+                self.touch(conn);
+                // Closing releases the connection's channels: their events now.
+                self.apply_events();
+            }
+        }
     }
 
     /// The return phase: puts back up to [`RETURNS_PER_TURN`] messages of the large
@@ -1039,6 +1053,35 @@ mod tests {
             Out::Method(0, Method::ConnectionClose(c)) => Some((0, c.reply_code)),
             _ => None,
         })
+    }
+
+    #[test]
+    fn connection_snapshots_and_the_close_effect() {
+        let mut a = Client::open();
+        let info = a.server.conns[a.key].info();
+        assert_eq!(
+            (
+                info.state,
+                info.user.as_str(),
+                info.vhost.as_str(),
+                info.channels
+            ),
+            ("running", "guest", "/", 1)
+        );
+        let ch = a.server.conns[a.key].channels[0].info();
+        assert_eq!((ch.number, ch.consumers, ch.confirm), (1, 0, false));
+        a.server.apply(crate::ops::close_connection(
+            a.key,
+            "Closed via management plugin",
+        ));
+        let out = a.send_raw(&[]);
+        assert!(
+            out.iter().any(|o| matches!(o,
+            Out::Method(0, Method::ConnectionClose(c))
+                if c.reply_code == 320 && c.reply_text.ends_with(b"Closed via management plugin"))),
+            "{out:?}"
+        );
+        assert_eq!(a.server.conns[a.key].info().state, "closing");
     }
 
     #[test]

@@ -85,7 +85,20 @@ pub struct Declared {
 /// A consumer removed because its queue went away: it gets a server-sent basic.cancel.
 pub type Orphan = Consumer;
 
-const VHOST: &str = "/";
+/// What [`Broker::publish`] did with a message, for the publisher.
+#[derive(Debug)]
+pub enum Published {
+    /// Enqueued in every queue it routed to.
+    Routed,
+    /// It routed, but the store refused to write it (full disk): not enqueued, and the
+    /// store fails this turn's sync, so a confirm for it is a nack.
+    Refused,
+    /// No queue took it; its parts come back for a mandatory `basic.return`.
+    Unroutable { properties: Bytes, body: Bytes },
+}
+
+/// The one virtual host until the tenancy issue adds more.
+pub const VHOST: &str = "/";
 
 fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -104,6 +117,8 @@ pub struct Broker {
     name_counter: u64,
     scratch: Vec<Dest>,
     stack: Vec<ExchangeId>,
+    /// The queues of the publish being routed (reused: no allocation per publish).
+    routed: Vec<QueueId>,
     next_consumer_id: u64,
     /// The durable store; None for a memory-only broker (tests, fuzzing).
     pub store: Option<Store>,
@@ -253,6 +268,28 @@ impl Broker {
 
     pub fn queue_id(&self, name: &[u8]) -> Option<QueueId> {
         self.queue_names.get(name).copied()
+    }
+
+    /// Every queue with its id, in slab order (inspection, the management API).
+    pub fn queues(&self) -> impl Iterator<Item = (QueueId, &Queue)> {
+        self.queues.iter().map(|(idx, q)| {
+            let id = QueueId {
+                idx: idx as u32,
+                gen: q.gen,
+            };
+            (id, q)
+        })
+    }
+
+    /// Every exchange with its id, in slab order (inspection, the management API).
+    pub fn exchanges(&self) -> impl Iterator<Item = (ExchangeId, &Exchange)> {
+        self.exchanges.iter().map(|(idx, x)| {
+            let id = ExchangeId {
+                idx: idx as u32,
+                gen: x.gen,
+            };
+            (id, x)
+        })
     }
 
     pub fn queue_count(&self) -> usize {
@@ -417,14 +454,7 @@ impl Broker {
             }
         }
         // Bindings that lead to this exchange from others.
-        let sources: Vec<ExchangeId> = self
-            .exchanges
-            .iter()
-            .map(|(idx, x)| ExchangeId {
-                idx: idx as u32,
-                gen: x.gen,
-            })
-            .collect();
+        let sources: Vec<ExchangeId> = self.exchanges().map(|(id, _)| id).collect();
         for s in sources {
             let removed = self
                 .exchange_mut(s)
@@ -726,13 +756,9 @@ impl Broker {
 
     /// Every exclusive queue owned by `conn` (deleted when it closes).
     pub fn exclusive_queues_of(&self, conn: usize) -> Vec<QueueId> {
-        self.queues
-            .iter()
+        self.queues()
             .filter(|(_, q)| q.owner == Some(conn))
-            .map(|(idx, q)| QueueId {
-                idx: idx as u32,
-                gen: q.gen,
-            })
+            .map(|(id, _)| id)
             .collect()
     }
 
@@ -906,15 +932,74 @@ impl Broker {
         settle_in(self.store.as_mut(), durable, msg);
     }
 
+    /// Publishes a complete message that exchange `x` (already resolved and checked
+    /// with [`Broker::publish_target`]; `exchange` is the name the publisher used)
+    /// routes: computes its queues, writes it to the store when it is persistent and
+    /// routed to a durable queue or its body goes beyond `memory_budget` (paged: it
+    /// stays on disk until delivery; a full disk keeps bodies in memory, the memory
+    /// alarm guards that), and enqueues it into each queue once. The one broker call
+    /// per publish, for AMQP and the management API alike; no allocation beyond the
+    /// message's own. Returns what the publisher must know (see [`Published`]).
+    pub fn publish(
+        &mut self,
+        x: ExchangeId,
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: Bytes,
+        body: Bytes,
+        memory_budget: u64,
+    ) -> Published {
+        let mut routed = std::mem::take(&mut self.routed);
+        self.route(x, routing_key, &properties, &mut routed);
+        if routed.is_empty() {
+            self.routed = routed;
+            return Published::Unroutable { properties, body };
+        }
+        let persistent = properties::delivery_mode(&properties) == Some(2);
+        let page = self.store.as_ref().is_some_and(|st| !st.is_full())
+            && crate::message::resident_bytes() as u64 + body.len() as u64 > memory_budget;
+        let mut location = None;
+        if persistent || page {
+            match self.persist(
+                &routed,
+                persistent,
+                page,
+                exchange,
+                routing_key,
+                &properties,
+                &body,
+            ) {
+                Ok(l) => location = l,
+                Err(_) => {
+                    self.routed = routed;
+                    return Published::Refused;
+                }
+            }
+        }
+        let msg = match location {
+            Some(loc) if page => {
+                Message::paged(exchange, routing_key, &properties, body.len(), loc)
+            }
+            _ => Message::new(exchange, routing_key, &properties, body, location),
+        };
+        for &q in routed.iter() {
+            self.enqueue(q, msg.clone());
+        }
+        self.routed = routed;
+        Published::Routed
+    }
+
     /// Writes a message routed to `queues` to the store when it must be: a persistent
     /// message with durable queues among them, or any message that is paged out
     /// (`page`). Returns where it went, None when nothing was written.
-    pub fn persist(
+    #[allow(clippy::too_many_arguments)]
+    fn persist(
         &mut self,
         queues: &[QueueId],
         persistent: bool,
         page: bool,
-        publish: &crate::proto::basic::Publish,
+        exchange: &[u8],
+        routing_key: &[u8],
         props: &[u8],
         body: &[u8],
     ) -> std::io::Result<Option<Location>> {
@@ -932,7 +1017,7 @@ impl Broker {
         }
         let r = match (self.store.as_mut(), ids.is_empty()) {
             (Some(st), false) => st
-                .append(&ids, &publish.exchange, &publish.routing_key, props, body)
+                .append(&ids, exchange, routing_key, props, body)
                 .map(Some),
             _ => Ok(None),
         };

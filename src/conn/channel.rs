@@ -116,6 +116,20 @@ impl Channel {
         self.next_tag
     }
 
+    /// A snapshot for inspection (the management API).
+    pub fn info(&self) -> crate::ops::ChannelInfo {
+        crate::ops::ChannelInfo {
+            number: self.id,
+            consumers: self.consumers.len(),
+            unacked: self.unacked.len(),
+            prefetch_count: self.prefetch_count,
+            global_prefetch_count: self.global_prefetch,
+            confirm: self.confirm,
+            transactional: self.tx.is_some(),
+            closing: self.closing,
+        }
+    }
+
     /// Whether the channel as a whole may take one more delivery.
     pub fn can_deliver(&self) -> bool {
         !self.closing

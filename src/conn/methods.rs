@@ -4,22 +4,25 @@
 //!
 //! Owns no state of its own: these are `Session` methods, called by the framing
 //! dispatch in [`super::state`] (`running_frame`) once a channel exists and is not
-//! closing. It uses the broker (declare, bind, route, enqueue, credit, requeue, settle,
-//! the store through `Broker::persist`; basic.get through `broker::dispatch::get`, which
-//! delivers as the dispatch phase does) and the channel's state (`super::channel`),
-//! asks `Auth::authorize` (through `Session::authorize`) before every operation that
-//! RabbitMQ checks (publish only when the channel's exchange cache misses), and
-//! appends replies to the connection's out-queue. It never touches a socket, never
+//! closing. It uses the broker (declare, bind, `Broker::publish`, credit, requeue,
+//! settle; basic.get through `broker::dispatch::get`, which delivers as the dispatch
+//! phase does), the protocol-neutral operations of [`crate::ops`] (queue.delete, whose
+//! consumer cancels come back as effects, handed to the server as `Event::Op`) and the
+//! channel's state (`super::channel`), asks `Auth::authorize` (through
+//! `Session::authorize`) before every operation that RabbitMQ checks (publish only when
+//! the channel's exchange cache misses), and appends replies to the connection's
+//! out-queue. It never touches a socket, never
 //! scopes its own errors (the caller's `raise` does) and never handles channel 0.
 
 use bytes::Bytes;
 
 use crate::auth::{Permission, Resource};
-use crate::broker::{Broker, Dest, ExchangeDecl, QueueDecl, QueueId};
+use crate::broker::{Broker, Dest, ExchangeDecl, Published, QueueDecl, QueueId};
 use crate::error::{not_found, precondition, AmqpError, ReplyCode};
-use crate::message::Message;
+use crate::message::Body;
+use crate::ops;
 use crate::proto::{
-    basic, channel, confirm, connection, exchange, properties, queue, tx, BasicProperties, Method,
+    basic, channel, confirm, connection, exchange, queue, tx, BasicProperties, Method,
 };
 
 use super::channel::{Channel, ChannelConsumer, TxOp};
@@ -196,14 +199,15 @@ impl Session<'_> {
                 self.authorize(Permission::Configure, Resource::Queue(&name))?;
                 let n = match self.broker.find_queue(&name, conn_key) {
                     Ok(q) => {
-                        let (n, orphans) = self.broker.delete_queue(q, d.if_unused, d.if_empty)?;
-                        for o in orphans {
-                            self.events.push(Event::Cancel {
-                                conn: o.conn,
-                                channel: o.channel,
-                                tag: o.tag,
-                            });
-                        }
+                        let mut effects = Vec::new();
+                        let n = ops::delete_queue(
+                            self.broker,
+                            q,
+                            d.if_unused,
+                            d.if_empty,
+                            &mut effects,
+                        )?;
+                        self.events.extend(effects.into_iter().map(Event::Op));
                         n
                     }
                     // Deleting a queue that does not exist succeeds (RabbitMQ 3.x).
@@ -449,12 +453,10 @@ impl Session<'_> {
     }
 
     /// Routes a complete message (outside a transaction, or at tx.commit): resolves the
-    /// exchange (cached per channel), checks the user-id property, routes, writes it to
-    /// the store when persistent and routed to a durable queue or paged out beyond the
-    /// memory budget, and enqueues it, unless the store refused it (full disk: not
-    /// enqueued, the turn's sync fails so its confirm is a nack). Unroutable and
-    /// mandatory: sent back with basic.return. In confirm mode it is counted for a
-    /// confirm. Errors: 404/403 for a missing/internal exchange, 406 for a user-id that
+    /// exchange (cached per channel), checks the user-id property, and hands the message
+    /// to [`Broker::publish`] (route, persist or page, enqueue; a full disk refuses it
+    /// and makes its confirm a nack). Unroutable and mandatory: sent back with
+    /// basic.return. In confirm mode it is counted for a confirm. Errors: 404/403 for a missing/internal exchange, 406 for a user-id that
     /// is not the connection's user.
     fn route_publish(
         &mut self,
@@ -497,51 +499,26 @@ impl Session<'_> {
                 )));
             }
         }
-        self.broker
-            .route(x, &p.routing_key, &properties, self.routed);
-        let persistent = properties::delivery_mode(&properties) == Some(2);
-        // Beyond the memory budget, the body stays on disk until delivery.
-        // A full disk keeps bodies in memory (the memory alarm guards that).
-        let page = self.broker.store.as_ref().is_some_and(|st| !st.is_full())
-            && crate::message::resident_bytes() as u64 + body.len() as u64
-                > self.config.memory_budget;
-        let mut location = None;
-        // The store refused the message (full disk): it is not enqueued, and the store
-        // fails this turn's sync, so its confirm is a nack. The connection stays.
-        let mut refused = false;
-        if (persistent || page) && !self.routed.is_empty() {
-            match self
-                .broker
-                .persist(self.routed, persistent, page, &p, &properties, &body)
-            {
-                Ok(l) => location = l,
-                Err(_) => refused = true,
-            }
-        }
-        let msg = match location {
-            Some(loc) if page => {
-                Message::paged(&p.exchange, &p.routing_key, &properties, body.len(), loc)
-            }
-            _ => Message::new(&p.exchange, &p.routing_key, &properties, body, location),
-        };
-        if self.routed.is_empty() {
-            if p.mandatory {
-                let ret = basic::Return {
-                    reply_code: ReplyCode::NoRoute as u16,
-                    reply_text: Bytes::from_static(b"NO_ROUTE"),
-                    exchange: p.exchange,
-                    routing_key: p.routing_key,
-                };
-                self.send(ch, &Method::BasicReturn(ret));
-                let fm = self.conn.frame_max;
-                self.conn
-                    .out
-                    .write_content(ch, msg.properties(), &msg.body(), fm);
-            }
-        } else if !refused {
-            for &q in self.routed.iter() {
-                self.broker.enqueue(q, msg.clone());
-            }
+        let published = self.broker.publish(
+            x,
+            &p.exchange,
+            &p.routing_key,
+            properties,
+            body,
+            self.config.memory_budget,
+        );
+        if let (Published::Unroutable { properties, body }, true) = (published, p.mandatory) {
+            let ret = basic::Return {
+                reply_code: ReplyCode::NoRoute as u16,
+                reply_text: Bytes::from_static(b"NO_ROUTE"),
+                exchange: p.exchange,
+                routing_key: p.routing_key,
+            };
+            self.send(ch, &Method::BasicReturn(ret));
+            let fm = self.conn.frame_max;
+            self.conn
+                .out
+                .write_content(ch, &properties, &Body::Shared(&body), fm);
         }
         if let Some(c) = self.conn.channel_mut(ch) {
             if c.confirm {

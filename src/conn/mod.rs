@@ -327,6 +327,33 @@ impl Connection {
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
     }
+
+    /// A snapshot for inspection (the management API): name, peer, user, vhost,
+    /// channels, state in RabbitMQ's words.
+    pub fn info(&self) -> crate::ops::ConnectionInfo {
+        let local = self.transport.as_ref().and_then(|t| t.local_addr());
+        let state = match self.state {
+            State::Header | State::StartOk => "starting",
+            State::TuneOk => "tuning",
+            State::Open => "opening",
+            State::Running if self.blocked_sent => "blocked",
+            State::Running => "running",
+            State::Closing | State::Lingering => "closing",
+            State::Closed => "closed",
+        };
+        crate::ops::ConnectionInfo {
+            conn: self.key,
+            name: crate::ops::connection_name(self.peer, local),
+            peer: self.peer,
+            local,
+            user: self.user.name().to_string(),
+            vhost: self.vhost.to_string(),
+            channels: self.channels.len(),
+            state,
+            frame_max: self.frame_max,
+            heartbeat: self.heartbeat,
+        }
+    }
 }
 
 /// Makes room for at least `min` more bytes in a read buffer. When the current buffer is

@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::auth::{self, Auth};
-use crate::broker::{Broker, QueueId};
+use crate::broker::Broker;
 use crate::config::Config;
 use crate::error::{AmqpError, ReplyCode};
 use crate::proto::frame::{
@@ -55,13 +55,9 @@ pub const FRAMES_PER_TURN: usize = 1024;
 /// Side effects on other connections, applied by the server after the batch.
 #[derive(Debug)]
 pub enum Event {
-    /// A queue was deleted under this consumer: send basic.cancel (when the client
-    /// announced consumer_cancel_notify) and forget the consumer.
-    Cancel {
-        conn: usize,
-        channel: u16,
-        tag: Bytes,
-    },
+    /// A side effect of an operation on another connection (a consumer cancelled
+    /// because its queue was deleted, a connection to close): see [`crate::ops`].
+    Op(crate::ops::Effect),
     /// This connection has publisher confirms to send after the turn.
     Confirms(usize),
     /// More than [`RETURN_NOW`] unacked deliveries to requeue (a channel or connection
@@ -84,8 +80,6 @@ pub struct Session<'a> {
     pub config: &'a Config,
     pub now: Instant,
     pub events: &'a mut Vec<Event>,
-    /// Reused scratch for routing results.
-    pub routed: &'a mut Vec<QueueId>,
     /// A resource alarm in force: publishers get connection.blocked.
     pub alarm: Option<crate::alarm::Alarm>,
 }

@@ -41,6 +41,13 @@ impl Transport {
         }
     }
 
+    /// The local address of the socket (for a connection's name), if the OS tells it.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Transport::Tcp(s) => s.local_addr().ok(),
+        }
+    }
+
     /// Shuts both directions down (errors ignored: the peer may be gone already).
     pub fn shutdown(&self) {
         match self {

@@ -298,6 +298,11 @@ impl Queue {
 
     // ----- consumers -----------------------------------------------------------------
 
+    /// The consumers, in round-robin order (for inspection).
+    pub fn consumers(&self) -> impl Iterator<Item = &Consumer> {
+        self.consumers.iter()
+    }
+
     pub fn consumer_mut(&mut self, id: u64) -> Option<&mut Consumer> {
         self.consumers.iter_mut().find(|c| c.id == id)
     }
