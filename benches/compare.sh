@@ -5,6 +5,9 @@
 #   benches/compare.sh                 # full run: 3 runs x 8 s per scenario per broker
 #   benches/compare.sh --quick         # 1 run x 3 s per scenario
 #   benches/compare.sh --warren-only   # skip RabbitMQ
+#   benches/compare.sh --baseline REV  # before/after: this checkout vs git revision REV
+#                                      # (built in a temporary worktree) instead of RabbitMQ
+#   benches/compare.sh --rows s1,s2,s4 # only these scenario ids
 #
 # Environment: RUNS (default 3, --quick 1), SECS (default 8, --quick 3),
 # RABBIT_URI (default amqp://guest:guest@127.0.0.1:5672/%2f), KEEP_LOGS=1 keeps the JSON.
@@ -17,13 +20,18 @@ ROOT=$PWD
 RUNS=${RUNS:-3}
 SECS=${SECS:-8}
 WARREN_ONLY=0
-for a in "$@"; do
-    case "$a" in
+BASELINE=
+ROWS=
+while [ $# -gt 0 ]; do
+    case "$1" in
         --quick) RUNS=${RUNS_QUICK:-1}; SECS=${SECS_QUICK:-3} ;;
         --warren-only) WARREN_ONLY=1 ;;
-        -h|--help) sed -n 2,11p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "compare.sh: unknown flag $a" >&2; exit 2 ;;
+        --baseline) BASELINE=${2:?--baseline needs a git revision}; shift; WARREN_ONLY=1 ;;
+        --rows) ROWS=${2:?--rows needs a list of scenario ids}; shift ;;
+        -h|--help) sed -n 2,14p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "compare.sh: unknown flag $1" >&2; exit 2 ;;
     esac
+    shift
 done
 RABBIT_URI=${RABBIT_URI:-amqp://guest:guest@127.0.0.1:5672/%2f}
 
@@ -33,31 +41,52 @@ PERF=$ROOT/target/release/warren-perf
 WARREN=$ROOT/target/release/warren
 
 WORK=$(mktemp -d)
-WARREN_PID=
 cleanup() {
-    if [ -n "$WARREN_PID" ] && kill -0 "$WARREN_PID" 2>/dev/null; then
-        kill "$WARREN_PID" 2>/dev/null || true
-        wait "$WARREN_PID" 2>/dev/null || true
-    fi
+    for pid in "${PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
     if [ "${KEEP_LOGS:-0}" = 1 ]; then echo "logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
 # --- Warren -----------------------------------------------------------------------------
-mkdir -p "$WORK/data"
-(ulimit -n 65536 2>/dev/null || true; exec "$WARREN" --amqp-port 0 --data-dir "$WORK/data" --log-level warn \
-    >"$WORK/warren.out" 2>"$WORK/warren.err") &
-WARREN_PID=$!
-WARREN_PORT=
-for _ in $(seq 1 100); do
-    WARREN_PORT=$(sed -n 's|^warren listening on amqp://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$WORK/warren.out" 2>/dev/null | head -1)
-    [ -n "$WARREN_PORT" ] && break
-    kill -0 "$WARREN_PID" 2>/dev/null || { cat "$WORK/warren.err" >&2; echo "warren exited" >&2; exit 1; }
-    sleep 0.1
-done
-[ -n "$WARREN_PORT" ] || { echo "warren did not print its listening line" >&2; exit 1; }
-WARREN_URI="amqp://guest:guest@127.0.0.1:$WARREN_PORT/%2f"
-echo "warren pid $WARREN_PID on port $WARREN_PORT" >&2
+# start_warren NAME BINARY: starts a broker with its own data dir; sets PORT_<NAME>.
+PIDS=()
+start_warren() {
+    local name=$1 bin=$2 port=
+    mkdir -p "$WORK/data-$name"
+    (ulimit -n 65536 2>/dev/null || true; exec "$bin" --amqp-port 0 --data-dir "$WORK/data-$name" \
+        --log-level warn >"$WORK/$name.out" 2>"$WORK/$name.err") &
+    local pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 1 100); do
+        port=$(sed -n 's|^warren listening on amqp://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$WORK/$name.out" 2>/dev/null | head -1)
+        [ -n "$port" ] && break
+        kill -0 "$pid" 2>/dev/null || { cat "$WORK/$name.err" >&2; echo "$name exited" >&2; exit 1; }
+        sleep 0.1
+    done
+    [ -n "$port" ] || { echo "$name did not print its listening line" >&2; exit 1; }
+    echo "$name pid $pid on port $port" >&2
+    printf -v "PORT_$name" '%s' "$port"
+}
+start_warren warren "$WARREN"
+WARREN_URI="amqp://guest:guest@127.0.0.1:$PORT_warren/%2f"
+
+# --- Baseline: the same broker at another revision ------------------------------------------
+BASE_URI=
+if [ -n "$BASELINE" ]; then
+    BASE_REV=$(git rev-parse --short "$BASELINE")
+    echo "building baseline $BASE_REV (release) in a temporary worktree..." >&2
+    git worktree add --detach --force "$WORK/base" "$BASE_REV" >/dev/null
+    # Its own target dir next to ours: dependencies build once and are kept.
+    (cd "$WORK/base" && CARGO_TARGET_DIR=$ROOT/target/baseline cargo build --release --quiet --bin warren)
+    git worktree remove --force "$WORK/base"
+    start_warren base "$ROOT/target/baseline/release/warren"
+    BASE_URI="amqp://guest:guest@127.0.0.1:$PORT_base/%2f"
+fi
 
 # --- RabbitMQ ---------------------------------------------------------------------------
 rabbit_up() { timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672' 2>/dev/null; }
@@ -134,15 +163,27 @@ EOF
 
 median() { python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.argv[1:] if x!="nan"]; print(s.median(v) if v else "nan")' "$@"; }
 
+# Only the rows asked for (--rows), in the table's order.
+if [ -n "$ROWS" ]; then
+    keep=()
+    for line in "${SCENARIOS[@]}"; do
+        [[ ",$ROWS," == *",${line%%|*},"* ]] && keep+=("$line")
+    done
+    SCENARIOS=("${keep[@]}")
+fi
+
 declare -A RESULT
 BROKERS=(warren)
 [ "$HAVE_RABBIT" = 1 ] && BROKERS+=(rabbit)
+[ -n "$BASE_URI" ] && BROKERS+=(base)
+# The second column: RabbitMQ, or the baseline revision.
+SECOND=; [ "$HAVE_RABBIT" = 1 ] && SECOND=rabbit; [ -n "$BASE_URI" ] && SECOND=base
 for line in "${SCENARIOS[@]}"; do
     IFS='|' read -r id label args metric _ _ <<<"$line"
     for run in $(seq 1 "$RUNS"); do
         # Interleave the brokers run by run so background load hits both alike.
         for b in "${BROKERS[@]}"; do
-            uri=$WARREN_URI; [ "$b" = rabbit ] && uri=$RABBIT_URI
+            uri=$WARREN_URI; [ "$b" = rabbit ] && uri=$RABBIT_URI; [ "$b" = base ] && uri=$BASE_URI
             json="$WORK/$id.$b.$run.json"
             echo "[$id] $b run $run/$RUNS: warren-perf $args -z $SECS" >&2
             # Per-scenario queue and exchange names: a fan-out exchange never meets a
@@ -166,7 +207,9 @@ fi
 TABLE=$WORK/table.py
 cat >"$TABLE" <<'EOF'
 import math, sys
-rows, have_rabbit = [], sys.argv[1] == "1"
+rows, second = [], sys.argv[1]
+have_rabbit = second != ""
+baseline = second == "base"
 S2 = None
 def num(x):
     v = float(x)
@@ -183,19 +226,26 @@ for ln in lines:
     w, r = num(w), (num(r) if have_rabbit else None)
     if id == "s2": S2 = w
     ratio = "n/a"
-    if w is not None and r:
+    if w is not None and r and baseline:
+        # after vs before: + is better for rates, - is better for latency.
+        ratio = f"{(w / r - 1) * 100:+.1f}%"
+    elif w is not None and r:
         ratio = f"{w / r:.1f}×" if metric != "p99" else f"{r / w:.1f}× lower" if w <= r else f"{w / r:.1f}× higher"
     ok = ""
-    if w is not None and check != "True":
+    if w is not None and check != "True" and not baseline:
         try:
             ok = " ✅" if eval(check, {"w": w, "r": r, "S2": S2}) else " ❌"
         except Exception:
             ok = ""
     cols = [label, fmt(w, metric)]
     if have_rabbit: cols += [fmt(r, metric), ratio]
-    cols.append(target + ok)
+    if not baseline:
+        cols.append(target + ok)
     out.append("| " + " | ".join(cols) + " |")
-hdr = ["scenario", "Warren"] + (["RabbitMQ", "Warren/RabbitMQ"] if have_rabbit else []) + ["target"]
+if baseline:
+    hdr = ["scenario", "after (" + sys.argv[2] + ")", "before (" + sys.argv[3] + ")", "after vs before"]
+else:
+    hdr = ["scenario", "Warren"] + (["RabbitMQ", "Warren/RabbitMQ"] if have_rabbit else []) + ["target"]
 print("| " + " | ".join(hdr) + " |")
 print("|" + "|".join(["---"] + ["---:"] * (len(hdr) - 2) + ["---"]) + "|")
 print("\n".join(out))
@@ -209,18 +259,18 @@ EOF
         wv=(); rv=()
         for run in $(seq 1 "$RUNS"); do
             wv+=("${RESULT[$id.warren.$run]}")
-            [ "$HAVE_RABBIT" = 1 ] && rv+=("${RESULT[$id.rabbit.$run]}")
+            [ -n "$SECOND" ] && rv+=("${RESULT[$id.$SECOND.$run]}")
         done
         w=$(median "${wv[@]}")
-        r=nan; [ "$HAVE_RABBIT" = 1 ] && r=$(median "${rv[@]}")
+        r=nan; [ -n "$SECOND" ] && r=$(median "${rv[@]}")
         echo "$id|$label|$metric|$target|$check|$w|$r"
     done
-} | python3 "$TABLE" "$HAVE_RABBIT" >"$WORK/table.md"
+} | python3 "$TABLE" "$SECOND" "$(git rev-parse --short HEAD 2>/dev/null)" "${BASE_REV:-}" >"$WORK/table.md"
 
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 echo
 echo "Machine: $(nproc) cores, ${CPU:-unknown CPU}; $(uname -sr). Date: $(date -u '+%Y-%m-%d %H:%M UTC')."
-echo "Warren $(git rev-parse --short HEAD 2>/dev/null || echo '?')${RABBIT_VERSION:+; RabbitMQ $RABBIT_VERSION}."
+echo "Warren $(git rev-parse --short HEAD 2>/dev/null || echo '?')${RABBIT_VERSION:+; RabbitMQ $RABBIT_VERSION}${BASE_REV:+; baseline Warren $BASE_REV}."
 echo "Median of $RUNS run(s) of ${SECS} s each (warren-perf -z $SECS); brokers interleaved run by run."
 echo
 cat "$WORK/table.md"

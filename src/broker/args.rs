@@ -879,49 +879,54 @@ mod tests {
     #[test]
     fn validation_texts_match_rabbitmq() {
         let rs = "for queue 'q' in vhost '/'";
-        assert_eq!(
-            declare_err(&[("x-max-length", s("a"))]),
-            format!("invalid arg 'x-max-length' {rs}: \"expected integer, got longstr\"")
-        );
-        assert_eq!(
-            declare_err(&[("x-max-length", FieldValue::I32(-1))]),
-            format!("invalid arg 'x-max-length' {rs}: {{value_negative,-1}}")
-        );
-        assert_eq!(
-            declare_err(&[("x-message-ttl", FieldValue::I64(315_360_000_001))]),
-            format!("invalid arg 'x-message-ttl' {rs}: {{value_too_large,315360000001}}")
-        );
-        assert_eq!(
-            declare_err(&[("x-expires", FieldValue::I32(0))]),
-            format!("invalid arg 'x-expires' {rs}: {{value_zero,0}}")
-        );
-        assert_eq!(
-            declare_err(&[("x-max-priority", FieldValue::I32(256))]),
-            format!("invalid arg 'x-max-priority' {rs}: {{max_value_exceeded,256}}")
-        );
-        assert_eq!(
-            declare_err(&[("x-overflow", s("bogus"))]),
-            format!("invalid arg 'x-overflow' {rs}: invalid_overflow")
-        );
-        assert_eq!(
-            declare_err(&[("x-queue-type", s("bogus"))]),
-            format!("invalid arg 'x-queue-type' {rs}: \"unsupported queue type 'bogus'\"")
-        );
-        assert_eq!(
-            declare_err(&[("x-single-active-consumer", FieldValue::I32(1))]),
-            format!("invalid arg 'x-single-active-consumer' {rs}: {{unacceptable_type,signedint}}")
-        );
+        // (argument, value, what RabbitMQ says after "invalid arg '<argument>' <rs>")
+        let cases = [
+            (
+                "x-max-length",
+                s("a"),
+                ": \"expected integer, got longstr\"",
+            ),
+            ("x-max-length", FieldValue::I32(-1), ": {value_negative,-1}"),
+            (
+                "x-message-ttl",
+                FieldValue::I64(315_360_000_001),
+                ": {value_too_large,315360000001}",
+            ),
+            ("x-expires", FieldValue::I32(0), ": {value_zero,0}"),
+            (
+                "x-max-priority",
+                FieldValue::I32(256),
+                ": {max_value_exceeded,256}",
+            ),
+            ("x-overflow", s("bogus"), ": invalid_overflow"),
+            (
+                "x-queue-type",
+                s("bogus"),
+                ": \"unsupported queue type 'bogus'\"",
+            ),
+            (
+                "x-single-active-consumer",
+                FieldValue::I32(1),
+                ": {unacceptable_type,signedint}",
+            ),
+            (
+                "x-dead-letter-routing-key",
+                s("k"),
+                ": routing_key_but_no_dlx_defined",
+            ),
+            (
+                "x-delivery-limit",
+                FieldValue::I32(1),
+                " of queue type rabbit_classic_queue",
+            ),
+        ];
+        for (name, value, tail) in cases {
+            let want = format!("invalid arg '{name}' {rs}{tail}");
+            assert_eq!(declare_err(&[(name, value)]), want);
+        }
         assert_eq!(
             declare_err(&[("x-dead-letter-exchange", FieldValue::I32(1))]),
             "invalid type 'signedint' for arg 'x-dead-letter-exchange' in queue 'q' in vhost '/'"
-        );
-        assert_eq!(
-            declare_err(&[("x-dead-letter-routing-key", s("k"))]),
-            format!("invalid arg 'x-dead-letter-routing-key' {rs}: routing_key_but_no_dlx_defined")
-        );
-        assert_eq!(
-            declare_err(&[("x-delivery-limit", FieldValue::I32(1))]),
-            format!("invalid arg 'x-delivery-limit' {rs} of queue type rabbit_classic_queue")
         );
         assert_eq!(
             declare_err(&[("x-queue-type", s("quorum"))]),

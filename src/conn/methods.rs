@@ -456,8 +456,8 @@ impl Session<'_> {
     /// exchange (cached per channel), checks the user-id property, and hands the message
     /// to [`Broker::publish`] (route, persist or page, enqueue; a full disk refuses it
     /// and makes its confirm a nack). Unroutable and mandatory: sent back with
-    /// basic.return. In confirm mode it is counted for a confirm. Errors: 404/403 for a missing/internal exchange, 406 for a user-id that
-    /// is not the connection's user.
+    /// basic.return. In confirm mode it is counted for a confirm. Errors: 404/403 for a
+    /// missing/internal exchange, 406 for a user-id that is not the connection's user.
     fn route_publish(
         &mut self,
         ch: u16,

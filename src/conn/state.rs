@@ -1,9 +1,10 @@
 //! The connection state machine: every frame a peer sends goes through `Session::input`.
 //!
 //! A `Session` is a connection borrowed together with the broker (mutably) and the
-//! users and permissions (`Auth`, read-only), for one batch of input. It decodes frames from the read buffer, runs one `match` over (state, method),
-//! and appends replies to the connection's out-queue. It never touches a socket and never
-//! frees the connection: closing only changes `state`, and the server reaps.
+//! users and permissions (`Auth`, read-only), for one batch of input. It decodes frames
+//! from the read buffer, runs one `match` over (state, method), and appends replies to
+//! the connection's out-queue. It never touches a socket and never frees the
+//! connection: closing only changes `state`, and the server reaps.
 //!
 //! This file owns the connection level: the protocol header, the handshake (start-ok
 //! authenticates through `Auth` and sets `Connection::user`; open asks the broker whether
