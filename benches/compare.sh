@@ -36,6 +36,9 @@ done
 RABBIT_URI=${RABBIT_URI:-amqp://guest:guest@127.0.0.1:5672/%2f}
 
 echo "building release..." >&2
+# The revision measured is the one built now (the checkout may move during the run).
+HEAD_REV=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
+git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || HEAD_REV="$HEAD_REV+changes"
 cargo build --release --quiet --bin warren --bin warren-perf
 PERF=$ROOT/target/release/warren-perf
 WARREN=$ROOT/target/release/warren
@@ -265,12 +268,12 @@ EOF
         r=nan; [ -n "$SECOND" ] && r=$(median "${rv[@]}")
         echo "$id|$label|$metric|$target|$check|$w|$r"
     done
-} | python3 "$TABLE" "$SECOND" "$(git rev-parse --short HEAD 2>/dev/null)" "${BASE_REV:-}" >"$WORK/table.md"
+} | python3 "$TABLE" "$SECOND" "$HEAD_REV" "${BASE_REV:-}" >"$WORK/table.md"
 
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 echo
 echo "Machine: $(nproc) cores, ${CPU:-unknown CPU}; $(uname -sr). Date: $(date -u '+%Y-%m-%d %H:%M UTC')."
-echo "Warren $(git rev-parse --short HEAD 2>/dev/null || echo '?')${RABBIT_VERSION:+; RabbitMQ $RABBIT_VERSION}${BASE_REV:+; baseline Warren $BASE_REV}."
+echo "Warren $HEAD_REV${RABBIT_VERSION:+; RabbitMQ $RABBIT_VERSION}${BASE_REV:+; baseline Warren $BASE_REV}."
 echo "Median of $RUNS run(s) of ${SECS} s each (warren-perf -z $SECS); brokers interleaved run by run."
 echo
 cat "$WORK/table.md"
