@@ -5,6 +5,7 @@ empty queue and per queued 16-byte message.
     python3 benches/memory.py                  # builds nothing; uses target/release/warren
     python3 benches/memory.py --conns 2000 --queues 2000 --messages 200000   # smaller
     python3 benches/memory.py --rabbit         # the same steps against RabbitMQ on :5672
+    python3 benches/memory.py --warren target/baseline/release/warren   # another build
 
 Steps: start Warren (fd limit 65536) and read its listening line; baseline RSS; open N idle
 connections with the full AMQP handshake over raw sockets (header, start-ok PLAIN, tune-ok
@@ -141,8 +142,7 @@ def raise_nofile(n):
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
-def start_warren():
-    exe = os.path.join(ROOT, "target", "release", "warren")
+def start_warren(exe):
     if not os.path.exists(exe):
         sys.exit(f"{exe} missing: run cargo build --release first")
     data = tempfile.mkdtemp(prefix="warren-mem-")
@@ -174,6 +174,8 @@ def main():
     ap.add_argument("--queues", type=int, default=10_000)
     ap.add_argument("--messages", type=int, default=1_000_000)
     ap.add_argument("--rabbit", action="store_true", help="measure RabbitMQ (beam.smp) on 127.0.0.1:5672")
+    ap.add_argument("--warren", default=os.path.join(ROOT, "target", "release", "warren"),
+                    help="the warren binary to measure (default: target/release/warren)")
     a = ap.parse_args()
 
     raise_nofile(a.conns + 1024)
@@ -181,7 +183,7 @@ def main():
     if a.rabbit:
         pid, port, name = rabbit_pid(), 5672, "RabbitMQ"
     else:
-        proc, port = start_warren()
+        proc, port = start_warren(a.warren)
         pid, name = proc.pid, "Warren"
     uri = f"amqp://guest:guest@127.0.0.1:{port}/%2f"
     tag = f"memq-{os.getpid()}"
