@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::User;
+use crate::broker::VhostId;
 use crate::message::{Body, BODY_BY_REF};
 use crate::net::Transport;
 use crate::proto::frame;
@@ -218,6 +219,9 @@ pub struct Connection {
     pub user: User,
     /// The name of the vhost opened by connection.open ("" until then).
     pub vhost: Arc<str>,
+    /// That vhost in the broker: every name a channel method sends is resolved in it.
+    /// Meaningless until connection.open (no channel method runs before).
+    pub vhost_id: VhostId,
     pub opened_at: Instant,
     pub last_recv: Instant,
     pub last_sent: Instant,
@@ -263,6 +267,7 @@ impl Connection {
             caps: ClientCaps::default(),
             user: User::default(),
             vhost: Arc::from(""),
+            vhost_id: VhostId::DEFAULT,
             opened_at: now,
             last_recv: now,
             last_sent: now,
@@ -347,7 +352,7 @@ impl Connection {
             peer: self.peer,
             local,
             user: self.user.name().to_string(),
-            vhost: self.vhost.to_string(),
+            vhost: self.vhost.clone(),
             channels: self.channels.len(),
             state,
             frame_max: self.frame_max,
