@@ -1415,7 +1415,11 @@ mod tests {
     }
 
     fn route(b: &mut Broker, x: &str, rk: &'static str) -> Vec<QueueId> {
-        let id = b.publish_target(ROOT, x.as_bytes()).unwrap();
+        route_in(b, ROOT, x, rk)
+    }
+
+    fn route_in(b: &mut Broker, v: VhostId, x: &str, rk: &'static str) -> Vec<QueueId> {
+        let id = b.publish_target(v, x.as_bytes()).unwrap();
         let mut out = Vec::new();
         let m = msg(rk);
         let props = Bytes::copy_from_slice(m.properties());
@@ -1517,6 +1521,135 @@ mod tests {
                 .code,
             ReplyCode::NotFound
         );
+    }
+
+    fn publish(b: &mut Broker, v: VhostId, x: &str, rk: &'static str, persistent: bool) {
+        let id = b.publish_target(v, x.as_bytes()).unwrap();
+        // Property flags with delivery-mode (bit 12), then delivery-mode 2 when persistent.
+        let props = if persistent {
+            Bytes::from_static(&[0x10, 0, 2])
+        } else {
+            Bytes::from_static(&[0, 0])
+        };
+        let body = Bytes::from_static(b"m");
+        let r = b.publish(id, x.as_bytes(), rk.as_bytes(), props, body, u64::MAX);
+        assert!(matches!(
+            r,
+            Published::Routed | Published::Unroutable { .. }
+        ));
+    }
+
+    fn ready(b: &Broker, v: VhostId, q: &str) -> u32 {
+        let id = b.queue_id(v, q.as_bytes()).unwrap();
+        b.queue(id).unwrap().message_count()
+    }
+
+    #[test]
+    fn two_vhosts_with_the_same_names_are_independent() {
+        let mut b = Broker::new();
+        let other = b.add_vhost("other");
+        assert_ne!(other, ROOT);
+        assert_eq!(b.add_vhost("other"), other);
+        assert_eq!(b.lookup_vhost(b"other").map(|(id, _)| id), Some(other));
+        assert!(b.lookup_vhost(b"nope").is_none());
+        // Each vhost has its own predeclared exchanges.
+        for v in [ROOT, other] {
+            for x in [
+                "",
+                "amq.direct",
+                "amq.fanout",
+                "amq.topic",
+                "amq.headers",
+                "amq.match",
+            ] {
+                assert!(b.exchange_id(v, x.as_bytes()).is_some(), "{x}");
+            }
+        }
+        assert_ne!(b.exchange_id(ROOT, b""), b.exchange_id(other, b""));
+
+        let mut ids = Vec::new();
+        for v in [ROOT, other] {
+            b.declare_exchange(v, &xdecl("x", "direct")).unwrap();
+            let q = b.declare_queue(v, &decl("q"), 1, |_| Ok(())).unwrap().id;
+            b.bind(
+                v,
+                b"x",
+                Dest::Queue(q),
+                Bytes::from_static(b"k"),
+                FieldTable::new(),
+            )
+            .unwrap();
+            ids.push(q);
+        }
+        assert_ne!(ids[0], ids[1]);
+        assert_eq!(b.queue(ids[1]).unwrap().vhost, other);
+        // Routing stays inside the publisher's vhost, by an exchange and by the default one.
+        assert_eq!(route_in(&mut b, other, "x", "k"), vec![ids[1]]);
+        assert_eq!(route_in(&mut b, ROOT, "", "q"), vec![ids[0]]);
+        publish(&mut b, other, "x", "k", false);
+        publish(&mut b, other, "", "q", false);
+        assert_eq!((ready(&b, ROOT, "q"), ready(&b, other, "q")), (0, 2));
+
+        // A name missing in one vhost is missing there only, and errors name the vhost.
+        b.declare_exchange(other, &xdecl("only-other", "fanout"))
+            .unwrap();
+        let e = b.publish_target(ROOT, b"only-other").unwrap_err();
+        assert_eq!(e.text, "no exchange 'only-other' in vhost '/'");
+        let e = b.find_queue(other, b"missing", 1).unwrap_err();
+        assert_eq!(e.text, "no queue 'missing' in vhost 'other'");
+        // Server-named queues live in their vhost.
+        let gen = b
+            .declare_queue(other, &decl(""), 1, |_| Ok(()))
+            .unwrap()
+            .name;
+        assert!(b.queue_id(other, &gen).is_some() && b.queue_id(ROOT, &gen).is_none());
+
+        // Deleting in one vhost leaves the other alone.
+        b.delete_queue(ids[1], false, false).unwrap();
+        b.delete_exchange(other, b"x", false).unwrap();
+        assert!(b.queue_id(other, b"q").is_none() && b.exchange_id(other, b"x").is_none());
+        assert_eq!(b.queue_id(ROOT, b"q"), Some(ids[0]));
+        assert_eq!(route_in(&mut b, ROOT, "x", "k"), vec![ids[0]]);
+    }
+
+    #[test]
+    fn recovery_puts_durable_entities_back_in_their_vhost() {
+        let dir = std::env::temp_dir().join(format!("warren-vhosts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let (store, meta, msgs) = Store::open(&dir).unwrap();
+            let mut b = Broker::recover(store, meta, msgs, u64::MAX);
+            let other = b.add_vhost("other");
+            for v in [ROOT, other] {
+                let mut x = xdecl("x", "direct");
+                x.durable = true;
+                b.declare_exchange(v, &x).unwrap();
+                let mut d = decl("q");
+                d.durable = true;
+                let q = b.declare_queue(v, &d, 1, |_| Ok(())).unwrap().id;
+                b.bind(
+                    v,
+                    b"x",
+                    Dest::Queue(q),
+                    Bytes::from_static(b"k"),
+                    FieldTable::new(),
+                )
+                .unwrap();
+            }
+            publish(&mut b, other, "x", "k", true);
+            b.sync().unwrap();
+        }
+        let (store, meta, msgs) = Store::open(&dir).unwrap();
+        let mut b = Broker::recover(store, meta, msgs, u64::MAX);
+        let (other, name) = b.lookup_vhost(b"other").unwrap();
+        assert_eq!(&*name, "other");
+        assert_eq!((ready(&b, ROOT, "q"), ready(&b, other, "q")), (0, 1));
+        let q = b.queue_id(other, b"q").unwrap();
+        assert_eq!(route_in(&mut b, other, "x", "k"), vec![q]);
+        let q = b.queue_id(ROOT, b"q").unwrap();
+        assert_eq!(route_in(&mut b, ROOT, "x", "k"), vec![q]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
