@@ -2,7 +2,8 @@
 //!
 //! Owns everything about one peer except its socket's registration (the reactor's) and
 //! the broker model (the server's), including who the peer is: its authenticated user
-//! and the vhost it opened (the auth module decides both; see `state.rs`). Handlers
+//! and the vhost it opened, by name and by broker id (`vhost_id`, in which every name a
+//! channel method sends is resolved; the auth module decides both; see `state.rs`). Handlers
 //! append frames to `out`; only the reactor's flush phase writes them, with vectored
 //! writes, through the connection's [`Transport`] (`net`), which is also where reads
 //! land in `rbuf`. The transport is optional so the whole connection logic can be
