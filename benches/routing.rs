@@ -5,7 +5,9 @@ use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use warren::broker::exchange::headers;
 use warren::broker::exchange::topic::TopicTrie;
-use warren::broker::{Broker, Dest, ExchangeDecl, QueueDecl, QueueId};
+use warren::broker::{Broker, Dest, ExchangeDecl, QueueDecl, QueueId, VhostId};
+
+const ROOT: VhostId = VhostId::DEFAULT;
 use warren::message::Message;
 use warren::proto::{FieldTable, FieldValue};
 
@@ -57,15 +59,18 @@ fn headers_match(c: &mut Criterion) {
 fn fanout_broker(n: usize) -> (Broker, Vec<QueueId>) {
     let mut broker = Broker::new();
     broker
-        .declare_exchange(&ExchangeDecl {
-            name: Bytes::from_static(b"fan"),
-            kind: Bytes::from_static(b"fanout"),
-            passive: false,
-            durable: false,
-            auto_delete: false,
-            internal: false,
-            arguments: FieldTable::new(),
-        })
+        .declare_exchange(
+            ROOT,
+            &ExchangeDecl {
+                name: Bytes::from_static(b"fan"),
+                kind: Bytes::from_static(b"fanout"),
+                passive: false,
+                durable: false,
+                auto_delete: false,
+                internal: false,
+                arguments: FieldTable::new(),
+            },
+        )
         .unwrap();
     let mut ids = Vec::new();
     for i in 0..n {
@@ -77,9 +82,15 @@ fn fanout_broker(n: usize) -> (Broker, Vec<QueueId>) {
             auto_delete: false,
             arguments: FieldTable::new(),
         };
-        let q = broker.declare_queue(&d, 0, |_| Ok(())).unwrap().id;
+        let q = broker.declare_queue(ROOT, &d, 0, |_| Ok(())).unwrap().id;
         broker
-            .bind(b"fan", Dest::Queue(q), Bytes::new(), FieldTable::new())
+            .bind(
+                ROOT,
+                b"fan",
+                Dest::Queue(q),
+                Bytes::new(),
+                FieldTable::new(),
+            )
             .unwrap();
         ids.push(q);
     }
@@ -106,7 +117,7 @@ fn route(c: &mut Criterion) {
     let mut g = c.benchmark_group("route+enqueue");
     for n in [1usize, 10, 100] {
         let (mut broker, ids) = fanout_broker(n);
-        let x = broker.publish_target(b"fan").unwrap();
+        let x = broker.publish_target(ROOT, b"fan").unwrap();
         let msg = Message::new(b"fan", b"k", &[0, 0], Bytes::from_static(&[1; 16]), None);
         let props = Bytes::from_static(&[0, 0]);
         let mut out = Vec::new();
@@ -131,7 +142,7 @@ fn publish(c: &mut Criterion) {
     let mut g = c.benchmark_group("publish");
     for n in [1usize, 10] {
         let (mut broker, ids) = fanout_broker(n);
-        let x = broker.publish_target(b"fan").unwrap();
+        let x = broker.publish_target(ROOT, b"fan").unwrap();
         let props = Bytes::from_static(&[0, 0]);
         let body = Bytes::from_static(&[1; 16]);
         let mut count = 0u32;

@@ -172,18 +172,26 @@ pub fn queue_arguments(data: &[u8]) {
     };
     let name: &[u8] = if flags & 8 != 0 { b"" } else { b"q" };
     let is_406 = |e: &crate::error::AmqpError| e.code == ReplyCode::PreconditionFailed;
-    if let Err(e) =
-        args::validate_queue_declare(name, &t, flags & 1 != 0, flags & 2 != 0, flags & 4 != 0)
-    {
+    if let Err(e) = args::validate_queue_declare(
+        "/",
+        name,
+        &t,
+        flags & 1 != 0,
+        flags & 2 != 0,
+        flags & 4 != 0,
+    ) {
         assert!(is_406(&e), "{e:?}");
     }
-    if let Err(e) = args::validate_exchange_declare(name, &t) {
+    if let Err(e) = args::validate_exchange_declare("/", name, &t) {
         assert!(is_406(&e), "{e:?}");
     }
     if self_eq(&t) {
-        assert!(args::check_queue_equivalence(name, &t, &t).is_ok(), "{t:?}");
         assert!(
-            args::check_exchange_equivalence(name, &t, &t).is_ok(),
+            args::check_queue_equivalence("/", name, &t, &t).is_ok(),
+            "{t:?}"
+        );
+        assert!(
+            args::check_exchange_equivalence("/", name, &t, &t).is_ok(),
             "{t:?}"
         );
     }
@@ -191,13 +199,13 @@ pub fn queue_arguments(data: &[u8]) {
     let a = FieldTable(t.0.get(..half).unwrap_or_default().to_vec());
     let b = FieldTable(t.0.get(half..).unwrap_or_default().to_vec());
     for (x, y) in [(&a, &b), (&b, &a)] {
-        if let Err(e) = args::check_queue_equivalence(name, x, y) {
+        if let Err(e) = args::check_queue_equivalence("/", name, x, y) {
             assert!(
                 is_406(&e) && e.text.starts_with("inequivalent arg '"),
                 "{e:?}"
             );
         }
-        if let Err(e) = args::check_exchange_equivalence(name, x, y) {
+        if let Err(e) = args::check_exchange_equivalence("/", name, x, y) {
             assert!(is_406(&e), "{e:?}");
         }
     }
@@ -632,6 +640,7 @@ pub fn segment(data: &[u8]) {
         next_queue_id: 4,
         queues: (1..=3)
             .map(|id| MetaQueue {
+                vhost: Bytes::from_static(b"/"),
                 name: Bytes::from(format!("q{id}")),
                 id,
                 auto_delete: false,

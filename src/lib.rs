@@ -2,7 +2,7 @@
 //!
 //! Who owns what: the [`reactor`] owns the `mio::Poll`, the listeners (each tagged with
 //! the protocol it speaks) and the token scheme; [`server::Server`] owns the broker model
-//! ([`broker::Broker`]: exchanges, queues, bindings) and the users and permissions
+//! ([`broker::Broker`]: vhosts, each with its exchanges, queues and bindings) and the users and permissions
 //! ([`auth::Auth`]) side by side with the connections (`Slab<conn::Connection>`, each
 //! carrying its user and vhost); each connection owns its socket as a [`net::Transport`],
 //! which only the reactor drives. Nothing is shared through `Rc<RefCell<…>>`; a handler

@@ -21,8 +21,9 @@
 
 use bytes::Bytes;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use crate::broker::{self, Broker, Dest, QueueId};
+use crate::broker::{self, Broker, Dest, QueueId, VhostId};
 use crate::error::{not_found, AmqpError};
 use crate::message::Body;
 use crate::proto::FieldTable;
@@ -143,7 +144,7 @@ pub fn get(
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueInfo {
     pub name: Bytes,
-    pub vhost: &'static str,
+    pub vhost: Arc<str>,
     pub durable: bool,
     pub auto_delete: bool,
     pub exclusive: bool,
@@ -162,7 +163,7 @@ pub struct QueueInfo {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExchangeInfo {
     pub name: Bytes,
-    pub vhost: &'static str,
+    pub vhost: Arc<str>,
     pub kind: &'static str,
     pub durable: bool,
     pub auto_delete: bool,
@@ -192,7 +193,7 @@ impl DestinationType {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BindingInfo {
     pub source: Bytes,
-    pub vhost: &'static str,
+    pub vhost: Arc<str>,
     pub destination: Bytes,
     pub destination_type: DestinationType,
     pub routing_key: Bytes,
@@ -203,7 +204,7 @@ pub struct BindingInfo {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumerInfo {
     pub queue: Bytes,
-    pub vhost: &'static str,
+    pub vhost: Arc<str>,
     /// The connection's key (the server maps it to the connection's name).
     pub conn: usize,
     pub channel: u16,
@@ -224,7 +225,7 @@ pub struct ConnectionInfo {
     pub peer: SocketAddr,
     pub local: Option<SocketAddr>,
     pub user: String,
-    pub vhost: String,
+    pub vhost: Arc<str>,
     pub channels: usize,
     /// RabbitMQ's state names: starting, tuning, opening, running, blocked, closing, closed.
     pub state: &'static str,
@@ -253,10 +254,17 @@ pub fn connection_name(peer: SocketAddr, local: Option<SocketAddr>) -> String {
     }
 }
 
-fn queue_info(q: &broker::queue::Queue) -> QueueInfo {
+/// The name of vhost `id`, shared (a refcount per snapshot, no copy).
+fn vhost_name(broker: &Broker, id: VhostId) -> Arc<str> {
+    broker
+        .vhost(id)
+        .map_or_else(|| Arc::from(""), |v| v.name.clone())
+}
+
+fn queue_info(broker: &Broker, q: &broker::queue::Queue) -> QueueInfo {
     QueueInfo {
         name: q.name.clone(),
-        vhost: broker::VHOST,
+        vhost: vhost_name(broker, q.vhost),
         durable: q.props.durable,
         auto_delete: q.props.auto_delete,
         exclusive: q.owner.is_some(),
@@ -268,23 +276,26 @@ fn queue_info(q: &broker::queue::Queue) -> QueueInfo {
     }
 }
 
-/// Every queue.
+/// Every queue of every vhost.
 pub fn queues(broker: &Broker) -> Vec<QueueInfo> {
-    broker.queues().map(|(_, q)| queue_info(q)).collect()
-}
-
-/// One queue by name, None when there is none.
-pub fn queue(broker: &Broker, name: &[u8]) -> Option<QueueInfo> {
     broker
-        .queue_id(name)
-        .and_then(|id| broker.queue(id))
-        .map(queue_info)
+        .queues()
+        .map(|(_, q)| queue_info(broker, q))
+        .collect()
 }
 
-fn exchange_info(x: &broker::exchange::Exchange) -> ExchangeInfo {
+/// One queue by vhost and name, None when there is none.
+pub fn queue(broker: &Broker, vhost: VhostId, name: &[u8]) -> Option<QueueInfo> {
+    broker
+        .queue_id(vhost, name)
+        .and_then(|id| broker.queue(id))
+        .map(|q| queue_info(broker, q))
+}
+
+fn exchange_info(broker: &Broker, x: &broker::exchange::Exchange) -> ExchangeInfo {
     ExchangeInfo {
         name: x.name.clone(),
-        vhost: broker::VHOST,
+        vhost: vhost_name(broker, x.vhost),
         kind: x.kind.name(),
         durable: x.durable,
         auto_delete: x.auto_delete,
@@ -293,17 +304,20 @@ fn exchange_info(x: &broker::exchange::Exchange) -> ExchangeInfo {
     }
 }
 
-/// Every exchange, the default one ("") included.
+/// Every exchange of every vhost, each vhost's default one ("") included.
 pub fn exchanges(broker: &Broker) -> Vec<ExchangeInfo> {
-    broker.exchanges().map(|(_, x)| exchange_info(x)).collect()
+    broker
+        .exchanges()
+        .map(|(_, x)| exchange_info(broker, x))
+        .collect()
 }
 
-/// One exchange by name, None when there is none.
-pub fn exchange(broker: &Broker, name: &[u8]) -> Option<ExchangeInfo> {
+/// One exchange by vhost and name, None when there is none.
+pub fn exchange(broker: &Broker, vhost: VhostId, name: &[u8]) -> Option<ExchangeInfo> {
     broker
-        .exchange_id(name)
+        .exchange_id(vhost, name)
         .and_then(|id| broker.exchange(id))
-        .map(exchange_info)
+        .map(|x| exchange_info(broker, x))
 }
 
 /// Every binding: first each queue's implicit one from the default exchange, then the
@@ -313,7 +327,7 @@ pub fn bindings(broker: &Broker) -> Vec<BindingInfo> {
         .queues()
         .map(|(_, q)| BindingInfo {
             source: Bytes::new(),
-            vhost: broker::VHOST,
+            vhost: vhost_name(broker, q.vhost),
             destination: q.name.clone(),
             destination_type: DestinationType::Queue,
             routing_key: q.name.clone(),
@@ -334,7 +348,7 @@ pub fn bindings(broker: &Broker) -> Vec<BindingInfo> {
             };
             out.push(BindingInfo {
                 source: x.name.clone(),
-                vhost: broker::VHOST,
+                vhost: vhost_name(broker, x.vhost),
                 destination,
                 destination_type,
                 routing_key: b.key.clone(),
@@ -351,7 +365,7 @@ pub fn consumers(broker: &Broker) -> Vec<ConsumerInfo> {
     for (_, q) in broker.queues() {
         out.extend(q.consumers().map(|c| ConsumerInfo {
             queue: q.name.clone(),
-            vhost: broker::VHOST,
+            vhost: vhost_name(broker, q.vhost),
             conn: c.conn,
             channel: c.channel,
             tag: c.tag.clone(),
@@ -368,6 +382,9 @@ mod tests {
     use super::*;
     use crate::broker::{ExchangeDecl, QueueDecl};
 
+    /// The vhost "/" of `Broker::new()`.
+    const ROOT: VhostId = VhostId::DEFAULT;
+
     fn qdecl(name: &'static str) -> QueueDecl {
         QueueDecl {
             name: Bytes::from_static(name.as_bytes()),
@@ -380,7 +397,7 @@ mod tests {
     }
 
     fn publish(b: &mut Broker, rk: &'static str, body: &'static [u8]) {
-        let x = b.publish_target(b"").unwrap();
+        let x = b.publish_target(ROOT, b"").unwrap();
         let props = Bytes::from_static(&[0, 0]);
         b.publish(
             x,
@@ -397,18 +414,22 @@ mod tests {
         let mut b = Broker::new();
         let mut d = qdecl("q");
         d.exclusive = true;
-        let q = b.declare_queue(&d, 7, |_| Ok(())).unwrap().id;
-        b.declare_exchange(&ExchangeDecl {
-            name: Bytes::from_static(b"x"),
-            kind: Bytes::from_static(b"topic"),
-            passive: false,
-            durable: true,
-            auto_delete: false,
-            internal: false,
-            arguments: FieldTable::new(),
-        })
+        let q = b.declare_queue(ROOT, &d, 7, |_| Ok(())).unwrap().id;
+        b.declare_exchange(
+            ROOT,
+            &ExchangeDecl {
+                name: Bytes::from_static(b"x"),
+                kind: Bytes::from_static(b"topic"),
+                passive: false,
+                durable: true,
+                auto_delete: false,
+                internal: false,
+                arguments: FieldTable::new(),
+            },
+        )
         .unwrap();
         b.bind(
+            ROOT,
             b"x",
             Dest::Queue(q),
             Bytes::from_static(b"a.*"),
@@ -420,19 +441,19 @@ mod tests {
         b.add_consumer(q, 7, 1, Bytes::from_static(b"c1"), false, false, 10)
             .unwrap();
 
-        let qi = queue(&b, b"q").unwrap();
+        let qi = queue(&b, ROOT, b"q").unwrap();
         assert_eq!(
-            (qi.vhost, qi.exclusive, qi.durable, qi.ready, qi.consumers),
+            (&*qi.vhost, qi.exclusive, qi.durable, qi.ready, qi.consumers),
             ("/", true, false, 2, 1)
         );
         assert_eq!(qi.bytes, 6);
         assert_eq!(queues(&b), vec![qi]);
 
-        let xi = exchange(&b, b"x").unwrap();
+        let xi = exchange(&b, ROOT, b"x").unwrap();
         assert_eq!((xi.kind, xi.durable, xi.internal), ("topic", true, false));
         // "", five amq.* and x.
         assert_eq!(exchanges(&b).len(), 7);
-        assert!(exchange(&b, b"nope").is_none());
+        assert!(exchange(&b, ROOT, b"nope").is_none());
 
         let bs = bindings(&b);
         assert_eq!(bs.len(), 2);
@@ -466,7 +487,10 @@ mod tests {
     #[test]
     fn deleting_a_queue_returns_cancels_for_its_consumers() {
         let mut b = Broker::new();
-        let q = b.declare_queue(&qdecl("q"), 1, |_| Ok(())).unwrap().id;
+        let q = b
+            .declare_queue(ROOT, &qdecl("q"), 1, |_| Ok(()))
+            .unwrap()
+            .id;
         publish(&mut b, "q", b"m");
         b.add_consumer(q, 3, 2, Bytes::from_static(b"t"), true, false, 0)
             .unwrap();
@@ -482,7 +506,7 @@ mod tests {
                 tag: Bytes::from_static(b"t")
             }]
         );
-        assert!(queue(&b, b"q").is_none());
+        assert!(queue(&b, ROOT, b"q").is_none());
         // Gone already: nothing to delete, no effect.
         assert_eq!(delete_queue(&mut b, q, false, false, &mut effects), Ok(0));
         assert_eq!(effects.len(), 1);
@@ -491,9 +515,12 @@ mod tests {
     #[test]
     fn get_with_requeue_leaves_the_queue_in_order_marked_redelivered() {
         let mut b = Broker::new();
-        let q = b.declare_queue(&qdecl("q"), 1, |_| Ok(())).unwrap().id;
+        let q = b
+            .declare_queue(ROOT, &qdecl("q"), 1, |_| Ok(()))
+            .unwrap()
+            .id;
         for body in [&b"1"[..], b"2", b"3"] {
-            let x = b.publish_target(b"").unwrap();
+            let x = b.publish_target(ROOT, b"").unwrap();
             b.publish(
                 x,
                 b"",
@@ -507,12 +534,12 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!((&got[0].body[..], got[0].remaining), (&b"1"[..], 2));
         assert!(!got[0].redelivered);
-        assert_eq!(queue(&b, b"q").unwrap().ready, 3);
+        assert_eq!(queue(&b, ROOT, b"q").unwrap().ready, 3);
         let again = get(&mut b, q, 10, false).unwrap();
         let bodies: Vec<&[u8]> = again.iter().map(|g| &g.body[..]).collect();
         assert_eq!(bodies, vec![&b"1"[..], b"2", b"3"]);
         assert!(again[0].redelivered && again[1].redelivered && !again[2].redelivered);
-        assert_eq!(queue(&b, b"q").unwrap().ready, 0);
+        assert_eq!(queue(&b, ROOT, b"q").unwrap().ready, 0);
     }
 
     #[test]

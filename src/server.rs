@@ -909,6 +909,7 @@ mod tests {
     //! The connection state machine driven in-process: bytes in, frames out.
     use super::*;
     use crate::broker::dispatch::DELIVERIES_PER_TURN;
+    use crate::broker::VhostId;
     use crate::proto::{basic, channel, connection, queue, FieldTable, Method};
 
     /// A client speaking through `Server::feed`.
@@ -1060,12 +1061,7 @@ mod tests {
         let mut a = Client::open();
         let info = a.server.conns[a.key].info();
         assert_eq!(
-            (
-                info.state,
-                info.user.as_str(),
-                info.vhost.as_str(),
-                info.channels
-            ),
+            (info.state, info.user.as_str(), &*info.vhost, info.channels),
             ("running", "guest", "/", 1)
         );
         let ch = a.server.conns[a.key].channels[0].info();
@@ -1429,8 +1425,12 @@ mod tests {
         assert_eq!(conn.state, State::Lingering);
         assert!(conn.channels.is_empty());
         assert!(c.server.closed().is_empty(), "the socket is not reaped yet");
-        assert!(c.server.broker.queue_id(b"excl").is_none());
-        let q = c.server.broker.queue_id(b"q").unwrap();
+        assert!(c
+            .server
+            .broker
+            .queue_id(VhostId::DEFAULT, b"excl")
+            .is_none());
+        let q = c.server.broker.queue_id(VhostId::DEFAULT, b"q").unwrap();
         let q = c.server.broker.queue(q).unwrap();
         assert_eq!(
             (q.len(), q.consumer_count()),
@@ -1521,7 +1521,7 @@ mod tests {
         c.server.input(c.key);
         let count = |s: &Server| {
             s.broker
-                .queue(s.broker.queue_id(b"q").unwrap())
+                .queue(s.broker.queue_id(VhostId::DEFAULT, b"q").unwrap())
                 .unwrap()
                 .len()
         };

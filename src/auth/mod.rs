@@ -32,8 +32,8 @@ use crate::proto::FieldTable;
 /// The SASL mechanisms offered in connection.start, space-separated (spec §1.4.2.1).
 pub const MECHANISMS: &[u8] = b"PLAIN AMQPLAIN";
 
-/// The vhost that exists from the start, and the built-in user's.
-pub const DEFAULT_VHOST: &str = "/";
+/// The vhost that exists from the start (the broker creates it), and the built-in user's.
+pub use crate::broker::DEFAULT_VHOST;
 
 /// The three kinds of access RabbitMQ grants per user and vhost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,8 +19,6 @@ use std::fmt::Write;
 use crate::error::{precondition, AmqpError};
 use crate::proto::{FieldTable, FieldValue};
 
-const VHOST: &str = "/";
-
 /// `rabbit_misc:check_expiry`: ten years in milliseconds.
 const MAX_EXPIRY: i128 = 315_360_000_000;
 /// `?MAX_SUPPORTED_PRIORITY`.
@@ -393,10 +391,11 @@ pub fn show_typed(v: Option<&FieldValue>) -> String {
 /// `rabbit_misc:assert_args_equivalence` over `keys`: `Ok` when every key is absent from
 /// both tables or present in both with the same Erlang value (any integer width matches
 /// any other; `x-queue-type` "classic" matches its absence), else RabbitMQ's
-/// `inequivalent arg` 406 for `what` ("queue 'q'" / "exchange 'x'"). Keys outside `keys`
+/// `inequivalent arg` 406 for `what` ("queue 'q'" / "exchange 'x'") in vhost `vhost`. Keys outside `keys`
 /// are not compared, as in RabbitMQ. `what` is only called for the error, so an equivalent
 /// redeclare (clients that declare before every publish) allocates nothing.
 pub fn check_equivalence(
+    vhost: &str,
     what: impl Fn() -> String,
     keys: &[&str],
     got: &FieldTable,
@@ -414,7 +413,7 @@ pub fn check_equivalence(
             (a, b) => (show_typed(a), show_typed(b)),
         };
         return Err(precondition(format!(
-            "inequivalent arg '{key}' for {} in vhost '{VHOST}': received {received} but current is {current}",
+            "inequivalent arg '{key}' for {} in vhost '{vhost}': received {received} but current is {current}",
             what()
         )));
     }
@@ -424,22 +423,24 @@ pub fn check_equivalence(
 /// A redeclare of queue `name` (whose stored arguments are `cur`) with `got`: the keys of
 /// the existing queue's type are compared.
 pub fn check_queue_equivalence(
+    vhost: &str,
     name: &[u8],
     got: &FieldTable,
     cur: &FieldTable,
 ) -> Result<(), AmqpError> {
     let what = || format!("queue '{}'", String::from_utf8_lossy(name));
-    check_equivalence(what, QueueType::of(cur).arguments(), got, cur)
+    check_equivalence(vhost, what, QueueType::of(cur).arguments(), got, cur)
 }
 
 /// A redeclare of exchange `name`: only `alternate-exchange` is compared.
 pub fn check_exchange_equivalence(
+    vhost: &str,
     name: &[u8],
     got: &FieldTable,
     cur: &FieldTable,
 ) -> Result<(), AmqpError> {
     let what = || format!("exchange '{}'", String::from_utf8_lossy(name));
-    check_equivalence(what, &["alternate-exchange"], got, cur)
+    check_equivalence(vhost, what, &["alternate-exchange"], got, cur)
 }
 
 // ----- validation ----------------------------------------------------------------------
@@ -642,6 +643,7 @@ const DECLARE_ARGS_ORDER: &[&str] = &[
 /// `name` is the name the client sent (empty for server-named).
 /// Returns the queue's type, or the 406 RabbitMQ 3.10 sends.
 pub fn validate_queue_declare(
+    vhost: &str,
     name: &[u8],
     args: &FieldTable,
     durable: bool,
@@ -656,7 +658,7 @@ pub fn validate_queue_declare(
         )));
     }
     let rs = format!(
-        "queue '{}' in vhost '{VHOST}'",
+        "queue '{}' in vhost '{vhost}'",
         String::from_utf8_lossy(name)
     );
     if let Some(v) = args.get(b"x-dead-letter-exchange") {
@@ -725,11 +727,15 @@ pub fn validate_queue_declare(
 /// What an exchange.declare that creates an exchange must pass: `alternate-exchange`,
 /// when present, must be a long string (`rabbit_channel`'s check, the only one RabbitMQ
 /// makes on exchange arguments).
-pub fn validate_exchange_declare(name: &[u8], args: &FieldTable) -> Result<(), AmqpError> {
+pub fn validate_exchange_declare(
+    vhost: &str,
+    name: &[u8],
+    args: &FieldTable,
+) -> Result<(), AmqpError> {
     match args.get(b"alternate-exchange") {
         None | Some(FieldValue::LongStr(_)) => Ok(()),
         Some(v) => Err(precondition(format!(
-            "invalid type '{}' for arg 'alternate-exchange' in exchange '{}' in vhost '{VHOST}'",
+            "invalid type '{}' for arg 'alternate-exchange' in exchange '{}' in vhost '{vhost}'",
             type_name(v),
             String::from_utf8_lossy(name)
         ))),
@@ -774,14 +780,14 @@ mod tests {
     }
 
     fn declare_err(entries: &[(&str, FieldValue)]) -> String {
-        validate_queue_declare(b"q", &table(entries), false, false, false)
+        validate_queue_declare("/", b"q", &table(entries), false, false, false)
             .unwrap_err()
             .text
             .to_string()
     }
 
     fn equiv_err(got: &[(&str, FieldValue)], cur: &[(&str, FieldValue)]) -> String {
-        check_queue_equivalence(b"q", &table(got), &table(cur))
+        check_queue_equivalence("/", b"q", &table(got), &table(cur))
             .unwrap_err()
             .text
             .to_string()
@@ -840,16 +846,16 @@ mod tests {
     fn equivalence_is_by_value_across_integer_widths_and_only_known_keys() {
         let cur = table(&[("x-max-length", FieldValue::I32(1)), ("x-foo", s("a"))]);
         let got = table(&[("x-max-length", FieldValue::U8(1)), ("x-foo", s("b"))]);
-        assert!(check_queue_equivalence(b"q", &got, &cur).is_ok());
+        assert!(check_queue_equivalence("/", b"q", &got, &cur).is_ok());
         let got = table(&[("x-max-length", FieldValue::Timestamp(1))]);
-        assert!(check_queue_equivalence(b"q", &got, &cur).is_ok());
+        assert!(check_queue_equivalence("/", b"q", &got, &cur).is_ok());
         // Classic matches an absent x-queue-type both ways.
         let classic = table(&[("x-queue-type", s("classic"))]);
-        assert!(check_queue_equivalence(b"q", &classic, &FieldTable::new()).is_ok());
-        assert!(check_queue_equivalence(b"q", &FieldTable::new(), &classic).is_ok());
+        assert!(check_queue_equivalence("/", b"q", &classic, &FieldTable::new()).is_ok());
+        assert!(check_queue_equivalence("/", b"q", &FieldTable::new(), &classic).is_ok());
         let f = table(&[("x-max-length", FieldValue::F32(1.5))]);
         let d = table(&[("x-max-length", FieldValue::F64(1.5))]);
-        assert!(check_queue_equivalence(b"q", &f, &d).is_ok());
+        assert!(check_queue_equivalence("/", b"q", &f, &d).is_ok());
     }
 
     #[test]
@@ -947,7 +953,7 @@ mod tests {
             ("x-foo", FieldValue::Void),
         ]);
         assert_eq!(
-            validate_queue_declare(b"q", &ok, true, false, false).unwrap(),
+            validate_queue_declare("/", b"q", &ok, true, false, false).unwrap(),
             QueueType::Quorum
         );
         assert_eq!(

@@ -1,4 +1,13 @@
-//! The virtual host "/": exchanges, queues and the bindings between them, and routing.
+//! The virtual hosts: each with its exchanges (its own default exchange and predeclared
+//! `amq.*`), queues and the bindings between them; and routing.
+//!
+//! Per-vhost model: [`Vhost`] holds the NAMES of its exchanges and queues (a name is
+//! unique only inside its vhost); the exchanges and queues themselves live in the
+//! broker-wide slabs, each recording its [`VhostId`], so ids, routing and the publish and
+//! deliver paths do not look at vhosts at all. Every call that takes a name takes the
+//! vhost it is resolved in; a binding joins two entities of one vhost, and the default
+//! exchange routes to the queues of its own vhost. Only "/" exists after start; the
+//! tenancy issue adds vhosts through [`Broker::add_vhost`].
 //!
 //! Owns no connection (only [`dispatch`], the delivery policy, is handed the server's
 //! connections to write deliveries into; see its header). Queues and exchanges live in slabs addressed by generational ids,
@@ -18,6 +27,7 @@ use bytes::Bytes;
 use log::warn;
 use slab::Slab;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::error::{
     access_refused, not_found, precondition, resource_locked, AmqpError, ReplyCode,
@@ -41,6 +51,25 @@ pub struct QueueId {
 pub struct ExchangeId {
     idx: u32,
     gen: u32,
+}
+
+/// Index of a vhost in the broker (vhosts are never removed yet; a removal would need
+/// a generation, as queues have).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct VhostId(u32);
+
+impl VhostId {
+    /// "/", the vhost [`Broker::new`] creates first (also `VhostId::default()`).
+    pub const DEFAULT: VhostId = VhostId(0);
+}
+
+/// A virtual host: its name and the names of its exchanges and queues. The entities are
+/// in the broker's slabs; this is only the vhost's namespace.
+#[derive(Debug)]
+pub struct Vhost {
+    pub name: Arc<str>,
+    exchanges: HashMap<Bytes, ExchangeId>,
+    queues: HashMap<Bytes, QueueId>,
 }
 
 /// Where a binding leads.
@@ -97,8 +126,8 @@ pub enum Published {
     Unroutable { properties: Bytes, body: Bytes },
 }
 
-/// The one virtual host until the tenancy issue adds more.
-pub const VHOST: &str = "/";
+/// The vhost that exists from the start (RabbitMQ's default vhost).
+pub const DEFAULT_VHOST: &str = "/";
 
 fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -106,10 +135,10 @@ fn show(b: &[u8]) -> String {
 
 #[derive(Debug, Default)]
 pub struct Broker {
+    /// Indexed by `VhostId`.
+    vhosts: Vec<Vhost>,
     exchanges: Slab<Exchange>,
-    exchange_names: HashMap<Bytes, ExchangeId>,
     queues: Slab<Queue>,
-    queue_names: HashMap<Bytes, QueueId>,
     next_gen: u32,
     /// Queues with ready messages or new credit, for the dispatch phase.
     dirty: Vec<QueueId>,
@@ -169,9 +198,25 @@ pub fn load_body_in<'m>(store: Option<&mut Store>, msg: &'m Message) -> std::io:
 }
 
 impl Broker {
-    /// A broker with the default exchange and the predeclared `amq.*` exchanges.
+    /// A broker with the vhost "/" (see [`Broker::add_vhost`]).
     pub fn new() -> Broker {
         let mut b = Broker::default();
+        b.add_vhost(DEFAULT_VHOST);
+        b
+    }
+
+    /// Creates the vhost `name` with its default exchange and its predeclared `amq.*`
+    /// exchanges, and returns its id; an existing vhost of that name is returned as is.
+    pub fn add_vhost(&mut self, name: &str) -> VhostId {
+        if let Some((id, _)) = self.lookup_vhost(name.as_bytes()) {
+            return id;
+        }
+        let id = VhostId(self.vhosts.len() as u32);
+        self.vhosts.push(Vhost {
+            name: Arc::from(name),
+            exchanges: HashMap::new(),
+            queues: HashMap::new(),
+        });
         for (name, kind) in [
             ("", ExchangeKind::Direct),
             ("amq.direct", ExchangeKind::Direct),
@@ -180,7 +225,8 @@ impl Broker {
             ("amq.headers", ExchangeKind::Headers),
             ("amq.match", ExchangeKind::Headers),
         ] {
-            b.insert_exchange(
+            self.insert_exchange(
+                id,
                 Bytes::from_static(name.as_bytes()),
                 kind,
                 true,
@@ -189,13 +235,38 @@ impl Broker {
                 FieldTable::new(),
             );
         }
-        b
+        id
     }
 
-    /// The name of the vhost called `name`, when it exists (connection.open). Only "/"
-    /// exists until the tenancy issue.
-    pub fn vhost_name(&self, name: &[u8]) -> Option<std::sync::Arc<str>> {
-        (name == VHOST.as_bytes()).then(|| std::sync::Arc::from(VHOST))
+    /// The id and name of the vhost called `name`, when it exists (connection.open).
+    /// A scan: vhosts are few and looked up once per connection.
+    pub fn lookup_vhost(&self, name: &[u8]) -> Option<(VhostId, Arc<str>)> {
+        self.vhosts
+            .iter()
+            .position(|v| v.name.as_bytes() == name)
+            .map(|i| (VhostId(i as u32), self.vhosts[i].name.clone()))
+    }
+
+    /// A vhost by id.
+    pub fn vhost(&self, id: VhostId) -> Option<&Vhost> {
+        self.vhosts.get(id.0 as usize)
+    }
+
+    /// Every vhost with its id, in creation order.
+    pub fn vhosts(&self) -> impl Iterator<Item = (VhostId, &Vhost)> {
+        self.vhosts
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (VhostId(i as u32), v))
+    }
+
+    /// The name of vhost `id` for error texts and snapshots ("" for an unknown id).
+    pub fn vhost_label(&self, id: VhostId) -> &str {
+        self.vhost(id).map_or("", |v| &v.name)
+    }
+
+    fn vhost_mut(&mut self, id: VhostId) -> Option<&mut Vhost> {
+        self.vhosts.get_mut(id.0 as usize)
     }
 
     fn gen(&mut self) -> u32 {
@@ -203,8 +274,10 @@ impl Broker {
         self.next_gen
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn insert_exchange(
         &mut self,
+        vhost: VhostId,
         name: Bytes,
         kind: ExchangeKind,
         durable: bool,
@@ -215,6 +288,7 @@ impl Broker {
         let gen = self.gen();
         let x = Exchange::new(
             gen,
+            vhost,
             name.clone(),
             kind,
             durable,
@@ -224,7 +298,9 @@ impl Broker {
         );
         let idx = self.exchanges.insert(x) as u32;
         let id = ExchangeId { idx, gen };
-        self.exchange_names.insert(name, id);
+        if let Some(v) = self.vhost_mut(vhost) {
+            v.exchanges.insert(name, id);
+        }
         id
     }
 
@@ -262,12 +338,14 @@ impl Broker {
             .filter(|x| x.gen == id.gen)
     }
 
-    pub fn exchange_id(&self, name: &[u8]) -> Option<ExchangeId> {
-        self.exchange_names.get(name).copied()
+    /// The exchange called `name` in vhost `vhost`.
+    pub fn exchange_id(&self, vhost: VhostId, name: &[u8]) -> Option<ExchangeId> {
+        self.vhost(vhost)?.exchanges.get(name).copied()
     }
 
-    pub fn queue_id(&self, name: &[u8]) -> Option<QueueId> {
-        self.queue_names.get(name).copied()
+    /// The queue called `name` in vhost `vhost`.
+    pub fn queue_id(&self, vhost: VhostId, name: &[u8]) -> Option<QueueId> {
+        self.vhost(vhost)?.queues.get(name).copied()
     }
 
     /// Every queue with its id, in slab order (inspection, the management API).
@@ -301,41 +379,69 @@ impl Broker {
         self.queues.iter().map(|(_, q)| q.len()).sum()
     }
 
-    /// Looks a queue up by name for connection `conn`: 404 when missing, 405 when
-    /// another connection owns it exclusively.
-    pub fn find_queue(&self, name: &[u8], conn: usize) -> Result<QueueId, AmqpError> {
-        let id = self
-            .queue_id(name)
-            .ok_or_else(|| not_found(format!("no queue '{}' in vhost '{VHOST}'", show(name))))?;
-        let q = self
-            .queue(id)
-            .ok_or_else(|| not_found(format!("no queue '{}' in vhost '{VHOST}'", show(name))))?;
+    /// Looks a queue up by name in `vhost` for connection `conn`: 404 when missing,
+    /// 405 when another connection owns it exclusively.
+    pub fn find_queue(
+        &self,
+        vhost: VhostId,
+        name: &[u8],
+        conn: usize,
+    ) -> Result<QueueId, AmqpError> {
+        let (id, q) = self
+            .queue_id(vhost, name)
+            .and_then(|id| Some((id, self.queue(id)?)))
+            .ok_or_else(|| self.no_queue(vhost, name))?;
         match q.owner {
-            Some(owner) if owner != conn => Err(resource_locked(format!(
-                "cannot obtain exclusive access to locked queue '{}' in vhost '{VHOST}'. It could be originally \
-                 declared on another connection or the exclusive property value does not match that of the \
-                 original declaration.",
-                show(name)
-            ))),
+            Some(owner) if owner != conn => Err(self.locked_queue(vhost, name)),
             _ => Ok(id),
         }
     }
 
-    fn find_exchange(&self, name: &[u8]) -> Result<ExchangeId, AmqpError> {
-        self.exchange_id(name)
-            .ok_or_else(|| not_found(format!("no exchange '{}' in vhost '{VHOST}'", show(name))))
+    /// 404 for a queue missing from `vhost`.
+    fn no_queue(&self, vhost: VhostId, name: &[u8]) -> AmqpError {
+        not_found(format!(
+            "no queue '{}' in vhost '{}'",
+            show(name),
+            self.vhost_label(vhost)
+        ))
+    }
+
+    /// 404 for an exchange missing from `vhost`.
+    fn no_exchange(&self, vhost: VhostId, name: &[u8]) -> AmqpError {
+        not_found(format!(
+            "no exchange '{}' in vhost '{}'",
+            show(name),
+            self.vhost_label(vhost)
+        ))
+    }
+
+    /// 405 for a queue of `vhost` that another connection owns exclusively.
+    fn locked_queue(&self, vhost: VhostId, name: &[u8]) -> AmqpError {
+        resource_locked(format!(
+            "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally \
+             declared on another connection or the exclusive property value does not match that of the \
+             original declaration.",
+            show(name),
+            self.vhost_label(vhost)
+        ))
+    }
+
+    fn find_exchange(&self, vhost: VhostId, name: &[u8]) -> Result<ExchangeId, AmqpError> {
+        self.exchange_id(vhost, name)
+            .ok_or_else(|| self.no_exchange(vhost, name))
     }
 
     // ----- exchanges -----------------------------------------------------------------
 
-    /// exchange.declare.
-    pub fn declare_exchange(&mut self, d: &ExchangeDecl) -> Result<(), AmqpError> {
+    /// exchange.declare in `vhost`.
+    pub fn declare_exchange(&mut self, vhost: VhostId, d: &ExchangeDecl) -> Result<(), AmqpError> {
         if d.name.is_empty() {
             return Err(access_refused(
                 "operation not permitted on the default exchange",
             ));
         }
-        if let Some(id) = self.exchange_id(&d.name) {
+        let vn = self.vhost_label(vhost);
+        if let Some(id) = self.exchange_id(vhost, &d.name) {
             let x = self
                 .exchange(id)
                 .ok_or_else(|| not_found("exchange vanished"))?;
@@ -344,7 +450,7 @@ impl Broker {
             }
             let inequivalent = |arg: &str, got: String, cur: String| {
                 precondition(format!(
-                    "inequivalent arg '{arg}' for exchange '{}' in vhost '{VHOST}': received '{got}' but current is '{cur}'",
+                    "inequivalent arg '{arg}' for exchange '{}' in vhost '{vn}': received '{got}' but current is '{cur}'",
                     show(&d.name)
                 ))
             };
@@ -372,13 +478,10 @@ impl Broker {
                     x.internal.to_string(),
                 ));
             }
-            return args::check_exchange_equivalence(&d.name, &d.arguments, &x.arguments);
+            return args::check_exchange_equivalence(vn, &d.name, &d.arguments, &x.arguments);
         }
         if d.passive {
-            return Err(not_found(format!(
-                "no exchange '{}' in vhost '{VHOST}'",
-                show(&d.name)
-            )));
+            return Err(self.no_exchange(vhost, &d.name));
         }
         if d.name.starts_with(b"amq.") {
             return Err(access_refused(format!(
@@ -392,14 +495,15 @@ impl Broker {
                 format!("unknown exchange type '{}'", show(&d.kind)),
             )
         })?;
-        args::validate_exchange_declare(&d.name, &d.arguments)?;
+        args::validate_exchange_declare(vn, &d.name, &d.arguments)?;
         if args::exchange_not_implemented(&d.arguments) {
             warn!(
-                "exchange '{}' in vhost '{VHOST}': argument alternate-exchange has no effect yet (not implemented)",
+                "exchange '{}' in vhost '{vn}': argument alternate-exchange has no effect yet (not implemented)",
                 show(&d.name)
             );
         }
         self.insert_exchange(
+            vhost,
             d.name.clone(),
             kind,
             d.durable,
@@ -411,25 +515,31 @@ impl Broker {
         Ok(())
     }
 
-    /// exchange.delete. Deleting a missing exchange succeeds, as in RabbitMQ 3.x.
-    pub fn delete_exchange(&mut self, name: &[u8], if_unused: bool) -> Result<(), AmqpError> {
+    /// exchange.delete in `vhost`. Deleting a missing exchange succeeds, as in RabbitMQ 3.x.
+    pub fn delete_exchange(
+        &mut self,
+        vhost: VhostId,
+        name: &[u8],
+        if_unused: bool,
+    ) -> Result<(), AmqpError> {
         if name.is_empty() {
             return Err(access_refused(
                 "operation not permitted on the default exchange",
             ));
         }
-        if name.starts_with(b"amq.") && self.exchange_id(name).is_some() {
+        let Some(id) = self.exchange_id(vhost, name) else {
+            return Ok(());
+        };
+        let vn = self.vhost_label(vhost);
+        if name.starts_with(b"amq.") {
             return Err(access_refused(format!(
-                "deletion of system exchange '{}' in vhost '{VHOST}' not allowed",
+                "deletion of system exchange '{}' in vhost '{vn}' not allowed",
                 show(name)
             )));
         }
-        let Some(id) = self.exchange_id(name) else {
-            return Ok(());
-        };
         if if_unused && self.exchange(id).is_some_and(Exchange::has_bindings) {
             return Err(precondition(format!(
-                "exchange '{}' in vhost '{VHOST}' in use",
+                "exchange '{}' in vhost '{vn}' in use",
                 show(name)
             )));
         }
@@ -440,11 +550,13 @@ impl Broker {
     /// Removes an exchange, its bindings as a source and as a destination.
     fn remove_exchange(&mut self, id: ExchangeId) {
         let Some(x) = self.exchange(id) else { return };
-        let name = x.name.clone();
+        let (vhost, name) = (x.vhost, x.name.clone());
         let durable = x.durable;
         let outgoing: Vec<Dest> = x.bindings().iter().map(|b| b.dest).collect();
         self.meta_dirty |= durable;
-        self.exchange_names.remove(&name);
+        if let Some(v) = self.vhost_mut(vhost) {
+            v.exchanges.remove(&name);
+        }
         self.exchanges.remove(id.idx as usize);
         for d in outgoing {
             if let Dest::Queue(q) = d {
@@ -474,24 +586,26 @@ impl Broker {
         }
     }
 
-    fn check_bindable_source(&self, name: &[u8]) -> Result<ExchangeId, AmqpError> {
+    fn check_bindable_source(&self, vhost: VhostId, name: &[u8]) -> Result<ExchangeId, AmqpError> {
         if name.is_empty() {
             return Err(access_refused(
                 "operation not permitted on the default exchange",
             ));
         }
-        self.find_exchange(name)
+        self.find_exchange(vhost, name)
     }
 
-    /// queue.bind / exchange.bind: `dest` is already resolved.
+    /// queue.bind / exchange.bind from exchange `source` of `vhost`: `dest` is already
+    /// resolved in the same vhost.
     pub fn bind(
         &mut self,
+        vhost: VhostId,
         source: &[u8],
         dest: Dest,
         key: Bytes,
         args: FieldTable,
     ) -> Result<(), AmqpError> {
-        let src = self.check_bindable_source(source)?;
+        let src = self.check_bindable_source(vhost, source)?;
         let added = self
             .exchange_mut(src)
             .map(|x| x.bind(Binding { dest, key, args }))
@@ -509,15 +623,16 @@ impl Broker {
     /// exist. A missing binding, source or destination is not an error: RabbitMQ 3.x
     /// answers unbind-ok (rabbit_channel's `binding_action`), and clients rely on it
     /// (aio-pika unbinds its RPC reply queue after deleting it). Unbinding from the
-    /// default exchange is still 403.
+    /// default exchange is still 403. `source` and `dest` are of `vhost`.
     pub fn unbind(
         &mut self,
+        vhost: VhostId,
         source: &[u8],
         dest: Option<Dest>,
         key: &[u8],
         args: &FieldTable,
     ) -> Result<(), AmqpError> {
-        let src = match self.check_bindable_source(source) {
+        let src = match self.check_bindable_source(vhost, source) {
             Ok(src) => src,
             Err(e) if e.code == crate::error::ReplyCode::NotFound => return Ok(()),
             Err(e) => return Err(e),
@@ -552,42 +667,44 @@ impl Broker {
         src && dest
     }
 
-    /// Resolves the destination exchange of exchange.bind/unbind.
-    pub fn exchange_dest(&self, name: &[u8]) -> Result<Dest, AmqpError> {
+    /// Resolves the destination exchange of exchange.bind/unbind in `vhost`.
+    pub fn exchange_dest(&self, vhost: VhostId, name: &[u8]) -> Result<Dest, AmqpError> {
         if name.is_empty() {
             return Err(access_refused(
                 "operation not permitted on the default exchange",
             ));
         }
-        Ok(Dest::Exchange(self.find_exchange(name)?))
+        Ok(Dest::Exchange(self.find_exchange(vhost, name)?))
     }
 
     // ----- queues --------------------------------------------------------------------
 
-    /// queue.declare for connection `conn`. A declaration that is not passive asks
+    /// queue.declare in `vhost` for connection `conn`. A declaration that is not passive asks
     /// `may_configure` about the queue's name once it is known (a server-generated one
     /// included) and before anything is compared or created, where RabbitMQ checks the
     /// configure permission; its error is returned as is.
     pub fn declare_queue(
         &mut self,
+        vhost: VhostId,
         d: &QueueDecl,
         conn: usize,
         may_configure: impl FnOnce(&[u8]) -> Result<(), AmqpError>,
     ) -> Result<Declared, AmqpError> {
         if !d.name.is_empty() || d.passive {
-            if self.queue_id(&d.name).is_some() {
+            if self.queue_id(vhost, &d.name).is_some() {
                 if !d.passive {
                     may_configure(&d.name)?;
                 }
-                let id = self.find_queue(&d.name, conn)?;
+                let id = self.find_queue(vhost, &d.name, conn)?;
                 let q = self.queue(id).ok_or_else(|| not_found("queue vanished"))?;
+                let vn = self.vhost_label(vhost);
                 if !d.passive {
                     if q.owner.is_some() != d.exclusive {
-                        return Err(self.find_queue_locked(&d.name));
+                        return Err(self.locked_queue(vhost, &d.name));
                     }
                     let inequivalent = |arg: &str, got: bool, cur: bool| {
                         precondition(format!(
-                            "inequivalent arg '{arg}' for queue '{}' in vhost '{VHOST}': received '{got}' but current is '{cur}'",
+                            "inequivalent arg '{arg}' for queue '{}' in vhost '{vn}': received '{got}' but current is '{cur}'",
                             show(&d.name)
                         ))
                     };
@@ -601,7 +718,7 @@ impl Broker {
                             q.props.auto_delete,
                         ));
                     }
-                    args::check_queue_equivalence(&d.name, &d.arguments, &q.props.arguments)?;
+                    args::check_queue_equivalence(vn, &d.name, &d.arguments, &q.props.arguments)?;
                 }
                 return Ok(Declared {
                     id,
@@ -611,10 +728,7 @@ impl Broker {
                 });
             }
             if d.passive {
-                return Err(not_found(format!(
-                    "no queue '{}' in vhost '{VHOST}'",
-                    show(&d.name)
-                )));
+                return Err(self.no_queue(vhost, &d.name));
             }
             if d.name.starts_with(b"amq.") {
                 return Err(access_refused(format!(
@@ -624,18 +738,25 @@ impl Broker {
             }
         }
         let name = if d.name.is_empty() {
-            self.server_name()
+            self.server_name(vhost)
         } else {
             d.name.clone()
         };
         may_configure(&name)?;
-        args::validate_queue_declare(&d.name, &d.arguments, d.durable, d.exclusive, d.auto_delete)?;
+        let vn = self.vhost_label(vhost);
+        args::validate_queue_declare(
+            vn,
+            &d.name,
+            &d.arguments,
+            d.durable,
+            d.exclusive,
+            d.auto_delete,
+        )?;
         let props = QueueProps {
             durable: d.durable,
             auto_delete: d.auto_delete,
             arguments: d.arguments.clone(),
         };
-        let gen = self.gen();
         let owner = d.exclusive.then_some(conn);
         // Server-named and exclusive queues never persist.
         let persist = d.durable && !d.exclusive && !d.name.is_empty();
@@ -643,20 +764,17 @@ impl Broker {
             // The declaration could not be made durable: say so now rather than lose it.
             (Some(st), true) if st.is_full() => {
                 return Err(precondition(format!(
-                    "cannot declare durable queue '{}' in vhost '{VHOST}': the disk is full",
-                    show(&name)
+                    "cannot declare durable queue '{}' in vhost '{}': the disk is full",
+                    show(&name),
+                    self.vhost_label(vhost)
                 )));
             }
             (Some(st), true) => st.next_queue_id(),
             _ => 0,
         };
-        let mut q = Queue::new(gen, name.clone(), props, owner);
-        q.durable_id = durable_id;
-        let idx = self.queues.insert(q) as u32;
-        let id = QueueId { idx, gen };
-        self.queue_names.insert(name.clone(), id);
+        warn_not_implemented(self.vhost_label(vhost), &name, &d.arguments);
+        let id = self.insert_queue(vhost, name.clone(), props, owner, durable_id);
         self.meta_dirty |= durable_id != 0;
-        warn_not_implemented(&name, &d.arguments);
         Ok(Declared {
             id,
             name,
@@ -665,20 +783,28 @@ impl Broker {
         })
     }
 
-    fn find_queue_locked(&self, name: &[u8]) -> AmqpError {
-        match self.find_queue(name, usize::MAX) {
-            Err(e) if e.code == ReplyCode::ResourceLocked => e,
-            _ => resource_locked(format!(
-                "cannot obtain exclusive access to locked queue '{}' in vhost '{VHOST}'. It could be originally \
-                 declared on another connection or the exclusive property value does not match that of the \
-                 original declaration.",
-                show(name)
-            )),
+    /// Puts a new queue in the slab and its name in `vhost` (declare and recovery).
+    fn insert_queue(
+        &mut self,
+        vhost: VhostId,
+        name: Bytes,
+        props: QueueProps,
+        owner: Option<usize>,
+        durable_id: u32,
+    ) -> QueueId {
+        let gen = self.gen();
+        let mut q = Queue::new(gen, vhost, name.clone(), props, owner);
+        q.durable_id = durable_id;
+        let idx = self.queues.insert(q) as u32;
+        let id = QueueId { idx, gen };
+        if let Some(v) = self.vhost_mut(vhost) {
+            v.queues.insert(name, id);
         }
+        id
     }
 
-    /// A fresh `amq.gen-…` name, unique for this broker's life.
-    fn server_name(&mut self) -> Bytes {
+    /// A fresh `amq.gen-…` name, unique for this broker's life and unused in `vhost`.
+    fn server_name(&mut self, vhost: VhostId) -> Bytes {
         loop {
             self.name_counter += 1;
             let mut x =
@@ -691,7 +817,7 @@ impl Broker {
                 x = x.rotate_right(6) ^ self.name_counter;
             }
             let b = Bytes::from(s);
-            if !self.queue_names.contains_key(&b) {
+            if self.queue_id(vhost, &b).is_none() {
                 return b;
             }
         }
@@ -716,15 +842,16 @@ impl Broker {
         let Some(q) = self.queue(id) else {
             return Ok((0, Vec::new()));
         };
+        let vn = self.vhost_label(q.vhost);
         if if_unused && !q.consumers.is_empty() {
             return Err(precondition(format!(
-                "queue '{}' in vhost '{VHOST}' in use",
+                "queue '{}' in vhost '{vn}' in use",
                 show(&q.name)
             )));
         }
         if if_empty && !q.is_empty() {
             return Err(precondition(format!(
-                "queue '{}' in vhost '{VHOST}' not empty",
+                "queue '{}' in vhost '{vn}' not empty",
                 show(&q.name)
             )));
         }
@@ -737,7 +864,9 @@ impl Broker {
             return (0, Vec::new());
         }
         let q = self.queues.remove(id.idx as usize);
-        self.queue_names.remove(&q.name);
+        if let Some(v) = self.vhost_mut(q.vhost) {
+            v.queues.remove(&q.name);
+        }
         self.meta_dirty |= q.durable_id != 0;
         for m in q.messages() {
             settle_in(self.store.as_mut(), q.durable_id, m);
@@ -778,15 +907,17 @@ impl Broker {
     ) -> Result<u64, AmqpError> {
         self.next_consumer_id += 1;
         let cid = self.next_consumer_id;
+        let q = self.queue(id).ok_or_else(|| not_found("queue vanished"))?;
+        if q.has_exclusive_consumer() || (exclusive && !q.consumers.is_empty()) {
+            return Err(access_refused(format!(
+                "queue '{}' in vhost '{}' in exclusive use",
+                show(&q.name),
+                self.vhost_label(q.vhost)
+            )));
+        }
         let q = self
             .queue_mut(id)
             .ok_or_else(|| not_found("queue vanished"))?;
-        if q.has_exclusive_consumer() || (exclusive && !q.consumers.is_empty()) {
-            return Err(access_refused(format!(
-                "queue '{}' in vhost '{VHOST}' in exclusive use",
-                show(&q.name)
-            )));
-        }
         q.consumers.push(Consumer {
             id: cid,
             conn,
@@ -815,19 +946,18 @@ impl Broker {
 
     // ----- publishing ----------------------------------------------------------------
 
-    /// Resolves the exchange of a basic.publish: 404 when missing, 403 when internal.
-    pub fn publish_target(&self, exchange: &[u8]) -> Result<ExchangeId, AmqpError> {
-        let id = self.find_exchange(exchange)?;
+    /// Resolves the exchange of a basic.publish in `vhost`: 404 when missing, 403 when
+    /// internal.
+    pub fn publish_target(&self, vhost: VhostId, exchange: &[u8]) -> Result<ExchangeId, AmqpError> {
+        let id = self.find_exchange(vhost, exchange)?;
         match self.exchange(id) {
             Some(x) if x.internal => Err(access_refused(format!(
-                "cannot publish to internal exchange '{}' in vhost '{VHOST}'",
-                show(exchange)
+                "cannot publish to internal exchange '{}' in vhost '{}'",
+                show(exchange),
+                self.vhost_label(vhost)
             ))),
             Some(_) => Ok(id),
-            None => Err(not_found(format!(
-                "no exchange '{}' in vhost '{VHOST}'",
-                show(exchange)
-            ))),
+            None => Err(self.no_exchange(vhost, exchange)),
         }
     }
 
@@ -845,8 +975,8 @@ impl Broker {
         let stamp = self.stamp;
         let Some(ex) = self.exchange(x) else { return };
         if ex.name.is_empty() {
-            // The default exchange binds every queue by its name.
-            if let Some(q) = self.queue_id(routing_key) {
+            // The default exchange binds every queue of its vhost by its name.
+            if let Some(q) = self.queue_id(ex.vhost, routing_key) {
                 out.push(q);
             }
             return;
@@ -1050,15 +1180,24 @@ impl Broker {
         meta_result
     }
 
-    /// Everything durable except messages, for the metadata snapshot.
+    /// Everything durable except messages, for the metadata snapshot; each entity with
+    /// the name of its vhost.
     pub fn durable_meta(&self) -> Meta {
         let mut m = Meta::default();
+        // Once per vhost, not per entity.
+        let names: Vec<Bytes> = self
+            .vhosts
+            .iter()
+            .map(|v| Bytes::copy_from_slice(v.name.as_bytes()))
+            .collect();
+        let vhost_of = |v: VhostId| names.get(v.0 as usize).cloned().unwrap_or_default();
         for (_, x) in self.exchanges.iter() {
             if !x.durable {
                 continue;
             }
             if !x.name.is_empty() && !x.name.starts_with(b"amq.") {
                 m.exchanges.push(MetaExchange {
+                    vhost: vhost_of(x.vhost),
                     name: x.name.clone(),
                     kind: Bytes::from_static(x.kind.name().as_bytes()),
                     auto_delete: x.auto_delete,
@@ -1078,6 +1217,7 @@ impl Broker {
                     },
                 };
                 m.bindings.push(MetaBinding {
+                    vhost: vhost_of(x.vhost),
                     source: x.name.clone(),
                     to_exchange,
                     destination,
@@ -1089,6 +1229,7 @@ impl Broker {
         for (_, q) in self.queues.iter() {
             if q.durable_id != 0 {
                 m.queues.push(MetaQueue {
+                    vhost: vhost_of(q.vhost),
                     name: q.name.clone(),
                     id: q.durable_id,
                     auto_delete: q.props.auto_delete,
@@ -1100,8 +1241,9 @@ impl Broker {
     }
 
     /// A broker over an opened store: durable exchanges, queues and bindings from the
-    /// metadata, then the recovered messages in log order (so each queue keeps its order).
-    /// Bodies beyond `budget` bytes in memory stay on disk (paged).
+    /// metadata, each in its vhost (created when it does not exist yet), then the
+    /// recovered messages in log order (so each queue keeps its order). Bodies beyond
+    /// `budget` bytes in memory stay on disk (paged).
     pub fn recover(
         store: Store,
         meta: Meta,
@@ -1114,7 +1256,9 @@ impl Broker {
             let Some(kind) = ExchangeKind::parse(&x.kind) else {
                 continue;
             };
+            let vhost = b.add_vhost(&String::from_utf8_lossy(&x.vhost));
             b.insert_exchange(
+                vhost,
                 x.name.clone(),
                 kind,
                 true,
@@ -1125,28 +1269,26 @@ impl Broker {
         }
         let mut by_id: HashMap<u32, QueueId> = HashMap::new();
         for q in &meta.queues {
-            let gen = b.gen();
+            let vhost = b.add_vhost(&String::from_utf8_lossy(&q.vhost));
             let props = QueueProps {
                 durable: true,
                 auto_delete: q.auto_delete,
                 arguments: q.arguments.clone(),
             };
-            let mut queue = Queue::new(gen, q.name.clone(), props, None);
-            queue.durable_id = q.id;
-            let idx = b.queues.insert(queue) as u32;
-            let id = QueueId { idx, gen };
-            b.queue_names.insert(q.name.clone(), id);
+            let id = b.insert_queue(vhost, q.name.clone(), props, None, q.id);
             by_id.insert(q.id, id);
-            warn_not_implemented(&q.name, &q.arguments);
+            warn_not_implemented(b.vhost_label(vhost), &q.name, &q.arguments);
         }
         for bind in &meta.bindings {
+            let vhost = b.add_vhost(&String::from_utf8_lossy(&bind.vhost));
             let dest = if bind.to_exchange {
-                b.exchange_id(&bind.destination).map(Dest::Exchange)
+                b.exchange_id(vhost, &bind.destination).map(Dest::Exchange)
             } else {
-                b.queue_id(&bind.destination).map(Dest::Queue)
+                b.queue_id(vhost, &bind.destination).map(Dest::Queue)
             };
             if let Some(dest) = dest {
-                let _ = b.bind(&bind.source, dest, bind.key.clone(), bind.arguments.clone());
+                let (key, args) = (bind.key.clone(), bind.arguments.clone());
+                let _ = b.bind(vhost, &bind.source, dest, key, args);
             }
         }
         for r in messages {
@@ -1224,14 +1366,14 @@ impl Broker {
 
 /// The one warning a new (or recovered) queue logs when it carries known arguments that
 /// Warren accepts but does not act on yet; nothing for a queue without arguments.
-fn warn_not_implemented(name: &[u8], arguments: &FieldTable) {
+fn warn_not_implemented(vhost: &str, name: &[u8], arguments: &FieldTable) {
     if arguments.0.is_empty() {
         return;
     }
     let ignored = args::not_implemented(arguments);
     if !ignored.is_empty() {
         warn!(
-            "queue '{}' in vhost '{VHOST}': argument(s) {} have no effect yet (not implemented)",
+            "queue '{}' in vhost '{vhost}': argument(s) {} have no effect yet (not implemented)",
             show(name),
             ignored.join(", ")
         );
@@ -1241,6 +1383,9 @@ fn warn_not_implemented(name: &[u8], arguments: &FieldTable) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The vhost "/" of `Broker::new()`.
+    const ROOT: VhostId = VhostId::DEFAULT;
 
     fn msg(rk: &'static str) -> Message {
         Message::new(b"", rk.as_bytes(), &[0, 0], Bytes::new(), None)
@@ -1270,7 +1415,11 @@ mod tests {
     }
 
     fn route(b: &mut Broker, x: &str, rk: &'static str) -> Vec<QueueId> {
-        let id = b.publish_target(x.as_bytes()).unwrap();
+        route_in(b, ROOT, x, rk)
+    }
+
+    fn route_in(b: &mut Broker, v: VhostId, x: &str, rk: &'static str) -> Vec<QueueId> {
+        let id = b.publish_target(v, x.as_bytes()).unwrap();
         let mut out = Vec::new();
         let m = msg(rk);
         let props = Bytes::copy_from_slice(m.properties());
@@ -1281,7 +1430,10 @@ mod tests {
     #[test]
     fn default_exchange_routes_by_queue_name() {
         let mut b = Broker::new();
-        let q = b.declare_queue(&decl("hello"), 1, |_| Ok(())).unwrap().id;
+        let q = b
+            .declare_queue(ROOT, &decl("hello"), 1, |_| Ok(()))
+            .unwrap()
+            .id;
         assert_eq!(route(&mut b, "", "hello"), vec![q]);
         assert!(route(&mut b, "", "nobody").is_empty());
     }
@@ -1289,16 +1441,18 @@ mod tests {
     #[test]
     fn exchange_cycles_deliver_once_per_queue() {
         let mut b = Broker::new();
-        b.declare_exchange(&xdecl("a", "fanout")).unwrap();
-        b.declare_exchange(&xdecl("b", "fanout")).unwrap();
-        let q = b.declare_queue(&decl("q"), 1, |_| Ok(())).unwrap().id;
-        let da = b.exchange_dest(b"a").unwrap();
-        let db = b.exchange_dest(b"b").unwrap();
-        b.bind(b"a", db, Bytes::new(), FieldTable::new()).unwrap();
-        b.bind(b"b", da, Bytes::new(), FieldTable::new()).unwrap();
-        b.bind(b"a", Dest::Queue(q), Bytes::new(), FieldTable::new())
+        b.declare_exchange(ROOT, &xdecl("a", "fanout")).unwrap();
+        b.declare_exchange(ROOT, &xdecl("b", "fanout")).unwrap();
+        let q = b.declare_queue(ROOT, &decl("q"), 1, |_| Ok(())).unwrap().id;
+        let da = b.exchange_dest(ROOT, b"a").unwrap();
+        let db = b.exchange_dest(ROOT, b"b").unwrap();
+        b.bind(ROOT, b"a", db, Bytes::new(), FieldTable::new())
             .unwrap();
-        b.bind(b"b", Dest::Queue(q), Bytes::new(), FieldTable::new())
+        b.bind(ROOT, b"b", da, Bytes::new(), FieldTable::new())
+            .unwrap();
+        b.bind(ROOT, b"a", Dest::Queue(q), Bytes::new(), FieldTable::new())
+            .unwrap();
+        b.bind(ROOT, b"b", Dest::Queue(q), Bytes::new(), FieldTable::new())
             .unwrap();
         assert_eq!(route(&mut b, "a", "x"), vec![q]);
         assert_eq!(route(&mut b, "b", "x"), vec![q]);
@@ -1309,9 +1463,10 @@ mod tests {
         let mut b = Broker::new();
         let mut x = xdecl("ad", "direct");
         x.auto_delete = true;
-        b.declare_exchange(&x).unwrap();
-        let q = b.declare_queue(&decl("q"), 1, |_| Ok(())).unwrap().id;
+        b.declare_exchange(ROOT, &x).unwrap();
+        let q = b.declare_queue(ROOT, &decl("q"), 1, |_| Ok(())).unwrap().id;
         b.bind(
+            ROOT,
             b"ad",
             Dest::Queue(q),
             Bytes::from_static(b"k"),
@@ -1320,16 +1475,16 @@ mod tests {
         .unwrap();
         assert_eq!(route(&mut b, "ad", "k"), vec![q]);
         b.delete_queue(q, false, false).unwrap();
-        assert!(b.exchange_id(b"ad").is_none());
+        assert!(b.exchange_id(ROOT, b"ad").is_none());
         assert!(b.queue(q).is_none());
     }
 
     #[test]
     fn stale_ids_do_not_reach_new_queues() {
         let mut b = Broker::new();
-        let q1 = b.declare_queue(&decl("a"), 1, |_| Ok(())).unwrap().id;
+        let q1 = b.declare_queue(ROOT, &decl("a"), 1, |_| Ok(())).unwrap().id;
         b.remove_queue(q1);
-        let q2 = b.declare_queue(&decl("b"), 1, |_| Ok(())).unwrap().id;
+        let q2 = b.declare_queue(ROOT, &decl("b"), 1, |_| Ok(())).unwrap().id;
         assert!(b.queue(q1).is_none());
         assert!(b.queue(q2).is_some());
     }
@@ -1337,40 +1492,177 @@ mod tests {
     #[test]
     fn redeclare_checks_equivalence_and_exclusivity() {
         let mut b = Broker::new();
-        b.declare_queue(&decl("q"), 1, |_| Ok(())).unwrap();
+        b.declare_queue(ROOT, &decl("q"), 1, |_| Ok(())).unwrap();
         let mut d = decl("q");
         d.durable = true;
         assert_eq!(
-            b.declare_queue(&d, 1, |_| Ok(())).unwrap_err().code,
+            b.declare_queue(ROOT, &d, 1, |_| Ok(())).unwrap_err().code,
             ReplyCode::PreconditionFailed
         );
         let mut e = decl("ex");
         e.exclusive = true;
-        b.declare_queue(&e, 1, |_| Ok(())).unwrap();
+        b.declare_queue(ROOT, &e, 1, |_| Ok(())).unwrap();
         assert_eq!(
-            b.declare_queue(&e, 2, |_| Ok(())).unwrap_err().code,
+            b.declare_queue(ROOT, &e, 2, |_| Ok(())).unwrap_err().code,
             ReplyCode::ResourceLocked
         );
         let mut p = decl("ex");
         p.passive = true;
         assert_eq!(
-            b.declare_queue(&p, 2, |_| Ok(())).unwrap_err().code,
+            b.declare_queue(ROOT, &p, 2, |_| Ok(())).unwrap_err().code,
             ReplyCode::ResourceLocked
         );
-        assert!(b.declare_queue(&p, 1, |_| Ok(())).is_ok());
+        assert!(b.declare_queue(ROOT, &p, 1, |_| Ok(())).is_ok());
         let mut missing = decl("nope");
         missing.passive = true;
         assert_eq!(
-            b.declare_queue(&missing, 1, |_| Ok(())).unwrap_err().code,
+            b.declare_queue(ROOT, &missing, 1, |_| Ok(()))
+                .unwrap_err()
+                .code,
             ReplyCode::NotFound
         );
+    }
+
+    fn publish(b: &mut Broker, v: VhostId, x: &str, rk: &'static str, persistent: bool) {
+        let id = b.publish_target(v, x.as_bytes()).unwrap();
+        // Property flags with delivery-mode (bit 12), then delivery-mode 2 when persistent.
+        let props = if persistent {
+            Bytes::from_static(&[0x10, 0, 2])
+        } else {
+            Bytes::from_static(&[0, 0])
+        };
+        let body = Bytes::from_static(b"m");
+        let r = b.publish(id, x.as_bytes(), rk.as_bytes(), props, body, u64::MAX);
+        assert!(matches!(
+            r,
+            Published::Routed | Published::Unroutable { .. }
+        ));
+    }
+
+    fn ready(b: &Broker, v: VhostId, q: &str) -> u32 {
+        let id = b.queue_id(v, q.as_bytes()).unwrap();
+        b.queue(id).unwrap().message_count()
+    }
+
+    #[test]
+    fn two_vhosts_with_the_same_names_are_independent() {
+        let mut b = Broker::new();
+        let other = b.add_vhost("other");
+        assert_ne!(other, ROOT);
+        assert_eq!(b.add_vhost("other"), other);
+        assert_eq!(b.lookup_vhost(b"other").map(|(id, _)| id), Some(other));
+        assert!(b.lookup_vhost(b"nope").is_none());
+        // Each vhost has its own predeclared exchanges.
+        for v in [ROOT, other] {
+            for x in [
+                "",
+                "amq.direct",
+                "amq.fanout",
+                "amq.topic",
+                "amq.headers",
+                "amq.match",
+            ] {
+                assert!(b.exchange_id(v, x.as_bytes()).is_some(), "{x}");
+            }
+        }
+        assert_ne!(b.exchange_id(ROOT, b""), b.exchange_id(other, b""));
+
+        let mut ids = Vec::new();
+        for v in [ROOT, other] {
+            b.declare_exchange(v, &xdecl("x", "direct")).unwrap();
+            let q = b.declare_queue(v, &decl("q"), 1, |_| Ok(())).unwrap().id;
+            b.bind(
+                v,
+                b"x",
+                Dest::Queue(q),
+                Bytes::from_static(b"k"),
+                FieldTable::new(),
+            )
+            .unwrap();
+            ids.push(q);
+        }
+        assert_ne!(ids[0], ids[1]);
+        assert_eq!(b.queue(ids[1]).unwrap().vhost, other);
+        // Routing stays inside the publisher's vhost, by an exchange and by the default one.
+        assert_eq!(route_in(&mut b, other, "x", "k"), vec![ids[1]]);
+        assert_eq!(route_in(&mut b, ROOT, "", "q"), vec![ids[0]]);
+        publish(&mut b, other, "x", "k", false);
+        publish(&mut b, other, "", "q", false);
+        assert_eq!((ready(&b, ROOT, "q"), ready(&b, other, "q")), (0, 2));
+
+        // A name missing in one vhost is missing there only, and errors name the vhost.
+        b.declare_exchange(other, &xdecl("only-other", "fanout"))
+            .unwrap();
+        let e = b.publish_target(ROOT, b"only-other").unwrap_err();
+        assert_eq!(e.text, "no exchange 'only-other' in vhost '/'");
+        let e = b.find_queue(other, b"missing", 1).unwrap_err();
+        assert_eq!(e.text, "no queue 'missing' in vhost 'other'");
+        // Server-named queues live in their vhost.
+        let gen = b
+            .declare_queue(other, &decl(""), 1, |_| Ok(()))
+            .unwrap()
+            .name;
+        assert!(b.queue_id(other, &gen).is_some() && b.queue_id(ROOT, &gen).is_none());
+
+        // Deleting in one vhost leaves the other alone.
+        b.delete_queue(ids[1], false, false).unwrap();
+        b.delete_exchange(other, b"x", false).unwrap();
+        assert!(b.queue_id(other, b"q").is_none() && b.exchange_id(other, b"x").is_none());
+        assert_eq!(b.queue_id(ROOT, b"q"), Some(ids[0]));
+        assert_eq!(route_in(&mut b, ROOT, "x", "k"), vec![ids[0]]);
+    }
+
+    #[test]
+    fn recovery_puts_durable_entities_back_in_their_vhost() {
+        let dir = std::env::temp_dir().join(format!("warren-vhosts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let (store, meta, msgs) = Store::open(&dir).unwrap();
+            let mut b = Broker::recover(store, meta, msgs, u64::MAX);
+            let other = b.add_vhost("other");
+            for v in [ROOT, other] {
+                let mut x = xdecl("x", "direct");
+                x.durable = true;
+                b.declare_exchange(v, &x).unwrap();
+                let mut d = decl("q");
+                d.durable = true;
+                let q = b.declare_queue(v, &d, 1, |_| Ok(())).unwrap().id;
+                b.bind(
+                    v,
+                    b"x",
+                    Dest::Queue(q),
+                    Bytes::from_static(b"k"),
+                    FieldTable::new(),
+                )
+                .unwrap();
+            }
+            publish(&mut b, other, "x", "k", true);
+            b.sync().unwrap();
+        }
+        let (store, meta, msgs) = Store::open(&dir).unwrap();
+        let mut b = Broker::recover(store, meta, msgs, u64::MAX);
+        let (other, name) = b.lookup_vhost(b"other").unwrap();
+        assert_eq!(&*name, "other");
+        assert_eq!((ready(&b, ROOT, "q"), ready(&b, other, "q")), (0, 1));
+        let q = b.queue_id(other, b"q").unwrap();
+        assert_eq!(route_in(&mut b, other, "x", "k"), vec![q]);
+        let q = b.queue_id(ROOT, b"q").unwrap();
+        assert_eq!(route_in(&mut b, ROOT, "x", "k"), vec![q]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn server_named_queues_are_unique_amq_gen() {
         let mut b = Broker::new();
-        let a = b.declare_queue(&decl(""), 1, |_| Ok(())).unwrap().name;
-        let c = b.declare_queue(&decl(""), 1, |_| Ok(())).unwrap().name;
+        let a = b
+            .declare_queue(ROOT, &decl(""), 1, |_| Ok(()))
+            .unwrap()
+            .name;
+        let c = b
+            .declare_queue(ROOT, &decl(""), 1, |_| Ok(()))
+            .unwrap()
+            .name;
         assert!(a.starts_with(b"amq.gen-"));
         assert_ne!(a, c);
     }

@@ -176,7 +176,7 @@ impl Channel {
 mod tests {
     use super::*;
     use crate::broker::queue::QueueProps;
-    use crate::broker::{Broker, QueueDecl};
+    use crate::broker::{Broker, QueueDecl, VhostId};
     use crate::proto::FieldTable;
 
     fn chan_with(tags: &[u64]) -> Channel {
@@ -194,7 +194,10 @@ mod tests {
             auto_delete: false,
             arguments: FieldTable::new(),
         };
-        let q = b.declare_queue(&d, 0, |_| Ok(())).unwrap().id;
+        let q = b
+            .declare_queue(VhostId::DEFAULT, &d, 0, |_| Ok(()))
+            .unwrap()
+            .id;
         let mut c = Channel::new(1);
         let now = Instant::now();
         for &t in tags {

@@ -73,15 +73,18 @@ impl Session<'_> {
                 if !d.passive && !d.exchange.is_empty() {
                     self.authorize(Permission::Configure, Resource::Exchange(&d.exchange))?;
                 }
-                self.broker.declare_exchange(&ExchangeDecl {
-                    name: d.exchange,
-                    kind: d.kind,
-                    passive: d.passive,
-                    durable: d.durable,
-                    auto_delete: d.auto_delete,
-                    internal: d.internal,
-                    arguments: d.arguments,
-                })?;
+                self.broker.declare_exchange(
+                    self.conn.vhost_id,
+                    &ExchangeDecl {
+                        name: d.exchange,
+                        kind: d.kind,
+                        passive: d.passive,
+                        durable: d.durable,
+                        auto_delete: d.auto_delete,
+                        internal: d.internal,
+                        arguments: d.arguments,
+                    },
+                )?;
                 if !d.nowait {
                     self.send(ch, &Method::ExchangeDeclareOk(exchange::DeclareOk {}));
                 }
@@ -91,7 +94,8 @@ impl Session<'_> {
                 if !d.exchange.is_empty() {
                     self.authorize(Permission::Configure, Resource::Exchange(&d.exchange))?;
                 }
-                self.broker.delete_exchange(&d.exchange, d.if_unused)?;
+                self.broker
+                    .delete_exchange(self.conn.vhost_id, &d.exchange, d.if_unused)?;
                 if !d.nowait {
                     self.send(ch, &Method::ExchangeDeleteOk(exchange::DeleteOk {}));
                 }
@@ -99,9 +103,10 @@ impl Session<'_> {
             }
             Method::ExchangeBind(b) => {
                 self.may_bind(Resource::Exchange(&b.destination), &b.source)?;
-                let dest = self.broker.exchange_dest(&b.destination)?;
+                let vhost = self.conn.vhost_id;
+                let dest = self.broker.exchange_dest(vhost, &b.destination)?;
                 self.broker
-                    .bind(&b.source, dest, b.routing_key, b.arguments)?;
+                    .bind(vhost, &b.source, dest, b.routing_key, b.arguments)?;
                 if !b.nowait {
                     self.send(ch, &Method::ExchangeBindOk(exchange::BindOk {}));
                 }
@@ -110,13 +115,14 @@ impl Session<'_> {
             Method::ExchangeUnbind(b) => {
                 self.may_bind(Resource::Exchange(&b.destination), &b.source)?;
                 // A destination that no longer exists is not an error (see Broker::unbind).
-                let dest = match self.broker.exchange_dest(&b.destination) {
+                let vhost = self.conn.vhost_id;
+                let dest = match self.broker.exchange_dest(vhost, &b.destination) {
                     Ok(d) => Some(d),
                     Err(e) if e.code == ReplyCode::NotFound => None,
                     Err(e) => return Err(e),
                 };
                 self.broker
-                    .unbind(&b.source, dest, &b.routing_key, &b.arguments)?;
+                    .unbind(vhost, &b.source, dest, &b.routing_key, &b.arguments)?;
                 if !b.nowait {
                     self.send(ch, &Method::ExchangeUnbindOk(exchange::UnbindOk {}));
                 }
@@ -132,6 +138,7 @@ impl Session<'_> {
                 };
                 let (auth, user, vhost) = (self.auth, &self.conn.user, &self.conn.vhost);
                 let got = self.broker.declare_queue(
+                    self.conn.vhost_id,
                     &QueueDecl {
                         name,
                         passive: d.passive,
@@ -157,8 +164,14 @@ impl Session<'_> {
             Method::QueueBind(b) => {
                 let q = self.queue_for(idx, &b.queue, Permission::Write)?;
                 self.authorize(Permission::Read, Resource::Exchange(&b.exchange))?;
-                self.broker
-                    .bind(&b.exchange, Dest::Queue(q), b.routing_key, b.arguments)?;
+                let vhost = self.conn.vhost_id;
+                self.broker.bind(
+                    vhost,
+                    &b.exchange,
+                    Dest::Queue(q),
+                    b.routing_key,
+                    b.arguments,
+                )?;
                 if !b.nowait {
                     self.send(ch, &Method::QueueBindOk(queue::BindOk {}));
                 }
@@ -174,8 +187,9 @@ impl Session<'_> {
                     Err(e) => return Err(e),
                 };
                 self.authorize(Permission::Read, Resource::Exchange(&b.exchange))?;
+                let vhost = self.conn.vhost_id;
                 self.broker
-                    .unbind(&b.exchange, q, &b.routing_key, &b.arguments)?;
+                    .unbind(vhost, &b.exchange, q, &b.routing_key, &b.arguments)?;
                 self.send(ch, &Method::QueueUnbindOk(queue::UnbindOk {}));
                 Ok(())
             }
@@ -197,7 +211,7 @@ impl Session<'_> {
                     d.queue
                 };
                 self.authorize(Permission::Configure, Resource::Queue(&name))?;
-                let n = match self.broker.find_queue(&name, conn_key) {
+                let n = match self.broker.find_queue(self.conn.vhost_id, &name, conn_key) {
                     Ok(q) => {
                         let mut effects = Vec::new();
                         let n = ops::delete_queue(
@@ -380,7 +394,8 @@ impl Session<'_> {
             return Err(not_found("no previously declared queue"));
         }
         self.authorize(perm, Resource::Queue(name))?;
-        self.broker.find_queue(name, self.conn.key)
+        self.broker
+            .find_queue(self.conn.vhost_id, name, self.conn.key)
     }
 
     /// Whether this connection's user may `perm` the `resource` in its vhost (403 with
@@ -441,7 +456,8 @@ impl Session<'_> {
                 Permission::Write,
                 Resource::Exchange(&publish.exchange),
             )?;
-            self.broker.publish_target(&publish.exchange)?;
+            self.broker
+                .publish_target(conn.vhost_id, &publish.exchange)?;
             ops.push(TxOp::Publish {
                 publish,
                 properties,
@@ -479,7 +495,9 @@ impl Session<'_> {
                 // RabbitMQ's per-channel permission cache; a permission change must
                 // clear `last_exchange`).
                 self.authorize(Permission::Write, Resource::Exchange(&p.exchange))?;
-                let id = self.broker.publish_target(&p.exchange)?;
+                let id = self
+                    .broker
+                    .publish_target(self.conn.vhost_id, &p.exchange)?;
                 if let Some(c) = self.conn.channel_mut(ch) {
                     c.last_exchange = Some((p.exchange.clone(), id));
                 }

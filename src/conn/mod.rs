@@ -2,7 +2,8 @@
 //!
 //! Owns everything about one peer except its socket's registration (the reactor's) and
 //! the broker model (the server's), including who the peer is: its authenticated user
-//! and the vhost it opened (the auth module decides both; see `state.rs`). Handlers
+//! and the vhost it opened, by name and by broker id (`vhost_id`, in which every name a
+//! channel method sends is resolved; the auth module decides both; see `state.rs`). Handlers
 //! append frames to `out`; only the reactor's flush phase writes them, with vectored
 //! writes, through the connection's [`Transport`] (`net`), which is also where reads
 //! land in `rbuf`. The transport is optional so the whole connection logic can be
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::User;
+use crate::broker::VhostId;
 use crate::message::{Body, BODY_BY_REF};
 use crate::net::Transport;
 use crate::proto::frame;
@@ -218,6 +220,9 @@ pub struct Connection {
     pub user: User,
     /// The name of the vhost opened by connection.open ("" until then).
     pub vhost: Arc<str>,
+    /// That vhost in the broker: every name a channel method sends is resolved in it.
+    /// Meaningless until connection.open (no channel method runs before).
+    pub vhost_id: VhostId,
     pub opened_at: Instant,
     pub last_recv: Instant,
     pub last_sent: Instant,
@@ -263,6 +268,7 @@ impl Connection {
             caps: ClientCaps::default(),
             user: User::default(),
             vhost: Arc::from(""),
+            vhost_id: VhostId::DEFAULT,
             opened_at: now,
             last_recv: now,
             last_sent: now,
@@ -347,7 +353,7 @@ impl Connection {
             peer: self.peer,
             local,
             user: self.user.name().to_string(),
-            vhost: self.vhost.to_string(),
+            vhost: self.vhost.clone(),
             channels: self.channels.len(),
             state,
             frame_max: self.frame_max,

@@ -403,12 +403,13 @@ impl Session<'_> {
             (State::Open, Method::ConnectionOpen(o)) => {
                 // RabbitMQ's check_vhost_access: the vhost must exist, then the user
                 // must have permissions in it; both refusals are 530.
-                let vhost = self.broker.vhost_name(&o.virtual_host).ok_or_else(|| {
-                    AmqpError::new(
-                        ReplyCode::NotAllowed,
-                        format!("vhost {} not found", show(&o.virtual_host)),
-                    )
-                })?;
+                let (vhost_id, vhost) =
+                    self.broker.lookup_vhost(&o.virtual_host).ok_or_else(|| {
+                        AmqpError::new(
+                            ReplyCode::NotAllowed,
+                            format!("vhost {} not found", show(&o.virtual_host)),
+                        )
+                    })?;
                 if !self.auth.can_access_vhost(&self.conn.user, &vhost) {
                     return Err(AmqpError::new(
                         ReplyCode::NotAllowed,
@@ -419,6 +420,7 @@ impl Session<'_> {
                     ));
                 }
                 self.conn.vhost = vhost;
+                self.conn.vhost_id = vhost_id;
                 self.send(
                     0,
                     &Method::ConnectionOpenOk(connection::OpenOk {

@@ -4,6 +4,10 @@
 //! replaced atomically (write `meta.tmp`, fsync, rename over `meta`, fsync the directory),
 //! so a crash in the middle of an update leaves the previous snapshot in place: the broker
 //! can always start. A `meta` that fails its CRC is real damage, reported as an error.
+//!
+//! Version 2 starts every exchange, queue and binding record with the name of its vhost;
+//! version 1 (written before vhosts existed) has no vhost field and still reads, every
+//! entity in "/".
 
 use bytes::{BufMut, Bytes, BytesMut};
 use std::fs;
@@ -14,7 +18,11 @@ use crate::proto::types::{write_shortstr, Cursor};
 use crate::proto::{DecodeError, FieldTable};
 
 const MAGIC: &[u8; 7] = b"WRNMETA";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The format before vhosts: no vhost field, everything in "/".
+const VERSION_1: u8 = 1;
+/// The vhost of every entity in a version-1 file.
+const V1_VHOST: &[u8] = b"/";
 
 /// Why a metadata snapshot cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +62,8 @@ impl std::error::Error for MetaError {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetaExchange {
+    /// The name of its vhost.
+    pub vhost: Bytes,
     pub name: Bytes,
     pub kind: Bytes,
     pub auto_delete: bool,
@@ -63,6 +73,8 @@ pub struct MetaExchange {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetaQueue {
+    /// The name of its vhost.
+    pub vhost: Bytes,
     pub name: Bytes,
     /// The queue's id in message records (stable for the queue's life).
     pub id: u32,
@@ -72,6 +84,8 @@ pub struct MetaQueue {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetaBinding {
+    /// The name of its vhost.
+    pub vhost: Bytes,
     pub source: Bytes,
     /// true: the destination is an exchange.
     pub to_exchange: bool,
@@ -95,6 +109,7 @@ impl Meta {
         p.put_u32(self.next_queue_id);
         p.put_u32(self.exchanges.len() as u32);
         for x in &self.exchanges {
+            write_shortstr(&mut p, &x.vhost);
             write_shortstr(&mut p, &x.name);
             write_shortstr(&mut p, &x.kind);
             p.put_u8(u8::from(x.auto_delete) | u8::from(x.internal) << 1);
@@ -102,6 +117,7 @@ impl Meta {
         }
         p.put_u32(self.queues.len() as u32);
         for q in &self.queues {
+            write_shortstr(&mut p, &q.vhost);
             write_shortstr(&mut p, &q.name);
             p.put_u32(q.id);
             p.put_u8(u8::from(q.auto_delete));
@@ -109,6 +125,7 @@ impl Meta {
         }
         p.put_u32(self.bindings.len() as u32);
         for b in &self.bindings {
+            write_shortstr(&mut p, &b.vhost);
             write_shortstr(&mut p, &b.source);
             p.put_u8(u8::from(b.to_exchange));
             write_shortstr(&mut p, &b.destination);
@@ -129,8 +146,9 @@ impl Meta {
         if data.len() < 16 || &data[..7] != MAGIC {
             return Err(MetaError::NotMeta);
         }
-        if data[7] != VERSION {
-            return Err(MetaError::Version(data[7]));
+        let version = data[7];
+        if version != VERSION && version != VERSION_1 {
+            return Err(MetaError::Version(version));
         }
         let len = u32::from_be_bytes([data[8], data[9], data[10], data[11]]) as usize;
         let crc = u32::from_be_bytes([data[12], data[13], data[14], data[15]]);
@@ -139,21 +157,30 @@ impl Meta {
             return Err(MetaError::Checksum);
         }
         let payload = data.slice_ref(payload);
-        Self::decode_payload(&payload).map_err(MetaError::Malformed)
+        Self::decode_payload(&payload, version).map_err(MetaError::Malformed)
     }
 
-    fn decode_payload(p: &Bytes) -> Result<Meta, DecodeError> {
+    fn decode_payload(p: &Bytes, version: u8) -> Result<Meta, DecodeError> {
         let mut c = Cursor::new(p);
+        let vhost = |c: &mut Cursor<'_>| -> Result<Bytes, DecodeError> {
+            if version == VERSION_1 {
+                Ok(Bytes::from_static(V1_VHOST))
+            } else {
+                c.short_bytes()
+            }
+        };
         let mut m = Meta {
             next_queue_id: c.u32()?,
             ..Default::default()
         };
         for _ in 0..c.u32()? {
+            let vhost = vhost(&mut c)?;
             let name = c.short_bytes()?;
             let kind = c.short_bytes()?;
             let flags = c.u8()?;
             let arguments = c.table()?;
             m.exchanges.push(MetaExchange {
+                vhost,
                 name,
                 kind,
                 auto_delete: flags & 1 != 0,
@@ -162,11 +189,13 @@ impl Meta {
             });
         }
         for _ in 0..c.u32()? {
+            let vhost = vhost(&mut c)?;
             let name = c.short_bytes()?;
             let id = c.u32()?;
             let auto_delete = c.u8()? & 1 != 0;
             let arguments = c.table()?;
             m.queues.push(MetaQueue {
+                vhost,
                 name,
                 id,
                 auto_delete,
@@ -174,12 +203,14 @@ impl Meta {
             });
         }
         for _ in 0..c.u32()? {
+            let vhost = vhost(&mut c)?;
             let source = c.short_bytes()?;
             let to_exchange = c.u8()? != 0;
             let destination = c.short_bytes()?;
             let key = c.short_bytes()?;
             let arguments = c.table()?;
             m.bindings.push(MetaBinding {
+                vhost,
                 source,
                 to_exchange,
                 destination,
@@ -214,6 +245,7 @@ mod tests {
         Meta {
             next_queue_id: 7,
             exchanges: vec![MetaExchange {
+                vhost: Bytes::from_static(b"/"),
                 name: Bytes::from_static(b"logs"),
                 kind: Bytes::from_static(b"fanout"),
                 auto_delete: false,
@@ -221,12 +253,14 @@ mod tests {
                 arguments: FieldTable::new(),
             }],
             queues: vec![MetaQueue {
+                vhost: Bytes::from_static(b"/"),
                 name: Bytes::from_static(b"tasks"),
                 id: 3,
                 auto_delete: true,
                 arguments: args.clone(),
             }],
             bindings: vec![MetaBinding {
+                vhost: Bytes::from_static(b"/"),
                 source: Bytes::from_static(b"logs"),
                 to_exchange: false,
                 destination: Bytes::from_static(b"tasks"),
@@ -239,6 +273,39 @@ mod tests {
     #[test]
     fn round_trip() {
         let m = sample();
+        assert_eq!(Meta::decode(&m.encode().freeze()).unwrap(), m);
+    }
+
+    /// `sample()` as version 1 (before vhosts) encoded it; kept as a fixture.
+    const V1_SAMPLE: &[u8] = &[
+        87, 82, 78, 77, 69, 84, 65, 1, 0, 0, 0, 102, 189, 225, 30, 120, 0, 0, 0, 7, 0, 0, 0, 1, 4,
+        108, 111, 103, 115, 6, 102, 97, 110, 111, 117, 116, 2, 0, 0, 0, 0, 0, 0, 0, 1, 5, 116, 97,
+        115, 107, 115, 0, 0, 0, 3, 1, 0, 0, 0, 18, 12, 120, 45, 109, 97, 120, 45, 108, 101, 110,
+        103, 116, 104, 73, 0, 0, 0, 10, 0, 0, 0, 1, 4, 108, 111, 103, 115, 0, 5, 116, 97, 115, 107,
+        115, 1, 107, 0, 0, 0, 18, 12, 120, 45, 109, 97, 120, 45, 108, 101, 110, 103, 116, 104, 73,
+        0, 0, 0, 10,
+    ];
+
+    #[test]
+    fn version_1_reads_with_everything_in_the_default_vhost() {
+        assert_eq!(
+            Meta::decode(&Bytes::from_static(V1_SAMPLE)).unwrap(),
+            sample()
+        );
+    }
+
+    #[test]
+    fn round_trip_keeps_each_entity_in_its_vhost() {
+        let mut m = sample();
+        let mut other = sample();
+        let v = Bytes::from_static(b"team-b");
+        other.exchanges[0].vhost = v.clone();
+        other.queues[0].vhost = v.clone();
+        other.queues[0].id = 4;
+        other.bindings[0].vhost = v;
+        m.exchanges.extend(other.exchanges);
+        m.queues.extend(other.queues);
+        m.bindings.extend(other.bindings);
         assert_eq!(Meta::decode(&m.encode().freeze()).unwrap(), m);
     }
 

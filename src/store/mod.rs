@@ -884,6 +884,7 @@ mod tests {
         Meta {
             next_queue_id: id + 1,
             queues: vec![meta::MetaQueue {
+                vhost: Bytes::from_static(b"/"),
                 name: Bytes::from(format!("q{id}")),
                 id,
                 auto_delete: false,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use crate::proto::FieldTable;
 
-use super::Dest;
+use super::{Dest, VhostId};
 use topic::TopicTrie;
 
 /// The four exchange types RabbitMQ ships.
@@ -64,6 +64,8 @@ enum Index {
 #[derive(Debug)]
 pub struct Exchange {
     pub(in crate::broker) gen: u32,
+    /// The vhost it belongs to (its name is unique there; bindings stay inside it).
+    pub vhost: VhostId,
     pub name: Bytes,
     pub kind: ExchangeKind,
     pub durable: bool,
@@ -77,8 +79,10 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    #[allow(clippy::too_many_arguments)]
     pub(in crate::broker) fn new(
         gen: u32,
+        vhost: VhostId,
         name: Bytes,
         kind: ExchangeKind,
         durable: bool,
@@ -94,6 +98,7 @@ impl Exchange {
         };
         Exchange {
             gen,
+            vhost,
             name,
             kind,
             durable,

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use crate::message::Message;
 use crate::proto::FieldTable;
 
-use super::ExchangeId;
+use super::{ExchangeId, VhostId};
 use classic::ClassicQueue;
 
 /// A message waiting in a queue: 16 bytes, as queued messages dominate memory.
@@ -146,6 +146,8 @@ impl QueueKind {
 #[derive(Debug)]
 pub struct Queue {
     pub(super) gen: u32,
+    /// The vhost it belongs to (its name is unique there).
+    pub vhost: VhostId,
     pub name: Bytes,
     pub props: QueueProps,
     /// The connection that owns an exclusive queue.
@@ -177,9 +179,16 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub(super) fn new(gen: u32, name: Bytes, props: QueueProps, owner: Option<usize>) -> Queue {
+    pub(super) fn new(
+        gen: u32,
+        vhost: VhostId,
+        name: Bytes,
+        props: QueueProps,
+        owner: Option<usize>,
+    ) -> Queue {
         Queue {
             gen,
+            vhost,
             name,
             props,
             owner,
@@ -340,7 +349,7 @@ mod tests {
             auto_delete: false,
             arguments: FieldTable::new(),
         };
-        Queue::new(0, Bytes::from_static(b"q"), props, None)
+        Queue::new(0, VhostId::DEFAULT, Bytes::from_static(b"q"), props, None)
     }
 
     /// Takes every ready message in delivery order: (body, seq, redelivered).
