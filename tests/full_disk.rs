@@ -250,7 +250,12 @@ fn enospc_nacks_blocks_publishers_keeps_connections_and_a_full_drain_clears_the_
         let cch = step("create_channel", cconn.create_channel())
             .await
             .unwrap();
-        let got = drain(&cch, &q).await;
+        let mut got = drain(&cch, &q).await;
+        // The drain frees space: once the alarm clears, the held publish may be queued
+        // before the drain ends. It is counted once, here or in the last drain below.
+        let held_name = name_of(&body("held", 0));
+        let held_early: Vec<String> = got.iter().filter(|g| **g == held_name).cloned().collect();
+        got.retain(|g| *g != held_name);
         for c in &confirmed {
             assert!(got.contains(c), "confirmed message {c} lost");
         }
@@ -273,7 +278,9 @@ fn enospc_nacks_blocks_publishers_keeps_connections_and_a_full_drain_clears_the_
             other => panic!("expected an ack once space is back, got {other:?}"),
         }
         assert!(pconn.status().connected() && cconn.status().connected());
-        assert_eq!(drain(&cch, &q).await, vec![name_of(&body("held", 0))]);
+        let mut late = drain(&cch, &q).await;
+        late.extend(held_early);
+        assert_eq!(late, vec![held_name]);
     });
     let logs = b.logs();
     assert!(
@@ -334,10 +341,20 @@ fn sigkill_on_a_full_disk_restarts_with_the_alarm_raised_and_consumers_drain() {
             .await
             .unwrap();
         let mut got = drain(&cch, &q).await;
-        got.retain(|g| !g.starts_with("first"));
+        // The drain frees space: once the alarm clears, the held publish may be read and
+        // queued before the drain ends (a loaded machine saw 801 of 800), so it and the
+        // first publish are not counted among the recovered ones.
+        got.retain(|g| !g.starts_with("first") && !g.starts_with("after"));
         assert!(!got.contains(&nacked), "a nacked publish is not recovered");
-        assert_eq!(got.len(), confirmed.len());
-        assert!(got == confirmed, "every confirmed message, in order, once");
+        let extra: Vec<&String> = got.iter().filter(|g| !confirmed.contains(g)).collect();
+        let missing: Vec<&String> = confirmed.iter().filter(|c| !got.contains(c)).collect();
+        assert!(
+            got == confirmed,
+            "every confirmed message, in order, once: {} recovered for {} confirmed, \
+             extra {extra:?}, missing {missing:?}",
+            got.len(),
+            confirmed.len()
+        );
         match within("publish after the drain", Duration::from_secs(15), held)
             .await
             .unwrap()
