@@ -74,14 +74,7 @@ fn fanout_broker(n: usize) -> (Broker, Vec<QueueId>) {
         .unwrap();
     let mut ids = Vec::new();
     for i in 0..n {
-        let d = QueueDecl {
-            name: Bytes::from(format!("q{i}")),
-            passive: false,
-            durable: false,
-            exclusive: false,
-            auto_delete: false,
-            arguments: FieldTable::new(),
-        };
+        let d = QueueDecl::named(format!("q{i}"));
         let q = broker.declare_queue(ROOT, &d, 0, |_| Ok(())).unwrap().id;
         broker
             .bind(

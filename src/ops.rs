@@ -385,17 +385,6 @@ mod tests {
     /// The vhost "/" of `Broker::new()`.
     const ROOT: VhostId = VhostId::DEFAULT;
 
-    fn qdecl(name: &'static str) -> QueueDecl {
-        QueueDecl {
-            name: Bytes::from_static(name.as_bytes()),
-            passive: false,
-            durable: false,
-            exclusive: false,
-            auto_delete: false,
-            arguments: FieldTable::new(),
-        }
-    }
-
     fn publish(b: &mut Broker, rk: &'static str, body: &'static [u8]) {
         let x = b.publish_target(ROOT, b"").unwrap();
         let props = Bytes::from_static(&[0, 0]);
@@ -412,7 +401,7 @@ mod tests {
     #[test]
     fn queue_exchange_and_binding_snapshots() {
         let mut b = Broker::new();
-        let mut d = qdecl("q");
+        let mut d = QueueDecl::named("q");
         d.exclusive = true;
         let q = b.declare_queue(ROOT, &d, 7, |_| Ok(())).unwrap().id;
         b.declare_exchange(
@@ -488,7 +477,7 @@ mod tests {
     fn deleting_a_queue_returns_cancels_for_its_consumers() {
         let mut b = Broker::new();
         let q = b
-            .declare_queue(ROOT, &qdecl("q"), 1, |_| Ok(()))
+            .declare_queue(ROOT, &QueueDecl::named("q"), 1, |_| Ok(()))
             .unwrap()
             .id;
         publish(&mut b, "q", b"m");
@@ -516,7 +505,7 @@ mod tests {
     fn get_with_requeue_leaves_the_queue_in_order_marked_redelivered() {
         let mut b = Broker::new();
         let q = b
-            .declare_queue(ROOT, &qdecl("q"), 1, |_| Ok(()))
+            .declare_queue(ROOT, &QueueDecl::named("q"), 1, |_| Ok(()))
             .unwrap()
             .id;
         for body in [&b"1"[..], b"2", b"3"] {

@@ -102,6 +102,21 @@ pub struct QueueDecl {
     pub arguments: FieldTable,
 }
 
+impl QueueDecl {
+    /// A plain declare of `name`: not passive, durable, exclusive or auto-delete, no
+    /// arguments (set the fields to change that).
+    pub fn named(name: impl Into<Bytes>) -> QueueDecl {
+        QueueDecl {
+            name: name.into(),
+            passive: false,
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+        }
+    }
+}
+
 /// A queue's answer to queue.declare.
 #[derive(Debug, Clone)]
 pub struct Declared {
@@ -1392,14 +1407,7 @@ mod tests {
     }
 
     fn decl(name: &'static str) -> QueueDecl {
-        QueueDecl {
-            name: Bytes::from_static(name.as_bytes()),
-            passive: false,
-            durable: false,
-            exclusive: false,
-            auto_delete: false,
-            arguments: FieldTable::new(),
-        }
+        QueueDecl::named(name)
     }
 
     fn xdecl(name: &'static str, kind: &'static str) -> ExchangeDecl {

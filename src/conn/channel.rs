@@ -186,14 +186,7 @@ mod tests {
             auto_delete: false,
             arguments: FieldTable::new(),
         };
-        let d = QueueDecl {
-            name: Bytes::from_static(b"q"),
-            passive: false,
-            durable: false,
-            exclusive: false,
-            auto_delete: false,
-            arguments: FieldTable::new(),
-        };
+        let d = QueueDecl::named("q");
         let q = b
             .declare_queue(VhostId::DEFAULT, &d, 0, |_| Ok(()))
             .unwrap()
