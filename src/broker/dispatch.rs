@@ -155,7 +155,7 @@ pub fn get(
 /// settled and dropped, nothing is written, and false is returned. No allocation per
 /// call besides that read (basic.get-ok copies its two short strings, as before).
 #[allow(clippy::too_many_arguments)]
-#[inline]
+#[inline(always)]
 pub fn deliver(
     mut store: Option<&mut Store>,
     qid: QueueId,

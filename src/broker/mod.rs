@@ -1085,6 +1085,7 @@ impl Broker {
     /// alarm guards that), and enqueues it into each queue once. The one broker call
     /// per publish, for AMQP and the management API alike; no allocation beyond the
     /// message's own. Returns what the publisher must know (see [`Published`]).
+    #[inline]
     pub fn publish(
         &mut self,
         x: ExchangeId,
