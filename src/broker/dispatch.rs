@@ -69,8 +69,8 @@ pub fn dispatch_queue(
         if budget == 0 {
             return true;
         }
-        let i = q.rr % n;
-        q.rr = (i + 1) % n;
+        let i = q.rr as usize % n;
+        q.rr = ((i + 1) % n) as u32;
         let c = &q.consumers[i];
         let Some(conn) = conns.get_mut(c.conn) else {
             idle += 1;
