@@ -1,19 +1,17 @@
 //! Warren: an AMQP 0-9-1 broker on one thread.
 //!
-//! Who owns what: the [`reactor`] owns the `mio::Poll`, the listeners (each tagged with
-//! the protocol it speaks) and the token scheme; [`server::Server`] owns the broker
-//! model ([`broker::Broker`]: vhosts, each with its exchanges, queues and bindings) and
-//! the users and permissions ([`auth::Auth`]) side by side with the connections
-//! (`Slab<conn::Connection>`, each carrying its user and vhost); each connection owns its
-//! socket as a [`net::Transport`], which only the reactor drives. Nothing is shared through `Rc<RefCell<…>>`; a handler
-//! gets `&mut` to exactly what it touches.
-//! A queue owns its ready messages (`broker::queue`, one storage per queue kind); the
-//! dispatch policy (round-robin, prefetch, backpressure, and turning a message into a
-//! basic.deliver or basic.get-ok) is `broker::dispatch`, given the connections by the
-//! server.
-//! Protocol handlers change the broker through [`ops`] and the broker's own methods;
-//! an operation's effects on other connections (cancel a consumer, close a connection)
-//! come back as [`ops::Effect`] values that the server applies (`Server::apply`).
+//! Who owns what: the [`reactor`] owns the `mio::Poll`, the listeners (each tagged with the
+//! protocol it speaks) and the token scheme; [`server::Server`] owns the broker model
+//! ([`broker::Broker`]: vhosts, each with its exchanges, queues and bindings) and the users and
+//! permissions ([`auth::Auth`]) side by side with the connections (`Slab<conn::Connection>`, each
+//! carrying its user and vhost); each connection owns its socket as a [`net::Transport`], which
+//! only the reactor drives. Nothing is shared through `Rc<RefCell<…>>`; a handler gets `&mut` to
+//! exactly what it touches. A queue owns its ready messages (`broker::queue`, one storage per queue
+//! kind); the dispatch policy (round-robin, prefetch, backpressure, and turning a message into a
+//! basic.deliver or basic.get-ok) is `broker::dispatch`, given the connections by the server.
+//! Protocol handlers change the broker through [`ops`] and the broker's own methods; an operation's
+//! effects on other connections (cancel a consumer, close a connection) come back as
+//! [`ops::Effect`] values that the server applies (`Server::apply`).
 //!
 //! The phases of one loop turn, in the order `server::Server::turn` runs them (the one
 //! place the order is written; the reactor and the in-process driver both call it):

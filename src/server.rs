@@ -1,9 +1,9 @@
-//! The server state that the reactor drives: the broker, the users and permissions
-//! (`auth`) and the connections, side by side; the one ordered list of a loop turn's
-//! phases ([`Server::turn`]) and the phases that do not touch sockets (input handling,
-//! returns, dispatch, sync, confirms, timers, removing connections). The socket phases come from an [`Io`]: the reactor's, or the
-//! in-process driver's ([`Server::feed`], [`Server::turn_without_io`]), which has no
-//! sockets and is how the connection logic is unit-tested and fuzzed.
+//! The server state that the reactor drives: the broker, the users and permissions (`auth`) and the
+//! connections, side by side; the one ordered list of a loop turn's phases ([`Server::turn`]) and
+//! the phases that do not touch sockets (input handling, returns, dispatch, sync, confirms, timers,
+//! removing connections). The socket phases come from an [`Io`]: the reactor's, or the in-process
+//! driver's ([`Server::feed`], [`Server::turn_without_io`]), which has no sockets and is how the
+//! connection logic is unit-tested and fuzzed.
 
 use bytes::{Bytes, BytesMut};
 use log::{info, warn};

@@ -388,12 +388,12 @@ pub fn show_typed(v: Option<&FieldValue>) -> String {
 
 // ----- equivalence ---------------------------------------------------------------------
 
-/// `rabbit_misc:assert_args_equivalence` over `keys`: `Ok` when every key is absent from
-/// both tables or present in both with the same Erlang value (any integer width matches
-/// any other; `x-queue-type` "classic" matches its absence), else RabbitMQ's
-/// `inequivalent arg` 406 for `what` ("queue 'q'" / "exchange 'x'") in vhost `vhost`. Keys outside `keys`
-/// are not compared, as in RabbitMQ. `what` is only called for the error, so an equivalent
-/// redeclare (clients that declare before every publish) allocates nothing.
+/// `rabbit_misc:assert_args_equivalence` over `keys`: `Ok` when every key is absent from both
+/// tables or present in both with the same Erlang value (any integer width matches any other;
+/// `x-queue-type` "classic" matches its absence), else RabbitMQ's `inequivalent arg` 406 for `what`
+/// ("queue 'q'" / "exchange 'x'") in vhost `vhost`. Keys outside `keys` are not compared, as in
+/// RabbitMQ. `what` is only called for the error, so an equivalent redeclare (clients that declare
+/// before every publish) allocates nothing.
 pub fn check_equivalence(
     vhost: &str,
     what: impl Fn() -> String,

@@ -9,14 +9,14 @@
 //! exchange routes to the queues of its own vhost. Only "/" exists after start; the
 //! tenancy issue adds vhosts through [`Broker::add_vhost`].
 //!
-//! Owns no connection (only [`dispatch`], the delivery policy, is handed the server's
-//! connections to write deliveries into; see its header). Queues and exchanges live in
-//! slabs addressed by generational ids, so a stale id (a queue deleted while a channel
-//! still holds its unacked messages) is detected instead of reaching a reused slot. Everything here is synchronous and runs
-//! on the reactor thread; queues that gained work are listed in `dirty` for the server's
-//! dispatch phase, which calls [`dispatch::dispatch_queue`]. A queue's ready messages are
-//! behind [`queue::Queue`]'s methods. Argument knowledge (validation, equivalence, RabbitMQ's texts) lives in
-//! [`args`]; this module only calls it on the declare paths.
+//! Owns no connection (only [`dispatch`], the delivery policy, is handed the server's connections
+//! to write deliveries into; see its header). Queues and exchanges live in slabs addressed by
+//! generational ids, so a stale id (a queue deleted while a channel still holds its unacked
+//! messages) is detected instead of reaching a reused slot. Everything here is synchronous and runs
+//! on the reactor thread; queues that gained work are listed in `dirty` for the server's dispatch
+//! phase, which calls [`dispatch::dispatch_queue`]. A queue's ready messages are behind
+//! [`queue::Queue`]'s methods. Argument knowledge (validation, equivalence, RabbitMQ's texts) lives
+//! in [`args`]; this module only calls it on the declare paths.
 
 pub mod args;
 pub mod dispatch;
