@@ -466,6 +466,9 @@ impl Server {
                         );
                     } else {
                         frame::write_ack(c.out.tail(), ch.id, ch.publish_seq, multiple);
+                        let n = ch.publish_seq - ch.confirmed;
+                        ch.stats.now.confirm += n;
+                        self.broker.counters.confirm += n;
                     }
                     ch.confirmed = ch.publish_seq;
                     wrote = true;

@@ -169,6 +169,9 @@ pub struct Broker {
     /// Durable exchanges, queues or bindings changed: the sync phase rewrites `meta`.
     meta_dirty: bool,
     ref_scratch: Vec<u32>,
+    /// Broker-wide message counters (RabbitMQ's global counters and the overview's
+    /// message_stats), added to on the hot path; see `crate::counters`.
+    pub counters: crate::counters::MsgCounters,
 }
 
 /// The store reference a queue holds on a message: its durable id for a persistent
@@ -1097,6 +1100,16 @@ impl Broker {
     ) -> Published {
         let mut routed = std::mem::take(&mut self.routed);
         self.route(x, routing_key, &properties, &mut routed);
+        // Counted once the route is known, whatever happens next (a refused write
+        // was still received and routed, as RabbitMQ counts it).
+        let n = routed.len() as u64;
+        self.counters.publish += 1;
+        self.counters.routed += n;
+        if let Some(ex) = self.exchange_mut(x) {
+            let c = crate::counters::counting(&mut ex.stats);
+            c.publish += 1;
+            c.routed += n;
+        }
         if routed.is_empty() {
             self.routed = routed;
             return Published::Unroutable { properties, body };
@@ -1129,6 +1142,9 @@ impl Broker {
             _ => Message::new(exchange, routing_key, &properties, body, location),
         };
         for &q in routed.iter() {
+            if let Some(queue) = self.queue_mut(q) {
+                queue.counting().publish += 1;
+            }
             self.enqueue(q, msg.clone());
         }
         self.routed = routed;

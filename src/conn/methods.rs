@@ -525,6 +525,18 @@ impl Session<'_> {
             body,
             self.config.memory_budget,
         );
+        let unroutable = matches!(published, Published::Unroutable { .. });
+        let confirm = self.conn.channel(ch).is_some_and(|c| c.confirm);
+        let g = &mut self.broker.counters;
+        g.return_unroutable += u64::from(unroutable && p.mandatory);
+        g.drop_unroutable += u64::from(unroutable && !p.mandatory);
+        g.publish_confirm += u64::from(confirm);
+        if let Some(c) = self.conn.channel_mut(ch) {
+            let c = &mut c.stats.now;
+            c.publish += 1;
+            c.return_unroutable += u64::from(unroutable && p.mandatory);
+            c.drop_unroutable += u64::from(unroutable && !p.mandatory);
+        }
         if let (Published::Unroutable { properties, body }, true) = (published, p.mandatory) {
             let ret = basic::Return {
                 reply_code: ReplyCode::NoRoute as u16,
@@ -591,23 +603,29 @@ impl Session<'_> {
         {
             return Err(precondition(format!("unknown delivery tag {tag}")));
         }
+        let ack = requeue.is_none();
         let requeue = requeue.unwrap_or(false);
-        // Credit runs of the same consumer in one call; requeue newest first so each
-        // message lands at the front in its original order.
+        // Credit runs of the same consumer in one call (and count acks per run); requeue
+        // newest first so each message lands at the front in its original order.
         let mut run: Option<(QueueId, u64, u32)> = None;
         for u in done.iter() {
             match &mut run {
                 Some((q, c, n)) if *q == u.queue && *c == u.consumer => *n += 1,
                 _ => {
                     if let Some((q, c, n)) = run.take() {
-                        self.broker.credit(q, c, n);
+                        self.credit_run(q, c, n, ack);
                     }
                     run = Some((u.queue, u.consumer, 1));
                 }
             }
         }
         if let Some((q, c, n)) = run {
-            self.broker.credit(q, c, n);
+            self.credit_run(q, c, n, ack);
+        }
+        if ack {
+            let n = done.len() as u64;
+            self.broker.counters.ack += n;
+            self.conn.channels[idx].stats.now.ack += n;
         }
         if requeue && done.len() > RETURN_NOW {
             self.events.push(Event::Return(done.into()));
@@ -624,6 +642,17 @@ impl Session<'_> {
             self.mark_channel_queues_dirty(idx);
         }
         Ok(())
+    }
+
+    /// Gives `n` deliveries of consumer `consumer` of queue `q` their credit back; when
+    /// they were acked, counts them in the queue's `ack`.
+    fn credit_run(&mut self, q: QueueId, consumer: u64, n: u32, ack: bool) {
+        if ack {
+            if let Some(queue) = self.broker.queue_mut(q) {
+                queue.counting().ack += u64::from(n);
+            }
+        }
+        self.broker.credit(q, consumer, n);
     }
 
     /// basic.recover: RabbitMQ supports requeue=true only.
