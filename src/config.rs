@@ -20,6 +20,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Unacked deliveries older than this close their channel with 406 (default 1800 s).
     pub consumer_timeout: Duration,
+    /// How often message rates are sampled (default 5 s, RabbitMQ's
+    /// `collect_statistics_interval`); at least 1 s.
+    pub stats_interval: Duration,
     /// Free-disk alarm threshold in bytes (default 50,000,000).
     pub disk_free_limit: u64,
     /// Publishers are blocked while the broker's RSS is above this fraction of RAM
@@ -57,6 +60,7 @@ impl Default for Config {
             http_port: 15672,
             data_dir: PathBuf::from("./warren-data"),
             consumer_timeout: Duration::from_secs(1800),
+            stats_interval: Duration::from_secs(5),
             disk_free_limit: 50_000_000,
             memory_high_watermark: 0.4,
             memory_budget: crate::alarm::total_ram().map_or(1 << 30, |r| r / 5),
@@ -160,6 +164,12 @@ fn options() -> getopts::Options {
         "",
         "consumer-timeout",
         "unacked delivery timeout (default 1800)",
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "stats-interval",
+        "message rate sampling interval (default 5, at least 1)",
         "SECS",
     );
     o.optopt(
@@ -268,6 +278,9 @@ impl Command {
         let mut secs = c.consumer_timeout.as_secs();
         num(&m, "consumer-timeout", &mut secs)?;
         c.consumer_timeout = Duration::from_secs(secs);
+        let mut secs = c.stats_interval.as_secs();
+        num(&m, "stats-interval", &mut secs)?;
+        c.stats_interval = Duration::from_secs(secs.max(1));
         num(&m, "disk-free-limit", &mut c.disk_free_limit)?;
         num(&m, "memory-high-watermark", &mut c.memory_high_watermark)?;
         if !(0.0..=1.0).contains(&c.memory_high_watermark) {

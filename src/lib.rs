@@ -44,6 +44,7 @@ pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod message;
+pub mod mgmt;
 pub mod net;
 pub mod ops;
 pub mod proto;

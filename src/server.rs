@@ -125,6 +125,8 @@ pub struct Server {
     /// Catch a panic while handling one connection and close only that connection.
     /// On in the broker; off in tests and fuzzing, where a panic must surface.
     pub contain_panics: bool,
+    /// Message-rate sampling and the global history (`crate::mgmt::stats`).
+    pub sampler: crate::mgmt::stats::Sampler,
 }
 
 impl Server {
@@ -150,6 +152,7 @@ impl Server {
             returning: Default::default(),
             body_peak: 0,
             contain_panics: false,
+            sampler: Default::default(),
         }
     }
 
@@ -516,6 +519,7 @@ impl Server {
             return;
         }
         self.next_timer = self.now + TIMER_PERIOD;
+        crate::mgmt::stats::maybe_sample(self);
         if self.now >= self.next_alarm_check {
             self.next_alarm_check = self.now + Duration::from_secs(1);
             self.check_alarms();

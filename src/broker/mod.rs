@@ -1389,6 +1389,21 @@ impl Broker {
         ))
     }
 
+    /// Takes a statistics sample of every queue and exchange that counted something
+    /// (the sampler's timer, `crate::mgmt::stats`).
+    pub fn sample_stats(&mut self) {
+        for (_, q) in self.queues.iter_mut() {
+            if let Some(s) = q.stats.as_mut() {
+                s.sample();
+            }
+        }
+        for (_, x) in self.exchanges.iter_mut() {
+            if let Some(s) = x.stats.as_mut() {
+                s.sample();
+            }
+        }
+    }
+
     pub fn undirty(&mut self, id: QueueId) {
         if let Some(q) = self.queue_mut(id) {
             q.dirty = false;
