@@ -24,7 +24,7 @@ use crate::server::Server;
 pub const HISTORY: Duration = Duration::from_secs(600);
 
 /// The sampler's state: when the next sample is due, and the global ring.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Sampler {
     next: Option<Instant>,
     /// The global counters with their last two samples (the overview's rates).
@@ -33,17 +33,6 @@ pub struct Sampler {
     ring: VecDeque<(u64, MsgCounters)>,
     /// The ring has dropped samples: older times are unknown rather than 0.
     dropped: bool,
-}
-
-impl Default for Sampler {
-    fn default() -> Self {
-        Sampler {
-            next: None,
-            global: Sampled::default(),
-            ring: VecDeque::new(),
-            dropped: false,
-        }
-    }
 }
 
 impl Sampler {
@@ -207,7 +196,9 @@ pub fn message_stats(s: Option<&Sampled<MsgCounters>>, kind: Kind, interval: Dur
 /// has no queue `name`.
 pub fn queue_message_stats(server: &Server, vhost: &str, name: &str) -> Option<Value> {
     let (v, _) = server.broker.lookup_vhost(vhost.as_bytes())?;
-    let q = server.broker.queue(server.broker.queue_id(v, name.as_bytes())?)?;
+    let q = server
+        .broker
+        .queue(server.broker.queue_id(v, name.as_bytes())?)?;
     let interval = server.config.stats_interval;
     Some(message_stats(q.stats.as_deref(), Kind::Queue, interval))
 }
@@ -328,7 +319,10 @@ mod tests {
         let v = message_stats(Some(&s), Kind::Queue, Duration::from_secs(5));
         assert_eq!(v["publish"], 1000);
         assert_eq!(v["publish_details"]["rate"], 10.0);
-        assert!(v.get("deliver").is_none(), "no delivery yet: no delivery fields");
+        assert!(
+            v.get("deliver").is_none(),
+            "no delivery yet: no delivery fields"
+        );
         s.now.get_no_ack = 1;
         let v = message_stats(Some(&s), Kind::Queue, Duration::from_secs(5));
         assert_eq!(v["deliver_get"], 1);
@@ -346,7 +340,10 @@ mod tests {
         s.now.publish = 3;
         s.now.routed = 6;
         let v = message_stats(Some(&s), Kind::Exchange, Duration::from_secs(5));
-        assert_eq!((v["publish_in"].clone(), v["publish_out"].clone()), (json!(3), json!(6)));
+        assert_eq!(
+            (v["publish_in"].clone(), v["publish_out"].clone()),
+            (json!(3), json!(6))
+        );
         assert_eq!(v.as_object().map(|m| m.len()), Some(4));
     }
 
