@@ -14,15 +14,16 @@ pub struct Config {
     pub bind: Vec<IpAddr>,
     /// AMQP port (default 5672; 0 picks a free port and prints it).
     pub amqp_port: u16,
-    /// Reserved for the management interface (default 15672).
+    /// The management HTTP API and dashboard (default 15672; 0 picks a free port).
     pub http_port: u16,
+    /// Prometheus metrics (default 15692, as RabbitMQ's plugin; 0 picks a free port).
+    pub prometheus_port: u16,
+    /// How often message rates are sampled (default 5 s, as RabbitMQ).
+    pub stats_interval: Duration,
     /// Where durable state lives (default ./warren-data).
     pub data_dir: PathBuf,
     /// Unacked deliveries older than this close their channel with 406 (default 1800 s).
     pub consumer_timeout: Duration,
-    /// How often message rates are sampled (default 5 s, RabbitMQ's
-    /// `collect_statistics_interval`); at least 1 s.
-    pub stats_interval: Duration,
     /// Free-disk alarm threshold in bytes (default 50,000,000).
     pub disk_free_limit: u64,
     /// Publishers are blocked while the broker's RSS is above this fraction of RAM
@@ -58,9 +59,10 @@ impl Default for Config {
             bind: vec![IpAddr::from([127, 0, 0, 1])],
             amqp_port: 5672,
             http_port: 15672,
+            prometheus_port: 15692,
+            stats_interval: Duration::from_secs(5),
             data_dir: PathBuf::from("./warren-data"),
             consumer_timeout: Duration::from_secs(1800),
-            stats_interval: Duration::from_secs(5),
             disk_free_limit: 50_000_000,
             memory_high_watermark: 0.4,
             memory_budget: crate::alarm::total_ram().map_or(1 << 30, |r| r / 5),
@@ -151,8 +153,20 @@ fn options() -> getopts::Options {
     o.optopt(
         "",
         "http-port",
-        "management HTTP port (default 15672; reserved)",
+        "management HTTP API and dashboard port (default 15672; 0 = any free port)",
         "PORT",
+    );
+    o.optopt(
+        "",
+        "prometheus-port",
+        "Prometheus metrics port (default 15692; 0 = any free port)",
+        "PORT",
+    );
+    o.optopt(
+        "",
+        "stats-interval",
+        "seconds between message-rate samples (default 5)",
+        "SECS",
     );
     o.optopt(
         "",
@@ -164,12 +178,6 @@ fn options() -> getopts::Options {
         "",
         "consumer-timeout",
         "unacked delivery timeout (default 1800)",
-        "SECS",
-    );
-    o.optopt(
-        "",
-        "stats-interval",
-        "message rate sampling interval (default 5, at least 1)",
         "SECS",
     );
     o.optopt(
@@ -272,15 +280,16 @@ impl Command {
         }
         num(&m, "amqp-port", &mut c.amqp_port)?;
         num(&m, "http-port", &mut c.http_port)?;
+        num(&m, "prometheus-port", &mut c.prometheus_port)?;
+        let mut secs = c.stats_interval.as_secs();
+        num(&m, "stats-interval", &mut secs)?;
+        c.stats_interval = Duration::from_secs(secs.max(1));
         if let Some(d) = m.opt_str("data-dir") {
             c.data_dir = PathBuf::from(d);
         }
         let mut secs = c.consumer_timeout.as_secs();
         num(&m, "consumer-timeout", &mut secs)?;
         c.consumer_timeout = Duration::from_secs(secs);
-        let mut secs = c.stats_interval.as_secs();
-        num(&m, "stats-interval", &mut secs)?;
-        c.stats_interval = Duration::from_secs(secs.max(1));
         num(&m, "disk-free-limit", &mut c.disk_free_limit)?;
         num(&m, "memory-high-watermark", &mut c.memory_high_watermark)?;
         if !(0.0..=1.0).contains(&c.memory_high_watermark) {

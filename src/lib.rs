@@ -43,6 +43,7 @@ pub mod counters;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod http;
 pub mod message;
 pub mod mgmt;
 pub mod net;

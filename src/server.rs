@@ -127,6 +127,11 @@ pub struct Server {
     pub contain_panics: bool,
     /// Message-rate sampling and the global history (`crate::mgmt::stats`).
     pub sampler: crate::mgmt::stats::Sampler,
+    /// What the reactor listens on, for the management API's `listeners` (empty when
+    /// driven in process).
+    pub listeners: Vec<(crate::reactor::Protocol, std::net::SocketAddr)>,
+    /// When this server started (the API's uptime).
+    pub started: Instant,
 }
 
 impl Server {
@@ -153,6 +158,8 @@ impl Server {
             body_peak: 0,
             contain_panics: false,
             sampler: Default::default(),
+            listeners: Vec::new(),
+            started: now,
         }
     }
 
