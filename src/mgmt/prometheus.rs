@@ -50,16 +50,6 @@ fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
     let _ = writeln!(out, "{name} {value}");
 }
 
-/// This host's name, for the node name (`warren@HOST`, as RabbitMQ's `rabbit@HOST`).
-pub fn node_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("warren@{host}")
-}
-
 /// The global counters, RabbitMQ's `rabbitmq_global_*` families: (name, help, value,
 /// labelled by queue type).
 fn globals(g: &MsgCounters) -> [(&'static str, &'static str, u64, bool); 14] {
@@ -318,7 +308,7 @@ pub fn render(server: &Server, per_object: bool) -> String {
     );
 
     // ----- identity -----
-    let node = escape(&node_name());
+    let node = escape(&super::overview::node_name());
     head(
         &mut out,
         "rabbitmq_build_info",
