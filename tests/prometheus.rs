@@ -67,14 +67,15 @@ fn ensure_venv() -> PathBuf {
 /// Parses with `prometheus_client.parser` and prints, as JSON, the families' types and
 /// every sample as `name{label="v",...}` (labels sorted) with its value.
 const PARSE: &str = r#"
-import json, sys
+import json, math, sys
 from prometheus_client.parser import text_string_to_metric_families
 types, samples = {}, {}
 for f in text_string_to_metric_families(sys.stdin.read()):
     types[f.name] = f.type
     for s in f.samples:
         labels = ",".join('%s="%s"' % (k, v) for k, v in sorted(s.labels.items()))
-        samples[s.name + ("{%s}" % labels if labels else "")] = s.value
+        value = s.value if math.isfinite(s.value) else str(s.value)  # JSON has no NaN
+        samples[s.name + ("{%s}" % labels if labels else "")] = value
 print(json.dumps({"types": types, "samples": samples}))
 "#;
 
