@@ -395,9 +395,11 @@ mod tests {
         assert_eq!(got[3].1, 3);
         assert_eq!(std::mem::size_of::<Ready>(), 16);
         // Memory per empty queue (benches/memory.py): the vhost id fitted in by making
-        // `rr` a u32; a new field should find room the same way.
+        // `rr` a u32; a new field should find room the same way. 232 since issue 10: the
+        // statistics counters are boxed and allocated only once a queue counts something,
+        // but the pointer to them is 8 bytes that found no padding to hide in.
         assert!(
-            std::mem::size_of::<Queue>() <= 224,
+            std::mem::size_of::<Queue>() <= 232,
             "{}",
             std::mem::size_of::<Queue>()
         );
