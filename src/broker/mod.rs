@@ -1043,11 +1043,16 @@ impl Broker {
         self.scratch = scratch;
     }
 
-    /// Appends a message to a queue and schedules it for dispatch.
+    /// Appends a published message to a queue (counted in its `publish`) and schedules
+    /// it for dispatch.
     pub fn enqueue(&mut self, id: QueueId, msg: Message) {
         if let Some(q) = self.queue_mut(id) {
+            q.counting().publish += 1;
             q.push(msg);
-            self.mark_dirty(id);
+            if !q.dirty {
+                q.dirty = true;
+                self.dirty.push(id);
+            }
         }
     }
 
@@ -1142,9 +1147,6 @@ impl Broker {
             _ => Message::new(exchange, routing_key, &properties, body, location),
         };
         for &q in routed.iter() {
-            if let Some(queue) = self.queue_mut(q) {
-                queue.counting().publish += 1;
-            }
             self.enqueue(q, msg.clone());
         }
         self.routed = routed;

@@ -526,16 +526,15 @@ impl Session<'_> {
             self.config.memory_budget,
         );
         let unroutable = matches!(published, Published::Unroutable { .. });
-        let confirm = self.conn.channel(ch).is_some_and(|c| c.confirm);
-        let g = &mut self.broker.counters;
-        g.return_unroutable += u64::from(unroutable && p.mandatory);
-        g.drop_unroutable += u64::from(unroutable && !p.mandatory);
-        g.publish_confirm += u64::from(confirm);
-        if let Some(c) = self.conn.channel_mut(ch) {
-            let c = &mut c.stats.now;
-            c.publish += 1;
-            c.return_unroutable += u64::from(unroutable && p.mandatory);
-            c.drop_unroutable += u64::from(unroutable && !p.mandatory);
+        if unroutable {
+            // Rare: counted on its own path, not on every publish.
+            let (returned, dropped) = (u64::from(p.mandatory), u64::from(!p.mandatory));
+            self.broker.counters.return_unroutable += returned;
+            self.broker.counters.drop_unroutable += dropped;
+            if let Some(c) = self.conn.channel_mut(ch) {
+                c.stats.now.return_unroutable += returned;
+                c.stats.now.drop_unroutable += dropped;
+            }
         }
         if let (Published::Unroutable { properties, body }, true) = (published, p.mandatory) {
             let ret = basic::Return {
@@ -551,8 +550,10 @@ impl Session<'_> {
                 .write_content(ch, &properties, &Body::Shared(&body), fm);
         }
         if let Some(c) = self.conn.channel_mut(ch) {
+            c.stats.now.publish += 1;
             if c.confirm {
                 c.publish_seq += 1;
+                self.broker.counters.publish_confirm += 1;
                 self.events.push(Event::Confirms(self.conn.key));
             }
         }
