@@ -1,0 +1,281 @@
+//! `warrenctl`: rabbitmqctl's command names, flags, columns, output and exit codes,
+//! over Warren's (or RabbitMQ's) HTTP management API. No broker code: everything it
+//! knows comes from the API, so it works against any broker that serves it.
+//!
+//! This file owns the command line (global and per-command flags, in any position, as
+//! rabbitmqctl takes them) and the exit codes; `commands` owns what each command asks
+//! and prints, `format` the table and JSON output, `http` the client.
+//! Invoked through a link named `rabbitmqctl` it behaves the same and names itself so
+//! in usage errors, so `sudo rabbitmqctl list_queues` from the notes works.
+
+mod commands;
+mod format;
+mod http;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// rabbitmqctl's exit codes (sysexits.h), which scripts test for.
+pub const EX_USAGE: u8 = 64;
+pub const EX_DATAERR: u8 = 65;
+pub const EX_UNAVAILABLE: u8 = 69;
+pub const EX_SOFTWARE: u8 = 70;
+/// A command the broker refused or could not carry out.
+pub const EX_FAILED: u8 = 2;
+
+/// Why a command stopped: the exit code and the text for stderr.
+#[derive(Debug)]
+pub struct Fail {
+    pub code: u8,
+    pub msg: String,
+}
+
+impl Fail {
+    pub fn usage(msg: impl Into<String>) -> Fail {
+        Fail {
+            code: EX_USAGE,
+            msg: format!("Error (argument validation): {}", msg.into()),
+        }
+    }
+    pub fn unreachable(msg: impl Into<String>) -> Fail {
+        Fail {
+            code: EX_UNAVAILABLE,
+            msg: msg.into(),
+        }
+    }
+    pub fn internal(msg: impl Into<String>) -> Fail {
+        Fail {
+            code: EX_SOFTWARE,
+            msg: format!("Error: {}", msg.into()),
+        }
+    }
+    pub fn failed(msg: impl Into<String>) -> Fail {
+        Fail {
+            code: EX_FAILED,
+            msg: format!("Error:\n{}", msg.into()),
+        }
+    }
+    /// rabbitmqctl's "Error:" on its own line, then the reason, with its own code.
+    pub fn error(code: u8, msg: impl Into<String>) -> Fail {
+        Fail {
+            code,
+            msg: format!("Error:\n{}", msg.into()),
+        }
+    }
+}
+
+pub struct Opts {
+    pub prog: String,
+    pub url: String,
+    pub username: String,
+    pub password: String,
+    pub vhost: String,
+    pub quiet: bool,
+    pub headers: bool,
+    pub json: bool,
+    /// Seconds, as `--timeout` takes them; also the HTTP client's whole-call limit.
+    pub timeout: f64,
+    pub timeout_given: bool,
+    pub if_empty: bool,
+    pub if_unused: bool,
+    pub global: bool,
+    pub command: String,
+    pub args: Vec<String>,
+    /// The command line as typed, for usage errors (rabbitmqctl echoes it).
+    pub given: Vec<String>,
+}
+
+/// Flags that only some commands take: anything else given them is a usage error, as
+/// rabbitmqctl's per-command option validation makes it.
+const COMMAND_FLAGS: &[(&str, &[&str])] = &[
+    ("--if-empty", &["delete_queue"]),
+    ("--if-unused", &["delete_queue"]),
+    ("--global", &["close_all_connections"]),
+    ("--online", &["list_queues"]),
+    ("--offline", &["list_queues"]),
+    ("--local", &["list_queues"]),
+];
+
+fn parse(argv: Vec<String>) -> Result<Opts, Fail> {
+    let prog = argv
+        .first()
+        .map(|a| {
+            std::path::Path::new(a)
+                .file_name()
+                .map_or_else(|| a.clone(), |n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "warrenctl".to_string());
+    let mut o = Opts {
+        prog,
+        url: std::env::var("WARREN_URL").unwrap_or_else(|_| "http://127.0.0.1:15672".into()),
+        username: "guest".into(),
+        password: "guest".into(),
+        vhost: "/".into(),
+        quiet: false,
+        headers: true,
+        json: false,
+        timeout: 60.0,
+        timeout_given: false,
+        if_empty: false,
+        if_unused: false,
+        global: false,
+        command: String::new(),
+        args: Vec::new(),
+        given: argv.iter().skip(1).cloned().collect(),
+    };
+    let mut positional = Vec::new();
+    let mut flags_seen: Vec<String> = Vec::new();
+    let mut it = argv.into_iter().skip(1);
+    let mut only_positional = false;
+    while let Some(a) = it.next() {
+        if only_positional || !a.starts_with('-') || a == "-" {
+            positional.push(a);
+            continue;
+        }
+        if a == "--" {
+            only_positional = true;
+            continue;
+        }
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (a.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, Fail> {
+            match inline.clone().or_else(|| it.next()) {
+                Some(v) => Ok(v),
+                None => Err(Fail::usage(format!("option {name} needs a value"))),
+            }
+        };
+        match flag.as_str() {
+            "--url" => o.url = value("--url")?,
+            "--username" => o.username = value("--username")?,
+            "--password" => o.password = value("--password")?,
+            "-p" | "--vhost" => o.vhost = value("--vhost")?,
+            "--formatter" => match value("--formatter")?.as_str() {
+                "json" => o.json = true,
+                "table" => o.json = false,
+                other => {
+                    return Err(Fail::usage(format!(
+                        "unknown formatter \"{other}\" (warrenctl has table and json)"
+                    )))
+                }
+            },
+            "-t" | "--timeout" => {
+                let v = value("--timeout")?;
+                o.timeout = match v.parse::<f64>() {
+                    Ok(t) if t > 0.0 && t.is_finite() => t,
+                    _ => {
+                        return Err(Fail::usage(format!(
+                            "--timeout takes a number of seconds, got \"{v}\""
+                        )))
+                    }
+                };
+                o.timeout_given = true;
+            }
+            // Erlang node names mean nothing over HTTP: taken and ignored, so scripts
+            // written for rabbitmqctl keep working.
+            "-n" | "--node" => {
+                value("--node")?;
+            }
+            "-l" | "--longnames" => {}
+            "-q" | "--quiet" => o.quiet = true,
+            "-s" | "--silent" => {
+                o.quiet = true;
+                o.headers = false;
+            }
+            "--no-table-headers" => o.headers = false,
+            "-e" | "--if-empty" => {
+                o.if_empty = true;
+                flags_seen.push("--if-empty".into());
+            }
+            "-u" | "--if-unused" => {
+                o.if_unused = true;
+                flags_seen.push("--if-unused".into());
+            }
+            "--global" | "--online" | "--offline" | "--local" => {
+                if flag == "--global" {
+                    o.global = true;
+                }
+                flags_seen.push(flag.clone());
+            }
+            _ => {
+                return Err(Fail::usage(format!(
+                    "Invalid options for this command:\n{a}"
+                )))
+            }
+        }
+    }
+    let mut positional = positional.into_iter();
+    o.command = match positional.next() {
+        Some(c) => c,
+        None => return Err(Fail::usage("no command given")),
+    };
+    o.args = positional.collect();
+    for f in &flags_seen {
+        if let Some((_, cmds)) = COMMAND_FLAGS.iter().find(|(name, _)| name == f) {
+            if !cmds.contains(&o.command.as_str()) {
+                return Err(Fail::usage(format!(
+                    "Invalid options for this command:\n{f}"
+                )));
+            }
+        }
+    }
+    Ok(o)
+}
+
+fn usage(prog: &str) -> String {
+    format!(
+        "Usage\n\n{prog} [--url <url>] [--username <user>] [--password <password>] [--quiet] \
+         [--no-table-headers] [--formatter json] <command> [<command options>]\n\n\
+         Talks to the broker's HTTP management API (default http://127.0.0.1:15672, or \
+         $WARREN_URL).\n\nCommands:\n\n{}",
+        commands::COMMANDS
+            .iter()
+            .map(|(name, help)| format!("   {name:<24}{help}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let prog = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map_or_else(
+            || "warrenctl".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+    let given = argv.iter().skip(1).cloned().collect::<Vec<_>>().join(" ");
+    let result = parse(argv).and_then(|o| {
+        if matches!(o.command.as_str(), "help" | "--help") {
+            println!("{}", usage(&o.prog));
+            return Ok(());
+        }
+        let api = http::Api::new(
+            &o.url,
+            &o.username,
+            &o.password,
+            Duration::from_secs_f64(o.timeout),
+        )?;
+        commands::run(&o, &api)
+    });
+    // Flush what the command printed before the error text, in order.
+    let _ = std::io::stdout().flush();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            // Argument errors echo the command line and the usage, as rabbitmqctl's do;
+            // a 64 for a broker's answer ("Queue not found") does not.
+            if f.msg.starts_with("Error (argument validation)") {
+                eprintln!("{}\nArguments given:\n\t{given}\n\n{}", f.msg, usage(&prog));
+            } else {
+                eprintln!("{}", f.msg);
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
