@@ -553,13 +553,19 @@ mod tests {
     #[test]
     fn limits_and_malformed_input_are_errors_not_panics() {
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(70_000));
-        assert_eq!(read_err(big.as_bytes(), 4096), Some(HttpError::HeadTooLarge));
+        assert_eq!(
+            read_err(big.as_bytes(), 4096),
+            Some(HttpError::HeadTooLarge)
+        );
         let mut many = String::from("GET / HTTP/1.1\r\n");
         for i in 0..80 {
             many.push_str(&format!("H{i}: v\r\n"));
         }
         many.push_str("\r\n");
-        assert_eq!(read_err(many.as_bytes(), 100), Some(HttpError::HeadTooLarge));
+        assert_eq!(
+            read_err(many.as_bytes(), 100),
+            Some(HttpError::HeadTooLarge)
+        );
         assert_eq!(
             read_err(
                 b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n",

@@ -777,7 +777,7 @@ fn status(o: &Opts, api: &Api) -> Result<(), Fail> {
     for l in &listeners {
         s.push_str(&format!(
             "Interface: {}, port: {}, protocol: {}, purpose: {}\n",
-            show(l.get("ip_address")),
+            interface(&show(l.get("ip_address"))),
             show(l.get("port")),
             show(l.get("protocol")),
             purpose(l)
@@ -785,6 +785,15 @@ fn status(o: &Opts, api: &Api) -> Result<(), Fail> {
     }
     print!("{s}");
     Ok(())
+}
+
+/// rabbitmqctl brackets IPv6 addresses: `[::]`.
+fn interface(ip: &str) -> String {
+    if ip.contains(':') && !ip.starts_with('[') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    }
 }
 
 /// rabbitmqctl's words for what a listener is for.
