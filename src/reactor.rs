@@ -651,7 +651,7 @@ impl Reactor {
                     }
                     // Budget spent with the socket still writable (no event will come),
                     // or room made for requests waiting in the input: serve again.
-                    if (!done && wrote) || (done && wrote && !c.input.is_empty()) {
+                    if wrote && (!done || !c.input.is_empty()) {
                         self.http_pending.push(k);
                     }
                 }
