@@ -234,7 +234,16 @@ pub fn run(o: &Opts, api: &Api) -> Result<(), Fail> {
             let cols = columns(&QUEUES, o)?;
             let mut info = vec![format!("Timeout: {:.1} seconds ...", o.timeout)];
             info.push(format!("Listing queues for vhost {vh} ..."));
-            list(o, api, &QUEUES, cols, &["api", "queues", vh], info, true)
+            // With 100,000 queues the full objects are tens of MB: ask the API for only
+            // the fields shown (RabbitMQ's `columns` takes top-level names).
+            let fields: Vec<&str> = cols
+                .iter()
+                .filter_map(|c| path_of(&QUEUES, c).split('/').next())
+                .collect();
+            let query = format!("?columns={}", fields.join(","));
+            let items = fetch(api, &QUEUES, &["api", "queues", vh], &query, true)?;
+            render(o, &QUEUES, &cols, &items, &info);
+            Ok(())
         }
         "list_exchanges" => {
             let cols = columns(&EXCHANGES, o)?;
@@ -397,7 +406,7 @@ fn list(
     info_lines: Vec<String>,
     vhost_scoped: bool,
 ) -> Result<(), Fail> {
-    let items = fetch(api, l, segs, vhost_scoped)?;
+    let items = fetch(api, l, segs, "", vhost_scoped)?;
     render(o, l, &cols, &items, &info_lines);
     Ok(())
 }
@@ -412,14 +421,21 @@ fn list_where(
     info_lines: Vec<String>,
     vhost: &str,
 ) -> Result<(), Fail> {
-    let mut items = fetch(api, l, segs, false)?;
+    let mut items = fetch(api, l, segs, "", false)?;
     items.retain(|item| item.get("vhost").and_then(Value::as_str) == Some(vhost));
     render(o, l, &cols, &items, &info_lines);
     Ok(())
 }
 
-fn fetch(api: &Api, l: &List, segs: &[&str], vhost_scoped: bool) -> Result<Vec<Value>, Fail> {
-    let r = api.get(segs)?;
+/// `query` (`?columns=...` or empty) is appended to the path.
+fn fetch(
+    api: &Api,
+    l: &List,
+    segs: &[&str],
+    query: &str,
+    vhost_scoped: bool,
+) -> Result<Vec<Value>, Fail> {
+    let r = api.call("GET", &format!("{}{query}", Api::path(segs)), &[], None)?;
     match r.status {
         200 => match r.json()? {
             Value::Array(items) => Ok(items),
@@ -439,17 +455,21 @@ fn fetch(api: &Api, l: &List, segs: &[&str], vhost_scoped: bool) -> Result<Vec<V
     }
 }
 
+/// The JSON path behind a column (the column's own name if it has no entry).
+fn path_of<'a>(l: &'a List, col: &'a str) -> &'a str {
+    l.columns
+        .iter()
+        .find(|(k, _)| *k == col)
+        .map_or(col, |(_, p)| p)
+}
+
 fn render(o: &Opts, l: &List, cols: &[String], items: &[Value], info_lines: &[String]) {
     let rows: Vec<Vec<Value>> = items
         .iter()
         .map(|item| {
             cols.iter()
                 .map(|c| {
-                    let path = l
-                        .columns
-                        .iter()
-                        .find(|(k, _)| k == c)
-                        .map_or(c.as_str(), |(_, p)| p);
+                    let path = path_of(l, c);
                     match path.strip_prefix('=') {
                         Some(constant) => Value::String(constant.to_string()),
                         None => field(item, path).clone(),
