@@ -390,7 +390,7 @@ fn columns(l: &List, o: &Opts) -> Result<Vec<String>, Fail> {
 fn info(o: &Opts, lines: &[String]) {
     if !o.quiet && !o.json {
         for l in lines {
-            println!("{l}");
+            outln!("{l}");
         }
     }
 }
@@ -479,7 +479,7 @@ fn render(o: &Opts, l: &List, cols: &[String], items: &[Value], info_lines: &[St
         })
         .collect();
     info(o, info_lines);
-    print!("{}", print_rows(cols, &rows, o.json, o.headers));
+    out!("{}", print_rows(cols, &rows, o.json, o.headers));
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -548,7 +548,7 @@ fn delete_queue(o: &Opts, api: &Api) -> Result<(), Fail> {
     let r = api.call("DELETE", &path, &[], None)?;
     match r.status {
         200 | 204 => {
-            println!("Queue was successfully deleted with {ready} ready messages");
+            outln!("Queue was successfully deleted with {ready} ready messages");
             Ok(())
         }
         // rabbitmqctl's texts and code (64) for these three.
@@ -614,7 +614,7 @@ fn close_all_connections(o: &Opts, api: &Api) -> Result<(), Fail> {
             s => return Err(Fail::failed(format!("closing {name}: {s}: {}", r.reason()))),
         }
     }
-    println!("Closed {closed} connections");
+    outln!("Closed {closed} connections");
     Ok(())
 }
 
@@ -632,7 +632,7 @@ fn export_definitions(o: &Opts, api: &Api) -> Result<(), Fail> {
     let text = serde_json::to_string(&defs)
         .map_err(|e| Fail::internal(format!("cannot serialise the definitions: {e}")))?;
     if target == "-" {
-        println!("{text}");
+        outln!("{text}");
         return Ok(());
     }
     std::fs::write(target, text.as_bytes()).map_err(|e| Fail {
@@ -690,7 +690,7 @@ fn import_definitions(o: &Opts, api: &Api) -> Result<(), Fail> {
     match r.status {
         200 | 201 | 204 => {
             if !o.quiet {
-                println!("Successfully imported definitions");
+                outln!("Successfully imported definitions");
             }
             Ok(())
         }
@@ -762,7 +762,7 @@ fn status(o: &Opts, api: &Api) -> Result<(), Fail> {
             "uptime": node.get("uptime").and_then(Value::as_u64).map(|u| u / 1000),
             "vm_memory_high_watermark_limit": node.get("mem_limit"),
         });
-        println!("{out}");
+        outln!("{out}");
         return Ok(());
     }
     let mut s = String::new();
@@ -832,7 +832,7 @@ fn status(o: &Opts, api: &Api) -> Result<(), Fail> {
             purpose(l)
         ));
     }
-    print!("{s}");
+    out!("{s}");
     Ok(())
 }
 

@@ -8,6 +8,15 @@
 //! Invoked through a link named `rabbitmqctl` it behaves the same and names itself so
 //! in usage errors, so `sudo rabbitmqctl list_queues` from the notes works.
 
+/// `print!` that survives a closed pipe (`warrenctl list_queues | head -1`): std's
+/// panics on EPIPE, since Rust ignores SIGPIPE.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::emit(&format!($($t)*)) };
+}
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::emit(&format!("{}\n", format!($($t)*))) };
+}
+
 mod commands;
 mod format;
 mod http;
@@ -224,6 +233,19 @@ fn parse(argv: Vec<String>) -> Result<Opts, Fail> {
     Ok(o)
 }
 
+/// Writes to stdout; a reader that went away ends the program quietly (there is
+/// nobody left to tell), any other write error is EX_SOFTWARE.
+pub fn emit(s: &str) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(s.as_bytes()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("Error: cannot write the output: {e}");
+        std::process::exit(i32::from(EX_SOFTWARE));
+    }
+}
+
 fn usage(prog: &str) -> String {
     format!(
         "Usage\n\n{prog} [--url <url>] [--username <user>] [--password <password>] [--quiet] \
@@ -252,7 +274,7 @@ fn main() -> ExitCode {
     let given = argv.iter().skip(1).cloned().collect::<Vec<_>>().join(" ");
     let result = parse(argv).and_then(|o| {
         if matches!(o.command.as_str(), "help" | "--help") {
-            println!("{}", usage(&o.prog));
+            outln!("{}", usage(&o.prog));
             return Ok(());
         }
         let api = http::Api::new(
