@@ -173,7 +173,8 @@ fn parse(argv: Vec<String>) -> Result<Opts, Fail> {
             "-t" | "--timeout" => {
                 let v = value("--timeout")?;
                 o.timeout = match v.parse::<f64>() {
-                    Ok(t) if t > 0.0 && t.is_finite() => t,
+                    // Duration::from_secs_f64 panics past u64 seconds: check here.
+                    Ok(t) if t > 0.0 && Duration::try_from_secs_f64(t).is_ok() => t,
                     _ => {
                         return Err(Fail::usage(format!(
                             "--timeout takes a number of seconds, got \"{v}\""
@@ -281,7 +282,7 @@ fn main() -> ExitCode {
             &o.url,
             &o.username,
             &o.password,
-            Duration::from_secs_f64(o.timeout),
+            Duration::try_from_secs_f64(o.timeout).unwrap_or(Duration::MAX),
         )?;
         commands::run(&o, &api)
     });
@@ -298,6 +299,66 @@ fn main() -> ExitCode {
                 eprintln!("{}", f.msg);
             }
             ExitCode::from(f.code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Opts, Fail> {
+        let mut argv = vec!["/usr/sbin/rabbitmqctl".to_string()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        parse(argv)
+    }
+
+    #[test]
+    fn flags_go_anywhere_as_rabbitmqctl_takes_them() {
+        let o = p(&[
+            "-q",
+            "list_queues",
+            "-p",
+            "v1",
+            "name",
+            "--no-table-headers",
+            "messages",
+        ])
+        .expect("parses");
+        assert_eq!(o.prog, "rabbitmqctl");
+        assert_eq!(o.command, "list_queues");
+        assert_eq!(o.args, ["name", "messages"]);
+        assert_eq!(o.vhost, "v1");
+        assert!(o.quiet && !o.headers && !o.json);
+        let o = p(&[
+            "--vhost=/x",
+            "--formatter=json",
+            "list_exchanges",
+            "-t",
+            "5",
+        ])
+        .expect("ok");
+        assert_eq!((o.vhost.as_str(), o.json, o.timeout), ("/x", true, 5.0));
+        let o = p(&["delete_queue", "--", "-odd-name", "--if-empty"]).expect("ok");
+        assert_eq!(o.args, ["-odd-name", "--if-empty"]);
+        assert!(!o.if_empty);
+        let o = p(&["-s", "list_users"]).expect("ok");
+        assert!(o.quiet && !o.headers);
+    }
+
+    #[test]
+    fn bad_command_lines_are_usage_errors() {
+        for args in [
+            &[][..],
+            &["list_queues", "--nope"],
+            &["list_queues", "-p"],
+            &["list_queues", "--if-unused"],
+            &["list_queues", "--timeout", "1e300"],
+            &["list_queues", "--timeout", "-1"],
+            &["list_queues", "--formatter", "erlang"],
+        ] {
+            let e = p(args).err().unwrap_or_else(|| panic!("{args:?} parsed"));
+            assert_eq!(e.code, EX_USAGE, "{args:?}");
         }
     }
 }
