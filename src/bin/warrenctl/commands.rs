@@ -446,7 +446,9 @@ fn fetch(
                 l.what
             ))),
         },
-        404 if vhost_scoped => Ok(Vec::new()),
+        // Only the API's own 404 body means "no such vhost"; another server's 404 (a
+        // --url pointing at the wrong port) is an error, not an empty list.
+        404 if vhost_scoped && is_api_error(&r.body) => Ok(Vec::new()),
         s => Err(Fail::failed(format!(
             "GET {} answered {s}: {}",
             Api::path(segs),
@@ -480,6 +482,10 @@ fn render(o: &Opts, l: &List, cols: &[String], items: &[Value], info_lines: &[St
         .collect();
     info(o, info_lines);
     out!("{}", print_rows(cols, &rows, o.json, o.headers));
+}
+
+fn is_api_error(body: &str) -> bool {
+    serde_json::from_str::<Value>(body).is_ok_and(|v| v.get("error").is_some())
 }
 
 fn kind(v: &Value) -> &'static str {
