@@ -91,8 +91,6 @@ pub struct Opts {
     pub global: bool,
     pub command: String,
     pub args: Vec<String>,
-    /// The command line as typed, for usage errors (rabbitmqctl echoes it).
-    pub given: Vec<String>,
 }
 
 /// Flags that only some commands take: anything else given them is a usage error, as
@@ -131,7 +129,6 @@ fn parse(argv: Vec<String>) -> Result<Opts, Fail> {
         global: false,
         command: String::new(),
         args: Vec::new(),
-        given: argv.iter().skip(1).cloned().collect(),
     };
     let mut positional = Vec::new();
     let mut flags_seen: Vec<String> = Vec::new();
@@ -272,7 +269,22 @@ fn main() -> ExitCode {
             || "warrenctl".to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-    let given = argv.iter().skip(1).cloned().collect::<Vec<_>>().join(" ");
+    // Echoed on usage errors, as rabbitmqctl does, but without the password.
+    let mut hide_next = false;
+    let given = argv
+        .iter()
+        .skip(1)
+        .map(|a| {
+            let shown = if hide_next || a.starts_with("--password=") {
+                "********".to_string()
+            } else {
+                a.clone()
+            };
+            hide_next = a == "--password";
+            shown
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     let result = parse(argv).and_then(|o| {
         if matches!(o.command.as_str(), "help" | "--help") {
             outln!("{}", usage(&o.prog));
