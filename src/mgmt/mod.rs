@@ -16,6 +16,9 @@
 //!
 //! Doors: uses `server`, `ops`, `broker`, `auth`, `http`; nothing below calls it.
 
+pub mod bindings;
+pub mod definitions;
+pub mod exchanges;
 pub mod overview;
 pub mod queues;
 
@@ -123,6 +126,9 @@ fn management(server: &mut Server, req: &Request, peer: SocketAddr) -> Response 
     let rest = &segs[1..];
     let routed = match rest.first().map(String::as_str) {
         Some("queues") => queues::route(server, &caller, req, rest),
+        Some("exchanges") => exchanges::route(server, &caller, req, rest),
+        Some("bindings") => bindings::route(server, &caller, req, rest),
+        Some("definitions") => definitions::route(server, &caller, req, rest),
         _ => overview::route(server, &caller, req, rest),
     };
     match routed {
@@ -501,13 +507,15 @@ pub fn binding_json(b: &crate::ops::BindingInfo) -> Value {
     })
 }
 
-/// RabbitMQ's binding properties key: the routing key percent-encoded for a path,
-/// `~` for an empty one, and `~HASH` appended when the binding has arguments.
+/// RabbitMQ's binding properties key: the routing key quoted as mochiweb's
+/// `quote_plus` does (a space is `+`), `~` for an empty one, and `~HASH` appended when
+/// the binding has arguments (RabbitMQ's hash is base64url of 32 bits, unpadded; ours
+/// has that shape, of an FNV-1a of the arguments rather than Erlang's `phash2`).
 pub fn properties_key(routing_key: &str, args: &FieldTable) -> String {
     let key = if routing_key.is_empty() {
         "~".to_owned()
     } else {
-        crate::http::percent_encode(routing_key)
+        bindings::quote_plus(routing_key)
     };
     if args.is_empty() {
         return key;
@@ -517,7 +525,7 @@ pub fn properties_key(routing_key: &str, args: &FieldTable) -> String {
         h ^= b as u32;
         h = h.wrapping_mul(0x0100_0193);
     }
-    let hash = base64_encode(&h.to_be_bytes());
+    let hash = base64_encode(&h.to_be_bytes()).replace('+', "-").replace('/', "_");
     format!("{key}~{}", hash.trim_end_matches('='))
 }
 
@@ -531,7 +539,7 @@ pub fn bindings_of_queue(server: &Server, vh: &str, name: &str) -> Vec<Value> {
         "destination_type": "queue",
         "routing_key": name,
         "arguments": {},
-        "properties_key": crate::http::percent_encode(name),
+        "properties_key": bindings::quote_plus(name),
     })];
     v.extend(
         crate::ops::bindings(&server.broker)
