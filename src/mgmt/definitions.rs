@@ -561,7 +561,7 @@ fn plan(
             }
         }
     }
-    let mut declared_x: Vec<(String, String)> = Vec::new();
+    let mut declared_x: Vec<(String, ExchangeDecl)> = Vec::new();
     for x in &defs.exchanges {
         let what = format!("exchange '{}'", x.name);
         let Some(vh) = usable(target(only, &x.vhost), &what) else {
@@ -587,13 +587,23 @@ fn plan(
             continue;
         }
         may(&vh, Resource::Exchange(x.name.as_bytes()))?;
-        if let Some(v) = existing {
-            check_exchange(b, v, &d)?;
+        if let Some((_, earlier)) = declared_x
+            .iter()
+            .find(|(h, e)| *h == vh && e.name == d.name)
+        {
+            check_exchange(&vh, earlier, &d)?;
+            continue;
         }
-        declared_x.push((vh.clone(), x.name.clone()));
+        if let Some(x) = existing
+            .and_then(|v| b.exchange_id(v, &d.name))
+            .and_then(|id| b.exchange(id))
+        {
+            check_exchange(&vh, &existing_exchange(x), &d)?;
+        }
+        declared_x.push((vh.clone(), d.clone()));
         steps.push(Step::Exchange(vh, d));
     }
-    let mut declared_q: Vec<(String, String)> = Vec::new();
+    let mut declared_q: Vec<(String, QueueDecl)> = Vec::new();
     for q in &defs.queues {
         let what = format!("queue '{}'", q.name);
         let Some(vh) = usable(target(only, &q.vhost), &what) else {
@@ -607,12 +617,25 @@ fn plan(
         d.durable = q.durable;
         d.auto_delete = q.auto_delete;
         d.arguments = q.arguments.clone();
-        if let Some((v, _)) = b.lookup_vhost(vh.as_bytes()) {
-            if let Some(id) = b.queue_id(v, q.name.as_bytes()) {
-                check_queue(b, v, id, &d)?;
-            }
+        if let Some((_, earlier)) = declared_q
+            .iter()
+            .find(|(h, e)| *h == vh && e.name == d.name)
+        {
+            check_queue(&vh, earlier, false, &d)?;
+            continue;
         }
-        declared_q.push((vh.clone(), q.name.clone()));
+        let existing = b
+            .lookup_vhost(vh.as_bytes())
+            .and_then(|(v, _)| b.queue_id(v, q.name.as_bytes()))
+            .and_then(|id| b.queue(id));
+        if let Some(cur) = existing {
+            let mut c = QueueDecl::named(cur.name.clone());
+            c.durable = cur.props.durable;
+            c.auto_delete = cur.props.auto_delete;
+            c.arguments = cur.props.arguments.clone();
+            check_queue(&vh, &c, cur.owner.is_some(), &d)?;
+        }
+        declared_q.push((vh.clone(), d.clone()));
         steps.push(Step::Queue(vh, d));
     }
     for bd in &defs.bindings {
@@ -627,11 +650,11 @@ fn plan(
         };
         let v = b.lookup_vhost(vh.as_bytes()).map(|(v, _)| v);
         let has_x = |n: &str| {
-            declared_x.iter().any(|(h, x)| *h == vh && x == n)
+            declared_x.iter().any(|(h, x)| *h == vh && x.name == n.as_bytes())
                 || v.is_some_and(|v| b.exchange_id(v, n.as_bytes()).is_some())
         };
         let has_q = |n: &str| {
-            declared_q.iter().any(|(h, x)| *h == vh && x == n)
+            declared_q.iter().any(|(h, q)| *h == vh && q.name == n.as_bytes())
                 || v.is_some_and(|v| b.queue_id(v, n.as_bytes()).is_some())
         };
         let dest_ok = match bd.destination_type {
@@ -647,58 +670,61 @@ fn plan(
     Ok(steps)
 }
 
-/// An existing exchange against the file's: the checks of exchange.declare (which does
-/// not change an existing exchange; it only compares).
-fn check_exchange(
-    b: &crate::broker::Broker,
-    v: crate::broker::VhostId,
-    d: &ExchangeDecl,
-) -> Result<(), ApiError> {
-    let Some(x) = b.exchange_id(v, &d.name).and_then(|id| b.exchange(id)) else {
-        return Ok(());
-    };
-    let vn = b.vhost_label(v);
+/// An exchange already there (in the broker, or earlier in the file) against the
+/// file's: the checks of exchange.declare, which compares an existing exchange and
+/// changes nothing.
+fn check_exchange(vn: &str, cur: &ExchangeDecl, d: &ExchangeDecl) -> Result<(), ApiError> {
     let name = String::from_utf8_lossy(&d.name);
     let ineq = |arg: &str, got: String, cur: String| {
         ApiError::bad_request(format!(
             "inequivalent arg '{arg}' for exchange '{name}' in vhost '{vn}': received '{got}' but current is '{cur}'"
         ))
     };
-    let kind = String::from_utf8_lossy(&d.kind).into_owned();
-    if x.kind.name() != kind {
-        return Err(ineq("type", kind, x.kind.name().to_owned()));
+    if cur.kind != d.kind {
+        return Err(ineq(
+            "type",
+            String::from_utf8_lossy(&d.kind).into_owned(),
+            String::from_utf8_lossy(&cur.kind).into_owned(),
+        ));
     }
     for (arg, got, cur) in [
-        ("durable", d.durable, x.durable),
-        ("auto_delete", d.auto_delete, x.auto_delete),
-        ("internal", d.internal, x.internal),
+        ("durable", d.durable, cur.durable),
+        ("auto_delete", d.auto_delete, cur.auto_delete),
+        ("internal", d.internal, cur.internal),
     ] {
         if got != cur {
             return Err(ineq(arg, got.to_string(), cur.to_string()));
         }
     }
-    args::check_exchange_equivalence(vn, &d.name, &d.arguments, &x.arguments)
+    args::check_exchange_equivalence(vn, &d.name, &d.arguments, &cur.arguments)
         .map_err(|e| ApiError::bad_request(e.text))
 }
 
-/// An existing queue against the file's: the checks of queue.declare.
-fn check_queue(
-    b: &crate::broker::Broker,
-    v: crate::broker::VhostId,
-    id: crate::broker::QueueId,
-    d: &QueueDecl,
-) -> Result<(), ApiError> {
-    let Some(q) = b.queue(id) else { return Ok(()) };
-    let vn = b.vhost_label(v);
+/// The declaration an existing exchange answers to.
+fn existing_exchange(x: &crate::broker::exchange::Exchange) -> ExchangeDecl {
+    ExchangeDecl {
+        name: x.name.clone(),
+        kind: Bytes::from_static(x.kind.name().as_bytes()),
+        passive: false,
+        durable: x.durable,
+        auto_delete: x.auto_delete,
+        internal: x.internal,
+        arguments: x.arguments.clone(),
+    }
+}
+
+/// A queue already there (in the broker, or earlier in the file) against the file's:
+/// the checks of queue.declare. `exclusive`: the existing queue belongs to a connection.
+fn check_queue(vn: &str, cur: &QueueDecl, exclusive: bool, d: &QueueDecl) -> Result<(), ApiError> {
     let name = String::from_utf8_lossy(&d.name);
-    if q.owner.is_some() {
+    if exclusive {
         return Err(ApiError::bad_request(format!(
             "cannot obtain exclusive access to locked queue '{name}' in vhost '{vn}'"
         )));
     }
     for (arg, got, cur) in [
-        ("durable", d.durable, q.props.durable),
-        ("auto_delete", d.auto_delete, q.props.auto_delete),
+        ("durable", d.durable, cur.durable),
+        ("auto_delete", d.auto_delete, cur.auto_delete),
     ] {
         if got != cur {
             return Err(ApiError::bad_request(format!(
@@ -706,7 +732,7 @@ fn check_queue(
             )));
         }
     }
-    args::check_queue_equivalence(vn, &d.name, &d.arguments, &q.props.arguments)
+    args::check_queue_equivalence(vn, &d.name, &d.arguments, &cur.arguments)
         .map_err(|e| ApiError::bad_request(e.text))
 }
 

@@ -122,7 +122,8 @@ fn one(server: &Server, vh: &str, name: &str) -> Result<Value, ApiError> {
 /// and `arguments`. 201 created, 204 existed and equivalent, 400 inequivalent or an
 /// unknown type, 401 for the default exchange and `amq.` names.
 fn declare(server: &mut Server, caller: &Caller, req: &Request, vh: &str, name: &str) -> ApiResult {
-    let v = vhost(server, vh)?;
+    let v = vhost(server, vh)
+        .map_err(|_| ApiError::new(404, "not_found", "vhost_not_found"))?;
     let body = json_body(req)?;
     let kind = match body.get("type") {
         None | Some(Value::Null) => "direct".to_owned(),
@@ -151,7 +152,8 @@ fn declare(server: &mut Server, caller: &Caller, req: &Request, vh: &str, name: 
         )
         .map_err(ApiError::from)?;
     let existed = server.broker.exchange_id(v, name.as_bytes()).is_some();
-    if !existed && ExchangeKind::parse(kind.as_bytes()).is_none() {
+    // The type is checked before equivalence, as RabbitMQ does.
+    if ExchangeKind::parse(kind.as_bytes()).is_none() {
         return Err(ApiError::bad_request(format!(
             "invalid exchange type '{kind}'"
         )));
