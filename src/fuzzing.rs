@@ -706,11 +706,15 @@ pub fn definitions(data: &[u8]) {
         ..Default::default()
     };
     let export = |server: &mut Server| {
-        let r = mgmt::handle(server, Service::Management, &request("GET", Bytes::new()), peer());
+        let r = mgmt::handle(
+            server,
+            Service::Management,
+            &request("GET", Bytes::new()),
+            peer(),
+        );
         assert_eq!(r.status, 200);
         // The password hash is salted afresh on every export: compare without it.
-        let mut v: serde_json::Value =
-            serde_json::from_slice(&r.body).expect("the export is JSON");
+        let mut v: serde_json::Value = serde_json::from_slice(&r.body).expect("the export is JSON");
         v["users"] = serde_json::Value::Null;
         v
     };
@@ -727,10 +731,19 @@ pub fn definitions(data: &[u8]) {
         r.status
     );
     if r.status != 204 {
-        assert_eq!(before, export(&mut server), "a refused file changed something");
+        assert_eq!(
+            before,
+            export(&mut server),
+            "a refused file changed something"
+        );
         return;
     }
-    let out = mgmt::handle(&mut server, Service::Management, &request("GET", Bytes::new()), peer());
+    let out = mgmt::handle(
+        &mut server,
+        Service::Management,
+        &request("GET", Bytes::new()),
+        peer(),
+    );
     let again = mgmt::handle(
         &mut server,
         Service::Management,

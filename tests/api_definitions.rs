@@ -21,7 +21,11 @@ fn list(api: &Api, path: &str) -> Vec<Value> {
 /// Removes the fixture's objects (RabbitMQ is shared; a Warren test broker goes away
 /// by itself, and Warren has no vhost deletion yet).
 fn remove_fixture(api: &Api) {
-    for x in ["xb-fixture-topic", "xb-fixture-fanout", "xb-fixture-headers"] {
+    for x in [
+        "xb-fixture-topic",
+        "xb-fixture-fanout",
+        "xb-fixture-headers",
+    ] {
         api.delete(&format!("/api/exchanges/%2F/{x}"));
     }
     for q in ["xb-fixture-q1", "xb-fixture-q2"] {
@@ -39,12 +43,19 @@ fn a_rabbitmq_export_imports_and_its_objects_appear() {
 
     let check = || {
         let x = api.get("/api/exchanges/%2F/xb-fixture-topic").json();
-        assert_eq!((&x["type"], &x["durable"]), (&json!("topic"), &json!(true)), "{x}");
+        assert_eq!(
+            (&x["type"], &x["durable"]),
+            (&json!("topic"), &json!(true)),
+            "{x}"
+        );
         let h = api.get("/api/exchanges/%2F/xb-fixture-headers").json();
         assert_eq!(h["type"], "headers");
         let q1 = api.get("/api/queues/%2F/xb-fixture-q1").json();
         assert_eq!(q1["durable"], true, "{q1}");
-        assert_eq!(q1["arguments"], json!({"x-max-length": 100, "x-message-ttl": 60000}));
+        assert_eq!(
+            q1["arguments"],
+            json!({"x-max-length": 100, "x-message-ttl": 60000})
+        );
         let q2 = api.get("/api/queues/%2F/xb-fixture-q2").json();
         assert_eq!(q2["arguments"], json!({"x-queue-type": "classic"}));
         assert_eq!(api.get("/api/vhosts/xb-fixture-vh").status, 200);
@@ -55,17 +66,28 @@ fn a_rabbitmq_export_imports_and_its_objects_appear() {
         let to_q1 = list(&api, "/api/bindings/%2F/e/xb-fixture-topic/q/xb-fixture-q1");
         assert_eq!(to_q1.len(), 1);
         assert_eq!(to_q1[0]["routing_key"], "orders.*");
-        let e2e = list(&api, "/api/bindings/%2F/e/xb-fixture-topic/e/xb-fixture-fanout");
+        let e2e = list(
+            &api,
+            "/api/bindings/%2F/e/xb-fixture-topic/e/xb-fixture-fanout",
+        );
         assert_eq!(e2e.len(), 1);
         assert_eq!(e2e[0]["routing_key"], "#");
-        let hb = list(&api, "/api/bindings/%2F/e/xb-fixture-headers/q/xb-fixture-q2");
+        let hb = list(
+            &api,
+            "/api/bindings/%2F/e/xb-fixture-headers/q/xb-fixture-q2",
+        );
         assert_eq!(hb[0]["arguments"], json!({"kind": "a", "x-match": "all"}));
-        let vb = list(&api, "/api/bindings/xb-fixture-vh/e/xb-fixture-direct/q/xb-fixture-q3");
+        let vb = list(
+            &api,
+            "/api/bindings/xb-fixture-vh/e/xb-fixture-direct/q/xb-fixture-q3",
+        );
         assert_eq!(vb[0]["routing_key"], "k3");
         // The importing user may use the new vhost.
         let perms = list(&api, "/api/permissions");
         assert!(
-            perms.iter().any(|p| p["user"] == "guest" && p["vhost"] == "xb-fixture-vh"),
+            perms
+                .iter()
+                .any(|p| p["user"] == "guest" && p["vhost"] == "xb-fixture-vh"),
             "{perms:?}"
         );
     };
@@ -103,11 +125,23 @@ fn a_rabbitmq_export_imports_and_its_objects_appear() {
         .expect("guest exported")
         .clone();
     assert_eq!(guest["hashing_algorithm"], "rabbit_password_hashing_sha256");
-    assert_eq!(guest["password_hash"].as_str().map(str::len), Some(48), "{guest}");
+    assert_eq!(
+        guest["password_hash"].as_str().map(str::len),
+        Some(48),
+        "{guest}"
+    );
     let xs = d["exchanges"].as_array().unwrap();
-    assert!(xs.iter().all(|x| !x["name"].as_str().unwrap().starts_with("amq.") && x["name"] != ""));
-    assert!(xs.iter().any(|x| x["name"] == "xb-fixture-fanout" && x["vhost"] == "/"));
-    assert!(d["bindings"].as_array().unwrap().iter().all(|b| b["source"] != ""));
+    assert!(xs
+        .iter()
+        .all(|x| !x["name"].as_str().unwrap().starts_with("amq.") && x["name"] != ""));
+    assert!(xs
+        .iter()
+        .any(|x| x["name"] == "xb-fixture-fanout" && x["vhost"] == "/"));
+    assert!(d["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b["source"] != ""));
 
     // Per vhost: no vhost fields, RabbitMQ's keys.
     let v = api.get("/api/definitions/xb-fixture-vh").json();
@@ -115,10 +149,20 @@ fn a_rabbitmq_export_imports_and_its_objects_appear() {
     keys.sort();
     assert_eq!(
         keys,
-        ["bindings", "exchanges", "parameters", "policies", "queues", "rabbit_version"]
+        [
+            "bindings",
+            "exchanges",
+            "parameters",
+            "policies",
+            "queues",
+            "rabbit_version"
+        ]
     );
-    assert_eq!(v["queues"], json!([{"name": "xb-fixture-q3", "durable": true,
-                                     "auto_delete": false, "arguments": {}}]));
+    assert_eq!(
+        v["queues"],
+        json!([{"name": "xb-fixture-q3", "durable": true,
+                                     "auto_delete": false, "arguments": {}}])
+    );
     assert_eq!(v["bindings"][0]["routing_key"], "k3");
     assert!(v["bindings"][0].get("vhost").is_none());
     assert_eq!(api.get("/api/definitions/xb-no-such-vhost").status, 400);
@@ -134,13 +178,28 @@ fn warren_export_imports_back() {
     let q = unique("xb-rt-q");
     let xp = format!("/api/exchanges/%2F/{}", enc(&x));
     let qp = format!("/api/queues/%2F/{}", enc(&q));
-    assert_eq!(api.put(&xp, &json!({"type": "topic", "durable": true})).status, 201);
     assert_eq!(
-        api.put(&qp, &json!({"durable": true, "arguments": {"x-max-priority": 5}})).status,
+        api.put(&xp, &json!({"type": "topic", "durable": true}))
+            .status,
+        201
+    );
+    assert_eq!(
+        api.put(
+            &qp,
+            &json!({"durable": true, "arguments": {"x-max-priority": 5}})
+        )
+        .status,
         201
     );
     let bind = format!("/api/bindings/%2F/e/{}/q/{}", enc(&x), enc(&q));
-    assert_eq!(api.post(&bind, &json!({"routing_key": "a.#", "arguments": {"k": "v"}})).status, 201);
+    assert_eq!(
+        api.post(
+            &bind,
+            &json!({"routing_key": "a.#", "arguments": {"k": "v"}})
+        )
+        .status,
+        201
+    );
     // An exclusive queue is not exported.
     let exclusive = block_on(async {
         let conn = b.connect().await;
@@ -172,7 +231,10 @@ fn warren_export_imports_back() {
             .collect()
     };
     assert!(names("queues").contains(&q));
-    assert!(!names("queues").contains(&exclusive_name), "exclusive queues are not exported");
+    assert!(
+        !names("queues").contains(&exclusive_name),
+        "exclusive queues are not exported"
+    );
     assert!(names("exchanges").contains(&x));
 
     // Only this test's objects go back (RabbitMQ is shared with others).
@@ -197,10 +259,16 @@ fn warren_export_imports_back() {
     let r = api.post("/api/definitions", &file);
     assert_eq!(r.status, 204, "{}", r.body);
     assert_eq!(api.get(&xp).json()["type"], "topic");
-    assert_eq!(api.get(&qp).json()["arguments"], json!({"x-max-priority": 5}));
+    assert_eq!(
+        api.get(&qp).json()["arguments"],
+        json!({"x-max-priority": 5})
+    );
     let back = list(&api, &bind);
     assert_eq!(back.len(), 1);
-    assert_eq!((&back[0]["routing_key"], &back[0]["arguments"]), (&json!("a.#"), &json!({"k": "v"})));
+    assert_eq!(
+        (&back[0]["routing_key"], &back[0]["arguments"]),
+        (&json!("a.#"), &json!({"k": "v"}))
+    );
 
     // The per-vhost form: objects without vhost fields land in the path's vhost.
     let x2 = unique("xb-rt-vx");
@@ -214,7 +282,10 @@ fn warren_export_imports_back() {
     assert_eq!(api.get(&x2p).json()["type"], "fanout");
     let r = api.post("/api/definitions/xb-no-such-vhost", &json!({}));
     assert_eq!(r.status, 404);
-    assert_eq!(r.json(), json!({"error": "not_found", "reason": "vhost_not_found"}));
+    assert_eq!(
+        r.json(),
+        json!({"error": "not_found", "reason": "vhost_not_found"})
+    );
 
     // Warren only: the whole export (users, vhosts, permissions) into a fresh Warren.
     if !b.is_external() {
@@ -243,7 +314,10 @@ fn a_malformed_file_is_refused() {
     let api = Api::new(&b);
     let r = api.request("POST", "/api/definitions", Some("{\"exchanges\":"), &[]);
     assert_eq!(r.status, 400);
-    assert_eq!(r.json(), json!({"error": "bad_request", "reason": "failed_to_parse_json"}));
+    assert_eq!(
+        r.json(),
+        json!({"error": "bad_request", "reason": "failed_to_parse_json"})
+    );
     let r = api.request("POST", "/api/definitions", Some("[1]"), &[]);
     assert_eq!(r.status, 400);
 
@@ -261,7 +335,10 @@ fn a_malformed_file_is_refused() {
     let qp = format!("/api/queues/%2F/{}", enc(&q));
     if !b.is_external() {
         assert_eq!(api.get(&qp).status, 404, "a refused file changed nothing");
-        assert!(r.json()["reason"].as_str().unwrap().contains("invalid exchange type 'bogus'"));
+        assert!(r.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid exchange type 'bogus'"));
         // An inequivalent redeclare of an existing queue, after a new exchange.
         assert_eq!(api.put(&qp, &json!({"durable": true})).status, 201);
         let file = json!({
@@ -276,7 +353,10 @@ fn a_malformed_file_is_refused() {
             r.json()["reason"],
             format!("inequivalent arg 'durable' for queue '{q}' in vhost '/': received 'false' but current is 'true'")
         );
-        assert_eq!(api.get(&format!("/api/exchanges/%2F/{}", enc(&x))).status, 404);
+        assert_eq!(
+            api.get(&format!("/api/exchanges/%2F/{}", enc(&x))).status,
+            404
+        );
     }
     api.delete(&qp);
     api.delete(&format!("/api/exchanges/%2F/{}", enc(&x)));
@@ -298,7 +378,10 @@ fn a_form_upload_imports() {
     let auth = format!("Basic {}", support::api::base64(b"guest:guest"));
     let resp = ureq::post(&format!("{}/api/definitions", api.base))
         .set("authorization", &auth)
-        .set("content-type", &format!("multipart/form-data; boundary={boundary}"))
+        .set(
+            "content-type",
+            &format!("multipart/form-data; boundary={boundary}"),
+        )
         .send_string(&body);
     let status = match resp {
         Ok(r) => r.status(),

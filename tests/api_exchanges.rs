@@ -24,7 +24,10 @@ fn declare_get_list_and_delete_an_exchange() {
     let x = unique("xb-x");
     let path = format!("/api/exchanges/%2F/{}", enc(&x));
 
-    let r = api.put(&path, &json!({"type": "topic", "durable": false, "arguments": {}}));
+    let r = api.put(
+        &path,
+        &json!({"type": "topic", "durable": false, "arguments": {}}),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     let r = api.put(&path, &json!({"type": "topic", "durable": false}));
     assert_eq!(r.status, 204, "{}", r.body);
@@ -62,23 +65,50 @@ fn declare_get_list_and_delete_an_exchange() {
     assert!(names(&api.get("/api/exchanges/%2F").json()).contains(&x));
     assert!(names(&api.get("/api/exchanges").json()).contains(&x));
     let builtin = names(&api.get("/api/exchanges/%2F").json());
-    for n in ["", "amq.direct", "amq.fanout", "amq.topic", "amq.headers", "amq.match"] {
-        assert!(builtin.contains(&n.to_owned()), "{n} missing from {builtin:?}");
+    for n in [
+        "",
+        "amq.direct",
+        "amq.fanout",
+        "amq.topic",
+        "amq.headers",
+        "amq.match",
+    ] {
+        assert!(
+            builtin.contains(&n.to_owned()),
+            "{n} missing from {builtin:?}"
+        );
     }
     let d = api.get("/api/exchanges/%2F/amq.default").json();
     assert_eq!((&d["name"], &d["type"]), (&json!(""), &json!("direct")));
     assert_eq!(api.get("/api/exchanges/no-such-vhost").status, 404);
 
     // Reserved names and unknown types.
-    let r = api.put("/api/exchanges/%2F/amq.xb-reserved", &json!({"type": "direct"}));
+    let r = api.put(
+        "/api/exchanges/%2F/amq.xb-reserved",
+        &json!({"type": "direct"}),
+    );
     assert_eq!(r.status, 401);
-    assert_eq!(r.json(), json!({"error": "not_authorised", "reason": "Access refused."}));
-    assert_eq!(api.put("/api/exchanges/%2F/amq.default", &json!({"type": "direct"})).status, 401);
+    assert_eq!(
+        r.json(),
+        json!({"error": "not_authorised", "reason": "Access refused."})
+    );
+    assert_eq!(
+        api.put("/api/exchanges/%2F/amq.default", &json!({"type": "direct"}))
+            .status,
+        401
+    );
     let bogus = unique("xb-bogus");
-    let r = api.put(&format!("/api/exchanges/%2F/{}", enc(&bogus)), &json!({"type": "bogus"}));
+    let r = api.put(
+        &format!("/api/exchanges/%2F/{}", enc(&bogus)),
+        &json!({"type": "bogus"}),
+    );
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["reason"], "invalid exchange type 'bogus'");
-    assert_eq!(api.get(&format!("/api/exchanges/%2F/{}", enc(&bogus))).status, 404);
+    assert_eq!(
+        api.get(&format!("/api/exchanges/%2F/{}", enc(&bogus)))
+            .status,
+        404
+    );
     // No type: RabbitMQ makes a direct exchange.
     let plain = unique("xb-plain");
     let plain_path = format!("/api/exchanges/%2F/{}", enc(&plain));
@@ -92,7 +122,10 @@ fn declare_get_list_and_delete_an_exchange() {
     assert_eq!(api.delete(&path).status, 204);
     let r = api.get(&path);
     assert_eq!(r.status, 404);
-    assert_eq!(r.json(), json!({"error": "Object Not Found", "reason": "Not Found"}));
+    assert_eq!(
+        r.json(),
+        json!({"error": "Object Not Found", "reason": "Not Found"})
+    );
     assert_eq!(api.delete(&path).status, 404);
 }
 
@@ -118,8 +151,14 @@ fn bindings_by_properties_key_and_if_unused() {
     // The key is quoted twice: once into the properties key, once into the location.
     let r = api.post(&to_q, &json!({"routing_key": "a b/c"}));
     assert_eq!(r.status, 201, "{}", r.body);
-    assert_eq!(r.header("location"), Some(format!("{q}/a%2Bb%252Fc").as_str()));
-    let r = api.post(&to_q, &json!({"routing_key": "k", "arguments": {"x-xb": "v", "n": 1}}));
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{q}/a%2Bb%252Fc").as_str())
+    );
+    let r = api.post(
+        &to_q,
+        &json!({"routing_key": "k", "arguments": {"x-xb": "v", "n": 1}}),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     let loc = r.header("location").unwrap_or_default().to_owned();
     assert!(loc.starts_with(&format!("{q}/k~")), "{loc}");
@@ -142,7 +181,10 @@ fn bindings_by_properties_key_and_if_unused() {
         &json!({"routing_key": "x"}),
     );
     assert_eq!(r.status, 404);
-    assert_eq!(r.json()["reason"], "no exchange 'xb-no-such-x' in vhost '/'");
+    assert_eq!(
+        r.json()["reason"],
+        "no exchange 'xb-no-such-x' in vhost '/'"
+    );
     let r = api.post(
         &format!("/api/bindings/%2F/e/amq.default/q/{}", enc(&q)),
         &json!({"routing_key": "x"}),
@@ -158,7 +200,10 @@ fn bindings_by_properties_key_and_if_unused() {
         .filter_map(|b| b["properties_key"].as_str())
         .collect();
     assert_eq!(keys.len(), 3, "{list}");
-    assert!(keys.contains(&"rk") && keys.contains(&"a+b%2Fc"), "{keys:?}");
+    assert!(
+        keys.contains(&"rk") && keys.contains(&"a+b%2Fc"),
+        "{keys:?}"
+    );
     let with_args = list
         .as_array()
         .unwrap()
@@ -188,7 +233,10 @@ fn bindings_by_properties_key_and_if_unused() {
     assert_eq!(dest[0]["destination_type"], "exchange");
     let all = api.get("/api/bindings/%2F").json();
     assert!(
-        all.as_array().unwrap().iter().any(|b| b["source"] == "" && b["destination"] == q.as_str()),
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["source"] == "" && b["destination"] == q.as_str()),
         "the default exchange's binding of {q} is listed"
     );
     assert!(api.get("/api/bindings").json().as_array().unwrap().len() >= 5);
@@ -198,7 +246,10 @@ fn bindings_by_properties_key_and_if_unused() {
     let one = api.get(&format!("{to_q}/a%2Bb%252Fc"));
     assert_eq!(one.status, 200, "{}", one.body);
     assert_eq!(one.json()["routing_key"], "a b/c");
-    let one = api.get(&format!("{to_q}/{}", enc(with_args["properties_key"].as_str().unwrap())));
+    let one = api.get(&format!(
+        "{to_q}/{}",
+        enc(with_args["properties_key"].as_str().unwrap())
+    ));
     assert_eq!(one.status, 200, "{}", one.body);
     assert_eq!(one.json(), with_args);
     assert_eq!(api.get(&format!("{to_q}/nope")).status, 404);
@@ -206,7 +257,10 @@ fn bindings_by_properties_key_and_if_unused() {
     // In use: if-unused refuses.
     let r = api.delete(&format!("{xp}?if-unused=true"));
     assert_eq!(r.status, 400);
-    assert_eq!(r.json()["reason"], format!("exchange '{x}' in vhost '/' in use"));
+    assert_eq!(
+        r.json()["reason"],
+        format!("exchange '{x}' in vhost '/' in use")
+    );
 
     // Delete by key; a second time is 404.
     assert_eq!(api.delete(&format!("{to_q}/rk")).status, 204);
@@ -241,7 +295,9 @@ fn publish_routes_and_the_message_arrives() {
         let mut c = consume(&ch, &q, "xb", true).await;
 
         let publish = |body: Value| api.post(&format!("{xp}/publish"), &body);
-        let r = publish(json!({"routing_key": "rk", "payload": "hello", "payload_encoding": "string", "properties": {}}));
+        let r = publish(
+            json!({"routing_key": "rk", "payload": "hello", "payload_encoding": "string", "properties": {}}),
+        );
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.json(), json!({"routed": true}));
         let d = next_delivery(&mut c).await;
@@ -249,7 +305,9 @@ fn publish_routes_and_the_message_arrives() {
         assert_eq!(d.routing_key.as_str(), "rk");
         assert_eq!(d.exchange.as_str(), x.as_str());
 
-        let r = publish(json!({"routing_key": "elsewhere", "payload": "x", "payload_encoding": "string", "properties": {}}));
+        let r = publish(
+            json!({"routing_key": "elsewhere", "payload": "x", "payload_encoding": "string", "properties": {}}),
+        );
         assert_eq!(r.json(), json!({"routed": false}));
 
         // base64 and properties, through the default exchange.
@@ -319,7 +377,11 @@ fn persistent_http_publish_survives_a_restart() {
         return;
     };
     let api = Api::new(&b);
-    assert_eq!(api.put("/api/queues/%2F/xb-durable", &json!({"durable": true})).status, 201);
+    assert_eq!(
+        api.put("/api/queues/%2F/xb-durable", &json!({"durable": true}))
+            .status,
+        201
+    );
     for mode in [2, 1] {
         let r = api.post(
             "/api/exchanges/%2F/amq.default/publish",

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::exchanges::path_name;
 use super::{
-    binding_json, json_body, json_table, list, method_not_allowed, properties_key, vhost,
-    ApiError, ApiResult, Caller,
+    binding_json, json_body, json_table, list, method_not_allowed, properties_key, vhost, ApiError,
+    ApiResult, Caller,
 };
 use crate::auth::{Permission, Resource};
 use crate::broker::Dest;
@@ -33,17 +33,14 @@ pub fn route(
     };
     let r = match s.as_slice() {
         ["bindings"] if get => list(req, all(server, None)),
-        ["bindings", vh] if get => {
-            vhost(server, vh).and_then(|_| list(req, all(server, Some(vh))))
-        }
+        ["bindings", vh] if get => vhost(server, vh).and_then(|_| list(req, all(server, Some(vh)))),
         ["bindings"] | ["bindings", _] => Ok(method_not_allowed()),
         ["bindings", vh, "e", src, k, dst] => {
             let dt = kind(k)?;
             let src = path_name(src);
             match m {
-                "GET" | "HEAD" => between(server, vh, src, dt, dst).and_then(|v| {
-                    list(req, v.iter().map(binding_json).collect())
-                }),
+                "GET" | "HEAD" => between(server, vh, src, dt, dst)
+                    .and_then(|v| list(req, v.iter().map(binding_json).collect())),
                 "POST" => create(server, caller, req, vh, src, dt, dst),
                 _ => Ok(method_not_allowed()),
             }

@@ -294,7 +294,8 @@ fn flag(m: &Map<String, Value>, key: &str, what: &str) -> Result<bool, ApiError>
 }
 
 fn arguments(m: &Map<String, Value>, what: &str) -> Result<FieldTable, ApiError> {
-    json_table(m.get("arguments")).map_err(|_| bad(format!("{what}: 'arguments' must be an object")))
+    json_table(m.get("arguments"))
+        .map_err(|_| bad(format!("{what}: 'arguments' must be an object")))
 }
 
 /// Parses and validates a definitions file (the whole body: JSON, RabbitMQ's format)
@@ -576,9 +577,9 @@ fn plan(
             internal: x.internal,
             arguments: x.arguments.clone(),
         };
-        let existing = b.lookup_vhost(vh.as_bytes()).and_then(|(v, _)| {
-            b.exchange_id(v, x.name.as_bytes()).map(|_| v)
-        });
+        let existing = b
+            .lookup_vhost(vh.as_bytes())
+            .and_then(|(v, _)| b.exchange_id(v, x.name.as_bytes()).map(|_| v));
         if x.name.is_empty() || x.name.starts_with("amq.") {
             if existing.is_none() {
                 return Err(ApiError::new(401, "not_authorised", "Access refused."));
@@ -650,11 +651,15 @@ fn plan(
         };
         let v = b.lookup_vhost(vh.as_bytes()).map(|(v, _)| v);
         let has_x = |n: &str| {
-            declared_x.iter().any(|(h, x)| *h == vh && x.name == n.as_bytes())
+            declared_x
+                .iter()
+                .any(|(h, x)| *h == vh && x.name == n.as_bytes())
                 || v.is_some_and(|v| b.exchange_id(v, n.as_bytes()).is_some())
         };
         let has_q = |n: &str| {
-            declared_q.iter().any(|(h, q)| *h == vh && q.name == n.as_bytes())
+            declared_q
+                .iter()
+                .any(|(h, q)| *h == vh && q.name == n.as_bytes())
                 || v.is_some_and(|v| b.queue_id(v, n.as_bytes()).is_some())
         };
         let dest_ok = match bd.destination_type {
@@ -800,8 +805,10 @@ mod tests {
 
     #[test]
     fn parses_a_rabbitmq_export() {
-        let d = parse_definitions(include_bytes!("../../tests/data/rabbitmq-3.10-definitions.json"))
-            .unwrap();
+        let d = parse_definitions(include_bytes!(
+            "../../tests/data/rabbitmq-3.10-definitions.json"
+        ))
+        .unwrap();
         assert_eq!(d.queues.len(), 3);
         assert_eq!(d.exchanges.len(), 4);
         assert_eq!(d.bindings.len(), 5);

@@ -43,8 +43,7 @@ pub fn route(
             }
         }
         ["exchanges", vh, name, "bindings", side @ ("source" | "destination")] if get => {
-            bindings_of(server, vh, path_name(name), *side == "source")
-                .and_then(|v| list(req, v))
+            bindings_of(server, vh, path_name(name), *side == "source").and_then(|v| list(req, v))
         }
         ["exchanges", vh, name, "publish"] if m == "POST" => {
             publish(server, caller, req, vh, path_name(name))
@@ -122,8 +121,7 @@ fn one(server: &Server, vh: &str, name: &str) -> Result<Value, ApiError> {
 /// and `arguments`. 201 created, 204 existed and equivalent, 400 inequivalent or an
 /// unknown type, 401 for the default exchange and `amq.` names.
 fn declare(server: &mut Server, caller: &Caller, req: &Request, vh: &str, name: &str) -> ApiResult {
-    let v = vhost(server, vh)
-        .map_err(|_| ApiError::new(404, "not_found", "vhost_not_found"))?;
+    let v = vhost(server, vh).map_err(|_| ApiError::new(404, "not_found", "vhost_not_found"))?;
     let body = json_body(req)?;
     let kind = match body.get("type") {
         None | Some(Value::Null) => "direct".to_owned(),
@@ -231,10 +229,7 @@ pub fn keys_missing(body: &Map<String, Value>, keys: &[&str]) -> Result<(), ApiE
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::bad_request(format!(
-            "[{}]",
-            missing.join(",\n ")
-        )))
+        Err(ApiError::bad_request(format!("[{}]", missing.join(",\n "))))
     }
 }
 
@@ -317,5 +312,8 @@ fn publish(server: &mut Server, caller: &Caller, req: &Request, vh: &str, name: 
 /// RabbitMQ's 400 whose reason is an `[atom, value]` pair (`["not_base64","!!!"]`),
 /// an array where [`ApiError`] has a string.
 fn bad_pair(what: &str, value: &str) -> Response {
-    Response::json(400, &json!({"error": "bad_request", "reason": [what, value]}))
+    Response::json(
+        400,
+        &json!({"error": "bad_request", "reason": [what, value]}),
+    )
 }

@@ -525,7 +525,9 @@ pub fn properties_key(routing_key: &str, args: &FieldTable) -> String {
         h ^= b as u32;
         h = h.wrapping_mul(0x0100_0193);
     }
-    let hash = base64_encode(&h.to_be_bytes()).replace('+', "-").replace('/', "_");
+    let hash = base64_encode(&h.to_be_bytes())
+        .replace('+', "-")
+        .replace('/', "_");
     format!("{key}~{}", hash.trim_end_matches('='))
 }
 
