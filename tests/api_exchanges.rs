@@ -409,3 +409,25 @@ fn persistent_http_publish_survives_a_restart() {
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Warren only (it needs broker flags): under a resource alarm an HTTP publish is
+/// refused with 503 rather than left waiting, as AMQP publishers are blocked.
+#[test]
+fn publish_is_refused_under_an_alarm() {
+    let Some(b) = Broker::start_with(&["--disk-free-limit", "1000000000000000000"]) else {
+        return;
+    };
+    let api = Api::new(&b);
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || {
+            api.get("/api/nodes").json()[0]["disk_free_alarm"] == true
+        }),
+        "the disk alarm was not raised"
+    );
+    let r = api.post(
+        "/api/exchanges/%2F/amq.default/publish",
+        &json!({"routing_key": "q", "payload": "x", "payload_encoding": "string", "properties": {}}),
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["reason"], "publishing is blocked: low on disk");
+}

@@ -232,3 +232,28 @@ fn delete(
 pub fn quote_plus(s: &str) -> String {
     crate::http::percent_encode(s).replace("%20", "+")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::FieldTable;
+
+    #[test]
+    fn keys_and_locations_are_quoted_as_rabbitmq_does() {
+        // RabbitMQ 3.10's properties_key of the routing keys "a.*#~_-é+%" and "a b/c":
+        // quote_plus, then `~` (the separator of the arguments' hash) escaped too.
+        let k = super::super::properties_key("a.*#~_-é+%", &FieldTable::new());
+        assert_eq!(k, "a.%2A%23%7E_-%C3%A9%2B%25");
+        assert_eq!(quote_plus("a b/c"), "a+b%2Fc");
+        // Its Location header quotes the key once more.
+        assert_eq!(quote_plus(&k), "a.%252A%2523%257E_-%25C3%25A9%252B%2525");
+        let mut args = FieldTable::new();
+        args.insert(
+            bytes::Bytes::from_static(b"x"),
+            crate::proto::FieldValue::I64(1),
+        );
+        let k = super::super::properties_key("rk", &args);
+        assert!(k.starts_with("rk~") && k.len() == 9, "{k}");
+        assert_eq!(quote_plus(&k), k, "the hash needs no quoting");
+    }
+}

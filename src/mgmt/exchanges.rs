@@ -285,6 +285,15 @@ fn publish(server: &mut Server, caller: &Caller, req: &Request, vh: &str, name: 
         .broker
         .publish_target(v, name.as_bytes())
         .map_err(publish_error)?;
+    // Under a resource alarm AMQP publishers are blocked (not read); an HTTP request
+    // cannot be left waiting on the reactor thread, so it is refused instead.
+    if let Some(alarm) = server.alarm {
+        return Err(ApiError::new(
+            503,
+            "service_unavailable",
+            format!("publishing is blocked: {}", alarm.reason()),
+        ));
+    }
     let mut raw = bytes::BytesMut::new();
     props.encode(&mut raw);
     let budget = server.config.memory_budget;

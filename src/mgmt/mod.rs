@@ -508,14 +508,15 @@ pub fn binding_json(b: &crate::ops::BindingInfo) -> Value {
 }
 
 /// RabbitMQ's binding properties key: the routing key quoted as mochiweb's
-/// `quote_plus` does (a space is `+`), `~` for an empty one, and `~HASH` appended when
+/// `quote_plus` does (a space is `+`) with `~` escaped too, `~` for an empty key, and
+/// `~HASH` appended when
 /// the binding has arguments (RabbitMQ's hash is base64url of 32 bits, unpadded; ours
 /// has that shape, of an FNV-1a of the arguments rather than Erlang's `phash2`).
 pub fn properties_key(routing_key: &str, args: &FieldTable) -> String {
     let key = if routing_key.is_empty() {
         "~".to_owned()
     } else {
-        bindings::quote_plus(routing_key)
+        bindings::quote_plus(routing_key).replace('~', "%7E")
     };
     if args.is_empty() {
         return key;
@@ -541,7 +542,7 @@ pub fn bindings_of_queue(server: &Server, vh: &str, name: &str) -> Vec<Value> {
         "destination_type": "queue",
         "routing_key": name,
         "arguments": {},
-        "properties_key": bindings::quote_plus(name),
+        "properties_key": properties_key(name, &FieldTable::new()),
     })];
     v.extend(
         crate::ops::bindings(&server.broker)
