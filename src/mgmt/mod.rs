@@ -20,6 +20,7 @@ pub mod bindings;
 pub mod definitions;
 pub mod exchanges;
 pub mod overview;
+pub mod phash2;
 pub mod queues;
 
 use serde_json::{json, Map, Value};
@@ -507,26 +508,16 @@ pub fn binding_json(b: &crate::ops::BindingInfo) -> Value {
     })
 }
 
-/// RabbitMQ's binding properties key: the routing key quoted as mochiweb's
-/// `quote_plus` does (a space is `+`) with `~` escaped too, `~` for an empty key, and
-/// `~HASH` appended when
-/// the binding has arguments (RabbitMQ's hash is base64url of 32 bits, unpadded; ours
-/// has that shape, of an FNV-1a of the arguments rather than Erlang's `phash2`).
+/// RabbitMQ's binding properties key (`rabbit_mgmt_format:pack_binding_props`): the
+/// routing key quoted as mochiweb's `quote_plus` does (a space is `+`) with `~` escaped
+/// too, then `~HASH` when the binding has arguments, HASH being base64url of their
+/// 32-bit `erlang:phash2` ([`phash2`]); `~` alone for an empty key without arguments.
 pub fn properties_key(routing_key: &str, args: &FieldTable) -> String {
-    let key = if routing_key.is_empty() {
-        "~".to_owned()
-    } else {
-        bindings::quote_plus(routing_key).replace('~', "%7E")
-    };
+    let key = bindings::quote_plus(routing_key).replace('~', "%7E");
     if args.is_empty() {
-        return key;
+        return if key.is_empty() { "~".to_owned() } else { key };
     }
-    let mut h: u32 = 0x811c_9dc5;
-    for b in table_json(args).to_string().bytes() {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    let hash = base64_encode(&h.to_be_bytes())
+    let hash = base64_encode(&phash2::args_hash(args).to_be_bytes())
         .replace('+', "-")
         .replace('/', "_");
     format!("{key}~{}", hash.trim_end_matches('='))
