@@ -411,3 +411,80 @@ fn fuzz_entry_point_holds_on_known_inputs() {
         warren::fuzzing::definitions(input.as_bytes());
     }
 }
+
+mod generated {
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn name() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!("a")),
+            Just(json!("b")),
+            Just(json!("")),
+            Just(json!("amq.direct")),
+            Just(json!("amq.x")),
+            Just(json!(1)),
+        ]
+    }
+
+    fn vhost() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!("/")),
+            Just(json!("v1")),
+            Just(json!("missing")),
+            Just(Value::Null)
+        ]
+    }
+
+    fn flag() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!(true)),
+            Just(json!(false)),
+            Just(json!("x")),
+            Just(Value::Null)
+        ]
+    }
+
+    fn args() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!({})),
+            Just(json!({"x-queue-type": "quorum"})),
+            Just(json!({"x-max-length": 3})),
+            Just(json!({"x-max-length": "three"})),
+            Just(json!({"alternate-exchange": "a"})),
+            Just(json!([1])),
+        ]
+    }
+
+    fn file() -> impl Strategy<Value = Value> {
+        let exchange = (name(), vhost(), prop_oneof![Just(json!("direct")), Just(json!("fanout")), Just(json!("bogus"))], flag(), flag(), args())
+            .prop_map(|(n, v, t, d, a, x)| json!({"name": n, "vhost": v, "type": t, "durable": d, "auto_delete": a, "arguments": x}));
+        let queue = (name(), vhost(), flag(), flag(), args())
+            .prop_map(|(n, v, d, a, x)| json!({"name": n, "vhost": v, "durable": d, "auto_delete": a, "arguments": x}));
+        let binding = (name(), name(), vhost(), prop_oneof![Just(json!("queue")), Just(json!("exchange")), Just(json!("x"))], args())
+            .prop_map(|(s, d, v, t, x)| json!({"source": s, "destination": d, "vhost": v, "destination_type": t, "routing_key": "k", "arguments": x}));
+        (
+            prop::collection::vec(exchange, 0..4),
+            prop::collection::vec(queue, 0..4),
+            prop::collection::vec(binding, 0..4),
+            prop::collection::vec(
+                prop_oneof![Just(json!({"name": "v1"})), Just(json!({"name": 5}))],
+                0..2,
+            ),
+        )
+            .prop_map(
+                |(x, q, b, v)| json!({"vhosts": v, "exchanges": x, "queues": q, "bindings": b}),
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Generated files near the valid ones: each is accepted, or refused with a 4xx
+        /// that changes nothing, and an accepted one's export imports again.
+        #[test]
+        fn files_apply_whole_or_not_at_all(f in file()) {
+            warren::fuzzing::definitions(f.to_string().as_bytes());
+        }
+    }
+}
