@@ -16,7 +16,11 @@
 //!
 //! Doors: uses `server`, `ops`, `broker`, `auth`, `http`; nothing below calls it.
 
+pub mod bindings;
+pub mod definitions;
+pub mod exchanges;
 pub mod overview;
+pub mod phash2;
 pub mod queues;
 
 use serde_json::{json, Map, Value};
@@ -123,6 +127,9 @@ fn management(server: &mut Server, req: &Request, peer: SocketAddr) -> Response 
     let rest = &segs[1..];
     let routed = match rest.first().map(String::as_str) {
         Some("queues") => queues::route(server, &caller, req, rest),
+        Some("exchanges") => exchanges::route(server, &caller, req, rest),
+        Some("bindings") => bindings::route(server, &caller, req, rest),
+        Some("definitions") => definitions::route(server, &caller, req, rest),
         _ => overview::route(server, &caller, req, rest),
     };
     match routed {
@@ -501,23 +508,18 @@ pub fn binding_json(b: &crate::ops::BindingInfo) -> Value {
     })
 }
 
-/// RabbitMQ's binding properties key: the routing key percent-encoded for a path,
-/// `~` for an empty one, and `~HASH` appended when the binding has arguments.
+/// RabbitMQ's binding properties key (`rabbit_mgmt_format:pack_binding_props`): the
+/// routing key quoted as mochiweb's `quote_plus` does (a space is `+`) with `~` escaped
+/// too, then `~HASH` when the binding has arguments, HASH being base64url of their
+/// 32-bit `erlang:phash2` ([`phash2`]); `~` alone for an empty key without arguments.
 pub fn properties_key(routing_key: &str, args: &FieldTable) -> String {
-    let key = if routing_key.is_empty() {
-        "~".to_owned()
-    } else {
-        crate::http::percent_encode(routing_key)
-    };
+    let key = bindings::quote_plus(routing_key).replace('~', "%7E");
     if args.is_empty() {
-        return key;
+        return if key.is_empty() { "~".to_owned() } else { key };
     }
-    let mut h: u32 = 0x811c_9dc5;
-    for b in table_json(args).to_string().bytes() {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    let hash = base64_encode(&h.to_be_bytes());
+    let hash = base64_encode(&phash2::args_hash(args).to_be_bytes())
+        .replace('+', "-")
+        .replace('/', "_");
     format!("{key}~{}", hash.trim_end_matches('='))
 }
 
@@ -531,7 +533,7 @@ pub fn bindings_of_queue(server: &Server, vh: &str, name: &str) -> Vec<Value> {
         "destination_type": "queue",
         "routing_key": name,
         "arguments": {},
-        "properties_key": crate::http::percent_encode(name),
+        "properties_key": properties_key(name, &FieldTable::new()),
     })];
     v.extend(
         crate::ops::bindings(&server.broker)
