@@ -463,7 +463,6 @@ async fn consumers_channels_and_connections_and_closing_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs /api/exchanges and /api/bindings on Warren (issue 10); passes against RabbitMQ"]
 async fn exchanges_and_bindings() {
     let b = Broker::start();
     let (_conn, ch) = channel(&b).await;
@@ -610,7 +609,6 @@ fn vhosts_users_permissions_and_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs /api/definitions on Warren (issue 10); passes against RabbitMQ"]
 async fn export_and_import_definitions() {
     let b = Broker::start();
     let (_conn, ch) = channel(&b).await;
