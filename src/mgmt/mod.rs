@@ -16,6 +16,8 @@
 //!
 //! Doors: uses `server`, `ops`, `broker`, `auth`, `http`; nothing below calls it.
 
+pub mod connections;
+pub mod health;
 pub mod overview;
 pub mod queues;
 
@@ -123,6 +125,11 @@ fn management(server: &mut Server, req: &Request, peer: SocketAddr) -> Response 
     let rest = &segs[1..];
     let routed = match rest.first().map(String::as_str) {
         Some("queues") => queues::route(server, &caller, req, rest),
+        Some("connections" | "channels" | "consumers" | "vhosts") => {
+            connections::route(server, &caller, req, rest)
+                .or_else(|| overview::route(server, &caller, req, rest))
+        }
+        Some("health" | "aliveness-test") => health::route(server, &caller, req, rest),
         _ => overview::route(server, &caller, req, rest),
     };
     match routed {
