@@ -479,7 +479,6 @@ pub fn consumer_json(server: &Server, c: &crate::ops::ConsumerInfo) -> Value {
         "active": true,
         "activity_status": "up",
         "arguments": {},
-        "consumer_timeout": server.config.consumer_timeout.as_millis() as u64,
         "queue": {"name": String::from_utf8_lossy(&c.queue), "vhost": &*c.vhost},
         "channel_details": {
             "name": format!("{conn_name} ({})", c.channel),
@@ -628,7 +627,8 @@ pub fn list(req: &Request, items: Vec<Value>) -> ApiResult {
         ));
     }
     let filtered = items.len();
-    let page_count = filtered.div_ceil(size).max(1);
+    // 0 pages for an empty (filtered) list, as RabbitMQ counts.
+    let page_count = filtered.div_ceil(size);
     let start = (page - 1).saturating_mul(size);
     if start > filtered || (start == filtered && filtered > 0) {
         return Err(ApiError::new(

@@ -132,7 +132,8 @@ pub fn queue_json(server: &Server, q: &QueueInfo) -> Value {
 /// `auto_delete` and `arguments` (RabbitMQ's defaults: all false, none). 201 when
 /// created, 204 when it existed and is equivalent, 400 when not; 401 for `amq.` names.
 fn declare(server: &mut Server, caller: &Caller, req: &Request, vh: &str, name: &str) -> ApiResult {
-    let v = vhost(server, vh)?;
+    // RabbitMQ's PUT names the missing vhost (a GET answers the plain 404).
+    let v = vhost(server, vh).map_err(|_| ApiError::new(404, "not_found", "vhost_not_found"))?;
     let body = json_body(req)?;
     let mut d = QueueDecl::named(Bytes::copy_from_slice(name.as_bytes()));
     d.durable = bool_field(&body, "durable")?;
@@ -206,14 +207,16 @@ fn get_messages(server: &mut Server, req: &Request, vh: &str, name: &str) -> Api
         Some(_) => None,
     }
     .ok_or_else(|| ApiError::bad_request("count must be a non-negative integer"))?;
-    let base64 = match body
-        .get("encoding")
-        .and_then(Value::as_str)
-        .unwrap_or("auto")
-    {
-        "auto" => false,
-        "base64" => true,
-        other => return Err(ApiError::bad_request(format!("unknown encoding '{other}'"))),
+    // RabbitMQ requires `encoding` too (the dashboard always sends it).
+    let base64 = match body.get("encoding").and_then(Value::as_str) {
+        None => return Err(ApiError::bad_request("[{key_missing,encoding}]")),
+        Some("auto") => false,
+        Some("base64") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Unsupported encoding. Please use auto or base64.",
+            ))
+        }
     };
     let truncate = match body.get("truncate") {
         None | Some(Value::Null) => None,
