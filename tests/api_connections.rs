@@ -247,7 +247,8 @@ fn missing_names_are_404_and_wrong_methods_405() {
     let missing = "127.0.0.1:1 -> 127.0.0.1:2";
     for path in [
         format!("/api/connections/{}", enc(missing)),
-        format!("/api/connections/{}/channels", enc(missing)),
+        // (RabbitMQ answers `/api/connections/{missing}/channels` with a 500 crash
+        // report; Warren's 404 is not asserted here.)
         format!("/api/channels/{}", enc(&format!("{missing} (1)"))),
         "/api/channels/nosuch".to_owned(),
         "/api/consumers/no-such-vhost".to_owned(),

@@ -190,34 +190,50 @@ fn strip_code(text: &str, _vh: &str) -> String {
 /// `ack_requeue_false`, `reject_requeue_true`, `reject_requeue_false`), `encoding`
 /// (`auto`: a UTF-8 payload as a string, else base64; `base64`), `truncate` (bytes).
 fn get_messages(server: &mut Server, req: &Request, vh: &str, name: &str) -> ApiResult {
-    let id = find(server, vh, name)?;
+    // RabbitMQ checks the body before the queue: the missing keys all at once, in
+    // its (alphabetical) order, then the encoding.
     let body = json_body(req)?;
-    let Some(ackmode) = body.get("ackmode").and_then(Value::as_str) else {
-        return Err(ApiError::bad_request("[{key_missing,ackmode}]"));
-    };
+    let missing: Vec<String> = ["ackmode", "count", "encoding"]
+        .iter()
+        .filter(|k| body.get(**k).is_none())
+        .map(|k| format!("{{key_missing,{k}}}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::bad_request(format!("[{}]", missing.join(","))));
+    }
+    let ackmode = body.get("ackmode").and_then(Value::as_str).unwrap_or("");
     let requeue = match ackmode {
         "ack_requeue_true" | "reject_requeue_true" => true,
         "ack_requeue_false" | "reject_requeue_false" => false,
         other => return Err(ApiError::bad_request(format!("unknown ackmode '{other}'"))),
     };
     let count = match body.get("count") {
-        None => return Err(ApiError::bad_request("[{key_missing,count}]")),
+        None => None,
         Some(Value::Number(n)) => n.as_u64(),
         Some(Value::String(s)) => s.parse().ok(),
         Some(_) => None,
     }
     .ok_or_else(|| ApiError::bad_request("count must be a non-negative integer"))?;
-    // RabbitMQ requires `encoding` too (the dashboard always sends it).
     let base64 = match body.get("encoding").and_then(Value::as_str) {
-        None => return Err(ApiError::bad_request("[{key_missing,encoding}]")),
         Some("auto") => false,
         Some("base64") => true,
-        Some(_) => {
+        _ => {
             return Err(ApiError::bad_request(
                 "Unsupported encoding. Please use auto or base64.",
             ))
         }
     };
+    // A missing vhost fails RabbitMQ's permission check (401); a missing queue is the
+    // AMQP not_found, with its AMQP text.
+    let v = super::vhost(server, vh)
+        .map_err(|_| ApiError::new(401, "not_authorised", "Access refused."))?;
+    let id = server.broker.queue_id(v, name.as_bytes()).ok_or_else(|| {
+        ApiError::new(
+            404,
+            "not_found",
+            format!("NOT_FOUND - no queue '{name}' in vhost '{vh}'"),
+        )
+    })?;
     let truncate = match body.get("truncate") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => n.as_u64().map(|n| n as usize),
