@@ -129,9 +129,12 @@ fn a_clients_connection_channels_and_consumer_appear_with_rabbitmqs_fields() {
         .await
         .unwrap();
         let ch2 = step("channel 2", conn.create_channel()).await.unwrap();
-        step("confirm", ch2.confirm_select(ConfirmSelectOptions::default()))
-            .await
-            .unwrap();
+        step(
+            "confirm",
+            ch2.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await
+        .unwrap();
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -151,15 +154,20 @@ fn a_clients_connection_channels_and_consumer_appear_with_rabbitmqs_fields() {
         assert_eq!(c["port"], b.port);
         let peer_port = c["peer_port"].as_u64().expect("peer_port") as u16;
         assert!(ours(peer_port, b.port), "peer_port {peer_port} is not ours");
-        assert_eq!(name, format!("127.0.0.1:{peer_port} -> 127.0.0.1:{}", b.port));
         assert_eq!(
-            c["client_properties"]["capabilities"]["consumer_cancel_notify"],
-            true,
+            name,
+            format!("127.0.0.1:{peer_port} -> 127.0.0.1:{}", b.port)
+        );
+        assert_eq!(
+            c["client_properties"]["capabilities"]["consumer_cancel_notify"], true,
             "{c}"
         );
         assert!(c["client_properties"]["product"].is_string(), "{c}");
         let at = c["connected_at"].as_u64().expect("connected_at");
-        assert!(at <= started + 1000 && at + 60_000 > started, "{at} vs {started}");
+        assert!(
+            at <= started + 1000 && at + 60_000 > started,
+            "{at} vs {started}"
+        );
         for k in [
             "timeout",
             "frame_max",
@@ -197,7 +205,10 @@ fn a_clients_connection_channels_and_consumer_appear_with_rabbitmqs_fields() {
         assert_eq!(c1["global_prefetch_count"], 0);
         assert_eq!(c1["consumer_count"], 1);
         assert_eq!(c1["messages_unacknowledged"], 0);
-        assert_eq!((&c1["confirm"], &c2["confirm"]), (&false.into(), &true.into()));
+        assert_eq!(
+            (&c1["confirm"], &c2["confirm"]),
+            (&false.into(), &true.into())
+        );
         assert_eq!(c1["transactional"], false);
         assert_eq!(c1["state"], "running");
 

@@ -100,8 +100,15 @@ fn put_declares_with_rabbitmqs_statuses_and_get_shows_the_fields() {
         )),
         "{reason}"
     );
-    assert_eq!(api.get(&qpath(&bad)).status, 404, "a refused PUT declares nothing");
-    let r = api.put(&format!("/api/queues/no-such-vhost/{}", enc(&bad)), &json!({}));
+    assert_eq!(
+        api.get(&qpath(&bad)).status,
+        404,
+        "a refused PUT declares nothing"
+    );
+    let r = api.put(
+        &format!("/api/queues/no-such-vhost/{}", enc(&bad)),
+        &json!({}),
+    );
     assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(
         r.json(),
@@ -212,9 +219,7 @@ fn lists_page_filter_sort_and_pick_columns() {
     let re = format!("^{p}-(a|c)$");
     let v = page(&format!("page=1&use_regex=true&name={}", enc(&re)));
     assert_eq!(v["filtered_count"], 2, "{v}");
-    let v = page(&format!(
-        "page=1&name={p}&sort=messages&sort_reverse=true"
-    ));
+    let v = page(&format!("page=1&name={p}&sort=messages&sort_reverse=true"));
     assert_eq!(
         item_names(&v),
         vec![names[0].clone(), names[2].clone(), names[1].clone()]
@@ -223,7 +228,12 @@ fn lists_page_filter_sort_and_pick_columns() {
     assert_eq!(v["items"][0], json!({"name": names[0], "messages": 2}));
     let v = page("page=1&name=cc-no-such-queue-anywhere");
     assert_eq!(
-        (&v["filtered_count"], &v["item_count"], &v["page_count"], &v["items"]),
+        (
+            &v["filtered_count"],
+            &v["item_count"],
+            &v["page_count"],
+            &v["items"]
+        ),
         (&json!(0), &json!(0), &json!(0), &json!([]))
     );
 
@@ -255,7 +265,10 @@ fn lists_page_filter_sort_and_pick_columns() {
         json!({"error": "invalid_pagination_parameters",
                "reason": "Invalid pagination parameters: page number 1, page size 501"})
     );
-    assert_eq!(err("page=abc"), bad_request("Pagination parameters are invalid"));
+    assert_eq!(
+        err("page=abc"),
+        bad_request("Pagination parameters are invalid")
+    );
     assert_eq!(
         err(&format!("page=3&page_size=2&name={p}")),
         json!({"error": "page_out_of_range",
@@ -305,7 +318,9 @@ fn conditional_delete_purge_and_get_with_each_ackmode() {
         )
         .await
         .unwrap();
-        assert!(wait_until(STATS, || api.get(&qpath(&busy)).json()["consumers"] == 1));
+        assert!(wait_until(STATS, || api.get(&qpath(&busy)).json()
+            ["consumers"]
+            == 1));
         let r = api.delete(&format!("{}?if-unused=true", qpath(&busy)));
         assert_eq!(r.status, 400, "{}", r.body);
         assert_eq!(
@@ -351,7 +366,11 @@ fn conditional_delete_purge_and_get_with_each_ackmode() {
     )
     .json();
     assert_eq!(
-        (&got[0]["payload"], &got[0]["payload_encoding"], &got[0]["redelivered"]),
+        (
+            &got[0]["payload"],
+            &got[0]["payload_encoding"],
+            &got[0]["redelivered"]
+        ),
         (&json!("bTE="), &json!("base64"), &json!(true))
     );
     assert_eq!(got[0]["message_count"], 2);
@@ -362,7 +381,10 @@ fn conditional_delete_purge_and_get_with_each_ackmode() {
         json!({"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"}),
     )
     .json();
-    assert_eq!((&got[0]["payload"], &got[0]["redelivered"]), (&json!("m1"), &json!(true)));
+    assert_eq!(
+        (&got[0]["payload"], &got[0]["redelivered"]),
+        (&json!("m1"), &json!(true))
+    );
     let got = get(
         &api,
         &q,
@@ -374,10 +396,22 @@ fn conditional_delete_purge_and_get_with_each_ackmode() {
 
     // The body's errors.
     for (body, reason) in [
-        (json!({"ackmode": "ack_requeue_false", "encoding": "auto"}), "[{key_missing,count}]"),
-        (json!({"count": 1, "encoding": "auto"}), "[{key_missing,ackmode}]"),
-        (json!({"count": 1, "ackmode": "ack_requeue_false"}), "[{key_missing,encoding}]"),
-        (json!({}), "[{key_missing,ackmode},{key_missing,count},{key_missing,encoding}]"),
+        (
+            json!({"ackmode": "ack_requeue_false", "encoding": "auto"}),
+            "[{key_missing,count}]",
+        ),
+        (
+            json!({"count": 1, "encoding": "auto"}),
+            "[{key_missing,ackmode}]",
+        ),
+        (
+            json!({"count": 1, "ackmode": "ack_requeue_false"}),
+            "[{key_missing,encoding}]",
+        ),
+        (
+            json!({}),
+            "[{key_missing,ackmode},{key_missing,count},{key_missing,encoding}]",
+        ),
         (
             json!({"count": 1, "ackmode": "ack_requeue_false", "encoding": "hex"}),
             "Unsupported encoding. Please use auto or base64.",
@@ -430,11 +464,7 @@ fn overview_totals_follow_what_a_client_did() {
         for n in [&q, &qc] {
             step(
                 "declare",
-                ch.queue_declare(
-                    n.as_str().into(),
-                    Default::default(),
-                    FieldTable::default(),
-                ),
+                ch.queue_declare(n.as_str().into(), Default::default(), FieldTable::default()),
             )
             .await
             .unwrap();
@@ -479,8 +509,16 @@ fn overview_totals_follow_what_a_client_did() {
             }
         });
         assert!(ok, "{o}");
-        assert!(o["object_totals"]["exchanges"].as_u64().unwrap_or(0) >= 6, "{o}");
-        for k in ["rabbitmq_version", "management_version", "node", "cluster_name"] {
+        assert!(
+            o["object_totals"]["exchanges"].as_u64().unwrap_or(0) >= 6,
+            "{o}"
+        );
+        for k in [
+            "rabbitmq_version",
+            "management_version",
+            "node",
+            "cluster_name",
+        ] {
             assert!(o[k].is_string(), "{k}: {o}");
         }
         assert!(o["listeners"].as_array().is_some_and(|l| l

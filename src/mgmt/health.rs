@@ -23,20 +23,16 @@ pub fn route(
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let get = req.method == "GET" || req.method == "HEAD";
     let r = match s.as_slice() {
-        ["health", "checks", "alarms"] if get => Ok(alarms(
-            server,
-            "There are alarms in effect in the cluster",
-        )),
-        ["health", "checks", "local-alarms"] if get => Ok(alarms(
-            server,
-            "There are alarms in effect on the node",
-        )),
+        ["health", "checks", "alarms"] if get => {
+            Ok(alarms(server, "There are alarms in effect in the cluster"))
+        }
+        ["health", "checks", "local-alarms"] if get => {
+            Ok(alarms(server, "There are alarms in effect on the node"))
+        }
         ["health", "checks", "port-listener", port] if get => port_listener(server, port),
         // Every vhost of a single node is always up.
         ["health", "checks", "virtual-hosts"] if get => Ok(ok()),
-        ["health", "checks", "node-is-quorum-critical" | "node-is-mirror-sync-critical"]
-            if get =>
-        {
+        ["health", "checks", "node-is-quorum-critical" | "node-is-mirror-sync-critical"] if get => {
             Ok(Response::json(
                 200,
                 &json!({"status": "ok", "reason": "single node cluster"}),
