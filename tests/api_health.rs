@@ -63,6 +63,30 @@ fn port_listener_knows_the_amqp_and_http_ports() {
 }
 
 #[test]
+fn protocol_listener_knows_amqp_and_http() {
+    let b = Broker::start();
+    let api = Api::new(&b);
+    for (asked, name) in [("amqp", "amqp"), ("amqp091", "amqp"), ("http", "http")] {
+        let r = api.get(&format!("/api/health/checks/protocol-listener/{asked}"));
+        assert_eq!(r.status, 200, "{asked}: {}", r.body);
+        assert_eq!(r.json(), json!({"status": "ok", "protocol": name}));
+    }
+    let r = api.get("/api/health/checks/protocol-listener/mqtt");
+    assert_eq!(r.status, 503, "{}", r.body);
+    let v = r.json();
+    assert_eq!(
+        (&v["status"], &v["reason"], &v["missing"]),
+        (
+            &json!("failed"),
+            &json!("No active listener"),
+            &json!("mqtt")
+        )
+    );
+    let protocols = v["protocols"].as_array().expect("protocols");
+    assert!(protocols.contains(&json!("amqp")), "{v}");
+}
+
+#[test]
 fn aliveness_test_round_trips_a_message_and_404s_a_missing_vhost() {
     let b = Broker::start();
     let api = Api::new(&b);

@@ -1,5 +1,5 @@
 //! Health checks: `/api/health/checks/{alarms, local-alarms, port-listener/{port},
-//! virtual-hosts, node-is-quorum-critical, node-is-mirror-sync-critical}` and
+//! protocol-listener/{protocol}, virtual-hosts, node-is-quorum-critical, node-is-mirror-sync-critical}` and
 //! `/api/aliveness-test/{vhost}`, with RabbitMQ 3.10's bodies: 200 `{"status":"ok"}`,
 //! 503 `{"status":"failed","reason":...}` plus the check's details otherwise.
 
@@ -30,6 +30,9 @@ pub fn route(
             Ok(alarms(server, "There are alarms in effect on the node"))
         }
         ["health", "checks", "port-listener", port] if get => port_listener(server, port),
+        ["health", "checks", "protocol-listener", proto] if get => {
+            Ok(protocol_listener(server, proto))
+        }
         // Every vhost of a single node is always up.
         ["health", "checks", "virtual-hosts"] if get => Ok(ok()),
         ["health", "checks", "node-is-quorum-critical" | "node-is-mirror-sync-critical"] if get => {
@@ -41,7 +44,7 @@ pub fn route(
         ["aliveness-test", vh] if get => aliveness(server, caller, vh),
         ["health", "checks", "alarms" | "local-alarms" | "virtual-hosts"]
         | ["health", "checks", "node-is-quorum-critical" | "node-is-mirror-sync-critical"]
-        | ["health", "checks", "port-listener", _]
+        | ["health", "checks", "port-listener" | "protocol-listener", _]
         | ["aliveness-test", _] => Ok(method_not_allowed()),
         _ => return None,
     };
@@ -90,6 +93,28 @@ fn port_listener(server: &Server, port: &str) -> ApiResult {
     d.insert("missing".into(), json!(port));
     d.insert("ports".into(), json!(ports));
     Ok(failed("No active listener", d))
+}
+
+/// RabbitMQ's protocol names, with the aliases its check accepts for AMQP 0-9-1.
+fn protocol_name(p: &str) -> String {
+    let p = p.to_ascii_lowercase();
+    match p.as_str() {
+        "amqp091" | "amqp0.9.1" | "amqp0-9-1" | "amqp0_9_1" => "amqp".to_owned(),
+        _ => p,
+    }
+}
+
+fn protocol_listener(server: &Server, proto: &str) -> Response {
+    let want = protocol_name(proto);
+    let mut have: Vec<&str> = server.listeners.iter().map(|(p, _)| p.name()).collect();
+    have.dedup();
+    if have.contains(&want.as_str()) {
+        return Response::json(200, &json!({"status": "ok", "protocol": want}));
+    }
+    let mut d = serde_json::Map::new();
+    d.insert("missing".into(), json!(want));
+    d.insert("protocols".into(), json!(have));
+    failed("No active listener", d)
 }
 
 /// RabbitMQ's aliveness test: declare `aliveness-test` in the vhost, publish a message
