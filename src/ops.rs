@@ -251,6 +251,11 @@ pub struct ChannelInfo {
     pub confirm: bool,
     pub transactional: bool,
     pub closing: bool,
+    /// Publishes in confirm mode not confirmed yet.
+    pub unconfirmed: u64,
+    /// Publishes and acks/nacks/rejects buffered by an open transaction.
+    pub uncommitted_publishes: usize,
+    pub uncommitted_acks: usize,
 }
 
 /// RabbitMQ's "peer -> local" connection name.

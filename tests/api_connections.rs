@@ -135,13 +135,28 @@ fn a_clients_connection_channels_and_consumer_appear_with_rabbitmqs_fields() {
         )
         .await
         .unwrap();
+        // A transaction with one publish not committed yet.
+        let ch3 = step("channel 3", conn.create_channel()).await.unwrap();
+        step("tx.select", ch3.tx_select()).await.unwrap();
+        step(
+            "publish in tx",
+            ch3.basic_publish(
+                "".into(),
+                q.as_str().into(),
+                lapin::options::BasicPublishOptions::default(),
+                b"pending",
+                lapin::BasicProperties::default(),
+            ),
+        )
+        .await
+        .unwrap();
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_millis() as u64;
 
         // The connection, with its client's properties.
-        let c = wait_conn(&api, &tag, |c| c["channels"] == 2);
+        let c = wait_conn(&api, &tag, |c| c["channels"] == 3);
         let name = c["name"].as_str().expect("name").to_owned();
         assert_eq!(c["user"], "guest");
         assert_eq!(c["vhost"], "/");
@@ -189,11 +204,21 @@ fn a_clients_connection_channels_and_consumer_appear_with_rabbitmqs_fields() {
         assert!(find_by(&per_vhost, "name", &name).is_some(), "{per_vhost}");
 
         // Its channels.
-        let chans = api
-            .get(&format!("/api/connections/{}/channels", enc(&name)))
-            .json();
+        let path = format!("/api/connections/{}/channels", enc(&name));
+        let mut chans = Value::Null;
+        let ok = wait_until(STATS, || {
+            chans = api.get(&path).json();
+            chans.as_array().is_some_and(|l| {
+                l.len() == 3
+                    && l.iter()
+                        .any(|c| c["number"] == 3 && c["messages_uncommitted"] == 1)
+            })
+        });
+        assert!(ok, "{chans}");
         let chans = chans.as_array().expect("list");
-        assert_eq!(chans.len(), 2, "{chans:?}");
+        let c3 = chans.iter().find(|c| c["number"] == 3).expect("channel 3");
+        assert_eq!(c3["transactional"], true);
+        assert_eq!(c3["acks_uncommitted"], 0);
         let c1 = chans.iter().find(|c| c["number"] == 1).expect("channel 1");
         let c2 = chans.iter().find(|c| c["number"] == 2).expect("channel 2");
         assert_eq!(c1["name"], format!("{name} (1)"));
@@ -210,6 +235,7 @@ fn a_clients_connection_channels_and_consumer_appear_with_rabbitmqs_fields() {
             (&false.into(), &true.into())
         );
         assert_eq!(c1["transactional"], false);
+        assert_eq!(c2["messages_unconfirmed"], 0);
         assert_eq!(c1["state"], "running");
 
         let all = api.get("/api/channels").json();

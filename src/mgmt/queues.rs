@@ -119,8 +119,9 @@ pub fn queue_json(server: &Server, q: &QueueInfo) -> Value {
         "message_bytes_persistent": 0,
         "message_bytes_paged_out": 0,
         "consumers": q.consumers,
-        "consumer_capacity": if idle { 0.0 } else { 1.0 },
-        "consumer_utilisation": if idle { 0.0 } else { 1.0 },
+        // RabbitMQ writes the integer 0 for a queue without consumers.
+        "consumer_capacity": if idle { json!(0) } else { json!(1.0) },
+        "consumer_utilisation": if idle { json!(0) } else { json!(1.0) },
         "memory": 256 + 64 * q.ready as u64 + q.bytes,
         "head_message_timestamp": null,
         "idle_since": if idle { Value::String(super::now_rfc3339()) } else { Value::Null },
