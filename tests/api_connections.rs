@@ -38,15 +38,11 @@ async fn named_connection(b: &Broker, name: &str) -> Connection {
 fn wait_conn(api: &Api, tag: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let mut found = Value::Null;
     let ok = wait_until(STATS, || {
-        let r = api.get("/api/connections");
-        assert_eq!(r.status, 200, "{}", r.body);
-        let list = r.json();
-        let Some(c) = list
-            .as_array()
-            .expect("a list")
-            .iter()
-            .find(|c| c["client_properties"]["connection_name"] == tag)
-        else {
+        let list = polled(api.get("/api/connections"));
+        let Some(c) = list.as_array().and_then(|l| {
+            l.iter()
+                .find(|c| c["client_properties"]["connection_name"] == tag)
+        }) else {
             return false;
         };
         found = c.clone();
@@ -85,6 +81,15 @@ fn ours(local: u16, remote: u16) -> bool {
             })
         })
         .unwrap_or(false)
+}
+
+/// A polled answer's JSON, or Null for a non-200 or non-JSON one (a loaded RabbitMQ
+/// sometimes answers a request with an error; polling just asks again).
+fn polled(r: support::api::Resp) -> Value {
+    if r.status != 200 {
+        return Value::Null;
+    }
+    serde_json::from_str(&r.body).unwrap_or(Value::Null)
 }
 
 fn find_by<'a>(list: &'a Value, key: &str, want: &str) -> Option<&'a Value> {
@@ -207,7 +212,7 @@ fn a_clients_connection_channels_and_consumer_appear_with_rabbitmqs_fields() {
         let path = format!("/api/connections/{}/channels", enc(&name));
         let mut chans = Value::Null;
         let ok = wait_until(STATS, || {
-            chans = api.get(&path).json();
+            chans = polled(api.get(&path));
             chans.as_array().is_some_and(|l| {
                 l.len() == 3
                     && l.iter()
@@ -251,7 +256,7 @@ fn a_clients_connection_channels_and_consumer_appear_with_rabbitmqs_fields() {
         // The consumer.
         let mut cons = Value::Null;
         assert!(wait_until(STATS, || {
-            cons = api.get("/api/consumers").json();
+            cons = polled(api.get("/api/consumers"));
             find_by(&cons, "consumer_tag", &ctag).is_some()
         }));
         let k = find_by(&cons, "consumer_tag", &ctag).unwrap();

@@ -18,6 +18,15 @@ use support::{block_on, step, unique, wait_until, Broker};
 /// RabbitMQ emits queue statistics every 5 s; allow a few rounds.
 const STATS: Duration = Duration::from_secs(20);
 
+/// A polled answer's JSON, or Null for a non-200 or non-JSON one (a loaded RabbitMQ
+/// sometimes answers a request with an error; polling just asks again).
+fn polled(r: support::api::Resp) -> Value {
+    if r.status != 200 {
+        return Value::Null;
+    }
+    serde_json::from_str(&r.body).unwrap_or(Value::Null)
+}
+
 fn not_found() -> Value {
     json!({"error": "Object Not Found", "reason": "Not Found"})
 }
@@ -30,12 +39,29 @@ fn qpath(name: &str) -> String {
     format!("/api/queues/%2F/{}", enc(name))
 }
 
-/// Waits until GET of queue `name` shows `messages` (RabbitMQ's statistics lag).
+/// Deletes its queues when dropped, so a failing test leaves nothing behind in a
+/// shared RabbitMQ.
+struct Cleanup<'a> {
+    api: &'a Api,
+    queues: Vec<String>,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for q in &self.queues {
+            let _ = self.api.delete(&qpath(q));
+        }
+    }
+}
+
+/// Waits until GET of queue `name` shows `messages` (RabbitMQ's statistics lag; a
+/// loaded RabbitMQ may also answer an odd request with an error, which is retried).
 fn wait_messages(api: &Api, name: &str, messages: u64) -> Value {
     let mut last = Value::Null;
     let ok = wait_until(STATS, || {
-        last = api.get(&qpath(name)).json();
-        last["messages"] == messages
+        let r = api.get(&qpath(name));
+        last = serde_json::from_str(&r.body).unwrap_or(Value::String(r.body));
+        r.status == 200 && last["messages"] == messages
     });
     assert!(ok, "{name}: wanted {messages} messages: {last}");
     last
@@ -67,6 +93,11 @@ fn put_declares_with_rabbitmqs_statuses_and_get_shows_the_fields() {
     let b = Broker::start();
     let api = Api::new(&b);
     let q = unique("cc-put");
+    let bad = unique("cc-bad");
+    let _cleanup = Cleanup {
+        api: &api,
+        queues: vec![q.clone(), bad.clone()],
+    };
     let body = json!({"durable": true, "auto_delete": false, "arguments": {"x-max-length": 5}});
     let r = api.put(&qpath(&q), &body);
     assert_eq!(r.status, 201, "{}", r.body);
@@ -88,7 +119,6 @@ fn put_declares_with_rabbitmqs_statuses_and_get_shows_the_fields() {
         r.json(),
         json!({"error": "not_authorised", "reason": "Access refused."})
     );
-    let bad = unique("cc-bad");
     let r = api.request("PUT", &qpath(&bad), Some("nope"), &[]);
     assert_eq!((r.status, r.json()), (400, bad_request("not_json")));
     let r = api.put(&qpath(&bad), &json!({"arguments": {"x-max-length": "abc"}}));
@@ -169,6 +199,10 @@ fn lists_page_filter_sort_and_pick_columns() {
     let api = Api::new(&b);
     let p = unique("cc-list");
     let names: Vec<String> = ["a", "b", "c"].iter().map(|s| format!("{p}-{s}")).collect();
+    let _cleanup = Cleanup {
+        api: &api,
+        queues: names.clone(),
+    };
     for n in &names {
         assert_eq!(api.put(&qpath(n), &json!({})).status, 201);
     }
@@ -299,6 +333,10 @@ fn conditional_delete_purge_and_get_with_each_ackmode() {
     let api = Api::new(&b);
     let q = unique("cc-get");
     let busy = unique("cc-busy");
+    let _cleanup = Cleanup {
+        api: &api,
+        queues: vec![q.clone(), busy.clone()],
+    };
     assert_eq!(api.put(&qpath(&q), &json!({})).status, 201);
     assert_eq!(api.put(&qpath(&busy), &json!({})).status, 201);
     block_on(async {
@@ -318,7 +356,7 @@ fn conditional_delete_purge_and_get_with_each_ackmode() {
         )
         .await
         .unwrap();
-        assert!(wait_until(STATS, || api.get(&qpath(&busy)).json()
+        assert!(wait_until(STATS, || polled(api.get(&qpath(&busy)))
             ["consumers"]
             == 1));
         let r = api.delete(&format!("{}?if-unused=true", qpath(&busy)));
@@ -457,6 +495,10 @@ fn overview_totals_follow_what_a_client_did() {
     let api = Api::new(&b);
     let q = unique("cc-ov");
     let qc = unique("cc-ov-consumed");
+    let _cleanup = Cleanup {
+        api: &api,
+        queues: vec![q.clone(), qc.clone()],
+    };
     let own = !b.is_external();
     block_on(async {
         let conn = b.connect().await;
@@ -486,9 +528,7 @@ fn overview_totals_follow_what_a_client_did() {
         wait_messages(&api, &q, 4);
         let mut o = Value::Null;
         let ok = wait_until(STATS, || {
-            let r = api.get("/api/overview");
-            assert_eq!(r.status, 200, "{}", r.body);
-            o = r.json();
+            o = polled(api.get("/api/overview"));
             let t = &o["object_totals"];
             let n = |k: &str| t[k].as_u64().unwrap_or(0);
             let m = |k: &str| o["queue_totals"][k].as_u64().unwrap_or(0);
