@@ -79,11 +79,18 @@ fn infos(server: &Server, only: Option<&str>) -> Vec<ConnectionInfo> {
         .collect()
 }
 
-/// The connection named `name` ("peer -> local"), or 404.
+/// The connection named `name` ("peer -> local"), or 404. Names are compared before
+/// a snapshot is taken: only the one found has its client properties copied.
 fn find(server: &Server, name: &str) -> Result<ConnectionInfo, ApiError> {
-    infos(server, None)
-        .into_iter()
-        .find(|i| i.name == name)
+    server
+        .conns
+        .iter()
+        .find(|(_, c)| {
+            let local = c.transport.as_ref().and_then(|t| t.local_addr());
+            ops::connection_name(c.peer, local) == name
+        })
+        .map(|(_, c)| c.info())
+        .filter(|i| i.state != "closed")
         .ok_or_else(ApiError::not_found)
 }
 
