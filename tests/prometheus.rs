@@ -288,6 +288,25 @@ fn scrapes_parse_and_agree_with_the_api_and_with_what_was_published() {
         from_api["messages_unacknowledged"].as_f64().unwrap_or(-1.0)
     );
 
+    // The exchange it was published through, and the connection's bytes, as the API
+    // shows them (the same counters as the scrape).
+    let mut x = Value::Null;
+    let ok = wait_until(Duration::from_secs(20), || {
+        x = api(&b, "/api/exchanges/%2F/amq.default");
+        x["message_stats"]["publish_in"].as_u64() >= Some(6)
+            && x["message_stats"]["publish_out"].as_u64() >= Some(5)
+    });
+    assert!(ok, "default exchange: {x}");
+    let mut conns = Value::Null;
+    let ok = wait_until(Duration::from_secs(20), || {
+        conns = api(&b, "/api/connections");
+        conns.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|c| c["recv_oct"].as_u64() > Some(100) && c["send_oct"].as_u64() > Some(100))
+        })
+    });
+    assert!(ok, "connections: {conns}");
+
     rt.block_on(ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()))
         .expect("delete");
     let _ = rt.block_on(conn.close(200, "bye".into()));

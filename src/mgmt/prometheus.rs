@@ -199,11 +199,9 @@ pub fn render(server: &Server, per_object: bool) -> String {
         .conns
         .iter()
         .map(|(_, c)| {
+            // The API's connection name, so a series can be matched with the API's.
             let local = c.transport.as_ref().and_then(|t| t.local_addr());
-            let name = match local {
-                Some(l) => format!("{} -> {l}", c.peer),
-                None => c.peer.to_string(),
-            };
+            let name = crate::ops::connection_name(c.peer, local);
             let unacked = c.channels.iter().map(|ch| ch.unacked.len() as u64).sum();
             (escape(&name), c.io.now, c.channels.len() as u64, unacked)
         })

@@ -11,6 +11,8 @@
 //! written from the AMQP 0-9-1 spec so that they can test it.
 #![allow(dead_code)]
 
+pub mod api;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
