@@ -117,6 +117,14 @@ impl QueueDecl {
     }
 }
 
+/// Messages and consumers over all queues.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueTotals {
+    pub ready: u64,
+    pub unacked: u64,
+    pub consumers: u64,
+}
+
 /// A queue's answer to queue.declare.
 #[derive(Debug, Clone)]
 pub struct Declared {
@@ -1393,17 +1401,36 @@ impl Broker {
 
     /// Takes a statistics sample of every queue and exchange that counted something
     /// (the sampler's timer, `crate::mgmt::stats`).
-    pub fn sample_stats(&mut self) {
+    /// Takes a statistics sample of every queue and exchange, and returns the message
+    /// and consumer totals over all queues (the overview's `queue_totals`, as RabbitMQ's
+    /// are: as of the last sample, so an overview never walks 100,000 queues).
+    pub fn sample_stats(&mut self) -> QueueTotals {
+        let mut t = QueueTotals::default();
         for (_, q) in self.queues.iter_mut() {
             if let Some(s) = q.stats.as_mut() {
                 s.sample();
             }
+            t.ready += q.message_count() as u64;
+            t.unacked += q.unacked_count();
+            t.consumers += q.consumer_count() as u64;
         }
         for (_, x) in self.exchanges.iter_mut() {
             if let Some(s) = x.stats.as_mut() {
                 s.sample();
             }
         }
+        t
+    }
+
+    /// The same totals, counted now (one pass over every queue).
+    pub fn queue_totals(&self) -> QueueTotals {
+        let mut t = QueueTotals::default();
+        for (_, q) in self.queues.iter() {
+            t.ready += q.message_count() as u64;
+            t.unacked += q.unacked_count();
+            t.consumers += q.consumer_count() as u64;
+        }
+        t
     }
 
     pub fn undirty(&mut self, id: QueueId) {

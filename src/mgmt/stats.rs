@@ -33,6 +33,8 @@ pub struct Sampler {
     ring: VecDeque<(u64, MsgCounters)>,
     /// The ring has dropped samples: older times are unknown rather than 0.
     dropped: bool,
+    /// Messages and consumers over all queues at the last sample (None before it).
+    pub queue_totals: Option<crate::broker::QueueTotals>,
 }
 
 impl Sampler {
@@ -99,7 +101,8 @@ pub fn maybe_sample(server: &mut Server) {
 /// Takes a sample now (the timer, and tests).
 pub fn sample(server: &mut Server) {
     let interval = server.config.stats_interval;
-    server.broker.sample_stats();
+    let totals = server.broker.sample_stats();
+    server.sampler.queue_totals = Some(totals);
     for (_, c) in server.conns.iter_mut() {
         c.io.sample();
         for ch in c.channels.iter_mut() {
