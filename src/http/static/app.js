@@ -234,6 +234,8 @@ class Chart {
       if (pts.length === 0) continue;
       g.strokeStyle = s.color;
       g.lineWidth = 2;
+      // Dashed series stay visible when they run on top of another (confirm over publish).
+      g.setLineDash(s.dash || []);
       g.beginPath();
       pts.forEach((p, i) => {
         const x = Math.max(left, xOf(p[0])), y = yOf(p[1]);
@@ -242,6 +244,7 @@ class Chart {
       if (pts.length === 1) g.lineTo(left + pw, yOf(pts[0][1]));
       g.stroke();
     }
+    g.setLineDash([]);
     c.dataset.draws = String(Number(c.dataset.draws || 0) + 1);
   }
 
@@ -324,7 +327,7 @@ const RATE_SERIES = [
   { key: 'publish', label: 'Publish', color: '#c0471b' },
   { key: 'deliver_get', label: 'Deliver / get', color: '#1f6fb2' },
   { key: 'ack', label: 'Ack', color: '#2e7d32' },
-  { key: 'confirm', label: 'Confirm', color: '#8e44ad' },
+  { key: 'confirm', label: 'Confirm', color: '#8e44ad', dash: [6, 4] },
 ];
 const LENGTH_SERIES = [
   { key: 'messages_ready', label: 'Ready', color: '#1f6fb2' },
