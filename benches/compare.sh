@@ -61,7 +61,12 @@ PIDS=()
 start_warren() {
     local name=$1 bin=$2 port=
     mkdir -p "$WORK/data-$name"
-    (ulimit -n 65536 2>/dev/null || true; exec "$bin" --amqp-port 0 --data-dir "$WORK/data-$name" \
+    # Builds with a management plane get free ports for it (RabbitMQ holds 15672/15692).
+    local mgmt=()
+    if "$bin" --help 2>&1 | grep -q -- --prometheus-port; then
+        mgmt=(--http-port 0 --prometheus-port 0)
+    fi
+    (ulimit -n 65536 2>/dev/null || true; exec "$bin" --amqp-port 0 "${mgmt[@]}" --data-dir "$WORK/data-$name" \
         --log-level warn >"$WORK/$name.out" 2>"$WORK/$name.err") &
     local pid=$!
     PIDS+=("$pid")

@@ -31,6 +31,12 @@ FRAME_END = b"\xce"
 
 # --- AMQP frames built by hand ------------------------------------------------------------
 
+def mgmt_flags(exe):
+    """Free ports for the management plane, on builds that have one."""
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True).stdout
+    return ["--http-port", "0", "--prometheus-port", "0"] if "--prometheus-port" in out else []
+
+
 def shortstr(s):
     b = s.encode()
     return bytes([len(b)]) + b
@@ -147,7 +153,7 @@ def start_warren(exe):
         sys.exit(f"{exe} missing: run cargo build --release first")
     data = tempfile.mkdtemp(prefix="warren-mem-")
     p = subprocess.Popen(
-        [exe, "--amqp-port", "0", "--data-dir", data, "--log-level", "warn"],
+        [exe, "--amqp-port", "0", *mgmt_flags(exe), "--data-dir", data, "--log-level", "warn"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         preexec_fn=lambda: raise_nofile(65536),
     )

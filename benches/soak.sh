@@ -16,7 +16,7 @@ W=target/release/warren
 P=target/release/warren-perf
 DATA=$(mktemp -d)
 LOG=$(mktemp)
-$W --amqp-port 0 --data-dir "$DATA" --log-level info >"$LOG.out" 2>"$LOG" &
+$W --amqp-port 0 --http-port 0 --prometheus-port 0 --data-dir "$DATA" --log-level info >"$LOG.out" 2>"$LOG" &
 WPID=$!
 for _ in $(seq 100); do grep -q "listening on" "$LOG.out" 2>/dev/null && break; sleep 0.1; done
 PORT=$(sed -n 's/.*127.0.0.1:\([0-9]*\).*/\1/p' "$LOG.out")

@@ -14,8 +14,12 @@ pub struct Config {
     pub bind: Vec<IpAddr>,
     /// AMQP port (default 5672; 0 picks a free port and prints it).
     pub amqp_port: u16,
-    /// Reserved for the management interface (default 15672).
+    /// The management HTTP API and dashboard (default 15672; 0 picks a free port).
     pub http_port: u16,
+    /// Prometheus metrics (default 15692, as RabbitMQ's plugin; 0 picks a free port).
+    pub prometheus_port: u16,
+    /// How often message rates are sampled (default 5 s, as RabbitMQ).
+    pub stats_interval: Duration,
     /// Where durable state lives (default ./warren-data).
     pub data_dir: PathBuf,
     /// Unacked deliveries older than this close their channel with 406 (default 1800 s).
@@ -55,6 +59,8 @@ impl Default for Config {
             bind: vec![IpAddr::from([127, 0, 0, 1])],
             amqp_port: 5672,
             http_port: 15672,
+            prometheus_port: 15692,
+            stats_interval: Duration::from_secs(5),
             data_dir: PathBuf::from("./warren-data"),
             consumer_timeout: Duration::from_secs(1800),
             disk_free_limit: 50_000_000,
@@ -147,8 +153,20 @@ fn options() -> getopts::Options {
     o.optopt(
         "",
         "http-port",
-        "management HTTP port (default 15672; reserved)",
+        "management HTTP API and dashboard port (default 15672; 0 = any free port)",
         "PORT",
+    );
+    o.optopt(
+        "",
+        "prometheus-port",
+        "Prometheus metrics port (default 15692; 0 = any free port)",
+        "PORT",
+    );
+    o.optopt(
+        "",
+        "stats-interval",
+        "seconds between message-rate samples (default 5)",
+        "SECS",
     );
     o.optopt(
         "",
@@ -262,6 +280,10 @@ impl Command {
         }
         num(&m, "amqp-port", &mut c.amqp_port)?;
         num(&m, "http-port", &mut c.http_port)?;
+        num(&m, "prometheus-port", &mut c.prometheus_port)?;
+        let mut secs = c.stats_interval.as_secs();
+        num(&m, "stats-interval", &mut secs)?;
+        c.stats_interval = Duration::from_secs(secs.max(1));
         if let Some(d) = m.opt_str("data-dir") {
             c.data_dir = PathBuf::from(d);
         }

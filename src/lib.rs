@@ -42,7 +42,9 @@ pub mod conn;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod http;
 pub mod message;
+pub mod mgmt;
 pub mod net;
 pub mod ops;
 pub mod proto;

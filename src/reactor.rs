@@ -10,6 +10,7 @@
 use log::{error, info, warn};
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Registry, Token};
+use slab::Slab;
 use std::io::{self, Read, Write};
 
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::conn::{HIGH_WATER, READ_MIN};
+use crate::http::conn::{HttpConn, Service};
 use crate::net::Transport;
 use crate::server::{Io, Server};
 
@@ -36,9 +38,12 @@ pub enum Tok {
     Signal,
     /// The SIGUSR1 pipe: log one line of counters (`Server::stats`).
     Stats,
+    /// An HTTP connection (management API, dashboard, Prometheus): its key in the
+    /// reactor's `http` slab.
+    Http(usize),
 }
 
-/// Low bits of a token that say its kind: room for four more kinds (HTTP connections…).
+/// Low bits of a token that say its kind: room for three more kinds.
 const TAG_BITS: u32 = 3;
 const TAG_MASK: usize = (1 << TAG_BITS) - 1;
 
@@ -51,6 +56,7 @@ impl Tok {
             Tok::Listener(i) => (i, 1),
             Tok::Signal => (0, 2),
             Tok::Stats => (0, 3),
+            Tok::Http(k) => (k, 4),
         };
         index
             .checked_mul(1 << TAG_BITS)
@@ -65,23 +71,38 @@ impl Tok {
             1 => Some(Tok::Listener(index)),
             2 if index == 0 => Some(Tok::Signal),
             3 if index == 0 => Some(Tok::Stats),
+            4 => Some(Tok::Http(index)),
             _ => None,
         }
     }
 }
 
-/// What a listener speaks, which decides what an accepted socket becomes. Later: AMQPS,
-/// the HTTP management API, Prometheus.
+/// What a listener speaks, which decides what an accepted socket becomes. Later: AMQPS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Amqp,
+    /// The management HTTP API and the dashboard.
+    Http,
+    /// Prometheus metrics over HTTP.
+    Prometheus,
 }
 
 impl Protocol {
-    /// The URL scheme announced on stdout (`warren listening on SCHEME://ADDR`).
-    fn scheme(self) -> &'static str {
+    /// The line announced on stdout, before the address (tests wait for these).
+    fn banner(self) -> &'static str {
+        match self {
+            Protocol::Amqp => "warren listening on amqp://",
+            Protocol::Http => "warren management on http://",
+            Protocol::Prometheus => "warren prometheus on http://",
+        }
+    }
+
+    /// The protocol's name in the management API's `listeners` (RabbitMQ's names).
+    pub fn name(self) -> &'static str {
         match self {
             Protocol::Amqp => "amqp",
+            Protocol::Http => "http",
+            Protocol::Prometheus => "http/prometheus",
         }
     }
 }
@@ -99,9 +120,25 @@ pub fn run(config: Config) -> io::Result<()> {
     // Recover the store before accepting anyone: a damaged data directory stops here.
     let mut server = Server::with_store(config).map_err(io::Error::other)?;
     server.contain_panics = true;
-    let config = &server.config;
+    let config = server.config.clone();
     let poll = Poll::new()?;
-    let listeners = listen(&poll, &config.bind, config.amqp_port, Protocol::Amqp)?;
+    let mut listeners = listen(&poll, &config.bind, config.amqp_port, Protocol::Amqp, 0)?;
+    let http = listen(
+        &poll,
+        &config.bind,
+        config.http_port,
+        Protocol::Http,
+        listeners.len(),
+    )?;
+    listeners.extend(http);
+    let prometheus = listen(
+        &poll,
+        &config.bind,
+        config.prometheus_port,
+        Protocol::Prometheus,
+        listeners.len(),
+    )?;
+    listeners.extend(prometheus);
 
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
     let signals = signal_pipe(&poll, &[SIGTERM, SIGINT], Tok::Signal)?;
@@ -111,8 +148,9 @@ pub fn run(config: Config) -> io::Result<()> {
         let mut out = io::stdout().lock();
         for l in &listeners {
             let local = l.sock.local_addr()?;
-            info!("listening on {local}");
-            writeln!(out, "warren listening on {}://{local}", l.protocol.scheme())?;
+            info!("listening on {local} ({})", l.protocol.name());
+            writeln!(out, "{}{local}", l.protocol.banner())?;
+            server.listeners.push((l.protocol, local));
         }
         out.flush()?;
     }
@@ -126,6 +164,10 @@ pub fn run(config: Config) -> io::Result<()> {
         stopping: false,
         pending: Vec::new(),
         flush: Vec::new(),
+        http: Slab::new(),
+        http_pending: Vec::new(),
+        http_flush: Vec::new(),
+        next_sweep: Instant::now(),
     };
     while !reactor.stopping {
         server.turn(&mut reactor)?;
@@ -143,6 +185,7 @@ fn listen(
     addrs: &[IpAddr],
     mut port: u16,
     protocol: Protocol,
+    first: usize,
 ) -> io::Result<Vec<Listener>> {
     let mut addrs = addrs.to_vec();
     addrs.sort_by_key(|a| !a.is_ipv6());
@@ -173,7 +216,7 @@ fn listen(
         if port == 0 {
             port = l.local_addr()?.port();
         }
-        let token = Tok::Listener(listeners.len())
+        let token = Tok::Listener(first + listeners.len())
             .token()
             .ok_or_else(|| io::Error::other("too many listeners"))?;
         poll.registry()
@@ -209,7 +252,7 @@ fn drain(pipe: &mut UnixStream) {
 impl Listener {
     /// Accepts every pending connection and hands each to the server as what the
     /// listener's protocol makes of it.
-    fn accept_all(&self, registry: &Registry, server: &mut Server) {
+    fn accept_all(&self, registry: &Registry, server: &mut Server, http: &mut Slab<HttpConn>) {
         loop {
             match self.sock.accept() {
                 Ok((sock, peer)) => {
@@ -218,6 +261,12 @@ impl Listener {
                     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                     match self.protocol {
                         Protocol::Amqp => open_amqp(registry, server, sock, peer),
+                        Protocol::Http => {
+                            open_http(registry, http, sock, peer, Service::Management)
+                        }
+                        Protocol::Prometheus => {
+                            open_http(registry, http, sock, peer, Service::Prometheus)
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -230,6 +279,37 @@ impl Listener {
             }
         }
     }
+}
+
+/// Most HTTP connections open at once; more are refused (a management client needs a
+/// handful, so this only bounds abuse).
+const MAX_HTTP_CONNECTIONS: usize = 1024;
+/// Bytes read from one HTTP connection per turn.
+const HTTP_READ_PER_TURN: usize = 256 * 1024;
+
+/// An accepted HTTP socket becomes an [`HttpConn`] serving `service`.
+fn open_http(
+    registry: &Registry,
+    http: &mut Slab<HttpConn>,
+    sock: mio::net::TcpStream,
+    peer: SocketAddr,
+    service: Service,
+) {
+    if http.len() >= MAX_HTTP_CONNECTIONS {
+        warn!("{peer}: refusing HTTP connection: limit of {MAX_HTTP_CONNECTIONS} reached");
+        let _ = sock.shutdown(std::net::Shutdown::Both);
+        return;
+    }
+    let mut t = Transport::tcp(sock);
+    let Some(token) = Tok::Http(http.vacant_key()).token() else {
+        t.shutdown();
+        return;
+    };
+    if let Err(e) = registry.register(&mut t, token, Interest::READABLE) {
+        warn!("{peer}: cannot register socket: {e}");
+        return;
+    }
+    http.insert(HttpConn::new(t, peer, service, Instant::now()));
 }
 
 /// An accepted AMQP socket becomes a connection, unless the connection limit is reached.
@@ -337,6 +417,14 @@ struct Reactor {
     /// Connections with unhandled input left (budget) or unread socket data.
     pending: Vec<usize>,
     flush: Vec<usize>,
+    /// HTTP connections (management, Prometheus), beside the server's AMQP ones.
+    http: Slab<HttpConn>,
+    /// HTTP connections to serve again without an event (requests or output left).
+    http_pending: Vec<usize>,
+    /// HTTP connections that may have output this turn.
+    http_flush: Vec<usize>,
+    /// When HTTP connections are next checked for timeouts.
+    next_sweep: Instant,
 }
 
 /// The socket phases of `Server::turn`.
@@ -346,7 +434,10 @@ impl Io for Reactor {
     /// Polls (without sleeping when work is pending; else until the next timer, at most
     /// one second), accepts, answers signals, and reads every ready connection.
     fn read(&mut self, server: &mut Server) -> io::Result<()> {
-        let timeout = if !self.pending.is_empty() || server.has_pending_work() {
+        let timeout = if !self.pending.is_empty()
+            || !self.http_pending.is_empty()
+            || server.has_pending_work()
+        {
             Duration::ZERO
         } else {
             server
@@ -361,6 +452,7 @@ impl Io for Reactor {
         }
         server.now = Instant::now();
         let mut ready = std::mem::take(&mut self.pending);
+        let mut http_ready = std::mem::take(&mut self.http_pending);
         for ev in self.events.iter() {
             match Tok::from_token(ev.token()) {
                 Some(Tok::Conn(k)) => {
@@ -378,9 +470,10 @@ impl Io for Reactor {
                 }
                 Some(Tok::Listener(i)) => {
                     if let Some(l) = self.listeners.get(i) {
-                        l.accept_all(self.poll.registry(), server);
+                        l.accept_all(self.poll.registry(), server, &mut self.http);
                     }
                 }
+                Some(Tok::Http(k)) => http_ready.push(k),
                 Some(Tok::Signal) => {
                     drain(&mut self.signals);
                     self.stopping = true;
@@ -398,6 +491,19 @@ impl Io for Reactor {
             if read_conn(server, k) {
                 self.pending.push(k);
             }
+        }
+        // HTTP after AMQP: management requests take what is left of the turn.
+        http_ready.sort_unstable();
+        http_ready.dedup();
+        for &k in &http_ready {
+            if self.serve_http(server, k) {
+                self.http_pending.push(k);
+            }
+            self.http_flush.push(k);
+        }
+        if server.now >= self.next_sweep {
+            self.next_sweep = server.now + Duration::from_secs(1);
+            self.sweep_http(server.now);
         }
         Ok(())
     }
@@ -450,6 +556,7 @@ impl Io for Reactor {
         }
         // Kept for the reap phase of this turn.
         self.flush = keys;
+        self.flush_http();
     }
 
     /// The reap phase: closed connections are flushed one last time and removed.
@@ -477,6 +584,121 @@ impl Io for Reactor {
 }
 
 impl Reactor {
+    /// Reads an HTTP connection and answers every complete request in it (up to a
+    /// budget). Returns true when it must be served again without a new event.
+    fn serve_http(&mut self, server: &mut Server, k: usize) -> bool {
+        let Some(c) = self.http.get_mut(k) else {
+            return false;
+        };
+        let mut again = false;
+        // Backpressure: a client that does not read its answers is not read either.
+        if c.pending_out() < crate::http::conn::WRITE_BUDGET && !c.close_after && !c.eof {
+            let was_empty = c.input.is_empty();
+            match c.read_socket(HTTP_READ_PER_TURN) {
+                Ok(n) => again |= n >= HTTP_READ_PER_TURN,
+                Err(e) => {
+                    info!("{}: HTTP read error: {e}", c.peer);
+                    c.eof = true;
+                }
+            }
+            c.note_input(server.now, was_empty);
+        }
+        for _ in 0..crate::http::conn::REQUESTS_PER_TURN {
+            match c.next_request(server.now) {
+                Ok(Some(req)) => {
+                    let resp = crate::mgmt::handle(server, c.service, &req, c.peer);
+                    c.respond(&resp, req.method == "HEAD", req.close);
+                }
+                Ok(None) => return again,
+                Err(e) => {
+                    info!("{}: HTTP: {} ({})", c.peer, e.reason(), e.status());
+                    c.fail(e);
+                    return again;
+                }
+            }
+        }
+        true
+    }
+
+    /// Writes what HTTP connections owe (a budget each) and removes finished ones.
+    fn flush_http(&mut self) {
+        let mut keys = std::mem::take(&mut self.http_flush);
+        keys.sort_unstable();
+        keys.dedup();
+        for &k in &keys {
+            let Some(c) = self.http.get_mut(k) else {
+                continue;
+            };
+            let before = c.pending_out();
+            let result = c.flush();
+            let wrote = c.pending_out() < before;
+            match result {
+                Ok(done) => {
+                    let want_write = !done && c.blocked_on_write();
+                    if want_write != c.want_write {
+                        c.want_write = want_write;
+                        let interest = if want_write {
+                            Interest::READABLE | Interest::WRITABLE
+                        } else {
+                            Interest::READABLE
+                        };
+                        if let Some(token) = Tok::Http(k).token() {
+                            let _ =
+                                self.poll
+                                    .registry()
+                                    .reregister(&mut c.transport, token, interest);
+                        }
+                    }
+                    // Budget spent with the socket still writable (no event will come),
+                    // or room made for requests waiting in the input: serve again.
+                    if wrote && (!done || !c.input.is_empty()) {
+                        self.http_pending.push(k);
+                    }
+                }
+                Err(e) => {
+                    info!("{}: HTTP write error: {e}", c.peer);
+                    c.eof = true;
+                    c.close_after = true;
+                    self.close_http(k);
+                    continue;
+                }
+            }
+            if self.http.get(k).is_some_and(|c| c.finished()) {
+                self.close_http(k);
+            }
+        }
+        keys.clear();
+        self.http_flush = keys;
+    }
+
+    fn close_http(&mut self, k: usize) {
+        if self.http.contains(k) {
+            let mut c = self.http.remove(k);
+            let _ = self.poll.registry().deregister(&mut c.transport);
+            c.transport.shutdown();
+            self.http_pending.retain(|&p| p != k);
+        }
+    }
+
+    /// Answers 408 to a peer too slow with its request and closes idle keep-alives.
+    fn sweep_http(&mut self, now: Instant) {
+        let mut idle = Vec::new();
+        for (k, c) in self.http.iter_mut() {
+            match c.timed_out(now) {
+                Some(true) => {
+                    info!("{}: HTTP request timed out", c.peer);
+                    c.fail(crate::http::HttpError::Timeout);
+                    self.http_flush.push(k);
+                }
+                Some(false) => idle.push(k),
+                None => {}
+            }
+        }
+        for k in idle {
+            self.close_http(k);
+        }
+    }
+
     /// Graceful stop: 320 CONNECTION_FORCED to everyone, a short wait for close-ok, flush.
     fn stop(&mut self, server: &mut Server) {
         info!("shutting down: closing {} connections", server.conns.len());
@@ -517,6 +739,8 @@ mod tests {
             Tok::Listener(usize::MAX >> TAG_BITS),
             Tok::Signal,
             Tok::Stats,
+            Tok::Http(0),
+            Tok::Http(9),
         ];
         let mut seen = std::collections::HashSet::new();
         for t in toks {
@@ -529,7 +753,7 @@ mod tests {
         assert_eq!(Tok::Listener(usize::MAX).token(), None);
         // Tokens nobody made, including the one mio reserves, stand for nothing.
         assert_eq!(Tok::from_token(Token(usize::MAX)), None);
-        assert_eq!(Tok::from_token(Token(4)), None);
+        assert_eq!(Tok::from_token(Token(5)), None);
         assert_eq!(Tok::from_token(Token((1 << TAG_BITS) | 2)), None);
     }
 }

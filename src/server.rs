@@ -125,6 +125,11 @@ pub struct Server {
     /// Catch a panic while handling one connection and close only that connection.
     /// On in the broker; off in tests and fuzzing, where a panic must surface.
     pub contain_panics: bool,
+    /// What the reactor listens on, for the management API's `listeners` (empty when
+    /// driven in process).
+    pub listeners: Vec<(crate::reactor::Protocol, std::net::SocketAddr)>,
+    /// When this server started (the API's uptime).
+    pub started: Instant,
 }
 
 impl Server {
@@ -150,6 +155,8 @@ impl Server {
             returning: Default::default(),
             body_peak: 0,
             contain_panics: false,
+            listeners: Vec::new(),
+            started: now,
         }
     }
 

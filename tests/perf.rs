@@ -39,7 +39,15 @@ impl Broker {
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["--amqp-port", "0", "--data-dir"])
+            .args([
+                "--amqp-port",
+                "0",
+                "--http-port",
+                "0",
+                "--prometheus-port",
+                "0",
+                "--data-dir",
+            ])
             .arg(dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

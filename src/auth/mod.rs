@@ -137,6 +137,33 @@ pub enum Tag {
     Management,
 }
 
+impl Tag {
+    /// RabbitMQ's name of the tag.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tag::Administrator => "administrator",
+            Tag::Monitoring => "monitoring",
+            Tag::Policymaker => "policymaker",
+            Tag::Management => "management",
+        }
+    }
+}
+
+/// A user as the management API lists it.
+#[derive(Debug, Clone)]
+pub struct UserInfo {
+    pub name: Arc<str>,
+    pub tags: Vec<Tag>,
+}
+
+/// A user's permissions in a vhost, as the management API lists them.
+#[derive(Debug, Clone)]
+pub struct PermissionInfo {
+    pub user: Arc<str>,
+    pub vhost: Arc<str>,
+    pub permissions: Permissions,
+}
+
 /// A user as the auth module stores it.
 #[derive(Debug)]
 struct UserRecord {
@@ -325,10 +352,32 @@ impl Auth {
             AuthError::UnknownMechanism(String::from_utf8_lossy(mechanism).into_owned())
         })?;
         let (user, pass) = m.credentials(response).ok_or(AuthError::Refused(m))?;
-        let rec = std::str::from_utf8(&user)
-            .ok()
-            .and_then(|u| self.users.get(u))
-            .filter(|r| same_secret(&r.password, &pass))
+        let user = std::str::from_utf8(&user).map_err(|_| AuthError::Refused(m))?;
+        self.login(user, &pass, peer, m)
+    }
+
+    /// A user name and password from `peer` outside SASL (the management API's HTTP
+    /// Basic); the same checks as [`Auth::authenticate`].
+    pub fn check_password(
+        &self,
+        user: &str,
+        pass: &[u8],
+        peer: SocketAddr,
+    ) -> Result<User, AuthError> {
+        self.login(user, pass, peer, Mechanism::Plain)
+    }
+
+    fn login(
+        &self,
+        user: &str,
+        pass: &[u8],
+        peer: SocketAddr,
+        m: Mechanism,
+    ) -> Result<User, AuthError> {
+        let rec = self
+            .users
+            .get(user)
+            .filter(|r| same_secret(&r.password, pass))
             .ok_or(AuthError::Refused(m))?;
         // A dual-stack listener (`--bind ::`) sees IPv4 peers as ::ffff:a.b.c.d;
         // ::ffff:127.0.0.1 is loopback all the same.
@@ -361,6 +410,37 @@ impl Auth {
         };
         u.permissions.insert(Arc::from(vhost), p);
         true
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Vec<UserInfo> {
+        let mut v: Vec<UserInfo> = self
+            .users
+            .values()
+            .map(|u| UserInfo {
+                name: u.name.clone(),
+                tags: u.tags.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Every permission record, by user then vhost.
+    pub fn permissions(&self) -> Vec<PermissionInfo> {
+        let mut v: Vec<PermissionInfo> = self
+            .users
+            .values()
+            .flat_map(|u| {
+                u.permissions.iter().map(|(vh, p)| PermissionInfo {
+                    user: u.name.clone(),
+                    vhost: vh.clone(),
+                    permissions: p.clone(),
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.user, &a.vhost).cmp(&(&b.user, &b.vhost)));
+        v
     }
 
     /// The tags of `user` (none for a user that no longer exists).

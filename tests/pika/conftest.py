@@ -111,7 +111,7 @@ def start_warren(data_dir, *extra_args):
     if not bin_path:
         pytest.fail("set WARREN_BIN to the warren binary, or WARREN_TEST_PORT to a running broker")
     proc = subprocess.Popen(
-        [bin_path, "--amqp-port", "0", "--data-dir", str(data_dir), "--log-level", "info",
+        [bin_path, "--amqp-port", "0", "--http-port", "0", "--prometheus-port", "0", "--data-dir", str(data_dir), "--log-level", "info",
          *extra_args],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     broker = Broker("127.0.0.1", None, proc)

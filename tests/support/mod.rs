@@ -11,6 +11,8 @@
 //! written from the AMQP 0-9-1 spec so that they can test it.
 #![allow(dead_code)]
 
+pub mod api;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -39,6 +41,10 @@ pub const STEP: Duration = Duration::from_secs(10);
 
 pub struct Broker {
     pub port: u16,
+    /// The management HTTP API's port (`warren management on http://ADDR:PORT`).
+    pub http_port: u16,
+    /// The Prometheus listener's port.
+    pub prometheus_port: u16,
     child: Option<Child>,
     logs: Arc<Mutex<String>>,
     /// What the broker wrote on stderr only (for start-up error messages).
@@ -104,8 +110,16 @@ impl Broker {
                 println!("skipped: needs broker flags {args:?} (WARREN_TEST_PORT is set)");
                 return None;
             }
+            let env_port = |name: &str, default: u16| {
+                std::env::var(name)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(default)
+            };
             return Some(Broker {
                 port,
+                http_port: env_port("WARREN_TEST_HTTP_PORT", 15672),
+                prometheus_port: env_port("WARREN_TEST_PROMETHEUS_PORT", 15692),
                 child: None,
                 logs: Arc::new(Mutex::new(String::new())),
                 stderr: Arc::new(Mutex::new(String::new())),
@@ -159,8 +173,9 @@ impl Broker {
         }
     }
 
-    /// Spawns `warren --amqp-port 0 --data-dir <dir> ...` and waits for its listening
-    /// line; Err with the exit status and output if it exits (or hangs 20 s) first.
+    /// Spawns `warren --amqp-port 0 --http-port 0 --prometheus-port 0 --data-dir <dir> ...`
+    /// and waits for its three listening lines; Err with the exit status and output if it
+    /// exits (or hangs 20 s) first.
     pub fn try_spawn(
         dir: &Path,
         owned: Option<tempfile::TempDir>,
@@ -169,6 +184,7 @@ impl Broker {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
         cmd.arg("--amqp-port")
             .arg("0")
+            .args(["--http-port", "0", "--prometheus-port", "0"])
             .arg("--data-dir")
             .arg(dir)
             .arg("--log-level")
@@ -182,7 +198,7 @@ impl Broker {
         let errs = Arc::new(Mutex::new(String::new()));
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel::<u16>();
+        let (tx, rx) = mpsc::channel::<(u16, u16, u16)>();
         let (done_tx, done_rx) = mpsc::channel::<()>();
         {
             let logs = logs.clone();
@@ -191,21 +207,29 @@ impl Broker {
                 let mut reader = BufReader::new(stdout);
                 let mut line = String::new();
                 let mut tx = Some(tx);
+                let (mut amqp, mut http, mut prometheus) = (None, None, None);
+                let port_of = |line: &str, banner: &str| {
+                    line.trim_end()
+                        .strip_prefix(banner)
+                        .and_then(|a| a.rsplit_once(':'))
+                        .and_then(|(_, p)| p.parse::<u16>().ok())
+                };
                 loop {
                     line.clear();
                     match reader.read_line(&mut line) {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {
                             logs.lock().unwrap().push_str(&line);
-                            // The first listener's line (any address: `--bind ::`
-                            // prints [::]:PORT); every listener shares the port.
-                            if let Some((_, rest)) = line
-                                .trim_end()
-                                .strip_prefix("warren listening on amqp://")
-                                .and_then(|a| a.rsplit_once(':'))
-                            {
-                                if let (Ok(p), Some(t)) = (rest.parse::<u16>(), tx.take()) {
-                                    let _ = t.send(p);
+                            // The first listener's line of each kind (any address:
+                            // `--bind ::` prints [::]:PORT); a kind's listeners share
+                            // their port.
+                            amqp = amqp.or(port_of(&line, "warren listening on amqp://"));
+                            http = http.or(port_of(&line, "warren management on http://"));
+                            prometheus =
+                                prometheus.or(port_of(&line, "warren prometheus on http://"));
+                            if let (Some(a), Some(h), Some(p)) = (amqp, http, prometheus) {
+                                if let Some(t) = tx.take() {
+                                    let _ = t.send((a, h, p));
                                 }
                             }
                         }
@@ -249,9 +273,11 @@ impl Broker {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(port) => {
+                Ok((port, http_port, prometheus_port)) => {
                     return Ok(Broker {
                         port,
+                        http_port,
+                        prometheus_port,
                         child: Some(child),
                         logs,
                         stderr: errs,
@@ -281,6 +307,16 @@ impl Broker {
 
     pub fn is_external(&self) -> bool {
         self.child.is_none()
+    }
+
+    /// The management API's base URL, e.g. `http://127.0.0.1:15672`.
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// The Prometheus listener's base URL, e.g. `http://127.0.0.1:15692`.
+    pub fn prometheus_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.prometheus_port)
     }
 
     pub fn uri(&self) -> String {

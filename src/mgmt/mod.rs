@@ -1,0 +1,732 @@
+//! The management plane: RabbitMQ's HTTP API (3.10's management plugin: its paths,
+//! methods, status codes, JSON field names and error bodies), the dashboard's files, and
+//! Prometheus metrics, answered on the reactor thread from snapshots of the broker.
+//!
+//! [`handle`] takes one parsed request and returns its response; it never touches a
+//! socket. Requests are authenticated with HTTP Basic against [`crate::auth`]; the router
+//! splits the path into percent-decoded segments (`/api/queues/%2F/q` is
+//! `["api", "queues", "/", "q"]`) and hands them to one module per resource, each with a
+//! `route` that answers `None` for a path it does not serve (404). Changes go through the
+//! same broker operations and [`crate::ops`] as AMQP, so an HTTP declare is checked exactly
+//! as a queue.declare is; their [`AmqpError`]s become RabbitMQ's HTTP errors
+//! ([`ApiError::from`]).
+//!
+//! Lists ([`list`]) take RabbitMQ's query parameters: `page`, `page_size`, `name` with
+//! `use_regex`, `sort`, `sort_reverse`, `columns`.
+//!
+//! Doors: uses `server`, `ops`, `broker`, `auth`, `http`; nothing below calls it.
+
+pub mod overview;
+pub mod queues;
+
+use serde_json::{json, Map, Value};
+use std::net::SocketAddr;
+
+use crate::auth::User;
+use crate::broker::VhostId;
+use crate::error::{AmqpError, ReplyCode};
+use crate::http::conn::Service;
+use crate::http::{Request, Response};
+use crate::proto::{FieldTable, FieldValue};
+use crate::server::Server;
+
+/// The realm RabbitMQ's management plugin announces.
+const REALM: &str = "Basic realm=\"RabbitMQ Management\"";
+/// RabbitMQ's largest page (`?MAX_PAGE_SIZE`).
+const MAX_PAGE_SIZE: usize = 500;
+
+/// An error answer: RabbitMQ's `{"error": ..., "reason": ...}` with its status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: u16,
+    pub error: &'static str,
+    pub reason: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, error: &'static str, reason: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            error,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn not_found() -> ApiError {
+        ApiError::new(404, "Object Not Found", "Not Found")
+    }
+
+    pub fn bad_request(reason: impl Into<String>) -> ApiError {
+        ApiError::new(400, "bad_request", reason)
+    }
+
+    pub fn response(&self) -> Response {
+        Response::json(
+            self.status,
+            &json!({"error": self.error, "reason": self.reason}),
+        )
+    }
+}
+
+/// RabbitMQ's HTTP answer to an operation's AMQP error: a refused permission or reserved
+/// name is 401 `not_authorised`, a missing object 404, anything else 400 with the reason
+/// (an inequivalent declare, a locked queue, a bad argument).
+impl From<AmqpError> for ApiError {
+    fn from(e: AmqpError) -> ApiError {
+        match e.code {
+            ReplyCode::AccessRefused => ApiError::new(401, "not_authorised", "Access refused."),
+            ReplyCode::NotFound => ApiError::not_found(),
+            _ => ApiError::bad_request(e.text),
+        }
+    }
+}
+
+pub type ApiResult = Result<Response, ApiError>;
+
+/// 405 with no body, as RabbitMQ answers a method a resource does not take.
+pub fn method_not_allowed() -> Response {
+    Response::empty(405)
+}
+
+/// What a handler knows about who is asking.
+pub struct Caller {
+    pub user: User,
+    pub peer: SocketAddr,
+}
+
+/// Answers one request of `service`.
+pub fn handle(server: &mut Server, service: Service, req: &Request, peer: SocketAddr) -> Response {
+    match service {
+        Service::Prometheus => prometheus(server, req),
+        Service::Management => management(server, req, peer),
+    }
+}
+
+/// The Prometheus listener (the metrics themselves: `mgmt::prometheus`, issue 10).
+fn prometheus(_server: &mut Server, req: &Request) -> Response {
+    let _ = req;
+    ApiError::not_found().response()
+}
+
+fn management(server: &mut Server, req: &Request, peer: SocketAddr) -> Response {
+    let Some(segs) = req.segments() else {
+        return ApiError::bad_request("bad path encoding").response();
+    };
+    if segs.first().map(String::as_str) != Some("api") {
+        return asset(req);
+    }
+    let user = match authenticate(server, req, peer) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let caller = Caller { user, peer };
+    let rest = &segs[1..];
+    let routed = match rest.first().map(String::as_str) {
+        Some("queues") => queues::route(server, &caller, req, rest),
+        _ => overview::route(server, &caller, req, rest),
+    };
+    match routed {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => e.response(),
+        None => ApiError::not_found().response(),
+    }
+}
+
+/// The dashboard's files (GET and HEAD only).
+fn asset(req: &Request) -> Response {
+    if req.method != "GET" && req.method != "HEAD" {
+        return method_not_allowed();
+    }
+    let _ = req;
+    Response::text(404, "Not Found")
+}
+
+/// HTTP Basic against Warren's users, with RabbitMQ's 401 otherwise.
+fn authenticate(server: &Server, req: &Request, peer: SocketAddr) -> Result<User, Response> {
+    let refused = |reason: &str| {
+        Response::json(401, &json!({"error": "not_authorized", "reason": reason}))
+            .with_header("www-authenticate", REALM)
+    };
+    let Some(h) = req.header("authorization") else {
+        return Err(refused("Not_Authorized"));
+    };
+    let creds = h
+        .strip_prefix("Basic ")
+        .or_else(|| h.strip_prefix("basic "))
+        .and_then(|b| base64_decode(b.trim()))
+        .and_then(|b| String::from_utf8(b).ok());
+    let Some((user, pass)) = creds.as_deref().and_then(|c| c.split_once(':')) else {
+        return Err(refused("Login failed"));
+    };
+    match server.auth.check_password(user, pass.as_bytes(), peer) {
+        Ok(u) => Ok(u),
+        Err(e) => {
+            log::warn!("{peer}: HTTP access refused: {e}");
+            Err(refused("Login failed"))
+        }
+    }
+}
+
+/// Standard base64 (RFC 4648, with padding) to bytes; None when malformed.
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let s = s.trim_end_matches('=').as_bytes();
+    if s.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= val(c)? << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
+}
+
+/// Standard base64 with padding.
+pub fn base64_encode(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &c)| n | (c as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+// ----- vhosts, bodies ----------------------------------------------------------------
+
+/// The vhost named `name`, or 404.
+pub fn vhost(server: &Server, name: &str) -> Result<VhostId, ApiError> {
+    server
+        .broker
+        .lookup_vhost(name.as_bytes())
+        .map(|(id, _)| id)
+        .ok_or_else(ApiError::not_found)
+}
+
+/// The request's JSON body as an object (an empty body is `{}`); 400 `not_json`
+/// otherwise, as RabbitMQ.
+pub fn json_body(req: &Request) -> Result<Map<String, Value>, ApiError> {
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(&req.body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request("not_json")),
+        Err(_) => Err(ApiError::bad_request("not_json")),
+    }
+}
+
+/// A boolean field of a body: RabbitMQ takes `true`/`false` and their strings.
+pub fn bool_field(body: &Map<String, Value>, key: &str) -> Result<bool, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if s == "true" => Ok(true),
+        Some(Value::String(s)) if s == "false" => Ok(false),
+        Some(_) => Err(ApiError::bad_request(format!("{key} must be a boolean"))),
+    }
+}
+
+/// A query flag such as `if-empty=true`.
+pub fn query_flag(req: &Request, key: &str) -> bool {
+    req.param(key).is_some_and(|v| v == "true")
+}
+
+// ----- field tables and JSON ---------------------------------------------------------
+
+/// A field table as RabbitMQ's API shows it: strings as strings, numbers as numbers,
+/// arrays and nested tables as JSON arrays and objects.
+pub fn table_json(t: &FieldTable) -> Value {
+    let mut m = Map::new();
+    for (k, v) in t.iter() {
+        m.insert(String::from_utf8_lossy(k).into_owned(), value_json(v));
+    }
+    Value::Object(m)
+}
+
+fn value_json(v: &FieldValue) -> Value {
+    match v {
+        FieldValue::Bool(b) => json!(b),
+        FieldValue::I8(n) => json!(n),
+        FieldValue::U8(n) => json!(n),
+        FieldValue::I16(n) => json!(n),
+        FieldValue::U16(n) => json!(n),
+        FieldValue::I32(n) => json!(n),
+        FieldValue::U32(n) => json!(n),
+        FieldValue::I64(n) => json!(n),
+        FieldValue::F32(n) => json!(n),
+        FieldValue::F64(n) => json!(n),
+        FieldValue::Decimal(scale, v) => json!(*v as f64 / 10f64.powi(*scale as i32)),
+        FieldValue::LongStr(b) | FieldValue::ByteArray(b) => {
+            json!(String::from_utf8_lossy(b))
+        }
+        FieldValue::Array(a) => Value::Array(a.iter().map(value_json).collect()),
+        FieldValue::Timestamp(t) => json!(t),
+        FieldValue::Table(t) => table_json(t),
+        FieldValue::Void => Value::Null,
+    }
+}
+
+/// A JSON `arguments` object as a field table, typed as RabbitMQ's management plugin
+/// does (integers as signed 64-bit `l`, strings as long strings `S`, booleans `t`,
+/// floats `d`, arrays `A`, objects `F`). 400 when it is not an object.
+pub fn json_table(v: Option<&Value>) -> Result<FieldTable, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(FieldTable::new()),
+        Some(Value::Object(m)) => {
+            let mut t = FieldTable::new();
+            for (k, v) in m {
+                t.insert(bytes::Bytes::copy_from_slice(k.as_bytes()), json_value(v));
+            }
+            Ok(t)
+        }
+        // The dashboard's forms send "" for no arguments.
+        Some(Value::String(s)) if s.is_empty() => Ok(FieldTable::new()),
+        Some(_) => Err(ApiError::bad_request("arguments must be an object")),
+    }
+}
+
+fn json_value(v: &Value) -> FieldValue {
+    match v {
+        Value::Null => FieldValue::Void,
+        Value::Bool(b) => FieldValue::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => FieldValue::I64(i),
+            None => FieldValue::F64(n.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(s) => FieldValue::LongStr(bytes::Bytes::copy_from_slice(s.as_bytes())),
+        Value::Array(a) => FieldValue::Array(a.iter().map(json_value).collect()),
+        Value::Object(m) => {
+            let mut t = FieldTable::new();
+            for (k, v) in m {
+                t.insert(bytes::Bytes::copy_from_slice(k.as_bytes()), json_value(v));
+            }
+            FieldValue::Table(t)
+        }
+    }
+}
+
+// ----- shared views ------------------------------------------------------------------
+
+/// A message's encoded content-header properties as RabbitMQ's API shows them (`[]`, the
+/// Erlang empty list, when there are none; that is what RabbitMQ sends).
+pub fn properties_json(raw: &bytes::Bytes) -> Value {
+    let Ok(p) = crate::proto::properties::BasicProperties::decode(raw) else {
+        return json!([]);
+    };
+    let mut m = Map::new();
+    let s = |b: &Option<bytes::Bytes>| b.as_ref().map(|b| json!(String::from_utf8_lossy(b)));
+    let fields = [
+        ("content_type", s(&p.content_type)),
+        ("content_encoding", s(&p.content_encoding)),
+        ("headers", p.headers.as_ref().map(table_json)),
+        ("delivery_mode", p.delivery_mode.map(|v| json!(v))),
+        ("priority", p.priority.map(|v| json!(v))),
+        ("correlation_id", s(&p.correlation_id)),
+        ("reply_to", s(&p.reply_to)),
+        ("expiration", s(&p.expiration)),
+        ("message_id", s(&p.message_id)),
+        ("timestamp", p.timestamp.map(|v| json!(v))),
+        ("type", s(&p.kind)),
+        ("user_id", s(&p.user_id)),
+        ("app_id", s(&p.app_id)),
+        ("cluster_id", s(&p.cluster_id)),
+    ];
+    for (k, v) in fields {
+        if let Some(v) = v {
+            m.insert(k.to_owned(), v);
+        }
+    }
+    if m.is_empty() {
+        json!([])
+    } else {
+        Value::Object(m)
+    }
+}
+
+/// RabbitMQ's `properties` object of a publish request as content-header properties;
+/// 400 for a field of the wrong type.
+pub fn json_properties(
+    v: Option<&Value>,
+) -> Result<crate::proto::properties::BasicProperties, ApiError> {
+    let mut p = crate::proto::properties::BasicProperties::default();
+    let m = match v {
+        None | Some(Value::Null) => return Ok(p),
+        Some(Value::Array(a)) if a.is_empty() => return Ok(p),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(ApiError::bad_request("properties must be an object")),
+    };
+    let text = |k: &str| -> Result<Option<bytes::Bytes>, ApiError> {
+        match m.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(bytes::Bytes::copy_from_slice(s.as_bytes()))),
+            Some(_) => Err(ApiError::bad_request(format!(
+                "property {k} must be a string"
+            ))),
+        }
+    };
+    let int = |k: &str, max: u64| -> Result<Option<u64>, ApiError> {
+        match m.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .filter(|n| *n <= max)
+                .map(Some)
+                .ok_or_else(|| ApiError::bad_request(format!("property {k} must be an integer"))),
+        }
+    };
+    p.content_type = text("content_type")?;
+    p.content_encoding = text("content_encoding")?;
+    if let Some(h) = m.get("headers") {
+        p.headers = Some(json_table(Some(h))?);
+    }
+    p.delivery_mode = int("delivery_mode", 255)?.map(|v| v as u8);
+    p.priority = int("priority", 255)?.map(|v| v as u8);
+    p.correlation_id = text("correlation_id")?;
+    p.reply_to = text("reply_to")?;
+    p.expiration = text("expiration")?;
+    p.message_id = text("message_id")?;
+    p.timestamp = int("timestamp", u64::MAX)?;
+    p.kind = text("type")?;
+    p.user_id = text("user_id")?;
+    p.app_id = text("app_id")?;
+    p.cluster_id = text("cluster_id")?;
+    Ok(p)
+}
+
+/// Now as RabbitMQ writes times in the API: `2026-12-06T21:01:54.318+00:00`.
+pub fn now_rfc3339() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(d.as_millis() as u64)
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmm+00:00` (UTC).
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}+00:00",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// A queue's `message_stats` (filled from the statistics counters, `mgmt::stats`).
+pub fn message_stats_queue(_server: &Server, _q: &crate::ops::QueueInfo) -> Value {
+    json!({})
+}
+
+/// A consumer as RabbitMQ's API shows it.
+pub fn consumer_json(server: &Server, c: &crate::ops::ConsumerInfo) -> Value {
+    let conn = server.conns.get(c.conn).map(|k| k.info());
+    let conn_name = conn.as_ref().map_or(String::new(), |i| i.name.clone());
+    let (peer_host, peer_port, user) = conn
+        .as_ref()
+        .map_or((String::new(), 0, String::new()), |i| {
+            (i.peer.ip().to_string(), i.peer.port(), i.user.clone())
+        });
+    json!({
+        "consumer_tag": String::from_utf8_lossy(&c.tag),
+        "exclusive": c.exclusive,
+        "ack_required": c.ack_required,
+        "prefetch_count": c.prefetch,
+        "active": true,
+        "activity_status": "up",
+        "arguments": {},
+        "consumer_timeout": server.config.consumer_timeout.as_millis() as u64,
+        "queue": {"name": String::from_utf8_lossy(&c.queue), "vhost": &*c.vhost},
+        "channel_details": {
+            "name": format!("{conn_name} ({})", c.channel),
+            "number": c.channel,
+            "connection_name": conn_name,
+            "peer_host": peer_host,
+            "peer_port": peer_port,
+            "user": user,
+            "node": overview::node_name(),
+        },
+    })
+}
+
+/// A binding as RabbitMQ's API shows it, with its `properties_key` (the routing key,
+/// `~` plus a hash when there are arguments; `~` alone for an empty key).
+pub fn binding_json(b: &crate::ops::BindingInfo) -> Value {
+    let key = String::from_utf8_lossy(&b.routing_key).into_owned();
+    json!({
+        "source": String::from_utf8_lossy(&b.source),
+        "vhost": &*b.vhost,
+        "destination": String::from_utf8_lossy(&b.destination),
+        "destination_type": b.destination_type.name(),
+        "routing_key": key,
+        "arguments": table_json(&b.arguments),
+        "properties_key": properties_key(&key, &b.arguments),
+    })
+}
+
+/// RabbitMQ's binding properties key: the routing key percent-encoded for a path,
+/// `~` for an empty one, and `~HASH` appended when the binding has arguments.
+pub fn properties_key(routing_key: &str, args: &FieldTable) -> String {
+    let key = if routing_key.is_empty() {
+        "~".to_owned()
+    } else {
+        crate::http::percent_encode(routing_key)
+    };
+    if args.is_empty() {
+        return key;
+    }
+    let mut h: u32 = 0x811c_9dc5;
+    for b in table_json(args).to_string().bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let hash = base64_encode(&h.to_be_bytes());
+    format!("{key}~{}", hash.trim_end_matches('='))
+}
+
+/// The bindings whose destination is queue `name` in `vh` (the default exchange's
+/// implicit one first, as RabbitMQ lists it).
+pub fn bindings_of_queue(server: &Server, vh: &str, name: &str) -> Vec<Value> {
+    let mut v = vec![json!({
+        "source": "",
+        "vhost": vh,
+        "destination": name,
+        "destination_type": "queue",
+        "routing_key": name,
+        "arguments": {},
+        "properties_key": crate::http::percent_encode(name),
+    })];
+    v.extend(
+        crate::ops::bindings(&server.broker)
+            .iter()
+            .filter(|b| {
+                &*b.vhost == vh
+                    && b.destination_type == crate::ops::DestinationType::Queue
+                    && &b.destination[..] == name.as_bytes()
+                    && !b.source.is_empty()
+            })
+            .map(binding_json),
+    );
+    v
+}
+
+// ----- lists -------------------------------------------------------------------------
+
+/// A list answer with RabbitMQ's query parameters applied: without `page`, the whole
+/// (sorted) list; with it, the envelope `{items, page, page_count, page_size,
+/// filtered_count, item_count, total_count}`. `name` filters by a case-insensitive
+/// substring (a case-insensitive regex with `use_regex=true`); `sort` names a field
+/// (dotted for nested ones: `message_stats.publish`), `sort_reverse=true` reverses;
+/// `columns` keeps only the named top-level fields.
+pub fn list(req: &Request, items: Vec<Value>) -> ApiResult {
+    let total = items.len();
+    let page = match req.param("page") {
+        None => None,
+        Some(p) => Some(
+            p.parse::<usize>()
+                .map_err(|_| ApiError::bad_request("Pagination parameters are invalid"))?,
+        ),
+    };
+    let page_size = match req.param("page_size") {
+        None => None,
+        Some(p) => Some(
+            p.parse::<usize>()
+                .map_err(|_| ApiError::bad_request("Pagination parameters are invalid"))?,
+        ),
+    };
+    let mut items = items;
+    if page.is_some() {
+        if let Some(name) = req.param("name").filter(|n| !n.is_empty()) {
+            let matches: Box<dyn Fn(&str) -> bool> = if query_flag(req, "use_regex") {
+                let re = regex::RegexBuilder::new(name)
+                    .case_insensitive(true)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|_| ApiError::bad_request("Pagination parameters are invalid"))?;
+                Box::new(move |s| re.is_match(s))
+            } else {
+                let needle = name.to_lowercase();
+                Box::new(move |s| s.to_lowercase().contains(&needle))
+            };
+            items.retain(|v| v.get("name").and_then(Value::as_str).is_some_and(&matches));
+        }
+    }
+    sort(req, &mut items);
+    let items = match req.param("columns") {
+        Some(c) => {
+            let cols: Vec<&str> = c
+                .split(',')
+                .map(|c| c.split('.').next().unwrap_or(c))
+                .collect();
+            items
+                .into_iter()
+                .map(|v| match v {
+                    Value::Object(mut m) => {
+                        m.retain(|k, _| cols.contains(&k.as_str()));
+                        Value::Object(m)
+                    }
+                    other => other,
+                })
+                .collect()
+        }
+        None => items,
+    };
+    let Some(page) = page else {
+        return Ok(Response::json(200, &Value::Array(items)));
+    };
+    let size = page_size.unwrap_or(100);
+    if page == 0 || size == 0 || size > MAX_PAGE_SIZE {
+        let size = page_size.map_or("undefined".to_owned(), |s| s.to_string());
+        return Err(ApiError::new(
+            400,
+            "invalid_pagination_parameters",
+            format!("Invalid pagination parameters: page number {page}, page size {size}"),
+        ));
+    }
+    let filtered = items.len();
+    let page_count = filtered.div_ceil(size).max(1);
+    let start = (page - 1).saturating_mul(size);
+    if start > filtered || (start == filtered && filtered > 0) {
+        return Err(ApiError::new(
+            400,
+            "page_out_of_range",
+            format!("Page out of range, page: {page} page size: {size}, len: {filtered}"),
+        ));
+    }
+    let page_items: Vec<Value> = items.into_iter().skip(start).take(size).collect();
+    Ok(Response::json(
+        200,
+        &json!({
+            "filtered_count": filtered,
+            "item_count": page_items.len(),
+            "items": page_items,
+            "page": page,
+            "page_count": page_count,
+            "page_size": size,
+            "total_count": total,
+        }),
+    ))
+}
+
+/// Sorts by `sort` (default: vhost then name, RabbitMQ's order), numbers before
+/// strings, missing fields first.
+fn sort(req: &Request, items: &mut [Value]) {
+    let key = req.param("sort").filter(|s| !s.is_empty());
+    let reverse = query_flag(req, "sort_reverse");
+    match key {
+        None => items.sort_by(|a, b| {
+            let k = |v: &Value| {
+                (
+                    v.get("vhost")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
+                    v.get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
+                )
+            };
+            k(a).cmp(&k(b))
+        }),
+        Some(key) => {
+            let path: Vec<&str> = key.split('.').collect();
+            let get = |v: &Value| {
+                let mut cur = v;
+                for p in &path {
+                    match cur.get(p) {
+                        Some(x) => cur = x,
+                        None => return None,
+                    }
+                }
+                Some(cur.clone())
+            };
+            items.sort_by(|a, b| cmp_values(get(a).as_ref(), get(b).as_ref()));
+        }
+    }
+    if reverse {
+        items.reverse();
+    }
+}
+
+fn cmp_values(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a, b) {
+        (None, None) => Ordering::Equal,
+        (None, _) => Ordering::Less,
+        (_, None) => Ordering::Greater,
+        (Some(Value::Number(x)), Some(Value::Number(y))) => x
+            .as_f64()
+            .unwrap_or(0.0)
+            .total_cmp(&y.as_f64().unwrap_or(0.0)),
+        (Some(Value::Number(_)), _) => Ordering::Less,
+        (_, Some(Value::Number(_))) => Ordering::Greater,
+        (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
+        (Some(x), Some(y)) => x.to_string().cmp(&y.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips() {
+        for s in ["", "g", "gu", "guest:guest", "ü:\u{0}x"] {
+            assert_eq!(
+                base64_decode(&base64_encode(s.as_bytes())).unwrap(),
+                s.as_bytes()
+            );
+        }
+        assert_eq!(base64_encode(b"guest:guest"), "Z3Vlc3Q6Z3Vlc3Q=");
+        assert_eq!(base64_decode("Z3Vlc3Q6Z3Vlc3Q=").unwrap(), b"guest:guest");
+        assert_eq!(base64_decode("Z"), None);
+        assert_eq!(base64_decode("Z3V*"), None);
+    }
+
+    #[test]
+    fn tables_convert_both_ways() {
+        let v = json!({"x-max-length": 5, "s": "a", "b": true, "a": [1, "x"], "t": {"k": 1.5}});
+        let t = json_table(Some(&v)).unwrap();
+        assert_eq!(t.get(b"x-max-length"), Some(&FieldValue::I64(5)));
+        assert_eq!(table_json(&t), v);
+        assert!(json_table(Some(&json!([1]))).is_err());
+    }
+}

@@ -1,0 +1,247 @@
+//! The node-wide resources: `/api/overview`, `/api/nodes[/{name}]`, `/api/whoami`,
+//! `/api/vhosts[/{name}]`, `/api/users[/{name}]`, `/api/permissions`, `/api/extensions`,
+//! with RabbitMQ 3.10's field names.
+
+use serde_json::{json, Value};
+
+use super::{list, method_not_allowed, ApiError, ApiResult, Caller};
+use crate::http::{Request, Response};
+use crate::server::Server;
+
+/// The version reported as RabbitMQ's: tools branch on it (rabbitmqadmin, Terraform),
+/// and Warren answers the API of 3.10.
+pub const RABBITMQ_VERSION: &str = "3.10.8";
+
+pub fn route(
+    server: &mut Server,
+    caller: &Caller,
+    req: &Request,
+    segs: &[String],
+) -> Option<ApiResult> {
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let get = req.method == "GET" || req.method == "HEAD";
+    let r = match s.as_slice() {
+        ["overview"] if get => Ok(Response::json(200, &overview(server))),
+        ["nodes"] if get => list(req, vec![node(server)]),
+        ["nodes", name] if get => {
+            if *name == node_name() {
+                Ok(Response::json(200, &node(server)))
+            } else {
+                Err(ApiError::not_found())
+            }
+        }
+        ["whoami"] if get => {
+            let tags: Vec<&str> = server
+                .auth
+                .tags(&caller.user)
+                .iter()
+                .map(|t| t.name())
+                .collect();
+            Ok(Response::json(
+                200,
+                &json!({"name": caller.user.name(), "tags": tags}),
+            ))
+        }
+        ["vhosts"] if get => list(req, vhosts(server)),
+        ["vhosts", name] if get => vhosts(server)
+            .into_iter()
+            .find(|v| v["name"] == *name)
+            .map(|v| Response::json(200, &v))
+            .ok_or_else(ApiError::not_found),
+        ["users"] if get => list(req, users(server)),
+        ["users", name] if get => users(server)
+            .into_iter()
+            .find(|u| u["name"] == *name)
+            .map(|u| Response::json(200, &u))
+            .ok_or_else(ApiError::not_found),
+        ["permissions"] if get => list(req, permissions(server)),
+        ["extensions"] if get => Ok(Response::json(200, &json!([]))),
+        ["overview" | "nodes" | "whoami" | "vhosts" | "users" | "permissions" | "extensions"]
+        | ["nodes" | "vhosts" | "users", _] => Ok(method_not_allowed()),
+        _ => return None,
+    };
+    Some(r)
+}
+
+/// The node's name, RabbitMQ-style: `warren@HOST`.
+pub fn node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("warren@{host}")
+}
+
+fn listeners(server: &Server) -> Vec<Value> {
+    let node = node_name();
+    server
+        .listeners
+        .iter()
+        .map(|(p, addr)| {
+            json!({
+                "node": node,
+                "protocol": p.name(),
+                "ip_address": addr.ip().to_string(),
+                "port": addr.port(),
+                "socket_opts": [],
+            })
+        })
+        .collect()
+}
+
+fn overview(server: &Server) -> Value {
+    let b = &server.broker;
+    let (ready, unacked) = b.queues().fold((0u64, 0u64), |(r, u), (_, q)| {
+        (r + q.message_count() as u64, u + q.unacked_count())
+    });
+    let consumers: u64 = b.queues().map(|(_, q)| q.consumer_count() as u64).sum();
+    let channels: usize = server.conns.iter().map(|(_, c)| c.info().channels).sum();
+    let exchange_types: Vec<Value> = ["direct", "fanout", "headers", "topic"]
+        .iter()
+        .map(|t| json!({"name": t, "description": "", "enabled": true}))
+        .collect();
+    json!({
+        "management_version": RABBITMQ_VERSION,
+        "rates_mode": "basic",
+        "exchange_types": exchange_types,
+        "product_version": env!("CARGO_PKG_VERSION"),
+        "product_name": "Warren",
+        "rabbitmq_version": RABBITMQ_VERSION,
+        "cluster_name": node_name(),
+        "erlang_version": "none",
+        "erlang_full_version": "none",
+        "disable_stats": false,
+        "enable_queue_totals": true,
+        "node": node_name(),
+        "message_stats": {},
+        "churn_rates": {},
+        "queue_totals": {
+            "messages": ready + unacked,
+            "messages_details": {"rate": 0.0},
+            "messages_ready": ready,
+            "messages_ready_details": {"rate": 0.0},
+            "messages_unacknowledged": unacked,
+            "messages_unacknowledged_details": {"rate": 0.0},
+        },
+        "object_totals": {
+            "channels": channels,
+            "connections": server.conns.len(),
+            "consumers": consumers,
+            "exchanges": b.exchanges().count(),
+            "queues": b.queue_count(),
+        },
+        "statistics_db_event_queue": 0,
+        "listeners": listeners(server),
+        "contexts": [],
+    })
+}
+
+fn node(server: &Server) -> Value {
+    let mem_used = crate::alarm::rss().unwrap_or(0);
+    let mem_limit = server.config.memory_limit();
+    let disk_free = crate::alarm::free_disk(&server.config.data_dir).unwrap_or(0);
+    let alarm = server.alarm;
+    let uptime = server.now.saturating_duration_since(server.started);
+    json!({
+        "name": node_name(),
+        "type": "disc",
+        "running": true,
+        "being_drained": false,
+        "os_pid": std::process::id().to_string(),
+        "mem_used": mem_used,
+        "mem_limit": mem_limit,
+        "mem_alarm": matches!(alarm, Some(crate::alarm::Alarm::Memory)),
+        "disk_free": disk_free,
+        "disk_free_limit": server.config.disk_free_limit,
+        "disk_free_alarm": matches!(alarm, Some(crate::alarm::Alarm::Disk)),
+        "fd_used": std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0),
+        "fd_total": fd_limit(),
+        "sockets_used": server.conns.len(),
+        "sockets_total": server.config.max_connections,
+        "proc_used": 1,
+        "proc_total": 1,
+        "processors": 1,
+        "run_queue": 0,
+        "uptime": uptime.as_millis() as u64,
+        "partitions": [],
+        "applications": [],
+        "contexts": [],
+        "enabled_plugins": ["rabbitmq_management", "rabbitmq_prometheus"],
+    })
+}
+
+fn fd_limit() -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own; no other memory is touched.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } == 0 {
+        l.rlim_cur
+    } else {
+        0
+    }
+}
+
+fn vhosts(server: &Server) -> Vec<Value> {
+    server
+        .broker
+        .vhosts()
+        .map(|(id, v)| {
+            let (ready, unacked) = server
+                .broker
+                .queues()
+                .filter(|(_, q)| q.vhost == id)
+                .fold((0u64, 0u64), |(r, u), (_, q)| {
+                    (r + q.message_count() as u64, u + q.unacked_count())
+                });
+            json!({
+                "name": &*v.name,
+                "description": "",
+                "tags": [],
+                "default_queue_type": "classic",
+                "tracing": false,
+                "cluster_state": {node_name(): "running"},
+                "messages": ready + unacked,
+                "messages_ready": ready,
+                "messages_unacknowledged": unacked,
+            })
+        })
+        .collect()
+}
+
+fn users(server: &Server) -> Vec<Value> {
+    server
+        .auth
+        .users()
+        .into_iter()
+        .map(|u| {
+            let tags: Vec<&str> = u.tags.iter().map(|t| t.name()).collect();
+            json!({
+                "name": &*u.name,
+                "tags": tags,
+                "hashing_algorithm": "rabbit_password_hashing_sha256",
+                "password_hash": "",
+                "limits": {},
+            })
+        })
+        .collect()
+}
+
+fn permissions(server: &Server) -> Vec<Value> {
+    server
+        .auth
+        .permissions()
+        .into_iter()
+        .map(|p| {
+            json!({
+                "user": &*p.user,
+                "vhost": &*p.vhost,
+                "configure": p.permissions.configure.as_str(),
+                "write": p.permissions.write.as_str(),
+                "read": p.permissions.read.as_str(),
+            })
+        })
+        .collect()
+}

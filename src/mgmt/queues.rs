@@ -1,0 +1,257 @@
+//! `/api/queues`: list (all, per vhost), `GET`/`PUT`/`DELETE` one, its bindings,
+//! `DELETE .../contents` (purge) and `POST .../get`, as RabbitMQ 3.10 answers them.
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use super::{
+    bool_field, json_body, json_table, list, method_not_allowed, properties_json, query_flag,
+    table_json, vhost, ApiError, ApiResult, Caller,
+};
+use crate::broker::{QueueDecl, QueueId};
+use crate::http::{Request, Response};
+use crate::ops::{self, QueueInfo};
+use crate::server::Server;
+
+pub fn route(
+    server: &mut Server,
+    caller: &Caller,
+    req: &Request,
+    segs: &[String],
+) -> Option<ApiResult> {
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let m = req.method.as_str();
+    let get = m == "GET" || m == "HEAD";
+    let r = match s.as_slice() {
+        ["queues"] if get => list(req, all(server, None)),
+        ["queues"] => Ok(method_not_allowed()),
+        ["queues", vh] if get => vhost(server, vh).and_then(|_| list(req, all(server, Some(vh)))),
+        ["queues", _] => Ok(method_not_allowed()),
+        ["queues", vh, name] => match m {
+            "GET" | "HEAD" => one(server, vh, name).map(|v| Response::json(200, &v)),
+            "PUT" => declare(server, caller, req, vh, name),
+            "DELETE" => delete(server, req, vh, name),
+            _ => Ok(method_not_allowed()),
+        },
+        ["queues", vh, name, "bindings"] if get => find(server, vh, name)
+            .and_then(|_| list(req, super::bindings_of_queue(server, vh, name))),
+        ["queues", vh, name, "contents"] if m == "DELETE" => find(server, vh, name).map(|id| {
+            server.broker.purge(id);
+            Response::empty(204)
+        }),
+        ["queues", vh, name, "get"] if m == "POST" => get_messages(server, req, vh, name),
+        ["queues", _, _, "bindings" | "contents" | "get"] => Ok(method_not_allowed()),
+        _ => return None,
+    };
+    let _ = caller;
+    Some(r)
+}
+
+/// The queue `name` in vhost `vh`, or 404.
+fn find(server: &Server, vh: &str, name: &str) -> Result<QueueId, ApiError> {
+    let v = vhost(server, vh)?;
+    server
+        .broker
+        .queue_id(v, name.as_bytes())
+        .ok_or_else(ApiError::not_found)
+}
+
+fn all(server: &Server, only: Option<&str>) -> Vec<Value> {
+    ops::queues(&server.broker)
+        .iter()
+        .filter(|q| only.is_none_or(|v| &*q.vhost == v))
+        .map(|q| queue_json(server, q))
+        .collect()
+}
+
+fn one(server: &Server, vh: &str, name: &str) -> Result<Value, ApiError> {
+    let v = vhost(server, vh)?;
+    let q = ops::queue(&server.broker, v, name.as_bytes()).ok_or_else(ApiError::not_found)?;
+    let mut j = queue_json(server, &q);
+    let consumers: Vec<Value> = ops::consumers(&server.broker)
+        .into_iter()
+        .filter(|c| &*c.vhost == vh && &c.queue[..] == name.as_bytes())
+        .map(|c| super::consumer_json(server, &c))
+        .collect();
+    if let Value::Object(m) = &mut j {
+        m.insert("consumer_details".into(), Value::Array(consumers));
+        m.insert("deliveries".into(), json!([]));
+        m.insert("incoming".into(), json!([]));
+    }
+    Ok(j)
+}
+
+/// A queue as RabbitMQ's API shows it (the fields tools read).
+pub fn queue_json(server: &Server, q: &QueueInfo) -> Value {
+    let name = String::from_utf8_lossy(&q.name);
+    let messages = q.ready as u64 + q.unacked;
+    let idle = q.consumers == 0;
+    json!({
+        "name": name,
+        "vhost": &*q.vhost,
+        "durable": q.durable,
+        "auto_delete": q.auto_delete,
+        "exclusive": q.exclusive,
+        "arguments": table_json(&q.arguments),
+        "type": "classic",
+        "node": super::overview::node_name(),
+        "state": "running",
+        "policy": null,
+        "operator_policy": null,
+        "effective_policy_definition": {},
+        "exclusive_consumer_tag": null,
+        "single_active_consumer_tag": null,
+        "messages": messages,
+        "messages_details": {"rate": 0.0},
+        "messages_ready": q.ready,
+        "messages_ready_details": {"rate": 0.0},
+        "messages_unacknowledged": q.unacked,
+        "messages_unacknowledged_details": {"rate": 0.0},
+        "messages_ram": messages,
+        "messages_ready_ram": q.ready,
+        "messages_unacknowledged_ram": q.unacked,
+        "messages_persistent": 0,
+        "messages_paged_out": 0,
+        "message_bytes": q.bytes,
+        "message_bytes_ready": q.bytes,
+        "message_bytes_unacknowledged": 0,
+        "message_bytes_ram": q.bytes,
+        "message_bytes_persistent": 0,
+        "message_bytes_paged_out": 0,
+        "consumers": q.consumers,
+        "consumer_capacity": if idle { 0.0 } else { 1.0 },
+        "consumer_utilisation": if idle { 0.0 } else { 1.0 },
+        "memory": 256 + 64 * q.ready as u64 + q.bytes,
+        "head_message_timestamp": null,
+        "idle_since": if idle { Value::String(super::now_rfc3339()) } else { Value::Null },
+        "message_stats": super::message_stats_queue(server, q),
+    })
+}
+
+/// `PUT /api/queues/{vhost}/{name}`: queue.declare with the body's `durable`,
+/// `auto_delete` and `arguments` (RabbitMQ's defaults: all false, none). 201 when
+/// created, 204 when it existed and is equivalent, 400 when not; 401 for `amq.` names.
+fn declare(server: &mut Server, caller: &Caller, req: &Request, vh: &str, name: &str) -> ApiResult {
+    let v = vhost(server, vh)?;
+    let body = json_body(req)?;
+    let mut d = QueueDecl::named(Bytes::copy_from_slice(name.as_bytes()));
+    d.durable = bool_field(&body, "durable")?;
+    d.auto_delete = bool_field(&body, "auto_delete")?;
+    d.arguments = json_table(body.get("arguments"))?;
+    if name.starts_with("amq.") {
+        return Err(ApiError::new(401, "not_authorised", "Access refused."));
+    }
+    let existed = server.broker.queue_id(v, name.as_bytes()).is_some();
+    let user = caller.user.clone();
+    let vhost_name = vh.to_owned();
+    let auth = &server.auth;
+    // No connection owns an HTTP-declared queue (exclusive is refused by RabbitMQ's
+    // API too: the body's `exclusive` is ignored).
+    server
+        .broker
+        .declare_queue(v, &d, usize::MAX, |n| {
+            auth.authorize(
+                &user,
+                &vhost_name,
+                crate::auth::Permission::Configure,
+                crate::auth::Resource::Queue(n),
+            )
+        })
+        .map_err(ApiError::from)?;
+    Ok(Response::empty(if existed { 204 } else { 201 }))
+}
+
+/// `DELETE /api/queues/{vhost}/{name}[?if-empty=true][&if-unused=true]`.
+fn delete(server: &mut Server, req: &Request, vh: &str, name: &str) -> ApiResult {
+    let id = find(server, vh, name)?;
+    let mut effects = Vec::new();
+    ops::delete_queue(
+        &mut server.broker,
+        id,
+        query_flag(req, "if-unused"),
+        query_flag(req, "if-empty"),
+        &mut effects,
+    )
+    .map_err(|e| ApiError::bad_request(strip_code(&e.text, vh)))?;
+    for e in effects {
+        server.apply(e);
+    }
+    Ok(Response::empty(204))
+}
+
+/// RabbitMQ's HTTP reason for a failed conditional delete names the queue the way its
+/// AMQP text does; ours already does, so it passes through unchanged.
+fn strip_code(text: &str, _vh: &str) -> String {
+    text.to_owned()
+}
+
+/// `POST /api/queues/{vhost}/{name}/get`: `count`, `ackmode` (`ack_requeue_true`,
+/// `ack_requeue_false`, `reject_requeue_true`, `reject_requeue_false`), `encoding`
+/// (`auto`: a UTF-8 payload as a string, else base64; `base64`), `truncate` (bytes).
+fn get_messages(server: &mut Server, req: &Request, vh: &str, name: &str) -> ApiResult {
+    let id = find(server, vh, name)?;
+    let body = json_body(req)?;
+    let Some(ackmode) = body.get("ackmode").and_then(Value::as_str) else {
+        return Err(ApiError::bad_request("[{key_missing,ackmode}]"));
+    };
+    let requeue = match ackmode {
+        "ack_requeue_true" | "reject_requeue_true" => true,
+        "ack_requeue_false" | "reject_requeue_false" => false,
+        other => return Err(ApiError::bad_request(format!("unknown ackmode '{other}'"))),
+    };
+    let count = match body.get("count") {
+        None => return Err(ApiError::bad_request("[{key_missing,count}]")),
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        Some(_) => None,
+    }
+    .ok_or_else(|| ApiError::bad_request("count must be a non-negative integer"))?;
+    let base64 = match body
+        .get("encoding")
+        .and_then(Value::as_str)
+        .unwrap_or("auto")
+    {
+        "auto" => false,
+        "base64" => true,
+        other => return Err(ApiError::bad_request(format!("unknown encoding '{other}'"))),
+    };
+    let truncate = match body.get("truncate") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => n.as_u64().map(|n| n as usize),
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => s.parse().ok(),
+        Some(_) => None,
+    };
+    let got = ops::get(&mut server.broker, id, count.min(100_000) as usize, requeue)
+        .map_err(ApiError::from)?;
+    let items: Vec<Value> = got
+        .iter()
+        .map(|g| {
+            let payload = match truncate {
+                Some(n) if n < g.body.len() => &g.body[..n],
+                _ => &g.body[..],
+            };
+            let (payload, encoding) = match std::str::from_utf8(payload) {
+                Ok(s) if !base64 => (s.to_owned(), "string"),
+                _ => (super::base64_encode(payload), "base64"),
+            };
+            let mut m = Map::new();
+            m.insert("payload_bytes".into(), json!(g.body.len()));
+            m.insert("redelivered".into(), json!(g.redelivered));
+            m.insert(
+                "exchange".into(),
+                json!(String::from_utf8_lossy(&g.exchange)),
+            );
+            m.insert(
+                "routing_key".into(),
+                json!(String::from_utf8_lossy(&g.routing_key)),
+            );
+            m.insert("message_count".into(), json!(g.remaining));
+            m.insert("properties".into(), properties_json(&g.properties));
+            m.insert("payload".into(), json!(payload));
+            m.insert("payload_encoding".into(), json!(encoding));
+            Value::Object(m)
+        })
+        .collect();
+    Ok(Response::json(200, &Value::Array(items)))
+}
