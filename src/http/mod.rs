@@ -9,6 +9,7 @@
 //!
 //! Doors: uses nothing of the broker; `mgmt` builds on it.
 
+pub mod assets;
 pub mod conn;
 
 use bytes::{Buf, Bytes, BytesMut};
