@@ -127,7 +127,10 @@ async function api(method, path, body, opts) {
     payload = typeof body === 'string' ? body : JSON.stringify(body);
   }
   Object.assign(headers, opts.headers || {});
-  const r = await fetch('/api' + path, { method, headers, body: payload, cache: 'no-store' });
+  // credentials 'omit': the Authorization header is ours, and without ambient credentials the
+  // browser does not answer a 401's WWW-Authenticate with its own login dialog (which would
+  // stall the page; our login page handles 401).
+  const r = await fetch('/api' + path, { method, headers, body: payload, cache: 'no-store', credentials: 'omit' });
   const text = await r.text();
   let data = null;
   if (text) {
