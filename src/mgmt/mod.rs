@@ -554,67 +554,96 @@ pub fn bindings_of_queue(server: &Server, vh: &str, name: &str) -> Vec<Value> {
 
 // ----- lists -------------------------------------------------------------------------
 
+/// A list answer with RabbitMQ's query parameters applied, for rows already in JSON.
+/// See [`list_by`].
+pub fn list(req: &Request, items: Vec<Value>) -> ApiResult {
+    list_by(
+        req,
+        items,
+        |v| v.get("name").and_then(Value::as_str).unwrap_or(""),
+        |v| v.get("vhost").and_then(Value::as_str).unwrap_or(""),
+        |v, path| json_path(v, path).map(sort_key),
+        |v| v,
+    )
+}
+
 /// A list answer with RabbitMQ's query parameters applied: without `page`, the whole
 /// (sorted) list; with it, the envelope `{items, page, page_count, page_size,
 /// filtered_count, item_count, total_count}`. `name` filters by a case-insensitive
 /// substring (a case-insensitive regex with `use_regex=true`); `sort` names a field
 /// (dotted for nested ones: `message_stats.publish`), `sort_reverse=true` reverses;
 /// `columns` keeps only the named top-level fields.
-pub fn list(req: &Request, items: Vec<Value>) -> ApiResult {
+///
+/// Rows stay in their cheap snapshot form `T` while they are filtered and sorted; only
+/// the rows answered are rendered to JSON. `key(row, path)` gives a row's sort key for
+/// a dotted field path, `None` when the row lacks it; a list with 100,000 queues sorts
+/// on integers, not on 100,000 JSON objects.
+pub fn list_by<T>(
+    req: &Request,
+    items: Vec<T>,
+    name: impl Fn(&T) -> &str,
+    vhost: impl Fn(&T) -> &str,
+    key: impl Fn(&T, &[&str]) -> Option<SortKey>,
+    render: impl Fn(T) -> Value,
+) -> ApiResult {
     let total = items.len();
-    let page = match req.param("page") {
-        None => None,
-        Some(p) => Some(
-            p.parse::<usize>()
-                .map_err(|_| ApiError::bad_request("Pagination parameters are invalid"))?,
-        ),
+    let number = |p: Option<&str>| match p {
+        None => Ok(None),
+        Some(p) => p
+            .parse::<usize>()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request("Pagination parameters are invalid")),
     };
-    let page_size = match req.param("page_size") {
-        None => None,
-        Some(p) => Some(
-            p.parse::<usize>()
-                .map_err(|_| ApiError::bad_request("Pagination parameters are invalid"))?,
-        ),
-    };
+    let page = number(req.param("page"))?;
+    let page_size = number(req.param("page_size"))?;
     let mut items = items;
     if page.is_some() {
-        if let Some(name) = req.param("name").filter(|n| !n.is_empty()) {
-            let matches: Box<dyn Fn(&str) -> bool> = if query_flag(req, "use_regex") {
-                let re = regex::RegexBuilder::new(name)
+        if let Some(pattern) = req.param("name").filter(|n| !n.is_empty()) {
+            if query_flag(req, "use_regex") {
+                let re = regex::RegexBuilder::new(pattern)
                     .case_insensitive(true)
                     .size_limit(1 << 20)
                     .build()
                     .map_err(|_| ApiError::bad_request("Pagination parameters are invalid"))?;
-                Box::new(move |s| re.is_match(s))
+                items.retain(|v| re.is_match(name(v)));
             } else {
-                let needle = name.to_lowercase();
-                Box::new(move |s| s.to_lowercase().contains(&needle))
-            };
-            items.retain(|v| v.get("name").and_then(Value::as_str).is_some_and(&matches));
+                let needle = pattern.to_lowercase();
+                items.retain(|v| contains_caseless(name(v), &needle));
+            }
         }
     }
-    sort(req, &mut items);
-    let items = match req.param("columns") {
-        Some(c) => {
-            let cols: Vec<&str> = c
-                .split(',')
-                .map(|c| c.split('.').next().unwrap_or(c))
-                .collect();
-            items
-                .into_iter()
-                .map(|v| match v {
-                    Value::Object(mut m) => {
-                        m.retain(|k, _| cols.contains(&k.as_str()));
-                        Value::Object(m)
-                    }
-                    other => other,
-                })
-                .collect()
+    let reverse = query_flag(req, "sort_reverse");
+    match req.param("sort").filter(|s| !s.is_empty()) {
+        None => items.sort_by(|a, b| (vhost(a), name(a)).cmp(&(vhost(b), name(b)))),
+        Some(field) => {
+            let path: Vec<&str> = field.split('.').collect();
+            let mut keyed: Vec<(Option<SortKey>, T)> =
+                items.into_iter().map(|t| (key(&t, &path), t)).collect();
+            keyed.sort_by(|a, b| cmp_keys(a.0.as_ref(), b.0.as_ref()));
+            items = keyed.into_iter().map(|(_, t)| t).collect();
         }
-        None => items,
+    }
+    if reverse {
+        items.reverse();
+    }
+    let columns: Option<Vec<String>> = req.param("columns").map(|c| {
+        c.split(',')
+            .map(|c| c.split('.').next().unwrap_or(c).to_owned())
+            .collect()
+    });
+    let show = |t: T| {
+        let v = render(t);
+        match (&columns, v) {
+            (Some(cols), Value::Object(mut m)) => {
+                m.retain(|k, _| cols.iter().any(|c| c == k));
+                Value::Object(m)
+            }
+            (_, v) => v,
+        }
     };
     let Some(page) = page else {
-        return Ok(Response::json(200, &Value::Array(items)));
+        let all: Vec<Value> = items.into_iter().map(show).collect();
+        return Ok(Response::json(200, &Value::Array(all)));
     };
     let size = page_size.unwrap_or(100);
     if page == 0 || size == 0 || size > MAX_PAGE_SIZE {
@@ -635,7 +664,7 @@ pub fn list(req: &Request, items: Vec<Value>) -> ApiResult {
             format!("Page out of range, page: {page} page size: {size}, len: {filtered}"),
         ));
     }
-    let page_items: Vec<Value> = items.into_iter().skip(start).take(size).collect();
+    let page_items: Vec<Value> = items.into_iter().skip(start).take(size).map(show).collect();
     Ok(Response::json(
         200,
         &json!({
@@ -650,61 +679,52 @@ pub fn list(req: &Request, items: Vec<Value>) -> ApiResult {
     ))
 }
 
-/// Sorts by `sort` (default: vhost then name, RabbitMQ's order), numbers before
-/// strings, missing fields first.
-fn sort(req: &Request, items: &mut [Value]) {
-    let key = req.param("sort").filter(|s| !s.is_empty());
-    let reverse = query_flag(req, "sort_reverse");
-    match key {
-        None => items.sort_by(|a, b| {
-            let k = |v: &Value| {
-                (
-                    v.get("vhost")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_owned(),
-                    v.get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_owned(),
-                )
-            };
-            k(a).cmp(&k(b))
-        }),
-        Some(key) => {
-            let path: Vec<&str> = key.split('.').collect();
-            let get = |v: &Value| {
-                let mut cur = v;
-                for p in &path {
-                    match cur.get(p) {
-                        Some(x) => cur = x,
-                        None => return None,
-                    }
-                }
-                Some(cur.clone())
-            };
-            items.sort_by(|a, b| cmp_values(get(a).as_ref(), get(b).as_ref()));
-        }
-    }
-    if reverse {
-        items.reverse();
+/// A sort key: numbers before strings (RabbitMQ's Erlang term order puts numbers first).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SortKey {
+    Num(f64),
+    Str(String),
+    /// Anything else (objects, lists, booleans), by its JSON text.
+    Other(String),
+}
+
+/// The sort key of a JSON value.
+pub fn sort_key(v: &Value) -> SortKey {
+    match v {
+        Value::Number(n) => SortKey::Num(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => SortKey::Str(s.clone()),
+        other => SortKey::Other(other.to_string()),
     }
 }
 
-fn cmp_values(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
+/// The value at a dotted path in a JSON object.
+pub fn json_path<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |cur, p| cur.get(p))
+}
+
+fn contains_caseless(hay: &str, needle_lower: &str) -> bool {
+    if hay.is_ascii() && needle_lower.is_ascii() {
+        let (h, n) = (hay.as_bytes(), needle_lower.as_bytes());
+        n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+    } else {
+        hay.to_lowercase().contains(needle_lower)
+    }
+}
+
+/// Missing keys first, then numbers, then strings, then the rest.
+fn cmp_keys(a: Option<&SortKey>, b: Option<&SortKey>) -> std::cmp::Ordering {
     use std::cmp::Ordering;
+    use SortKey::*;
+    let rank = |k: Option<&SortKey>| match k {
+        None => 0,
+        Some(Num(_)) => 1,
+        Some(Str(_)) => 2,
+        Some(Other(_)) => 3,
+    };
     match (a, b) {
-        (None, None) => Ordering::Equal,
-        (None, _) => Ordering::Less,
-        (_, None) => Ordering::Greater,
-        (Some(Value::Number(x)), Some(Value::Number(y))) => x
-            .as_f64()
-            .unwrap_or(0.0)
-            .total_cmp(&y.as_f64().unwrap_or(0.0)),
-        (Some(Value::Number(_)), _) => Ordering::Less,
-        (_, Some(Value::Number(_))) => Ordering::Greater,
-        (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
-        (Some(x), Some(y)) => x.to_string().cmp(&y.to_string()),
+        (Some(Num(x)), Some(Num(y))) => x.total_cmp(y),
+        (Some(Str(x)), Some(Str(y))) | (Some(Other(x)), Some(Other(y))) => x.cmp(y),
+        _ => rank(a).cmp(&rank(b)).then(Ordering::Equal),
     }
 }
 
@@ -724,6 +744,87 @@ mod tests {
         assert_eq!(base64_decode("Z3Vlc3Q6Z3Vlc3Q=").unwrap(), b"guest:guest");
         assert_eq!(base64_decode("Z"), None);
         assert_eq!(base64_decode("Z3V*"), None);
+    }
+
+    fn req(q: &[(&str, &str)]) -> Request {
+        Request {
+            method: "GET".into(),
+            path: "/api/queues".into(),
+            query: q
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Request::default()
+        }
+    }
+
+    fn answer(q: &[(&str, &str)], items: &[Value]) -> Result<Value, ApiError> {
+        let r = list(&req(q), items.to_vec())?;
+        Ok(serde_json::from_slice(&r.body).unwrap())
+    }
+
+    #[test]
+    fn lists_page_filter_sort_and_pick_columns_as_rabbitmq() {
+        let items: Vec<Value> = ["abc", "xABCx", "zz", "b"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| json!({"name": n, "vhost": "/", "messages": 10 - i, "x": 1}))
+            .collect();
+        // No page: the whole list, by vhost and name; `name` is ignored without paging.
+        let all = answer(&[("name", "zz")], &items).unwrap();
+        let names: Vec<&str> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["abc", "b", "xABCx", "zz"]);
+        let p = answer(&[("page", "1"), ("name", "abc")], &items).unwrap();
+        assert_eq!(p["filtered_count"], 2);
+        assert_eq!(p["total_count"], 4);
+        assert_eq!(p["page_size"], 100);
+        let p = answer(
+            &[("page", "1"), ("name", "^a"), ("use_regex", "true")],
+            &items,
+        )
+        .unwrap();
+        assert_eq!(p["items"][0]["name"], "abc");
+        assert_eq!(p["item_count"], 1);
+        let p = answer(
+            &[
+                ("page", "2"),
+                ("page_size", "3"),
+                ("sort", "messages"),
+                ("sort_reverse", "true"),
+                ("columns", "name,messages"),
+            ],
+            &items,
+        )
+        .unwrap();
+        assert_eq!(p["page_count"], 2);
+        assert_eq!(p["items"], json!([{"name": "b", "messages": 7}]));
+        let e = answer(&[("page", "3"), ("page_size", "3")], &items).unwrap_err();
+        assert_eq!((e.status, e.error), (400, "page_out_of_range"));
+        let e = answer(&[("page", "1"), ("page_size", "501")], &items).unwrap_err();
+        assert_eq!(e.error, "invalid_pagination_parameters");
+        let e = answer(&[("page", "x")], &items).unwrap_err();
+        assert_eq!(e.reason, "Pagination parameters are invalid");
+        let e = answer(
+            &[("page", "1"), ("name", "("), ("use_regex", "true")],
+            &items,
+        )
+        .unwrap_err();
+        assert_eq!(e.status, 400);
+        // An empty list still has page 1.
+        let p = answer(&[("page", "1")], &[]).unwrap();
+        assert_eq!(p["page_count"], 1);
+    }
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000+00:00");
+        assert_eq!(rfc3339(1_796_590_914_318), "2026-12-06T21:01:54.318+00:00");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000+00:00");
     }
 
     #[test]

@@ -5,8 +5,8 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::{
-    bool_field, json_body, json_table, list, method_not_allowed, properties_json, query_flag,
-    table_json, vhost, ApiError, ApiResult, Caller,
+    bool_field, json_body, json_path, json_table, list, list_by, method_not_allowed,
+    properties_json, query_flag, sort_key, table_json, vhost, ApiError, ApiResult, Caller, SortKey,
 };
 use crate::broker::{QueueDecl, QueueId};
 use crate::http::{Request, Response};
@@ -23,9 +23,9 @@ pub fn route(
     let m = req.method.as_str();
     let get = m == "GET" || m == "HEAD";
     let r = match s.as_slice() {
-        ["queues"] if get => list(req, all(server, None)),
+        ["queues"] if get => list_queues(server, req, None),
         ["queues"] => Ok(method_not_allowed()),
-        ["queues", vh] if get => vhost(server, vh).and_then(|_| list(req, all(server, Some(vh)))),
+        ["queues", vh] if get => vhost(server, vh).and_then(|_| list_queues(server, req, Some(vh))),
         ["queues", _] => Ok(method_not_allowed()),
         ["queues", vh, name] => match m {
             "GET" | "HEAD" => one(server, vh, name).map(|v| Response::json(200, &v)),
@@ -56,12 +56,33 @@ fn find(server: &Server, vh: &str, name: &str) -> Result<QueueId, ApiError> {
         .ok_or_else(ApiError::not_found)
 }
 
-fn all(server: &Server, only: Option<&str>) -> Vec<Value> {
-    ops::queues(&server.broker)
-        .iter()
-        .filter(|q| only.is_none_or(|v| &*q.vhost == v))
-        .map(|q| queue_json(server, q))
-        .collect()
+/// Every queue (of vhost `only`), filtered, sorted and paged on the snapshots; only
+/// the page is rendered.
+fn list_queues(server: &Server, req: &Request, only: Option<&str>) -> ApiResult {
+    let mut qs = ops::queues(&server.broker);
+    if let Some(v) = only {
+        qs.retain(|q| &*q.vhost == v);
+    }
+    list_by(
+        req,
+        qs,
+        |q| std::str::from_utf8(&q.name).unwrap_or(""),
+        |q| &q.vhost,
+        |q, path| {
+            let n = |v: u64| Some(SortKey::Num(v as f64));
+            match path {
+                ["name"] => Some(SortKey::Str(String::from_utf8_lossy(&q.name).into_owned())),
+                ["vhost"] => Some(SortKey::Str(q.vhost.to_string())),
+                ["messages"] => n(q.ready as u64 + q.unacked),
+                ["messages_ready"] => n(q.ready as u64),
+                ["messages_unacknowledged"] => n(q.unacked),
+                ["consumers"] => n(q.consumers as u64),
+                ["message_bytes"] => n(q.bytes),
+                _ => json_path(&queue_json(server, q), path).map(sort_key),
+            }
+        },
+        |q| queue_json(server, &q),
+    )
 }
 
 fn one(server: &Server, vh: &str, name: &str) -> Result<Value, ApiError> {
