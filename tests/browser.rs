@@ -381,3 +381,77 @@ fn dashboard_story() {
         let _ = fillers.close(200, "done".into()).await;
     });
 }
+
+/// One raw HTTP/1.1 GET (no client-side path normalisation, unlike a URL library): the status
+/// code and the body.
+fn raw_get(http: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = http.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the HTTP port");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The dashboard's three files are served (no login needed: they hold no data) with their
+/// types, and nothing else is: no path reaches the disk.
+#[test]
+fn dashboard_files_and_nothing_else() {
+    let broker = Broker::start();
+    if broker.is_external() {
+        println!("skipped: checks Warren's own embedded files");
+        return;
+    }
+    let http = broker.http_url();
+    for (path, ctype, needle) in [
+        ("/", "text/html", "app.js"),
+        ("/index.html", "text/html", "app.js"),
+        ("/app.js", "text/javascript", "function route()"),
+        ("/app.css", "text/css", "--accent"),
+    ] {
+        let r = ureq::get(&format!("{http}{path}"))
+            .timeout(Duration::from_secs(10))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with(ctype)),
+            "{path}: {:?}",
+            r.header("content-type")
+        );
+        let body = r.into_string().expect("body");
+        assert!(body.contains(needle), "{path} holds {needle:?}");
+    }
+    for path in [
+        "/../Cargo.toml",
+        "/%2e%2e/Cargo.toml",
+        "/..%2fCargo.toml",
+        "/static/app.js",
+        "/src/http/static/app.js",
+        "//etc/passwd",
+        "/../../../../etc/passwd",
+        "/app.js/..",
+    ] {
+        let (status, body) = raw_get(&http, path);
+        assert_eq!(status, 404, "{path} answered {status}: {body:.200}");
+        assert!(!body.contains("[package]") && !body.contains("root:"));
+    }
+}
