@@ -224,8 +224,16 @@ impl Browser {
             let el = self.wait_find(css, Duration::from_secs(10));
             match self.try_cmd("POST", &format!("/element/{el}/click"), None) {
                 Ok(_) => return,
-                // The 5 s refresh can replace the element between finding and clicking it.
-                Err(e) if Instant::now() < deadline && e.contains("stale") => continue,
+                // The 5 s refresh can replace the element between finding and clicking it, and a
+                // re-laid-out page can briefly cover it.
+                Err(e)
+                    if Instant::now() < deadline
+                        && (e.contains("stale") || e.contains("intercepted")) =>
+                {
+                    // Poll again shortly (bounded by `deadline`), as every wait here does.
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
                 Err(e) => panic!("click {css:?}: {e}"),
             }
         }
