@@ -16,7 +16,11 @@
 //!
 //! Doors: uses `server`, `ops`, `broker`, `auth`, `http`; nothing below calls it.
 
+pub mod bindings;
+pub mod definitions;
+pub mod exchanges;
 pub mod overview;
+pub mod phash2;
 pub mod queues;
 
 use serde_json::{json, Map, Value};
@@ -123,6 +127,9 @@ fn management(server: &mut Server, req: &Request, peer: SocketAddr) -> Response 
     let rest = &segs[1..];
     let routed = match rest.first().map(String::as_str) {
         Some("queues") => queues::route(server, &caller, req, rest),
+        Some("exchanges") => exchanges::route(server, &caller, req, rest),
+        Some("bindings") => bindings::route(server, &caller, req, rest),
+        Some("definitions") => definitions::route(server, &caller, req, rest),
         _ => overview::route(server, &caller, req, rest),
     };
     match routed {
@@ -506,23 +513,18 @@ pub fn binding_json(b: &crate::ops::BindingInfo) -> Value {
     })
 }
 
-/// RabbitMQ's binding properties key: the routing key percent-encoded for a path,
-/// `~` for an empty one, and `~HASH` appended when the binding has arguments.
+/// RabbitMQ's binding properties key (`rabbit_mgmt_format:pack_binding_props`): the
+/// routing key quoted as mochiweb's `quote_plus` does (a space is `+`) with `~` escaped
+/// too, then `~HASH` when the binding has arguments, HASH being base64url of their
+/// 32-bit `erlang:phash2` ([`phash2`]); `~` alone for an empty key without arguments.
 pub fn properties_key(routing_key: &str, args: &FieldTable) -> String {
-    let key = if routing_key.is_empty() {
-        "~".to_owned()
-    } else {
-        crate::http::percent_encode(routing_key)
-    };
+    let key = bindings::quote_plus(routing_key).replace('~', "%7E");
     if args.is_empty() {
-        return key;
+        return if key.is_empty() { "~".to_owned() } else { key };
     }
-    let mut h: u32 = 0x811c_9dc5;
-    for b in table_json(args).to_string().bytes() {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    let hash = base64_encode(&h.to_be_bytes());
+    let hash = base64_encode(&phash2::args_hash(args).to_be_bytes())
+        .replace('+', "-")
+        .replace('/', "_");
     format!("{key}~{}", hash.trim_end_matches('='))
 }
 
@@ -536,7 +538,7 @@ pub fn bindings_of_queue(server: &Server, vh: &str, name: &str) -> Vec<Value> {
         "destination_type": "queue",
         "routing_key": name,
         "arguments": {},
-        "properties_key": crate::http::percent_encode(name),
+        "properties_key": properties_key(name, &FieldTable::new()),
     })];
     v.extend(
         crate::ops::bindings(&server.broker)
@@ -557,15 +559,24 @@ pub fn bindings_of_queue(server: &Server, vh: &str, name: &str) -> Vec<Value> {
 /// A list answer with RabbitMQ's query parameters applied, for rows already in JSON.
 /// See [`list_by`].
 pub fn list(req: &Request, items: Vec<Value>) -> ApiResult {
-    list_by(
+    let s = select(
         req,
         items,
         |v| v.get("name").and_then(Value::as_str).unwrap_or(""),
         |v| v.get("vhost").and_then(Value::as_str).unwrap_or(""),
         |v, path| json_path(v, path).map(sort_key),
-        |v| v,
-    )
+    )?;
+    let rows: Vec<Value> = s.rows.into_iter().map(|v| pick(&s.columns, v)).collect();
+    Ok(match s.page {
+        None => Response::json(200, &Value::Array(rows)),
+        Some(p) => Response::json(200, &p.envelope(rows)),
+    })
 }
+
+/// Lists longer than this, asked for whole (no `page`), are streamed: rendered
+/// [`STREAM_BATCH`] rows per loop turn.
+const STREAM_OVER: usize = 1000;
+const STREAM_BATCH: usize = 200;
 
 /// A list answer with RabbitMQ's query parameters applied: without `page`, the whole
 /// (sorted) list; with it, the envelope `{items, page, page_count, page_size,
@@ -577,15 +588,85 @@ pub fn list(req: &Request, items: Vec<Value>) -> ApiResult {
 /// Rows stay in their cheap snapshot form `T` while they are filtered and sorted; only
 /// the rows answered are rendered to JSON. `key(row, path)` gives a row's sort key for
 /// a dotted field path, `None` when the row lacks it; a list with 100,000 queues sorts
-/// on integers, not on 100,000 JSON objects.
-pub fn list_by<T>(
+/// on integers, not on 100,000 JSON objects. A whole list longer than [`STREAM_OVER`]
+/// rows is streamed (rendered a batch per loop turn) rather than rendered at once.
+pub fn list_by<T: 'static>(
+    server: &Server,
     req: &Request,
     items: Vec<T>,
     name: impl Fn(&T) -> &str,
     vhost: impl Fn(&T) -> &str,
     key: impl Fn(&T, &[&str]) -> Option<SortKey>,
-    render: impl Fn(T) -> Value,
+    render: impl Fn(&Server, T) -> Value + 'static,
 ) -> ApiResult {
+    let s = select(req, items, name, vhost, key)?;
+    let columns = s.columns;
+    let show = move |server: &Server, t: T| pick(&columns, render(server, t));
+    Ok(match s.page {
+        None if s.rows.len() > STREAM_OVER => {
+            Response::json_stream(200, s.rows, STREAM_BATCH, show)
+        }
+        None => {
+            let all: Vec<Value> = s.rows.into_iter().map(|t| show(server, t)).collect();
+            Response::json(200, &Value::Array(all))
+        }
+        Some(p) => {
+            let rows: Vec<Value> = s.rows.into_iter().map(|t| show(server, t)).collect();
+            Response::json(200, &p.envelope(rows))
+        }
+    })
+}
+
+/// The rows a list answers (one page of them when paged), and how to present them.
+struct Selected<T> {
+    rows: Vec<T>,
+    page: Option<Page>,
+    columns: Option<Vec<String>>,
+}
+
+/// Where a page sits in its list.
+struct Page {
+    page: usize,
+    size: usize,
+    page_count: usize,
+    filtered: usize,
+    total: usize,
+}
+
+impl Page {
+    /// RabbitMQ's paging envelope around `items`.
+    fn envelope(&self, items: Vec<Value>) -> Value {
+        json!({
+            "filtered_count": self.filtered,
+            "item_count": items.len(),
+            "items": items,
+            "page": self.page,
+            "page_count": self.page_count,
+            "page_size": self.size,
+            "total_count": self.total,
+        })
+    }
+}
+
+/// Keeps only the `columns` of an object (RabbitMQ's `columns` parameter).
+fn pick(columns: &Option<Vec<String>>, v: Value) -> Value {
+    match (columns, v) {
+        (Some(cols), Value::Object(mut m)) => {
+            m.retain(|k, _| cols.iter().any(|c| c == k));
+            Value::Object(m)
+        }
+        (_, v) => v,
+    }
+}
+
+/// Filters, sorts and pages `items` as the request's parameters say.
+fn select<T>(
+    req: &Request,
+    items: Vec<T>,
+    name: impl Fn(&T) -> &str,
+    vhost: impl Fn(&T) -> &str,
+    key: impl Fn(&T, &[&str]) -> Option<SortKey>,
+) -> Result<Selected<T>, ApiError> {
     let total = items.len();
     let number = |p: Option<&str>| match p {
         None => Ok(None),
@@ -612,7 +693,6 @@ pub fn list_by<T>(
             }
         }
     }
-    let reverse = query_flag(req, "sort_reverse");
     match req.param("sort").filter(|s| !s.is_empty()) {
         None => items.sort_by(|a, b| (vhost(a), name(a)).cmp(&(vhost(b), name(b)))),
         Some(field) => {
@@ -623,7 +703,7 @@ pub fn list_by<T>(
             items = keyed.into_iter().map(|(_, t)| t).collect();
         }
     }
-    if reverse {
+    if query_flag(req, "sort_reverse") {
         items.reverse();
     }
     let columns: Option<Vec<String>> = req.param("columns").map(|c| {
@@ -631,19 +711,12 @@ pub fn list_by<T>(
             .map(|c| c.split('.').next().unwrap_or(c).to_owned())
             .collect()
     });
-    let show = |t: T| {
-        let v = render(t);
-        match (&columns, v) {
-            (Some(cols), Value::Object(mut m)) => {
-                m.retain(|k, _| cols.iter().any(|c| c == k));
-                Value::Object(m)
-            }
-            (_, v) => v,
-        }
-    };
     let Some(page) = page else {
-        let all: Vec<Value> = items.into_iter().map(show).collect();
-        return Ok(Response::json(200, &Value::Array(all)));
+        return Ok(Selected {
+            rows: items,
+            page: None,
+            columns,
+        });
     };
     let size = page_size.unwrap_or(100);
     if page == 0 || size == 0 || size > MAX_PAGE_SIZE {
@@ -664,19 +737,18 @@ pub fn list_by<T>(
             format!("Page out of range, page: {page} page size: {size}, len: {filtered}"),
         ));
     }
-    let page_items: Vec<Value> = items.into_iter().skip(start).take(size).map(show).collect();
-    Ok(Response::json(
-        200,
-        &json!({
-            "filtered_count": filtered,
-            "item_count": page_items.len(),
-            "items": page_items,
-            "page": page,
-            "page_count": page_count,
-            "page_size": size,
-            "total_count": total,
+    let rows: Vec<T> = items.into_iter().skip(start).take(size).collect();
+    Ok(Selected {
+        rows,
+        page: Some(Page {
+            page,
+            size,
+            page_count,
+            filtered,
+            total,
         }),
-    ))
+        columns,
+    })
 }
 
 /// A sort key: numbers before strings (RabbitMQ's Erlang term order puts numbers first).

@@ -64,6 +64,7 @@ fn list_queues(server: &Server, req: &Request, only: Option<&str>) -> ApiResult 
         qs.retain(|q| &*q.vhost == v);
     }
     list_by(
+        server,
         req,
         qs,
         |q| std::str::from_utf8(&q.name).unwrap_or(""),
@@ -81,7 +82,7 @@ fn list_queues(server: &Server, req: &Request, only: Option<&str>) -> ApiResult 
                 _ => json_path(&queue_json(server, q), path).map(sort_key),
             }
         },
-        |q| queue_json(server, &q),
+        |server, q| queue_json(server, &q),
     )
 }
 
