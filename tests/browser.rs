@@ -342,6 +342,28 @@ fn dashboard_story() {
     });
     b.screenshot("exchanges");
 
+    // An exchange's page: bind our queue to amq.direct, publish through it.
+    b.click("#exchanges-rows tr[data-name='amq.direct'] td[data-col='name'] a");
+    b.wait_find("#page-exchange[data-name='amq.direct']", UI);
+    b.type_into("#x-bind-dest", &target);
+    b.type_into("#x-bind-rk", "dash-key");
+    b.click("#x-bind-submit");
+    let brow = format!(
+        "#x-bindings-source-rows tr[data-destination='{target}'][data-routing-key='dash-key']"
+    );
+    b.wait("the new binding's row", UI, |b| b.count(&brow) == 1);
+    b.type_into("#x-publish-rk", "dash-key");
+    b.type_into("#x-publish-payload", "through amq.direct");
+    b.click("#x-publish-submit");
+    b.wait("the exchange publish result", UI, |b| {
+        b.attr("#x-publish-result", "data-routed").as_deref() == Some("true")
+    });
+    assert!(
+        support::wait_until(UI, || depth(&target) == Ok(Some(1))),
+        "the message routed through amq.direct is in the queue"
+    );
+    b.screenshot("exchange");
+
     // Definitions: export counts our queue; import declares a new one.
     b.click("#nav-definitions");
     b.click("#defs-export");
