@@ -337,7 +337,6 @@ async fn purge_queue_and_delete_queue() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs /api/consumers, /api/channels and /api/connections on Warren (issue 10); passes against RabbitMQ"]
 async fn consumers_channels_and_connections_and_closing_them() {
     let b = Broker::start();
     let (conn, ch) = channel(&b).await;

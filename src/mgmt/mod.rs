@@ -17,8 +17,10 @@
 //! Doors: uses `server`, `ops`, `broker`, `auth`, `http`; nothing below calls it.
 
 pub mod bindings;
+pub mod connections;
 pub mod definitions;
 pub mod exchanges;
+pub mod health;
 pub mod overview;
 pub mod phash2;
 pub mod queues;
@@ -130,6 +132,11 @@ fn management(server: &mut Server, req: &Request, peer: SocketAddr) -> Response 
         Some("exchanges") => exchanges::route(server, &caller, req, rest),
         Some("bindings") => bindings::route(server, &caller, req, rest),
         Some("definitions") => definitions::route(server, &caller, req, rest),
+        Some("connections" | "channels" | "consumers" | "vhosts") => {
+            connections::route(server, &caller, req, rest)
+                .or_else(|| overview::route(server, &caller, req, rest))
+        }
+        Some("health" | "aliveness-test") => health::route(server, &caller, req, rest),
         _ => overview::route(server, &caller, req, rest),
     };
     match routed {
@@ -484,7 +491,6 @@ pub fn consumer_json(server: &Server, c: &crate::ops::ConsumerInfo) -> Value {
         "active": true,
         "activity_status": "up",
         "arguments": {},
-        "consumer_timeout": server.config.consumer_timeout.as_millis() as u64,
         "queue": {"name": String::from_utf8_lossy(&c.queue), "vhost": &*c.vhost},
         "channel_details": {
             "name": format!("{conn_name} ({})", c.channel),
@@ -728,7 +734,8 @@ fn select<T>(
         ));
     }
     let filtered = items.len();
-    let page_count = filtered.div_ceil(size).max(1);
+    // 0 pages for an empty (filtered) list, as RabbitMQ counts.
+    let page_count = filtered.div_ceil(size);
     let start = (page - 1).saturating_mul(size);
     if start > filtered || (start == filtered && filtered > 0) {
         return Err(ApiError::new(
@@ -887,9 +894,9 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.status, 400);
-        // An empty list still has page 1.
+        // An empty list: page 1 is answered, with 0 pages (RabbitMQ's count).
         let p = answer(&[("page", "1")], &[]).unwrap();
-        assert_eq!(p["page_count"], 1);
+        assert_eq!(p["page_count"], 0);
     }
 
     #[test]
