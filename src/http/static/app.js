@@ -1011,6 +1011,8 @@ function route() {
   armed.clear();
   const root = document.getElementById('view');
   root.replaceChildren();
+  // A message about the page we left does not belong on the next one.
+  document.getElementById('status').replaceChildren();
   document.getElementById('top').hidden = match.nav === 'login';
   setText('whoami', session.user);
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.nav === match.nav);
