@@ -39,6 +39,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod conn;
+pub mod counters;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

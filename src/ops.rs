@@ -126,6 +126,20 @@ pub fn get(
         });
         taken.push((durable, r));
     }
+    // Counted as RabbitMQ's API does it (basic.get with manual ack on a channel of its
+    // own, then ack or reject): `get`, `redeliver`, and `ack` when not requeued.
+    let n = got.len() as u64;
+    let again = got.iter().filter(|g| g.redelivered).count() as u64;
+    let acked = if requeue { 0 } else { n };
+    let add = |c: &mut crate::counters::MsgCounters| {
+        c.get += n;
+        c.redeliver += again;
+        c.ack += acked;
+    };
+    if let Some(q) = broker.queue_mut(id) {
+        add(q.counting());
+    }
+    add(&mut broker.counters);
     // Newest first, so each lands at the front in its original order.
     for (durable, r) in taken.into_iter().rev() {
         if requeue {
@@ -541,6 +555,11 @@ mod tests {
         assert_eq!(bodies, vec![&b"1"[..], b"2", b"3"]);
         assert!(again[0].redelivered && again[1].redelivered && !again[2].redelivered);
         assert_eq!(queue(&b, ROOT, b"q").unwrap().ready, 0);
+        // Counted as gets (5), redeliveries (2) and, for the ones not requeued, acks (3).
+        let c = b.queue(q).and_then(|q| q.stats.as_ref()).map(|s| s.now);
+        let c = c.unwrap_or_default();
+        assert_eq!((c.get, c.redeliver, c.ack, c.publish), (5, 2, 3, 3));
+        assert_eq!((b.counters.get, b.counters.ack), (5, 3));
     }
 
     #[test]

@@ -382,6 +382,10 @@ fn read_conn(server: &mut Server, key: usize) -> bool {
                 return false;
             }
             Ok(Some((n, offered))) => {
+                if let Some(c) = server.conns.get_mut(key) {
+                    c.io.now.recv_oct += n as u64;
+                    c.io.now.recv_cnt += 1;
+                }
                 if server.input(key) {
                     return true;
                 }
@@ -530,6 +534,9 @@ impl Io for Reactor {
             match c.out.flush_to(sock) {
                 Ok(done) => {
                     let wrote = c.out.len() < before;
+                    // Per flush (one or more vectored writes), not per frame.
+                    c.io.now.send_oct += (before - c.out.len()) as u64;
+                    c.io.now.send_cnt += u64::from(wrote);
                     if done == c.want_write {
                         c.want_write = !done;
                         let interest = if done {

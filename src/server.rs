@@ -125,6 +125,8 @@ pub struct Server {
     /// Catch a panic while handling one connection and close only that connection.
     /// On in the broker; off in tests and fuzzing, where a panic must surface.
     pub contain_panics: bool,
+    /// Message-rate sampling and the global history (`crate::mgmt::stats`).
+    pub sampler: crate::mgmt::stats::Sampler,
     /// What the reactor listens on, for the management API's `listeners` (empty when
     /// driven in process).
     pub listeners: Vec<(crate::reactor::Protocol, std::net::SocketAddr)>,
@@ -155,6 +157,7 @@ impl Server {
             returning: Default::default(),
             body_peak: 0,
             contain_panics: false,
+            sampler: Default::default(),
             listeners: Vec::new(),
             started: now,
         }
@@ -473,6 +476,9 @@ impl Server {
                         );
                     } else {
                         frame::write_ack(c.out.tail(), ch.id, ch.publish_seq, multiple);
+                        let n = ch.publish_seq - ch.confirmed;
+                        ch.stats.now.confirm += n;
+                        self.broker.counters.confirm += n;
                     }
                     ch.confirmed = ch.publish_seq;
                     wrote = true;
@@ -520,6 +526,7 @@ impl Server {
             return;
         }
         self.next_timer = self.now + TIMER_PERIOD;
+        crate::mgmt::stats::maybe_sample(self);
         if self.now >= self.next_alarm_check {
             self.next_alarm_check = self.now + Duration::from_secs(1);
             self.check_alarms();
@@ -1691,5 +1698,140 @@ mod tests {
         assert!(matches!(out[0], Out::Method(3, Method::ChannelOpenOk(_))));
         let out = c.publish(3, "", "q", b"refused");
         assert_eq!(close_code(&out), Some((3, 403)), "{out:?}");
+    }
+
+    /// The statistics counters (issue 10) move where RabbitMQ's do: per queue, exchange,
+    /// channel and globally, for publishes, unroutables, confirms, deliveries, gets,
+    /// acks and redeliveries; the sampler turns them into rates.
+    #[test]
+    fn statistics_counters_follow_publish_deliver_get_and_ack() {
+        let mut c = Client::open();
+        c.declare("q");
+        c.send(
+            1,
+            Method::ConfirmSelect(crate::proto::confirm::Select::default()),
+        );
+        for b in ["1", "2", "3"] {
+            c.publish(1, "", "q", b.as_bytes());
+        }
+        c.publish(1, "", "nowhere", b"dropped");
+        let mut b = BytesMut::new();
+        let p = basic::Publish {
+            routing_key: Bytes::from_static(b"nowhere"),
+            mandatory: true,
+            ..Default::default()
+        };
+        frame::write_method(&mut b, 1, &Method::BasicPublish(p));
+        frame::write_content_header(&mut b, 1, 1, &[0, 0]);
+        frame::write_body(&mut b, 1, b"r", 131_072);
+        let out = c.send_raw(&b);
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Out::Method(1, Method::BasicReturn(_)))));
+        // Manual-ack consumer gets 1, 2, 3; acks 1, cancels, nacks 2 and 3 (requeued).
+        let m = basic::Consume {
+            queue: Bytes::from_static(b"q"),
+            consumer_tag: Bytes::from_static(b"t"),
+            ..Default::default()
+        };
+        c.send(1, Method::BasicConsume(m));
+        c.send(
+            1,
+            Method::BasicAck(basic::Ack {
+                delivery_tag: 1,
+                multiple: false,
+            }),
+        );
+        let cancel = basic::Cancel {
+            consumer_tag: Bytes::from_static(b"t"),
+            nowait: false,
+        };
+        c.send(1, Method::BasicCancel(cancel));
+        let nack = basic::Nack {
+            delivery_tag: 3,
+            multiple: true,
+            requeue: true,
+        };
+        c.send(1, Method::BasicNack(nack));
+        // basic.get with no-ack takes the requeued 2, then with manual ack 3 (both
+        // redelivered), acked, then the queue is empty.
+        let get = |no_ack| {
+            Method::BasicGet(basic::Get {
+                queue: Bytes::from_static(b"q"),
+                no_ack,
+                ..Default::default()
+            })
+        };
+        c.send(1, get(true));
+        c.send(1, get(false));
+        c.send(
+            1,
+            Method::BasicAck(basic::Ack {
+                delivery_tag: 5,
+                multiple: false,
+            }),
+        );
+        c.send(1, get(true));
+
+        let g = c.server.broker.counters;
+        assert_eq!((g.publish, g.routed, g.publish_confirm), (5, 3, 5));
+        assert_eq!(
+            (g.drop_unroutable, g.return_unroutable, g.confirm),
+            (1, 1, 5)
+        );
+        assert_eq!(
+            (g.deliver, g.deliver_no_ack, g.get, g.get_no_ack),
+            (3, 0, 1, 1)
+        );
+        assert_eq!((g.get_empty, g.ack, g.redeliver), (1, 2, 2));
+        let ch = &c.server.conns[c.key].channels[0].stats.now;
+        assert_eq!(
+            (
+                ch.publish,
+                ch.confirm,
+                ch.deliver,
+                ch.get,
+                ch.get_no_ack,
+                ch.ack
+            ),
+            (5, 5, 3, 1, 1, 2)
+        );
+        assert_eq!((ch.get_empty, ch.redeliver, ch.drop_unroutable), (1, 2, 1));
+        let qid = c.server.broker.queue_id(VhostId::DEFAULT, b"q").unwrap();
+        let q = c
+            .server
+            .broker
+            .queue(qid)
+            .unwrap()
+            .stats
+            .as_ref()
+            .unwrap()
+            .now;
+        assert_eq!(
+            (q.publish, q.deliver, q.get, q.get_no_ack, q.ack),
+            (3, 3, 1, 1, 2)
+        );
+        assert_eq!((q.get_empty, q.redeliver), (1, 2));
+        let x = c.server.broker.exchange_id(VhostId::DEFAULT, b"").unwrap();
+        let x = c
+            .server
+            .broker
+            .exchange(x)
+            .unwrap()
+            .stats
+            .as_ref()
+            .unwrap()
+            .now;
+        assert_eq!((x.publish, x.routed), (5, 3), "publish_in, publish_out");
+
+        // Two samples one interval apart give the rate of the counts between them.
+        crate::mgmt::stats::sample(&mut c.server);
+        c.publish(1, "", "q", b"4");
+        crate::mgmt::stats::sample(&mut c.server);
+        let v = crate::mgmt::stats::queue_message_stats(&c.server, "/", "q").unwrap();
+        assert_eq!(v["publish"], 4);
+        assert_eq!(v["publish_details"]["rate"], 0.2, "1 message in 5 s");
+        assert_eq!(v["deliver_get"], 5);
+        assert!(crate::mgmt::stats::queue_message_stats(&c.server, "/", "nope").is_none());
     }
 }

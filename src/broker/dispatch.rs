@@ -65,9 +65,13 @@ pub fn dispatch_queue(
     let n = q.consumers.len();
     let mut idle = 0;
     let mut budget = DELIVERIES_PER_TURN;
+    let mut more = false;
+    // Counted here and added to the queue and the broker once per call, not per message.
+    let (mut acked, mut no_ack, mut redelivered) = (0u64, 0u64, 0u64);
     while idle < n && !q.is_empty() {
         if budget == 0 {
-            return true;
+            more = true;
+            break;
         }
         let i = q.rr as usize % n;
         q.rr = ((i + 1) % n) as u32;
@@ -83,13 +87,33 @@ pub fn dispatch_queue(
         idle = 0;
         budget -= 1;
         let Some(r) = q.next_delivery() else { break };
+        let again = r.redelivered();
+        let manual = !q.consumers[i].no_ack;
         let to = Recipient::Consumer(&mut q.consumers[i]);
-        if deliver(store.as_deref_mut(), qid, durable, r, conn, chi, to, now) && !conn.touched {
-            conn.touched = true;
-            touched.push(conn.key);
+        if deliver(store.as_deref_mut(), qid, durable, r, conn, chi, to, now) {
+            if manual {
+                acked += 1;
+            } else {
+                no_ack += 1;
+            }
+            redelivered += u64::from(again);
+            if !conn.touched {
+                conn.touched = true;
+                touched.push(conn.key);
+            }
         }
     }
-    false
+    if acked + no_ack > 0 {
+        let c = q.counting();
+        c.deliver += acked;
+        c.deliver_no_ack += no_ack;
+        c.redeliver += redelivered;
+        let g = &mut broker.counters;
+        g.deliver += acked;
+        g.deliver_no_ack += no_ack;
+        g.redeliver += redelivered;
+    }
+    more
 }
 
 /// Whether consumer `c` may take one more delivery now; the index of its channel in
@@ -122,9 +146,11 @@ pub fn get(
         return Err(not_found("queue vanished"));
     };
     let durable = q.durable_id;
+    let mut again = false;
     let delivered = match q.next_delivery() {
         Some(r) => {
             let message_count = q.message_count();
+            again = r.redelivered();
             let to = Recipient::Get {
                 no_ack,
                 message_count,
@@ -133,7 +159,23 @@ pub fn get(
         }
         None => false,
     };
+    let mut counts = crate::counters::MsgCounters::default();
+    match (delivered, no_ack) {
+        (false, _) => counts.get_empty = 1,
+        (true, false) => counts.get = 1,
+        (true, true) => counts.get_no_ack = 1,
+    }
+    counts.redeliver = u64::from(delivered && again);
+    let add = |c: &mut crate::counters::MsgCounters| {
+        c.get += counts.get;
+        c.get_no_ack += counts.get_no_ack;
+        c.get_empty += counts.get_empty;
+        c.redeliver += counts.redeliver;
+    };
+    add(q.counting());
+    add(&mut broker.counters);
     if !delivered {
+        conn.channels[chi].stats.now.get_empty += 1;
         let ch = conn.channels[chi].id;
         let empty = basic::GetEmpty {
             cluster_id: Bytes::new(),
@@ -179,6 +221,7 @@ pub fn deliver(
     let ch = &mut conn.channels[chi];
     let tag = ch.next_tag();
     let channel = ch.id;
+    ch.stats.now.redeliver += u64::from(redelivered);
     let (no_ack, consumer) = match to {
         Recipient::Consumer(c) => {
             frame::write_deliver(
@@ -210,6 +253,13 @@ pub fn deliver(
             (no_ack, 0)
         }
     };
+    let counts = &mut conn.channels[chi].stats.now;
+    match (consumer, no_ack) {
+        (0, false) => counts.get += 1,
+        (0, true) => counts.get_no_ack += 1,
+        (_, false) => counts.deliver += 1,
+        (_, true) => counts.deliver_no_ack += 1,
+    }
     let frame_max = conn.frame_max;
     conn.out
         .write_content(channel, msg.properties(), &body, frame_max);

@@ -169,6 +169,9 @@ pub struct Broker {
     /// Durable exchanges, queues or bindings changed: the sync phase rewrites `meta`.
     meta_dirty: bool,
     ref_scratch: Vec<u32>,
+    /// Broker-wide message counters (RabbitMQ's global counters and the overview's
+    /// message_stats), added to on the hot path; see `crate::counters`.
+    pub counters: crate::counters::MsgCounters,
 }
 
 /// The store reference a queue holds on a message: its durable id for a persistent
@@ -1040,11 +1043,16 @@ impl Broker {
         self.scratch = scratch;
     }
 
-    /// Appends a message to a queue and schedules it for dispatch.
+    /// Appends a published message to a queue (counted in its `publish`) and schedules
+    /// it for dispatch.
     pub fn enqueue(&mut self, id: QueueId, msg: Message) {
         if let Some(q) = self.queue_mut(id) {
+            q.counting().publish += 1;
             q.push(msg);
-            self.mark_dirty(id);
+            if !q.dirty {
+                q.dirty = true;
+                self.dirty.push(id);
+            }
         }
     }
 
@@ -1097,6 +1105,16 @@ impl Broker {
     ) -> Published {
         let mut routed = std::mem::take(&mut self.routed);
         self.route(x, routing_key, &properties, &mut routed);
+        // Counted once the route is known, whatever happens next (a refused write
+        // was still received and routed, as RabbitMQ counts it).
+        let n = routed.len() as u64;
+        self.counters.publish += 1;
+        self.counters.routed += n;
+        if let Some(ex) = self.exchange_mut(x) {
+            let c = crate::counters::counting(&mut ex.stats);
+            c.publish += 1;
+            c.routed += n;
+        }
         if routed.is_empty() {
             self.routed = routed;
             return Published::Unroutable { properties, body };
@@ -1371,6 +1389,21 @@ impl Broker {
             std::process::id(),
             self.name_counter
         ))
+    }
+
+    /// Takes a statistics sample of every queue and exchange that counted something
+    /// (the sampler's timer, `crate::mgmt::stats`).
+    pub fn sample_stats(&mut self) {
+        for (_, q) in self.queues.iter_mut() {
+            if let Some(s) = q.stats.as_mut() {
+                s.sample();
+            }
+        }
+        for (_, x) in self.exchanges.iter_mut() {
+            if let Some(s) = x.stats.as_mut() {
+                s.sample();
+            }
+        }
     }
 
     pub fn undirty(&mut self, id: QueueId) {

@@ -88,6 +88,9 @@ pub struct Channel {
     /// The exchange the last publish went to: a publisher that keeps publishing to one
     /// exchange skips the name lookup (its generational id proves it still exists).
     pub last_exchange: Option<(Bytes, crate::broker::ExchangeId)>,
+    /// Message counters of this channel (publish, confirm, deliver, ack, ...), with
+    /// their last samples for rates (see `crate::counters`).
+    pub stats: crate::counters::Sampled<crate::counters::MsgCounters>,
 }
 
 impl Channel {
@@ -107,6 +110,7 @@ impl Channel {
             tx: None,
             last_queue: Bytes::new(),
             last_exchange: None,
+            stats: Default::default(),
         }
     }
 

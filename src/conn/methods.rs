@@ -525,6 +525,17 @@ impl Session<'_> {
             body,
             self.config.memory_budget,
         );
+        let unroutable = matches!(published, Published::Unroutable { .. });
+        if unroutable {
+            // Rare: counted on its own path, not on every publish.
+            let (returned, dropped) = (u64::from(p.mandatory), u64::from(!p.mandatory));
+            self.broker.counters.return_unroutable += returned;
+            self.broker.counters.drop_unroutable += dropped;
+            if let Some(c) = self.conn.channel_mut(ch) {
+                c.stats.now.return_unroutable += returned;
+                c.stats.now.drop_unroutable += dropped;
+            }
+        }
         if let (Published::Unroutable { properties, body }, true) = (published, p.mandatory) {
             let ret = basic::Return {
                 reply_code: ReplyCode::NoRoute as u16,
@@ -539,8 +550,10 @@ impl Session<'_> {
                 .write_content(ch, &properties, &Body::Shared(&body), fm);
         }
         if let Some(c) = self.conn.channel_mut(ch) {
+            c.stats.now.publish += 1;
             if c.confirm {
                 c.publish_seq += 1;
+                self.broker.counters.publish_confirm += 1;
                 self.events.push(Event::Confirms(self.conn.key));
             }
         }
@@ -591,23 +604,29 @@ impl Session<'_> {
         {
             return Err(precondition(format!("unknown delivery tag {tag}")));
         }
+        let ack = requeue.is_none();
         let requeue = requeue.unwrap_or(false);
-        // Credit runs of the same consumer in one call; requeue newest first so each
-        // message lands at the front in its original order.
+        // Credit runs of the same consumer in one call (and count acks per run); requeue
+        // newest first so each message lands at the front in its original order.
         let mut run: Option<(QueueId, u64, u32)> = None;
         for u in done.iter() {
             match &mut run {
                 Some((q, c, n)) if *q == u.queue && *c == u.consumer => *n += 1,
                 _ => {
                     if let Some((q, c, n)) = run.take() {
-                        self.broker.credit(q, c, n);
+                        self.credit_run(q, c, n, ack);
                     }
                     run = Some((u.queue, u.consumer, 1));
                 }
             }
         }
         if let Some((q, c, n)) = run {
-            self.broker.credit(q, c, n);
+            self.credit_run(q, c, n, ack);
+        }
+        if ack {
+            let n = done.len() as u64;
+            self.broker.counters.ack += n;
+            self.conn.channels[idx].stats.now.ack += n;
         }
         if requeue && done.len() > RETURN_NOW {
             self.events.push(Event::Return(done.into()));
@@ -624,6 +643,17 @@ impl Session<'_> {
             self.mark_channel_queues_dirty(idx);
         }
         Ok(())
+    }
+
+    /// Gives `n` deliveries of consumer `consumer` of queue `q` their credit back; when
+    /// they were acked, counts them in the queue's `ack`.
+    fn credit_run(&mut self, q: QueueId, consumer: u64, n: u32, ack: bool) {
+        if ack {
+            if let Some(queue) = self.broker.queue_mut(q) {
+                queue.counting().ack += u64::from(n);
+            }
+        }
+        self.broker.credit(q, consumer, n);
     }
 
     /// basic.recover: RabbitMQ supports requeue=true only.

@@ -251,6 +251,9 @@ pub struct Connection {
     pub publisher: bool,
     /// connection.blocked was sent and not yet followed by unblocked.
     pub blocked_sent: bool,
+    /// Bytes and calls read and written on the socket (the reactor counts them), with
+    /// their last samples for rates.
+    pub io: crate::counters::Sampled<crate::counters::IoCounters>,
 }
 
 impl Connection {
@@ -292,6 +295,7 @@ impl Connection {
             confirm_due: false,
             publisher: false,
             blocked_sent: false,
+            io: Default::default(),
         }
     }
 

@@ -30,7 +30,9 @@ pub fn route(
             vhost(server, vh).and_then(|_| list(req, connections(server, Some(vh))))
         }
         ["connections", name] => match m {
-            "GET" | "HEAD" => find(server, name).map(|i| Response::json(200, &conn_json(&i))),
+            "GET" | "HEAD" => {
+                find(server, name).map(|i| Response::json(200, &conn_json(server, &i)))
+            }
             "DELETE" => find(server, name).map(|i| {
                 let reason = req
                     .header("x-reason")
@@ -95,16 +97,20 @@ fn find(server: &Server, name: &str) -> Result<ConnectionInfo, ApiError> {
 }
 
 fn connections(server: &Server, only: Option<&str>) -> Vec<Value> {
-    infos(server, only).iter().map(conn_json).collect()
+    infos(server, only)
+        .iter()
+        .map(|i| conn_json(server, i))
+        .collect()
 }
 
 /// A connection as RabbitMQ's API shows it.
-fn conn_json(i: &ConnectionInfo) -> Value {
-    // Byte and frame counters come from the statistics module (issue 10's `mgmt::stats`);
-    // until its per-connection counters land they read 0. Hook: fill these four from
-    // the connection's counters here.
-    let (recv_oct, send_oct, recv_cnt, send_cnt) = (0u64, 0u64, 0u64, 0u64);
-    json!({
+fn conn_json(server: &Server, i: &ConnectionInfo) -> Value {
+    // Byte and read/write-call counters with their rates (`mgmt::stats`).
+    let io = server
+        .conns
+        .get(i.conn)
+        .map(|c| super::stats::connection_io_stats(&c.io, server.config.stats_interval));
+    let mut v = json!({
         "name": i.name,
         "node": super::overview::node_name(),
         "vhost": &*i.vhost,
@@ -123,12 +129,12 @@ fn conn_json(i: &ConnectionInfo) -> Value {
         "timeout": i.heartbeat,
         "frame_max": i.frame_max,
         "channel_max": i.channel_max,
-        "recv_oct": recv_oct,
+        "recv_oct": 0,
         "recv_oct_details": {"rate": 0.0},
-        "send_oct": send_oct,
+        "send_oct": 0,
         "send_oct_details": {"rate": 0.0},
-        "recv_cnt": recv_cnt,
-        "send_cnt": send_cnt,
+        "recv_cnt": 0,
+        "send_cnt": 0,
         "send_pend": 0,
         "ssl": false,
         "ssl_protocol": null,
@@ -139,7 +145,11 @@ fn conn_json(i: &ConnectionInfo) -> Value {
         "peer_cert_issuer": null,
         "peer_cert_validity": null,
         "type": "network",
-    })
+    });
+    if let (Value::Object(m), Some(io)) = (&mut v, io) {
+        m.extend(io);
+    }
+    v
 }
 
 /// RabbitMQ's channel name: "CONNECTION_NAME (NUMBER)".
@@ -147,8 +157,17 @@ fn channel_name(conn: &str, number: u16) -> String {
     format!("{conn} ({number})")
 }
 
-fn channel_json(c: &ConnectionInfo, ch: &ChannelInfo) -> Value {
+fn channel_json(server: &Server, c: &ConnectionInfo, ch: &ChannelInfo) -> Value {
+    let message_stats = server
+        .conns
+        .get(c.conn)
+        .and_then(|k| k.channel(ch.number))
+        .map_or_else(
+            || json!({}),
+            |k| super::stats::channel_message_stats(k, server.config.stats_interval),
+        );
     json!({
+        "message_stats": message_stats,
         "name": channel_name(&c.name, ch.number),
         "number": ch.number,
         "node": super::overview::node_name(),
@@ -181,7 +200,7 @@ fn channels_of(server: &Server, i: &ConnectionInfo) -> Vec<Value> {
     };
     let mut chans: Vec<ChannelInfo> = c.channels.iter().map(|ch| ch.info()).collect();
     chans.sort_by_key(|ch| ch.number);
-    chans.iter().map(|ch| channel_json(i, ch)).collect()
+    chans.iter().map(|ch| channel_json(server, i, ch)).collect()
 }
 
 fn channels(server: &Server, only: Option<&str>) -> Vec<Value> {
@@ -205,7 +224,7 @@ fn one_channel(server: &Server, name: &str) -> Result<Value, ApiError> {
         .and_then(|c| c.channel(number))
         .map(|ch| ch.info())
         .ok_or_else(ApiError::not_found)?;
-    let mut v = channel_json(&i, &ch);
+    let mut v = channel_json(server, &i, &ch);
     let consumers: Vec<Value> = ops::consumers(&server.broker)
         .iter()
         .filter(|c| c.conn == i.conn && c.channel == number)

@@ -99,10 +99,11 @@ pub fn exchange_json(server: &Server, x: &ExchangeInfo) -> Value {
     })
 }
 
-/// An exchange's `message_stats` (`publish_in`, `publish_out` with `_details.rate`);
-/// empty until the statistics counters (`mgmt::stats`, another part of issue 10) fill it.
-pub fn message_stats(_server: &Server, _x: &ExchangeInfo) -> Value {
-    json!({})
+/// An exchange's `message_stats` (`publish_in`, `publish_out` with `_details.rate`,
+/// from `mgmt::stats`); `{}` for an exchange nothing was published to.
+pub fn message_stats(server: &Server, x: &ExchangeInfo) -> Value {
+    let name = String::from_utf8_lossy(&x.name);
+    super::stats::exchange_message_stats(server, &x.vhost, &name).unwrap_or_else(|| json!({}))
 }
 
 fn one(server: &Server, vh: &str, name: &str) -> Result<Value, ApiError> {

@@ -23,7 +23,9 @@ pub mod exchanges;
 pub mod health;
 pub mod overview;
 pub mod phash2;
+pub mod prometheus;
 pub mod queues;
+pub mod stats;
 
 use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
@@ -108,10 +110,19 @@ pub fn handle(server: &mut Server, service: Service, req: &Request, peer: Socket
     }
 }
 
-/// The Prometheus listener (the metrics themselves: `mgmt::prometheus`, issue 10).
-fn prometheus(_server: &mut Server, req: &Request) -> Response {
-    let _ = req;
-    ApiError::not_found().response()
+/// The Prometheus listener: `GET /metrics` (aggregated) and `/metrics/per-object`
+/// (`mgmt::prometheus`), in RabbitMQ's text format and content type.
+fn prometheus(server: &mut Server, req: &Request) -> Response {
+    let per_object = match req.path.split('?').next().unwrap_or("") {
+        "/metrics" => false,
+        "/metrics/per-object" => true,
+        _ => return ApiError::not_found().response(),
+    };
+    if req.method != "GET" && req.method != "HEAD" {
+        return Response::empty(405);
+    }
+    let body = prometheus::render(server, per_object).into_bytes();
+    Response::new(200, "text/plain; version=0.0.4", body)
 }
 
 fn management(server: &mut Server, req: &Request, peer: SocketAddr) -> Response {
@@ -470,8 +481,9 @@ pub fn rfc3339(ms: u64) -> String {
 }
 
 /// A queue's `message_stats` (filled from the statistics counters, `mgmt::stats`).
-pub fn message_stats_queue(_server: &Server, _q: &crate::ops::QueueInfo) -> Value {
-    json!({})
+pub fn message_stats_queue(server: &Server, q: &crate::ops::QueueInfo) -> Value {
+    let name = String::from_utf8_lossy(&q.name);
+    stats::queue_message_stats(server, &q.vhost, &name).unwrap_or_else(|| json!({}))
 }
 
 /// A consumer as RabbitMQ's API shows it.

@@ -21,7 +21,7 @@ pub fn route(
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let get = req.method == "GET" || req.method == "HEAD";
     let r = match s.as_slice() {
-        ["overview"] if get => Ok(Response::json(200, &overview(server))),
+        ["overview"] if get => Ok(Response::json(200, &overview(server, req))),
         ["nodes"] if get => list(req, vec![node(server)]),
         ["nodes", name] if get => {
             if *name == node_name() {
@@ -94,7 +94,11 @@ fn listeners(server: &Server) -> Vec<Value> {
         .collect()
 }
 
-fn overview(server: &Server) -> Value {
+fn overview(server: &Server, req: &Request) -> Value {
+    // `?msg_rates_age=600&msg_rates_incr=5` asks for the chart samples, as RabbitMQ.
+    let num = |k: &str| req.param(k).and_then(|v| v.parse::<u64>().ok());
+    let history = num("msg_rates_age").map(|age| (age, num("msg_rates_incr").unwrap_or(5)));
+    let message_stats = super::stats::overview_message_stats(server, history);
     let b = &server.broker;
     let (ready, unacked) = b.queues().fold((0u64, 0u64), |(r, u), (_, q)| {
         (r + q.message_count() as u64, u + q.unacked_count())
@@ -118,7 +122,7 @@ fn overview(server: &Server) -> Value {
         "disable_stats": false,
         "enable_queue_totals": true,
         "node": node_name(),
-        "message_stats": {},
+        "message_stats": message_stats,
         "churn_rates": {},
         "queue_totals": {
             "messages": ready + unacked,

@@ -76,6 +76,8 @@ pub struct Exchange {
     index: Index,
     /// Last publish that visited this exchange (stops exchange-to-exchange cycles).
     pub(in crate::broker) stamp: u64,
+    /// `publish` (RabbitMQ's publish_in) and `routed` (publish_out), boxed on first use.
+    pub stats: crate::counters::ObjectStats,
 }
 
 impl Exchange {
@@ -108,6 +110,7 @@ impl Exchange {
             bindings: Vec::new(),
             index,
             stamp: 0,
+            stats: None,
         }
     }
 

@@ -1,0 +1,410 @@
+//! Message rates: the sampler that turns the hot path's counters (`crate::counters`)
+//! into rates on a fixed interval, the ring of global samples that the overview's
+//! charts draw, and RabbitMQ's `message_stats` JSON for queues, exchanges, channels,
+//! connections and the overview.
+//!
+//! What is kept, and why: every object keeps its live counters and their values at the
+//! last two samples (`counters::Sampled`), enough for the current rate; only the global
+//! counters keep a ring (10 minutes of samples), so 100,000 queues cost no ring each.
+//! Per-object history is not kept: a queue's page shows its current rates, the overview
+//! its charts. Sampling is a timer in the server's timers phase ([`Sampler::due`],
+//! [`sample`]): one pass over the objects per `--stats-interval`, nothing per message.
+//!
+//! Owns the `Sampler` (a field of the server); reads the broker and the connections.
+
+use serde_json::{json, Map, Value};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::counters::{IoCounters, MsgCounters, Sampled};
+use crate::server::Server;
+
+/// How far back the global ring reaches (RabbitMQ's default `msg_rates_age` window
+/// of the overview's charts).
+pub const HISTORY: Duration = Duration::from_secs(600);
+
+/// The sampler's state: when the next sample is due, and the global ring.
+#[derive(Debug, Default)]
+pub struct Sampler {
+    next: Option<Instant>,
+    /// The global counters with their last two samples (the overview's rates).
+    pub global: Sampled<MsgCounters>,
+    /// (wall-clock milliseconds aligned to the interval, global counters), oldest first.
+    ring: VecDeque<(u64, MsgCounters)>,
+    /// The ring has dropped samples: older times are unknown rather than 0.
+    dropped: bool,
+}
+
+impl Sampler {
+    /// Whether a sample is due at `now` (the first call schedules the first sample one
+    /// interval later).
+    pub fn due(&mut self, now: Instant, interval: Duration) -> bool {
+        match self.next {
+            None => {
+                self.next = Some(now + interval);
+                false
+            }
+            Some(t) if now >= t => {
+                // Catch up from `now`, not `t`: a stalled loop does not sample in a burst.
+                self.next = Some(now + interval);
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Records a global sample taken at wall-clock `ts_ms` (aligned to the interval).
+    fn record(&mut self, ts_ms: u64, counters: MsgCounters, interval: Duration) {
+        self.global.now = counters;
+        self.global.sample();
+        let cap = (HISTORY.as_millis() / interval.as_millis().max(1)) as usize + 1;
+        while self.ring.len() >= cap {
+            self.ring.pop_front();
+            self.dropped = true;
+        }
+        self.ring.push_back((ts_ms, counters));
+    }
+
+    /// The global counters at wall-clock time `t_ms`: the newest sample at or before it.
+    fn at(&self, t_ms: u64) -> MsgCounters {
+        let i = self.ring.partition_point(|(ts, _)| *ts <= t_ms);
+        match (i, self.ring.front()) {
+            (0, Some((_, oldest))) if self.dropped => *oldest,
+            (0, _) => MsgCounters::default(),
+            (i, _) => self.ring[i - 1].1,
+        }
+    }
+}
+
+/// Wall-clock milliseconds, rounded down to a multiple of `interval` (RabbitMQ's
+/// sample timestamps are aligned so).
+fn aligned_now_ms(interval: Duration) -> u64 {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let step = interval.as_millis().max(1) as u64;
+    ms - ms % step
+}
+
+/// The timers phase's sampling: when a sample is due, every queue, exchange, channel
+/// and connection that counted something records its counters, and the global counters
+/// go into the ring. One pass over the objects per interval.
+pub fn maybe_sample(server: &mut Server) {
+    let interval = server.config.stats_interval;
+    if server.sampler.due(server.now, interval) {
+        sample(server);
+    }
+}
+
+/// Takes a sample now (the timer, and tests).
+pub fn sample(server: &mut Server) {
+    let interval = server.config.stats_interval;
+    server.broker.sample_stats();
+    for (_, c) in server.conns.iter_mut() {
+        c.io.sample();
+        for ch in c.channels.iter_mut() {
+            ch.stats.sample();
+        }
+    }
+    let counters = server.broker.counters;
+    server
+        .sampler
+        .record(aligned_now_ms(interval), counters, interval);
+}
+
+/// What kind of object a `message_stats` is for: each shows RabbitMQ's fields for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Queue,
+    Exchange,
+    Channel,
+    Overview,
+}
+
+type Field = (&'static str, fn(&MsgCounters) -> u64);
+
+/// Fields about publishing, as RabbitMQ names them for a channel and the overview.
+const PUBLISHING: &[Field] = &[
+    ("publish", |c| c.publish),
+    ("confirm", |c| c.confirm),
+    ("return_unroutable", |c| c.return_unroutable),
+    ("drop_unroutable", |c| c.drop_unroutable),
+];
+
+/// Fields about deliveries, for queues, channels and the overview.
+const DELIVERING: &[Field] = &[
+    ("ack", |c| c.ack),
+    ("deliver", |c| c.deliver),
+    ("deliver_get", |c| c.deliver_get()),
+    ("deliver_no_ack", |c| c.deliver_no_ack),
+    ("get", |c| c.get),
+    ("get_empty", |c| c.get_empty),
+    ("get_no_ack", |c| c.get_no_ack),
+    ("redeliver", |c| c.redeliver),
+];
+
+const QUEUE_PUBLISHING: &[Field] = &[("publish", |c| c.publish)];
+
+const EXCHANGE: &[Field] = &[("publish_in", |c| c.publish), ("publish_out", |c| c.routed)];
+
+/// The groups of fields of a kind. As in RabbitMQ, a group shows once one of its
+/// counters moved (an idle queue has no `message_stats` fields; one that was only
+/// published to shows `publish` alone).
+fn groups(kind: Kind) -> &'static [&'static [Field]] {
+    match kind {
+        Kind::Queue => &[QUEUE_PUBLISHING, DELIVERING],
+        Kind::Exchange => &[EXCHANGE],
+        Kind::Channel | Kind::Overview => &[PUBLISHING, DELIVERING],
+    }
+}
+
+/// The per-second rate between two samples `interval` apart.
+fn rate(last: u64, prev: u64, interval: Duration) -> f64 {
+    let secs = interval.as_secs_f64();
+    if secs <= 0.0 {
+        return 0.0;
+    }
+    // Counters only grow; a saturating difference keeps a reset from going negative.
+    let r = last.saturating_sub(prev) as f64 / secs;
+    (r * 10.0).round() / 10.0
+}
+
+/// RabbitMQ's `message_stats` object for counters `s` of an object of `kind`:
+/// `{"publish": N, "publish_details": {"rate": R}, ...}`; `{}` for an object that never
+/// counted anything (the caller may then leave `message_stats` out, as RabbitMQ does).
+pub fn message_stats(s: Option<&Sampled<MsgCounters>>, kind: Kind, interval: Duration) -> Value {
+    let mut m = Map::new();
+    let Some(s) = s else {
+        return Value::Object(m);
+    };
+    for group in groups(kind) {
+        if group.iter().all(|(_, f)| f(&s.now) == 0) {
+            continue;
+        }
+        for (name, f) in group.iter() {
+            m.insert((*name).into(), json!(f(&s.now)));
+            m.insert(
+                format!("{name}_details"),
+                json!({ "rate": rate(f(&s.last), f(&s.prev), interval) }),
+            );
+        }
+    }
+    Value::Object(m)
+}
+
+/// A queue's `message_stats` (`{}` when it never counted anything); None when `vhost`
+/// has no queue `name`.
+pub fn queue_message_stats(server: &Server, vhost: &str, name: &str) -> Option<Value> {
+    let (v, _) = server.broker.lookup_vhost(vhost.as_bytes())?;
+    let q = server
+        .broker
+        .queue(server.broker.queue_id(v, name.as_bytes())?)?;
+    let interval = server.config.stats_interval;
+    Some(message_stats(q.stats.as_deref(), Kind::Queue, interval))
+}
+
+/// An exchange's `message_stats` (`publish_in`, `publish_out`); None when missing.
+pub fn exchange_message_stats(server: &Server, vhost: &str, name: &str) -> Option<Value> {
+    let (v, _) = server.broker.lookup_vhost(vhost.as_bytes())?;
+    let x = server
+        .broker
+        .exchange(server.broker.exchange_id(v, name.as_bytes())?)?;
+    let interval = server.config.stats_interval;
+    Some(message_stats(x.stats.as_deref(), Kind::Exchange, interval))
+}
+
+/// A channel's `message_stats`.
+pub fn channel_message_stats(ch: &crate::conn::channel::Channel, interval: Duration) -> Value {
+    message_stats(Some(&ch.stats), Kind::Channel, interval)
+}
+
+/// A connection's byte counters as RabbitMQ shows them at the top level of a
+/// connection: `recv_oct`, `recv_oct_details.rate`, `recv_cnt`, `send_oct`,
+/// `send_oct_details.rate`, `send_cnt`.
+pub fn connection_io_stats(io: &Sampled<IoCounters>, interval: Duration) -> Map<String, Value> {
+    let mut m = Map::new();
+    let (now, last, prev) = (io.now.values(), io.last.values(), io.prev.values());
+    for (i, name) in IoCounters::NAMES.iter().enumerate() {
+        m.insert((*name).into(), json!(now[i]));
+        if name.ends_with("_oct") {
+            m.insert(
+                format!("{name}_details"),
+                json!({ "rate": rate(last[i], prev[i], interval) }),
+            );
+        }
+    }
+    m
+}
+
+/// The overview's `message_stats`: the global counters with their current rates, and
+/// `disk_reads`/`disk_writes` (not counted yet: 0). With `history` = Some((age, incr))
+/// in seconds (RabbitMQ's `msg_rates_age` and `msg_rates_incr`), each `_details` also
+/// carries `samples` (newest first, `age / incr + 1` of them, `{"sample": N,
+/// "timestamp": MS}`), `avg_rate` and `avg`, from the global ring.
+pub fn overview_message_stats(server: &Server, history: Option<(u64, u64)>) -> Value {
+    let interval = server.config.stats_interval;
+    let sampler = &server.sampler;
+    let mut s = sampler.global;
+    // Counts are live; rates come from the last two samples.
+    s.now = server.broker.counters;
+    let mut v = message_stats(Some(&s), Kind::Overview, interval);
+    let Value::Object(m) = &mut v else {
+        return v;
+    };
+    for name in ["disk_reads", "disk_writes"] {
+        m.insert(name.into(), json!(0));
+        m.insert(format!("{name}_details"), json!({ "rate": 0.0 }));
+    }
+    let Some((age, incr)) = history else {
+        return v;
+    };
+    let (age, incr) = (age.clamp(1, 24 * 3600), incr.max(1));
+    let newest = sampler
+        .ring
+        .back()
+        .map_or_else(|| aligned_now_ms(interval), |(ts, _)| *ts);
+    let times: Vec<u64> = (0..=age / incr)
+        .map(|k| newest.saturating_sub(k * incr * 1000))
+        .collect();
+    let at: Vec<MsgCounters> = times.iter().map(|t| sampler.at(*t)).collect();
+    for group in groups(Kind::Overview) {
+        for (name, f) in group.iter() {
+            let Some(Value::Object(d)) = m.get_mut(&format!("{name}_details")) else {
+                continue;
+            };
+            let values: Vec<u64> = at.iter().map(f).collect();
+            let samples: Vec<Value> = values
+                .iter()
+                .zip(&times)
+                .map(|(s, t)| json!({ "sample": s, "timestamp": t }))
+                .collect();
+            let (first, last) = (values[0], values[values.len() - 1]);
+            let avg_rate = first.saturating_sub(last) as f64 / age as f64;
+            let avg = values.iter().sum::<u64>() as f64 / values.len() as f64;
+            d.insert("samples".into(), Value::Array(samples));
+            d.insert("avg_rate".into(), json!(avg_rate));
+            d.insert("avg".into(), json!(avg));
+        }
+    }
+    for name in ["disk_reads", "disk_writes"] {
+        m.insert(
+            format!("{name}_details"),
+            json!({ "rate": 0.0, "avg_rate": 0.0, "avg": 0.0, "samples":
+                times.iter().map(|t| json!({"sample": 0, "timestamp": t})).collect::<Vec<_>>() }),
+        );
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn server(interval_secs: u64) -> Server {
+        Server::new(Config {
+            stats_interval: Duration::from_secs(interval_secs),
+            ..Config::default()
+        })
+    }
+
+    #[test]
+    fn rates_come_from_the_last_two_samples() {
+        let mut s = Sampled::<MsgCounters>::default();
+        s.now.publish = 10;
+        s.sample();
+        s.now.publish = 60;
+        s.sample();
+        s.now.publish = 1000; // after the last sample: not in the rate yet
+        let v = message_stats(Some(&s), Kind::Queue, Duration::from_secs(5));
+        assert_eq!(v["publish"], 1000);
+        assert_eq!(v["publish_details"]["rate"], 10.0);
+        assert!(
+            v.get("deliver").is_none(),
+            "no delivery yet: no delivery fields"
+        );
+        s.now.get_no_ack = 1;
+        let v = message_stats(Some(&s), Kind::Queue, Duration::from_secs(5));
+        assert_eq!(v["deliver_get"], 1);
+        assert_eq!(v["ack"], 0);
+        assert_eq!(v["redeliver_details"]["rate"], 0.0);
+    }
+
+    #[test]
+    fn idle_objects_have_no_fields_and_exchanges_show_in_and_out() {
+        assert_eq!(
+            message_stats(None, Kind::Queue, Duration::from_secs(5)),
+            json!({})
+        );
+        let mut s = Sampled::<MsgCounters>::default();
+        s.now.publish = 3;
+        s.now.routed = 6;
+        let v = message_stats(Some(&s), Kind::Exchange, Duration::from_secs(5));
+        assert_eq!(
+            (v["publish_in"].clone(), v["publish_out"].clone()),
+            (json!(3), json!(6))
+        );
+        assert_eq!(v.as_object().map(|m| m.len()), Some(4));
+    }
+
+    #[test]
+    fn the_sampler_is_a_timer_and_the_ring_is_bounded() {
+        let mut sm = Sampler::default();
+        let t = Instant::now();
+        let i = Duration::from_secs(5);
+        assert!(!sm.due(t, i), "the first call schedules");
+        assert!(!sm.due(t + Duration::from_secs(4), i));
+        assert!(sm.due(t + Duration::from_secs(5), i));
+        assert!(!sm.due(t + Duration::from_secs(6), i));
+        for k in 0..200u64 {
+            let c = MsgCounters {
+                publish: k,
+                ..Default::default()
+            };
+            sm.record(k * 5000, c, i);
+        }
+        assert_eq!(sm.ring.len(), 121, "10 minutes at 5 s, both ends");
+        assert_eq!(sm.at(199 * 5000 + 1).publish, 199);
+        assert_eq!(sm.at(0).publish, 79, "older than the ring: its oldest");
+        let fresh = Sampler::default();
+        assert_eq!(fresh.at(1).publish, 0);
+    }
+
+    #[test]
+    fn overview_samples_have_rabbitmqs_shape() {
+        let mut s = server(5);
+        for k in 1..=3u64 {
+            s.broker.counters.publish = k * 100;
+            sample(&mut s);
+        }
+        let v = overview_message_stats(&s, Some((600, 5)));
+        let d = &v["publish_details"];
+        let samples = d["samples"].as_array().cloned().unwrap_or_default();
+        assert_eq!(samples.len(), 121);
+        assert_eq!(samples[0]["sample"], 300, "newest first");
+        let t0 = samples[0]["timestamp"].as_u64().unwrap_or(0);
+        assert_eq!(t0 % 5000, 0, "aligned to the interval");
+        assert_eq!(samples[1]["timestamp"].as_u64(), Some(t0 - 5000));
+        assert_eq!(samples[120]["sample"], 0);
+        assert!((d["avg_rate"].as_f64().unwrap_or(0.0) - 0.5).abs() < 1e-9);
+        assert!(v["disk_reads_details"]["samples"].is_array());
+        // Without history: only rates, as /api/overview without the parameters.
+        let v = overview_message_stats(&s, None);
+        assert!(v["publish_details"].get("samples").is_none());
+        assert_eq!(v["publish"], 300);
+    }
+
+    #[test]
+    fn connection_io_fields() {
+        let mut io = Sampled::<IoCounters>::default();
+        io.now.recv_oct = 100;
+        io.sample();
+        io.now.recv_oct = 600;
+        io.sample();
+        let m = connection_io_stats(&io, Duration::from_secs(5));
+        assert_eq!(m["recv_oct"], 600);
+        assert_eq!(m["recv_oct_details"]["rate"], 100.0);
+        assert!(m.get("recv_cnt_details").is_none());
+        assert_eq!(m["send_oct"], 0);
+    }
+}
