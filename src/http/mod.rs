@@ -14,6 +14,7 @@
 //! Doors: uses nothing of the broker but the `Server` type a stream renders from; `mgmt`
 //! builds on it.
 
+pub mod assets;
 pub mod conn;
 
 use bytes::{Buf, Bytes, BytesMut};

@@ -162,8 +162,13 @@ fn asset(req: &Request) -> Response {
     if req.method != "GET" && req.method != "HEAD" {
         return method_not_allowed();
     }
-    let _ = req;
-    Response::text(404, "Not Found")
+    match crate::http::assets::asset(&req.path) {
+        // no-cache: a browser revalidates, so an upgraded broker serves its own dashboard.
+        Some((ctype, body)) => Response::new(200, ctype, body.to_vec())
+            .with_header("cache-control", "no-cache")
+            .with_header("x-content-type-options", "nosniff"),
+        None => Response::text(404, "Not Found"),
+    }
 }
 
 /// HTTP Basic against Warren's users, with RabbitMQ's 401 otherwise.

@@ -1,0 +1,479 @@
+//! The web dashboard in a real headless browser (issue 10): Debian's Chromium driven through
+//! chromedriver (tests/support/browser.rs) against a real `warren` process, next to real AMQP
+//! clients (lapin).
+//!
+//! The story: log in; see the overview's totals and a message-rate chart that moves while a
+//! publisher runs; find one queue by filter among 10,000; see its message count change; purge
+//! it, publish a message and get it back from its page; close a connection; export and import
+//! definitions; delete the queue. Each page is saved as a PNG under `target/screenshots/`.
+//!
+//! In external mode (`WARREN_TEST_PORT`, `WARREN_TEST_HTTP_PORT`) the same story runs against
+//! that broker's dashboard; every object it makes has a unique name and is removed again.
+
+mod support;
+
+#[path = "support/browser.rs"]
+mod browser;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use browser::Browser;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::json;
+use support::{unique, Broker};
+
+/// Long enough for two 5 s refreshes and the server's 5 s statistics interval.
+const UI: Duration = Duration::from_secs(40);
+const FILLERS: usize = 10_000;
+
+/// Reads a number shown with thousands separators ("10,001").
+fn shown_number(s: Option<String>) -> Option<f64> {
+    s.and_then(|t| t.replace(',', "").trim().parse().ok())
+}
+
+/// Deletes what the story made through the HTTP API, even when it fails half-way (the filler
+/// queues are exclusive: they go with their connection).
+struct Cleanup {
+    http: String,
+    queues: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for q in &self.queues {
+            let _ = ureq::delete(&format!("{}/api/queues/%2F/{}", self.http, q))
+                .set("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
+                .timeout(Duration::from_secs(10))
+                .call();
+        }
+    }
+}
+
+fn api_get(http: &str, path: &str) -> Result<serde_json::Value, u16> {
+    match ureq::get(&format!("{http}/api{path}"))
+        .set("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
+        .timeout(Duration::from_secs(10))
+        .call()
+    {
+        Ok(r) => r.into_json().map_err(|_| 0),
+        Err(ureq::Error::Status(code, _)) => Err(code),
+        Err(e) => panic!("GET {path}: {e}"),
+    }
+}
+
+async fn declare(ch: &lapin::Channel, name: &str, exclusive: bool) {
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            exclusive,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("declare {name}: {e}"));
+}
+
+#[test]
+fn dashboard_story() {
+    browser::require_installed();
+    let broker = Broker::start();
+    let http = broker.http_url();
+    let own = !broker.is_external();
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let prefix = unique("dash");
+    let target = format!("{prefix}-target");
+    let imported = format!("{prefix}-imported");
+    let _cleanup = Cleanup {
+        http: http.clone(),
+        queues: vec![target.clone(), imported.clone()],
+    };
+
+    // 10,000 exclusive filler queues (pipelined on 8 channels) and the one we will look for.
+    let fillers = rt.block_on(async {
+        let conn = Connection::connect(&broker.uri(), ConnectionProperties::default())
+            .await
+            .expect("connect (fillers)");
+        let mut set = tokio::task::JoinSet::new();
+        for lane in 0..8 {
+            let ch = conn.create_channel().await.expect("channel");
+            let prefix = prefix.clone();
+            set.spawn(async move {
+                for i in (lane..FILLERS).step_by(8) {
+                    declare(&ch, &format!("{prefix}-filler-{i:05}"), true).await;
+                }
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.expect("filler task");
+        }
+        let ch = conn.create_channel().await.expect("channel");
+        declare(&ch, &target, false).await;
+        conn
+    });
+
+    let b = Browser::start();
+
+    // Login: an unauthenticated visit lands on the login page; a wrong password is refused.
+    b.goto(&format!("{http}/"));
+    b.wait_find("#login-username", UI);
+    b.screenshot("login");
+    b.type_into("#login-username", "guest");
+    b.type_into("#login-password", "not-the-password");
+    b.click("#login-submit");
+    b.wait("the login error", UI, |b| {
+        b.text("#login-error").is_some_and(|t| t.contains("failed"))
+    });
+    b.type_into("#login-password", "guest");
+    b.click("#login-submit");
+
+    // Overview: totals, node and listeners.
+    b.wait_find("#page-overview", UI);
+    b.wait("the queue total", UI, |b| {
+        shown_number(b.text("#total-queues")).is_some_and(|n| n >= (FILLERS + 1) as f64)
+    });
+    if own {
+        assert_eq!(
+            shown_number(b.text("#total-queues")),
+            Some((FILLERS + 1) as f64)
+        );
+    }
+    b.wait("an AMQP listener row", UI, |b| {
+        b.count("#listeners-rows tr[data-protocol='amqp']") >= 1
+    });
+    assert_eq!(b.attr("#alarms", "data-alarms").as_deref(), Some("0"));
+
+    // The rate chart is flat before the publisher (on our own broker), and moves once it runs.
+    b.wait("the rate chart's first data", UI, |b| {
+        b.attr("#chart-rates", "data-draws")
+            .is_some_and(|d| d != "0")
+    });
+    if own {
+        assert_eq!(
+            b.attr("#chart-rates", "data-max-publish").as_deref(),
+            Some("0"),
+            "nothing was published yet"
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let published = Arc::new(AtomicU64::new(0));
+    let publisher = {
+        let (uri, queue, stop, published) = (
+            broker.uri(),
+            target.clone(),
+            stop.clone(),
+            published.clone(),
+        );
+        rt.spawn(async move {
+            let conn = Connection::connect(&uri, ConnectionProperties::default())
+                .await
+                .expect("connect (publisher)");
+            let ch = conn.create_channel().await.expect("channel");
+            ch.confirm_select(ConfirmSelectOptions::default())
+                .await
+                .expect("confirm_select");
+            while !stop.load(Ordering::SeqCst) {
+                for _ in 0..20 {
+                    ch.basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        b"from the publisher",
+                        BasicProperties::default(),
+                    )
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("confirm");
+                    published.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = conn.close(200, "done".into()).await;
+        })
+    };
+    // The newest point, not the maximum: the chart must show the publisher now, not some
+    // earlier traffic of a shared external broker.
+    b.wait("the publish rate to show on the chart", UI, |b| {
+        b.attr("#chart-rates", "data-last-publish")
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v > 0.0)
+    });
+    b.wait("the confirm rate to show on the chart", UI, |b| {
+        b.attr("#chart-rates", "data-last-confirm")
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v > 0.0)
+    });
+    b.screenshot("overview");
+
+    // Queues: the filter finds all 10,001 of ours, pages them, and then just the one.
+    b.click("#nav-queues");
+    b.wait_find("#queues-table[data-loaded='1']", UI);
+    b.type_into("#queues-filter", &prefix);
+    b.wait("the prefix filter", UI, |b| {
+        b.attr("#queues-table", "data-filter").as_deref() == Some(prefix.as_str())
+    });
+    assert_eq!(
+        b.attr("#queues-table", "data-filtered-count"),
+        Some((FILLERS + 1).to_string())
+    );
+    assert_eq!(
+        b.count("#queues-rows tr[data-name]"),
+        100,
+        "one page of 100"
+    );
+    b.screenshot("queues-filtered");
+    b.type_into("#queues-filter", &target);
+    let row = format!("#queues-rows tr[data-name='{target}']");
+    b.wait("the target queue alone in the list", UI, |b| {
+        b.attr("#queues-table", "data-filter").as_deref() == Some(target.as_str())
+            && b.count("#queues-rows tr[data-name]") == 1
+            && b.count(&row) == 1
+    });
+    assert_eq!(
+        b.attr("#queues-table", "data-filtered-count").as_deref(),
+        Some("1")
+    );
+    // Its message count grows while the publisher runs (the list refreshes every 5 s).
+    let cell = format!("{row} td[data-col='messages']");
+    b.wait("a message count on the row", UI, |b| {
+        shown_number(b.text(&cell)).is_some_and(|n| n > 0.0)
+    });
+    let first = shown_number(b.text(&cell)).unwrap_or(0.0);
+    b.wait("the row's message count to change", UI, |b| {
+        shown_number(b.text(&cell)).is_some_and(|n| n > first)
+    });
+    b.screenshot("queues");
+
+    // The queue's page: stop the publisher, see its final count, purge.
+    b.click(&format!("{row} td[data-col='name'] a"));
+    b.wait_find("#page-queue", UI);
+    stop.store(true, Ordering::SeqCst);
+    rt.block_on(publisher).expect("publisher task");
+    let total = published.load(Ordering::SeqCst);
+    assert!(total > 0);
+    b.wait("the page to show every published message", UI, |b| {
+        b.attr("#q-messages", "data-value") == Some(total.to_string())
+    });
+    b.click("#q-purge");
+    b.wait("the purge button to arm", UI, |b| {
+        b.attr("#q-purge", "data-armed").as_deref() == Some("1")
+    });
+    b.click("#q-purge");
+    b.wait("the queue to be empty after the purge", UI, |b| {
+        b.attr("#q-messages", "data-value").as_deref() == Some("0")
+    });
+    let depth =
+        |name: &str| api_get(&http, &format!("/queues/%2F/{name}")).map(|q| q["messages"].as_u64());
+    assert!(support::wait_until(UI, || depth(&target) == Ok(Some(0))));
+
+    // Publish from the page, then get the message back (acknowledged: it leaves the queue).
+    let payload = format!("hello from the dashboard {prefix}");
+    b.type_into("#q-publish-payload", &payload);
+    b.click("#q-publish-submit");
+    b.wait("the publish result", UI, |b| {
+        b.attr("#q-publish-result", "data-routed").as_deref() == Some("true")
+    });
+    b.wait("the queue to hold the published message", UI, |b| {
+        b.attr("#q-messages", "data-value").as_deref() == Some("1")
+    });
+    b.js(
+        "document.getElementById('q-get-ackmode').value = 'ack_requeue_false';",
+        json!([]),
+    );
+    b.click("#q-get-submit");
+    b.wait("the got message", UI, |b| {
+        b.attr("#q-get-result", "data-count").as_deref() == Some("1")
+    });
+    assert_eq!(
+        b.attr("#q-get-result .message", "data-payload"),
+        Some(payload.clone())
+    );
+    b.wait("the queue to be empty after the get", UI, |b| {
+        b.attr("#q-messages", "data-value").as_deref() == Some("0")
+    });
+    b.js("window.scrollTo(0, 0);", json!([]));
+    b.screenshot("queue");
+    b.js(
+        "document.getElementById('q-get-form').scrollIntoView();",
+        json!([]),
+    );
+    b.screenshot("queue-get");
+
+    // Connections: close the one we name from its row.
+    let client_name = format!("{prefix}-victim");
+    let victim = rt.block_on(async {
+        Connection::connect(
+            &broker.uri(),
+            ConnectionProperties::default().with_connection_name(client_name.as_str().into()),
+        )
+        .await
+        .expect("connect (victim)")
+    });
+    b.click("#nav-connections");
+    let vrow = format!("#connections-rows tr[data-user-provided-name='{client_name}']");
+    b.wait("the named connection's row", UI, |b| b.count(&vrow) == 1);
+    b.screenshot("connections");
+    let close = format!("{vrow} button[data-action='close']");
+    b.click(&close);
+    b.wait("the close button to arm", UI, |b| {
+        b.attr(&close, "data-armed").as_deref() == Some("1")
+    });
+    b.click(&close);
+    b.wait("the connection's row to go", UI, |b| b.count(&vrow) == 0);
+    assert!(
+        support::wait_until(UI, || !victim.status().connected()),
+        "the client saw its connection closed"
+    );
+
+    // Channels and exchanges are listed.
+    b.click("#nav-channels");
+    b.wait_find("#channels-table[data-loaded='1']", UI);
+    b.screenshot("channels");
+    b.click("#nav-exchanges");
+    b.wait_find("#exchanges-table[data-loaded='1']", UI);
+    b.type_into("#exchanges-filter", "amq.direct");
+    b.wait("amq.direct in the list", UI, |b| {
+        b.count("#exchanges-rows tr[data-name='amq.direct']") == 1
+    });
+    b.screenshot("exchanges");
+
+    // An exchange's page: bind our queue to amq.direct, publish through it.
+    b.click("#exchanges-rows tr[data-name='amq.direct'] td[data-col='name'] a");
+    b.wait_find("#page-exchange[data-name='amq.direct']", UI);
+    b.type_into("#x-bind-dest", &target);
+    b.type_into("#x-bind-rk", "dash-key");
+    b.click("#x-bind-submit");
+    let brow = format!(
+        "#x-bindings-source-rows tr[data-destination='{target}'][data-routing-key='dash-key']"
+    );
+    b.wait("the new binding's row", UI, |b| b.count(&brow) == 1);
+    b.type_into("#x-publish-rk", "dash-key");
+    b.type_into("#x-publish-payload", "through amq.direct");
+    b.click("#x-publish-submit");
+    b.wait("the exchange publish result", UI, |b| {
+        b.attr("#x-publish-result", "data-routed").as_deref() == Some("true")
+    });
+    assert!(
+        support::wait_until(UI, || depth(&target) == Ok(Some(1))),
+        "the message routed through amq.direct is in the queue"
+    );
+    b.screenshot("exchange");
+
+    // Definitions: export counts our queue; import declares a new one.
+    b.click("#nav-definitions");
+    b.click("#defs-export");
+    b.wait("the export summary", UI, |b| {
+        b.attr("#defs-summary", "data-queues")
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n >= 1)
+    });
+    let defs = json!({
+        "queues": [{"name": imported, "vhost": "/", "durable": true, "auto_delete": false,
+                    "arguments": {}}]
+    });
+    b.js(
+        "document.getElementById('defs-text').value = arguments[0];",
+        json!([defs.to_string()]),
+    );
+    b.click("#defs-import");
+    b.wait("the import result", UI, |b| {
+        b.attr("#defs-import-result", "data-ok").as_deref() == Some("true")
+    });
+    assert!(depth(&imported).is_ok(), "the imported queue exists");
+    b.screenshot("definitions");
+
+    // Finally delete the queue from its page.
+    b.goto(&format!("{http}/#/queues/%2F/{target}"));
+    b.wait_find("#page-queue", UI);
+    b.click("#q-delete");
+    b.wait("the delete button to arm", UI, |b| {
+        b.attr("#q-delete", "data-armed").as_deref() == Some("1")
+    });
+    b.click("#q-delete");
+    b.wait_find("#page-queues", UI);
+    assert_eq!(depth(&target), Err(404), "the queue is gone");
+
+    drop(b);
+    rt.block_on(async {
+        let _ = fillers.close(200, "done".into()).await;
+    });
+}
+
+/// One raw HTTP/1.1 GET (no client-side path normalisation, unlike a URL library): the status
+/// code and the body.
+fn raw_get(http: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = http.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the HTTP port");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The dashboard's three files are served (no login needed: they hold no data) with their
+/// types, and nothing else is: no path reaches the disk.
+#[test]
+fn dashboard_files_and_nothing_else() {
+    let broker = Broker::start();
+    if broker.is_external() {
+        println!("skipped: checks Warren's own embedded files");
+        return;
+    }
+    let http = broker.http_url();
+    for (path, ctype, needle) in [
+        ("/", "text/html", "app.js"),
+        ("/index.html", "text/html", "app.js"),
+        ("/app.js", "text/javascript", "function route()"),
+        ("/app.css", "text/css", "--accent"),
+    ] {
+        let r = ureq::get(&format!("{http}{path}"))
+            .timeout(Duration::from_secs(10))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with(ctype)),
+            "{path}: {:?}",
+            r.header("content-type")
+        );
+        let body = r.into_string().expect("body");
+        assert!(body.contains(needle), "{path} holds {needle:?}");
+    }
+    for path in [
+        "/../Cargo.toml",
+        "/%2e%2e/Cargo.toml",
+        "/..%2fCargo.toml",
+        "/static/app.js",
+        "/src/http/static/app.js",
+        "//etc/passwd",
+        "/../../../../etc/passwd",
+        "/app.js/..",
+    ] {
+        let (status, body) = raw_get(&http, path);
+        assert_eq!(status, 404, "{path} answered {status}: {body:.200}");
+        assert!(!body.contains("[package]") && !body.contains("root:"));
+    }
+}
