@@ -189,20 +189,7 @@ fn export(server: &Server, req: &Request, only: Option<&str>) -> Response {
             .vhosts()
             .map(|(_, v)| json!({"name": &*v.name}))
             .collect();
-        let permissions: Vec<Value> = server
-            .auth
-            .permissions()
-            .iter()
-            .map(|p| {
-                json!({
-                    "user": &*p.user,
-                    "vhost": &*p.vhost,
-                    "configure": p.permissions.configure.as_str(),
-                    "write": p.permissions.write.as_str(),
-                    "read": p.permissions.read.as_str(),
-                })
-            })
-            .collect();
+        let permissions = super::overview::permissions(server);
         json!({
             "rabbit_version": version,
             "rabbitmq_version": version,

@@ -240,7 +240,8 @@ fn users(server: &Server) -> Vec<Value> {
         .collect()
 }
 
-fn permissions(server: &Server) -> Vec<Value> {
+/// Every permission record as the API (and a definitions export) shows it.
+pub fn permissions(server: &Server) -> Vec<Value> {
     server
         .auth
         .permissions()
