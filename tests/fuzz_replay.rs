@@ -76,3 +76,8 @@ fn connection() {
 fn segment() {
     replay("segment", warren::fuzzing::segment);
 }
+
+#[test]
+fn http_request() {
+    replay("http_request", warren::fuzzing::http_request);
+}

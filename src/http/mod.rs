@@ -189,7 +189,15 @@ struct Chunked {
     in_data: bool,
     /// After the last (zero) chunk: trailers until an empty line.
     trailers: bool,
+    /// Trailer bytes read so far (bounded like a head, so a peer cannot keep a
+    /// connection busy with an endless trailer section).
+    trailer_bytes: usize,
 }
+
+/// Longest chunk-size or trailer line, without its CRLF.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Most trailer bytes after the last chunk.
+const MAX_TRAILERS: usize = 64 * 1024;
 
 /// Reads requests one after another off a connection's input (pipelining-safe: what
 /// follows a request stays in the buffer for the next call).
@@ -373,14 +381,24 @@ fn decode_chunks(c: &mut Chunked, buf: &mut BytesMut, max: usize) -> Result<bool
             c.in_data = false;
             continue;
         }
-        let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
-            // A size line (or trailer) has no business being this long.
-            if buf.len() > 4096 {
+        // A size line (or trailer) has no business being longer than MAX_CHUNK_LINE.
+        // The bound holds whether or not the line's end is in yet: a line's fate must
+        // not depend on how TCP cut the stream (the fuzz target checks this).
+        let window = &buf[..buf.len().min(MAX_CHUNK_LINE + 2)];
+        let Some(eol) = window.windows(2).position(|w| w == b"\r\n") else {
+            if buf.len() > MAX_CHUNK_LINE + 1 {
                 return Err(HttpError::BadChunk);
             }
             return Ok(false);
         };
+        if eol > MAX_CHUNK_LINE {
+            return Err(HttpError::BadChunk);
+        }
         if c.trailers {
+            c.trailer_bytes += eol + 2;
+            if c.trailer_bytes > MAX_TRAILERS {
+                return Err(HttpError::BadChunk);
+            }
             buf.advance(eol + 2);
             if eol == 0 {
                 return Ok(true);
