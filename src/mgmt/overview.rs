@@ -63,14 +63,20 @@ pub fn route(
     Some(r)
 }
 
-/// The node's name, RabbitMQ-style: `warren@HOST`.
+/// The node's name, RabbitMQ-style: `warren@HOST`. Read once (every queue's JSON
+/// carries it: a file read per queue was 7% of listing 100,000 queues), and fixed for
+/// the process's life like a RabbitMQ node's name.
 pub fn node_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("warren@{host}")
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("warren@{host}")
+    })
+    .clone()
 }
 
 fn listeners(server: &Server) -> Vec<Value> {
