@@ -32,12 +32,17 @@ use support::{unique, Broker};
 /// the reactor answers in microseconds; this catches a turn blocked on HTTP work, not
 /// scheduler noise on a shared machine.
 const P99_BOUND: Duration = Duration::from_millis(50);
+/// Each abuse is repeated for at least this long...
+const WINDOW: Duration = Duration::from_millis(500);
+/// ... and until the AMQP probe has measured this many round trips beside it.
+const MIN_RTTS: usize = 50;
 
 // ----- an AMQP client measuring its round trips --------------------------------------
 
 /// A lapin publisher-consumer on its own queue, in a thread of its own, recording the
 /// time from each publish to its delivery (one message in flight at a time).
 struct Probe {
+    external: bool,
     samples: Arc<Mutex<Vec<(Instant, Duration)>>>,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
@@ -60,17 +65,35 @@ impl Probe {
             .recv_timeout(Duration::from_secs(20))
             .expect("the AMQP probe did not start");
         Probe {
+            external: b.is_external(),
             samples,
             stop,
             thread: Some(thread),
         }
     }
 
-    /// Runs `abuse` and returns the round trips measured while it ran, after checking
-    /// there were enough of them and that their p99 is within the bound.
-    fn during<T>(&self, what: &str, abuse: impl FnOnce() -> T) -> T {
+    /// Runs `abuse` over and over (a short one alone would leave no time for round
+    /// trips) until it has run for at least [`WINDOW`] and the probe has made
+    /// [`MIN_RTTS`] round trips meanwhile, then checks the p99 of the round trips
+    /// measured while it ran. Returns what its first run returned.
+    fn during<T>(&self, what: &str, mut abuse: impl FnMut() -> T) -> T {
         let start = Instant::now();
-        let out = abuse();
+        let first = abuse();
+        let mut runs = 1;
+        loop {
+            let since = Instant::now() - start;
+            if since >= WINDOW && self.count_since(start) >= MIN_RTTS {
+                break;
+            }
+            // The probe stalled for good if even a minute of abuse gave no round trips.
+            assert!(
+                since < Duration::from_secs(60),
+                "{what}: {} AMQP round trips in {since:?}: the reactor stalled",
+                self.count_since(start)
+            );
+            abuse();
+            runs += 1;
+        }
         let end = Instant::now();
         let mut rtts: Vec<Duration> = self
             .samples
@@ -84,28 +107,31 @@ impl Probe {
             !self.thread.as_ref().is_some_and(|t| t.is_finished()),
             "{what}: the AMQP probe died"
         );
-        // A few round trips at least (an abuse lasting a few ms yields a handful).
-        let want = ((end - start).as_millis() / 50).clamp(3, 100) as usize;
-        assert!(
-            rtts.len() >= want,
-            "{what}: only {} AMQP round trips in {:?} (want {want}): the reactor stalled",
-            rtts.len(),
-            end - start
-        );
         rtts.sort();
         let p99 = rtts[(rtts.len() * 99 / 100).min(rtts.len() - 1)];
         let max = rtts[rtts.len() - 1];
         println!(
-            "{what}: {} AMQP round trips over {:?}, p50 {:?} p99 {p99:?} max {max:?}",
+            "{what}: {runs} runs, {} AMQP round trips over {:?}, p50 {:?} p99 {p99:?} max {max:?}",
             rtts.len(),
             end - start,
             rtts[rtts.len() / 2]
         );
+        // The bound is Warren's promise (one reactor for both planes); RabbitMQ's
+        // figures are printed for comparison only.
         assert!(
-            p99 < P99_BOUND,
+            self.external || p99 < P99_BOUND,
             "{what}: AMQP p99 round trip {p99:?} over {P99_BOUND:?}"
         );
-        out
+        first
+    }
+
+    fn count_since(&self, start: Instant) -> usize {
+        self.samples
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, _)| *at >= start)
+            .count()
     }
 }
 
@@ -280,6 +306,14 @@ impl Reader {
         }
     }
 
+    /// The next answer, or None when the server closes the connection before one.
+    fn answer_or_eof(&mut self) -> Option<Answer> {
+        if self.buf.is_empty() && !self.fill() {
+            return None;
+        }
+        Some(self.answer(false))
+    }
+
     /// True when the server closes the connection (EOF or reset) within `d` with
     /// nothing more sent.
     fn closed_within(&mut self, d: Duration) -> bool {
@@ -363,7 +397,13 @@ fn oversized_heads_and_garbage_get_their_status_and_a_close() {
             }
         }
         let mut r = Reader::new(&s);
-        assert_eq!(r.answer(false).status, 431);
+        let status = r.answer(false).status;
+        if b.is_external() {
+            // cowboy gives up on such a head with a 408 or a 431.
+            assert!(status == 431 || status == 408, "{status}");
+        } else {
+            assert_eq!(status, 431);
+        }
     });
 
     probe.during("200 headers", || {
@@ -382,12 +422,18 @@ fn oversized_heads_and_garbage_get_their_status_and_a_close() {
             &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n"[..],
             b"AMQP\x00\x00\x09\x01",
             b"GET /api/overview\r\n\r\n",
-            b"GET /api/overview HTTP/9.9\r\n\r\n",
             b"\x00\x01\x02\x03\xff\xfe\r\n\r\n",
             b"GET x HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
         ] {
-            let (a, mut r) = exchange(&b, junk);
+            let mut s = dial(&b);
+            s.write_all(junk).expect("send");
+            let mut r = Reader::new(&s);
+            let Some(a) = r.answer_or_eof() else {
+                // cowboy may close on some garbage without a word; Warren answers.
+                assert!(b.is_external(), "closed without an answer");
+                continue;
+            };
             assert_eq!(a.status, 400, "{:?}", String::from_utf8_lossy(junk));
             assert!(
                 r.closed_within(Duration::from_secs(5)),
@@ -395,6 +441,12 @@ fn oversized_heads_and_garbage_get_their_status_and_a_close() {
                 String::from_utf8_lossy(junk)
             );
         }
+    });
+
+    probe.during("an HTTP version from the future", || {
+        let (a, mut r) = exchange(&b, b"GET /api/overview HTTP/9.9\r\nHost: x\r\n\r\n");
+        assert_eq!(a.status, 505);
+        assert!(r.closed_within(Duration::from_secs(5)), "not closed");
     });
 
     probe.during("a thousand garbage connections", || {
@@ -526,7 +578,16 @@ fn bad_json_chunked_bodies_pipelining_keep_alive_close_and_head() {
     let path = format!("/api/queues/%2F/{q}");
 
     probe.during("bad JSON", || {
-        for body in ["{abc ", "[1,2", "\"just a string\"", "\u{0}\u{1}"] {
+        let doubly = "invalid payload: the request body JSON-decoded to a string. \
+                      Is the input doubly-JSON-encoded?";
+        for (body, reason) in [
+            ("{abc ", "not_json"),
+            ("[1,2", "not_json"),
+            ("[1,2]", "not_json"),
+            ("12", "not_json"),
+            ("\u{0}\u{1}", "not_json"),
+            ("\"just a string\"", doubly),
+        ] {
             let raw = format!(
                 "PUT {path} HTTP/1.1\r\nHost: x\r\n{}Content-Type: application/json\r\n\
                  Content-Length: {}\r\n\r\n{body}",
@@ -537,13 +598,16 @@ fn bad_json_chunked_bodies_pipelining_keep_alive_close_and_head() {
             assert_eq!(a.status, 400, "{body:?}: {}", a.text());
             let v: serde_json::Value = serde_json::from_slice(&a.body).expect("a JSON error");
             assert_eq!(v["error"], "bad_request", "{v}");
-            assert_eq!(v["reason"], "not_json", "{v}");
+            assert_eq!(v["reason"], reason, "{v}");
         }
     });
 
     probe.during("chunked, pipelined, keep-alive, HEAD, close", || {
         // One connection: a chunked PUT, then four pipelined requests sent at once,
-        // answered in order, the last asking to close.
+        // answered in order, the last asking to close. A fresh queue each run (RabbitMQ's
+        // statistics lag behind a delete and re-declare of the same name).
+        let q = unique("hostile-q");
+        let path = format!("/api/queues/%2F/{q}");
         let mut s = dial(&b);
         let body = r#"{"durable":false,"auto_delete":false,"arguments":{}}"#;
         let (b1, b2) = body.split_at(10);
@@ -557,7 +621,12 @@ fn bad_json_chunked_bodies_pipelining_keep_alive_close_and_head() {
         s.write_all(put.as_bytes()).unwrap();
         let mut r = Reader::new(&s);
         let a = r.answer(false);
-        assert!(a.status == 201 || a.status == 204, "{}: {}", a.status, a.text());
+        assert!(
+            a.status == 201 || a.status == 204,
+            "{}: {}",
+            a.status,
+            a.text()
+        );
         assert!(!a.closes());
         let pipelined = format!(
             "GET {path} HTTP/1.1\r\nHost: x\r\n{a}\r\n\
@@ -572,7 +641,7 @@ fn bad_json_chunked_bodies_pipelining_keep_alive_close_and_head() {
         let v: serde_json::Value = serde_json::from_slice(&get.body).expect("JSON");
         assert_eq!(v["name"], q.as_str());
         let head = r.answer(true);
-        assert_eq!(head.status, 200);
+        assert_eq!(head.status, 200, "HEAD {path}: {head:?}");
         assert_eq!(
             head.header("content-length"),
             get.header("content-length"),
@@ -600,9 +669,9 @@ fn bad_json_chunked_bodies_pipelining_keep_alive_close_and_head() {
         }
     });
 
-    probe.during("a 1 MiB pipelined burst not read back", || {
-        // 2000 requests written without reading an answer, then read: the broker holds
-        // back (backpressure) and still answers every one, in order.
+    probe.during("2000 pipelined requests not read back", || {
+        // 2000 requests written without reading an answer (5 MB of answers), then read:
+        // the broker holds back (backpressure) and still answers every one, in order.
         let mut s = dial(&b);
         let req = format!("GET /api/overview HTTP/1.1\r\nHost: x\r\n{}\r\n", auth());
         let writer = {
@@ -610,17 +679,25 @@ fn bad_json_chunked_bodies_pipelining_keep_alive_close_and_head() {
             let req = req.clone();
             thread::spawn(move || {
                 for _ in 0..2000 {
-                    s.write_all(req.as_bytes()).unwrap();
+                    if s.write_all(req.as_bytes()).is_err() {
+                        return false;
+                    }
                 }
+                true
             })
         };
         let mut r = Reader::new(&s);
         for i in 0..2000 {
-            let a = r.answer(false);
+            let Some(a) = r.answer_or_eof() else {
+                // cowboy closes a connection after its max_keepalive requests.
+                assert!(b.is_external() && i >= 100, "closed after {i} answers");
+                let _ = writer.join();
+                return;
+            };
             assert_eq!(a.status, 200, "answer {i}");
         }
-        writer.join().unwrap();
-        s.write_all(b"GET /api/overview HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert!(writer.join().unwrap(), "the broker stopped reading");
+        s.write_all(b"GET /api/overview HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap();
         assert_eq!(r.answer(false).status, 401);
     });
@@ -646,7 +723,10 @@ fn path_traversal_never_reaches_a_file() {
             "/src/main.rs",
             "/%00/etc/passwd",
         ] {
-            let raw = format!("GET {p} HTTP/1.1\r\nHost: x\r\n{}Connection: close\r\n\r\n", auth());
+            let raw = format!(
+                "GET {p} HTTP/1.1\r\nHost: x\r\n{}Connection: close\r\n\r\n",
+                auth()
+            );
             let (a, _) = exchange(&b, raw.as_bytes());
             assert!(
                 a.status == 404 || a.status == 400,
@@ -662,7 +742,10 @@ fn path_traversal_never_reaches_a_file() {
         }
         // The dangerous one of the brief's list is a 404 on both brokers.
         for p in ["/../../etc/passwd", "/%2e%2e/Cargo.toml"] {
-            let (a, _) = exchange(&b, format!("GET {p} HTTP/1.1\r\n\r\n").as_bytes());
+            let (a, _) = exchange(
+                &b,
+                format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            );
             assert_eq!(a.status, 404, "{p}");
         }
     });
@@ -680,10 +763,11 @@ fn wrong_or_missing_credentials_get_401_with_a_challenge() {
             String::new(),
             wrong,
             nobody,
-            "Authorization: Basic !!!notbase64\r\n".to_owned(),
-            format!("Authorization: Basic {}\r\n", base64(b"no-colon")),
             "Authorization: Bearer abc\r\n".to_owned(),
-            format!("Authorization: Basic {}\r\n", base64(&[0xff, 0xfe, b':', 0xff])),
+            format!(
+                "Authorization: Basic {}\r\n",
+                base64(&[0xff, 0xfe, b':', 0xff])
+            ),
         ] {
             let raw = format!(
                 "GET /api/overview HTTP/1.1\r\nHost: x\r\n{creds}Connection: close\r\n\r\n"
@@ -697,14 +781,28 @@ fn wrong_or_missing_credentials_get_401_with_a_challenge() {
                 a.headers
             );
         }
+        // A Basic header that does not parse is a bad request (as cowboy answers it).
+        for creds in [
+            "Authorization: Basic !!!notbase64\r\n".to_owned(),
+            format!("Authorization: Basic {}\r\n", base64(b"no-colon")),
+            "Authorization: Basic\r\n".to_owned(),
+        ] {
+            let raw = format!(
+                "GET /api/overview HTTP/1.1\r\nHost: x\r\n{creds}Connection: close\r\n\r\n"
+            );
+            let (a, _) = exchange(&b, raw.as_bytes());
+            assert_eq!(a.status, 400, "{creds:?}: {}", a.text());
+        }
         // Many wrong guesses in a row on one keep-alive connection are each refused.
         let mut s = dial(&b);
         let mut r = Reader::new(&s);
         for i in 0..100 {
             let creds = base64(format!("guest:guess{i}").as_bytes());
             s.write_all(
-                format!("GET /api/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {creds}\r\n\r\n")
-                    .as_bytes(),
+                format!(
+                    "GET /api/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {creds}\r\n\r\n"
+                )
+                .as_bytes(),
             )
             .unwrap();
             assert_eq!(r.answer(false).status, 401);

@@ -37,8 +37,10 @@ impl Default for Limits {
 /// closed, since the framing of what follows is unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpError {
-    /// Not HTTP/1.x, or a malformed request line or header.
+    /// A malformed request line or header.
     Malformed,
+    /// A version other than HTTP/1.0 or HTTP/1.1 (cowboy's 505).
+    Version,
     /// The head is larger than `max_head` or has more than `max_headers` headers.
     HeadTooLarge,
     /// `Content-Length` (or the chunks' total) over `max_body`.
@@ -60,6 +62,7 @@ impl HttpError {
             HttpError::HeadTooLarge => 431,
             HttpError::BodyTooLarge => 413,
             HttpError::UnsupportedEncoding => 501,
+            HttpError::Version => 505,
             HttpError::Timeout => 408,
         }
     }
@@ -67,6 +70,7 @@ impl HttpError {
     pub fn reason(self) -> &'static str {
         match self {
             HttpError::Malformed => "malformed HTTP request",
+            HttpError::Version => "HTTP version not supported",
             HttpError::HeadTooLarge => "request head too large or too many headers",
             HttpError::BodyTooLarge => "request body too large",
             HttpError::BadLength => "bad Content-Length",
@@ -283,6 +287,7 @@ impl RequestReader {
                 return Ok(None);
             }
             Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
+            Err(httparse::Error::Version) => return Err(HttpError::Version),
             Err(_) => return Err(HttpError::Malformed),
         };
         if len > self.limits.max_head {
@@ -518,6 +523,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
+        505 => "HTTP Version Not Supported",
         503 => "Service Unavailable",
         _ => "",
     }
@@ -620,6 +626,15 @@ mod tests {
         assert_eq!(
             read_err(b"GET x HTTP/1.1\r\n\r\n", 3),
             Some(HttpError::Malformed)
+        );
+        for v in ["HTTP/9.9", "HTTP/2.0", "HTTX/1.1", "http/1.1"] {
+            let req = format!("GET / {v}\r\n\r\n");
+            assert_eq!(read_err(req.as_bytes(), 2), Some(HttpError::Version), "{v}");
+        }
+        assert_eq!(
+            read_err(b"GET /\r\n\r\n", 2),
+            Some(HttpError::Malformed),
+            "no version at all"
         );
     }
 
