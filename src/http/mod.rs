@@ -278,10 +278,15 @@ impl RequestReader {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let max = self.limits.max_headers.min(headers.len());
         let mut parsed = httparse::Request::new(&mut headers[..max]);
-        let len = match parsed.parse(buf) {
+        // Only the first `max_head` bytes are looked at: what lies beyond cannot belong
+        // to a head we take, so whether a bad byte there is seen must not depend on how
+        // much of the stream has arrived (the fuzz target found a 400 read whole that
+        // was a 431 read in pieces). It also bounds each re-parse of a partial head.
+        let window = &buf[..buf.len().min(self.limits.max_head)];
+        let len = match parsed.parse(window) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
-                if buf.len() > self.limits.max_head {
+                if window.len() >= self.limits.max_head {
                     return Err(HttpError::HeadTooLarge);
                 }
                 return Ok(None);
