@@ -810,3 +810,44 @@ fn wrong_or_missing_credentials_get_401_with_a_challenge() {
     });
     alive(&b);
 }
+
+/// Issue 10's promise that a management request never stalls AMQP, for the request a
+/// dashboard makes every few seconds. Fails today: `GET /api/queues` builds the JSON of
+/// every queue (then sorts, then pages) on the reactor thread, about 45 µs a queue in a
+/// release build, so 10,000 queues hold every AMQP connection for half a second (100,000
+/// for 6 s). Un-ignore once the list sorts and pages before it builds JSON.
+#[test]
+#[ignore = "issue 10: /api/queues builds every queue's JSON on the reactor thread"]
+fn listing_many_queues_does_not_stall_amqp() {
+    let Some(b) = Broker::spawn_own(&[]) else {
+        return;
+    };
+    let mut c = support::RawClient::with_channel(b.port);
+    let names: Vec<String> = (0..10_000).map(|i| format!("many-{i:05}")).collect();
+    for batch in names.chunks(1000) {
+        let mut bytes = Vec::new();
+        for n in batch {
+            bytes.extend(support::frame(
+                support::FRAME_METHOD,
+                1,
+                &support::queue_declare(n, false, false),
+            ));
+        }
+        c.send(&bytes);
+        for _ in batch {
+            c.expect_method(1, 50, 11);
+        }
+    }
+    let probe = Probe::start(&b);
+    let mut s = dial(&b);
+    let mut r = Reader::new(&s);
+    let req = format!(
+        "GET /api/queues?page=1&page_size=100&sort=messages HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        auth()
+    );
+    probe.during("paging through 10,000 queues", || {
+        s.write_all(req.as_bytes()).unwrap();
+        let a = r.answer(false);
+        assert_eq!(a.status, 200);
+    });
+}
