@@ -8,6 +8,9 @@
 #   benches/compare.sh --baseline REV  # before/after: this checkout vs git revision REV
 #                                      # (built in a temporary worktree) instead of RabbitMQ
 #   benches/compare.sh --rows s1,s2,s4 # only these scenario ids
+#   benches/compare.sh --dashboard     # Warren with a dashboard open (a poller fetching
+#                                      # /api/overview and /api/queues every 5 s) vs the
+#                                      # same build without one, instead of RabbitMQ
 #
 # Environment: RUNS (default 3, --quick 1), SECS (default 8, --quick 3),
 # RABBIT_URI (default amqp://guest:guest@127.0.0.1:5672/%2f), KEEP_LOGS=1 keeps the JSON.
@@ -22,12 +25,14 @@ SECS=${SECS:-8}
 WARREN_ONLY=0
 BASELINE=
 ROWS=
+DASHBOARD=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) RUNS=${RUNS_QUICK:-1}; SECS=${SECS_QUICK:-3} ;;
         --warren-only) WARREN_ONLY=1 ;;
         --baseline) BASELINE=${2:?--baseline needs a git revision}; shift; WARREN_ONLY=1 ;;
         --rows) ROWS=${2:?--rows needs a list of scenario ids}; shift ;;
+        --dashboard) DASHBOARD=1; WARREN_ONLY=1 ;;
         -h|--help) sed -n 2,14p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare.sh: unknown flag $1" >&2; exit 2 ;;
     esac
@@ -83,8 +88,29 @@ start_warren() {
 start_warren warren "$WARREN"
 WARREN_URI="amqp://guest:guest@127.0.0.1:$PORT_warren/%2f"
 
-# --- Baseline: the same broker at another revision ------------------------------------------
 BASE_URI=
+
+# --- Dashboard: the same build, one instance polled as an open dashboard polls ----------
+if [ "$DASHBOARD" = 1 ]; then
+    [ -z "$BASELINE" ] || { echo "--dashboard and --baseline exclude each other" >&2; exit 2; }
+    HTTP_warren=$(sed -n 's|^warren management on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$WORK/warren.out" | head -1)
+    [ -n "$HTTP_warren" ] || { echo "warren printed no management line" >&2; exit 1; }
+    (
+        while :; do
+            curl -s -o /dev/null -u guest:guest "http://127.0.0.1:$HTTP_warren/api/overview" || true
+            curl -s -o /dev/null -u guest:guest \
+                "http://127.0.0.1:$HTTP_warren/api/queues?page=1&page_size=100&sort=messages" || true
+            echo poll >>"$WORK/polls"
+            sleep 5
+        done
+    ) &
+    PIDS+=("$!")
+    start_warren base "$WARREN"
+    BASE_URI="amqp://guest:guest@127.0.0.1:$PORT_base/%2f"
+    BASE_REV="$HEAD_REV, no dashboard"
+fi
+
+# --- Baseline: the same broker at another revision ------------------------------------------
 if [ -n "$BASELINE" ]; then
     BASE_REV=$(git rev-parse --short "$BASELINE")
     echo "building baseline $BASE_REV (release) in a temporary worktree..." >&2
@@ -280,5 +306,8 @@ echo
 echo "Machine: $(nproc) cores, ${CPU:-unknown CPU}; $(uname -sr). Date: $(date -u '+%Y-%m-%d %H:%M UTC')."
 echo "Warren $HEAD_REV${RABBIT_VERSION:+; RabbitMQ $RABBIT_VERSION}${BASE_REV:+; baseline Warren $BASE_REV}."
 echo "Median of $RUNS run(s) of ${SECS} s each (warren-perf -z $SECS); brokers interleaved run by run."
+if [ "$DASHBOARD" = 1 ]; then
+    echo "After: the broker polled as an open dashboard ($(wc -l <"$WORK/polls") polls of /api/overview and /api/queues); before: the same build, not polled."
+fi
 echo
 cat "$WORK/table.md"

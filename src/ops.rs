@@ -230,7 +230,14 @@ pub struct ConnectionInfo {
     /// RabbitMQ's state names: starting, tuning, opening, running, blocked, closing, closed.
     pub state: &'static str,
     pub frame_max: u32,
+    pub channel_max: u16,
     pub heartbeat: u16,
+    /// Ms since the epoch.
+    pub connected_at: u64,
+    /// The client's connection.start-ok table, raw.
+    pub client_properties: FieldTable,
+    /// "PLAIN", "AMQPLAIN", ...
+    pub auth_mechanism: String,
 }
 
 /// A channel as the management API shows it (filled by `Channel::info`).
@@ -244,6 +251,11 @@ pub struct ChannelInfo {
     pub confirm: bool,
     pub transactional: bool,
     pub closing: bool,
+    /// Publishes in confirm mode not confirmed yet.
+    pub unconfirmed: u64,
+    /// Publishes and acks/nacks/rejects buffered by an open transaction.
+    pub uncommitted_publishes: usize,
+    pub uncommitted_acks: usize,
 }
 
 /// RabbitMQ's "peer -> local" connection name.

@@ -556,7 +556,7 @@ impl Io for Reactor {
         }
         // Kept for the reap phase of this turn.
         self.flush = keys;
-        self.flush_http();
+        self.flush_http(server);
     }
 
     /// The reap phase: closed connections are flushed one last time and removed.
@@ -607,7 +607,7 @@ impl Reactor {
             match c.next_request(server.now) {
                 Ok(Some(req)) => {
                     let resp = crate::mgmt::handle(server, c.service, &req, c.peer);
-                    c.respond(&resp, req.method == "HEAD", req.close);
+                    c.respond(resp, req.method == "HEAD", req.close);
                 }
                 Ok(None) => return again,
                 Err(e) => {
@@ -621,7 +621,7 @@ impl Reactor {
     }
 
     /// Writes what HTTP connections owe (a budget each) and removes finished ones.
-    fn flush_http(&mut self) {
+    fn flush_http(&mut self, server: &Server) {
         let mut keys = std::mem::take(&mut self.http_flush);
         keys.sort_unstable();
         keys.dedup();
@@ -629,6 +629,8 @@ impl Reactor {
             let Some(c) = self.http.get_mut(k) else {
                 continue;
             };
+            // One batch of a streamed body per turn, when its output has room.
+            let produced = c.produce(server);
             let before = c.pending_out();
             let result = c.flush();
             let wrote = c.pending_out() < before;
@@ -651,7 +653,7 @@ impl Reactor {
                     }
                     // Budget spent with the socket still writable (no event will come),
                     // or room made for requests waiting in the input: serve again.
-                    if wrote && (!done || !c.input.is_empty()) {
+                    if (wrote && (!done || !c.input.is_empty())) || (produced && c.streaming()) {
                         self.http_pending.push(k);
                     }
                 }

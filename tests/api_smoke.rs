@@ -23,3 +23,48 @@ fn overview_needs_credentials_and_answers_with_them() {
     );
     assert_eq!(bad.json()["error"], "not_authorized");
 }
+
+/// A whole list longer than the broker renders at once comes in chunks (a batch per
+/// loop turn) and still parses as one JSON array holding every queue; the connection
+/// stays usable for the next request.
+#[test]
+fn a_long_whole_list_is_streamed_and_complete() {
+    let Some(b) = Broker::spawn_own(&[]) else {
+        return;
+    };
+    let api = Api::new(&b);
+    let n = 1500;
+    for i in 0..n {
+        let r = api.put(
+            &format!("/api/queues/%2F/long-{i:05}"),
+            &serde_json::json!({}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let r = api.get("/api/queues?columns=name,messages");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("transfer-encoding"),
+        Some("chunked"),
+        "{:?}",
+        r.headers
+    );
+    let all = r.json();
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), n);
+    assert_eq!(names[0], "long-00000");
+    assert_eq!(names[n - 1], "long-01499");
+    assert_eq!(
+        all[0].as_object().unwrap().len(),
+        2,
+        "columns apply: {}",
+        all[0]
+    );
+    // The same keep-alive agent goes on with a small answer.
+    assert_eq!(api.get("/api/whoami").status, 200);
+}

@@ -20,6 +20,8 @@
 //! the per-message path: publish checks once per channel and exchange (the channel's
 //! exchange cache), deliveries are never checked.
 
+pub mod hash;
+
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::fmt;
@@ -441,6 +443,13 @@ impl Auth {
             .collect();
         v.sort_by(|a, b| (&a.user, &a.vhost).cmp(&(&b.user, &b.vhost)));
         v
+    }
+
+    /// `user`'s password as RabbitMQ's `rabbit_password_hashing_sha256` hash with a fresh
+    /// salt (definitions export); None when there is no such user.
+    pub fn password_hash(&self, user: &str) -> Option<String> {
+        let u = self.users.get(user)?;
+        Some(hash::rabbit_sha256(hash::salt(), &u.password))
     }
 
     /// The tags of `user` (none for a user that no longer exists).

@@ -127,6 +127,17 @@ impl Channel {
             confirm: self.confirm,
             transactional: self.tx.is_some(),
             closing: self.closing,
+            unconfirmed: self.publish_seq.saturating_sub(self.confirmed),
+            uncommitted_publishes: self.tx.as_ref().map_or(0, |ops| {
+                ops.iter()
+                    .filter(|o| matches!(o, TxOp::Publish { .. }))
+                    .count()
+            }),
+            uncommitted_acks: self.tx.as_ref().map_or(0, |ops| {
+                ops.iter()
+                    .filter(|o| !matches!(o, TxOp::Publish { .. }))
+                    .count()
+            }),
         }
     }
 

@@ -224,6 +224,13 @@ pub struct Connection {
     /// Meaningless until connection.open (no channel method runs before).
     pub vhost_id: VhostId,
     pub opened_at: Instant,
+    /// Wall-clock time of accept, ms since the epoch (the API's `connected_at`).
+    pub connected_at: u64,
+    /// The client's table from connection.start-ok, kept raw: converted only when the
+    /// management API asks.
+    pub client_properties: crate::proto::FieldTable,
+    /// The SASL mechanism the client logged in with ("" until start-ok).
+    pub auth_mechanism: Bytes,
     pub last_recv: Instant,
     pub last_sent: Instant,
     /// When a Closing connection gives up waiting for close-ok, or a Lingering one
@@ -270,6 +277,11 @@ impl Connection {
             vhost: Arc::from(""),
             vhost_id: VhostId::DEFAULT,
             opened_at: now,
+            connected_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            client_properties: crate::proto::FieldTable::new(),
+            auth_mechanism: Bytes::new(),
             last_recv: now,
             last_sent: now,
             close_deadline: None,
@@ -357,7 +369,11 @@ impl Connection {
             channels: self.channels.len(),
             state,
             frame_max: self.frame_max,
+            channel_max: self.channel_max,
             heartbeat: self.heartbeat,
+            connected_at: self.connected_at,
+            client_properties: self.client_properties.clone(),
+            auth_mechanism: String::from_utf8_lossy(&self.auth_mechanism).into_owned(),
         }
     }
 }

@@ -337,7 +337,11 @@ impl Session<'_> {
                     .auth
                     .authenticate(&ok.mechanism, &ok.response, self.conn.peer)
                 {
-                    Ok(user) => self.conn.user = user,
+                    Ok(user) => {
+                        self.conn.user = user;
+                        self.conn.auth_mechanism = ok.mechanism.clone();
+                        self.conn.client_properties = ok.client_properties.clone();
+                    }
                     Err(e) => {
                         warn!("{}: {e}", self.conn.peer);
                         match e.refusal() {

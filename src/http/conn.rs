@@ -9,7 +9,7 @@ use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{HttpError, Limits, Request, RequestReader, Response};
+use super::{BodyStream, HttpError, Limits, Request, RequestReader, Response};
 use crate::net::Transport;
 
 /// Bytes written to one HTTP connection per turn (the same as an AMQP connection's
@@ -43,6 +43,10 @@ pub struct HttpConn {
     reader: RequestReader,
     out: Vec<u8>,
     written: usize,
+    /// The body of the answer being written, produced a batch per turn.
+    stream: Option<BodyStream>,
+    /// Close once the stream is done (the request asked for it).
+    close_after_stream: bool,
     /// Close once `out` is written (Connection: close, or an error answered).
     pub close_after: bool,
     /// The peer closed its side, or the socket failed: remove once written.
@@ -63,6 +67,8 @@ impl HttpConn {
             reader: RequestReader::new(Limits::default()),
             out: Vec::new(),
             written: 0,
+            stream: None,
+            close_after_stream: false,
             close_after: false,
             eof: false,
             since: now,
@@ -95,7 +101,7 @@ impl HttpConn {
     /// while an answer is being written past the budget: a pipelining client that does
     /// not read is not read either). Err: answer with the error and close.
     pub fn next_request(&mut self, now: Instant) -> Result<Option<Request>, HttpError> {
-        if self.close_after || self.pending_out() >= WRITE_BUDGET {
+        if self.close_after || self.stream.is_some() || self.pending_out() >= WRITE_BUDGET {
             return Ok(None);
         }
         let r = self.reader.next(&mut self.input)?;
@@ -106,21 +112,54 @@ impl HttpConn {
     }
 
     /// Queues `resp`; `head_only` for a HEAD request.
-    pub fn respond(&mut self, resp: &Response, head_only: bool, close: bool) {
+    pub fn respond(&mut self, mut resp: Response, head_only: bool, close: bool) {
         if self.written > 0 && self.written == self.out.len() {
             self.out.clear();
             self.written = 0;
         }
         resp.write_to(&mut self.out, head_only, close);
-        if close {
-            self.close_after = true;
+        match resp.stream.take() {
+            Some(s) if !head_only => {
+                self.stream = Some(s);
+                self.close_after_stream = close;
+            }
+            _ if close => self.close_after = true,
+            _ => {}
         }
+    }
+
+    /// Whether a streamed body still has batches to produce.
+    pub fn streaming(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Produces the next batch of a streamed body when the output has room. Returns
+    /// true when it produced something.
+    pub fn produce(&mut self, server: &crate::server::Server) -> bool {
+        if self.pending_out() >= WRITE_BUDGET / 4 {
+            return false;
+        }
+        let Some(s) = self.stream.as_mut() else {
+            return false;
+        };
+        if self.written > 0 && self.written == self.out.len() {
+            self.out.clear();
+            self.written = 0;
+        }
+        if s(server, &mut self.out) {
+            self.stream = None;
+            if self.close_after_stream {
+                self.close_after = true;
+            }
+        }
+        true
     }
 
     /// Answers a request that cannot be read and closes.
     pub fn fail(&mut self, e: HttpError) {
         let body = serde_json::json!({"error": "bad_request", "reason": e.reason()});
-        self.respond(&Response::json(e.status(), &body), false, true);
+        self.stream = None;
+        self.respond(Response::json(e.status(), &body), false, true);
         self.input.clear();
     }
 
@@ -168,7 +207,7 @@ impl HttpConn {
     /// Whether the peer has overstayed: a head or body too slow, or idle too long.
     /// Some(true) when it must get a 408; Some(false) to close silently (idle).
     pub fn timed_out(&self, now: Instant) -> Option<bool> {
-        if self.close_after || self.pending_out() > 0 {
+        if self.close_after || self.stream.is_some() || self.pending_out() > 0 {
             return None;
         }
         let waited = now.saturating_duration_since(self.since);

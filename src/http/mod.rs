@@ -7,7 +7,12 @@
 //! may take to send a head or a body. A request we cannot serve gets its status and a
 //! `Connection: close`; the reader never panics on any input (a fuzz target runs it).
 //!
-//! Doors: uses nothing of the broker; `mgmt` builds on it.
+//! A long list can be answered as a [`BodyStream`]: rendered a batch per loop turn and
+//! sent with chunked transfer encoding, so 100,000 queues never stall AMQP for the
+//! seconds their JSON takes to build.
+//!
+//! Doors: uses nothing of the broker but the `Server` type a stream renders from; `mgmt`
+//! builds on it.
 
 pub mod conn;
 
@@ -434,12 +439,28 @@ fn decode_chunks(c: &mut Chunked, buf: &mut BytesMut, max: usize) -> Result<bool
     }
 }
 
+/// A body produced over several turns: each call appends the next batch to `out` and
+/// returns true once the body is complete.
+pub type BodyStream = Box<dyn FnMut(&crate::server::Server, &mut Vec<u8>) -> bool>;
+
 /// A response, serialised by [`Response::write_to`].
-#[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// When set, the body comes from this stream (chunked), not from `body`.
+    pub stream: Option<BodyStream>,
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &String::from_utf8_lossy(&self.body))
+            .field("stream", &self.stream.is_some())
+            .finish()
+    }
 }
 
 impl Response {
@@ -448,6 +469,7 @@ impl Response {
             status,
             headers: vec![("content-type", content_type.to_owned())],
             body,
+            stream: None,
         }
     }
 
@@ -466,6 +488,7 @@ impl Response {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            stream: None,
         }
     }
 
@@ -486,7 +509,9 @@ impl Response {
         for (n, v) in &self.headers {
             let _ = write!(Vec_(out), "{n}: {v}\r\n");
         }
-        if self.status != 204 && self.status != 304 {
+        if self.stream.is_some() {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        } else if self.status != 204 && self.status != 304 {
             let _ = write!(Vec_(out), "content-length: {}\r\n", self.body.len());
         }
         if close {
@@ -496,6 +521,51 @@ impl Response {
         if !head_only {
             out.extend_from_slice(&self.body);
         }
+    }
+
+    /// A JSON array produced `batch` rows at a time: `rows` are rendered by `render`
+    /// (with the server as it is when each batch is written) and framed as one chunk
+    /// per batch.
+    pub fn json_stream<T: 'static>(
+        status: u16,
+        rows: Vec<T>,
+        batch: usize,
+        render: impl Fn(&crate::server::Server, T) -> serde_json::Value + 'static,
+    ) -> Response {
+        let mut rows = rows.into_iter();
+        let mut first = true;
+        let mut done = false;
+        let stream: BodyStream = Box::new(move |server, out| {
+            if done {
+                return true;
+            }
+            let mut chunk = Vec::new();
+            if first {
+                chunk.push(b'[');
+            }
+            for _ in 0..batch.max(1) {
+                let Some(row) = rows.next() else {
+                    chunk.push(b']');
+                    done = true;
+                    break;
+                };
+                if !first {
+                    chunk.push(b',');
+                }
+                first = false;
+                let _ = serde_json::to_writer(&mut chunk, &render(server, row));
+            }
+            let _ = write!(Vec_(out), "{:x}\r\n", chunk.len());
+            out.extend_from_slice(&chunk);
+            out.extend_from_slice(b"\r\n");
+            if done {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            done
+        });
+        let mut r = Response::new(status, "application/json", Vec::new());
+        r.stream = Some(stream);
+        r
     }
 }
 

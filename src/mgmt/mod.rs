@@ -16,7 +16,13 @@
 //!
 //! Doors: uses `server`, `ops`, `broker`, `auth`, `http`; nothing below calls it.
 
+pub mod bindings;
+pub mod connections;
+pub mod definitions;
+pub mod exchanges;
+pub mod health;
 pub mod overview;
+pub mod phash2;
 pub mod queues;
 
 use serde_json::{json, Map, Value};
@@ -123,6 +129,14 @@ fn management(server: &mut Server, req: &Request, peer: SocketAddr) -> Response 
     let rest = &segs[1..];
     let routed = match rest.first().map(String::as_str) {
         Some("queues") => queues::route(server, &caller, req, rest),
+        Some("exchanges") => exchanges::route(server, &caller, req, rest),
+        Some("bindings") => bindings::route(server, &caller, req, rest),
+        Some("definitions") => definitions::route(server, &caller, req, rest),
+        Some("connections" | "channels" | "consumers" | "vhosts") => {
+            connections::route(server, &caller, req, rest)
+                .or_else(|| overview::route(server, &caller, req, rest))
+        }
+        Some("health" | "aliveness-test") => health::route(server, &caller, req, rest),
         _ => overview::route(server, &caller, req, rest),
     };
     match routed {
@@ -489,7 +503,6 @@ pub fn consumer_json(server: &Server, c: &crate::ops::ConsumerInfo) -> Value {
         "active": true,
         "activity_status": "up",
         "arguments": {},
-        "consumer_timeout": server.config.consumer_timeout.as_millis() as u64,
         "queue": {"name": String::from_utf8_lossy(&c.queue), "vhost": &*c.vhost},
         "channel_details": {
             "name": format!("{conn_name} ({})", c.channel),
@@ -518,23 +531,18 @@ pub fn binding_json(b: &crate::ops::BindingInfo) -> Value {
     })
 }
 
-/// RabbitMQ's binding properties key: the routing key percent-encoded for a path,
-/// `~` for an empty one, and `~HASH` appended when the binding has arguments.
+/// RabbitMQ's binding properties key (`rabbit_mgmt_format:pack_binding_props`): the
+/// routing key quoted as mochiweb's `quote_plus` does (a space is `+`) with `~` escaped
+/// too, then `~HASH` when the binding has arguments, HASH being base64url of their
+/// 32-bit `erlang:phash2` ([`phash2`]); `~` alone for an empty key without arguments.
 pub fn properties_key(routing_key: &str, args: &FieldTable) -> String {
-    let key = if routing_key.is_empty() {
-        "~".to_owned()
-    } else {
-        crate::http::percent_encode(routing_key)
-    };
+    let key = bindings::quote_plus(routing_key).replace('~', "%7E");
     if args.is_empty() {
-        return key;
+        return if key.is_empty() { "~".to_owned() } else { key };
     }
-    let mut h: u32 = 0x811c_9dc5;
-    for b in table_json(args).to_string().bytes() {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    let hash = base64_encode(&h.to_be_bytes());
+    let hash = base64_encode(&phash2::args_hash(args).to_be_bytes())
+        .replace('+', "-")
+        .replace('/', "_");
     format!("{key}~{}", hash.trim_end_matches('='))
 }
 
@@ -548,7 +556,7 @@ pub fn bindings_of_queue(server: &Server, vh: &str, name: &str) -> Vec<Value> {
         "destination_type": "queue",
         "routing_key": name,
         "arguments": {},
-        "properties_key": crate::http::percent_encode(name),
+        "properties_key": properties_key(name, &FieldTable::new()),
     })];
     v.extend(
         crate::ops::bindings(&server.broker)
@@ -566,67 +574,167 @@ pub fn bindings_of_queue(server: &Server, vh: &str, name: &str) -> Vec<Value> {
 
 // ----- lists -------------------------------------------------------------------------
 
+/// A list answer with RabbitMQ's query parameters applied, for rows already in JSON.
+/// See [`list_by`].
+pub fn list(req: &Request, items: Vec<Value>) -> ApiResult {
+    let s = select(
+        req,
+        items,
+        |v| v.get("name").and_then(Value::as_str).unwrap_or(""),
+        |v| v.get("vhost").and_then(Value::as_str).unwrap_or(""),
+        |v, path| json_path(v, path).map(sort_key),
+    )?;
+    let rows: Vec<Value> = s.rows.into_iter().map(|v| pick(&s.columns, v)).collect();
+    Ok(match s.page {
+        None => Response::json(200, &Value::Array(rows)),
+        Some(p) => Response::json(200, &p.envelope(rows)),
+    })
+}
+
+/// Lists longer than this, asked for whole (no `page`), are streamed: rendered
+/// [`STREAM_BATCH`] rows per loop turn.
+const STREAM_OVER: usize = 1000;
+const STREAM_BATCH: usize = 200;
+
 /// A list answer with RabbitMQ's query parameters applied: without `page`, the whole
 /// (sorted) list; with it, the envelope `{items, page, page_count, page_size,
 /// filtered_count, item_count, total_count}`. `name` filters by a case-insensitive
 /// substring (a case-insensitive regex with `use_regex=true`); `sort` names a field
 /// (dotted for nested ones: `message_stats.publish`), `sort_reverse=true` reverses;
 /// `columns` keeps only the named top-level fields.
-pub fn list(req: &Request, items: Vec<Value>) -> ApiResult {
+///
+/// Rows stay in their cheap snapshot form `T` while they are filtered and sorted; only
+/// the rows answered are rendered to JSON. `key(row, path)` gives a row's sort key for
+/// a dotted field path, `None` when the row lacks it; a list with 100,000 queues sorts
+/// on integers, not on 100,000 JSON objects. A whole list longer than [`STREAM_OVER`]
+/// rows is streamed (rendered a batch per loop turn) rather than rendered at once.
+pub fn list_by<T: 'static>(
+    server: &Server,
+    req: &Request,
+    items: Vec<T>,
+    name: impl Fn(&T) -> &str,
+    vhost: impl Fn(&T) -> &str,
+    key: impl Fn(&T, &[&str]) -> Option<SortKey>,
+    render: impl Fn(&Server, T) -> Value + 'static,
+) -> ApiResult {
+    let s = select(req, items, name, vhost, key)?;
+    let columns = s.columns;
+    let show = move |server: &Server, t: T| pick(&columns, render(server, t));
+    Ok(match s.page {
+        None if s.rows.len() > STREAM_OVER => {
+            Response::json_stream(200, s.rows, STREAM_BATCH, show)
+        }
+        None => {
+            let all: Vec<Value> = s.rows.into_iter().map(|t| show(server, t)).collect();
+            Response::json(200, &Value::Array(all))
+        }
+        Some(p) => {
+            let rows: Vec<Value> = s.rows.into_iter().map(|t| show(server, t)).collect();
+            Response::json(200, &p.envelope(rows))
+        }
+    })
+}
+
+/// The rows a list answers (one page of them when paged), and how to present them.
+struct Selected<T> {
+    rows: Vec<T>,
+    page: Option<Page>,
+    columns: Option<Vec<String>>,
+}
+
+/// Where a page sits in its list.
+struct Page {
+    page: usize,
+    size: usize,
+    page_count: usize,
+    filtered: usize,
+    total: usize,
+}
+
+impl Page {
+    /// RabbitMQ's paging envelope around `items`.
+    fn envelope(&self, items: Vec<Value>) -> Value {
+        json!({
+            "filtered_count": self.filtered,
+            "item_count": items.len(),
+            "items": items,
+            "page": self.page,
+            "page_count": self.page_count,
+            "page_size": self.size,
+            "total_count": self.total,
+        })
+    }
+}
+
+/// Keeps only the `columns` of an object (RabbitMQ's `columns` parameter).
+fn pick(columns: &Option<Vec<String>>, v: Value) -> Value {
+    match (columns, v) {
+        (Some(cols), Value::Object(mut m)) => {
+            m.retain(|k, _| cols.iter().any(|c| c == k));
+            Value::Object(m)
+        }
+        (_, v) => v,
+    }
+}
+
+/// Filters, sorts and pages `items` as the request's parameters say.
+fn select<T>(
+    req: &Request,
+    items: Vec<T>,
+    name: impl Fn(&T) -> &str,
+    vhost: impl Fn(&T) -> &str,
+    key: impl Fn(&T, &[&str]) -> Option<SortKey>,
+) -> Result<Selected<T>, ApiError> {
     let total = items.len();
-    let page = match req.param("page") {
-        None => None,
-        Some(p) => Some(
-            p.parse::<usize>()
-                .map_err(|_| ApiError::bad_request("Pagination parameters are invalid"))?,
-        ),
+    let number = |p: Option<&str>| match p {
+        None => Ok(None),
+        Some(p) => p
+            .parse::<usize>()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request("Pagination parameters are invalid")),
     };
-    let page_size = match req.param("page_size") {
-        None => None,
-        Some(p) => Some(
-            p.parse::<usize>()
-                .map_err(|_| ApiError::bad_request("Pagination parameters are invalid"))?,
-        ),
-    };
+    let page = number(req.param("page"))?;
+    let page_size = number(req.param("page_size"))?;
     let mut items = items;
     if page.is_some() {
-        if let Some(name) = req.param("name").filter(|n| !n.is_empty()) {
-            let matches: Box<dyn Fn(&str) -> bool> = if query_flag(req, "use_regex") {
-                let re = regex::RegexBuilder::new(name)
+        if let Some(pattern) = req.param("name").filter(|n| !n.is_empty()) {
+            if query_flag(req, "use_regex") {
+                let re = regex::RegexBuilder::new(pattern)
                     .case_insensitive(true)
                     .size_limit(1 << 20)
                     .build()
                     .map_err(|_| ApiError::bad_request("Pagination parameters are invalid"))?;
-                Box::new(move |s| re.is_match(s))
+                items.retain(|v| re.is_match(name(v)));
             } else {
-                let needle = name.to_lowercase();
-                Box::new(move |s| s.to_lowercase().contains(&needle))
-            };
-            items.retain(|v| v.get("name").and_then(Value::as_str).is_some_and(&matches));
+                let needle = pattern.to_lowercase();
+                items.retain(|v| contains_caseless(name(v), &needle));
+            }
         }
     }
-    sort(req, &mut items);
-    let items = match req.param("columns") {
-        Some(c) => {
-            let cols: Vec<&str> = c
-                .split(',')
-                .map(|c| c.split('.').next().unwrap_or(c))
-                .collect();
-            items
-                .into_iter()
-                .map(|v| match v {
-                    Value::Object(mut m) => {
-                        m.retain(|k, _| cols.contains(&k.as_str()));
-                        Value::Object(m)
-                    }
-                    other => other,
-                })
-                .collect()
+    match req.param("sort").filter(|s| !s.is_empty()) {
+        None => items.sort_by(|a, b| (vhost(a), name(a)).cmp(&(vhost(b), name(b)))),
+        Some(field) => {
+            let path: Vec<&str> = field.split('.').collect();
+            let mut keyed: Vec<(Option<SortKey>, T)> =
+                items.into_iter().map(|t| (key(&t, &path), t)).collect();
+            keyed.sort_by(|a, b| cmp_keys(a.0.as_ref(), b.0.as_ref()));
+            items = keyed.into_iter().map(|(_, t)| t).collect();
         }
-        None => items,
-    };
+    }
+    if query_flag(req, "sort_reverse") {
+        items.reverse();
+    }
+    let columns: Option<Vec<String>> = req.param("columns").map(|c| {
+        c.split(',')
+            .map(|c| c.split('.').next().unwrap_or(c).to_owned())
+            .collect()
+    });
     let Some(page) = page else {
-        return Ok(Response::json(200, &Value::Array(items)));
+        return Ok(Selected {
+            rows: items,
+            page: None,
+            columns,
+        });
     };
     let size = page_size.unwrap_or(100);
     if page == 0 || size == 0 || size > MAX_PAGE_SIZE {
@@ -638,7 +746,8 @@ pub fn list(req: &Request, items: Vec<Value>) -> ApiResult {
         ));
     }
     let filtered = items.len();
-    let page_count = filtered.div_ceil(size).max(1);
+    // 0 pages for an empty (filtered) list, as RabbitMQ counts.
+    let page_count = filtered.div_ceil(size);
     let start = (page - 1).saturating_mul(size);
     if start > filtered || (start == filtered && filtered > 0) {
         return Err(ApiError::new(
@@ -647,76 +756,66 @@ pub fn list(req: &Request, items: Vec<Value>) -> ApiResult {
             format!("Page out of range, page: {page} page size: {size}, len: {filtered}"),
         ));
     }
-    let page_items: Vec<Value> = items.into_iter().skip(start).take(size).collect();
-    Ok(Response::json(
-        200,
-        &json!({
-            "filtered_count": filtered,
-            "item_count": page_items.len(),
-            "items": page_items,
-            "page": page,
-            "page_count": page_count,
-            "page_size": size,
-            "total_count": total,
+    let rows: Vec<T> = items.into_iter().skip(start).take(size).collect();
+    Ok(Selected {
+        rows,
+        page: Some(Page {
+            page,
+            size,
+            page_count,
+            filtered,
+            total,
         }),
-    ))
+        columns,
+    })
 }
 
-/// Sorts by `sort` (default: vhost then name, RabbitMQ's order), numbers before
-/// strings, missing fields first.
-fn sort(req: &Request, items: &mut [Value]) {
-    let key = req.param("sort").filter(|s| !s.is_empty());
-    let reverse = query_flag(req, "sort_reverse");
-    match key {
-        None => items.sort_by(|a, b| {
-            let k = |v: &Value| {
-                (
-                    v.get("vhost")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_owned(),
-                    v.get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_owned(),
-                )
-            };
-            k(a).cmp(&k(b))
-        }),
-        Some(key) => {
-            let path: Vec<&str> = key.split('.').collect();
-            let get = |v: &Value| {
-                let mut cur = v;
-                for p in &path {
-                    match cur.get(p) {
-                        Some(x) => cur = x,
-                        None => return None,
-                    }
-                }
-                Some(cur.clone())
-            };
-            items.sort_by(|a, b| cmp_values(get(a).as_ref(), get(b).as_ref()));
-        }
-    }
-    if reverse {
-        items.reverse();
+/// A sort key: numbers before strings (RabbitMQ's Erlang term order puts numbers first).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SortKey {
+    Num(f64),
+    Str(String),
+    /// Anything else (objects, lists, booleans), by its JSON text.
+    Other(String),
+}
+
+/// The sort key of a JSON value.
+pub fn sort_key(v: &Value) -> SortKey {
+    match v {
+        Value::Number(n) => SortKey::Num(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => SortKey::Str(s.clone()),
+        other => SortKey::Other(other.to_string()),
     }
 }
 
-fn cmp_values(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
+/// The value at a dotted path in a JSON object.
+pub fn json_path<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |cur, p| cur.get(p))
+}
+
+fn contains_caseless(hay: &str, needle_lower: &str) -> bool {
+    if hay.is_ascii() && needle_lower.is_ascii() {
+        let (h, n) = (hay.as_bytes(), needle_lower.as_bytes());
+        n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+    } else {
+        hay.to_lowercase().contains(needle_lower)
+    }
+}
+
+/// Missing keys first, then numbers, then strings, then the rest.
+fn cmp_keys(a: Option<&SortKey>, b: Option<&SortKey>) -> std::cmp::Ordering {
     use std::cmp::Ordering;
+    use SortKey::*;
+    let rank = |k: Option<&SortKey>| match k {
+        None => 0,
+        Some(Num(_)) => 1,
+        Some(Str(_)) => 2,
+        Some(Other(_)) => 3,
+    };
     match (a, b) {
-        (None, None) => Ordering::Equal,
-        (None, _) => Ordering::Less,
-        (_, None) => Ordering::Greater,
-        (Some(Value::Number(x)), Some(Value::Number(y))) => x
-            .as_f64()
-            .unwrap_or(0.0)
-            .total_cmp(&y.as_f64().unwrap_or(0.0)),
-        (Some(Value::Number(_)), _) => Ordering::Less,
-        (_, Some(Value::Number(_))) => Ordering::Greater,
-        (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
-        (Some(x), Some(y)) => x.to_string().cmp(&y.to_string()),
+        (Some(Num(x)), Some(Num(y))) => x.total_cmp(y),
+        (Some(Str(x)), Some(Str(y))) | (Some(Other(x)), Some(Other(y))) => x.cmp(y),
+        _ => rank(a).cmp(&rank(b)).then(Ordering::Equal),
     }
 }
 
@@ -736,6 +835,87 @@ mod tests {
         assert_eq!(base64_decode("Z3Vlc3Q6Z3Vlc3Q=").unwrap(), b"guest:guest");
         assert_eq!(base64_decode("Z"), None);
         assert_eq!(base64_decode("Z3V*"), None);
+    }
+
+    fn req(q: &[(&str, &str)]) -> Request {
+        Request {
+            method: "GET".into(),
+            path: "/api/queues".into(),
+            query: q
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Request::default()
+        }
+    }
+
+    fn answer(q: &[(&str, &str)], items: &[Value]) -> Result<Value, ApiError> {
+        let r = list(&req(q), items.to_vec())?;
+        Ok(serde_json::from_slice(&r.body).unwrap())
+    }
+
+    #[test]
+    fn lists_page_filter_sort_and_pick_columns_as_rabbitmq() {
+        let items: Vec<Value> = ["abc", "xABCx", "zz", "b"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| json!({"name": n, "vhost": "/", "messages": 10 - i, "x": 1}))
+            .collect();
+        // No page: the whole list, by vhost and name; `name` is ignored without paging.
+        let all = answer(&[("name", "zz")], &items).unwrap();
+        let names: Vec<&str> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["abc", "b", "xABCx", "zz"]);
+        let p = answer(&[("page", "1"), ("name", "abc")], &items).unwrap();
+        assert_eq!(p["filtered_count"], 2);
+        assert_eq!(p["total_count"], 4);
+        assert_eq!(p["page_size"], 100);
+        let p = answer(
+            &[("page", "1"), ("name", "^a"), ("use_regex", "true")],
+            &items,
+        )
+        .unwrap();
+        assert_eq!(p["items"][0]["name"], "abc");
+        assert_eq!(p["item_count"], 1);
+        let p = answer(
+            &[
+                ("page", "2"),
+                ("page_size", "3"),
+                ("sort", "messages"),
+                ("sort_reverse", "true"),
+                ("columns", "name,messages"),
+            ],
+            &items,
+        )
+        .unwrap();
+        assert_eq!(p["page_count"], 2);
+        assert_eq!(p["items"], json!([{"name": "b", "messages": 7}]));
+        let e = answer(&[("page", "3"), ("page_size", "3")], &items).unwrap_err();
+        assert_eq!((e.status, e.error), (400, "page_out_of_range"));
+        let e = answer(&[("page", "1"), ("page_size", "501")], &items).unwrap_err();
+        assert_eq!(e.error, "invalid_pagination_parameters");
+        let e = answer(&[("page", "x")], &items).unwrap_err();
+        assert_eq!(e.reason, "Pagination parameters are invalid");
+        let e = answer(
+            &[("page", "1"), ("name", "("), ("use_regex", "true")],
+            &items,
+        )
+        .unwrap_err();
+        assert_eq!(e.status, 400);
+        // An empty list: page 1 is answered, with 0 pages (RabbitMQ's count).
+        let p = answer(&[("page", "1")], &[]).unwrap();
+        assert_eq!(p["page_count"], 0);
+    }
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000+00:00");
+        assert_eq!(rfc3339(1_796_590_914_318), "2026-12-06T21:01:54.318+00:00");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000+00:00");
     }
 
     #[test]

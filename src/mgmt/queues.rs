@@ -5,8 +5,8 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::{
-    bool_field, json_body, json_table, list, method_not_allowed, properties_json, query_flag,
-    table_json, vhost, ApiError, ApiResult, Caller,
+    bool_field, json_body, json_path, json_table, list, list_by, method_not_allowed,
+    properties_json, query_flag, sort_key, table_json, vhost, ApiError, ApiResult, Caller, SortKey,
 };
 use crate::broker::{QueueDecl, QueueId};
 use crate::http::{Request, Response};
@@ -23,9 +23,9 @@ pub fn route(
     let m = req.method.as_str();
     let get = m == "GET" || m == "HEAD";
     let r = match s.as_slice() {
-        ["queues"] if get => list(req, all(server, None)),
+        ["queues"] if get => list_queues(server, req, None),
         ["queues"] => Ok(method_not_allowed()),
-        ["queues", vh] if get => vhost(server, vh).and_then(|_| list(req, all(server, Some(vh)))),
+        ["queues", vh] if get => vhost(server, vh).and_then(|_| list_queues(server, req, Some(vh))),
         ["queues", _] => Ok(method_not_allowed()),
         ["queues", vh, name] => match m {
             "GET" | "HEAD" => one(server, vh, name).map(|v| Response::json(200, &v)),
@@ -56,12 +56,34 @@ fn find(server: &Server, vh: &str, name: &str) -> Result<QueueId, ApiError> {
         .ok_or_else(ApiError::not_found)
 }
 
-fn all(server: &Server, only: Option<&str>) -> Vec<Value> {
-    ops::queues(&server.broker)
-        .iter()
-        .filter(|q| only.is_none_or(|v| &*q.vhost == v))
-        .map(|q| queue_json(server, q))
-        .collect()
+/// Every queue (of vhost `only`), filtered, sorted and paged on the snapshots; only
+/// the page is rendered.
+fn list_queues(server: &Server, req: &Request, only: Option<&str>) -> ApiResult {
+    let mut qs = ops::queues(&server.broker);
+    if let Some(v) = only {
+        qs.retain(|q| &*q.vhost == v);
+    }
+    list_by(
+        server,
+        req,
+        qs,
+        |q| std::str::from_utf8(&q.name).unwrap_or(""),
+        |q| &q.vhost,
+        |q, path| {
+            let n = |v: u64| Some(SortKey::Num(v as f64));
+            match path {
+                ["name"] => Some(SortKey::Str(String::from_utf8_lossy(&q.name).into_owned())),
+                ["vhost"] => Some(SortKey::Str(q.vhost.to_string())),
+                ["messages"] => n(q.ready as u64 + q.unacked),
+                ["messages_ready"] => n(q.ready as u64),
+                ["messages_unacknowledged"] => n(q.unacked),
+                ["consumers"] => n(q.consumers as u64),
+                ["message_bytes"] => n(q.bytes),
+                _ => json_path(&queue_json(server, q), path).map(sort_key),
+            }
+        },
+        |server, q| queue_json(server, &q),
+    )
 }
 
 fn one(server: &Server, vh: &str, name: &str) -> Result<Value, ApiError> {
@@ -119,8 +141,9 @@ pub fn queue_json(server: &Server, q: &QueueInfo) -> Value {
         "message_bytes_persistent": 0,
         "message_bytes_paged_out": 0,
         "consumers": q.consumers,
-        "consumer_capacity": if idle { 0.0 } else { 1.0 },
-        "consumer_utilisation": if idle { 0.0 } else { 1.0 },
+        // RabbitMQ writes the integer 0 for a queue without consumers.
+        "consumer_capacity": if idle { json!(0) } else { json!(1.0) },
+        "consumer_utilisation": if idle { json!(0) } else { json!(1.0) },
         "memory": 256 + 64 * q.ready as u64 + q.bytes,
         "head_message_timestamp": null,
         "idle_since": if idle { Value::String(super::now_rfc3339()) } else { Value::Null },
@@ -132,7 +155,8 @@ pub fn queue_json(server: &Server, q: &QueueInfo) -> Value {
 /// `auto_delete` and `arguments` (RabbitMQ's defaults: all false, none). 201 when
 /// created, 204 when it existed and is equivalent, 400 when not; 401 for `amq.` names.
 fn declare(server: &mut Server, caller: &Caller, req: &Request, vh: &str, name: &str) -> ApiResult {
-    let v = vhost(server, vh)?;
+    // RabbitMQ's PUT names the missing vhost (a GET answers the plain 404).
+    let v = vhost(server, vh).map_err(|_| ApiError::new(404, "not_found", "vhost_not_found"))?;
     let body = json_body(req)?;
     let mut d = QueueDecl::named(Bytes::copy_from_slice(name.as_bytes()));
     d.durable = bool_field(&body, "durable")?;
@@ -189,32 +213,50 @@ fn strip_code(text: &str, _vh: &str) -> String {
 /// `ack_requeue_false`, `reject_requeue_true`, `reject_requeue_false`), `encoding`
 /// (`auto`: a UTF-8 payload as a string, else base64; `base64`), `truncate` (bytes).
 fn get_messages(server: &mut Server, req: &Request, vh: &str, name: &str) -> ApiResult {
-    let id = find(server, vh, name)?;
+    // RabbitMQ checks the body before the queue: the missing keys all at once, in
+    // its (alphabetical) order, then the encoding.
     let body = json_body(req)?;
-    let Some(ackmode) = body.get("ackmode").and_then(Value::as_str) else {
-        return Err(ApiError::bad_request("[{key_missing,ackmode}]"));
-    };
+    let missing: Vec<String> = ["ackmode", "count", "encoding"]
+        .iter()
+        .filter(|k| body.get(**k).is_none())
+        .map(|k| format!("{{key_missing,{k}}}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::bad_request(format!("[{}]", missing.join(","))));
+    }
+    let ackmode = body.get("ackmode").and_then(Value::as_str).unwrap_or("");
     let requeue = match ackmode {
         "ack_requeue_true" | "reject_requeue_true" => true,
         "ack_requeue_false" | "reject_requeue_false" => false,
         other => return Err(ApiError::bad_request(format!("unknown ackmode '{other}'"))),
     };
     let count = match body.get("count") {
-        None => return Err(ApiError::bad_request("[{key_missing,count}]")),
+        None => None,
         Some(Value::Number(n)) => n.as_u64(),
         Some(Value::String(s)) => s.parse().ok(),
         Some(_) => None,
     }
     .ok_or_else(|| ApiError::bad_request("count must be a non-negative integer"))?;
-    let base64 = match body
-        .get("encoding")
-        .and_then(Value::as_str)
-        .unwrap_or("auto")
-    {
-        "auto" => false,
-        "base64" => true,
-        other => return Err(ApiError::bad_request(format!("unknown encoding '{other}'"))),
+    let base64 = match body.get("encoding").and_then(Value::as_str) {
+        Some("auto") => false,
+        Some("base64") => true,
+        _ => {
+            return Err(ApiError::bad_request(
+                "Unsupported encoding. Please use auto or base64.",
+            ))
+        }
     };
+    // A missing vhost fails RabbitMQ's permission check (401); a missing queue is the
+    // AMQP not_found, with its AMQP text.
+    let v = super::vhost(server, vh)
+        .map_err(|_| ApiError::new(401, "not_authorised", "Access refused."))?;
+    let id = server.broker.queue_id(v, name.as_bytes()).ok_or_else(|| {
+        ApiError::new(
+            404,
+            "not_found",
+            format!("NOT_FOUND - no queue '{name}' in vhost '{vh}'"),
+        )
+    })?;
     let truncate = match body.get("truncate") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => n.as_u64().map(|n| n as usize),

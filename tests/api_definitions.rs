@@ -1,0 +1,490 @@
+//! Definitions export and import (issue 10): a file exported from RabbitMQ 3.10
+//! (`tests/data/rabbitmq-3.10-definitions.json`) imports into Warren and its objects
+//! appear; Warren's export imports back (into itself and into a fresh Warren); a
+//! malformed file is a 400 that changes nothing. Every shared assertion also holds
+//! against RabbitMQ 3.10 (`WARREN_TEST_PORT=5672`), which then gets the same fixture
+//! imported and cleaned up afterwards.
+mod support;
+
+use serde_json::{json, Value};
+use support::api::{enc, Api};
+use support::*;
+
+const FIXTURE: &str = include_str!("data/rabbitmq-3.10-definitions.json");
+
+fn list(api: &Api, path: &str) -> Vec<Value> {
+    let r = api.get(path);
+    assert_eq!(r.status, 200, "{path}: {}", r.body);
+    r.json().as_array().cloned().unwrap_or_default()
+}
+
+/// Removes the fixture's objects (RabbitMQ is shared; a Warren test broker goes away
+/// by itself, and Warren has no vhost deletion yet).
+fn remove_fixture(api: &Api) {
+    for x in [
+        "xb-fixture-topic",
+        "xb-fixture-fanout",
+        "xb-fixture-headers",
+    ] {
+        api.delete(&format!("/api/exchanges/%2F/{x}"));
+    }
+    for q in ["xb-fixture-q1", "xb-fixture-q2"] {
+        api.delete(&format!("/api/queues/%2F/{q}"));
+    }
+    api.delete("/api/vhosts/xb-fixture-vh");
+}
+
+#[test]
+fn a_rabbitmq_export_imports_and_its_objects_appear() {
+    let b = Broker::start();
+    let api = Api::new(&b);
+    let r = api.request("POST", "/api/definitions", Some(FIXTURE), &[]);
+    assert_eq!(r.status, 204, "{}", r.body);
+
+    let check = || {
+        let x = api.get("/api/exchanges/%2F/xb-fixture-topic").json();
+        assert_eq!(
+            (&x["type"], &x["durable"]),
+            (&json!("topic"), &json!(true)),
+            "{x}"
+        );
+        let h = api.get("/api/exchanges/%2F/xb-fixture-headers").json();
+        assert_eq!(h["type"], "headers");
+        let q1 = api.get("/api/queues/%2F/xb-fixture-q1").json();
+        assert_eq!(q1["durable"], true, "{q1}");
+        assert_eq!(
+            q1["arguments"],
+            json!({"x-max-length": 100, "x-message-ttl": 60000})
+        );
+        let q2 = api.get("/api/queues/%2F/xb-fixture-q2").json();
+        assert_eq!(q2["arguments"], json!({"x-queue-type": "classic"}));
+        assert_eq!(api.get("/api/vhosts/xb-fixture-vh").status, 200);
+        let q3 = api.get("/api/queues/xb-fixture-vh/xb-fixture-q3");
+        assert_eq!(q3.status, 200, "{}", q3.body);
+        let x3 = api.get("/api/exchanges/xb-fixture-vh/xb-fixture-direct");
+        assert_eq!(x3.status, 200, "{}", x3.body);
+        let to_q1 = list(&api, "/api/bindings/%2F/e/xb-fixture-topic/q/xb-fixture-q1");
+        assert_eq!(to_q1.len(), 1);
+        assert_eq!(to_q1[0]["routing_key"], "orders.*");
+        let e2e = list(
+            &api,
+            "/api/bindings/%2F/e/xb-fixture-topic/e/xb-fixture-fanout",
+        );
+        assert_eq!(e2e.len(), 1);
+        assert_eq!(e2e[0]["routing_key"], "#");
+        let hb = list(
+            &api,
+            "/api/bindings/%2F/e/xb-fixture-headers/q/xb-fixture-q2",
+        );
+        assert_eq!(hb[0]["arguments"], json!({"kind": "a", "x-match": "all"}));
+        let vb = list(
+            &api,
+            "/api/bindings/xb-fixture-vh/e/xb-fixture-direct/q/xb-fixture-q3",
+        );
+        assert_eq!(vb[0]["routing_key"], "k3");
+        // The importing user may use the new vhost.
+        let perms = list(&api, "/api/permissions");
+        assert!(
+            perms
+                .iter()
+                .any(|p| p["user"] == "guest" && p["vhost"] == "xb-fixture-vh"),
+            "{perms:?}"
+        );
+    };
+    check();
+    // Importing the same file again is a no-op that succeeds.
+    let r = api.request("POST", "/api/definitions", Some(FIXTURE), &[]);
+    assert_eq!(r.status, 204, "{}", r.body);
+    check();
+
+    // The export holds them, in RabbitMQ's shape.
+    let d = api.get("/api/definitions").json();
+    for k in [
+        "rabbit_version",
+        "rabbitmq_version",
+        "product_name",
+        "product_version",
+        "users",
+        "vhosts",
+        "permissions",
+        "topic_permissions",
+        "parameters",
+        "global_parameters",
+        "policies",
+        "queues",
+        "exchanges",
+        "bindings",
+    ] {
+        assert!(d.get(k).is_some(), "{k} missing from the export");
+    }
+    let guest = d["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "guest")
+        .expect("guest exported")
+        .clone();
+    assert_eq!(guest["hashing_algorithm"], "rabbit_password_hashing_sha256");
+    assert_eq!(
+        guest["password_hash"].as_str().map(str::len),
+        Some(48),
+        "{guest}"
+    );
+    let xs = d["exchanges"].as_array().unwrap();
+    assert!(xs
+        .iter()
+        .all(|x| !x["name"].as_str().unwrap().starts_with("amq.") && x["name"] != ""));
+    assert!(xs
+        .iter()
+        .any(|x| x["name"] == "xb-fixture-fanout" && x["vhost"] == "/"));
+    assert!(d["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b["source"] != ""));
+
+    // Per vhost: no vhost fields, RabbitMQ's keys.
+    let v = api.get("/api/definitions/xb-fixture-vh").json();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "bindings",
+            "exchanges",
+            "parameters",
+            "policies",
+            "queues",
+            "rabbit_version"
+        ]
+    );
+    assert_eq!(
+        v["queues"],
+        json!([{"name": "xb-fixture-q3", "durable": true,
+                                     "auto_delete": false, "arguments": {}}])
+    );
+    assert_eq!(v["bindings"][0]["routing_key"], "k3");
+    assert!(v["bindings"][0].get("vhost").is_none());
+    assert_eq!(api.get("/api/definitions/xb-no-such-vhost").status, 400);
+
+    remove_fixture(&api);
+}
+
+#[test]
+fn warren_export_imports_back() {
+    let b = Broker::start();
+    let api = Api::new(&b);
+    let x = unique("xb-rt-x");
+    let q = unique("xb-rt-q");
+    let xp = format!("/api/exchanges/%2F/{}", enc(&x));
+    let qp = format!("/api/queues/%2F/{}", enc(&q));
+    assert_eq!(
+        api.put(&xp, &json!({"type": "topic", "durable": true}))
+            .status,
+        201
+    );
+    assert_eq!(
+        api.put(
+            &qp,
+            &json!({"durable": true, "arguments": {"x-max-priority": 5}})
+        )
+        .status,
+        201
+    );
+    let bind = format!("/api/bindings/%2F/e/{}/q/{}", enc(&x), enc(&q));
+    assert_eq!(
+        api.post(
+            &bind,
+            &json!({"routing_key": "a.#", "arguments": {"k": "v"}})
+        )
+        .status,
+        201
+    );
+    // An exclusive queue is not exported.
+    let exclusive = block_on(async {
+        let conn = b.connect().await;
+        let ch = step("channel", conn.create_channel()).await.unwrap();
+        let q = step(
+            "exclusive declare",
+            ch.queue_declare(
+                "".into(),
+                lapin::options::QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            ),
+        )
+        .await
+        .unwrap();
+        let export = api.get("/api/definitions").json();
+        drop(conn);
+        (q.name().to_string(), export)
+    });
+    let (exclusive_name, export) = exclusive;
+    let names = |k: &str| -> Vec<String> {
+        export[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(names("queues").contains(&q));
+    assert!(
+        !names("queues").contains(&exclusive_name),
+        "exclusive queues are not exported"
+    );
+    assert!(names("exchanges").contains(&x));
+
+    // Only this test's objects go back (RabbitMQ is shared with others).
+    let mine = |k: &str, field: &str| -> Vec<Value> {
+        export[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o[field] == x.as_str() || o[field] == q.as_str())
+            .cloned()
+            .collect()
+    };
+    let file = json!({
+        "queues": mine("queues", "name"),
+        "exchanges": mine("exchanges", "name"),
+        "bindings": mine("bindings", "source"),
+    });
+    assert_eq!(file["bindings"].as_array().unwrap().len(), 1, "{file}");
+    assert_eq!(api.delete(&xp).status, 204);
+    assert_eq!(api.delete(&qp).status, 204);
+    assert_eq!(api.get(&qp).status, 404);
+    let r = api.post("/api/definitions", &file);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(api.get(&xp).json()["type"], "topic");
+    assert_eq!(
+        api.get(&qp).json()["arguments"],
+        json!({"x-max-priority": 5})
+    );
+    let back = list(&api, &bind);
+    assert_eq!(back.len(), 1);
+    assert_eq!(
+        (&back[0]["routing_key"], &back[0]["arguments"]),
+        (&json!("a.#"), &json!({"k": "v"}))
+    );
+
+    // The per-vhost form: objects without vhost fields land in the path's vhost.
+    let x2 = unique("xb-rt-vx");
+    let r = api.post(
+        "/api/definitions/%2F",
+        &json!({"exchanges": [{"name": x2, "type": "fanout", "durable": false,
+                               "auto_delete": false, "internal": false, "arguments": {}}]}),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let x2p = format!("/api/exchanges/%2F/{}", enc(&x2));
+    assert_eq!(api.get(&x2p).json()["type"], "fanout");
+    let r = api.post("/api/definitions/xb-no-such-vhost", &json!({}));
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.json(),
+        json!({"error": "not_found", "reason": "vhost_not_found"})
+    );
+
+    // Warren only: the whole export (users, vhosts, permissions) into a fresh Warren.
+    if !b.is_external() {
+        let fresh = Broker::start();
+        let api2 = Api::new(&fresh);
+        let r = api2.post("/api/definitions", &export);
+        assert_eq!(r.status, 204, "{}", r.body);
+        assert_eq!(api2.get(&qp).json()["durable"], true);
+        assert_eq!(list(&api2, &bind).len(), 1);
+        let again = api2.get("/api/definitions").json();
+        for k in ["queues", "exchanges", "bindings", "vhosts", "permissions"] {
+            assert_eq!(again[k], export[k], "{k} differs after the round trip");
+        }
+        // The exported hash is RabbitMQ's: guest/guest still logs in after a re-import.
+        assert_eq!(api2.get("/api/whoami").status, 200);
+    }
+
+    for p in [&xp, &x2p, &qp] {
+        api.delete(p);
+    }
+}
+
+#[test]
+fn a_malformed_file_is_refused() {
+    let b = Broker::start();
+    let api = Api::new(&b);
+    let r = api.request("POST", "/api/definitions", Some("{\"exchanges\":"), &[]);
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json(),
+        json!({"error": "bad_request", "reason": "failed_to_parse_json"})
+    );
+    let r = api.request("POST", "/api/definitions", Some("[1]"), &[]);
+    assert_eq!(r.status, 400);
+
+    // A good queue with a bad exchange: refused. (RabbitMQ has declared the queue by
+    // then; Warren validates the whole file first and changes nothing.)
+    let q = unique("xb-bad-q");
+    let x = unique("xb-bad-x");
+    let file = json!({
+        "queues": [{"name": q, "vhost": "/", "durable": false, "auto_delete": false, "arguments": {}}],
+        "exchanges": [{"name": x, "vhost": "/", "type": "bogus", "durable": false,
+                       "auto_delete": false, "internal": false, "arguments": {}}],
+    });
+    let r = api.post("/api/definitions", &file);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let qp = format!("/api/queues/%2F/{}", enc(&q));
+    if !b.is_external() {
+        assert_eq!(api.get(&qp).status, 404, "a refused file changed nothing");
+        assert!(r.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid exchange type 'bogus'"));
+        // An inequivalent redeclare of an existing queue, after a new exchange.
+        assert_eq!(api.put(&qp, &json!({"durable": true})).status, 201);
+        let file = json!({
+            "exchanges": [{"name": x, "vhost": "/", "type": "fanout", "durable": false,
+                           "auto_delete": false, "internal": false, "arguments": {}}],
+            "queues": [{"name": q, "vhost": "/", "durable": false, "auto_delete": false,
+                        "arguments": {}}],
+        });
+        let r = api.post("/api/definitions", &file);
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(
+            r.json()["reason"],
+            format!("inequivalent arg 'durable' for queue '{q}' in vhost '/': received 'false' but current is 'true'")
+        );
+        assert_eq!(
+            api.get(&format!("/api/exchanges/%2F/{}", enc(&x))).status,
+            404
+        );
+    }
+    api.delete(&qp);
+    api.delete(&format!("/api/exchanges/%2F/{}", enc(&x)));
+}
+
+/// The dashboard's (and RabbitMQ's) upload form: `multipart/form-data` with a `file`.
+#[test]
+fn a_form_upload_imports() {
+    let b = Broker::start();
+    let api = Api::new(&b);
+    let x = unique("xb-form");
+    let file = json!({"exchanges": [{"name": x, "vhost": "/", "type": "fanout", "durable": false,
+                                     "auto_delete": false, "internal": false, "arguments": {}}]});
+    let boundary = "xb-boundary-7d3";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"defs.json\"\r\n\
+         Content-Type: application/json\r\n\r\n{file}\r\n--{boundary}--\r\n"
+    );
+    let auth = format!("Basic {}", support::api::base64(b"guest:guest"));
+    let resp = ureq::post(&format!("{}/api/definitions", api.base))
+        .set("authorization", &auth)
+        .set(
+            "content-type",
+            &format!("multipart/form-data; boundary={boundary}"),
+        )
+        .send_string(&body);
+    let status = match resp {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(s, _)) => s,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(status, 204);
+    let xp = format!("/api/exchanges/%2F/{}", enc(&x));
+    assert_eq!(api.get(&xp).json()["type"], "fanout");
+    assert_eq!(api.delete(&xp).status, 204);
+}
+
+/// The fuzz entry point (`warren::fuzzing::definitions`) on the fixture and on a few
+/// hostile files: no panic, a refused file changes nothing, an export re-imports.
+#[test]
+fn fuzz_entry_point_holds_on_known_inputs() {
+    for input in [
+        FIXTURE,
+        "",
+        "{}",
+        "[]",
+        "{\"queues\": [{\"name\": \"q\", \"vhost\": \"/\"}, {\"name\": \"q\", \"vhost\": \"/\", \"durable\": true}]}",
+        "{\"exchanges\": [{\"name\": \"amq.x\", \"vhost\": \"/\", \"type\": \"direct\"}]}",
+        "{\"bindings\": [{\"source\": \"\", \"vhost\": \"/\", \"destination\": \"q\", \"destination_type\": \"queue\"}]}",
+        "{\"vhosts\": [{\"name\": \"v\"}], \"queues\": [{\"name\": \"q\", \"vhost\": \"v\", \"arguments\": {\"x-queue-type\": \"quorum\"}}]}",
+    ] {
+        warren::fuzzing::definitions(input.as_bytes());
+    }
+}
+
+mod generated {
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn name() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!("a")),
+            Just(json!("b")),
+            Just(json!("")),
+            Just(json!("amq.direct")),
+            Just(json!("amq.x")),
+            Just(json!(1)),
+        ]
+    }
+
+    fn vhost() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!("/")),
+            Just(json!("v1")),
+            Just(json!("missing")),
+            Just(Value::Null)
+        ]
+    }
+
+    fn flag() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!(true)),
+            Just(json!(false)),
+            Just(json!("x")),
+            Just(Value::Null)
+        ]
+    }
+
+    fn args() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!({})),
+            Just(json!({"x-queue-type": "quorum"})),
+            Just(json!({"x-max-length": 3})),
+            Just(json!({"x-max-length": "three"})),
+            Just(json!({"alternate-exchange": "a"})),
+            Just(json!([1])),
+        ]
+    }
+
+    fn file() -> impl Strategy<Value = Value> {
+        let exchange = (name(), vhost(), prop_oneof![Just(json!("direct")), Just(json!("fanout")), Just(json!("bogus"))], flag(), flag(), args())
+            .prop_map(|(n, v, t, d, a, x)| json!({"name": n, "vhost": v, "type": t, "durable": d, "auto_delete": a, "arguments": x}));
+        let queue = (name(), vhost(), flag(), flag(), args())
+            .prop_map(|(n, v, d, a, x)| json!({"name": n, "vhost": v, "durable": d, "auto_delete": a, "arguments": x}));
+        let binding = (name(), name(), vhost(), prop_oneof![Just(json!("queue")), Just(json!("exchange")), Just(json!("x"))], args())
+            .prop_map(|(s, d, v, t, x)| json!({"source": s, "destination": d, "vhost": v, "destination_type": t, "routing_key": "k", "arguments": x}));
+        (
+            prop::collection::vec(exchange, 0..4),
+            prop::collection::vec(queue, 0..4),
+            prop::collection::vec(binding, 0..4),
+            prop::collection::vec(
+                prop_oneof![Just(json!({"name": "v1"})), Just(json!({"name": 5}))],
+                0..2,
+            ),
+        )
+            .prop_map(
+                |(x, q, b, v)| json!({"vhosts": v, "exchanges": x, "queues": q, "bindings": b}),
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Generated files near the valid ones: each is accepted, or refused with a 4xx
+        /// that changes nothing, and an accepted one's export imports again.
+        #[test]
+        fn files_apply_whole_or_not_at_all(f in file()) {
+            warren::fuzzing::definitions(f.to_string().as_bytes());
+        }
+    }
+}
