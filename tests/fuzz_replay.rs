@@ -81,3 +81,8 @@ fn segment() {
 fn http_request() {
     replay("http_request", warren::fuzzing::http_request);
 }
+
+#[test]
+fn definitions() {
+    replay("definitions", warren::fuzzing::definitions);
+}
