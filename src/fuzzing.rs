@@ -752,3 +752,110 @@ pub fn definitions(data: &[u8]) {
     );
     assert_eq!(again.status, 204, "Warren's own export was refused");
 }
+
+/// What reading a byte stream with a [`crate::http::RequestReader`] gave: the requests
+/// (their parts as comparable values) and how it ended (an error, or more bytes needed).
+type HttpOutcome = (
+    Vec<(
+        String,
+        String,
+        Vec<(String, String)>,
+        Vec<(String, String)>,
+        Bytes,
+        bool,
+    )>,
+    Option<crate::http::HttpError>,
+);
+
+/// Feeds `input` to a fresh reader in pieces (cut at the offsets in `cuts`), taking
+/// every complete request after each piece, until the input ends or an error.
+fn http_read(limits: crate::http::Limits, input: &[u8], cuts: &[usize]) -> HttpOutcome {
+    let mut reader = crate::http::RequestReader::new(limits);
+    let mut buf = BytesMut::new();
+    let mut reqs = Vec::new();
+    let mut start = 0;
+    let ends = cuts
+        .iter()
+        .copied()
+        .filter(|&c| c > 0 && c < input.len())
+        .chain(std::iter::once(input.len()));
+    for end in ends {
+        if end < start {
+            continue;
+        }
+        buf.extend_from_slice(&input[start..end]);
+        start = end;
+        loop {
+            match reader.next(&mut buf) {
+                Ok(Some(r)) => {
+                    assert!(r.path.starts_with('/'), "a path that is not absolute");
+                    assert!(!r.method.is_empty());
+                    assert!(r.body.len() <= limits.max_body, "body over the limit");
+                    assert!(r.headers.len() <= limits.max_headers);
+                    assert!(r
+                        .headers
+                        .iter()
+                        .all(|(n, _)| !n.bytes().any(|b| b.is_ascii_uppercase())));
+                    // The helpers the router uses must not panic either.
+                    let _ = r.segments();
+                    let _ = r.param("page");
+                    let _ = r.header("authorization");
+                    reqs.push((r.method, r.path, r.query, r.headers, r.body, r.close));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    assert!((400..600).contains(&e.status()));
+                    return (reqs, Some(e));
+                }
+            }
+        }
+    }
+    (reqs, None)
+}
+
+/// The HTTP request reader on arbitrary bytes. Byte 0 picks the limits (tight ones, so
+/// that the head, header-count and body bounds are reached, or the defaults) and bytes
+/// 1-2 seed the cut points; the rest is the stream. Read whole, one byte at a time and
+/// in the seeded pieces, it must never panic, every request must respect the limits,
+/// and the three readings must agree exactly (the same requests, the same error): what
+/// a request means cannot depend on how TCP happened to segment it.
+pub fn http_request(data: &[u8]) {
+    use crate::http::Limits;
+
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let (seed, input) = if rest.len() >= 2 {
+        (u16::from_be_bytes([rest[0], rest[1]]), &rest[2..])
+    } else {
+        (0, rest)
+    };
+    let limits = if mode & 1 == 0 {
+        Limits {
+            max_head: 256,
+            max_headers: 8,
+            max_body: 512,
+        }
+    } else {
+        Limits::default()
+    };
+    // Pieces of pseudo-random lengths (1 to 64 bytes) from the seed.
+    let mut cuts = Vec::new();
+    let mut x = u32::from(seed) | 1;
+    let mut at = 0;
+    while at < input.len() {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        at += 1 + (x % 64) as usize;
+        cuts.push(at);
+    }
+    let whole = http_read(limits, input, &[]);
+    let pieces = http_read(limits, input, &cuts);
+    assert_eq!(whole, pieces, "reading in pieces changed the outcome");
+    if input.len() <= 1024 {
+        let bytes: Vec<usize> = (1..input.len()).collect();
+        let bytewise = http_read(limits, input, &bytes);
+        assert_eq!(whole, bytewise, "reading byte by byte changed the outcome");
+    }
+}

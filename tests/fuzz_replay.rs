@@ -76,3 +76,13 @@ fn connection() {
 fn segment() {
     replay("segment", warren::fuzzing::segment);
 }
+
+#[test]
+fn http_request() {
+    replay("http_request", warren::fuzzing::http_request);
+}
+
+#[test]
+fn definitions() {
+    replay("definitions", warren::fuzzing::definitions);
+}

