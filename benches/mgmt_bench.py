@@ -31,6 +31,8 @@ import tempfile
 import time
 import urllib.parse
 
+# Seconds to wait after declaring, so that a statistics sample has been taken.
+SETTLE = 6
 AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
 PATHS = [
     "/api/queues?page=1&page_size=100&sort=messages",
@@ -212,6 +214,9 @@ def run_warren(binary, n, samples):
             raise RuntimeError("warren did not announce its ports")
         print("warren (pid %d, amqp %d, http %d):" % (p.pid, amqp, http_))
         declare(amqp, "/", n, "bench")
+        # Let one statistics interval pass (5 s, RabbitMQ's and Warren's default): both
+        # brokers' overviews report queue totals as of their last statistics sample.
+        time.sleep(SETTLE)
         figures = measure(http_, samples)
         rss = open("/proc/%d/status" % p.pid).read().split("VmRSS:")[1].split()[0]
         print("    RSS %s KiB" % rss)
@@ -233,6 +238,7 @@ def run_rabbit(n, samples, amqp_port=5672, http_port=15672):
                        {"configure": ".*", "write": ".*", "read": ".*"})
         assert st in (201, 204), (st, body)
         declare(amqp_port, vhost, n, "bench")
+        time.sleep(SETTLE)
         return measure(http_port, samples)
     finally:
         t0 = time.perf_counter()
