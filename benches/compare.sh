@@ -95,8 +95,10 @@ if [ "$DASHBOARD" = 1 ]; then
     [ -z "$BASELINE" ] || { echo "--dashboard and --baseline exclude each other" >&2; exit 2; }
     HTTP_warren=$(sed -n 's|^warren management on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$WORK/warren.out" | head -1)
     [ -n "$HTTP_warren" ] || { echo "warren printed no management line" >&2; exit 1; }
+    # DASHBOARD_POLL=0: the same two instances, neither polled (an A/A control for
+    # the difference the instances make by themselves).
     (
-        while :; do
+        while [ "${DASHBOARD_POLL:-1}" = 1 ]; do
             curl -s -o /dev/null -u guest:guest "http://127.0.0.1:$HTTP_warren/api/overview" || true
             curl -s -o /dev/null -u guest:guest \
                 "http://127.0.0.1:$HTTP_warren/api/queues?page=1&page_size=100&sort=messages" || true
@@ -307,7 +309,7 @@ echo "Machine: $(nproc) cores, ${CPU:-unknown CPU}; $(uname -sr). Date: $(date -
 echo "Warren $HEAD_REV${RABBIT_VERSION:+; RabbitMQ $RABBIT_VERSION}${BASE_REV:+; baseline Warren $BASE_REV}."
 echo "Median of $RUNS run(s) of ${SECS} s each (warren-perf -z $SECS); brokers interleaved run by run."
 if [ "$DASHBOARD" = 1 ]; then
-    echo "After: the broker polled as an open dashboard ($(wc -l <"$WORK/polls") polls of /api/overview and /api/queues); before: the same build, not polled."
+    echo "After: the broker polled as an open dashboard ($(cat "$WORK/polls" 2>/dev/null | wc -l) polls of /api/overview and /api/queues); before: the same build, not polled."
 fi
 echo
 cat "$WORK/table.md"
