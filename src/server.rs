@@ -1704,6 +1704,52 @@ mod tests {
     /// channel and globally, for publishes, unroutables, confirms, deliveries, gets,
     /// acks and redeliveries; the sampler turns them into rates.
     #[test]
+    fn a_queue_keeps_ten_minutes_of_chart_samples_and_forgets_them_when_deleted() {
+        let mut c = Client::open();
+        c.declare("q");
+        // Three intervals: 2 publishes, then 3, then none.
+        for n in [2, 3, 0] {
+            for _ in 0..n {
+                c.publish(1, "", "q", b"m");
+            }
+            crate::mgmt::stats::sample(&mut c.server);
+        }
+        let v = c.server.broker.lookup_vhost(b"/").unwrap().0;
+        let id = c.server.broker.queue_id(v, b"q").unwrap();
+        let mut m = serde_json::Map::new();
+        m.insert("message_stats".into(), serde_json::json!({}));
+        let interval = c.server.config.stats_interval.as_secs();
+        crate::mgmt::stats::queue_history(
+            &c.server,
+            id,
+            Some((4 * interval, interval)),
+            Some((4 * interval, interval)),
+            &mut m,
+        );
+        let samples = |v: &serde_json::Value| -> Vec<u64> {
+            v["samples"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["sample"].as_u64().unwrap())
+                .collect()
+        };
+        // Newest first: 5 published as of the last two samples, 2 before, 0 before
+        // that, and the oldest known value beyond the history.
+        let publish = &m["message_stats"]["publish_details"];
+        assert_eq!(samples(publish), [5, 5, 2, 0, 0], "{publish}");
+        assert_eq!(samples(&m["messages_ready_details"]), [5, 5, 2, 2, 2]);
+        // A deleted queue's history goes at the next sample.
+        let mut effects = Vec::new();
+        crate::ops::delete_queue(&mut c.server.broker, id, false, false, &mut effects).unwrap();
+        crate::mgmt::stats::sample(&mut c.server);
+        let mut m = serde_json::Map::new();
+        m.insert("message_stats".into(), serde_json::json!({}));
+        crate::mgmt::stats::queue_history(&c.server, id, Some((60, 5)), None, &mut m);
+        assert_eq!(m["message_stats"], serde_json::json!({}));
+    }
+
+    #[test]
     fn statistics_counters_follow_publish_deliver_get_and_ack() {
         let mut c = Client::open();
         c.declare("q");

@@ -28,7 +28,7 @@ pub fn route(
         ["queues", vh] if get => vhost(server, vh).and_then(|_| list_queues(server, req, Some(vh))),
         ["queues", _] => Ok(method_not_allowed()),
         ["queues", vh, name] => match m {
-            "GET" | "HEAD" => one(server, vh, name).map(|v| Response::json(200, &v)),
+            "GET" | "HEAD" => one(server, req, vh, name).map(|v| Response::json(200, &v)),
             "PUT" => declare(server, caller, req, vh, name),
             "DELETE" => delete(server, req, vh, name),
             _ => Ok(method_not_allowed()),
@@ -86,10 +86,25 @@ fn list_queues(server: &Server, req: &Request, only: Option<&str>) -> ApiResult 
     )
 }
 
-fn one(server: &Server, vh: &str, name: &str) -> Result<Value, ApiError> {
+fn one(server: &Server, req: &Request, vh: &str, name: &str) -> Result<Value, ApiError> {
     let v = vhost(server, vh)?;
     let q = ops::queue(&server.broker, v, name.as_bytes()).ok_or_else(ApiError::not_found)?;
     let mut j = queue_json(server, &q);
+    // `?msg_rates_age=600&msg_rates_incr=5` and `lengths_age`/`lengths_incr` ask for
+    // the chart samples, as RabbitMQ.
+    let window = |age: &str, incr: &str| {
+        let num = |k: &str| req.param(k).and_then(|v| v.parse::<u64>().ok());
+        num(age).map(|a| (a, num(incr).unwrap_or(5)))
+    };
+    if let (Some(id), Value::Object(m)) = (server.broker.queue_id(v, name.as_bytes()), &mut j) {
+        super::stats::queue_history(
+            server,
+            id,
+            window("msg_rates_age", "msg_rates_incr"),
+            window("lengths_age", "lengths_incr"),
+            m,
+        );
+    }
     let consumers: Vec<Value> = ops::consumers(&server.broker)
         .into_iter()
         .filter(|c| &*c.vhost == vh && &c.queue[..] == name.as_bytes())
