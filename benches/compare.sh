@@ -91,25 +91,28 @@ WARREN_URI="amqp://guest:guest@127.0.0.1:$PORT_warren/%2f"
 BASE_URI=
 
 # --- Dashboard: the same build, one instance polled as an open dashboard polls ----------
+# DASHBOARD_POLL=0: neither instance polled (an A/A control for the difference the two
+# instances make by themselves); DASHBOARD_POLL=base: the other instance is polled (the
+# sign of the difference flips if it is the poll's, stays if it is the instance's).
 if [ "$DASHBOARD" = 1 ]; then
     [ -z "$BASELINE" ] || { echo "--dashboard and --baseline exclude each other" >&2; exit 2; }
-    HTTP_warren=$(sed -n 's|^warren management on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$WORK/warren.out" | head -1)
-    [ -n "$HTTP_warren" ] || { echo "warren printed no management line" >&2; exit 1; }
-    # DASHBOARD_POLL=0: the same two instances, neither polled (an A/A control for
-    # the difference the instances make by themselves).
+    start_warren base "$WARREN"
+    BASE_URI="amqp://guest:guest@127.0.0.1:$PORT_base/%2f"
+    BASE_REV="$HEAD_REV, no dashboard"
+    target=warren
+    [ "${DASHBOARD_POLL:-1}" = base ] && { target=base; BASE_REV="$HEAD_REV, polled"; }
+    HTTP_target=$(sed -n 's|^warren management on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$WORK/$target.out" | head -1)
+    [ -n "$HTTP_target" ] || { echo "warren printed no management line" >&2; exit 1; }
     (
-        while [ "${DASHBOARD_POLL:-1}" = 1 ]; do
-            curl -s -o /dev/null -u guest:guest "http://127.0.0.1:$HTTP_warren/api/overview" || true
+        while [ "${DASHBOARD_POLL:-1}" != 0 ]; do
+            curl -s -o /dev/null -u guest:guest "http://127.0.0.1:$HTTP_target/api/overview" || true
             curl -s -o /dev/null -u guest:guest \
-                "http://127.0.0.1:$HTTP_warren/api/queues?page=1&page_size=100&sort=messages" || true
+                "http://127.0.0.1:$HTTP_target/api/queues?page=1&page_size=100&sort=messages" || true
             echo poll >>"$WORK/polls"
             sleep 5
         done
     ) &
     PIDS+=("$!")
-    start_warren base "$WARREN"
-    BASE_URI="amqp://guest:guest@127.0.0.1:$PORT_base/%2f"
-    BASE_REV="$HEAD_REV, no dashboard"
 fi
 
 # --- Baseline: the same broker at another revision ------------------------------------------
@@ -309,7 +312,7 @@ echo "Machine: $(nproc) cores, ${CPU:-unknown CPU}; $(uname -sr). Date: $(date -
 echo "Warren $HEAD_REV${RABBIT_VERSION:+; RabbitMQ $RABBIT_VERSION}${BASE_REV:+; baseline Warren $BASE_REV}."
 echo "Median of $RUNS run(s) of ${SECS} s each (warren-perf -z $SECS); brokers interleaved run by run."
 if [ "$DASHBOARD" = 1 ]; then
-    echo "After: the broker polled as an open dashboard ($(cat "$WORK/polls" 2>/dev/null | wc -l) polls of /api/overview and /api/queues); before: the same build, not polled."
+    echo "Polled as an open dashboard: ${target:-?} ($(cat "$WORK/polls" 2>/dev/null | wc -l) polls of /api/overview and /api/queues, DASHBOARD_POLL=${DASHBOARD_POLL:-1}); the other column: the same build."
 fi
 echo
 cat "$WORK/table.md"
