@@ -1399,8 +1399,6 @@ impl Broker {
         ))
     }
 
-    /// Takes a statistics sample of every queue and exchange that counted something
-    /// (the sampler's timer, `crate::mgmt::stats`).
     /// Takes a statistics sample of every queue and exchange, and returns the message
     /// and consumer totals over all queues (the overview's `queue_totals`, as RabbitMQ's
     /// are: as of the last sample, so an overview never walks 100,000 queues).

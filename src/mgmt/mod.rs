@@ -113,13 +113,13 @@ pub fn handle(server: &mut Server, service: Service, req: &Request, peer: Socket
 /// The Prometheus listener: `GET /metrics` (aggregated) and `/metrics/per-object`
 /// (`mgmt::prometheus`), in RabbitMQ's text format and content type.
 fn prometheus(server: &mut Server, req: &Request) -> Response {
-    let per_object = match req.path.split('?').next().unwrap_or("") {
+    let per_object = match req.path.as_str() {
         "/metrics" => false,
         "/metrics/per-object" => true,
         _ => return ApiError::not_found().response(),
     };
     if req.method != "GET" && req.method != "HEAD" {
-        return Response::empty(405);
+        return method_not_allowed();
     }
     let body = prometheus::render(server, per_object).into_bytes();
     Response::new(200, "text/plain; version=0.0.4", body)

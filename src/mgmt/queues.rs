@@ -43,7 +43,6 @@ pub fn route(
         ["queues", _, _, "bindings" | "contents" | "get"] => Ok(method_not_allowed()),
         _ => return None,
     };
-    let _ = caller;
     Some(r)
 }
 
@@ -211,17 +210,11 @@ fn delete(server: &mut Server, req: &Request, vh: &str, name: &str) -> ApiResult
         query_flag(req, "if-empty"),
         &mut effects,
     )
-    .map_err(|e| ApiError::bad_request(strip_code(&e.text, vh)))?;
+    .map_err(|e| ApiError::bad_request(e.text))?;
     for e in effects {
         server.apply(e);
     }
     Ok(Response::empty(204))
-}
-
-/// RabbitMQ's HTTP reason for a failed conditional delete names the queue the way its
-/// AMQP text does; ours already does, so it passes through unchanged.
-fn strip_code(text: &str, _vh: &str) -> String {
-    text.to_owned()
 }
 
 /// `POST /api/queues/{vhost}/{name}/get`: `count`, `ackmode` (`ack_requeue_true`,
