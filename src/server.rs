@@ -235,6 +235,7 @@ impl Server {
             self.config.frame_max,
         ));
         info!("{peer}: connection accepted");
+        self.broker.churn.now.connection_created += 1;
         key
     }
 
@@ -760,6 +761,9 @@ impl Server {
             self.broker.remove_queue(q);
         }
         let c = self.conns.try_remove(key)?;
+        let churn = &mut self.broker.churn.now;
+        churn.connection_closed += 1;
+        churn.channel_closed += c.channels.len() as u64;
         info!("{}: connection closed", c.peer);
         Some(c)
     }

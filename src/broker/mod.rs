@@ -180,6 +180,9 @@ pub struct Broker {
     /// Broker-wide message counters (RabbitMQ's global counters and the overview's
     /// message_stats), added to on the hot path; see `crate::counters`.
     pub counters: crate::counters::MsgCounters,
+    /// Connections, channels and queues made and removed (the server counts the first
+    /// two here too: this is where the sampler and the metrics read them).
+    pub churn: crate::counters::Sampled<crate::counters::Churn>,
 }
 
 /// The store reference a queue holds on a message: its durable id for a persistent
@@ -746,12 +749,14 @@ impl Broker {
                     }
                     args::check_queue_equivalence(vn, &d.name, &d.arguments, &q.props.arguments)?;
                 }
-                return Ok(Declared {
+                let declared = Declared {
                     id,
                     name: q.name.clone(),
                     messages: q.message_count(),
                     consumers: q.consumer_count(),
-                });
+                };
+                self.churn.now.queue_declared += 1;
+                return Ok(declared);
             }
             if d.passive {
                 return Err(self.no_queue(vhost, &d.name));
@@ -801,6 +806,8 @@ impl Broker {
         warn_not_implemented(self.vhost_label(vhost), &name, &d.arguments);
         let id = self.insert_queue(vhost, name.clone(), props, owner, durable_id);
         self.meta_dirty |= durable_id != 0;
+        self.churn.now.queue_declared += 1;
+        self.churn.now.queue_created += 1;
         Ok(Declared {
             id,
             name,
@@ -890,6 +897,7 @@ impl Broker {
             return (0, Vec::new());
         }
         let q = self.queues.remove(id.idx as usize);
+        self.churn.now.queue_deleted += 1;
         if let Some(v) = self.vhost_mut(q.vhost) {
             v.queues.remove(&q.name);
         }

@@ -496,6 +496,7 @@ impl Session<'_> {
                         ));
                     }
                     self.conn.channels.push(Channel::new(ch));
+                    self.broker.churn.now.channel_created += 1;
                     let ok = channel::OpenOk {
                         channel_id: Bytes::new(),
                     };
@@ -514,6 +515,7 @@ impl Session<'_> {
                 match Method::decode(&payload) {
                     Ok(Method::ChannelCloseOk(_)) => {
                         self.conn.channels.swap_remove(idx);
+                        self.broker.churn.now.channel_closed += 1;
                     }
                     Ok(Method::ChannelClose(_)) => {
                         self.send(ch, &Method::ChannelCloseOk(channel::CloseOk {}));

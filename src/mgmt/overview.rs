@@ -128,7 +128,7 @@ fn overview(server: &Server, req: &Request) -> Value {
         "enable_queue_totals": true,
         "node": node_name(),
         "message_stats": message_stats,
-        "churn_rates": {},
+        "churn_rates": super::stats::churn_rates(server),
         "queue_totals": {
             "messages": ready + unacked,
             "messages_details": {"rate": 0.0},

@@ -137,6 +137,7 @@ pub fn sample(server: &mut Server) {
             ch.stats.sample();
         }
     }
+    server.broker.churn.sample();
     let counters = server.broker.counters;
     server
         .sampler
@@ -409,6 +410,21 @@ pub fn connection_io_stats(io: &Sampled<IoCounters>, interval: Duration) -> Map<
 /// The overview's `message_stats`: the global counters with their current rates, and
 /// `disk_reads`/`disk_writes` (not counted yet: 0). With `history` = Some((age, incr))
 /// in seconds (RabbitMQ's `msg_rates_age` and `msg_rates_incr`), each `_details` also
+/// The overview's `churn_rates`: each count with its `_details.rate` per second over
+/// the last sampling interval, as RabbitMQ's.
+pub fn churn_rates(server: &Server) -> Value {
+    let c = server.broker.churn;
+    let secs = server.config.stats_interval.as_secs_f64().max(1e-3);
+    let mut m = serde_json::Map::new();
+    let (now, last, prev) = (c.now.values(), c.last.values(), c.prev.values());
+    for (i, name) in crate::counters::Churn::NAMES.iter().enumerate() {
+        let rate = last[i].saturating_sub(prev[i]) as f64 / secs;
+        m.insert((*name).to_string(), json!(now[i]));
+        m.insert(format!("{name}_details"), json!({ "rate": rate }));
+    }
+    Value::Object(m)
+}
+
 /// carries `samples` (newest first, `age / incr + 1` of them, `{"sample": N,
 /// "timestamp": MS}`), `avg_rate` and `avg`, from the global ring.
 pub fn overview_message_stats(server: &Server, history: Option<(u64, u64)>) -> Value {
