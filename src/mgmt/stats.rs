@@ -944,6 +944,177 @@ mod tests {
         assert_eq!(v["publish"], 300);
     }
 
+    /// The samples of `field` in `v` (newest first).
+    fn samples_of(v: &Map<String, Value>, field: &str) -> Vec<u64> {
+        v.get(&format!("{field}_details"))
+            .and_then(|d| d.get("samples"))
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|s| s["sample"].as_u64()).collect())
+            .unwrap_or_default()
+    }
+
+    fn conn_samples(s: &Server, key: usize) -> Vec<u64> {
+        let mut m = Map::new();
+        m.insert("recv_oct_details".into(), json!({"rate": 0.0}));
+        connection_history(s, key, (60, 5), &mut m);
+        samples_of(&m, "recv_oct")
+    }
+
+    fn chan_samples(s: &Server, key: usize, number: u16) -> Vec<u64> {
+        let Some(ch) = s.conns.get(key).and_then(|c| c.channel(number)) else {
+            return Vec::new();
+        };
+        let Value::Object(mut m) = channel_message_stats(ch, s.config.stats_interval) else {
+            return Vec::new();
+        };
+        channel_history(s, key, number, (60, 5), &mut m);
+        samples_of(&m, "publish")
+    }
+
+    #[test]
+    fn a_reused_slab_key_or_channel_number_does_not_inherit_history() {
+        let mut s = server(5);
+        let peer: std::net::SocketAddr = ([127, 0, 0, 1], 40000).into();
+        let key = s.open(peer, None);
+        let connected_at = s.conns[key].connected_at;
+        for k in 1..=3u64 {
+            let c = &mut s.conns[key];
+            c.io.now.recv_oct = 1000 * k;
+            if k == 1 {
+                c.channels.push(crate::conn::channel::Channel::new(1));
+            }
+            c.channels[0].stats.now.publish = 100 * k;
+            sample(&mut s);
+        }
+        assert_eq!(&conn_samples(&s, key)[..4], &[3000, 2000, 1000, 0]);
+        assert_eq!(&chan_samples(&s, key, 1)[..4], &[300, 200, 100, 0]);
+        assert_eq!(s.sampler.connections.len(), 1);
+
+        // The channel closes and another opens with its number before the next sample.
+        s.conns[key].channels.clear();
+        s.conns[key].channels.push(crate::conn::channel::Channel::new(1));
+        s.conns[key].channels[0].stats.now.publish = 7;
+        sample(&mut s);
+        assert_eq!(
+            &chan_samples(&s, key, 1)[..3],
+            &[7, 0, 0],
+            "the new channel's history starts at its own first sample"
+        );
+        let ring_len = |h: Option<&History<u32, CHANNEL_N>>| h.map(|h| h.series[0].ring.len());
+        assert_eq!(
+            ring_len(s.sampler.channels.get(&((key, connected_at), 1))),
+            Some(1),
+            "not the old channel's ring"
+        );
+
+        // The connection goes and the slab gives its key to the next one, accepted in
+        // the same millisecond (the worst case: the key and connected_at both match).
+        s.conns.remove(key);
+        let again = s.open(([127, 0, 0, 1], 40001).into(), None);
+        assert_eq!(again, key, "the slab reuses the key");
+        s.conns[again].connected_at = connected_at;
+        s.conns[again].io.now.recv_oct = 10;
+        sample(&mut s);
+        assert_eq!(&conn_samples(&s, again)[..3], &[10, 0, 0]);
+        assert_eq!(
+            s.sampler.connections[&(key, connected_at)].series[0]
+                .ring
+                .len(),
+            1,
+            "not the old connection's ring"
+        );
+        assert!(
+            chan_samples(&s, again, 1).is_empty(),
+            "no channel 1 on the new connection"
+        );
+        assert!(
+            s.sampler.channels.is_empty(),
+            "the old channel's history was dropped"
+        );
+
+        // Gone without a successor: its history goes at the next sample.
+        s.conns.remove(again);
+        sample(&mut s);
+        assert!(s.sampler.connections.is_empty());
+    }
+
+    #[test]
+    fn a_ring_per_counter_that_moved_dropped_after_an_idle_window() {
+        let mut m: HashMap<u8, History<u32, 2>> = HashMap::new();
+        let cap = 121;
+        History::record(&mut m, 1, [0, 0], [0, 0], 1, cap);
+        assert!(m.is_empty(), "an object that never counted has no history");
+        History::record(&mut m, 1, [0, 0], [5, 0], 2, cap);
+        assert_eq!(m[&1].series.len(), 1, "only the counter that moved");
+        let mut v = 5;
+        for n in 3..300u64 {
+            let prev = [v, 0];
+            if n < 10 {
+                v += 1;
+            }
+            History::record(&mut m, 1, prev, [v, 0], n, cap);
+            assert!(m[&1].series.iter().all(|s| s.ring.len() <= cap));
+            m.retain(|_, h| h.kept(n));
+            if n >= 9 + cap as u64 {
+                assert!(m.is_empty(), "idle for a whole window at sample {n}");
+                break;
+            }
+            assert_eq!(m.len(), 1, "sample {n}");
+        }
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn exchange_history_after_redeclare_starts_afresh() {
+        use crate::broker::ExchangeDecl;
+        let mut s = server(5);
+        let v = crate::broker::VhostId::DEFAULT;
+        let decl = ExchangeDecl {
+            name: bytes::Bytes::from_static(b"hx"),
+            kind: bytes::Bytes::from_static(b"fanout"),
+            passive: false,
+            durable: false,
+            auto_delete: false,
+            internal: false,
+            arguments: Default::default(),
+        };
+        let publish = |s: &mut Server, n: usize| {
+            let x = s.broker.exchange_id(v, b"hx").expect("declared");
+            for _ in 0..n {
+                s.broker.publish(
+                    x,
+                    b"hx",
+                    b"",
+                    bytes::Bytes::new(),
+                    bytes::Bytes::from_static(b"m"),
+                    u64::MAX,
+                );
+            }
+            x
+        };
+        let ms = |s: &Server, x| {
+            let Value::Object(mut m) = exchange_message_stats(s, "/", "hx").unwrap_or_default()
+            else {
+                return Vec::new();
+            };
+            exchange_history(s, x, (60, 5), &mut m);
+            samples_of(&m, "publish_in")
+        };
+        assert!(s.broker.declare_exchange(v, &decl).is_ok());
+        let x1 = publish(&mut s, 4);
+        sample(&mut s);
+        publish(&mut s, 4);
+        sample(&mut s);
+        assert_eq!(&ms(&s, x1)[..3], &[8, 4, 0]);
+        assert!(s.broker.delete_exchange(v, b"hx", false).is_ok());
+        assert!(s.broker.declare_exchange(v, &decl).is_ok());
+        let x2 = publish(&mut s, 1);
+        assert_ne!(x1, x2, "a generation tells the two apart");
+        sample(&mut s);
+        assert_eq!(&ms(&s, x2)[..3], &[1, 0, 0]);
+        assert_eq!(s.sampler.exchanges.len(), 1, "the deleted one's is gone");
+    }
+
     #[test]
     fn connection_io_fields() {
         let mut io = Sampled::<IoCounters>::default();
