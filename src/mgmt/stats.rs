@@ -389,7 +389,10 @@ fn record_objects(server: &mut Server) {
         let (prev, last) = (io_values(&c.io.prev), io_values(&c.io.last));
         History::record(&mut sampler.connections, ck, prev, last, n, cap);
         for ch in &c.channels {
-            let (prev, last) = (channel_values(&ch.stats.prev), channel_values(&ch.stats.last));
+            let (prev, last) = (
+                channel_values(&ch.stats.prev),
+                channel_values(&ch.stats.last),
+            );
             History::record(&mut sampler.channels, (ck, ch.id), prev, last, n, cap);
         }
     }
@@ -493,7 +496,10 @@ pub fn channel_history(
         return;
     };
     let points = sample_points(server, age, incr);
-    let h = server.sampler.channels.get(&((conn, c.connected_at), number));
+    let h = server
+        .sampler
+        .channels
+        .get(&((conn, c.connected_at), number));
     let at: Vec<MsgCounters> = History::cumulative(h, channel_values(&ch.stats.last), &points)
         .iter()
         .map(channel_counters)
@@ -992,7 +998,9 @@ mod tests {
 
         // The channel closes and another opens with its number before the next sample.
         s.conns[key].channels.clear();
-        s.conns[key].channels.push(crate::conn::channel::Channel::new(1));
+        s.conns[key]
+            .channels
+            .push(crate::conn::channel::Channel::new(1));
         s.conns[key].channels[0].stats.now.publish = 7;
         sample(&mut s);
         assert_eq!(
