@@ -270,7 +270,7 @@ fn io_counters(v: &[u64; 2]) -> IoCounters {
 }
 
 /// The byte counters whose samples a connection shows (`data_rates_age`).
-const CONNECTION_DATA: &[(&str, fn(&IoCounters) -> u64)] =
+const CONNECTION_DATA: &[FieldOf<IoCounters>] =
     &[("recv_oct", |c| c.recv_oct), ("send_oct", |c| c.send_oct)];
 
 /// The chart series of one queue over the last 10 minutes, one entry per sample,
@@ -431,7 +431,7 @@ fn sample_points(server: &Server, age: u64, incr: u64) -> Vec<(u64, usize)> {
 /// not added), from the counters `at` each point of `points`.
 fn add_samples<C>(
     target: &mut Map<String, Value>,
-    fields: &[(&'static str, fn(&C) -> u64)],
+    fields: &[FieldOf<C>],
     at: &[C],
     points: &[(u64, usize)],
     age: u64,
@@ -677,7 +677,9 @@ pub enum Kind {
     Overview,
 }
 
-type Field = (&'static str, fn(&MsgCounters) -> u64);
+/// A named counter of counters `C`, as a JSON field shows it.
+type FieldOf<C> = (&'static str, fn(&C) -> u64);
+type Field = FieldOf<MsgCounters>;
 
 /// Fields about publishing, as RabbitMQ names them for a channel and the overview.
 const PUBLISHING: &[Field] = &[
