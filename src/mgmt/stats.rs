@@ -20,9 +20,11 @@
 //! Memory at the default 5 s interval (121 samples a ring): a message counter's ring is
 //! 484 bytes (u32 increments), a byte counter's 968 (u64: a connection can move more
 //! than 4 GiB in a long interval); with the bookkeeping (ring and map entry headers,
-//! the counters at the newest sample) an exchange with traffic in and out costs about
-//! 1.2 KB, a publisher's or a consumer's channel about 1.2 KB (all eleven counters
-//! moving: 5.9 KB), a connection about 2.1 KB.
+//! the counters at the newest sample) an exchange with traffic in and out costs 1,120
+//! bytes, a publisher's or a consumer's channel (two counters moving) 1,208, a channel
+//! with all eleven moving 5,996, a connection 2,096 (`bytes_per_object_history` pins
+//! these), plus the hash maps' slack. Since heartbeats are traffic, every open
+//! connection keeps its 2 KB; an exchange or channel idle for 10 minutes keeps none.
 //!
 //! Owns the `Sampler` (a field of the server); reads the broker and the connections.
 
@@ -162,6 +164,8 @@ impl<T: Incr, const N: usize> History<T, N> {
                 None if d > 0 => {
                     let mut ring = VecDeque::with_capacity(cap);
                     ring.push_back(T::saturating(d));
+                    // One series at a time: a publisher's channel keeps two, not four.
+                    h.series.reserve_exact(1);
                     h.series.push(Series {
                         field: i as u8,
                         ring,
@@ -174,6 +178,18 @@ impl<T: Incr, const N: usize> History<T, N> {
         h.series.retain(|s| n - s.moved < cap as u64);
         h.last = last;
         h.seen = n;
+    }
+
+    /// The bytes this history holds on the heap beside its map entry (tests pin the
+    /// figures in the module header).
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
+        self.series.capacity() * std::mem::size_of::<Series<T>>()
+            + self
+                .series
+                .iter()
+                .map(|s| s.ring.capacity() * std::mem::size_of::<T>())
+                .sum::<usize>()
     }
 
     /// Whether to keep this history after sample `n`: its object was seen in it and
@@ -1072,6 +1088,42 @@ mod tests {
             assert_eq!(m.len(), 1, "sample {n}");
         }
         assert!(m.is_empty());
+    }
+
+    /// The memory figures of the module header, at the default interval.
+    #[test]
+    fn bytes_per_object_history() {
+        fn full<T: Incr, K: std::hash::Hash + Eq + Copy, const N: usize>(
+            key: K,
+            moving: usize,
+        ) -> usize {
+            let mut m: HashMap<K, History<T, N>> = HashMap::new();
+            let mut last = [0u64; N];
+            for n in 1..=200u64 {
+                let prev = last;
+                for v in last.iter_mut().take(moving) {
+                    *v += 1;
+                }
+                History::record(&mut m, key, prev, last, n, 121);
+            }
+            let h = &m[&key];
+            assert!(h.series.iter().all(|s| s.ring.len() == 121));
+            // The map entry (key and History) plus the heap behind it.
+            std::mem::size_of::<(K, History<T, N>)>() + h.heap_bytes()
+        }
+        // (An ExchangeId is two u32s: a u64 key has its size.)
+        assert_eq!(std::mem::size_of::<crate::broker::ExchangeId>(), 8);
+        let exchange = full::<u32, u64, 2>(1, 2);
+        let publisher = full::<u32, ((usize, u64), u16), CHANNEL_N>(((1, 1), 1), 2);
+        let busy = full::<u32, ((usize, u64), u16), CHANNEL_N>(((1, 1), 1), CHANNEL_N);
+        let conn = full::<u64, ConnKey, 2>((1, 1), 2);
+        println!(
+            "exchange {exchange} B, channel {publisher} B (all: {busy} B), connection {conn} B"
+        );
+        assert!(exchange <= 1200, "{exchange}");
+        assert!(publisher <= 1300, "{publisher}");
+        assert!(busy <= 6100, "{busy}");
+        assert!(conn <= 2200, "{conn}");
     }
 
     #[test]

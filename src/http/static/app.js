@@ -872,11 +872,11 @@ function exchangeView(root, vhost, name) {
     h('div', { class: 'charts' }, rateChart.el),
     h('h2', { text: 'Bindings from this exchange' }),
     h('table', { id: 'x-bindings-source' }, h('thead', {}, h('tr', {}, ['To', 'Kind', 'Routing key', 'Arguments'].map((t) => h('th', { text: t })))), src),
-    name === 'amq.default' ? null : h('div', { class: 'panel' }, bindForm),
+    name === 'amq.default' ? '' : h('div', { class: 'panel' }, bindForm),
     h('h2', { text: 'Bindings to this exchange' }),
     h('table', { id: 'x-bindings-destination' }, h('thead', {}, h('tr', {}, ['From', 'Kind', 'Routing key', 'Arguments'].map((t) => h('th', { text: t })))), dst),
     h('h2', { text: 'Publish message' }), h('div', { class: 'panel' }, publishForm('x-publish', vhost, name === 'amq.default' ? '' : name)),
-    del ? h('div', { class: 'panel toolbar' }, del) : null,
+    del ? h('div', { class: 'panel toolbar' }, del) : '', // (Element.append would show null as text)
   );
   async function refresh() {
     const x = await api('GET', base + '?' + SAMPLES_QS);
