@@ -4,7 +4,8 @@
 //!
 //! The story: log in; see the overview's totals and a message-rate chart that moves while a
 //! publisher runs; find one queue by filter among 10,000; see its message count change; purge
-//! it, publish a message and get it back from its page; close a connection; export and import
+//! it, publish a message and get it back from its page; see a connection's and a channel's
+//! charts on their pages and close the connection; see an exchange's chart; export and import
 //! definitions; delete the queue. Each page is saved as a PNG under `target/screenshots/`.
 //!
 //! In external mode (`WARREN_TEST_PORT`, `WARREN_TEST_HTTP_PORT`) the same story runs against
@@ -304,20 +305,56 @@ fn dashboard_story() {
     );
     b.screenshot("queue-get");
 
-    // Connections: close the one we name from its row.
+    // Connections: the one we name has a page with its data rates and a channel, whose page
+    // charts its publishes (unroutable ones: no queue changes); then it is closed from its row.
     let client_name = format!("{prefix}-victim");
-    let victim = rt.block_on(async {
-        Connection::connect(
+    // (The channel is kept: lapin closes a channel it drops.)
+    let (victim, _victim_channel) = rt.block_on(async {
+        let c = Connection::connect(
             &broker.uri(),
             ConnectionProperties::default().with_connection_name(client_name.as_str().into()),
         )
         .await
-        .expect("connect (victim)")
+        .expect("connect (victim)");
+        let ch = c.create_channel().await.expect("channel (victim)");
+        for _ in 0..3 {
+            ch.basic_publish(
+                "".into(),
+                format!("{prefix}-nowhere").as_str().into(),
+                BasicPublishOptions::default(),
+                b"unroutable",
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish (victim)");
+        }
+        (c, ch)
     });
     b.click("#nav-connections");
     let vrow = format!("#connections-rows tr[data-user-provided-name='{client_name}']");
     b.wait("the named connection's row", UI, |b| b.count(&vrow) == 1);
     b.screenshot("connections");
+    b.click(&format!("{vrow} td[data-col='name'] a"));
+    b.wait_find("#page-connection", UI);
+    b.wait("the connection's data rates on its chart", UI, |b| {
+        b.attr("#c-chart-data", "data-max-recv-oct")
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v > 0.0)
+    });
+    b.screenshot("connection");
+    b.wait("the connection's channel", UI, |b| {
+        b.count("#c-channels-rows tr[data-number='1']") == 1
+    });
+    b.click("#c-channels-rows tr[data-number='1'] a");
+    b.wait_find("#page-channel", UI);
+    b.wait("the channel's publish rate on its chart", UI, |b| {
+        b.attr("#ch-chart-rates", "data-max-publish")
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v > 0.0)
+    });
+    b.screenshot("channel");
+    b.click("#nav-connections");
+    b.wait("the named connection's row", UI, |b| b.count(&vrow) == 1);
     let close = format!("{vrow} button[data-action='close']");
     b.click(&close);
     b.wait("the close button to arm", UI, |b| {
@@ -362,6 +399,11 @@ fn dashboard_story() {
         support::wait_until(UI, || depth(&target) == Ok(Some(1))),
         "the message routed through amq.direct is in the queue"
     );
+    b.wait("the exchange's rate on its chart", UI, |b| {
+        b.attr("#x-chart-rates", "data-max-publish-in")
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v > 0.0)
+    });
     b.screenshot("exchange");
 
     // Definitions: export counts our queue; import declares a new one.

@@ -13,6 +13,8 @@ const REFRESH_MS = 5000;
 const WINDOW_MS = 10 * 60 * 1000;
 // Ask for 10 minutes of 5 s samples where the server keeps them (RabbitMQ's parameters).
 const SAMPLES_QS = 'lengths_age=600&lengths_incr=5&msg_rates_age=600&msg_rates_incr=5';
+// The same for a connection's byte counters.
+const DATA_QS = 'data_rates_age=600&data_rates_incr=5';
 
 // ------------------------------------------------------------------------------------------
 // Small DOM helpers
@@ -162,7 +164,7 @@ class Chart {
   constructor(id, title, series, unit) {
     this.id = id;
     this.series = series; // [{key, label, color}]
-    this.unit = unit; // 'rate' or 'count'
+    this.unit = unit; // 'rate' (messages/s), 'bytes' (bytes/s) or 'count'
     this.points = {};
     this.canvas = h('canvas', { id, width: 600, height: 180, dataset: { points: '0', draws: '0' } });
     this.legendValues = {};
@@ -187,7 +189,8 @@ class Chart {
       const max = pts.reduce((m, p) => Math.max(m, p[1]), 0);
       this.canvas.dataset['last' + camel(s.key)] = String(round2(last));
       this.canvas.dataset['max' + camel(s.key)] = String(round2(max));
-      this.legendValues[s.key].textContent = this.unit === 'rate' ? fmtRate(last) : fmtNum(last);
+      this.legendValues[s.key].textContent = this.unit === 'rate' ? fmtRate(last)
+        : this.unit === 'bytes' ? fmtBytes(round2(last)) + '/s' : fmtNum(last);
     }
     this.canvas.dataset.points = String(n);
     this.draw();
@@ -222,7 +225,7 @@ class Chart {
       const y = top + ph - (ph * i) / 4;
       g.beginPath(); g.moveTo(left, Math.round(y) + 0.5); g.lineTo(left + pw, Math.round(y) + 0.5); g.stroke();
       const v = (top_ * i) / 4;
-      g.fillText(this.unit === 'rate' ? shortNum(v) + '/s' : shortNum(v), left - 4, y);
+      g.fillText(this.unit === 'rate' ? shortNum(v) + '/s' : this.unit === 'bytes' ? shortBytes(v) + '/s' : shortNum(v), left - 4, y);
     }
     g.textAlign = 'center';
     g.textBaseline = 'top';
@@ -265,6 +268,13 @@ function niceCeil(v) {
   const p = Math.pow(10, Math.floor(Math.log10(v)));
   for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
   return 10 * p;
+}
+
+function shortBytes(v) {
+  if (v >= 1 << 30) return round2(v / (1 << 30)) + 'G';
+  if (v >= 1 << 20) return round2(v / (1 << 20)) + 'M';
+  if (v >= 1 << 10) return round2(v / (1 << 10)) + 'k';
+  return String(round2(v)) + 'B';
 }
 
 function shortNum(v) {
@@ -331,6 +341,25 @@ const RATE_SERIES = [
   { key: 'deliver_get', label: 'Deliver / get', color: '#1f6fb2' },
   { key: 'ack', label: 'Ack', color: '#2e7d32' },
   { key: 'confirm', label: 'Confirm', color: '#8e44ad', dash: [6, 4] },
+];
+// An exchange's: messages published into it and routed on (RabbitMQ's names).
+const EXCHANGE_SERIES = [
+  { key: 'publish_in', label: 'Publish in', color: '#c0471b' },
+  { key: 'publish_out', label: 'Publish out', color: '#1f6fb2', dash: [6, 4] },
+];
+// A channel's, as its RabbitMQ page draws them.
+const CHANNEL_SERIES = [
+  { key: 'publish', label: 'Publish', color: '#c0471b' },
+  { key: 'confirm', label: 'Confirm', color: '#8e44ad', dash: [6, 4] },
+  { key: 'deliver_get', label: 'Deliver / get', color: '#1f6fb2' },
+  { key: 'ack', label: 'Ack', color: '#2e7d32' },
+  { key: 'redeliver', label: 'Redeliver', color: '#e0a100' },
+  { key: 'return_unroutable', label: 'Unroutable (return)', color: '#677085' },
+];
+// A connection's bytes.
+const DATA_SERIES = [
+  { key: 'recv_oct', label: 'From client', color: '#c0471b' },
+  { key: 'send_oct', label: 'To client', color: '#1f6fb2' },
 ];
 const LENGTH_SERIES = [
   { key: 'messages_ready', label: 'Ready', color: '#1f6fb2' },
@@ -477,6 +506,8 @@ function link(href, text) { return h('a', { href, text }); }
 
 function queueHref(q) { return `#/queues/${enc(q.vhost)}/${enc(q.name)}`; }
 function exchangeHref(x) { return `#/exchanges/${enc(x.vhost)}/${enc(x.name === '' ? 'amq.default' : x.name)}`; }
+function connectionHref(name) { return `#/connections/${enc(name)}`; }
+function channelHref(name) { return `#/channels/${enc(name)}`; }
 
 // ------------------------------------------------------------------------------------------
 // Views. Each returns {refresh, dispose?}; refresh is called on mount and every REFRESH_MS.
@@ -619,7 +650,9 @@ function queuesView(root) {
 }
 
 function kv(id, pairs) {
-  return h('dl', { class: 'kv', id }, pairs.map(([k, v, vid]) => [h('dt', { text: k }), h('dd', { id: vid, text: v === undefined || v === null ? '' : v })]));
+  // A value may be a node (a link) or text.
+  return h('dl', { class: 'kv', id }, pairs.map(([k, v, vid]) => [h('dt', { text: k }),
+    v instanceof Node ? h('dd', { id: vid }, v) : h('dd', { id: vid, text: v === undefined || v === null ? '' : v })]));
 }
 
 function publishForm(prefix, vhost, exchange, fixedKey) {
@@ -811,6 +844,8 @@ function exchangeView(root, vhost, name) {
   // The default exchange is addressed as amq.default in the API's paths.
   const base = `/exchanges/${enc(vhost)}/${enc(name)}`;
   const details = h('div', { id: 'x-details' });
+  const rateChart = new Chart('x-chart-rates', 'Message rates', EXCHANGE_SERIES, 'rate');
+  const rateHist = new History(EXCHANGE_SERIES.map((s) => s.key), 'rate');
   const src = h('tbody', { id: 'x-bindings-source-rows' });
   const dst = h('tbody', { id: 'x-bindings-destination-rows' });
   const bq = h('input', { type: 'text', id: 'x-bind-dest', placeholder: 'destination' });
@@ -834,19 +869,21 @@ function exchangeView(root, vhost, name) {
   root.append(
     h('h1', { id: 'page-exchange', dataset: { name, vhost } }, 'Exchange ', h('span', { id: 'x-name', text: name === 'amq.default' ? '(AMQP default)' : name }), h('span', { class: 'muted', text: ` in virtual host ${vhost}` })),
     h('div', { class: 'panel' }, details),
+    h('div', { class: 'charts' }, rateChart.el),
     h('h2', { text: 'Bindings from this exchange' }),
     h('table', { id: 'x-bindings-source' }, h('thead', {}, h('tr', {}, ['To', 'Kind', 'Routing key', 'Arguments'].map((t) => h('th', { text: t })))), src),
-    name === 'amq.default' ? null : h('div', { class: 'panel' }, bindForm),
+    name === 'amq.default' ? '' : h('div', { class: 'panel' }, bindForm),
     h('h2', { text: 'Bindings to this exchange' }),
     h('table', { id: 'x-bindings-destination' }, h('thead', {}, h('tr', {}, ['From', 'Kind', 'Routing key', 'Arguments'].map((t) => h('th', { text: t })))), dst),
     h('h2', { text: 'Publish message' }), h('div', { class: 'panel' }, publishForm('x-publish', vhost, name === 'amq.default' ? '' : name)),
-    del ? h('div', { class: 'panel toolbar' }, del) : null,
+    del ? h('div', { class: 'panel toolbar' }, del) : '', // (Element.append would show null as text)
   );
   async function refresh() {
     const x = await api('GET', base + '?' + SAMPLES_QS);
     details.replaceChildren(kv('x-kv', [['Type', x.type, 'x-type'], ['Durable', fmtBool(x.durable)], ['Auto delete', fmtBool(x.auto_delete)],
       ['Internal', fmtBool(x.internal)], ['Arguments', fmtArgs(x.arguments)],
       ['Rate in', fmtRate(get(x, 'message_stats.publish_in_details.rate'))], ['Rate out', fmtRate(get(x, 'message_stats.publish_out_details.rate'))]]));
+    rateChart.set(rateHist.points(x.message_stats));
     if (name === 'amq.default') {
       src.replaceChildren(h('tr', {}, h('td', { colspan: 4, class: 'muted', text: 'Every queue is bound here with its own name as routing key.' })));
     } else {
@@ -856,7 +893,7 @@ function exchangeView(root, vhost, name) {
     const d = await api('GET', base + '/bindings/destination');
     dst.replaceChildren(...(d || []).map((b) => bindRow(b, b.source, 'exchange')));
   }
-  return { refresh };
+  return { refresh, dispose() { rateChart.dispose(); } };
 }
 
 function connectionsView(root) {
@@ -867,7 +904,7 @@ function connectionsView(root) {
     rowData: (c) => ({ userProvidedName: c.user_provided_name || get(c, 'client_properties.connection_name') || '' }),
     columns: [
       { key: 'vhost', label: 'Virtual host', sort: 'vhost' },
-      { key: 'name', label: 'Name', sort: 'name' },
+      { key: 'name', label: 'Name', sort: 'name', render: (c) => link(connectionHref(c.name), c.name) },
       { key: 'user_provided_name', label: 'Client name', render: (c) => c.user_provided_name || get(c, 'client_properties.connection_name') || '' },
       { key: 'user', label: 'User', sort: 'user' },
       { key: 'state', label: 'State', sort: 'state' },
@@ -892,8 +929,8 @@ function channelsView(root) {
   const t = pagedTable({
     id: 'channels', path: '/channels', sort: 'name',
     columns: [
-      { key: 'name', label: 'Channel', sort: 'name' },
-      { key: 'connection', label: 'Connection', render: (c) => get(c, 'connection_details.name') || '' },
+      { key: 'name', label: 'Channel', sort: 'name', render: (c) => link(channelHref(c.name), c.name) },
+      { key: 'connection', label: 'Connection', render: (c) => (get(c, 'connection_details.name') ? link(connectionHref(c.connection_details.name), c.connection_details.name) : '') },
       { key: 'vhost', label: 'Virtual host', sort: 'vhost' },
       { key: 'user', label: 'User', sort: 'user' },
       { key: 'mode', label: 'Mode', render: (c) => [c.confirm ? 'C' : '', c.transactional ? 'T' : ''].filter(Boolean).join(' ') },
@@ -908,6 +945,109 @@ function channelsView(root) {
   });
   root.append(h('h1', { text: 'Channels', id: 'page-channels' }), t.el);
   return { refresh: t.refresh };
+}
+
+// A connection's page: its details, its data rates over the last 10 minutes, its channels,
+// and a close button.
+function connectionView(root, name) {
+  const base = `/connections/${enc(name)}`;
+  const details = h('div', { id: 'c-details' });
+  const chart = new Chart('c-chart-data', 'Data rates', DATA_SERIES, 'bytes');
+  const hist = new History(DATA_SERIES.map((s) => s.key), 'rate');
+  const chans = h('tbody', { id: 'c-channels-rows' });
+  const reason = h('input', { type: 'text', id: 'c-close-reason', value: 'Closed via management plugin', size: 30 });
+  const close = confirmButton({ id: 'c-close', key: 'close-c:' + name, label: 'Close this connection', armedLabel: 'Really close?',
+    action: async () => {
+      await api('DELETE', base, undefined, { headers: { 'X-Reason': reason.value } });
+      toast(`Connection ${name} closed.`);
+      location.hash = '#/connections';
+    } });
+  root.append(
+    h('h1', { id: 'page-connection', dataset: { name } }, 'Connection ', h('span', { id: 'c-name', text: name })),
+    h('div', { class: 'panel' }, details),
+    h('div', { class: 'charts' }, chart.el),
+    h('h2', { text: 'Channels' }),
+    h('table', { id: 'c-channels' }, h('thead', {}, h('tr', {}, ['Channel', 'Mode', 'Consumers', 'Unacked', 'Publish', 'Deliver / get', 'Ack']
+      .map((t, i) => h('th', { text: t, class: i >= 2 ? 'num' : '' })))), chans),
+    h('h2', { text: 'Close' }), h('div', { class: 'panel toolbar' }, h('label', {}, 'Reason ', reason), close),
+  );
+  async function refresh() {
+    let c;
+    try {
+      c = await api('GET', base + '?' + DATA_QS);
+    } catch (e) {
+      if (e.status === 404) {
+        details.replaceChildren(h('div', { class: 'bad', id: 'c-missing', text: 'This connection is closed.' }));
+        return;
+      }
+      throw e;
+    }
+    const cp = c.client_properties || {};
+    details.replaceChildren(kv('c-kv', [
+      ['Client name', c.user_provided_name || cp.connection_name || ''], ['User', c.user], ['Virtual host', c.vhost],
+      ['State', c.state, 'c-state'], ['Protocol', c.protocol], ['Client', [cp.product, cp.version, cp.platform].filter(Boolean).join(' ')],
+      ['Authentication', c.auth_mechanism], ['Heartbeat', c.timeout !== undefined ? `${c.timeout} s` : ''],
+      ['Frame max', fmtNum(c.frame_max)], ['Channel max', fmtNum(c.channel_max)],
+      ['Connected at', c.connected_at ? new Date(c.connected_at).toLocaleString() : ''],
+      ['Received', fmtBytes(c.recv_oct)], ['Sent', fmtBytes(c.send_oct)],
+    ]));
+    chart.set(hist.points(c));
+    const list = await api('GET', base + '/channels');
+    chans.replaceChildren(...((list || []).length ? list.map((ch) => h('tr', { dataset: { name: ch.name, number: ch.number } },
+      h('td', {}, link(channelHref(ch.name), ch.name)),
+      h('td', { text: [ch.confirm ? 'C' : '', ch.transactional ? 'T' : ''].filter(Boolean).join(' ') }),
+      h('td', { class: 'num', text: fmtNum(ch.consumer_count) }), h('td', { class: 'num', text: fmtNum(ch.messages_unacknowledged) }),
+      h('td', { class: 'num', text: fmtRate(get(ch, 'message_stats.publish_details.rate')) }),
+      h('td', { class: 'num', text: fmtRate(get(ch, 'message_stats.deliver_get_details.rate')) }),
+      h('td', { class: 'num', text: fmtRate(get(ch, 'message_stats.ack_details.rate')) })))
+      : [h('tr', {}, h('td', { colspan: 7, class: 'muted', text: 'No channels.' }))]));
+  }
+  return { refresh, dispose() { chart.dispose(); } };
+}
+
+// A channel's page: its details, its message rates over the last 10 minutes, its consumers.
+function channelView(root, name) {
+  const base = `/channels/${enc(name)}`;
+  const details = h('div', { id: 'ch-details' });
+  const chart = new Chart('ch-chart-rates', 'Message rates', CHANNEL_SERIES, 'rate');
+  const hist = new History(CHANNEL_SERIES.map((s) => s.key), 'rate');
+  const consumers = h('tbody', { id: 'ch-consumers-rows' });
+  root.append(
+    h('h1', { id: 'page-channel', dataset: { name } }, 'Channel ', h('span', { id: 'ch-name', text: name })),
+    h('div', { class: 'panel' }, details),
+    h('div', { class: 'charts' }, chart.el),
+    h('h2', { text: 'Consumers' }),
+    h('table', { id: 'ch-consumers' }, h('thead', {}, h('tr', {}, ['Queue', 'Consumer tag', 'Ack required', 'Exclusive', 'Prefetch', 'Active']
+      .map((t) => h('th', { text: t })))), consumers),
+  );
+  async function refresh() {
+    let ch;
+    try {
+      ch = await api('GET', base + '?' + SAMPLES_QS);
+    } catch (e) {
+      if (e.status === 404) {
+        details.replaceChildren(h('div', { class: 'bad', id: 'ch-missing', text: 'This channel is closed.' }));
+        return;
+      }
+      throw e;
+    }
+    const conn = get(ch, 'connection_details.name');
+    details.replaceChildren(kv('ch-kv', [
+      ['Connection', conn ? link(connectionHref(conn), conn) : ''], ['Number', ch.number], ['User', ch.user], ['Virtual host', ch.vhost],
+      ['State', ch.state, 'ch-state'], ['Mode', [ch.confirm ? 'confirm' : '', ch.transactional ? 'transactional' : ''].filter(Boolean).join(', ') || 'plain'],
+      ['Prefetch', fmtNum(ch.prefetch_count)], ['Global prefetch', fmtNum(ch.global_prefetch_count)],
+      ['Unacked', fmtNum(ch.messages_unacknowledged)], ['Unconfirmed', fmtNum(ch.messages_unconfirmed)],
+      ['Uncommitted', fmtNum(ch.messages_uncommitted)],
+    ]));
+    chart.set(hist.points(ch.message_stats));
+    const cons = ch.consumer_details || [];
+    consumers.replaceChildren(...(cons.length ? cons.map((c) => h('tr', { dataset: { tag: c.consumer_tag } },
+      h('td', {}, c.queue ? link(queueHref(c.queue), c.queue.name) : ''), h('td', { text: c.consumer_tag }),
+      h('td', { text: fmtBool(c.ack_required) }), h('td', { text: fmtBool(c.exclusive) }),
+      h('td', { text: fmtNum(c.prefetch_count) }), h('td', { text: fmtBool(c.active) })))
+      : [h('tr', {}, h('td', { colspan: 6, class: 'muted', text: 'No consumers.' }))]));
+  }
+  return { refresh, dispose() { chart.dispose(); } };
 }
 
 function definitionsView(root) {
@@ -977,7 +1117,9 @@ const ROUTES = [
   [/^\/exchanges$/, 'exchanges', exchangesView],
   [/^\/exchanges\/([^/]+)\/([^/]+)$/, 'exchanges', exchangeView],
   [/^\/connections$/, 'connections', connectionsView],
+  [/^\/connections\/([^/]+)$/, 'connections', connectionView],
   [/^\/channels$/, 'channels', channelsView],
+  [/^\/channels\/([^/]+)$/, 'channels', channelView],
   [/^\/definitions$/, 'definitions', definitionsView],
 ];
 
