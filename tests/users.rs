@@ -187,6 +187,18 @@ fn users_api_creates_shows_updates_and_deletes_as_rabbitmq() {
         .unwrap()
         .iter()
         .any(|x| x["name"] == json!(u)));
+    // limits in a PUT are merged into the user's (RabbitMQ 3.10's PUT takes them).
+    let body = json!({"password": "pw2", "tags": ["monitoring", "custom"], "limits": {"max-connections": 2}});
+    assert_eq!(api.put(&path, &body).status, 204);
+    let body =
+        json!({"password": "pw2", "tags": ["monitoring", "custom"], "limits": {"max-channels": 5}});
+    assert_eq!(api.put(&path, &body).status, 204);
+    let body = json!({"password": "pw2", "tags": ["monitoring", "custom"]});
+    assert_eq!(api.put(&path, &body).status, 204);
+    assert_eq!(
+        api.get(&path).json()["limits"],
+        json!({"max-connections": 2, "max-channels": 5})
+    );
     // RabbitMQ's 400s.
     let r = api.put(&path, &json!({"password": "x"}));
     assert_eq!(
@@ -572,6 +584,11 @@ fn loopback_users_are_refused_from_another_address() {
             return;
         }
         assert_eq!(login_at(addr, "guest", "guest", "/", true), refused());
+        let http = SocketAddr::new(ip, b_http_port());
+        if TcpStream::connect_timeout(&http, Duration::from_secs(2)).is_ok() {
+            let api = Api::at(&format!("http://{http}"), "guest", "guest");
+            expect_http_loopback_refusal(&api);
+        }
         return;
     }
     let admin = unique("auth-lb");
@@ -600,6 +617,9 @@ fn loopback_users_are_refused_from_another_address() {
         "{}",
         b.logs()
     );
+    // The management API refuses the same way, with RabbitMQ's own reason.
+    let far_api = Api::at(&format!("http://{ip}:{}", b.http_port), &admin, "lbpass");
+    expect_http_loopback_refusal(&far_api);
     // Another user is not loopback-only.
     let api = Api::at(&b.http_url(), &admin, "lbpass");
     add_user(&api, "remote-user", "rpass", "", true);
@@ -609,6 +629,22 @@ fn loopback_users_are_refused_from_another_address() {
     );
     // guest does not exist here: the default user was --default-user.
     assert_eq!(login_at(near, "guest", "guest", "/", true), refused());
+}
+
+fn b_http_port() -> u16 {
+    std::env::var("WARREN_TEST_HTTP_PORT")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(15672)
+}
+
+fn expect_http_loopback_refusal(api: &Api) {
+    let r = api.get("/api/whoami");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"error": "not_authorised", "reason": "User can only log in via localhost"})
+    );
 }
 
 // ----- persistence and start-up -----------------------------------------------------------
