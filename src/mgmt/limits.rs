@@ -107,10 +107,7 @@ pub fn route(
 // ----- authorization ---------------------------------------------------------------------
 
 fn is_admin(server: &Server, caller: &Caller) -> bool {
-    server
-        .auth
-        .tags(&caller.user)
-        .contains(&Tag::Administrator)
+    server.auth.tags(&caller.user).contains(&Tag::Administrator)
 }
 
 fn not_admin() -> ApiError {
@@ -136,11 +133,13 @@ fn save(server: &mut Server) -> Result<(), ApiError> {
 // ----- topic permissions -----------------------------------------------------------------
 
 fn topic_rows(server: &Server, keep: impl Fn(&TopicPermissionInfo) -> bool) -> Vec<Value> {
-    let mut rows: Vec<TopicPermissionInfo> =
-        server.auth.topic_permissions().into_iter().filter(keep).collect();
-    rows.sort_by(|a, b| {
-        (&a.user, &a.vhost, &a.exchange).cmp(&(&b.user, &b.vhost, &b.exchange))
-    });
+    let mut rows: Vec<TopicPermissionInfo> = server
+        .auth
+        .topic_permissions()
+        .into_iter()
+        .filter(keep)
+        .collect();
+    rows.sort_by(|a, b| (&a.user, &a.vhost, &a.exchange).cmp(&(&b.user, &b.vhost, &b.exchange)));
     rows.into_iter()
         .map(|t| {
             json!({
@@ -165,10 +164,7 @@ fn existing(server: &Server, vh: &str, user: &str) -> Result<(), ApiError> {
 }
 
 /// RabbitMQ's 400 for the fields a body lacks: `[{key_missing,write},...]`.
-fn required<'a>(
-    body: &'a Map<String, Value>,
-    keys: &[&str],
-) -> Result<Vec<&'a Value>, ApiError> {
+fn required<'a>(body: &'a Map<String, Value>, keys: &[&str]) -> Result<Vec<&'a Value>, ApiError> {
     let missing: Vec<String> = keys
         .iter()
         .filter(|k| !body.contains_key(**k))

@@ -21,6 +21,7 @@ pub mod connections;
 pub mod definitions;
 pub mod exchanges;
 pub mod health;
+pub mod limits;
 pub mod overview;
 pub mod phash2;
 pub mod prometheus;
@@ -139,6 +140,12 @@ fn management(server: &mut Server, req: &Request, peer: SocketAddr) -> Response 
     let caller = Caller { user, peer };
     let rest = &segs[1..];
     let routed = match rest.first().map(String::as_str) {
+        Some("topic-permissions" | "user-limits") => limits::route(server, &caller, req, rest),
+        Some("users" | "vhosts")
+            if rest.get(2).map(String::as_str) == Some("topic-permissions") =>
+        {
+            limits::route(server, &caller, req, rest)
+        }
         Some("queues") => queues::route(server, &caller, req, rest),
         Some("exchanges") => exchanges::route(server, &caller, req, rest),
         Some("bindings") => bindings::route(server, &caller, req, rest),
