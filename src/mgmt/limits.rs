@@ -62,17 +62,7 @@ pub fn route(
             .and_then(|_| list(req, topic_rows(server, |t| &*t.user == *user))),
         ["vhosts", vh, "topic-permissions"] if get => require_admin(server, caller)
             .and_then(|_| super::vhost(server, vh))
-            .and_then(|_| {
-                // This one lists the vhost first, as RabbitMQ's does.
-                let rows = topic_rows(server, |t| &*t.vhost == *vh)
-                    .into_iter()
-                    .map(|r| {
-                        json!({"vhost": r["vhost"], "user": r["user"], "exchange": r["exchange"],
-                               "write": r["write"], "read": r["read"]})
-                    })
-                    .collect();
-                list(req, rows)
-            }),
+            .and_then(|_| list(req, topic_rows(server, |t| &*t.vhost == *vh))),
         ["user-limits"] if get => {
             let admin = is_admin(server, caller);
             let me = caller.user.name().to_owned();
