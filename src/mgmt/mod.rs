@@ -27,6 +27,7 @@ pub mod phash2;
 pub mod prometheus;
 pub mod queues;
 pub mod stats;
+pub mod users;
 pub mod vhosts;
 
 use serde_json::{json, Map, Value};
@@ -151,12 +152,15 @@ fn management(server: &mut Server, req: &Request, peer: SocketAddr) -> Response 
         Some("exchanges") => exchanges::route(server, &caller, req, rest),
         Some("bindings") => bindings::route(server, &caller, req, rest),
         Some("definitions") => definitions::route(server, &caller, req, rest),
+        Some("users" | "permissions") => users::route(server, &caller, req, rest),
         Some("connections" | "channels" | "consumers") => {
             connections::route(server, &caller, req, rest)
                 .or_else(|| overview::route(server, &caller, req, rest))
         }
+        // `/api/vhosts/{v}/permissions` is users.rs's.
         Some("vhosts" | "vhost-limits") => vhosts::route(server, &caller, req, rest)
-            .or_else(|| connections::route(server, &caller, req, rest)),
+            .or_else(|| connections::route(server, &caller, req, rest))
+            .or_else(|| users::route(server, &caller, req, rest)),
         Some("health" | "aliveness-test") => health::route(server, &caller, req, rest),
         _ => overview::route(server, &caller, req, rest),
     };
