@@ -304,3 +304,64 @@ fn user_limits_are_set_listed_and_cleared() {
         .iter()
         .any(|e| e["user"] == u));
 }
+
+/// Warren only (it restarts the broker): topic permissions and user limits set through
+/// the API are saved, and a restart finds them, as RabbitMQ keeps them in its database.
+#[test]
+fn topic_permissions_and_user_limits_survive_a_restart() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let Some(mut b) = Broker::spawn_in(dir.path(), &[]) else {
+        return;
+    };
+    let api = Api::new(&b);
+    let r = api.put(
+        "/api/users/ctl-keep",
+        &json!({"password": "pw", "tags": "management"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = api.put(
+        "/api/topic-permissions/%2F/ctl-keep",
+        &json!({"exchange": "amq.topic", "write": "^w\\.", "read": "^r\\."}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    for (name, value) in [("max-connections", 2), ("max-channels", 9)] {
+        let r = api.put(
+            &format!("/api/user-limits/ctl-keep/{name}"),
+            &json!({"value": value}),
+        );
+        assert_eq!(r.status, 204, "{}", r.body);
+    }
+    b.stop();
+    drop(b);
+
+    let b = Broker::spawn_in(dir.path(), &[]).expect("restart");
+    let api = Api::new(&b);
+    assert_eq!(
+        api.get("/api/topic-permissions/%2F/ctl-keep").json(),
+        json!([{"user": "ctl-keep", "vhost": "/", "exchange": "amq.topic",
+                "write": "^w\\.", "read": "^r\\."}])
+    );
+    assert_eq!(
+        api.get("/api/user-limits/ctl-keep").json(),
+        json!([{"user": "ctl-keep", "value": {"max-channels": 9, "max-connections": 2}}])
+    );
+    // And a clear is saved too.
+    assert_eq!(
+        api.delete("/api/topic-permissions/%2F/ctl-keep").status,
+        204
+    );
+    assert_eq!(
+        api.delete("/api/user-limits/ctl-keep/max-channels").status,
+        204
+    );
+    let mut b = b;
+    b.stop();
+    drop(b);
+    let b = Broker::spawn_in(dir.path(), &[]).expect("second restart");
+    let api = Api::new(&b);
+    assert_eq!(api.get("/api/topic-permissions/%2F/ctl-keep").status, 404);
+    assert_eq!(
+        api.get("/api/user-limits/ctl-keep").json(),
+        json!([{"user": "ctl-keep", "value": {"max-connections": 2}}])
+    );
+}
