@@ -269,9 +269,17 @@ fn user_limits_are_set_listed_and_cleared() {
     assert_eq!(api.get(&format!("{path}/max-channels")).status, 405);
     assert_eq!(api.put(&path, &json!({"value": 3})).status, 405);
 
-    // Changes are administrator-only.
+    // Changes are administrator-only; any management user reads them.
     let other = TestUser::new(&api, "ctl-ul-mgmt", "management");
     let as_other = api.as_user(&other.name, "pw");
+    let r = as_other.get(&path);
+    assert_eq!((r.status, r.json()), (200, expected.clone()), "{}", r.body);
+    assert!(as_other
+        .get("/api/user-limits")
+        .json()
+        .as_array()
+        .expect("a list")
+        .contains(&expected[0]));
     assert_error(
         &as_other.put(&format!("{path}/max-channels"), &json!({"value": 1})),
         401,

@@ -12,7 +12,7 @@
 //!
 //! The data lives in [`crate::auth::Auth`]; every change is saved with
 //! `Server::save_auth`. Everything here is administrator-only, as in RabbitMQ, except
-//! the user-limits reads, where another user sees only its own.
+//! the user-limits reads, which every management user may make.
 
 use serde_json::{json, Map, Value};
 
@@ -63,20 +63,12 @@ pub fn route(
         ["vhosts", vh, "topic-permissions"] if get => require_admin(server, caller)
             .and_then(|_| super::vhost(server, vh))
             .and_then(|_| list(req, topic_rows(server, |t| &*t.vhost == *vh))),
-        ["user-limits"] if get => {
-            let admin = is_admin(server, caller);
-            let me = caller.user.name().to_owned();
-            list(req, limit_rows(server, |u| admin || u == me))
-        }
-        ["user-limits", user] if get => {
-            if !is_admin(server, caller) && caller.user.name() != *user {
-                Err(not_admin())
-            } else if server.auth.user(user).is_none() {
-                Err(ApiError::not_found())
-            } else {
-                list(req, limit_rows(server, |u| u == *user))
-            }
-        }
+        // Readable by every management user, as in RabbitMQ.
+        ["user-limits"] if get => list(req, limit_rows(server, |_| true)),
+        ["user-limits", user] if get => match server.auth.user(user) {
+            None => Err(ApiError::not_found()),
+            Some(_) => list(req, limit_rows(server, |u| u == *user)),
+        },
         ["user-limits", user, name] if put => {
             require_admin(server, caller).and_then(|_| put_limit(server, req, user, name))
         }
