@@ -711,6 +711,39 @@ fn admin_pages_manage_users_vhosts_and_permissions() {
         .call();
     assert!(again.is_ok(), "the password after a tag change: {again:?}");
 
+    // That user (management only) logs in: no Admin tab, and the admin page's refusal is
+    // an error on the page, not a logout.
+    b.click("#logout");
+    b.wait_find("#login-username", UI);
+    b.type_into("#login-username", &user);
+    b.type_into("#login-password", "s3cret-pw");
+    b.click("#login-submit");
+    b.wait_find("#page-overview", UI);
+    assert!(
+        b.attr("#nav-admin", "hidden").is_some(),
+        "the Admin tab shown to a management user"
+    );
+    b.goto(&format!("{http}/#/admin"));
+    b.wait("the refusal shown", UI, |b| {
+        b.text("#status")
+            .is_some_and(|t| t.contains("Not administrator user"))
+    });
+    assert_eq!(b.text("#whoami").as_deref(), Some(user.as_str()));
+    assert!(b.find("#login-form").is_none(), "{}", b.page_summary());
+    b.screenshot("admin-refused");
+    b.click("#logout");
+    b.wait_find("#login-username", UI);
+    b.type_into("#login-username", "guest");
+    b.type_into("#login-password", "guest");
+    b.click("#login-submit");
+    b.wait_find("#page-overview", UI);
+    assert!(
+        b.attr("#nav-admin", "hidden").is_none(),
+        "no Admin tab for guest"
+    );
+    b.goto(&format!("{http}/#/admin/users/{}", enc(&user)));
+    b.wait_find("#page-user", UI);
+
     // Delete the user, then the vhost, each behind a second click.
     b.click("#delete-user");
     b.wait("the delete button to arm", UI, |b| {

@@ -291,7 +291,7 @@ fn usage(prog: &str) -> String {
         commands::COMMANDS
             .iter()
             .chain(admin::COMMANDS)
-            .map(|(name, help)| format!("   {name:<24}{help}"))
+            .map(|(name, help)| format!("   {name:<30}{help}"))
             .collect::<Vec<_>>()
             .join("\n")
     )

@@ -106,6 +106,15 @@ const session = {
   clear() {
     sessionStorage.removeItem('warren.auth');
     sessionStorage.removeItem('warren.user');
+    sessionStorage.removeItem('warren.tags');
+  },
+  // The logged-in user's tags (from /api/whoami), or null when not known.
+  get tags() {
+    try { return JSON.parse(sessionStorage.getItem('warren.tags')); } catch (_) { return null; }
+  },
+  setTags(t) {
+    const list = Array.isArray(t) ? t : String(t || '').split(',').map((x) => x.trim()).filter(Boolean);
+    sessionStorage.setItem('warren.tags', JSON.stringify(list));
   },
 };
 
@@ -136,7 +145,9 @@ async function api(method, path, body, opts) {
   if (text) {
     try { data = JSON.parse(text); } catch (_) { data = null; }
   }
-  if (r.status === 401 && !opts.noRedirect) {
+  // RabbitMQ's 401 `not_authorized` is a failed login; `not_authorised` is a logged-in user
+  // refused one call (issue 11's tags): that one stays on the page as an error.
+  if (r.status === 401 && !opts.noRedirect && !(data && data.error === 'not_authorised')) {
     session.clear();
     goLogin();
     throw new ApiError(401, data, text);
@@ -494,7 +505,8 @@ function loginView(root) {
     err.textContent = '';
     session.set(user.value, pass.value);
     try {
-      await api('GET', '/whoami', undefined, { noRedirect: true });
+      const me = await api('GET', '/whoami', undefined, { noRedirect: true });
+      session.setTags(me && me.tags);
     } catch (e) {
       session.clear();
       err.textContent = e.status === 401 ? 'Login failed: wrong username or password.' : 'Login failed: ' + e.message;
@@ -1327,7 +1339,9 @@ async function runRefresh(view, gen) {
     await view.refresh();
     if (gen === generation) document.body.dataset.refreshed = String(Date.now());
   } catch (e) {
-    if (gen === generation && e.status !== 401) toast(e.message, true);
+    // A failed login went to the login page; a refusal (`not_authorised`) is shown.
+    const refused = e.status === 401 && e.body && e.body.error === 'not_authorised';
+    if (gen === generation && (e.status !== 401 || refused)) toast(e.message, true);
   } finally {
     view.busy = false;
   }
@@ -1351,6 +1365,9 @@ function route() {
   document.getElementById('status').replaceChildren();
   document.getElementById('top').hidden = match.nav === 'login';
   setText('whoami', session.user);
+  // The admin pages are for administrators (the API refuses everyone else anyway).
+  const tags = session.tags;
+  document.getElementById('nav-admin').hidden = Array.isArray(tags) && !tags.includes('administrator');
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.nav === match.nav);
   document.body.dataset.page = match.nav;
   current = match.fn(root, ...match.args);
