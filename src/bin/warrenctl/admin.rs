@@ -644,16 +644,22 @@ fn clear_topic_permissions(o: &Opts, api: &Api) -> Result<(), Fail> {
         None => Vec::new(),
         Some(x) => {
             let r = api.get(&segs)?;
-            match r.status {
+            let all = match r.status {
                 200 => match r.json()? {
-                    Value::Array(all) => all
-                        .into_iter()
-                        .filter(|t| t.get("exchange").and_then(Value::as_str) != Some(x))
-                        .collect(),
+                    Value::Array(all) => all,
                     _ => Vec::new(),
                 },
                 _ => Vec::new(),
+            };
+            let is_x = |t: &Value| t.get("exchange").and_then(Value::as_str) == Some(x);
+            // Nothing set for that exchange: nothing to clear (if user and vhost exist).
+            if !all.iter().any(is_x) {
+                return match missing_user_or_vhost(api, name, vh)? {
+                    Some(f) => Err(f),
+                    None => done(o, api),
+                };
             }
+            all.into_iter().filter(|t| !is_x(t)).collect()
         }
     };
     let r = delete(api, &segs)?;
