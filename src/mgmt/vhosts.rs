@@ -188,9 +188,18 @@ fn put_vhost(server: &mut Server, caller: &Caller, req: &Request, name: &str) ->
         caller.peer
     );
     let user = caller.user.name().to_owned();
-    server
+    if server
         .auth
-        .set_permissions(&user, name, Permissions::full());
+        .set_permissions(&user, name, Permissions::full())
+    {
+        server.save_auth().map_err(|e| {
+            ApiError::new(
+                500,
+                "internal_server_error",
+                format!("cannot save users: {e}"),
+            )
+        })?;
+    }
     Ok(Response::empty(201))
 }
 
