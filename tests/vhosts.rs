@@ -415,6 +415,18 @@ fn vhost_max_queues_refuses_new_queues_then_allows_once_cleared() {
                 vh.name
             )
         );
+        // The management API's declare is refused alike.
+        let r = api.put(&format!("/api/queues/{}/q3", enc(&vh.name)), &json!({}));
+        assert_eq!(
+            (r.status, r.json()),
+            (
+                400,
+                json!({"error": "bad_request", "reason": format!(
+                    "cannot declare queue 'q3': queue limit in vhost '{}' (1) is reached",
+                    vh.name
+                )})
+            )
+        );
         // Declaring an existing queue is no new queue.
         let ch = step("channel", conn.create_channel()).await.unwrap();
         step("q1 again", declare(ch.clone(), "q1")).await.unwrap();
@@ -570,8 +582,17 @@ fn an_empty_vhost_and_its_limits_survive_a_restart_and_kill_9() {
     let mut b = spawn(&dir);
     check(&b);
     b.kill9();
+    let mut b = spawn(&dir);
+    check(&b);
+    // Killed right after the 201: the vhost was on disk before the answer went out.
+    let api = Api::new(&b);
+    assert_eq!(api.put(&vhost_path("team-b"), &json!({})).status, 201);
+    b.kill9();
     let b = spawn(&dir);
     check(&b);
+    let api = Api::new(&b);
+    assert_eq!(api.get(&vhost_path("team-b")).status, 200);
+    RawClient::handshake_with(b.port, &opts("team-b")).close();
 }
 
 #[test]
