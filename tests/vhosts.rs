@@ -230,6 +230,44 @@ fn vhost_limits_api_sets_lists_validates_and_clears() {
 }
 
 #[test]
+fn only_administrators_change_vhosts_and_their_limits() {
+    let b = Broker::start();
+    let api = Api::new(&b);
+    let vh = TempVhost::new(&api);
+    let user = unique("vh-mgmt");
+    let r = api.put(
+        &format!("/api/users/{}", enc(&user)),
+        &json!({"password": "pw", "tags": "management"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    struct DropUser<'a>(&'a Api, String);
+    impl Drop for DropUser<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.delete(&format!("/api/users/{}", enc(&self.1)));
+        }
+    }
+    let _drop = DropUser(&api, user.clone());
+    let them = api.as_user(&user, "pw");
+    let refused = json!({"error": "not_authorised", "reason": "Not administrator user"});
+    let other = unique("vh");
+    for r in [
+        them.put(&vhost_path(&other), &json!({})),
+        them.delete(&vhost_path(&vh.name)),
+        them.put(&limit_path(&vh.name, "max-queues"), &json!({"value": 1})),
+        them.delete(&limit_path(&vh.name, "max-queues")),
+    ] {
+        assert_eq!((r.status, r.json()), (401, refused.clone()));
+    }
+    assert_eq!(api.get(&vhost_path(&other)).status, 404);
+    assert_eq!(api.get(&vhost_path(&vh.name)).status, 200);
+    assert_eq!(
+        api.get(&format!("/api/vhost-limits/{}", enc(&vh.name)))
+            .json(),
+        json!([])
+    );
+}
+
+#[test]
 fn two_vhosts_keep_same_named_queues_apart() {
     let b = Broker::start();
     let api = Api::new(&b);
