@@ -1,5 +1,5 @@
 //! The node-wide resources: `/api/overview`, `/api/nodes[/{name}]`, `/api/whoami`,
-//! `/api/vhosts[/{name}]`, `/api/extensions` (users and permissions: `mgmt::users`),
+//! `/api/extensions` (users and permissions: `mgmt::users`; vhosts: `mgmt::vhosts`),
 //! with RabbitMQ 3.10's field names.
 
 use serde_json::{json, Value};
@@ -42,16 +42,8 @@ pub fn route(
                 &json!({"name": caller.user.name(), "tags": tags}),
             ))
         }
-        ["vhosts"] if get => list(req, vhosts(server)),
-        ["vhosts", name] if get => vhosts(server)
-            .into_iter()
-            .find(|v| v["name"] == *name)
-            .map(|v| Response::json(200, &v))
-            .ok_or_else(ApiError::not_found),
         ["extensions"] if get => Ok(Response::json(200, &json!([]))),
-        ["overview" | "nodes" | "whoami" | "vhosts" | "extensions"] | ["nodes" | "vhosts", _] => {
-            Ok(method_not_allowed())
-        }
+        ["overview" | "nodes" | "whoami" | "extensions"] | ["nodes", _] => Ok(method_not_allowed()),
         _ => return None,
     };
     Some(r)
@@ -189,33 +181,6 @@ fn fd_limit() -> u64 {
     } else {
         0
     }
-}
-
-fn vhosts(server: &Server) -> Vec<Value> {
-    server
-        .broker
-        .vhosts()
-        .map(|(id, v)| {
-            let (ready, unacked) = server
-                .broker
-                .queues()
-                .filter(|(_, q)| q.vhost == id)
-                .fold((0u64, 0u64), |(r, u), (_, q)| {
-                    (r + q.message_count() as u64, u + q.unacked_count())
-                });
-            json!({
-                "name": &*v.name,
-                "description": "",
-                "tags": [],
-                "default_queue_type": "classic",
-                "tracing": false,
-                "cluster_state": {node_name(): "running"},
-                "messages": ready + unacked,
-                "messages_ready": ready,
-                "messages_unacknowledged": unacked,
-            })
-        })
-        .collect()
 }
 
 /// Every permission record as the API (and a definitions export) shows it.

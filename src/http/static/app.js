@@ -108,6 +108,15 @@ const session = {
   clear() {
     sessionStorage.removeItem('warren.auth');
     sessionStorage.removeItem('warren.user');
+    sessionStorage.removeItem('warren.tags');
+  },
+  // The logged-in user's tags (from /api/whoami), or null when not known.
+  get tags() {
+    try { return JSON.parse(sessionStorage.getItem('warren.tags')); } catch (_) { return null; }
+  },
+  setTags(t) {
+    const list = Array.isArray(t) ? t : String(t || '').split(',').map((x) => x.trim()).filter(Boolean);
+    sessionStorage.setItem('warren.tags', JSON.stringify(list));
   },
 };
 
@@ -138,7 +147,9 @@ async function api(method, path, body, opts) {
   if (text) {
     try { data = JSON.parse(text); } catch (_) { data = null; }
   }
-  if (r.status === 401 && !opts.noRedirect) {
+  // RabbitMQ's 401 `not_authorized` is a failed login; `not_authorised` is a logged-in user
+  // refused one call (issue 11's tags): that one stays on the page as an error.
+  if (r.status === 401 && !opts.noRedirect && !(data && data.error === 'not_authorised')) {
     session.clear();
     goLogin();
     throw new ApiError(401, data, text);
@@ -525,7 +536,8 @@ function loginView(root) {
     err.textContent = '';
     session.set(user.value, pass.value);
     try {
-      await api('GET', '/whoami', undefined, { noRedirect: true });
+      const me = await api('GET', '/whoami', undefined, { noRedirect: true });
+      session.setTags(me && me.tags);
     } catch (e) {
       session.clear();
       err.textContent = e.status === 401 ? 'Login failed: wrong username or password.' : 'Login failed: ' + e.message;
@@ -1106,6 +1118,338 @@ function definitionsView(root) {
 }
 
 // ------------------------------------------------------------------------------------------
+// Admin (issue 11): users, virtual hosts, permissions, topic permissions and limits, over
+// RabbitMQ's endpoints (/api/users, /api/vhosts, /api/permissions, /api/topic-permissions,
+// /api/vhost-limits, /api/user-limits). Forms are built once; only the tables refresh.
+// ------------------------------------------------------------------------------------------
+
+function adminTabs(active) {
+  return h('nav', { class: 'tabs', id: 'admin-tabs' },
+    h('a', { href: '#/admin', id: 'admin-tab-users', class: active === 'users' ? 'active' : '', text: 'Users' }),
+    h('a', { href: '#/admin/vhosts', id: 'admin-tab-vhosts', class: active === 'vhosts' ? 'active' : '', text: 'Virtual hosts' }));
+}
+
+function userHref(name) { return `#/admin/users/${enc(name)}`; }
+function vhostHref(name) { return `#/admin/vhosts/${enc(name)}`; }
+
+function tagList(t) { return Array.isArray(t) ? t.join(', ') : (t || ''); }
+
+// A simple table: rows replaced on each refresh; `rowData` gives each row's data-*.
+function plainTable(id, columns, emptyText) {
+  const tbody = h('tbody', { id: id + '-rows' });
+  const table = h('table', { id, dataset: { loaded: '0' } },
+    h('thead', {}, h('tr', {}, columns.map((c) => h('th', { class: c.num ? 'num' : '', text: c.label })))), tbody);
+  function set(items, rowData) {
+    const rows = items.map((item) => {
+      const tr = h('tr', { dataset: rowData ? rowData(item) : {} });
+      for (const c of columns) {
+        const v = c.render ? c.render(item) : get(item, c.key);
+        const td = h('td', { class: c.num ? 'num' : '', dataset: { col: c.key } });
+        if (v instanceof Node) td.appendChild(v); else td.textContent = v === undefined || v === null ? '' : String(v);
+        tr.appendChild(td);
+      }
+      return tr;
+    });
+    tbody.replaceChildren(...rows);
+    if (rows.length === 0) tbody.appendChild(h('tr', {}, h('td', { colspan: columns.length, class: 'muted', text: emptyText || 'None.' })));
+    table.dataset.loaded = '1';
+    table.dataset.count = String(items.length);
+  }
+  return { el: table, set };
+}
+
+// <select> of the vhosts (kept as the user chose across refreshes).
+function vhostSelect(id) {
+  const sel = h('select', { id });
+  async function load() {
+    const vhosts = await api('GET', '/vhosts?columns=name');
+    const keep = sel.value;
+    const names = vhosts.map((v) => v.name).sort();
+    if (sel.dataset.names === JSON.stringify(names)) return;
+    sel.replaceChildren(...names.map((n) => h('option', { value: n, text: n, selected: n === (keep || '/') })));
+    sel.dataset.names = JSON.stringify(names);
+  }
+  return { el: sel, load };
+}
+
+function userSelect(id) {
+  const sel = h('select', { id });
+  async function load() {
+    const users = await api('GET', '/users');
+    const keep = sel.value;
+    const names = users.map((u) => u.name).sort();
+    if (sel.dataset.names === JSON.stringify(names)) return;
+    sel.replaceChildren(...names.map((n) => h('option', { value: n, text: n, selected: n === keep })));
+    sel.dataset.names = JSON.stringify(names);
+  }
+  return { el: sel, load };
+}
+
+// A form that runs `action` on submit, shows failures in a toast and in its result line.
+function actionForm(id, fields, buttonText, action) {
+  const result = h('span', { id: id + '-result', class: 'muted', dataset: { ok: '' } });
+  const form = h('form', { class: 'grid', id },
+    fields.map(([label, input]) => [h('label', { text: label, for: input.id }), input]),
+    h('div', { class: 'actions' }, h('button', { type: 'submit', id: id + '-submit', text: buttonText }), ' ', result));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    result.dataset.ok = '';
+    result.textContent = '';
+    try {
+      const msg = await action();
+      result.className = 'ok';
+      result.dataset.ok = 'true';
+      result.textContent = msg || 'Done.';
+    } catch (e) {
+      result.className = 'bad';
+      result.dataset.ok = 'false';
+      result.textContent = e.message;
+    }
+  });
+  return form;
+}
+
+// A limits value from a form field: '' means no limit (DELETE), else a whole number.
+function limitInput(id) { return h('input', { type: 'number', id, min: 0, step: 1, placeholder: 'no limit', style: 'width:120px' }); }
+
+async function applyLimits(base, inputs, current) {
+  for (const [name, input] of Object.entries(inputs)) {
+    const v = input.value.trim();
+    if (v === '') {
+      if (current && current[name] !== undefined) await api('DELETE', `${base}/${enc(name)}`);
+    } else {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a whole number`);
+      await api('PUT', `${base}/${enc(name)}`, { value: n });
+    }
+  }
+}
+
+function usersView(root) {
+  const perms = {};
+  const t = plainTable('users-table', [
+    { key: 'name', label: 'Name', render: (u) => link(userHref(u.name), u.name) },
+    { key: 'tags', label: 'Tags', render: (u) => tagList(u.tags) },
+    { key: 'vhosts', label: 'Can access virtual hosts', render: (u) => (perms[u.name] || []).join(', ') || 'No access' },
+    { key: 'password', label: 'Has password', render: (u) => fmtBool(!!u.password_hash) },
+  ], 'No users.');
+  const name = h('input', { type: 'text', id: 'add-user-name', autocomplete: 'off' });
+  const pass = h('input', { type: 'password', id: 'add-user-password', autocomplete: 'new-password' });
+  const tags = h('input', { type: 'text', id: 'add-user-tags', placeholder: 'administrator, monitoring, ...' });
+  const quick = h('span', { class: 'muted' }, 'Set: ', ['administrator', 'monitoring', 'policymaker', 'management'].map((tg) =>
+    h('button', { type: 'button', class: 'link', dataset: { tag: tg }, text: tg, on: { click: () => { tags.value = tg; } } })));
+  const form = actionForm('add-user', [['Username', name], ['Password', pass], ['Tags', tags]], 'Add user', async () => {
+    if (!name.value) throw new Error('A user needs a name.');
+    const exists = await api('GET', `/users/${enc(name.value)}`).then(() => true, (e) => { if (e.status === 404) return false; throw e; });
+    if (exists) throw new Error(`User ${name.value} already exists.`);
+    await api('PUT', `/users/${enc(name.value)}`, { password: pass.value, tags: tags.value.split(',').map((x) => x.trim()).filter(Boolean).join(',') });
+    const added = name.value;
+    name.value = ''; pass.value = ''; tags.value = '';
+    await refresh();
+    return `User ${added} added.`;
+  });
+  root.append(h('h1', { text: 'Admin', id: 'page-admin' }), adminTabs('users'),
+    h('h2', { text: 'Users' }), t.el,
+    h('h2', { text: 'Add a user' }), h('div', { class: 'panel' }, form, h('p', {}, quick)));
+  async function refresh() {
+    const [users, all] = await Promise.all([api('GET', '/users'), api('GET', '/permissions')]);
+    for (const k of Object.keys(perms)) delete perms[k];
+    for (const p of all) (perms[p.user] = perms[p.user] || []).push(p.vhost);
+    users.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    t.set(users, (u) => ({ name: u.name, tags: tagList(u.tags) }));
+  }
+  return { refresh };
+}
+
+function userView(root, name) {
+  const info = kv('user-info', [['Name', name, 'user-name'], ['Tags', '', 'user-tags'], ['Has password', '', 'user-has-password'], ['Limits', '', 'user-limits']]);
+  let user = null;
+  // Permissions of this user, per vhost.
+  const permTable = plainTable('user-perms', [
+    { key: 'vhost', label: 'Virtual host', render: (p) => link(vhostHref(p.vhost), p.vhost) },
+    { key: 'configure', label: 'Configure regexp' },
+    { key: 'write', label: 'Write regexp' },
+    { key: 'read', label: 'Read regexp' },
+    { key: 'clear', label: '', render: (p) => confirmButton({ key: 'perm:' + p.vhost, label: 'Clear', actionName: 'clear-permissions', dataset: { vhost: p.vhost },
+      action: async () => { await api('DELETE', `/permissions/${enc(p.vhost)}/${enc(name)}`); await refresh(); } }) },
+  ], 'No permissions: this user cannot use any virtual host.');
+  const pv = vhostSelect('set-perm-vhost');
+  const conf = h('input', { type: 'text', id: 'set-perm-configure', value: '.*' });
+  const write = h('input', { type: 'text', id: 'set-perm-write', value: '.*' });
+  const read = h('input', { type: 'text', id: 'set-perm-read', value: '.*' });
+  const permForm = actionForm('set-perm', [['Virtual host', pv.el], ['Configure regexp', conf], ['Write regexp', write], ['Read regexp', read]], 'Set permission', async () => {
+    await api('PUT', `/permissions/${enc(pv.el.value)}/${enc(name)}`, { configure: conf.value, write: write.value, read: read.value });
+    await refresh();
+    return `Permissions set in ${pv.el.value}.`;
+  });
+  // Topic permissions.
+  const topicTable = plainTable('user-topic-perms', [
+    { key: 'vhost', label: 'Virtual host' },
+    { key: 'exchange', label: 'Exchange' },
+    { key: 'write', label: 'Write regexp' },
+    { key: 'read', label: 'Read regexp' },
+  ], 'No topic permissions.');
+  const tv = vhostSelect('set-topic-vhost');
+  const tx = h('input', { type: 'text', id: 'set-topic-exchange', value: 'amq.topic' });
+  const tw = h('input', { type: 'text', id: 'set-topic-write', value: '.*' });
+  const tr = h('input', { type: 'text', id: 'set-topic-read', value: '.*' });
+  const topicForm = actionForm('set-topic', [['Virtual host', tv.el], ['Exchange', tx], ['Write regexp', tw], ['Read regexp', tr]], 'Set topic permission', async () => {
+    await api('PUT', `/topic-permissions/${enc(tv.el.value)}/${enc(name)}`, { exchange: tx.value, write: tw.value, read: tr.value });
+    await refresh();
+    return `Topic permission set on ${tx.value}.`;
+  });
+  const clearTopics = confirmButton({ key: 'topics', id: 'clear-topic', label: 'Clear topic permissions in the chosen virtual host', actionName: 'clear-topic-permissions',
+    action: async () => { await api('DELETE', `/topic-permissions/${enc(tv.el.value)}/${enc(name)}`); await refresh(); } });
+  // Update: tags, and the password when one is given (otherwise the stored hash is kept:
+  // a PUT without either would leave the user password-less).
+  const newPass = h('input', { type: 'password', id: 'update-user-password', autocomplete: 'new-password', placeholder: 'unchanged' });
+  const newTags = h('input', { type: 'text', id: 'update-user-tags' });
+  const updateForm = actionForm('update-user', [['Password', newPass], ['Tags', newTags]], 'Update user', async () => {
+    const body = { tags: newTags.value.split(',').map((x) => x.trim()).filter(Boolean).join(',') };
+    if (newPass.value) body.password = newPass.value;
+    else { body.password_hash = user ? user.password_hash : ''; if (user && user.hashing_algorithm) body.hashing_algorithm = user.hashing_algorithm; }
+    await api('PUT', `/users/${enc(name)}`, body);
+    newPass.value = '';
+    await refresh();
+    return 'User updated.';
+  });
+  // Limits.
+  const maxConn = limitInput('user-limit-max-connections');
+  const maxChan = limitInput('user-limit-max-channels');
+  const limitsForm = actionForm('user-limits-form', [['Max connections', maxConn], ['Max channels', maxChan]], 'Set limits', async () => {
+    await applyLimits(`/user-limits/${enc(name)}`, { 'max-connections': maxConn, 'max-channels': maxChan }, user && user.limits);
+    await refresh();
+    return 'Limits set.';
+  });
+  const del = confirmButton({ key: 'delete-user', id: 'delete-user', label: 'Delete this user', actionName: 'delete-user',
+    action: async () => { await api('DELETE', `/users/${enc(name)}`); toast(`User ${name} deleted.`); location.hash = '#/admin'; } });
+  root.append(h('h1', { text: `User ${name}`, id: 'page-user' }), adminTabs('users'), info,
+    h('h2', { text: 'Permissions' }), permTable.el, h('div', { class: 'panel' }, permForm),
+    h('h2', { text: 'Topic permissions' }), topicTable.el, h('div', { class: 'panel' }, topicForm, h('p', {}, clearTopics)),
+    h('h2', { text: 'Limits' }), h('div', { class: 'panel' }, limitsForm),
+    h('h2', { text: 'Update this user' }), h('div', { class: 'panel' }, updateForm),
+    h('h2', { text: 'Delete this user' }), h('div', { class: 'panel' }, del));
+  let first = true;
+  async function refresh() {
+    user = await api('GET', `/users/${enc(name)}`);
+    const [all, topics] = await Promise.all([
+      api('GET', '/permissions'),
+      api('GET', `/users/${enc(name)}/topic-permissions`).catch(() => []),
+      pv.load(), tv.load(),
+    ]);
+    setText('user-tags', tagList(user.tags));
+    setText('user-has-password', fmtBool(!!user.password_hash));
+    const limits = user.limits && typeof user.limits === 'object' ? user.limits : {};
+    setText('user-limits', Object.keys(limits).length ? Object.entries(limits).map(([k, v]) => `${k}: ${v}`).join(', ') : 'none');
+    if (first) {
+      newTags.value = tagList(user.tags);
+      if (limits['max-connections'] !== undefined) maxConn.value = limits['max-connections'];
+      if (limits['max-channels'] !== undefined) maxChan.value = limits['max-channels'];
+      first = false;
+    }
+    permTable.set(all.filter((p) => p.user === name).sort((a, b) => (a.vhost < b.vhost ? -1 : 1)), (p) => ({ vhost: p.vhost }));
+    topicTable.set(topics, (x) => ({ vhost: x.vhost, exchange: x.exchange }));
+  }
+  return { refresh };
+}
+
+function vhostsView(root) {
+  let limits = {};
+  const t = plainTable('vhosts-table', [
+    { key: 'name', label: 'Name', render: (v) => link(vhostHref(v.name), v.name) },
+    { key: 'description', label: 'Description' },
+    { key: 'tags', label: 'Tags', render: (v) => tagList(v.tags) },
+    { key: 'default_queue_type', label: 'Default queue type', render: (v) => (v.default_queue_type === 'undefined' ? '' : v.default_queue_type) },
+    { key: 'messages', label: 'Messages', num: true, render: (v) => fmtNum(v.messages) },
+    { key: 'limits', label: 'Limits', render: (v) => Object.entries(limits[v.name] || {}).map(([k, n]) => `${k}: ${n}`).join(', ') },
+  ], 'No virtual hosts.');
+  const name = h('input', { type: 'text', id: 'add-vhost-name', autocomplete: 'off' });
+  const desc = h('input', { type: 'text', id: 'add-vhost-description' });
+  const tags = h('input', { type: 'text', id: 'add-vhost-tags', placeholder: 'comma-separated' });
+  const dqt = h('select', { id: 'add-vhost-default-queue-type' }, ['', 'classic', 'quorum', 'stream'].map((q) => h('option', { value: q, text: q || '(none)' })));
+  const form = actionForm('add-vhost', [['Name', name], ['Description', desc], ['Tags', tags], ['Default queue type', dqt]], 'Add virtual host', async () => {
+    if (!name.value) throw new Error('A virtual host needs a name.');
+    const body = { description: desc.value, tags: tags.value };
+    // RabbitMQ 3.10 reads `defaultqueuetype` and shows `default_queue_type`.
+    if (dqt.value) { body.defaultqueuetype = dqt.value; body.default_queue_type = dqt.value; }
+    await api('PUT', `/vhosts/${enc(name.value)}`, body);
+    const added = name.value;
+    name.value = ''; desc.value = ''; tags.value = '';
+    await refresh();
+    return `Virtual host ${added} added.`;
+  });
+  root.append(h('h1', { text: 'Admin', id: 'page-admin' }), adminTabs('vhosts'),
+    h('h2', { text: 'Virtual hosts' }), t.el,
+    h('h2', { text: 'Add a virtual host' }), h('div', { class: 'panel' }, form));
+  async function refresh() {
+    const [vhosts, lim] = await Promise.all([api('GET', '/vhosts'), api('GET', '/vhost-limits').catch(() => [])]);
+    limits = Object.fromEntries(lim.map((l) => [l.vhost, l.value]));
+    vhosts.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    t.set(vhosts, (v) => ({ name: v.name }));
+  }
+  return { refresh };
+}
+
+function vhostView(root, name) {
+  const info = kv('vhost-info', [['Name', name, 'vhost-name'], ['Description', '', 'vhost-description'], ['Tags', '', 'vhost-tags'],
+    ['Default queue type', '', 'vhost-default-queue-type'], ['Messages', '', 'vhost-messages'], ['Limits', '', 'vhost-limits']]);
+  const permTable = plainTable('vhost-perms', [
+    { key: 'user', label: 'User', render: (p) => link(userHref(p.user), p.user) },
+    { key: 'configure', label: 'Configure regexp' },
+    { key: 'write', label: 'Write regexp' },
+    { key: 'read', label: 'Read regexp' },
+    { key: 'clear', label: '', render: (p) => confirmButton({ key: 'perm:' + p.user, label: 'Clear', actionName: 'clear-permissions', dataset: { user: p.user },
+      action: async () => { await api('DELETE', `/permissions/${enc(name)}/${enc(p.user)}`); await refresh(); } }) },
+  ], 'No user may use this virtual host.');
+  const pu = userSelect('vhost-perm-user');
+  const conf = h('input', { type: 'text', id: 'vhost-perm-configure', value: '.*' });
+  const write = h('input', { type: 'text', id: 'vhost-perm-write', value: '.*' });
+  const read = h('input', { type: 'text', id: 'vhost-perm-read', value: '.*' });
+  const permForm = actionForm('vhost-perm', [['User', pu.el], ['Configure regexp', conf], ['Write regexp', write], ['Read regexp', read]], 'Set permission', async () => {
+    await api('PUT', `/permissions/${enc(name)}/${enc(pu.el.value)}`, { configure: conf.value, write: write.value, read: read.value });
+    await refresh();
+    return `Permissions set for ${pu.el.value}.`;
+  });
+  let current = {};
+  const maxConn = limitInput('vhost-limit-max-connections');
+  const maxQueues = limitInput('vhost-limit-max-queues');
+  const limitsForm = actionForm('vhost-limits-form', [['Max connections', maxConn], ['Max queues', maxQueues]], 'Set limits', async () => {
+    await applyLimits(`/vhost-limits/${enc(name)}`, { 'max-connections': maxConn, 'max-queues': maxQueues }, current);
+    await refresh();
+    return 'Limits set.';
+  });
+  const del = confirmButton({ key: 'delete-vhost', id: 'delete-vhost', label: 'Delete this virtual host', actionName: 'delete-vhost',
+    action: async () => { await api('DELETE', `/vhosts/${enc(name)}`); toast(`Virtual host ${name} deleted.`); location.hash = '#/admin/vhosts'; } });
+  root.append(h('h1', { text: `Virtual host ${name}`, id: 'page-vhost' }), adminTabs('vhosts'), info,
+    h('h2', { text: 'Permissions' }), permTable.el, h('div', { class: 'panel' }, permForm),
+    h('h2', { text: 'Limits' }), h('div', { class: 'panel' }, limitsForm),
+    h('h2', { text: 'Delete this virtual host' }), h('div', { class: 'panel' },
+      h('p', { class: 'muted', text: 'Deleting a virtual host deletes its exchanges, queues, bindings and messages, and closes its connections.' }), del));
+  let first = true;
+  async function refresh() {
+    const [v, all, lim] = await Promise.all([
+      api('GET', `/vhosts/${enc(name)}`),
+      api('GET', '/permissions'),
+      api('GET', `/vhost-limits/${enc(name)}`).catch(() => []),
+      pu.load(),
+    ]);
+    current = (lim[0] && lim[0].value) || {};
+    setText('vhost-description', v.description || '');
+    setText('vhost-tags', tagList(v.tags));
+    setText('vhost-default-queue-type', v.default_queue_type === 'undefined' ? '' : v.default_queue_type || '');
+    setText('vhost-messages', fmtNum(v.messages || 0));
+    setText('vhost-limits', Object.keys(current).length ? Object.entries(current).map(([k, n]) => `${k}: ${n}`).join(', ') : 'none');
+    if (first) {
+      if (current['max-connections'] !== undefined) maxConn.value = current['max-connections'];
+      if (current['max-queues'] !== undefined) maxQueues.value = current['max-queues'];
+      first = false;
+    }
+    permTable.set(all.filter((p) => p.vhost === name).sort((a, b) => (a.user < b.user ? -1 : 1)), (p) => ({ user: p.user }));
+  }
+  return { refresh };
+}
+
+// ------------------------------------------------------------------------------------------
 // Router and refresh loop.
 // ------------------------------------------------------------------------------------------
 
@@ -1121,6 +1465,10 @@ const ROUTES = [
   [/^\/channels$/, 'channels', channelsView],
   [/^\/channels\/([^/]+)$/, 'channels', channelView],
   [/^\/definitions$/, 'definitions', definitionsView],
+  [/^\/admin$/, 'admin', usersView],
+  [/^\/admin\/users\/([^/]+)$/, 'admin', userView],
+  [/^\/admin\/vhosts$/, 'admin', vhostsView],
+  [/^\/admin\/vhosts\/([^/]+)$/, 'admin', vhostView],
 ];
 
 let current = null;
@@ -1133,7 +1481,9 @@ async function runRefresh(view, gen) {
     await view.refresh();
     if (gen === generation) document.body.dataset.refreshed = String(Date.now());
   } catch (e) {
-    if (gen === generation && e.status !== 401) toast(e.message, true);
+    // A failed login went to the login page; a refusal (`not_authorised`) is shown.
+    const refused = e.status === 401 && e.body && e.body.error === 'not_authorised';
+    if (gen === generation && (e.status !== 401 || refused)) toast(e.message, true);
   } finally {
     view.busy = false;
   }
@@ -1157,6 +1507,9 @@ function route() {
   document.getElementById('status').replaceChildren();
   document.getElementById('top').hidden = match.nav === 'login';
   setText('whoami', session.user);
+  // The admin pages are for administrators (the API refuses everyone else anyway).
+  const tags = session.tags;
+  document.getElementById('nav-admin').hidden = Array.isArray(tags) && !tags.includes('administrator');
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.nav === match.nav);
   document.body.dataset.page = match.nav;
   current = match.fn(root, ...match.args);
