@@ -862,6 +862,32 @@ impl Server {
         true
     }
 
+    /// Deletes the user `name` and closes its connections with 320 CONNECTION_FORCED
+    /// "user 'X' is deleted", as RabbitMQ 3.10's connection tracking does; false when
+    /// there is no such user. The caller saves the users file.
+    pub fn delete_user(&mut self, name: &str) -> bool {
+        if !self.auth.delete_user(name) {
+            return false;
+        }
+        let reason = format!("user '{name}' is deleted");
+        let conns: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.user.name() == name && !c.is_closed())
+            .map(|(k, _)| k)
+            .collect();
+        if !conns.is_empty() {
+            info!(
+                "closing {} connection(s) of deleted user '{name}'",
+                conns.len()
+            );
+        }
+        for conn in conns {
+            self.apply(crate::ops::close_connection(conn, reason.clone()));
+        }
+        true
+    }
+
     /// A bug panicked while handling connection `key`: that connection is closed (its
     /// channels released as on any close); the broker and everyone else go on.
     fn contained(&mut self, key: usize) {
