@@ -44,6 +44,9 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// env_logger filter (default "info").
     pub log_level: String,
+    /// A RabbitMQ definitions file imported at every start, before the listeners open
+    /// (RabbitMQ's `load_definitions`); a file that does not import stops the start.
+    pub definitions: Option<PathBuf>,
 }
 
 impl Config {
@@ -72,6 +75,7 @@ impl Default for Config {
             max_connections: 65_535,
             handshake_timeout: Duration::from_secs(10),
             log_level: "info".to_string(),
+            definitions: None,
         }
     }
 }
@@ -228,6 +232,13 @@ fn options() -> getopts::Options {
         "error|warn|info|debug|trace (default info)",
         "LEVEL",
     );
+    o.optopt(
+        "",
+        "definitions",
+        "RabbitMQ definitions JSON imported at every start (users, vhosts, \
+         permissions, limits, queues, exchanges, bindings); a bad file stops the start",
+        "FILE",
+    );
     o.optflag("h", "help", "print this help");
     o.optflag("V", "version", "print the version");
     o
@@ -306,6 +317,7 @@ impl Command {
         if let Some(l) = m.opt_str("log-level") {
             c.log_level = l;
         }
+        c.definitions = m.opt_str("definitions").map(PathBuf::from);
         Ok(Command::Run(c))
     }
 }
@@ -374,6 +386,10 @@ mod tests {
         let want: Vec<IpAddr> = vec!["::".parse().unwrap(), "0.0.0.0".parse().unwrap()];
         assert_eq!(c.bind, want, "several --bind, in order");
         assert!(parse(&["--frame-max", "100"]).is_err());
+        let Ok(Command::Run(c)) = parse(&["--definitions", "defs.json"]) else {
+            panic!("expected run")
+        };
+        assert_eq!(c.definitions, Some(PathBuf::from("defs.json")));
         assert!(matches!(parse(&["-h"]), Ok(Command::Help(_))));
         assert!(matches!(parse(&["-V"]), Ok(Command::Version)));
     }
