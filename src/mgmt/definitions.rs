@@ -1179,8 +1179,24 @@ fn check_queue(vn: &str, cur: &QueueDecl, exclusive: bool, d: &QueueDecl) -> Res
 }
 
 fn apply(server: &mut Server, acting: Option<&Caller>, steps: Vec<Step>) -> Result<(), ApiError> {
-    let vid = |server: &Server, vh: &str| vhost(server, vh);
     let mut auth_changed = false;
+    let applied = apply_steps(server, acting, steps, &mut auth_changed);
+    // What was changed is saved even if a later step failed (planned not to happen).
+    if auth_changed {
+        server
+            .save_auth()
+            .map_err(|e| ApiError::new(500, "internal_server_error", e.to_string()))?;
+    }
+    applied
+}
+
+fn apply_steps(
+    server: &mut Server,
+    acting: Option<&Caller>,
+    steps: Vec<Step>,
+    auth_changed: &mut bool,
+) -> Result<(), ApiError> {
+    let vid = |server: &Server, vh: &str| vhost(server, vh);
     for step in steps {
         match step {
             Step::User(u) => {
@@ -1208,7 +1224,7 @@ fn apply(server: &mut Server, acting: Option<&Caller>, steps: Vec<Step>) -> Resu
                 }
                 let how = if created { "created" } else { "updated" };
                 log::info!("definitions import: {how} user '{}'", u.name);
-                auth_changed = true;
+                *auth_changed = true;
             }
             Step::Vhost(v, new) => {
                 if new {
@@ -1219,7 +1235,7 @@ fn apply(server: &mut Server, acting: Option<&Caller>, steps: Vec<Step>) -> Resu
                             &v.name,
                             Permissions::full(),
                         );
-                        auth_changed = true;
+                        *auth_changed = true;
                     }
                     log::info!("definitions import: created vhost '{}'", v.name);
                 }
@@ -1227,13 +1243,13 @@ fn apply(server: &mut Server, acting: Option<&Caller>, steps: Vec<Step>) -> Resu
             }
             Step::Permissions(user, vh, p) => {
                 server.auth.set_permissions(&user, &vh, p);
-                auth_changed = true;
+                *auth_changed = true;
             }
             Step::TopicPermissions(user, vh, exchange, write, read) => {
                 server
                     .auth
                     .set_topic_permissions(&user, &vh, &exchange, write, read);
-                auth_changed = true;
+                *auth_changed = true;
             }
             Step::VhostLimits(vh, l) => set_vhost_limits(server, &vh, &l),
             Step::Exchange(vh, d) => {
@@ -1276,11 +1292,6 @@ fn apply(server: &mut Server, acting: Option<&Caller>, steps: Vec<Step>) -> Resu
                     .map_err(ApiError::from)?;
             }
         }
-    }
-    if auth_changed {
-        server
-            .save_auth()
-            .map_err(|e| ApiError::new(500, "internal_server_error", e.to_string()))?;
     }
     Ok(())
 }
