@@ -132,6 +132,8 @@ pub struct Server {
     pub listeners: Vec<(crate::reactor::Protocol, std::net::SocketAddr)>,
     /// When this server started (the API's uptime).
     pub started: Instant,
+    /// Connections per vhost and user, channels per user (vhost and user limits).
+    pub usage: crate::conn::usage::Usage,
 }
 
 impl Server {
@@ -160,6 +162,7 @@ impl Server {
             sampler: Default::default(),
             listeners: Vec::new(),
             started: now,
+            usage: Default::default(),
         }
     }
 
@@ -248,6 +251,7 @@ impl Server {
             now: self.now,
             events: &mut self.events,
             alarm: self.alarm,
+            usage: &self.usage,
         })
     }
 
@@ -267,6 +271,7 @@ impl Server {
         } else {
             self.session(key).is_some_and(|mut s| s.input())
         };
+        self.reconcile(key);
         self.touch(key);
         self.apply_events();
         more
@@ -339,6 +344,7 @@ impl Server {
                 if let Some(mut s) = self.session(conn) {
                     s.force_close(&reason);
                 }
+                self.reconcile(conn);
                 self.touch(conn);
                 // Closing releases the connection's channels: their events now.
                 self.apply_events();
@@ -759,9 +765,52 @@ impl Server {
         for q in self.broker.exclusive_queues_of(key) {
             self.broker.remove_queue(q);
         }
-        let c = self.conns.try_remove(key)?;
+        let mut c = self.conns.try_remove(key)?;
+        self.usage.forget(&mut c);
         info!("{}: connection closed", c.peer);
         Some(c)
+    }
+
+    /// Brings connection `key`'s share of the connection and channel tallies up to
+    /// date (after it was handled; see `conn::usage`).
+    fn reconcile(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            self.usage.reconcile(c);
+        }
+    }
+
+    /// RabbitMQ's vhost deletion: the vhost's connections are closed with 320
+    /// CONNECTION_FORCED "vhost 'X' is deleted" (rabbit_connection_tracking), then its
+    /// queues, exchanges, bindings and durable data go, and the permissions on it are
+    /// forgotten. False when no vhost has that name.
+    pub fn delete_vhost(&mut self, name: &str) -> bool {
+        let Some((id, vhost)) = self.broker.lookup_vhost(name.as_bytes()) else {
+            return false;
+        };
+        info!("deleting vhost '{vhost}' and closing its connections");
+        // The record goes first: a connection.open racing the deletion finds no vhost.
+        let orphans = self.broker.delete_vhost(id).unwrap_or_default();
+        let reason = format!("vhost '{vhost}' is deleted");
+        let conns: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.vhost_id == id && !c.vhost.is_empty() && !c.is_closed())
+            .map(|(k, _)| k)
+            .collect();
+        for conn in conns {
+            self.apply(crate::ops::close_connection(conn, reason.clone()));
+        }
+        // Consumers on connections of other vhosts cannot exist (a queue is consumed in
+        // its own vhost), but a cancel costs nothing and keeps the invariant local.
+        for o in orphans {
+            self.apply(Effect::Cancel {
+                conn: o.conn,
+                channel: o.channel,
+                tag: o.tag,
+            });
+        }
+        crate::conn::usage::forget_vhost(&mut self.auth, &vhost);
+        true
     }
 
     /// A bug panicked while handling connection `key`: that connection is closed (its

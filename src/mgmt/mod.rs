@@ -26,6 +26,7 @@ pub mod phash2;
 pub mod prometheus;
 pub mod queues;
 pub mod stats;
+pub mod vhosts;
 
 use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
@@ -143,10 +144,12 @@ fn management(server: &mut Server, req: &Request, peer: SocketAddr) -> Response 
         Some("exchanges") => exchanges::route(server, &caller, req, rest),
         Some("bindings") => bindings::route(server, &caller, req, rest),
         Some("definitions") => definitions::route(server, &caller, req, rest),
-        Some("connections" | "channels" | "consumers" | "vhosts") => {
+        Some("connections" | "channels" | "consumers") => {
             connections::route(server, &caller, req, rest)
                 .or_else(|| overview::route(server, &caller, req, rest))
         }
+        Some("vhosts" | "vhost-limits") => vhosts::route(server, &caller, req, rest)
+            .or_else(|| connections::route(server, &caller, req, rest)),
         Some("health" | "aliveness-test") => health::route(server, &caller, req, rest),
         _ => overview::route(server, &caller, req, rest),
     };

@@ -1,5 +1,5 @@
 //! The node-wide resources: `/api/overview`, `/api/nodes[/{name}]`, `/api/whoami`,
-//! `/api/vhosts[/{name}]`, `/api/users[/{name}]`, `/api/permissions`, `/api/extensions`,
+//! `/api/users[/{name}]`, `/api/permissions`, `/api/extensions`,
 //! with RabbitMQ 3.10's field names.
 
 use serde_json::{json, Value};
@@ -42,12 +42,6 @@ pub fn route(
                 &json!({"name": caller.user.name(), "tags": tags}),
             ))
         }
-        ["vhosts"] if get => list(req, vhosts(server)),
-        ["vhosts", name] if get => vhosts(server)
-            .into_iter()
-            .find(|v| v["name"] == *name)
-            .map(|v| Response::json(200, &v))
-            .ok_or_else(ApiError::not_found),
         ["users"] if get => list(req, users(server)),
         ["users", name] if get => users(server)
             .into_iter()
@@ -56,8 +50,8 @@ pub fn route(
             .ok_or_else(ApiError::not_found),
         ["permissions"] if get => list(req, permissions(server)),
         ["extensions"] if get => Ok(Response::json(200, &json!([]))),
-        ["overview" | "nodes" | "whoami" | "vhosts" | "users" | "permissions" | "extensions"]
-        | ["nodes" | "vhosts" | "users", _] => Ok(method_not_allowed()),
+        ["overview" | "nodes" | "whoami" | "users" | "permissions" | "extensions"]
+        | ["nodes" | "users", _] => Ok(method_not_allowed()),
         _ => return None,
     };
     Some(r)
@@ -195,33 +189,6 @@ fn fd_limit() -> u64 {
     } else {
         0
     }
-}
-
-fn vhosts(server: &Server) -> Vec<Value> {
-    server
-        .broker
-        .vhosts()
-        .map(|(id, v)| {
-            let (ready, unacked) = server
-                .broker
-                .queues()
-                .filter(|(_, q)| q.vhost == id)
-                .fold((0u64, 0u64), |(r, u), (_, q)| {
-                    (r + q.message_count() as u64, u + q.unacked_count())
-                });
-            json!({
-                "name": &*v.name,
-                "description": "",
-                "tags": [],
-                "default_queue_type": "classic",
-                "tracing": false,
-                "cluster_state": {node_name(): "running"},
-                "messages": ready + unacked,
-                "messages_ready": ready,
-                "messages_unacknowledged": unacked,
-            })
-        })
-        .collect()
 }
 
 fn users(server: &Server) -> Vec<Value> {
