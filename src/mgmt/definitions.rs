@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 use super::{json_table, table_json, vhost, ApiError, ApiResult, Caller};
 use crate::auth::{Credential, Pattern, Permission, Permissions, Resource, UserLimits};
 use crate::broker::exchange::ExchangeKind;
-use crate::broker::{args, Dest, ExchangeDecl, QueueDecl};
+use crate::broker::{args, Dest, ExchangeDecl, QueueDecl, VhostLimits, VhostMeta};
 use crate::http::{Request, Response};
 use crate::ops::{self, DestinationType};
 use crate::proto::FieldTable;
@@ -235,7 +235,7 @@ fn export(server: &Server, req: &Request, only: Option<&str>) -> Response {
         .vhosts()
         .filter(|(_, v)| keep(&v.name))
         .filter_map(|(_, v)| {
-            let l = vhost_limits(server, &v.name);
+            let l = &v.limits;
             let mut value = Map::new();
             if let Some(n) = l.max_queues {
                 value.insert("max-queues".into(), json!(n));
@@ -280,18 +280,21 @@ fn export(server: &Server, req: &Request, only: Option<&str>) -> Response {
             })
             .collect();
         // RabbitMQ 3.10 exports a vhost's name only; its import reads `description`
-        // and `tags` too, so they are added when the vhost has them (a round trip
-        // keeps them, and a plain vhost looks as in 3.10).
+        // and `tags` too (and clears them when absent), so they are added when the
+        // vhost has them: a round trip keeps them, and a plain vhost looks as in 3.10.
         let vhosts: Vec<Value> = server
             .broker
             .vhosts()
             .map(|(_, v)| {
                 let mut m = Map::new();
                 m.insert("name".into(), json!(&*v.name));
-                let meta = vhost_meta(server, &v.name);
+                let meta = &v.meta;
                 if !meta.description.is_empty() || !meta.tags.is_empty() {
                     m.insert("description".into(), json!(meta.description));
                     m.insert("tags".into(), json!(meta.tags));
+                }
+                if let Some(t) = &meta.default_queue_type {
+                    m.insert("default_queue_type".into(), json!(t));
                 }
                 Value::Object(m)
             })
@@ -970,10 +973,8 @@ fn plan(
                 "parameter 'vhost-limits' of vhost '{vh}': no such vhost '{vh}'"
             )));
         }
-        if let Some(n) = l.max_queues {
-            max_queues.retain(|(v, _)| v != vh);
-            max_queues.push((vh.to_owned(), limit_value(n)));
-        }
+        max_queues.retain(|(v, _)| v != vh);
+        max_queues.push((vh.to_owned(), VhostLimits::effective(l.max_queues)));
         steps.push(Step::VhostLimits(vh.to_owned(), l.clone()));
     }
     let mut declared_x: Vec<(String, ExchangeDecl)> = Vec::new();
@@ -1093,12 +1094,12 @@ fn plan(
             .iter()
             .find(|(v, _)| v == vh)
             .map(|(_, m)| *m)
-            .unwrap_or_else(|| vhost_limits(server, vh).max_queues);
+            .unwrap_or_else(|| {
+                vhost_record(server, vh).and_then(|r| VhostLimits::effective(r.limits.max_queues))
+            });
         let Some(max) = max else { continue };
         let v = b.lookup_vhost(vh.as_bytes()).map(|(v, _)| v);
-        let existing = v.map_or(0, |v| {
-            ops::queues(b).iter().filter(|q| *q.vhost == **vh).count()
-        });
+        let existing = vhost_record(server, vh).map_or(0, |r| r.queue_count());
         let adding = declared_q
             .iter()
             .filter(|(h, q)| h == vh && v.is_none_or(|v| b.queue_id(v, &q.name).is_none()))
@@ -1227,8 +1228,15 @@ fn apply_steps(
                 *auth_changed = true;
             }
             Step::Vhost(v, new) => {
+                // RabbitMQ's put_vhost: a vhost of the file gets the file's description
+                // and tags, also when it exists (a bare name clears them, as there).
+                let meta = VhostMeta {
+                    description: v.description.unwrap_or_default(),
+                    tags: v.tags.unwrap_or_default(),
+                    default_queue_type: v.default_queue_type,
+                };
+                server.broker.put_vhost(&v.name, Some(meta));
                 if new {
-                    server.broker.add_vhost(&v.name);
                     if let Some(caller) = acting {
                         server.auth.set_permissions(
                             caller.user.name(),
@@ -1239,7 +1247,6 @@ fn apply_steps(
                     }
                     log::info!("definitions import: created vhost '{}'", v.name);
                 }
-                set_vhost_meta(server, &v);
             }
             Step::Permissions(user, vh, p) => {
                 server.auth.set_permissions(&user, &vh, p);
@@ -1251,7 +1258,15 @@ fn apply_steps(
                     .set_topic_permissions(&user, &vh, &exchange, write, read);
                 *auth_changed = true;
             }
-            Step::VhostLimits(vh, l) => set_vhost_limits(server, &vh, &l),
+            Step::VhostLimits(vh, l) => {
+                // The parameter is the vhost's whole set of limits (RabbitMQ's).
+                let v = vid(server, &vh)?;
+                let limits = VhostLimits {
+                    max_connections: l.max_connections,
+                    max_queues: l.max_queues,
+                };
+                server.broker.set_vhost_limits(v, limits);
+            }
             Step::Exchange(vh, d) => {
                 let v = vid(server, &vh)?;
                 server
@@ -1296,49 +1311,12 @@ fn apply_steps(
     Ok(())
 }
 
-// ----- vhost metadata and limits ---------------------------------------------------------
+// ----- vhost metadata and limits (the broker's vhost records) ---------------------------
 
-/// A vhost's description and tags, as the export shows them.
-#[derive(Debug, Default)]
-struct VhostMeta {
-    description: String,
-    tags: Vec<String>,
-}
-
-/// A vhost's limits (None: no limit).
-#[derive(Debug, Default)]
-struct VhostLimits {
-    max_connections: Option<u64>,
-    max_queues: Option<u64>,
-}
-
-// TODO(i11-vhosts): the broker's vhost record holds the description, tags, default
-// queue type and limits once branch i11-vhosts lands; these four functions are the
-// only places definitions read or write them. Connect them at merge.
-
-fn vhost_meta(_server: &Server, _vhost: &str) -> VhostMeta {
-    VhostMeta::default()
-}
-
-fn set_vhost_meta(_server: &mut Server, v: &VhostDef) {
-    if v.description.is_some() || v.tags.is_some() || v.default_queue_type.is_some() {
-        log::info!(
-            "definitions import: description, tags and default queue type of vhost '{}' not kept yet",
-            v.name
-        );
-    }
-}
-
-fn vhost_limits(_server: &Server, _vhost: &str) -> VhostLimits {
-    VhostLimits::default()
-}
-
-fn set_vhost_limits(_server: &mut Server, vhost: &str, l: &VhostLimitsDef) {
-    log::info!(
-        "definitions import: limits of vhost '{vhost}' not kept yet (max-connections {:?}, max-queues {:?})",
-        l.max_connections.and_then(limit_value),
-        l.max_queues.and_then(limit_value)
-    );
+/// Vhost `name`'s record, if it exists.
+fn vhost_record<'a>(server: &'a Server, name: &str) -> Option<&'a crate::broker::Vhost> {
+    let (id, _) = server.broker.lookup_vhost(name.as_bytes())?;
+    server.broker.vhost(id)
 }
 
 #[cfg(test)]
