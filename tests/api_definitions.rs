@@ -513,7 +513,7 @@ fn login(port: u16, user: &str, pass: &str, vhost: &str) -> Result<(), String> {
         )
         .await
         .map_err(|e| format!("{e}"))?;
-        let _ = c.close(200, "bye").await;
+        let _ = c.close(200, "bye".into()).await;
         Ok(())
     })
 }

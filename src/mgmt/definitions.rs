@@ -504,6 +504,9 @@ fn password(m: &Map<String, Value>, what: &str, version: &str) -> Result<Passwor
 
 fn user(m: &Map<String, Value>, version: &str) -> Result<UserDef, ApiError> {
     let name = name(m, "name", "user")?;
+    if name.is_empty() {
+        return Err(bad("user: 'name' is empty"));
+    }
     let what = format!("user '{name}'");
     // RabbitMQ refuses a user without tags (`tags_not_present`); files from before
     // tags had a boolean `administrator`.
