@@ -742,7 +742,11 @@ pub fn definitions(data: &[u8]) {
     let _ = server
         .auth
         .put_user("guest", guest, vec!["administrator".to_owned()]);
-    let vhosts: Vec<String> = server.broker.vhosts().map(|(_, v)| v.name.to_string()).collect();
+    let vhosts: Vec<String> = server
+        .broker
+        .vhosts()
+        .map(|(_, v)| v.name.to_string())
+        .collect();
     for v in vhosts {
         server
             .auth

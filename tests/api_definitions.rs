@@ -628,7 +628,12 @@ fn a_rabbitmq_export_with_users_imports_and_they_log_in() {
     assert_eq!(api.post("/api/definitions", &file).status, 204);
     login(b.port, "wt-defs-alice", "bob-pw", "wt-defs-fx").unwrap();
     assert!(login(b.port, "wt-defs-alice", "alice-pw", "wt-defs-fx").is_err());
-    let alice = entry(&api.get("/api/definitions").json(), "users", "name", "wt-defs-alice");
+    let alice = entry(
+        &api.get("/api/definitions").json(),
+        "users",
+        "name",
+        "wt-defs-alice",
+    );
     assert_eq!(alice["tags"], json!(["monitoring"]));
     assert_eq!(
         alice["limits"],
@@ -729,6 +734,44 @@ fn bad_users_permissions_and_limits_are_refused_whole() {
     }
 }
 
+/// RabbitMQ's import checks the queues it adds against the max-queues a vhost has
+/// before the import (a limit in the same file does not refuse the file's queues), and
+/// refuses the whole file when they do not fit.
+#[test]
+fn vhost_queue_limits_are_checked_before_the_import() {
+    let b = Broker::start();
+    let api = Api::new(&b);
+    let vh = unique("defs-lim");
+    let queue = |n: &str| json!({"name": n, "vhost": vh, "durable": true, "auto_delete": false, "arguments": {}});
+    let file = json!({
+        "vhosts": [{"name": vh}],
+        "parameters": [{"vhost": vh, "component": "vhost-limits", "name": "limits",
+                        "value": {"max-queues": 1}}],
+        "queues": [queue("q1"), queue("q2")],
+    });
+    let r = api.post("/api/definitions", &file);
+    assert_eq!(r.status, 204, "{}", r.body);
+    let v = enc(&vh);
+    assert_eq!(api.get(&format!("/api/queues/{v}/q2")).status, 200);
+    assert_eq!(
+        api.get(&format!("/api/vhost-limits/{v}")).json()[0]["value"],
+        json!({"max-queues": 1})
+    );
+    let r = api.post(
+        "/api/definitions",
+        &json!({"queues": [queue("q1"), queue("q3"), queue("q4")]}),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    if !b.is_external() {
+        assert_eq!(
+            r.json()["reason"],
+            format!("Adding 2 queue(s) to virtual host \"{vh}\" would exceed the limit of 1 queue(s). This virtual host currently has 2 queue(s) defined. Import aborted!")
+        );
+    }
+    assert_eq!(api.get(&format!("/api/queues/{v}/q3")).status, 404);
+    assert_eq!(api.delete(&format!("/api/vhosts/{v}")).status, 204);
+}
+
 /// Shovels, federation upstreams, global parameters (cluster_name) and policies are
 /// skipped with a log line, the rest of the file applies.
 #[test]
@@ -748,7 +791,10 @@ fn unsupported_sections_are_skipped_with_a_log_line() {
     });
     let r = api.post("/api/definitions", &file);
     assert_eq!(r.status, 204, "{}", r.body);
-    assert_eq!(api.get(&format!("/api/exchanges/%2F/{}", enc(&x))).status, 200);
+    assert_eq!(
+        api.get(&format!("/api/exchanges/%2F/{}", enc(&x))).status,
+        200
+    );
     let logs = b.logs();
     for line in [
         "parameter 's1' of component 'shovel' of vhost '/' skipped",
@@ -786,7 +832,8 @@ impl Drop for RabbitCleanup<'_> {
         for u in &self.users {
             self.api.delete(&format!("/api/users/{}", enc(u)));
         }
-        self.api.delete(&format!("/api/vhosts/{}", enc(&self.vhost)));
+        self.api
+            .delete(&format!("/api/vhosts/{}", enc(&self.vhost)));
     }
 }
 
@@ -890,7 +937,11 @@ fn definitions_round_trip_with_rabbitmq() {
     login(w.port, &from_warren, "w-pw", &vh).unwrap();
     let exported = only(&warren.get("/api/definitions").json(), &[&from_warren]);
     let r = rmq.post("/api/definitions", &exported);
-    assert_eq!(r.status, 204, "RabbitMQ refused Warren's export: {}", r.body);
+    assert_eq!(
+        r.status, 204,
+        "RabbitMQ refused Warren's export: {}",
+        r.body
+    );
     login(5672, &from_warren, "w-pw", &vh).unwrap();
     assert!(login(5672, &from_warren, "wrong", &vh).is_err());
     let there = only(&rmq.get("/api/definitions").json(), &[&from_warren]);

@@ -455,8 +455,11 @@ fn limit(v: &Value, key: &str, what: &str) -> Result<i64, ApiError> {
 /// again when applied).
 fn pattern(m: &Map<String, Value>, key: &str, what: &str) -> Result<String, ApiError> {
     let s = string(m, key, what)?;
-    Pattern::parse(&s)
-        .map_err(|e| bad(format!("{what}: '{key}' is not a valid regular expression: {e}")))?;
+    Pattern::parse(&s).map_err(|e| {
+        bad(format!(
+            "{what}: '{key}' is not a valid regular expression: {e}"
+        ))
+    })?;
     Ok(s)
 }
 
@@ -674,8 +677,9 @@ pub fn parse_value(v: &Value) -> Result<Definitions, ApiError> {
     for g in section(top, "global_parameters")? {
         let m = object(g, "global_parameters")?;
         let n = string(m, "name", "global parameter")?;
-        d.ignored
-            .push(format!("global parameter '{n}' skipped: Warren has no cluster"));
+        d.ignored.push(format!(
+            "global parameter '{n}' skipped: Warren has no cluster"
+        ));
     }
     let policies = section(top, "policies")?;
     if !policies.is_empty() {
@@ -965,8 +969,9 @@ fn plan(
             ));
         }
     }
-    // Vhost limits, and the max-queues each vhost will have once they are applied.
-    let mut max_queues: Vec<(String, Option<u64>)> = Vec::new();
+    // Vhost limits: applied after the queues (below), so that, as in RabbitMQ, the
+    // file's own limits do not refuse the file's own queues.
+    let mut limit_steps = Vec::new();
     for l in &defs.vhost_limits {
         let Some(vh) = target(only, &l.vhost) else {
             return Err(bad("parameter 'vhost-limits': 'vhost' is missing"));
@@ -976,9 +981,7 @@ fn plan(
                 "parameter 'vhost-limits' of vhost '{vh}': no such vhost '{vh}'"
             )));
         }
-        max_queues.retain(|(v, _)| v != vh);
-        max_queues.push((vh.to_owned(), VhostLimits::effective(l.max_queues)));
-        steps.push(Step::VhostLimits(vh.to_owned(), l.clone()));
+        limit_steps.push(Step::VhostLimits(vh.to_owned(), l.clone()));
     }
     let mut declared_x: Vec<(String, ExchangeDecl)> = Vec::new();
     for x in &defs.exchanges {
@@ -1090,29 +1093,31 @@ fn plan(
         }
         steps.push(Step::Binding(vh, bd.clone()));
     }
-    // A vhost's max-queues (the file's, else its own) holds for the queues the file
-    // adds: checked here, as RabbitMQ's import does, so that no declare fails midway.
-    for (vh, _) in &declared_q {
-        let max = max_queues
-            .iter()
-            .find(|(v, _)| v == vh)
-            .map(|(_, m)| *m)
-            .unwrap_or_else(|| {
-                vhost_record(server, vh).and_then(|r| VhostLimits::effective(r.limits.max_queues))
-            });
-        let Some(max) = max else { continue };
+    // RabbitMQ's validate_limits: the queues the file adds to a vhost must fit in the
+    // max-queues it has before the import (checked first, so no declare fails midway).
+    let mut vhosts_q: Vec<&str> = declared_q.iter().map(|(h, _)| h.as_str()).collect();
+    vhosts_q.sort_unstable();
+    vhosts_q.dedup();
+    for vh in vhosts_q {
+        let Some(record) = vhost_record(server, vh) else {
+            continue;
+        };
+        let Some(max) = VhostLimits::effective(record.limits.max_queues) else {
+            continue;
+        };
         let v = b.lookup_vhost(vh.as_bytes()).map(|(v, _)| v);
-        let existing = vhost_record(server, vh).map_or(0, |r| r.queue_count());
+        let existing = record.queue_count();
         let adding = declared_q
             .iter()
             .filter(|(h, q)| h == vh && v.is_none_or(|v| b.queue_id(v, &q.name).is_none()))
             .count();
-        if (existing + adding) as u64 > max {
+        if adding > 0 && (existing + adding) as u64 > max {
             return Err(bad(format!(
-                "vhost '{vh}': {adding} new queues would exceed its max-queues limit of {max} ({existing} exist)"
+                "Adding {adding} queue(s) to virtual host \"{vh}\" would exceed the limit of {max} queue(s). This virtual host currently has {existing} queue(s) defined. Import aborted!"
             )));
         }
     }
+    steps.extend(limit_steps);
     Ok(steps)
 }
 
@@ -1375,8 +1380,8 @@ mod tests {
     /// topic permissions and vhost limits (`tests/data/rabbitmq-3.10-users.json`).
     #[test]
     fn parses_users_permissions_and_limits() {
-        let d = parse_definitions(include_bytes!("../../tests/data/rabbitmq-3.10-users.json"))
-            .unwrap();
+        let d =
+            parse_definitions(include_bytes!("../../tests/data/rabbitmq-3.10-users.json")).unwrap();
         let alice = &d.users[0];
         assert_eq!(alice.name, "wt-defs-alice");
         assert_eq!(
