@@ -858,7 +858,9 @@ impl Server {
                 tag: o.tag,
             });
         }
-        crate::conn::usage::forget_vhost(&mut self.auth, &vhost);
+        self.auth.forget_vhost(&vhost);
+        // Logged where it fails; the vhost is gone either way.
+        let _ = self.save_auth();
         true
     }
 

@@ -42,8 +42,22 @@ pub const MECHANISMS: &[u8] = b"PLAIN AMQPLAIN";
 /// The vhost that exists from the start (the broker creates it), and the default user's.
 pub use crate::broker::DEFAULT_VHOST;
 
-/// RabbitMQ's name of the one hashing algorithm Warren stores and checks.
+/// RabbitMQ's default hashing algorithm, the one new passwords are hashed with.
 pub const HASHING_ALGORITHM: &str = "rabbit_password_hashing_sha256";
+
+/// The hashing algorithms a stored hash may name (RabbitMQ's three modules). sha256 and
+/// sha512 hashes log in; an md5 hash (RabbitMQ's legacy one) is kept, shown and exported,
+/// but no login matches it here.
+pub const HASHING_ALGORITHMS: [&str; 3] = [
+    HASHING_ALGORITHM,
+    "rabbit_password_hashing_sha512",
+    "rabbit_password_hashing_md5",
+];
+
+/// The algorithm RabbitMQ calls `name`, as a `'static` name; None for an unknown one.
+pub fn hashing_algorithm(name: &str) -> Option<&'static str> {
+    HASHING_ALGORITHMS.iter().copied().find(|a| *a == name)
+}
 
 /// The three kinds of access RabbitMQ grants per user and vhost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,6 +343,9 @@ pub enum Credential {
     /// RabbitMQ's base64 `rabbit_password_hashing_sha256` hash, as in definitions ("" is
     /// a password-less user, as RabbitMQ reads it).
     Hash(String),
+    /// A base64 hash made with another of [`HASHING_ALGORITHMS`] (definitions and the
+    /// API carry `hashing_algorithm`; see [`hashing_algorithm`]).
+    HashWith(String, &'static str),
     /// No password: PLAIN and AMQPLAIN logins are impossible (RabbitMQ's password-less
     /// user, for certificate logins).
     NoPassword,
@@ -350,7 +367,9 @@ struct UserRecord {
     /// The stored hash as text ("" = no password) and decoded (salt ++ digest); None
     /// when no password login is possible.
     hash_text: String,
-    hash: Option<[u8; 36]>,
+    hash: Option<Vec<u8>>,
+    /// One of [`HASHING_ALGORITHMS`].
+    algorithm: &'static str,
     tags: Vec<Tag>,
     tags_text: Vec<Arc<str>>,
     limits: UserLimits,
@@ -367,7 +386,7 @@ impl UserRecord {
             tags: self.tags.clone(),
             tags_text: self.tags_text.clone(),
             password_hash: self.hash_text.clone(),
-            hashing_algorithm: HASHING_ALGORITHM,
+            hashing_algorithm: self.algorithm,
             limits: self.limits,
         }
     }
@@ -511,15 +530,31 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// A stored hash's text decoded: Ok(None) for "" (no password), Err when it is not
-/// base64. A decoded hash that is not 36 bytes (another algorithm's) is kept as text and
-/// can never match a login, as in RabbitMQ.
-fn decode_hash(text: &str) -> Result<Option<[u8; 36]>, String> {
+/// base64. A decoded hash of the wrong length for its algorithm is kept as text and
+/// never matches a login.
+fn decode_hash(text: &str) -> Result<Option<Vec<u8>>, String> {
     if text.is_empty() {
         return Ok(None);
     }
-    let raw = crate::mgmt::base64_decode(text)
-        .ok_or_else(|| format!("password_hash '{text}' is not base64"))?;
-    Ok(<[u8; 36]>::try_from(raw.as_slice()).ok())
+    crate::mgmt::base64_decode(text)
+        .map(Some)
+        .ok_or_else(|| format!("password_hash '{text}' is not base64"))
+}
+
+/// Whether `pass` hashes to `stored` (salt4 ++ digest) under `algorithm`, compared in
+/// constant time.
+fn hash_matches(algorithm: &'static str, stored: &[u8], pass: &[u8]) -> bool {
+    if stored.len() < 4 {
+        return false;
+    }
+    let mut salted = Vec::with_capacity(4 + pass.len());
+    salted.extend_from_slice(&stored[..4]);
+    salted.extend_from_slice(pass);
+    match algorithm {
+        "rabbit_password_hashing_sha256" => same_secret(&hash::sha256(&salted), &stored[4..]),
+        "rabbit_password_hashing_sha512" => same_secret(&hash::sha512(&salted), &stored[4..]),
+        _ => false,
+    }
 }
 
 /// RabbitMQ's tags as given: an empty text is no tag.
@@ -594,23 +629,28 @@ impl Auth {
         if name.is_empty() {
             return Err("user name must not be empty".to_owned());
         }
-        let (hash_text, hash) = match cred {
+        let (hash_text, hash, algorithm) = match cred {
             Credential::Password(p) => {
                 let text = hash::rabbit_sha256(hash::salt(), &p);
                 let h = decode_hash(&text)?;
-                (text, h)
+                (text, h, HASHING_ALGORITHM)
             }
             Credential::Hash(text) => {
                 let h = decode_hash(&text)?;
-                (text, h)
+                (text, h, HASHING_ALGORITHM)
             }
-            Credential::NoPassword => (String::new(), None),
+            Credential::HashWith(text, algorithm) => {
+                let h = decode_hash(&text)?;
+                (text, h, algorithm)
+            }
+            Credential::NoPassword => (String::new(), None, HASHING_ALGORITHM),
         };
         let (tags, tags_text) = tags_of(tags_text);
         self.generation += 1;
         if let Some(u) = self.users.get_mut(name) {
             u.hash_text = hash_text;
             u.hash = hash;
+            u.algorithm = algorithm;
             u.tags = tags;
             u.tags_text = tags_text;
             return Ok(false);
@@ -622,6 +662,7 @@ impl Auth {
                 name,
                 hash_text,
                 hash,
+                algorithm,
                 tags,
                 tags_text,
                 limits: UserLimits::default(),
@@ -698,11 +739,8 @@ impl Auth {
             return Err(invalid());
         }
         let rec = self.users.get(user).ok_or_else(invalid)?;
-        let stored = rec.hash.as_ref().ok_or_else(invalid)?;
-        let mut salted = Vec::with_capacity(4 + pass.len());
-        salted.extend_from_slice(&stored[..4]);
-        salted.extend_from_slice(pass);
-        if !same_secret(&hash::sha256(&salted), &stored[4..]) {
+        let stored = rec.hash.as_deref().ok_or_else(invalid)?;
+        if !hash_matches(rec.algorithm, stored, pass) {
             return Err(invalid());
         }
         // A dual-stack listener (`--bind ::`) sees IPv4 peers as ::ffff:a.b.c.d;
@@ -1209,6 +1247,17 @@ mod tests {
         assert!(a.check_password("np", b"x", local()).is_err());
         assert!(a.authenticate(b"PLAIN", &plain("np", ""), local()).is_err());
         assert!(a.put_user("", Credential::NoPassword, vec![]).is_err());
+        // sha512 (RabbitMQ's other module): salt4 ++ sha512(salt4 ++ password).
+        let mut raw = vec![9, 8, 7, 6];
+        raw.extend_from_slice(&hash::sha512(b"\x09\x08\x07\x06pw512"));
+        let algo = hashing_algorithm("rabbit_password_hashing_sha512").unwrap();
+        let h512 = crate::mgmt::base64_encode(&raw);
+        a.put_user("s", Credential::HashWith(h512, algo), vec![])
+            .unwrap();
+        assert_eq!(a.user("s").unwrap().hashing_algorithm, algo);
+        assert!(a.check_password("s", b"pw512", local()).is_ok());
+        assert!(a.check_password("s", b"pw51", local()).is_err());
+        assert_eq!(hashing_algorithm("bogus"), None);
     }
 
     #[test]

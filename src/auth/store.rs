@@ -158,8 +158,18 @@ impl Auth {
         let body: FileBody = serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))?;
         let mut a = Auth::new();
         for u in body.users {
-            a.put_user(&u.name, Credential::Hash(u.password_hash), u.tags)
-                .map_err(|e| bad(format!("user '{}': {e}", u.name)))?;
+            let algorithm = super::hashing_algorithm(&u.hashing_algorithm).ok_or_else(|| {
+                bad(format!(
+                    "user '{}': unknown hashing algorithm '{}'",
+                    u.name, u.hashing_algorithm
+                ))
+            })?;
+            a.put_user(
+                &u.name,
+                Credential::HashWith(u.password_hash, algorithm),
+                u.tags,
+            )
+            .map_err(|e| bad(format!("user '{}': {e}", u.name)))?;
             a.set_user_limits(
                 &u.name,
                 UserLimits {

@@ -1898,6 +1898,120 @@ mod tests {
     }
 
     #[test]
+    fn deleting_a_vhost_removes_everything_in_it_and_never_reuses_its_id() {
+        let mut b = Broker::new();
+        let doomed = b.add_vhost("doomed");
+        let other = b.add_vhost("other");
+        for v in [doomed, other] {
+            b.declare_exchange(v, &xdecl("x", "direct")).unwrap();
+            let q = b.declare_queue(v, &decl("q"), 1, |_| Ok(())).unwrap().id;
+            b.bind(
+                v,
+                b"x",
+                Dest::Queue(q),
+                Bytes::from_static(b"k"),
+                FieldTable::new(),
+            )
+            .unwrap();
+            b.add_consumer(q, 7, 1, Bytes::from_static(b"c"), true, false, 0)
+                .unwrap();
+            publish(&mut b, v, "x", "k", false);
+        }
+        let q = b.queue_id(doomed, b"q").unwrap();
+        let x = b.exchange_id(doomed, b"x").unwrap();
+        let (queues, exchanges) = (b.queue_count(), b.exchanges().count());
+        let orphans = b.delete_vhost(doomed).unwrap();
+        assert_eq!(orphans.len(), 1);
+        assert!(b.queue(q).is_none() && b.exchange(x).is_none());
+        assert_eq!(b.queue_count(), queues - 1);
+        // Its own x, "" and the five amq.* exchanges.
+        assert_eq!(b.exchanges().count(), exchanges - 7);
+        assert!(b.vhost(doomed).is_none() && b.lookup_vhost(b"doomed").is_none());
+        assert_eq!(b.vhost_label(doomed), "");
+        assert!(b.delete_vhost(doomed).is_none());
+        assert!(b.queue_id(doomed, b"q").is_none());
+        // The other vhost is untouched.
+        assert_eq!(ready(&b, other, "q"), 1);
+        assert_eq!(
+            route_in(&mut b, other, "x", "k"),
+            vec![b.queue_id(other, b"q").unwrap()]
+        );
+        // A vhost re-created with the same name is new and empty.
+        let again = b.add_vhost("doomed");
+        assert_ne!(again, doomed);
+        assert!(b.queue_id(again, b"q").is_none() && b.exchange_id(again, b"x").is_none());
+        assert!(b.exchange_id(again, b"amq.topic").is_some());
+        let names: Vec<&str> = b.vhosts().map(|(_, v)| &*v.name).collect();
+        assert_eq!(names, ["/", "other", "doomed"]);
+    }
+
+    #[test]
+    fn max_queues_counts_every_queue_of_the_vhost() {
+        let mut b = Broker::new();
+        let v = b.add_vhost("limited");
+        let limits = VhostLimits {
+            max_queues: Some(1),
+            ..Default::default()
+        };
+        assert!(b.set_vhost_limits(v, limits));
+        b.declare_queue(v, &decl("a"), 1, |_| Ok(())).unwrap();
+        let e = b.declare_queue(v, &decl("b"), 1, |_| Ok(())).unwrap_err();
+        assert_eq!(e.code, ReplyCode::PreconditionFailed);
+        assert_eq!(
+            e.text,
+            "cannot declare queue 'b': queue limit in vhost 'limited' (1) is reached"
+        );
+        // Redeclaring is no new queue; other vhosts have their own count.
+        b.declare_queue(v, &decl("a"), 1, |_| Ok(())).unwrap();
+        b.declare_queue(ROOT, &decl("b"), 1, |_| Ok(())).unwrap();
+        // Negative: no limit.
+        let limits = VhostLimits {
+            max_queues: Some(-1),
+            ..Default::default()
+        };
+        b.set_vhost_limits(v, limits);
+        b.declare_queue(v, &decl("b"), 1, |_| Ok(())).unwrap();
+    }
+
+    #[test]
+    fn vhost_records_and_limits_persist_and_a_deleted_root_stays_deleted() {
+        let dir = std::env::temp_dir().join(format!("warren-vhrec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let (store, meta, msgs) = Store::open(&dir).unwrap();
+            let mut b = Broker::recover(store, meta, msgs, u64::MAX);
+            let meta = VhostMeta {
+                description: "empty".into(),
+                tags: vec!["t".into()],
+                default_queue_type: Some("quorum".into()),
+            };
+            let (id, created) = b.put_vhost("empty", Some(meta));
+            assert!(created);
+            let limits = VhostLimits {
+                max_connections: Some(3),
+                max_queues: Some(-1),
+            };
+            b.set_vhost_limits(id, limits);
+            b.delete_vhost(ROOT).unwrap();
+            b.sync().unwrap();
+        }
+        let (store, meta, msgs) = Store::open(&dir).unwrap();
+        let b = Broker::recover(store, meta, msgs, u64::MAX);
+        let names: Vec<&str> = b.vhosts().map(|(_, v)| &*v.name).collect();
+        assert_eq!(names, ["empty"]);
+        let (id, _) = b.lookup_vhost(b"empty").unwrap();
+        let v = b.vhost(id).unwrap();
+        assert_eq!(v.meta.description, "empty");
+        assert_eq!(v.meta.tags, ["t"]);
+        assert_eq!(v.meta.default_queue_type.as_deref(), Some("quorum"));
+        assert_eq!(v.limits.max_connections, Some(3));
+        assert_eq!(v.limits.max_queues, Some(-1));
+        assert!(b.exchange_id(id, b"amq.direct").is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn server_named_queues_are_unique_amq_gen() {
         let mut b = Broker::new();
         let a = b

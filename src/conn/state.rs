@@ -481,7 +481,7 @@ impl Session<'_> {
                 ));
             }
         }
-        if let Some(limit) = super::usage::user_limits(self.auth, user).max_connections {
+        if let Some(limit) = self.auth.user_limits(user).max_connections {
             if u64::from(self.usage.user_connections(user)) >= limit {
                 return Err(AmqpError::new(
                     ReplyCode::NotAllowed,
@@ -499,7 +499,7 @@ impl Session<'_> {
     /// connections. This connection's own channels are counted as they are now.
     fn check_channel_limit(&self) -> Result<(), AmqpError> {
         let user = self.conn.user.name();
-        let Some(limit) = super::usage::user_limits(self.auth, user).max_channels else {
+        let Some(limit) = self.auth.user_limits(user).max_channels else {
             return Ok(());
         };
         let others = self

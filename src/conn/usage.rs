@@ -106,18 +106,178 @@ impl Usage {
     }
 }
 
-/// A user's limits in force (None: no limit).
-/// Until `Auth::user_limits` (the auth branch) lands, every user is unlimited.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct InForce {
-    pub max_connections: Option<u64>,
-    pub max_channels: Option<u64>,
-}
+#[cfg(test)]
+mod tests {
+    //! The limits driven in-process through `Server::feed`: the tallies behind them
+    //! follow connections and channels as they open, close and go.
+    use bytes::{Bytes, BytesMut};
 
-/// The limits of `user` (the auth module keeps them).
-pub fn user_limits(_auth: &crate::auth::Auth, _user: &str) -> InForce {
-    InForce::default()
-}
+    use crate::auth::{Credential, Permissions, UserLimits};
+    use crate::broker::VhostLimits;
+    use crate::config::Config;
+    use crate::proto::frame;
+    use crate::proto::{channel, connection, FieldTable, Method};
+    use crate::server::Server;
 
-/// A deleted vhost's permissions go (`Auth::forget_vhost` of the auth branch).
-pub fn forget_vhost(_auth: &mut crate::auth::Auth, _vhost: &str) {}
+    fn send(s: &mut Server, key: usize, ch: u16, m: Method) -> Vec<Method> {
+        let mut b = BytesMut::new();
+        frame::write_method(&mut b, ch, &m);
+        feed(s, key, &b)
+    }
+
+    fn feed(s: &mut Server, key: usize, data: &[u8]) -> Vec<Method> {
+        let out = s.feed(key, data);
+        let mut methods = Vec::new();
+        let mut rest = &out[..];
+        while let Ok(Some(h)) = frame::parse(rest, 0) {
+            let payload = Bytes::copy_from_slice(&rest[7..7 + h.size as usize]);
+            if h.kind == frame::FRAME_METHOD {
+                methods.push(Method::decode(&payload).expect("a method"));
+            }
+            rest = &rest[h.total_len()..];
+        }
+        methods
+    }
+
+    /// Logs `user` in and sends connection.open for `vhost`: the connection's key and
+    /// the close's (code, text) when refused.
+    fn open(s: &mut Server, user: &str, vhost: &str) -> (usize, Option<(u16, String)>) {
+        let key = s.open("127.0.0.1:40000".parse().unwrap(), None);
+        s.feed(key, frame::PROTOCOL_HEADER);
+        let ok = connection::StartOk {
+            client_properties: FieldTable::new(),
+            mechanism: Bytes::from_static(b"PLAIN"),
+            response: Bytes::from(format!("\0{user}\0pw")),
+            locale: Bytes::from_static(b"en_US"),
+        };
+        send(s, key, 0, Method::ConnectionStartOk(ok));
+        let tune = connection::TuneOk {
+            channel_max: 2047,
+            frame_max: 131_072,
+            heartbeat: 0,
+        };
+        send(s, key, 0, Method::ConnectionTuneOk(tune));
+        let o = connection::Open {
+            virtual_host: Bytes::copy_from_slice(vhost.as_bytes()),
+            ..Default::default()
+        };
+        let out = send(s, key, 0, Method::ConnectionOpen(o));
+        (key, closed(&out))
+    }
+
+    fn closed(out: &[Method]) -> Option<(u16, String)> {
+        out.iter().find_map(|m| match m {
+            Method::ConnectionClose(c) => Some((
+                c.reply_code,
+                String::from_utf8_lossy(&c.reply_text).into_owned(),
+            )),
+            _ => None,
+        })
+    }
+
+    fn server() -> Server {
+        let mut s = Server::new(Config::default());
+        s.auth
+            .put_user("u", Credential::Password(b"pw".to_vec()), Vec::new())
+            .unwrap();
+        s.auth.set_permissions("u", "/", Permissions::full());
+        s
+    }
+
+    #[test]
+    fn user_limits_refuse_connections_and_channels_beyond_them() {
+        let mut s = server();
+        let limits = UserLimits {
+            max_connections: Some(1),
+            max_channels: Some(2),
+        };
+        assert!(s.auth.set_user_limits("u", limits));
+        let (a, refused) = open(&mut s, "u", "/");
+        assert_eq!(refused, None);
+        for ch in [1, 2] {
+            let out = send(&mut s, a, ch, Method::ChannelOpen(channel::Open::default()));
+            assert!(matches!(out[0], Method::ChannelOpenOk(_)), "{out:?}");
+        }
+        assert_eq!(s.usage.user_channels("u"), 2);
+        let (b, refused) = open(&mut s, "u", "/");
+        assert_eq!(
+            refused,
+            Some((
+                530,
+                "NOT_ALLOWED - connection refused for user 'u': user connection limit (1) is reached"
+                    .into()
+            ))
+        );
+        s.remove(b);
+        let out = send(&mut s, a, 3, Method::ChannelOpen(channel::Open::default()));
+        assert_eq!(
+            closed(&out),
+            Some((
+                530,
+                "NOT_ALLOWED - number of channels opened for user 'u' has reached the maximum allowed user limit of (2)"
+                    .into()
+            ))
+        );
+        // A closed connection releases its channels; a removed one its place.
+        assert_eq!(s.usage.user_channels("u"), 0);
+        assert_eq!(s.usage.user_connections("u"), 1);
+        s.remove(a);
+        assert_eq!(s.usage.user_connections("u"), 0);
+        let (c, refused) = open(&mut s, "u", "/");
+        assert_eq!(refused, None);
+        // Channels closed by the client leave the tally too.
+        send(&mut s, c, 1, Method::ChannelOpen(channel::Open::default()));
+        send(
+            &mut s,
+            c,
+            1,
+            Method::ChannelClose(channel::Close::default()),
+        );
+        assert_eq!(s.usage.user_channels("u"), 0);
+        // Guest is not limited by u's limits.
+        let (_, refused) = open(&mut s, "guest", "/");
+        assert_eq!(refused, None);
+    }
+
+    #[test]
+    fn vhost_max_connections_and_deletion() {
+        let mut s = server();
+        let v = s.broker.add_vhost("v");
+        s.auth.set_permissions("u", "v", Permissions::full());
+        let limits = VhostLimits {
+            max_connections: Some(1),
+            ..Default::default()
+        };
+        s.broker.set_vhost_limits(v, limits);
+        let (a, refused) = open(&mut s, "u", "v");
+        assert_eq!(refused, None);
+        assert_eq!(s.usage.vhost_connections(v), 1);
+        let (_, refused) = open(&mut s, "u", "v");
+        assert_eq!(
+            refused,
+            Some((
+                530,
+                "NOT_ALLOWED - access to vhost 'v' refused for user 'u': connection limit (1) is reached"
+                    .into()
+            ))
+        );
+        // "/" has no limit.
+        let (root, refused) = open(&mut s, "u", "/");
+        assert_eq!(refused, None);
+        assert!(s.delete_vhost("v"));
+        assert_eq!(
+            closed(&feed(&mut s, a, &[])),
+            Some((320, "CONNECTION_FORCED - vhost 'v' is deleted".into()))
+        );
+        assert!(feed(&mut s, root, &[]).is_empty());
+        assert_eq!(s.conns[root].state, crate::conn::State::Running);
+        s.remove(a);
+        assert_eq!(s.usage.vhost_connections(v), 0);
+        assert!(s.auth.permissions().iter().all(|p| &*p.vhost != "v"));
+        let (_, refused) = open(&mut s, "u", "v");
+        assert_eq!(
+            refused,
+            Some((530, "NOT_ALLOWED - vhost v not found".into()))
+        );
+    }
+}

@@ -1,5 +1,5 @@
 //! The node-wide resources: `/api/overview`, `/api/nodes[/{name}]`, `/api/whoami`,
-//! `/api/users[/{name}]`, `/api/permissions`, `/api/extensions`,
+//! `/api/extensions` (users and permissions: `mgmt::users`; vhosts: `mgmt::vhosts`),
 //! with RabbitMQ 3.10's field names.
 
 use serde_json::{json, Value};
@@ -31,27 +31,19 @@ pub fn route(
             }
         }
         ["whoami"] if get => {
-            let tags: Vec<&str> = server
+            // Every tag as given, custom ones included, as RabbitMQ shows them.
+            let tags: Vec<String> = server
                 .auth
-                .tags(&caller.user)
-                .iter()
-                .map(|t| t.name())
-                .collect();
+                .user(caller.user.name())
+                .map(|u| u.tags_text.iter().map(|t| t.to_string()).collect())
+                .unwrap_or_default();
             Ok(Response::json(
                 200,
                 &json!({"name": caller.user.name(), "tags": tags}),
             ))
         }
-        ["users"] if get => list(req, users(server)),
-        ["users", name] if get => users(server)
-            .into_iter()
-            .find(|u| u["name"] == *name)
-            .map(|u| Response::json(200, &u))
-            .ok_or_else(ApiError::not_found),
-        ["permissions"] if get => list(req, permissions(server)),
         ["extensions"] if get => Ok(Response::json(200, &json!([]))),
-        ["overview" | "nodes" | "whoami" | "users" | "permissions" | "extensions"]
-        | ["nodes" | "users", _] => Ok(method_not_allowed()),
+        ["overview" | "nodes" | "whoami" | "extensions"] | ["nodes", _] => Ok(method_not_allowed()),
         _ => return None,
     };
     Some(r)
@@ -189,24 +181,6 @@ fn fd_limit() -> u64 {
     } else {
         0
     }
-}
-
-fn users(server: &Server) -> Vec<Value> {
-    server
-        .auth
-        .users()
-        .into_iter()
-        .map(|u| {
-            let tags: Vec<&str> = u.tags.iter().map(|t| t.name()).collect();
-            json!({
-                "name": &*u.name,
-                "tags": tags,
-                "hashing_algorithm": "rabbit_password_hashing_sha256",
-                "password_hash": "",
-                "limits": {},
-            })
-        })
-        .collect()
 }
 
 /// Every permission record as the API (and a definitions export) shows it.

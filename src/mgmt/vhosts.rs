@@ -8,6 +8,7 @@
 //! closes the vhost's connections. Changes are administrator-only ([`require_admin`]).
 
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 
 use super::{json_body, list, method_not_allowed, ApiError, ApiResult, Caller};
 use crate::auth::{Permissions, Tag};
@@ -33,7 +34,7 @@ pub fn route(
             "GET" | "HEAD" => server
                 .broker
                 .lookup_vhost(name.as_bytes())
-                .and_then(|(id, _)| Some(vhost_json(server, id, server.broker.vhost(id)?)))
+                .and_then(|(id, _)| Some(one_vhost(server, id, server.broker.vhost(id)?)))
                 .map(|v| Response::json(200, &v))
                 .ok_or_else(ApiError::not_found),
             "PUT" => {
@@ -82,25 +83,37 @@ fn require_admin(server: &Server, caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-/// Every vhost as the API shows it, in creation order.
+/// Every vhost as the API shows it, in creation order. One pass over the queues for
+/// all the vhosts' message totals.
 fn vhosts(server: &Server) -> Vec<Value> {
+    let mut totals: HashMap<VhostId, (u64, u64)> = HashMap::new();
+    for (_, q) in server.broker.queues() {
+        let t = totals.entry(q.vhost).or_default();
+        t.0 += u64::from(q.message_count());
+        t.1 += q.unacked_count();
+    }
     server
         .broker
         .vhosts()
-        .map(|(id, v)| vhost_json(server, id, v))
+        .map(|(id, v)| vhost_json(v, totals.get(&id).copied().unwrap_or_default()))
         .collect()
 }
 
-/// A vhost as RabbitMQ 3.10 shows it (its info and metadata), with the message totals
-/// of its queues that RabbitMQ adds from its statistics.
-fn vhost_json(server: &Server, id: VhostId, v: &Vhost) -> Value {
-    let (ready, unacked) = server
+/// One vhost as the API shows it (one pass over the queues for its totals).
+fn one_vhost(server: &Server, id: VhostId, v: &Vhost) -> Value {
+    let totals = server
         .broker
         .queues()
         .filter(|(_, q)| q.vhost == id)
         .fold((0u64, 0u64), |(r, u), (_, q)| {
-            (r + q.message_count() as u64, u + q.unacked_count())
+            (r + u64::from(q.message_count()), u + q.unacked_count())
         });
+    vhost_json(v, totals)
+}
+
+/// A vhost as RabbitMQ 3.10 shows it (its info and metadata), with the message totals
+/// of its queues (ready, unacked) that RabbitMQ adds from its statistics.
+fn vhost_json(v: &Vhost, (ready, unacked): (u64, u64)) -> Value {
     let mut metadata = json!({
         "description": v.meta.description,
         "tags": v.meta.tags,
@@ -188,9 +201,18 @@ fn put_vhost(server: &mut Server, caller: &Caller, req: &Request, name: &str) ->
         caller.peer
     );
     let user = caller.user.name().to_owned();
-    server
+    if server
         .auth
-        .set_permissions(&user, name, Permissions::full());
+        .set_permissions(&user, name, Permissions::full())
+    {
+        server.save_auth().map_err(|e| {
+            ApiError::new(
+                500,
+                "internal_server_error",
+                format!("cannot save users: {e}"),
+            )
+        })?;
+    }
     Ok(Response::empty(201))
 }
 
