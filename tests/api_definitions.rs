@@ -686,7 +686,7 @@ fn bad_users_permissions_and_limits_are_refused_whole() {
             // RabbitMQ stores a hash of any algorithm name (and then no login works).
             json!({"users": [{"name": other, "tags": "", "password_hash": hash,
                               "hashing_algorithm": "rabbit_password_hashing_foo"}]}),
-            format!("user '{other}': hashing_algorithm 'rabbit_password_hashing_foo' is not supported"),
+            format!("user '{other}': unknown hashing_algorithm 'rabbit_password_hashing_foo'"),
             false,
         ),
         (
@@ -732,6 +732,36 @@ fn bad_users_permissions_and_limits_are_refused_whole() {
             assert_eq!(api.get(&format!("/api/users/{}", enc(&u))).status, 404);
         }
     }
+}
+
+/// A user exported with RabbitMQ's other hashing module (`rabbit_password_hashing_sha512`,
+/// a node configured with `password_hashing_module`) imports, logs in, and is exported
+/// with its algorithm.
+#[test]
+fn a_sha512_hash_imports_and_logs_in() {
+    let b = Broker::start();
+    let api = Api::new(&b);
+    let u = unique("defs-512");
+    let salt = [0x5a, 0x11, 0x7e, 0x02];
+    let mut salted = salt.to_vec();
+    salted.extend_from_slice(b"pw-512");
+    let mut raw = salt.to_vec();
+    raw.extend_from_slice(&warren::auth::hash::sha512(&salted));
+    let hash = support::api::base64(&raw);
+    let user = json!({"name": u, "password_hash": hash,
+                      "hashing_algorithm": "rabbit_password_hashing_sha512", "tags": ["management"],
+                      "limits": {}});
+    let file = json!({"users": [user],
+                      "permissions": [{"user": u, "vhost": "/", "configure": "", "write": "", "read": ""}]});
+    let r = api.post("/api/definitions", &file);
+    assert_eq!(r.status, 204, "{}", r.body);
+    login(b.port, &u, "pw-512", "/").unwrap();
+    assert!(login(b.port, &u, "pw-256", "/").is_err());
+    assert_eq!(
+        entry(&api.get("/api/definitions").json(), "users", "name", &u),
+        user
+    );
+    assert_eq!(api.delete(&format!("/api/users/{}", enc(&u))).status, 204);
 }
 
 /// RabbitMQ's import checks the queues it adds against the max-queues a vhost has

@@ -188,10 +188,10 @@ fn a_bad_file_stops_the_start_and_changes_nothing() {
             "permission of user 'wt-defs-intruder' in vhost '/': 'configure' is not a valid regular expression",
         ),
         (
-            "md5.json",
+            "sha1.json",
             Some(with(json!({"users": [{"name": "wt-defs-old", "tags": "", "password_hash": hash,
-                "hashing_algorithm": "rabbit_password_hashing_md5"}]}))),
-            "user 'wt-defs-old': hashing_algorithm 'rabbit_password_hashing_md5' is not supported",
+                "hashing_algorithm": "rabbit_password_hashing_sha1"}]}))),
+            "user 'wt-defs-old': unknown hashing_algorithm 'rabbit_password_hashing_sha1'",
         ),
         (
             "bad-hash.json",

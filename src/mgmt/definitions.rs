@@ -21,16 +21,16 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::{json_table, table_json, vhost, ApiError, ApiResult, Caller};
-use crate::auth::{Credential, Pattern, Permission, Permissions, Resource, UserLimits};
+use crate::auth::{
+    hashing_algorithm, Credential, Pattern, Permission, Permissions, Resource, UserLimits,
+    HASHING_ALGORITHM, HASHING_ALGORITHMS,
+};
 use crate::broker::exchange::ExchangeKind;
 use crate::broker::{args, Dest, ExchangeDecl, QueueDecl, VhostLimits, VhostMeta};
 use crate::http::{Request, Response};
 use crate::ops::{self, DestinationType};
 use crate::proto::FieldTable;
 use crate::server::Server;
-
-/// The only password hashing Warren keeps (RabbitMQ 3.10's default).
-pub const SHA256: &str = "rabbit_password_hashing_sha256";
 
 /// A parsed definitions file. `vhost` fields are None in a per-vhost file.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -52,9 +52,10 @@ pub struct Definitions {
 /// How a user of the file logs in.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PasswordDef {
-    /// `password_hash`: RabbitMQ's base64 of a 4-byte salt and SHA-256(salt ++ password),
-    /// checked to decode to those 36 bytes.
-    Hash(String),
+    /// `password_hash` with its `hashing_algorithm` (one of
+    /// [`crate::auth::HASHING_ALGORITHMS`]): base64 of a 4-byte salt and the digest of
+    /// salt ++ password, checked to decode to that many bytes.
+    Hash(String, &'static str),
     /// `password`: clear text (RabbitMQ accepts it in hand-written files), hashed with a
     /// fresh salt.
     Clear(String),
@@ -463,8 +464,17 @@ fn pattern(m: &Map<String, Value>, key: &str, what: &str) -> Result<String, ApiE
     Ok(s)
 }
 
-/// How a user of the file logs in: `password_hash` (checked: base64 of 36 bytes, the
-/// algorithm Warren keeps), `password` (clear text), or none.
+/// The length of a decoded hash of RabbitMQ's `algorithm`: salt (4) and digest.
+fn hash_len(algorithm: &str) -> usize {
+    match algorithm {
+        "rabbit_password_hashing_sha512" => 4 + 64,
+        "rabbit_password_hashing_md5" => 4 + 16,
+        _ => 4 + 32,
+    }
+}
+
+/// How a user of the file logs in: `password_hash` (checked: a hashing algorithm of
+/// RabbitMQ's, base64 of that algorithm's length), `password` (clear text), or none.
 fn password(m: &Map<String, Value>, what: &str, version: &str) -> Result<PasswordDef, ApiError> {
     let hash = opt_string(m, "password_hash", what)?;
     let clear = opt_string(m, "password", what)?;
@@ -477,26 +487,28 @@ fn password(m: &Map<String, Value>, what: &str, version: &str) -> Result<Passwor
         (Some(h), None) if h.is_empty() => Ok(PasswordDef::None),
         (Some(h), None) => {
             // No algorithm: RabbitMQ's rule by the exporting version (MD5 before 3.6).
-            let algorithm = match m.get("hashing_algorithm") {
+            let name = match m.get("hashing_algorithm") {
                 None | Some(Value::Null) => {
                     let old = ["3.0.", "3.1.", "3.2.", "3.3.", "3.4.", "3.5."];
                     if old.iter().any(|o| version.starts_with(o)) {
                         "rabbit_password_hashing_md5".to_owned()
                     } else {
-                        SHA256.to_owned()
+                        HASHING_ALGORITHM.to_owned()
                     }
                 }
                 Some(_) => string(m, "hashing_algorithm", what)?,
             };
-            if algorithm != SHA256 {
+            let Some(algorithm) = hashing_algorithm(&name) else {
                 return Err(bad(format!(
-                    "{what}: hashing_algorithm '{algorithm}' is not supported (Warren keeps {SHA256} hashes)"
+                    "{what}: unknown hashing_algorithm '{name}' (Warren keeps {})",
+                    HASHING_ALGORITHMS.join(", ")
                 )));
-            }
+            };
+            let want = hash_len(algorithm);
             match super::base64_decode(&h) {
-                Some(raw) if raw.len() == 36 => Ok(PasswordDef::Hash(h)),
+                Some(raw) if raw.len() == want => Ok(PasswordDef::Hash(h, algorithm)),
                 Some(raw) => Err(bad(format!(
-                    "{what}: malformed password_hash: {} bytes, a {SHA256} hash is 36 (4 of salt, 32 of SHA-256)",
+                    "{what}: malformed password_hash: {} bytes, a {algorithm} hash is {want} (4 of salt and the digest)",
                     raw.len()
                 ))),
                 None => Err(bad(format!("{what}: malformed password_hash: not base64"))),
@@ -1212,7 +1224,16 @@ fn apply_steps(
                 // An existing user's hash and tags are replaced, as RabbitMQ's import;
                 // its limits only where the file gives them.
                 let cred = match u.password {
-                    PasswordDef::Hash(h) => Credential::Hash(h),
+                    PasswordDef::Hash(h, HASHING_ALGORITHM) => Credential::Hash(h),
+                    PasswordDef::Hash(h, algorithm) => {
+                        if algorithm == "rabbit_password_hashing_md5" {
+                            log::warn!(
+                                "definitions import: user '{}' has an MD5 password hash: kept, but Warren checks no MD5 login; give the user a new password",
+                                u.name
+                            );
+                        }
+                        Credential::HashWith(h, algorithm)
+                    }
                     PasswordDef::Clear(p) => Credential::Password(p.into_bytes()),
                     PasswordDef::None => Credential::NoPassword,
                 };
@@ -1386,7 +1407,10 @@ mod tests {
         assert_eq!(alice.name, "wt-defs-alice");
         assert_eq!(
             alice.password,
-            PasswordDef::Hash("n7PUymh/8EPGsQNEUkfPLwYFoV5BPu1SEya5muRFCmX4Flhw".into())
+            PasswordDef::Hash(
+                "n7PUymh/8EPGsQNEUkfPLwYFoV5BPu1SEya5muRFCmX4Flhw".into(),
+                HASHING_ALGORITHM
+            )
         );
         assert_eq!(alice.tags, ["management", "custom-tag"]);
         assert_eq!(
@@ -1438,13 +1462,18 @@ mod tests {
             ),
             (
                 json!({"users": [{"name": "u", "tags": [], "password_hash": hash,
+                                  "hashing_algorithm": "rabbit_password_hashing_sha1"}]}),
+                "user 'u': unknown hashing_algorithm 'rabbit_password_hashing_sha1' (Warren keeps rabbit_password_hashing_sha256, rabbit_password_hashing_sha512, rabbit_password_hashing_md5)",
+            ),
+            (
+                json!({"users": [{"name": "u", "tags": [], "password_hash": hash,
                                   "hashing_algorithm": "rabbit_password_hashing_sha512"}]}),
-                "user 'u': hashing_algorithm 'rabbit_password_hashing_sha512' is not supported (Warren keeps rabbit_password_hashing_sha256 hashes)",
+                "user 'u': malformed password_hash: 36 bytes, a rabbit_password_hashing_sha512 hash is 68 (4 of salt and the digest)",
             ),
             (
                 json!({"rabbit_version": "3.5.7",
                        "users": [{"name": "u", "tags": [], "password_hash": hash}]}),
-                "user 'u': hashing_algorithm 'rabbit_password_hashing_md5' is not supported (Warren keeps rabbit_password_hashing_sha256 hashes)",
+                "user 'u': malformed password_hash: 36 bytes, a rabbit_password_hashing_md5 hash is 20 (4 of salt and the digest)",
             ),
             (
                 json!({"users": [{"name": "u", "tags": [], "password_hash": "!!!"}]}),
@@ -1452,7 +1481,7 @@ mod tests {
             ),
             (
                 json!({"users": [{"name": "u", "tags": [], "password_hash": "YWJj"}]}),
-                "user 'u': malformed password_hash: 3 bytes, a rabbit_password_hashing_sha256 hash is 36 (4 of salt, 32 of SHA-256)",
+                "user 'u': malformed password_hash: 3 bytes, a rabbit_password_hashing_sha256 hash is 36 (4 of salt and the digest)",
             ),
             (
                 json!({"users": [{"name": "u", "tags": [], "password": "p", "password_hash": hash}]}),
