@@ -825,13 +825,17 @@ fn unsupported_sections_are_skipped_with_a_log_line() {
         api.get(&format!("/api/exchanges/%2F/{}", enc(&x))).status,
         200
     );
-    let logs = b.logs();
     for line in [
         "parameter 's1' of component 'shovel' of vhost '/' skipped",
         "global parameter 'cluster_name' skipped",
         "1 policies skipped",
     ] {
-        assert!(logs.contains(line), "no '{line}' in the log:\n{logs}");
+        // The log reaches the test through a pipe, after the response.
+        assert!(
+            wait_until(STEP, || b.logs().contains(line)),
+            "no '{line}' in the log:\n{}",
+            b.logs()
+        );
     }
 }
 

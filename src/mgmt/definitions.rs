@@ -457,8 +457,12 @@ fn limit(v: &Value, key: &str, what: &str) -> Result<i64, ApiError> {
 fn pattern(m: &Map<String, Value>, key: &str, what: &str) -> Result<String, ApiError> {
     let s = string(m, key, what)?;
     Pattern::parse(&s).map_err(|e| {
+        // The regex crate's error draws the pattern over several lines; its last line
+        // says what is wrong ("error: unclosed group"), which fits a one-line message.
+        let last = e.lines().rev().map(str::trim).find(|l| !l.is_empty());
+        let why = last.map_or(e.as_str(), |l| l.strip_prefix("error: ").unwrap_or(l));
         bad(format!(
-            "{what}: '{key}' is not a valid regular expression: {e}"
+            "{what}: '{key}' is not a valid regular expression: {why} in '{s}'"
         ))
     })?;
     Ok(s)
@@ -1523,7 +1527,7 @@ mod tests {
         .unwrap_err();
         assert!(
             e.reason
-                .starts_with("permission of user 'u' in vhost 'v': 'configure' is not a valid regular expression: "),
+                == "permission of user 'u' in vhost 'v': 'configure' is not a valid regular expression: unclosed group in '('",
             "{}",
             e.reason
         );
@@ -1532,9 +1536,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            e.reason.starts_with(
-                "topic permission of user 'u' in vhost 'v' for exchange 'amq.topic': 'read' is not a valid regular expression: "
-            ),
+            e.reason
+                == "topic permission of user 'u' in vhost 'v' for exchange 'amq.topic': 'read' is not a valid regular expression: unclosed character class in '['",
             "{}",
             e.reason
         );
