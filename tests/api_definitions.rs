@@ -764,6 +764,55 @@ fn a_sha512_hash_imports_and_logs_in() {
     assert_eq!(api.delete(&format!("/api/users/{}", enc(&u))).status, 204);
 }
 
+/// A vhost of a file gets the file's description and tags, also when it exists, and a
+/// bare name clears them (RabbitMQ 3.10's put_vhost); Warren's export carries them so
+/// that they survive a round trip (RabbitMQ 3.10 exports the name only).
+#[test]
+fn vhost_description_and_tags_import_as_rabbitmq() {
+    let b = Broker::start();
+    let api = Api::new(&b);
+    let vh = unique("defs-meta");
+    let v = format!("/api/vhosts/{}", enc(&vh));
+    let r = api.post(
+        "/api/definitions",
+        &json!({"vhosts": [{"name": vh, "description": "first", "tags": "a,b"}]}),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let got = api.get(&v).json();
+    assert_eq!(
+        (&got["description"], &got["tags"]),
+        (&json!("first"), &json!(["a", "b"]))
+    );
+    let r = api.post(
+        "/api/definitions",
+        &json!({"vhosts": [{"name": vh, "metadata": {"description": "second", "tags": ["c"]}}]}),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let got = api.get(&v).json();
+    assert_eq!(
+        (&got["description"], &got["tags"]),
+        (&json!("second"), &json!(["c"]))
+    );
+    if !b.is_external() {
+        let d = api.get("/api/definitions").json();
+        assert_eq!(
+            entry(&d, "vhosts", "name", &vh),
+            json!({"name": vh, "description": "second", "tags": ["c"]})
+        );
+    }
+    assert_eq!(
+        api.post("/api/definitions", &json!({"vhosts": [{"name": vh}]}))
+            .status,
+        204
+    );
+    let got = api.get(&v).json();
+    assert_eq!(
+        (&got["description"], &got["tags"]),
+        (&json!(""), &json!([]))
+    );
+    assert_eq!(api.delete(&v).status, 204);
+}
+
 /// RabbitMQ's import checks the queues it adds against the max-queues a vhost has
 /// before the import (a limit in the same file does not refuse the file's queues), and
 /// refuses the whole file when they do not fit.
