@@ -828,10 +828,11 @@ impl Server {
         }
     }
 
-    /// RabbitMQ's vhost deletion: the vhost's connections are closed with 320
-    /// CONNECTION_FORCED "vhost 'X' is deleted" (rabbit_connection_tracking), then its
-    /// queues, exchanges, bindings and durable data go, and the permissions on it are
-    /// forgotten. False when no vhost has that name.
+    /// RabbitMQ's vhost deletion: the vhost's record, queues (their durable messages
+    /// settled), exchanges and bindings go; its connections are closed with 320
+    /// CONNECTION_FORCED "vhost 'X' is deleted" (rabbit_connection_tracking's text), their
+    /// unacked messages settled as they are released (their queues are gone); the
+    /// permissions on it are forgotten. False when no vhost has that name.
     pub fn delete_vhost(&mut self, name: &str) -> bool {
         let Some((id, vhost)) = self.broker.lookup_vhost(name.as_bytes()) else {
             return false;

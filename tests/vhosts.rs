@@ -230,6 +230,44 @@ fn vhost_limits_api_sets_lists_validates_and_clears() {
 }
 
 #[test]
+fn only_administrators_change_vhosts_and_their_limits() {
+    let b = Broker::start();
+    let api = Api::new(&b);
+    let vh = TempVhost::new(&api);
+    let user = unique("vh-mgmt");
+    let r = api.put(
+        &format!("/api/users/{}", enc(&user)),
+        &json!({"password": "pw", "tags": "management"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    struct DropUser<'a>(&'a Api, String);
+    impl Drop for DropUser<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.delete(&format!("/api/users/{}", enc(&self.1)));
+        }
+    }
+    let _drop = DropUser(&api, user.clone());
+    let them = api.as_user(&user, "pw");
+    let refused = json!({"error": "not_authorised", "reason": "Not administrator user"});
+    let other = unique("vh");
+    for r in [
+        them.put(&vhost_path(&other), &json!({})),
+        them.delete(&vhost_path(&vh.name)),
+        them.put(&limit_path(&vh.name, "max-queues"), &json!({"value": 1})),
+        them.delete(&limit_path(&vh.name, "max-queues")),
+    ] {
+        assert_eq!((r.status, r.json()), (401, refused.clone()));
+    }
+    assert_eq!(api.get(&vhost_path(&other)).status, 404);
+    assert_eq!(api.get(&vhost_path(&vh.name)).status, 200);
+    assert_eq!(
+        api.get(&format!("/api/vhost-limits/{}", enc(&vh.name)))
+            .json(),
+        json!([])
+    );
+}
+
+#[test]
 fn two_vhosts_keep_same_named_queues_apart() {
     let b = Broker::start();
     let api = Api::new(&b);
@@ -674,4 +712,84 @@ fn a_deleted_vhost_stays_deleted_and_a_recreated_one_is_empty() {
             );
         }
     }
+}
+
+/// The same story with pika, the RabbitMQ tutorials' client: same-named queues kept
+/// apart, a queue limit, a connection limit at connection.open, and a deleted vhost's
+/// connection closed with 320.
+#[test]
+fn pika_sees_vhosts_apart_their_limits_and_their_deletion() {
+    let have_pika = std::process::Command::new("python3")
+        .args(["-c", "import pika"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_pika {
+        println!("skipped: python3 cannot import pika");
+        return;
+    }
+    let b = Broker::start();
+    let api = Api::new(&b);
+    let (v1, v2) = (TempVhost::new(&api), TempVhost::new(&api));
+    for (name, value) in [("max-queues", 1), ("max-connections", 2)] {
+        let r = api.put(&limit_path(&v1.name, name), &json!({ "value": value }));
+        assert_eq!(r.status, 204, "{}", r.body);
+    }
+    let script = r#"
+import sys, time, pika
+port, v1, v2, api = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+def conn(vh):
+    return pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", port, virtual_host=vh, connection_attempts=1, socket_timeout=10))
+a, b = conn(v1), conn(v2)
+ca, cb = a.channel(), b.channel()
+for ch in (ca, cb):
+    ch.queue_declare("q")
+ca.confirm_delivery()
+ca.basic_publish("", "q", b"in v1")
+assert ca.queue_declare("q", passive=True).method.message_count == 1
+assert cb.queue_declare("q", passive=True).method.message_count == 0
+try:
+    ca.queue_declare("q2")
+    print("DECLARED BEYOND max-queues"); sys.exit(1)
+except pika.exceptions.ChannelClosedByBroker as e:
+    assert e.reply_code == 406, e
+    assert e.reply_text == f"PRECONDITION_FAILED - cannot declare queue 'q2': queue limit in vhost '{v1}' (1) is reached", e
+second = conn(v1)
+try:
+    conn(v1)
+    print("CONNECTED BEYOND max-connections"); sys.exit(1)
+except pika.exceptions.ProbableAccessDeniedError as e:
+    assert f"NOT_ALLOWED - access to vhost '{v1}' refused for user 'guest': connection limit (2) is reached" in str(e), e
+second.close()
+import urllib.request, base64
+req = urllib.request.Request(api + "/api/vhosts/" + urllib.parse.quote(v2, safe=""), method="DELETE")
+req.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+assert urllib.request.urlopen(req).status == 204
+try:
+    for _ in range(100):
+        b.process_data_events(0.1)
+    print("STILL OPEN AFTER ITS VHOST WAS DELETED"); sys.exit(1)
+except pika.exceptions.ConnectionClosedByBroker as e:
+    assert (e.reply_code, e.reply_text) == (320, f"CONNECTION_FORCED - vhost '{v2}' is deleted"), e
+assert a.channel().queue_declare("q", passive=True).method.message_count == 1
+a.close()
+print("pika ok")
+"#;
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &b.port.to_string(),
+            &v1.name,
+            &v2.name,
+            &b.http_url(),
+        ])
+        .output()
+        .expect("run python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("pika ok"), "{text}");
 }
