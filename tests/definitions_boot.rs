@@ -96,6 +96,22 @@ fn check_good(b: &Broker) {
         .cloned()
         .expect("alice exported");
     assert_eq!(alice["tags"], json!(["management", "custom-tag"]));
+    assert_eq!(
+        alice["limits"],
+        json!({"max-channels": 10, "max-connections": 5})
+    );
+    let topic = &d["topic_permissions"];
+    assert_eq!(
+        topic,
+        &json!([{"user": "wt-defs-alice", "vhost": "wt-defs-fx", "exchange": "amq.topic",
+                 "write": "^alice\\.", "read": "^(alice|public)\\."}])
+    );
+    let limits = api.get("/api/vhost-limits/wt-defs-fx").json();
+    assert_eq!(
+        limits[0]["value"],
+        json!({"max-connections": 20, "max-queues": 50}),
+        "{limits}"
+    );
 }
 
 #[test]
