@@ -851,6 +851,38 @@ fn vhost_queue_limits_are_checked_before_the_import() {
     assert_eq!(api.delete(&format!("/api/vhosts/{v}")).status, 204);
 }
 
+/// A per-vhost file's `vhost-limits` parameter applies to the path's vhost; users in it
+/// are not imported (RabbitMQ's per-vhost import has parameters, policies, queues,
+/// exchanges and bindings only); the per-vhost export names the vhost in parameters.
+#[test]
+fn per_vhost_files_carry_vhost_limits() {
+    let b = Broker::start();
+    let api = Api::new(&b);
+    let vh = unique("defs-pv");
+    let u = unique("defs-pv-user");
+    let v = enc(&vh);
+    assert_eq!(api.put(&format!("/api/vhosts/{v}"), &json!({})).status, 201);
+    let r = api.post(
+        &format!("/api/definitions/{v}"),
+        &json!({"parameters": [{"component": "vhost-limits", "name": "limits",
+                                "value": {"max-connections": 4}}],
+                "users": [{"name": u, "password": "x", "tags": ""}]}),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(
+        api.get(&format!("/api/vhost-limits/{v}")).json(),
+        json!([{"vhost": vh, "value": {"max-connections": 4}}])
+    );
+    assert_eq!(api.get(&format!("/api/users/{}", enc(&u))).status, 404);
+    let d = api.get(&format!("/api/definitions/{v}")).json();
+    assert_eq!(
+        d["parameters"],
+        json!([{"value": {"max-connections": 4}, "vhost": vh,
+                "component": "vhost-limits", "name": "limits"}])
+    );
+    assert_eq!(api.delete(&format!("/api/vhosts/{v}")).status, 204);
+}
+
 /// Shovels, federation upstreams, global parameters (cluster_name) and policies are
 /// skipped with a log line, the rest of the file applies.
 #[test]

@@ -8,7 +8,8 @@
 //! (pure, fuzzed: shape, types, names, arguments, regular expressions, password hashes
 //! and their algorithm, limits), then a plan against the broker and the users
 //! (inequivalent redeclares, reserved names, unknown users and vhosts of permissions,
-//! the importer's permissions) that mutates nothing, then the apply. What Warren cannot
+//! the importer's permissions, the queues it adds against a vhost's max-queues) that
+//! mutates nothing, then the apply. What Warren cannot
 //! hold is skipped with a log line, never an error: policies (issue 12), runtime
 //! parameters other than `vhost-limits` (shovels, federation upstreams), global
 //! parameters (`cluster_name`, `internal_cluster_id`), objects of a vhost that neither
@@ -247,11 +248,13 @@ fn export(server: &Server, req: &Request, only: Option<&str>) -> Response {
             if value.is_empty() {
                 return None;
             }
-            let mut m = Map::new();
-            m.insert("value".into(), Value::Object(value));
-            m.insert("component".into(), json!("vhost-limits"));
-            m.insert("name".into(), json!("limits"));
-            Some(with_vhost(m, &v.name))
+            // A parameter names its vhost also in a per-vhost export (RabbitMQ's).
+            Some(json!({
+                "value": value,
+                "vhost": &*v.name,
+                "component": "vhost-limits",
+                "name": "limits",
+            }))
         })
         .collect();
     let version = super::overview::RABBITMQ_VERSION;
