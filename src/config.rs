@@ -44,6 +44,9 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// env_logger filter (default "info").
     pub log_level: String,
+    /// A RabbitMQ definitions file imported at every start, before the listeners open
+    /// (RabbitMQ's `load_definitions`); a file that does not import stops the start.
+    pub definitions: Option<PathBuf>,
     /// The user created on a first start, with no users stored (default guest/guest),
     /// as RabbitMQ's `default_user` / `default_pass`.
     pub default_user: String,
@@ -79,6 +82,7 @@ impl Default for Config {
             max_connections: 65_535,
             handshake_timeout: Duration::from_secs(10),
             log_level: "info".to_string(),
+            definitions: None,
             default_user: "guest".to_string(),
             default_pass: "guest".to_string(),
             loopback_users: vec!["guest".to_string()],
@@ -242,6 +246,13 @@ fn options() -> getopts::Options {
     );
     o.optopt(
         "",
+        "definitions",
+        "RabbitMQ definitions JSON imported at every start (users, vhosts, \
+         permissions, limits, queues, exchanges, bindings); a bad file stops the start",
+        "FILE",
+    );
+    o.optopt(
+        "",
         "default-user",
         "user created on a first start with no users (default guest)",
         "NAME",
@@ -349,6 +360,7 @@ impl Command {
         if let Some(l) = m.opt_str("log-level") {
             c.log_level = l;
         }
+        c.definitions = m.opt_str("definitions").map(PathBuf::from);
         if let Some(u) = m.opt_str("default-user") {
             if u.is_empty() {
                 return Err(ConfigError::BadValue {
@@ -434,6 +446,10 @@ mod tests {
         let want: Vec<IpAddr> = vec!["::".parse().unwrap(), "0.0.0.0".parse().unwrap()];
         assert_eq!(c.bind, want, "several --bind, in order");
         assert!(parse(&["--frame-max", "100"]).is_err());
+        let Ok(Command::Run(c)) = parse(&["--definitions", "defs.json"]) else {
+            panic!("expected run")
+        };
+        assert_eq!(c.definitions, Some(PathBuf::from("defs.json")));
         assert!(matches!(parse(&["-h"]), Ok(Command::Help(_))));
         let Ok(Command::Run(c)) = parse(&[
             "--default-user",

@@ -119,6 +119,11 @@ pub struct Listener {
 pub fn run(config: Config) -> io::Result<()> {
     // Recover the store before accepting anyone: a damaged data directory stops here.
     let mut server = Server::with_store(config).map_err(io::Error::other)?;
+    // `--definitions FILE`: imported before anyone can connect, on every start (as
+    // RabbitMQ's `load_definitions`); a file that does not import stops here, unapplied.
+    if let Some(path) = server.config.definitions.clone() {
+        crate::mgmt::definitions::load_file(&mut server, &path).map_err(io::Error::other)?;
+    }
     server.contain_panics = true;
     let config = server.config.clone();
     let poll = Poll::new()?;

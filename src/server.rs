@@ -189,6 +189,13 @@ impl Server {
                 a.set_loopback_users(s.config.loopback_users.clone());
                 s.auth = a;
             }
+            Ok(None) if s.config.definitions.is_some() => {
+                // RabbitMQ seeds no default user when definitions are loaded at boot:
+                // the file brings the users (`reactor::run` imports it next, and saves).
+                s.auth = Auth::new();
+                s.auth.set_loopback_users(s.config.loopback_users.clone());
+                info!("first start with --definitions: no default user created");
+            }
             Ok(None) => {
                 s.auth.save(&dir).map_err(io_err)?;
                 info!(
