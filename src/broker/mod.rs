@@ -432,7 +432,7 @@ impl Broker {
             .and_then(|id| Some((id, self.queue(id)?)))
             .ok_or_else(|| self.no_queue(vhost, name))?;
         match q.owner {
-            Some(owner) if owner != conn => Err(self.locked_queue(vhost, name)),
+            Some(owner) if owner as usize != conn => Err(self.locked_queue(vhost, name)),
             _ => Ok(id),
         }
     }
@@ -937,7 +937,7 @@ impl Broker {
     /// Every exclusive queue owned by `conn` (deleted when it closes).
     pub fn exclusive_queues_of(&self, conn: usize) -> Vec<QueueId> {
         self.queues()
-            .filter(|(_, q)| q.owner == Some(conn))
+            .filter(|(_, q)| q.owner.is_some_and(|o| o as usize == conn))
             .map(|(id, _)| id)
             .collect()
     }

@@ -249,7 +249,10 @@ pub struct Queue {
     pub name: Bytes,
     pub props: QueueProps,
     /// The connection that owns an exclusive queue.
-    pub owner: Option<usize>,
+    /// A u32, not the slab key's usize, to keep `Queue` at 232 bytes with `features`:
+    /// connection keys are dense slab indexes of open sockets, far below 2^32 (a key
+    /// that did not fit would make the queue nobody's, locked rather than shared).
+    pub owner: Option<u32>,
     /// The ready messages, in the queue kind's storage.
     kind: QueueKind,
     /// Large unacked sets being returned over several loop turns that have already
@@ -296,7 +299,7 @@ impl Queue {
             vhost,
             name,
             props,
-            owner,
+            owner: owner.map(|o| u32::try_from(o).unwrap_or(u32::MAX)),
             kind: QueueKind::Classic(ClassicQueue::default()),
             held: 0,
             next_seq: 0,
