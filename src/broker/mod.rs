@@ -1256,6 +1256,7 @@ impl Broker {
                 routing_key,
                 properties,
                 &body,
+                timing.map(|t| t.arrival_ms),
             ) {
                 Ok(l) => location = l,
                 Err(_) => return Published::Refused,
@@ -1306,6 +1307,7 @@ impl Broker {
         routing_key: &[u8],
         props: &[u8],
         body: &[u8],
+        arrival_ms: Option<u64>,
     ) -> std::io::Result<Option<Location>> {
         if self.store.is_none() {
             return Ok(None);
@@ -1321,7 +1323,7 @@ impl Broker {
         }
         let r = match (self.store.as_mut(), ids.is_empty()) {
             (Some(st), false) => st
-                .append(&ids, exchange, routing_key, props, body)
+                .append_timed(&ids, exchange, routing_key, props, body, arrival_ms)
                 .map(Some),
             _ => Ok(None),
         };
@@ -1465,26 +1467,45 @@ impl Broker {
                 let _ = b.bind(vhost, &bind.source, dest, key, args);
             }
         }
+        let mut timed_queues = Vec::new();
         for r in messages {
             let rec = r.record;
             let page = crate::message::resident_bytes() as u64 + rec.body.len() as u64 > budget;
+            // A message that could expire keeps its arrival (a TTL counts from it, not
+            // from the restart); its own TTL is read back from its `expiration`.
+            let timing = rec.arrival_ms.map(|arrival_ms| crate::message::Timing {
+                arrival_ms,
+                ttl_ms: properties::expiration(&rec.properties)
+                    .and_then(|e| features::parse_expiration(e).ok())
+                    .unwrap_or(u64::MAX),
+            });
             let msg = if page {
-                Message::paged(
+                Message::paged_timed(
                     &rec.exchange,
                     &rec.routing_key,
                     &rec.properties,
                     rec.body.len(),
                     r.location,
+                    timing,
                 )
             } else {
                 let (e, k, p) = (&rec.exchange, &rec.routing_key, &rec.properties);
-                Message::new(e, k, p, rec.body, Some(r.location))
+                Message::new_timed(e, k, p, rec.body, Some(r.location), timing)
             };
             for (qid, delivered) in r.queues {
-                if let Some(q) = by_id.get(&qid).and_then(|id| b.queue_mut(*id)) {
+                let Some(&id) = by_id.get(&qid) else { continue };
+                if let Some(q) = b.queue_mut(id) {
                     q.push_recovered(msg.clone(), delivered);
+                    if timing.is_some() && timed_queues.last() != Some(&id) {
+                        timed_queues.push(id);
+                    }
                 }
             }
+        }
+        timed_queues.sort_by_key(|q| (q.idx, q.gen));
+        timed_queues.dedup();
+        for id in timed_queues {
+            b.enqueued_featured(id, true);
         }
         b.meta_dirty = false;
         b
