@@ -243,7 +243,10 @@ fn queue_features(flags: u8, t: &FieldTable) {
         ..Default::default()
     }
     .to_raw();
-    for (i, p) in [&plain, &expiring, &plain, &expiring].into_iter().enumerate() {
+    for (i, p) in [&plain, &expiring, &plain, &expiring]
+        .into_iter()
+        .enumerate()
+    {
         let body = Bytes::from(vec![b'x'; i * 7]);
         let _ = b.publish(x, b"", b"q", p.clone(), body, u64::MAX);
         let _ = b.take_rejected();

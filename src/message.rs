@@ -219,7 +219,14 @@ impl Message {
         timing: Option<Timing>,
     ) -> Message {
         let body = BodyIn::Paged(body_len);
-        Message::build(exchange, routing_key, properties, body, Some(location), timing)
+        Message::build(
+            exchange,
+            routing_key,
+            properties,
+            body,
+            Some(location),
+            timing,
+        )
     }
 
     fn build(
@@ -588,15 +595,25 @@ mod tests {
         assert_eq!((m.timing(), m.location()), (Some(t), Some(loc)));
         assert_eq!(m.body().as_slice(), &big[..]);
         assert_eq!(m.routing_key(), b"k");
-        let small = Message::new_timed(b"", b"q", &[0, 0], Bytes::from_static(b"hi"), None, Some(t));
+        let small =
+            Message::new_timed(b"", b"q", &[0, 0], Bytes::from_static(b"hi"), None, Some(t));
         assert_eq!(small.timing(), Some(t));
         assert_eq!(small.body().as_slice(), b"hi");
         let p = Message::paged_timed(b"", b"q", &[0, 0], 9, loc, Some(t));
-        assert_eq!((p.timing(), p.location(), p.body_len()), (Some(t), Some(loc), 9));
-        assert_eq!(Message::new(b"", b"", &[0, 0], Bytes::new(), None).timing(), None);
+        assert_eq!(
+            (p.timing(), p.location(), p.body_len()),
+            (Some(t), Some(loc), 9)
+        );
+        assert_eq!(
+            Message::new(b"", b"", &[0, 0], Bytes::new(), None).timing(),
+            None
+        );
         assert_eq!(t.expiry(Some(100)), Some(1_700_000_000_100));
         assert_eq!(t.expiry(None), Some(1_700_000_000_500));
-        let untimed = Timing { ttl_ms: u64::MAX, ..t };
+        let untimed = Timing {
+            ttl_ms: u64::MAX,
+            ..t
+        };
         assert_eq!(untimed.expiry(None), None);
     }
 

@@ -464,11 +464,14 @@ impl Server {
             c.confirm_due = false;
             let mut wrote = false;
             for ch in c.channels.iter_mut() {
-                if ch.confirm && ch.publish_seq > ch.confirmed && !ch.closing {
-                    if !ch.nacks.is_empty() {
-                        // Publishes a queue refused at its length limit (rare).
-                        Self::send_refusals(&mut c.out, ch, &mut self.broker.counters);
-                    }
+                if ch.confirm
+                    && ch.publish_seq > ch.confirmed
+                    && !ch.closing
+                    && !ch.nacks.is_empty()
+                {
+                    // Publishes a queue refused at its length limit (rare).
+                    Self::send_refusals(&mut c.out, ch, &mut self.broker.counters);
+                    wrote = true;
                 }
                 if ch.confirm && ch.publish_seq > ch.confirmed && !ch.closing {
                     let multiple = ch.publish_seq - ch.confirmed > 1;

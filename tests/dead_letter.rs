@@ -104,8 +104,13 @@ async fn nack_multiple_dead_letters_each_with_the_dead_letter_routing_key() {
         )
         .await;
     for i in 0..3 {
-        c.publish("", &work, format!("m{i}").as_bytes(), BasicProperties::default())
-            .await;
+        c.publish(
+            "",
+            &work,
+            format!("m{i}").as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
     }
     let mut last = 0;
     for _ in 0..3 {
@@ -116,7 +121,11 @@ async fn nack_multiple_dead_letters_each_with_the_dead_letter_routing_key() {
         let d = c.wait_get(&dlq, LONG).await;
         assert_eq!(msg_body(&d), format!("m{i}"), "in order");
         assert_eq!(d.delivery.exchange.as_str(), "");
-        assert_eq!(d.delivery.routing_key.as_str(), dlq, "the dead-letter routing key");
+        assert_eq!(
+            d.delivery.routing_key.as_str(),
+            dlq,
+            "the dead-letter routing key"
+        );
         let x = &deaths(&d)[0];
         assert_eq!(death_summary(x), (work.clone(), "rejected".into(), 1));
         match get(x, "routing-keys") {
@@ -127,7 +136,8 @@ async fn nack_multiple_dead_letters_each_with_the_dead_letter_routing_key() {
         c.ack(d.delivery.delivery_tag).await;
     }
     // requeue=true does not dead-letter.
-    c.publish("", &work, b"back", BasicProperties::default()).await;
+    c.publish("", &work, b"back", BasicProperties::default())
+        .await;
     let m = c.wait_get(&work, LONG).await;
     c.nack(m.delivery.delivery_tag, false, true).await;
     assert_eq!(c.count(&work).await, Some(1));
@@ -140,7 +150,10 @@ async fn a_missing_dead_letter_exchange_drops_silently() {
     let b = Broker::start();
     let c = Client::open(&b).await;
     let work = c
-        .queue("work", &[("x-dead-letter-exchange", lstr(&unique("nowhere")))])
+        .queue(
+            "work",
+            &[("x-dead-letter-exchange", lstr(&unique("nowhere")))],
+        )
         .await;
     c.publish("", &work, b"x", BasicProperties::default()).await;
     let m = c.wait_get(&work, LONG).await;
@@ -180,15 +193,22 @@ async fn retry_with_delay_counts_up_in_x_death() {
     .unwrap();
     c.forget_later(&work_name);
     let work = work_name;
-    c.publish("", &work, b"job", BasicProperties::default()).await;
+    c.publish("", &work, b"job", BasicProperties::default())
+        .await;
     for round in 1..=3i64 {
         let m = c.wait_get(&work, LONG).await;
         if round > 1 {
             let d = deaths(&m);
             assert_eq!(d.len(), 2, "{d:?}");
             // Newest first: it just expired out of the retry queue.
-            assert_eq!(death_summary(&d[0]), (retry.clone(), "expired".into(), round - 1));
-            assert_eq!(death_summary(&d[1]), (work.clone(), "rejected".into(), round - 1));
+            assert_eq!(
+                death_summary(&d[0]),
+                (retry.clone(), "expired".into(), round - 1)
+            );
+            assert_eq!(
+                death_summary(&d[1]),
+                (work.clone(), "rejected".into(), round - 1)
+            );
             assert_eq!(m.delivery.routing_key.as_str(), work);
             let h = headers(&m);
             assert_eq!(text(get(&h, "x-first-death-queue")), work);
@@ -231,7 +251,10 @@ async fn an_automatic_dead_letter_cycle_is_dropped() {
     assert_eq!(c.count(&other).await, Some(1));
     assert_eq!(c.count(&looping).await, Some(0));
     let m = c.wait_get(&other, LONG).await;
-    assert_eq!(death_summary(&deaths(&m)[0]), (looping.clone(), "expired".into(), 1));
+    assert_eq!(
+        death_summary(&deaths(&m)[0]),
+        (looping.clone(), "expired".into(), 1)
+    );
     c.ack(m.delivery.delivery_tag).await;
     c.cleanup().await;
 }
@@ -260,7 +283,10 @@ fn dead_lettered_persistent_messages_survive_a_restart() {
             )
             .await;
         let props = BasicProperties::default().with_delivery_mode(2);
-        assert!(matches!(c.publish("", &work, b"p", props).await, Confirmation::Ack(_)));
+        assert!(matches!(
+            c.publish("", &work, b"p", props).await,
+            Confirmation::Ack(_)
+        ));
         let m = c.wait_get(&work, LONG).await;
         c.reject(m.delivery.delivery_tag).await;
         c.wait_count(&dlq, 1, LONG).await;
@@ -275,7 +301,10 @@ fn dead_lettered_persistent_messages_survive_a_restart() {
         let m = c.wait_get(&dlq, LONG).await;
         assert_eq!(msg_body(&m), "p");
         assert_eq!(m.delivery.properties.delivery_mode(), &Some(2));
-        assert_eq!(death_summary(&deaths(&m)[0]), (work.clone(), "rejected".into(), 1));
+        assert_eq!(
+            death_summary(&deaths(&m)[0]),
+            (work.clone(), "rejected".into(), 1)
+        );
         c.ack(m.delivery.delivery_tag).await;
     });
 }

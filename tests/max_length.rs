@@ -46,7 +46,14 @@ async fn drop_head_keeps_the_newest_and_dead_letters_the_rest() {
     let dlq = c.queue("dlq", &[]).await;
     let q = limited(&c, &dlq, ("x-max-length", 2), None).await;
     for i in 1..=5 {
-        let conf = c.publish("", &q, format!("m{i}").as_bytes(), BasicProperties::default()).await;
+        let conf = c
+            .publish(
+                "",
+                &q,
+                format!("m{i}").as_bytes(),
+                BasicProperties::default(),
+            )
+            .await;
         assert!(acked(&conf), "drop-head acks every publish: {conf:?}");
     }
     c.wait_count(&dlq, 3, LONG).await;
@@ -54,7 +61,10 @@ async fn drop_head_keeps_the_newest_and_dead_letters_the_rest() {
     for i in 1..=3 {
         let m = c.wait_get(&dlq, LONG).await;
         assert_eq!(msg_body(&m), format!("m{i}"));
-        assert_eq!(death_summary(&deaths(&m)[0]), (q.clone(), "maxlen".into(), 1));
+        assert_eq!(
+            death_summary(&deaths(&m)[0]),
+            (q.clone(), "maxlen".into(), 1)
+        );
         c.ack(m.delivery.delivery_tag).await;
     }
     c.cleanup().await;
@@ -69,15 +79,26 @@ async fn reject_publish_nacks_what_does_not_fit() {
     let mut confs = Vec::new();
     for i in 1..=4 {
         confs.push(acked(
-            &c.publish("", &q, format!("m{i}").as_bytes(), BasicProperties::default())
-                .await,
+            &c.publish(
+                "",
+                &q,
+                format!("m{i}").as_bytes(),
+                BasicProperties::default(),
+            )
+            .await,
         ));
     }
     assert_eq!(confs, [true, true, false, false]);
-    assert_eq!(c.count(&dlq).await, Some(0), "reject-publish does not dead-letter");
+    assert_eq!(
+        c.count(&dlq).await,
+        Some(0),
+        "reject-publish does not dead-letter"
+    );
     assert_eq!(bodies(&c, &q).await, ["m1", "m2"]);
     // Room again: accepted.
-    assert!(acked(&c.publish("", &q, b"m5", BasicProperties::default()).await));
+    assert!(acked(
+        &c.publish("", &q, b"m5", BasicProperties::default()).await
+    ));
     assert_eq!(bodies(&c, &q).await, ["m5"]);
     c.cleanup().await;
 }
@@ -94,7 +115,10 @@ async fn reject_publish_dlx_nacks_and_dead_letters() {
     assert!(!acked(&second), "{second:?}");
     let m = c.wait_get(&dlq, LONG).await;
     assert_eq!(msg_body(&m), "out");
-    assert_eq!(death_summary(&deaths(&m)[0]), (q.clone(), "maxlen".into(), 1));
+    assert_eq!(
+        death_summary(&deaths(&m)[0]),
+        (q.clone(), "maxlen".into(), 1)
+    );
     c.ack(m.delivery.delivery_tag).await;
     assert_eq!(bodies(&c, &q).await, ["in"]);
     c.cleanup().await;
@@ -107,20 +131,29 @@ async fn max_length_bytes_counts_ready_bodies() {
     let dlq = c.queue("dlq", &[]).await;
     let q = limited(&c, &dlq, ("x-max-length-bytes", 10), None).await;
     for body in ["aaaa", "bbbb", "cccc"] {
-        c.publish("", &q, body.as_bytes(), BasicProperties::default()).await;
+        c.publish("", &q, body.as_bytes(), BasicProperties::default())
+            .await;
     }
     c.wait_count(&dlq, 1, LONG).await;
     assert_eq!(bodies(&c, &q).await, ["bbbb", "cccc"]);
     // Unacked messages do not count: two out unacked, two more fit.
     let q2 = limited(&c, &dlq, ("x-max-length", 2), Some("reject-publish")).await;
     for body in ["1", "2"] {
-        assert!(acked(&c.publish("", &q2, body.as_bytes(), BasicProperties::default()).await));
+        assert!(acked(
+            &c.publish("", &q2, body.as_bytes(), BasicProperties::default())
+                .await
+        ));
     }
     let _a = c.wait_get(&q2, LONG).await;
     let _b = c.wait_get(&q2, LONG).await;
     for body in ["3", "4"] {
-        assert!(acked(&c.publish("", &q2, body.as_bytes(), BasicProperties::default()).await));
+        assert!(acked(
+            &c.publish("", &q2, body.as_bytes(), BasicProperties::default())
+                .await
+        ));
     }
-    assert!(!acked(&c.publish("", &q2, b"5", BasicProperties::default()).await));
+    assert!(!acked(
+        &c.publish("", &q2, b"5", BasicProperties::default()).await
+    ));
     c.cleanup().await;
 }

@@ -39,13 +39,26 @@ async fn queue_ttl_expires_and_dead_letters_with_reason_expired() {
         .await;
     let t0 = Instant::now();
     for i in 0..3 {
-        c.publish("", &q, format!("m{i}").as_bytes(), BasicProperties::default())
-            .await;
+        c.publish(
+            "",
+            &q,
+            format!("m{i}").as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
     }
     assert_eq!(c.count(&q).await, Some(3), "not expired before its TTL");
     c.wait_count(&dlq, 3, LONG).await;
-    assert!(t0.elapsed() >= Duration::from_millis(190), "{:?}", t0.elapsed());
-    assert_eq!(c.count(&q).await, Some(0), "expired messages leave the count");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(190),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(
+        c.count(&q).await,
+        Some(0),
+        "expired messages leave the count"
+    );
     for i in 0..3 {
         let m = c.wait_get(&dlq, LONG).await;
         assert_eq!(msg_body(&m), format!("m{i}"), "in order");
@@ -74,7 +87,11 @@ async fn per_message_expiration_applies_at_the_head_only() {
     let m = c.wait_get(&q, LONG).await;
     assert_eq!(msg_body(&m), "long");
     assert_eq!(
-        m.delivery.properties.expiration().as_ref().map(|e| e.as_str()),
+        m.delivery
+            .properties
+            .expiration()
+            .as_ref()
+            .map(|e| e.as_str()),
         Some("60000"),
         "the property is delivered as published"
     );
@@ -93,10 +110,12 @@ async fn ttl_zero_reaches_only_a_consumer_ready_at_once() {
     let b = Broker::start();
     let c = Client::open(&b).await;
     let q = c.queue("zero", &[("x-message-ttl", int(0))]).await;
-    c.publish("", &q, b"nobody", BasicProperties::default()).await;
+    c.publish("", &q, b"nobody", BasicProperties::default())
+        .await;
     assert!(c.get(&q).await.is_none(), "no consumer: expired at once");
     let mut consumer = consume(&c.ch, &q, "z", true).await;
-    c.publish("", &q, b"someone", BasicProperties::default()).await;
+    c.publish("", &q, b"someone", BasicProperties::default())
+        .await;
     let d = within("delivery", LONG, consumer.next())
         .await
         .expect("stream")
@@ -134,9 +153,16 @@ async fn a_requeued_message_keeps_its_original_expiry() {
     let back = Instant::now();
     c.nack(m.delivery.delivery_tag, false, true).await;
     c.wait_count(&dlq, 1, LONG).await;
-    assert!(back.elapsed() < Duration::from_millis(250), "{:?}", back.elapsed());
+    assert!(
+        back.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        back.elapsed()
+    );
     let d = c.wait_get(&dlq, LONG).await;
-    assert_eq!(death_summary(&deaths(&d)[0]), (q.clone(), "expired".into(), 1));
+    assert_eq!(
+        death_summary(&deaths(&d)[0]),
+        (q.clone(), "expired".into(), 1)
+    );
     c.ack(d.delivery.delivery_tag).await;
     c.cleanup().await;
 }
@@ -146,13 +172,20 @@ async fn bad_values_are_refused_as_rabbitmq_does() {
     let b = Broker::start();
     let c = Client::open(&b).await;
     let q = unique("badttl");
-    let e = expect_amqp_error(c.declare_named(&q, &[("x-message-ttl", int(-1))], false).await, 406);
+    let e = expect_amqp_error(
+        c.declare_named(&q, &[("x-message-ttl", int(-1))], false)
+            .await,
+        406,
+    );
     assert!(
         e.contains("invalid arg 'x-message-ttl' for queue") && e.contains("{value_negative,-1}"),
         "{e}"
     );
     let c = Client::open(&b).await;
-    let e = expect_amqp_error(c.declare_named(&q, &[("x-expires", int(0))], false).await, 406);
+    let e = expect_amqp_error(
+        c.declare_named(&q, &[("x-expires", int(0))], false).await,
+        406,
+    );
     assert!(e.contains("{value_zero,0}"), "{e}");
     for (exp, why) in [
         ("abc", "no_integer"),
@@ -163,8 +196,14 @@ async fn bad_values_are_refused_as_rabbitmq_does() {
         let c = Client::open(&b).await;
         let ch = c.conn.create_channel().await.unwrap();
         let r = async {
-            ch.basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), b"x", expiring(exp))
-                .await?;
+            ch.basic_publish(
+                "".into(),
+                q.as_str().into(),
+                BasicPublishOptions::default(),
+                b"x",
+                expiring(exp),
+            )
+            .await?;
             // The channel error arrives asynchronously: a synchronous method sees it.
             ch.queue_declare(
                 "".into(),
@@ -208,7 +247,11 @@ async fn x_expires_deletes_a_queue_unused_that_long() {
         .await
         .unwrap();
     assert!(gone, "not deleted");
-    assert!(t0.elapsed() >= Duration::from_millis(290), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        t0.elapsed()
+    );
     // A consumer keeps it; once the consumer goes, the period starts again.
     let q = c.queue("expires-used", &[("x-expires", int(300))]).await;
     let ch = c.conn.create_channel().await.unwrap();
@@ -223,7 +266,11 @@ async fn x_expires_deletes_a_queue_unused_that_long() {
         .await
         .unwrap();
     assert!(gone, "not deleted after its consumer left");
-    assert!(cancelled.elapsed() >= Duration::from_millis(250), "{:?}", cancelled.elapsed());
+    assert!(
+        cancelled.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        cancelled.elapsed()
+    );
     c.cleanup().await;
 }
 
@@ -294,7 +341,16 @@ fn a_million_messages_expire_without_a_scan() {
     args.extend(10_000i64.to_be_bytes());
     c.send_method(
         1,
-        &method(50, 10, &Args::new().short(0).shortstr(&q).bits(&[false, false, false, true, false]).table(&args).build()),
+        &method(
+            50,
+            10,
+            &Args::new()
+                .short(0)
+                .shortstr(&q)
+                .bits(&[false, false, false, true, false])
+                .table(&args)
+                .build(),
+        ),
     );
     c.expect_method(1, 50, 11);
     let n = 1_000_000usize;
@@ -308,13 +364,27 @@ fn a_million_messages_expire_without_a_scan() {
     }
     let mut probe = RawClient::with_channel(b.port);
     let count = |p: &mut RawClient| {
-        p.send_method(1, &method(50, 10, &Args::new().short(0).shortstr(&q).bits(&[true, false, false, false, false]).table(&[]).build()));
+        p.send_method(
+            1,
+            &method(
+                50,
+                10,
+                &Args::new()
+                    .short(0)
+                    .shortstr(&q)
+                    .bits(&[true, false, false, false, false])
+                    .table(&[])
+                    .build(),
+            ),
+        );
         let f = p.expect_method(1, 50, 11);
         let mut a = f.args();
         a.shortstr();
         a.long()
     };
-    assert!(wait_until(Duration::from_secs(120), || count(&mut probe) as usize == n));
+    assert!(wait_until(Duration::from_secs(120), || count(&mut probe)
+        as usize
+        == n));
     let filled = start.elapsed();
     let cpu0 = cpu_of(b.pid());
     assert!(wait_until(Duration::from_secs(120), || count(&mut probe) == 0));

@@ -180,7 +180,11 @@ fn update_headers(mut headers: FieldTable, info: FieldTable, death: &Death<'_>) 
         None => {
             set(&mut headers, b"x-first-death-reason", reason);
             set(&mut headers, b"x-first-death-queue", queue);
-            set(&mut headers, b"x-first-death-exchange", longstr(death.exchange));
+            set(
+                &mut headers,
+                b"x-first-death-exchange",
+                longstr(death.exchange),
+            );
             let entry = FieldValue::Table(with_count(info));
             set(&mut headers, b"x-death", FieldValue::Array(vec![entry]));
         }
@@ -244,7 +248,10 @@ pub fn dead_letter_properties(raw: &Bytes, death: &Death<'_>) -> Option<Bytes> {
             longstr(death.reason.as_str().as_bytes()),
         ),
         (Bytes::from_static(b"queue"), longstr(death.queue)),
-        (Bytes::from_static(b"time"), FieldValue::Timestamp(death.time)),
+        (
+            Bytes::from_static(b"time"),
+            FieldValue::Timestamp(death.time),
+        ),
         (Bytes::from_static(b"exchange"), longstr(death.exchange)),
         (
             Bytes::from_static(b"routing-keys"),
@@ -282,14 +289,18 @@ pub fn is_cycle(reason: Reason, headers: Option<&FieldTable>, queue: &[u8]) -> b
         return false;
     };
     let names_queue = |v: &FieldValue| match v {
-        FieldValue::Table(d) => matches!(d.get(b"queue"), Some(FieldValue::LongStr(q)) if &q[..] == queue),
+        FieldValue::Table(d) => {
+            matches!(d.get(b"queue"), Some(FieldValue::LongStr(q)) if &q[..] == queue)
+        }
         _ => false,
     };
     let Some(at) = deaths.iter().position(names_queue) else {
         return false;
     };
     deaths[..=at].iter().all(|v| match v {
-        FieldValue::Table(d) => !matches!(d.get(b"reason"), Some(FieldValue::LongStr(r)) if &r[..] == b"rejected"),
+        FieldValue::Table(d) => {
+            !matches!(d.get(b"reason"), Some(FieldValue::LongStr(r)) if &r[..] == b"rejected")
+        }
         _ => false,
     })
 }
@@ -375,10 +386,17 @@ mod tests {
         let mut raw = BasicProperties::default().to_raw();
         for round in 1..=3i64 {
             raw = dead_letter_properties(&raw, &death(Reason::Rejected, "work")).unwrap();
-            assert!(!is_cycle(Reason::Rejected, Some(&headers(&raw)), "retry".as_bytes()));
+            assert!(!is_cycle(
+                Reason::Rejected,
+                Some(&headers(&raw)),
+                "retry".as_bytes()
+            ));
             raw = dead_letter_properties(&raw, &death(Reason::Expired, "retry")).unwrap();
             let h = headers(&raw);
-            assert!(!is_cycle(Reason::Expired, Some(&h), b"work"), "a rejection breaks it");
+            assert!(
+                !is_cycle(Reason::Expired, Some(&h), b"work"),
+                "a rejection breaks it"
+            );
             let d = deaths(&h);
             assert_eq!(d.len(), 2);
             assert_eq!(s(d[0].get(b"queue").unwrap()), "retry");

@@ -152,8 +152,12 @@ impl Broker {
         };
         let Some(expires) = f.expires else { return };
         f.last_used = now;
-        self.timers
-            .push(Reverse((now.saturating_add(expires), id.idx, id.gen, UNUSED)));
+        self.timers.push(Reverse((
+            now.saturating_add(expires),
+            id.idx,
+            id.gen,
+            UNUSED,
+        )));
     }
 
     /// Arms the head-expiry timer of queue `id` when its head can expire earlier than
@@ -434,10 +438,7 @@ mod tests {
             parse_expiration(b"5 ").unwrap_err(),
             "{leftover_string,\" \"}"
         );
-        assert_eq!(
-            parse_expiration(b"-1").unwrap_err(),
-            "{value_negative,-1}"
-        );
+        assert_eq!(parse_expiration(b"-1").unwrap_err(), "{value_negative,-1}");
         assert_eq!(
             parse_expiration(b"315360000001").unwrap_err(),
             "{value_too_large,315360000001}"

@@ -1286,7 +1286,14 @@ impl Broker {
         timing: Option<crate::message::Timing>,
     ) {
         let queues = std::mem::take(&mut self.reject_dlx);
-        let msg = Message::new_timed(exchange, routing_key, properties, body.clone(), None, timing);
+        let msg = Message::new_timed(
+            exchange,
+            routing_key,
+            properties,
+            body.clone(),
+            None,
+            timing,
+        );
         let rejected = self.rejected;
         for q in queues {
             self.dead_letter(q, 0, msg.clone(), dead_letter::Reason::Maxlen);

@@ -330,7 +330,10 @@ mod tests {
         assert!(check_header(&b, ACK_MAGIC).is_ok());
         let mut v1 = header(ACK_MAGIC);
         v1[7] = 1;
-        assert!(check_header(&v1, ACK_MAGIC).is_ok(), "version 1 is still read");
+        assert!(
+            check_header(&v1, ACK_MAGIC).is_ok(),
+            "version 1 is still read"
+        );
         v1[7] = 3;
         assert_eq!(check_header(&v1, ACK_MAGIC), Err(HeaderError::Version(3)));
         assert!(check_header(&b, SEG_MAGIC).is_err());
@@ -340,14 +343,25 @@ mod tests {
     fn arrival_times_round_trip_and_untimed_records_stay_as_before() {
         let mut b = BytesMut::new();
         b.put_slice(&header(SEG_MAGIC));
-        encode_publish_timed(&mut b, &[1, 2], b"x", b"k", &[0, 0], b"body", Some(1_700_000_000_123));
+        encode_publish_timed(
+            &mut b,
+            &[1, 2],
+            b"x",
+            b"k",
+            &[0, 0],
+            b"body",
+            Some(1_700_000_000_123),
+        );
         let untimed_at = b.len();
         encode_publish(&mut b, &[1], b"x", b"k", &[0, 0], b"plain");
         let (recs, valid) = scan_segment(&b.clone().freeze());
         assert_eq!(valid, b.len());
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[0].arrival_ms, Some(1_700_000_000_123));
-        assert_eq!((&recs[0].properties[..], &recs[0].body[..]), (&[0u8, 0][..], &b"body"[..]));
+        assert_eq!(
+            (&recs[0].properties[..], &recs[0].body[..]),
+            (&[0u8, 0][..], &b"body"[..])
+        );
         assert_eq!(recs[1].arrival_ms, None);
         assert_eq!(&recs[1].body[..], b"plain");
         // The untimed record is byte for byte what version 1 wrote.

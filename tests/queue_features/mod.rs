@@ -55,7 +55,12 @@ impl Client {
         self.queue_opts(prefix, args, false).await
     }
 
-    pub async fn queue_opts(&self, prefix: &str, args: &[(&str, AMQPValue)], durable: bool) -> String {
+    pub async fn queue_opts(
+        &self,
+        prefix: &str,
+        args: &[(&str, AMQPValue)],
+        durable: bool,
+    ) -> String {
         let name = unique(prefix);
         self.declare_named(&name, args, durable).await.unwrap();
         self.queues.lock().unwrap().push(name.clone());
@@ -128,10 +133,22 @@ impl Client {
     }
 
     /// Publishes on the confirm channel and waits for the confirm.
-    pub async fn publish(&self, x: &str, key: &str, body: &[u8], props: BasicProperties) -> Confirmation {
+    pub async fn publish(
+        &self,
+        x: &str,
+        key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Confirmation {
         step("publish", async {
             self.pub_ch
-                .basic_publish(x.into(), key.into(), BasicPublishOptions::default(), body, props)
+                .basic_publish(
+                    x.into(),
+                    key.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    props,
+                )
                 .await?
                 .await
         })
@@ -143,7 +160,8 @@ impl Client {
     pub async fn get(&self, q: &str) -> Option<BasicGetMessage> {
         step(
             "basic_get",
-            self.ch.basic_get(q.into(), BasicGetOptions { no_ack: false }),
+            self.ch
+                .basic_get(q.into(), BasicGetOptions { no_ack: false }),
         )
         .await
         .unwrap()
@@ -156,7 +174,10 @@ impl Client {
             if let Some(m) = self.get(q).await {
                 return m;
             }
-            assert!(std::time::Instant::now() < end, "no message in {q} within {d:?}");
+            assert!(
+                std::time::Instant::now() < end,
+                "no message in {q} within {d:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -170,7 +191,8 @@ impl Client {
     pub async fn reject(&self, tag: u64) {
         step(
             "reject",
-            self.ch.basic_reject(tag, BasicRejectOptions { requeue: false }),
+            self.ch
+                .basic_reject(tag, BasicRejectOptions { requeue: false }),
         )
         .await
         .unwrap();
@@ -210,14 +232,16 @@ impl Client {
     /// Deletes what this client declared and closes the connection.
     pub async fn cleanup(self) {
         if let Ok(ch) = self.conn.create_channel().await {
-            for q in std::mem::take(&mut *self.queues.lock().unwrap()) {
+            let queues = std::mem::take(&mut *self.queues.lock().unwrap());
+            for q in queues {
                 let _ = step(
                     "queue_delete",
                     ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()),
                 )
                 .await;
             }
-            for x in std::mem::take(&mut *self.exchanges.lock().unwrap()) {
+            let exchanges = std::mem::take(&mut *self.exchanges.lock().unwrap());
+            for x in exchanges {
                 let _ = step(
                     "exchange_delete",
                     ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default()),
@@ -231,11 +255,7 @@ impl Client {
 
 /// The headers of a message.
 pub fn headers(m: &BasicGetMessage) -> FieldTable {
-    m.delivery
-        .properties
-        .headers()
-        .clone()
-        .unwrap_or_default()
+    m.delivery.properties.headers().clone().unwrap_or_default()
 }
 
 pub fn get<'a>(t: &'a FieldTable, k: &str) -> Option<&'a AMQPValue> {

@@ -166,9 +166,7 @@ impl Features {
     /// Whether one more message of `len` body bytes goes beyond a length limit.
     pub fn would_overflow(&self, count: usize, len: usize) -> bool {
         self.max_len.is_some_and(|m| count as u64 + 1 > m)
-            || self
-                .max_bytes
-                .is_some_and(|m| self.bytes + len as u64 > m)
+            || self.max_bytes.is_some_and(|m| self.bytes + len as u64 > m)
     }
 
     /// Whether the ready messages (`count` of them) are beyond a length limit.
