@@ -165,7 +165,14 @@ impl Broker {
     pub(super) fn arm(&mut self, id: QueueId) {
         let Some(q) = self.queue_mut(id) else { return };
         let Some(at) = q.head_expiry() else { return };
-        let f = q.features_mut();
+        let created = q.features.is_none();
+        q.features_mut();
+        if created {
+            self.featured += 1;
+        }
+        let Some(f) = self.queue_mut(id).and_then(|q| q.features.as_mut()) else {
+            return;
+        };
         if f.armed != 0 && f.armed <= at {
             return;
         }
@@ -215,17 +222,22 @@ impl Broker {
     /// `x-expires`: deletes queue `id` when it has been unused (no consumer, no
     /// basic.get, no redeclare) for its period; re-arms when it was used meanwhile.
     fn expire_unused(&mut self, id: QueueId, now: u64) {
-        let Some(q) = self.queue(id) else { return };
-        let Some(f) = q.features.as_ref() else { return };
+        let Some(q) = self.queue_mut(id) else { return };
+        let has_consumers = !q.consumers.is_empty();
+        let Some(f) = q.features.as_mut() else { return };
         let Some(expires) = f.expires else { return };
-        if !q.consumers.is_empty() {
+        f.unused_armed = false;
+        if has_consumers {
             return; // re-armed when its last consumer leaves
         }
         let due = f.last_used.saturating_add(expires);
         if due > now {
-            // Used since this entry was armed; a later entry exists for `due`.
+            // Used since this entry was armed: wait for the rest of the new period.
+            f.unused_armed = true;
+            self.timers.push(Reverse((due, id.idx, id.gen, UNUSED)));
             return;
         }
+        let Some(q) = self.queue(id) else { return };
         log::info!(
             "queue '{}' in vhost '{}': deleted after {expires} ms unused (x-expires)",
             String::from_utf8_lossy(&q.name),

@@ -122,6 +122,9 @@ pub struct Features {
     pub armed: u64,
     /// When the queue was last used (epoch ms), for `x-expires`.
     pub last_used: u64,
+    /// An `x-expires` timer entry is in the heap (one at a time: a client that declares
+    /// the queue in a loop moves `last_used`, not the heap).
+    pub unused_armed: bool,
 }
 
 impl Features {
