@@ -253,7 +253,11 @@ impl Broker {
         loop {
             let Some(q) = self.queue_mut(id) else { return };
             if q.is_held() {
-                break;
+                // Part of a returning unacked set is back: nothing leaves until all of
+                // it is. Not re-armed here (its deadline is due: the timer phase would
+                // spin on it); the set's release dispatches the queue, which expires
+                // and arms.
+                return;
             }
             match q.head_expiry() {
                 Some(at) if at <= cutoff => {}
