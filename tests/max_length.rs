@@ -157,3 +157,46 @@ async fn max_length_bytes_counts_ready_bodies() {
     ));
     c.cleanup().await;
 }
+
+/// A consumer that can take messages gets them before they count against the limit
+/// (RabbitMQ delivers straight to a waiting consumer): a burst published faster than
+/// the limit into a queue with a consumer loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_consumer_takes_a_burst_before_the_limit_counts() {
+    use futures_lite::StreamExt;
+    use lapin::options::{BasicPublishOptions, BasicQosOptions};
+    let b = Broker::start();
+    let c = Client::open(&b).await;
+    let dlq = c.queue("dlq", &[]).await;
+    let q = limited(&c, &dlq, ("x-max-length", 2), None).await;
+    let ch = c.conn.create_channel().await.unwrap();
+    ch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = consume(&ch, &q, "burst", false).await;
+    let mut confirms = Vec::new();
+    for i in 0..20 {
+        confirms.push(
+            c.pub_ch
+                .basic_publish(
+                    "".into(),
+                    q.as_str().into(),
+                    BasicPublishOptions::default(),
+                    format!("m{i}").as_bytes(),
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    for conf in confirms {
+        assert!(acked(&conf.await.unwrap()));
+    }
+    for i in 0..20 {
+        let d = within("delivery", LONG, consumer.next())
+            .await
+            .expect("stream")
+            .expect("delivery");
+        assert_eq!(d.data, format!("m{i}").into_bytes());
+    }
+    assert_eq!(c.count(&dlq).await, Some(0));
+    c.cleanup().await;
+}

@@ -62,6 +62,7 @@ pub fn dispatch_queue(
     let more = dispatch_ready(broker, conns, qid, now, touched);
     if featured {
         broker.expire_due(qid, false);
+        broker.enforce_limit(qid);
     }
     more
 }

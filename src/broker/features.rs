@@ -339,9 +339,9 @@ impl Broker {
         })
     }
 
-    /// After `msg` was appended to queue `id`: arms its expiry, and drops (dead-letters,
-    /// reason `maxlen`) the oldest messages while a length limit is exceeded
-    /// (`drop-head`).
+    /// After `msg` was appended to queue `id`: arms its expiry, and enforces a length
+    /// limit (`drop-head`) at once when nobody consumes; with consumers, the dispatch
+    /// phase of this turn enforces it after delivering (see [`Broker::enforce_limit`]).
     #[cold]
     pub(super) fn enqueued_featured(&mut self, id: QueueId, timed: bool) {
         let Some(q) = self.queue_mut(id) else { return };
@@ -349,16 +349,27 @@ impl Broker {
             q.features_mut();
             self.featured += 1;
         }
+        if self.queue(id).is_some_and(|q| q.consumers.is_empty()) {
+            self.enforce_limit(id);
+        }
+        self.arm(id);
+    }
+
+    /// `drop-head`: drops (dead-letters, reason `maxlen`) the oldest ready messages of
+    /// queue `id` while a length limit is exceeded. RabbitMQ hands a message to a
+    /// consumer that can take it before it counts against the limit; Warren delivers in
+    /// the dispatch phase, so with consumers attached the limit is enforced there, after
+    /// delivering, not as each message of a burst arrives.
+    pub fn enforce_limit(&mut self, id: QueueId) {
         loop {
             let Some(q) = self.queue_mut(id) else { return };
             if !q.features.as_ref().is_some_and(|f| f.over_limit(q.len())) {
-                break;
+                return;
             }
-            let Some(r) = q.next_delivery() else { break };
+            let Some(r) = q.next_delivery() else { return };
             let durable = q.durable_id;
             self.dead_letter(id, durable, r.msg, Reason::Maxlen);
         }
-        self.arm(id);
     }
 
     /// Dead-letters `msg`, which left queue `id` (store id `durable`) for `reason`:
