@@ -17,12 +17,14 @@
 use bytes::Bytes;
 
 use crate::auth::{Permission, Resource};
+use crate::broker::exchange::ExchangeKind;
 use crate::broker::{Broker, Dest, ExchangeDecl, Published, QueueDecl, QueueId};
-use crate::error::{not_found, precondition, AmqpError, ReplyCode};
+use crate::error::{access_refused, not_found, precondition, AmqpError, ReplyCode};
 use crate::message::Body;
 use crate::ops;
 use crate::proto::{
-    basic, channel, confirm, connection, exchange, queue, tx, BasicProperties, Method,
+    basic, channel, confirm, connection, exchange, queue, tx, BasicProperties, FieldTable,
+    FieldValue, Method,
 };
 
 use super::channel::{Channel, ChannelConsumer, TxOp};
@@ -68,10 +70,32 @@ impl Session<'_> {
 
             // ----- exchange -----
             Method::ExchangeDeclare(d) => {
-                // RabbitMQ: configure on the exchange, for a declaration that is not
-                // passive (the default exchange is refused by the broker first).
-                if !d.passive && !d.exchange.is_empty() {
+                // RabbitMQ's order (rabbit_channel's exchange.declare): the type, the
+                // default exchange, configure on the exchange; then, for a new exchange
+                // with an alternate-exchange, read on it and write on the alternate. A
+                // passive declaration is checked for nothing but the default exchange.
+                if !d.passive {
+                    if ExchangeKind::parse(&d.kind).is_none() {
+                        return Err(AmqpError::new(
+                            ReplyCode::CommandInvalid,
+                            format!("unknown exchange type '{}'", show(&d.kind)),
+                        ));
+                    }
+                    if d.exchange.is_empty() {
+                        return Err(default_exchange());
+                    }
                     self.authorize(Permission::Configure, Resource::Exchange(&d.exchange))?;
+                    let is_new = self
+                        .broker
+                        .exchange_id(self.conn.vhost_id, &d.exchange)
+                        .is_none();
+                    // A reserved name is refused by the broker before the alternate matters.
+                    if is_new && !d.exchange.starts_with(b"amq.") {
+                        if let Some(ae) = string_arg(&d.arguments, b"alternate-exchange") {
+                            self.authorize(Permission::Read, Resource::Exchange(&d.exchange))?;
+                            self.authorize(Permission::Write, Resource::Exchange(ae))?;
+                        }
+                    }
                 }
                 self.broker.declare_exchange(
                     self.conn.vhost_id,
@@ -91,9 +115,19 @@ impl Session<'_> {
                 Ok(())
             }
             Method::ExchangeDelete(d) => {
-                if !d.exchange.is_empty() {
-                    self.authorize(Permission::Configure, Resource::Exchange(&d.exchange))?;
+                // RabbitMQ: the default exchange, then a system exchange (whether it
+                // exists or not), then configure.
+                if d.exchange.is_empty() {
+                    return Err(default_exchange());
                 }
+                if d.exchange.starts_with(b"amq.") {
+                    return Err(access_refused(format!(
+                        "deletion of system exchange '{}' in vhost '{}' not allowed",
+                        show(&d.exchange),
+                        self.conn.vhost
+                    )));
+                }
+                self.authorize(Permission::Configure, Resource::Exchange(&d.exchange))?;
                 self.broker
                     .delete_exchange(self.conn.vhost_id, &d.exchange, d.if_unused)?;
                 if !d.nowait {
@@ -102,7 +136,7 @@ impl Session<'_> {
                 Ok(())
             }
             Method::ExchangeBind(b) => {
-                self.may_bind(Resource::Exchange(&b.destination), &b.source)?;
+                self.may_bind(&b.destination, &b.source, &b.routing_key)?;
                 let vhost = self.conn.vhost_id;
                 let dest = self.broker.exchange_dest(vhost, &b.destination)?;
                 self.broker
@@ -113,7 +147,7 @@ impl Session<'_> {
                 Ok(())
             }
             Method::ExchangeUnbind(b) => {
-                self.may_bind(Resource::Exchange(&b.destination), &b.source)?;
+                self.may_bind(&b.destination, &b.source, &b.routing_key)?;
                 // A destination that no longer exists is not an error (see Broker::unbind).
                 let vhost = self.conn.vhost_id;
                 let dest = match self.broker.exchange_dest(vhost, &b.destination) {
@@ -136,7 +170,22 @@ impl Session<'_> {
                 } else {
                     d.queue
                 };
+                // RabbitMQ checks configure on the (possibly server-made) name; for a
+                // new queue with a dead-letter exchange also read on the queue and
+                // write on that exchange. The broker calls the check once, where
+                // RabbitMQ makes it (never for a passive declaration).
+                let is_new =
+                    name.is_empty() || self.broker.queue_id(self.conn.vhost_id, &name).is_none();
+                let dlx = string_arg(&d.arguments, b"x-dead-letter-exchange").cloned();
                 let (auth, user, vhost) = (self.auth, &self.conn.user, &self.conn.vhost);
+                let may_configure = |q: &[u8]| {
+                    auth.authorize(user, vhost, Permission::Configure, Resource::Queue(q))?;
+                    if let (true, Some(x)) = (is_new, &dlx) {
+                        auth.authorize(user, vhost, Permission::Read, Resource::Queue(q))?;
+                        auth.authorize(user, vhost, Permission::Write, Resource::Exchange(x))?;
+                    }
+                    Ok(())
+                };
                 let got = self.broker.declare_queue(
                     self.conn.vhost_id,
                     &QueueDecl {
@@ -148,7 +197,7 @@ impl Session<'_> {
                         arguments: d.arguments,
                     },
                     conn_key,
-                    |q| auth.authorize(user, vhost, Permission::Configure, Resource::Queue(q)),
+                    may_configure,
                 )?;
                 self.conn.channels[idx].last_queue = got.name.clone();
                 if !d.nowait {
@@ -162,8 +211,15 @@ impl Session<'_> {
                 Ok(())
             }
             Method::QueueBind(b) => {
-                let q = self.queue_for(idx, &b.queue, Permission::Write)?;
-                self.authorize(Permission::Read, Resource::Exchange(&b.exchange))?;
+                // RabbitMQ's binding_action: write on the queue, the default exchange
+                // refused, read on the exchange (and its topic permission on the key),
+                // all before either end is looked up.
+                let name = self.queue_name(idx, &b.queue)?;
+                self.authorize(Permission::Write, Resource::Queue(&name))?;
+                self.may_bind_from(&b.exchange, &b.routing_key)?;
+                let q = self
+                    .broker
+                    .find_queue(self.conn.vhost_id, &name, self.conn.key)?;
                 let vhost = self.conn.vhost_id;
                 self.broker.bind(
                     vhost,
@@ -181,12 +237,17 @@ impl Session<'_> {
                 // A queue that no longer exists is not an error (see Broker::unbind); an
                 // exclusive queue of another connection still is (405), and so is an
                 // empty name with no queue declared before on the channel.
-                let q = match self.queue_for(idx, &b.queue, Permission::Write) {
+                let name = self.queue_name(idx, &b.queue)?;
+                self.authorize(Permission::Write, Resource::Queue(&name))?;
+                self.may_bind_from(&b.exchange, &b.routing_key)?;
+                let q = match self
+                    .broker
+                    .find_queue(self.conn.vhost_id, &name, self.conn.key)
+                {
                     Ok(q) => Some(Dest::Queue(q)),
-                    Err(e) if e.code == ReplyCode::NotFound && !b.queue.is_empty() => None,
+                    Err(e) if e.code == ReplyCode::NotFound => None,
                     Err(e) => return Err(e),
                 };
-                self.authorize(Permission::Read, Resource::Exchange(&b.exchange))?;
                 let vhost = self.conn.vhost_id;
                 self.broker
                     .unbind(vhost, &b.exchange, q, &b.routing_key, &b.arguments)?;
@@ -251,6 +312,15 @@ impl Session<'_> {
                 Ok(())
             }
             Method::BasicConsume(c) => {
+                // RabbitMQ refuses a tag in use before it checks the queue's permission.
+                if !c.consumer_tag.is_empty()
+                    && self.conn.channels[idx].consumer(&c.consumer_tag).is_some()
+                {
+                    return Err(AmqpError::new(
+                        ReplyCode::NotAllowed,
+                        format!("attempt to reuse consumer tag '{}'", show(&c.consumer_tag)),
+                    ));
+                }
                 let q = self.queue_for(idx, &c.queue, Permission::Read)?;
                 let tag = if c.consumer_tag.is_empty() {
                     self.broker.consumer_tag()
@@ -380,11 +450,9 @@ impl Session<'_> {
         }
     }
 
-    /// Resolves a queue name from a method ("" = the channel's last declared queue),
-    /// checks that the user may `perm` it (before looking it up, as RabbitMQ does) and
-    /// finds it. Errors: 404 no previously declared queue, 403 refused, 404/405 from
-    /// `Broker::find_queue`.
-    fn queue_for(&self, idx: usize, name: &Bytes, perm: Permission) -> Result<QueueId, AmqpError> {
+    /// A queue name from a method: "" is the channel's last declared queue (404 "no
+    /// previously declared queue" when there is none), as RabbitMQ's expand_shortcuts.
+    fn queue_name(&self, idx: usize, name: &Bytes) -> Result<Bytes, AmqpError> {
         let name = if name.is_empty() {
             &self.conn.channels[idx].last_queue
         } else {
@@ -393,9 +461,18 @@ impl Session<'_> {
         if name.is_empty() {
             return Err(not_found("no previously declared queue"));
         }
-        self.authorize(perm, Resource::Queue(name))?;
+        Ok(name.clone())
+    }
+
+    /// Resolves a queue name from a method ([`Session::queue_name`]), checks that the
+    /// user may `perm` it (before looking it up, as RabbitMQ does) and finds it.
+    /// Errors: 404 no previously declared queue, 403 refused, 404/405 from
+    /// `Broker::find_queue`.
+    fn queue_for(&self, idx: usize, name: &Bytes, perm: Permission) -> Result<QueueId, AmqpError> {
+        let name = self.queue_name(idx, name)?;
+        self.authorize(perm, Resource::Queue(&name))?;
         self.broker
-            .find_queue(self.conn.vhost_id, name, self.conn.key)
+            .find_queue(self.conn.vhost_id, &name, self.conn.key)
     }
 
     /// Whether this connection's user may `perm` the `resource` in its vhost (403 with
@@ -405,11 +482,27 @@ impl Session<'_> {
             .authorize(&self.conn.user, &self.conn.vhost, perm, resource)
     }
 
-    /// exchange.bind/unbind: write on the destination, read on the source exchange
-    /// (RabbitMQ's `binding_action`; queue.bind checks the queue through `queue_for`).
-    fn may_bind(&self, dest: Resource<'_>, source: &[u8]) -> Result<(), AmqpError> {
-        self.authorize(Permission::Write, dest)?;
-        self.authorize(Permission::Read, Resource::Exchange(source))
+    /// exchange.bind/unbind, in RabbitMQ's order (`binding_action`): write on the
+    /// destination exchange, then the source's checks ([`Session::may_bind_from`]), the
+    /// default exchange refused at either end in between.
+    fn may_bind(&self, dest: &[u8], source: &[u8], key: &[u8]) -> Result<(), AmqpError> {
+        self.authorize(Permission::Write, Resource::Exchange(dest))?;
+        if dest.is_empty() {
+            return Err(default_exchange());
+        }
+        self.may_bind_from(source, key)
+    }
+
+    /// The source side of a binding: the default exchange is refused, read on the
+    /// source, and when it exists and is a topic exchange, the user's topic permission
+    /// to read `key` (RabbitMQ's `check_read_permitted_on_topic`).
+    fn may_bind_from(&self, source: &[u8], key: &[u8]) -> Result<(), AmqpError> {
+        if source.is_empty() {
+            return Err(default_exchange());
+        }
+        self.authorize(Permission::Read, Resource::Exchange(source))?;
+        let _ = key;
+        Ok(())
     }
 
     fn mark_channel_queues_dirty(&mut self, idx: usize) {
@@ -680,4 +773,18 @@ pub fn release_channel(ch: &mut Channel, broker: &mut Broker, events: &mut Vec<E
     }
     ch.assembler = Default::default();
     ch.tx = None;
+}
+
+/// RabbitMQ's refusal of an operation on the default exchange.
+fn default_exchange() -> AmqpError {
+    access_refused("operation not permitted on the default exchange")
+}
+
+/// A long-string argument (RabbitMQ's `r_arg`: another type is left to the broker's
+/// argument validation).
+fn string_arg<'a>(args: &'a FieldTable, key: &[u8]) -> Option<&'a Bytes> {
+    match args.get(key) {
+        Some(FieldValue::LongStr(s)) => Some(s),
+        _ => None,
+    }
 }
