@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::{list, method_not_allowed, ApiError, ApiResult, Caller};
+use super::{access, list, method_not_allowed, ApiError, ApiResult, Caller};
 use crate::http::{Request, Response};
 use crate::server::Server;
 
@@ -21,15 +21,17 @@ pub fn route(
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let get = req.method == "GET" || req.method == "HEAD";
     let r = match s.as_slice() {
-        ["overview"] if get => Ok(Response::json(200, &overview(server, req))),
-        ["nodes"] if get => list(req, vec![node(server)]),
-        ["nodes", name] if get => {
+        ["overview"] if get => Ok(Response::json(200, &overview(server, caller, req))),
+        ["nodes"] if get => {
+            access::require_monitor(caller).and_then(|_| list(req, vec![node(server)]))
+        }
+        ["nodes", name] if get => access::require_monitor(caller).and_then(|_| {
             if *name == node_name() {
                 Ok(Response::json(200, &node(server)))
             } else {
                 Err(ApiError::not_found())
             }
-        }
+        }),
         ["whoami"] if get => {
             let tags: Vec<&str> = server
                 .auth
@@ -42,19 +44,27 @@ pub fn route(
                 &json!({"name": caller.user.name(), "tags": tags}),
             ))
         }
-        ["vhosts"] if get => list(req, vhosts(server)),
-        ["vhosts", name] if get => vhosts(server)
-            .into_iter()
-            .find(|v| v["name"] == *name)
-            .map(|v| Response::json(200, &v))
-            .ok_or_else(ApiError::not_found),
-        ["users"] if get => list(req, users(server)),
-        ["users", name] if get => users(server)
-            .into_iter()
-            .find(|u| u["name"] == *name)
-            .map(|u| Response::json(200, &u))
-            .ok_or_else(ApiError::not_found),
-        ["permissions"] if get => list(req, permissions(server)),
+        // Monitors see every vhost, others those they may log into; one vhost's record
+        // is for administrators (RabbitMQ 3.10's `rabbit_mgmt_wm_vhost`).
+        ["vhosts"] if get => list(req, vhosts(server, caller)),
+        ["vhosts", name] if get => access::require_admin(caller).and_then(|_| {
+            vhosts(server, caller)
+                .into_iter()
+                .find(|v| v["name"] == *name)
+                .map(|v| Response::json(200, &v))
+                .ok_or_else(ApiError::not_found)
+        }),
+        ["users"] if get => access::require_admin(caller).and_then(|_| list(req, users(server))),
+        ["users", name] if get => access::require_admin(caller).and_then(|_| {
+            users(server)
+                .into_iter()
+                .find(|u| u["name"] == *name)
+                .map(|u| Response::json(200, &u))
+                .ok_or_else(ApiError::not_found)
+        }),
+        ["permissions"] if get => {
+            access::require_admin(caller).and_then(|_| list(req, permissions(server)))
+        }
         ["extensions"] if get => Ok(Response::json(200, &json!([]))),
         ["overview" | "nodes" | "whoami" | "vhosts" | "users" | "permissions" | "extensions"]
         | ["nodes" | "vhosts" | "users", _] => Ok(method_not_allowed()),
@@ -96,7 +106,13 @@ fn listeners(server: &Server) -> Vec<Value> {
         .collect()
 }
 
-fn overview(server: &Server, req: &Request) -> Value {
+/// `/api/overview`. Monitors and administrators get the node-wide figures, the node
+/// and its listeners; anyone else RabbitMQ's per-user overview: totals of the vhosts
+/// it may log into, its own connections and channels, no node or listeners.
+fn overview(server: &Server, caller: &Caller, req: &Request) -> Value {
+    if !access::is_monitor(caller) {
+        return user_overview(server, caller);
+    }
     // `?msg_rates_age=600&msg_rates_incr=5` asks for the chart samples, as RabbitMQ.
     let num = |k: &str| req.param(k).and_then(|v| v.parse::<u64>().ok());
     let history = num("msg_rates_age").map(|age| (age, num("msg_rates_incr").unwrap_or(5)));
@@ -150,6 +166,73 @@ fn overview(server: &Server, req: &Request) -> Value {
     })
 }
 
+/// The overview of a user who is not a monitor (`rabbit_mgmt_db:get_overview(User, _)`).
+fn user_overview(server: &Server, caller: &Caller) -> Value {
+    let b = &server.broker;
+    let visible = |vh: &str| access::listed_vhost(server, caller, vh);
+    let vhosts: Vec<crate::broker::VhostId> = b
+        .vhosts()
+        .filter(|(_, v)| visible(&v.name))
+        .map(|(id, _)| id)
+        .collect();
+    let (mut queues, mut ready, mut unacked) = (0usize, 0u64, 0u64);
+    for (_, q) in b.queues().filter(|(_, q)| vhosts.contains(&q.vhost)) {
+        queues += 1;
+        ready += q.message_count() as u64;
+        unacked += q.unacked_count();
+    }
+    let exchanges = b
+        .exchanges()
+        .filter(|(_, x)| vhosts.contains(&x.vhost))
+        .count();
+    let own: Vec<_> = server
+        .conns
+        .iter()
+        .filter(|(_, c)| c.user.name() == caller.user.name())
+        .collect();
+    let channels: usize = own.iter().map(|(_, c)| c.channels.len()).sum();
+    let exchange_types: Vec<Value> = ["direct", "fanout", "headers", "topic"]
+        .iter()
+        .map(|t| json!({"name": t, "description": "", "enabled": true}))
+        .collect();
+    // RabbitMQ leaves the queue totals empty when there are no messages to count.
+    let queue_totals = if queues == 0 {
+        json!({})
+    } else {
+        json!({
+            "messages": ready + unacked,
+            "messages_details": {"rate": 0.0},
+            "messages_ready": ready,
+            "messages_ready_details": {"rate": 0.0},
+            "messages_unacknowledged": unacked,
+            "messages_unacknowledged_details": {"rate": 0.0},
+        })
+    };
+    json!({
+        "management_version": RABBITMQ_VERSION,
+        "rates_mode": "basic",
+        "exchange_types": exchange_types,
+        "product_version": env!("CARGO_PKG_VERSION"),
+        "product_name": "Warren",
+        "rabbitmq_version": RABBITMQ_VERSION,
+        "cluster_name": node_name(),
+        "erlang_version": "none",
+        "erlang_full_version": "none",
+        "disable_stats": false,
+        "enable_queue_totals": true,
+        "message_stats": {},
+        "churn_rates": {},
+        "queue_totals": queue_totals,
+        "object_totals": {
+            "channels": channels,
+            "connections": own.len(),
+            "exchanges": exchanges,
+            "queues": queues,
+        },
+        "statistics_db_event_queue": 0,
+    })
+}
+
 fn node(server: &Server) -> Value {
     let mem_used = crate::alarm::rss().unwrap_or(0);
     let mem_limit = server.config.memory_limit();
@@ -197,10 +280,12 @@ fn fd_limit() -> u64 {
     }
 }
 
-fn vhosts(server: &Server) -> Vec<Value> {
+/// The vhosts `caller` may see (see `access::listed_vhost`).
+fn vhosts(server: &Server, caller: &Caller) -> Vec<Value> {
     server
         .broker
         .vhosts()
+        .filter(|(_, v)| access::listed_vhost(server, caller, &v.name))
         .map(|(id, v)| {
             let (ready, unacked) = server
                 .broker
