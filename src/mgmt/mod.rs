@@ -27,6 +27,7 @@ pub mod phash2;
 pub mod prometheus;
 pub mod queues;
 pub mod stats;
+pub mod users;
 
 use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
@@ -153,8 +154,10 @@ fn management(server: &mut Server, req: &Request, peer: SocketAddr) -> Response 
         Some("exchanges") => exchanges::route(server, &caller, req, rest),
         Some("bindings") => bindings::route(server, &caller, req, rest),
         Some("definitions") => definitions::route(server, &caller, req, rest),
+        Some("users" | "permissions") => users::route(server, &caller, req, rest),
         Some("connections" | "channels" | "consumers" | "vhosts") => {
             connections::route(server, &caller, req, rest)
+                .or_else(|| users::route(server, &caller, req, rest))
                 .or_else(|| overview::route(server, &caller, req, rest))
         }
         Some("health" | "aliveness-test") => health::route(server, &caller, req, rest),

@@ -1,5 +1,5 @@
 //! The node-wide resources: `/api/overview`, `/api/nodes[/{name}]`, `/api/whoami`,
-//! `/api/vhosts[/{name}]`, `/api/users[/{name}]`, `/api/permissions`, `/api/extensions`,
+//! `/api/vhosts[/{name}]`, `/api/extensions` (users and permissions: `mgmt::users`),
 //! with RabbitMQ 3.10's field names.
 
 use serde_json::{json, Value};
@@ -54,20 +54,10 @@ pub fn route(
                 .map(|v| Response::json(200, &v))
                 .ok_or_else(ApiError::not_found)
         }),
-        ["users"] if get => access::require_admin(caller).and_then(|_| list(req, users(server))),
-        ["users", name] if get => access::require_admin(caller).and_then(|_| {
-            users(server)
-                .into_iter()
-                .find(|u| u["name"] == *name)
-                .map(|u| Response::json(200, &u))
-                .ok_or_else(ApiError::not_found)
-        }),
-        ["permissions"] if get => {
-            access::require_admin(caller).and_then(|_| list(req, permissions(server)))
-        }
         ["extensions"] if get => Ok(Response::json(200, &json!([]))),
-        ["overview" | "nodes" | "whoami" | "vhosts" | "users" | "permissions" | "extensions"]
-        | ["nodes" | "vhosts" | "users", _] => Ok(method_not_allowed()),
+        ["overview" | "nodes" | "whoami" | "vhosts" | "extensions"] | ["nodes" | "vhosts", _] => {
+            Ok(method_not_allowed())
+        }
         _ => return None,
     };
     Some(r)
@@ -304,24 +294,6 @@ fn vhosts(server: &Server, caller: &Caller) -> Vec<Value> {
                 "messages": ready + unacked,
                 "messages_ready": ready,
                 "messages_unacknowledged": unacked,
-            })
-        })
-        .collect()
-}
-
-fn users(server: &Server) -> Vec<Value> {
-    server
-        .auth
-        .users()
-        .into_iter()
-        .map(|u| {
-            let tags: Vec<&str> = u.tags.iter().map(|t| t.name()).collect();
-            json!({
-                "name": &*u.name,
-                "tags": tags,
-                "hashing_algorithm": "rabbit_password_hashing_sha256",
-                "password_hash": "",
-                "limits": {},
             })
         })
         .collect()
