@@ -27,7 +27,7 @@ use crate::proto::{
     FieldValue, Method,
 };
 
-use super::channel::{Channel, ChannelConsumer, TxOp};
+use super::channel::{Channel, ChannelConsumer, ExchangeCache, TxOp};
 use super::state::{show, Event, Session, RETURN_NOW};
 
 impl Session<'_> {
@@ -501,8 +501,53 @@ impl Session<'_> {
             return Err(default_exchange());
         }
         self.authorize(Permission::Read, Resource::Exchange(source))?;
-        let _ = key;
+        let topic = self
+            .broker
+            .exchange_id(self.conn.vhost_id, source)
+            .and_then(|id| self.broker.exchange(id))
+            .is_some_and(|x| x.kind == ExchangeKind::Topic);
+        if topic {
+            self.authorize_topic(Permission::Read, source, key)?;
+        }
         Ok(())
+    }
+
+    /// The user's topic permission `perm` on `routing_key` at `exchange` (a topic
+    /// exchange): RabbitMQ's `check_{read,write}_permitted_on_topic`.
+    fn authorize_topic(
+        &self,
+        perm: Permission,
+        exchange: &[u8],
+        routing_key: &[u8],
+    ) -> Result<(), AmqpError> {
+        self.auth.authorize_topic(
+            &self.conn.user,
+            &self.conn.vhost,
+            perm,
+            exchange,
+            routing_key,
+        )
+    }
+
+    /// A publish's checks when the channel's cache does not answer, in RabbitMQ's
+    /// order: write on the exchange, the exchange itself (404, internal 403), the
+    /// topic permission on the routing key. Ok is the exchange and whether it is a
+    /// topic exchange.
+    fn publish_checks(
+        &self,
+        exchange: &[u8],
+        routing_key: &[u8],
+    ) -> Result<(crate::broker::ExchangeId, bool), AmqpError> {
+        self.authorize(Permission::Write, Resource::Exchange(exchange))?;
+        let id = self.broker.publish_target(self.conn.vhost_id, exchange)?;
+        let topic = self
+            .broker
+            .exchange(id)
+            .is_some_and(|x| x.kind == ExchangeKind::Topic);
+        if topic {
+            self.authorize_topic(Permission::Write, exchange, routing_key)?;
+        }
+        Ok((id, topic))
     }
 
     fn mark_channel_queues_dirty(&mut self, idx: usize) {
@@ -542,15 +587,30 @@ impl Session<'_> {
             return Ok(());
         };
         if let Some(ops) = c.tx.as_mut() {
-            // Check the exchange now so that the error comes with the publish, as in RabbitMQ.
+            // Check the exchange now so that the error comes with the publish, as in
+            // RabbitMQ (the write permission, the exchange, the topic permission).
             self.auth.authorize(
                 &conn.user,
                 &conn.vhost,
                 Permission::Write,
                 Resource::Exchange(&publish.exchange),
             )?;
-            self.broker
+            let x = self
+                .broker
                 .publish_target(conn.vhost_id, &publish.exchange)?;
+            if self
+                .broker
+                .exchange(x)
+                .is_some_and(|x| x.kind == ExchangeKind::Topic)
+            {
+                self.auth.authorize_topic(
+                    &conn.user,
+                    &conn.vhost,
+                    Permission::Write,
+                    &publish.exchange,
+                    &publish.routing_key,
+                )?;
+            }
             ops.push(TxOp::Publish {
                 publish,
                 properties,
@@ -574,25 +634,43 @@ impl Session<'_> {
         properties: Bytes,
         body: Bytes,
     ) -> Result<(), AmqpError> {
+        // Only the exchange's name, the generation and (on a topic exchange) the key
+        // are compared on a hit: a plain publish pays no permission lookup.
+        let generation = self.auth.generation();
         let cached = self
             .conn
             .channel(ch)
             .and_then(|c| c.last_exchange.as_ref())
-            .filter(|(name, id)| *name == p.exchange && self.broker.exchange(*id).is_some())
-            .map(|(_, id)| *id);
+            .filter(|c| {
+                c.name == p.exchange
+                    && c.generation == generation
+                    && self.broker.exchange(c.id).is_some()
+            })
+            .map(|c| (c.id, c.topic, c.topic_key.as_ref() == Some(&p.routing_key)));
         let x = match cached {
-            Some(id) => id,
+            Some((id, false, _)) | Some((id, true, true)) => id,
+            Some((id, true, false)) => {
+                // Another key on a cached topic exchange: only the topic permission.
+                self.authorize_topic(Permission::Write, &p.exchange, &p.routing_key)?;
+                if let Some(c) = self
+                    .conn
+                    .channel_mut(ch)
+                    .and_then(|c| c.last_exchange.as_mut())
+                {
+                    c.topic_key = Some(p.routing_key.clone());
+                }
+                id
+            }
             None => {
-                // Write permission is checked here only: a hit in the channel's cache
-                // was allowed when it was filled (once per channel and exchange, as
-                // RabbitMQ's per-channel permission cache; a permission change must
-                // clear `last_exchange`).
-                self.authorize(Permission::Write, Resource::Exchange(&p.exchange))?;
-                let id = self
-                    .broker
-                    .publish_target(self.conn.vhost_id, &p.exchange)?;
+                let (id, topic) = self.publish_checks(&p.exchange, &p.routing_key)?;
                 if let Some(c) = self.conn.channel_mut(ch) {
-                    c.last_exchange = Some((p.exchange.clone(), id));
+                    c.last_exchange = Some(ExchangeCache {
+                        name: p.exchange.clone(),
+                        id,
+                        generation,
+                        topic,
+                        topic_key: topic.then(|| p.routing_key.clone()),
+                    });
                 }
                 id
             }
@@ -602,7 +680,15 @@ impl Session<'_> {
             let user = BasicProperties::decode(&properties)
                 .ok()
                 .and_then(|p| p.user_id);
-            if let Some(u) = user.filter(|u| u[..] != *self.conn.user.name().as_bytes()) {
+            // RabbitMQ lets an `impersonator` claim any user id.
+            let impersonator = || {
+                self.auth
+                    .tags(&self.conn.user)
+                    .contains(&crate::auth::Tag::Impersonator)
+            };
+            if let Some(u) =
+                user.filter(|u| u[..] != *self.conn.user.name().as_bytes() && !impersonator())
+            {
                 return Err(precondition(format!(
                     "user_id property set to '{}' but authenticated user was '{}'",
                     show(&u),

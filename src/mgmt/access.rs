@@ -186,6 +186,31 @@ pub fn authorize(
     check(server, caller, vhost, perm, resource).map_err(ApiError::from)
 }
 
+/// The topic permission `perm` of `caller` on `routing_key` at exchange `exchange` of
+/// `vhost`, when that exchange exists and is a topic exchange (RabbitMQ checks no
+/// other kind); Err is the AMQP refusal.
+pub fn check_topic(
+    server: &Server,
+    caller: &Caller,
+    vhost: &str,
+    perm: Permission,
+    exchange: &str,
+    routing_key: &[u8],
+) -> Result<(), AmqpError> {
+    let topic = server
+        .broker
+        .lookup_vhost(vhost.as_bytes())
+        .and_then(|(v, _)| server.broker.exchange_id(v, exchange.as_bytes()))
+        .and_then(|id| server.broker.exchange(id))
+        .is_some_and(|x| x.kind == crate::broker::exchange::ExchangeKind::Topic);
+    if !topic {
+        return Ok(());
+    }
+    server
+        .auth
+        .authorize_topic(&caller.user, vhost, perm, exchange.as_bytes(), routing_key)
+}
+
 /// A refusal shown with its AMQP text, as RabbitMQ's `POST .../get` and the aliveness
 /// test answer: 401 `not_authorised` "ACCESS_REFUSED - access to queue 'q' in vhost
 /// 'v' refused for user 'u'".

@@ -150,7 +150,7 @@ fn dest(server: &Server, vh: &str, dt: DestinationType, dst: &str) -> Result<Des
 }
 
 /// The checks RabbitMQ makes for queue.bind/unbind: write on the destination, read on
-/// the source.
+/// the source, and the topic permission to read `key` on a topic source.
 fn authorize(
     server: &Server,
     caller: &Caller,
@@ -158,6 +158,7 @@ fn authorize(
     src: &str,
     dt: DestinationType,
     dst: &str,
+    key: &[u8],
 ) -> Result<(), ApiError> {
     let d = match dt {
         DestinationType::Queue => Resource::Queue(dst.as_bytes()),
@@ -170,7 +171,8 @@ fn authorize(
         vh,
         Permission::Read,
         Resource::Exchange(src.as_bytes()),
-    )
+    )?;
+    access::check_topic(server, caller, vh, Permission::Read, src, key).map_err(ApiError::from)
 }
 
 /// `POST /api/bindings/{vhost}/e/{src}/{q|e}/{dst}` with `routing_key` (default "")
@@ -201,7 +203,7 @@ fn create(
         return Err(no_such("exchange", src, vh));
     }
     let d = dest(server, vh, dt, dst)?;
-    authorize(server, caller, vh, src, dt, dst)?;
+    authorize(server, caller, vh, src, dt, dst, key.as_bytes())?;
     let props = properties_key(&key, &args);
     server
         .broker
@@ -228,7 +230,7 @@ fn delete(
     }
     let b = find(server, vh, src, dt, dst, props)?;
     let d = dest(server, vh, dt, dst)?;
-    authorize(server, caller, vh, src, dt, dst)?;
+    authorize(server, caller, vh, src, dt, dst, &b.routing_key)?;
     server
         .broker
         .unbind(v, src.as_bytes(), Some(d), &b.routing_key, &b.arguments)

@@ -288,6 +288,15 @@ fn publish(server: &mut Server, caller: &Caller, req: &Request, vh: &str, name: 
         Resource::Exchange(name.as_bytes()),
     )
     .map_err(publish_error)?;
+    access::check_topic(
+        server,
+        caller,
+        vh,
+        Permission::Write,
+        name,
+        routing_key.as_bytes(),
+    )
+    .map_err(publish_error)?;
     let x = server
         .broker
         .publish_target(v, name.as_bytes())
