@@ -874,3 +874,186 @@ fn string_arg<'a>(args: &'a FieldTable, key: &[u8]) -> Option<&'a Bytes> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Topic permissions and the publish cache, driven in-process (the integration
+    //! tests set topic permissions through `/api/topic-permissions`, another module's).
+    use super::*;
+    use crate::auth::{Credential, Pattern, Permissions};
+    use crate::config::Config;
+    use crate::proto::{frame, FieldTable};
+    use crate::server::Server;
+
+    struct Client {
+        server: Server,
+        key: usize,
+    }
+
+    impl Client {
+        /// User "u" (everything on "/", topic permission on amq.topic: write `^pub\.`,
+        /// read `^sub\.`) with channel 1 open in confirm mode.
+        fn open() -> Client {
+            let mut server = Server::new(Config::default());
+            let any = || Pattern::parse(".*").unwrap();
+            server
+                .auth
+                .put_user("u", Credential::Password(b"pw".to_vec()), Vec::new())
+                .unwrap();
+            server.auth.set_permissions(
+                "u",
+                "/",
+                Permissions {
+                    configure: any(),
+                    write: any(),
+                    read: any(),
+                },
+            );
+            let mut c = Client {
+                key: server.open("127.0.0.1:40000".parse().unwrap(), None),
+                server,
+            };
+            c.set_topic("^pub\\.", "^sub\\.");
+            c.server.feed(c.key, frame::PROTOCOL_HEADER);
+            c.send(
+                0,
+                Method::ConnectionStartOk(connection::StartOk {
+                    client_properties: FieldTable::new(),
+                    mechanism: Bytes::from_static(b"PLAIN"),
+                    response: Bytes::from_static(b"\0u\0pw"),
+                    locale: Bytes::from_static(b"en_US"),
+                }),
+            );
+            c.send(
+                0,
+                Method::ConnectionTuneOk(connection::TuneOk {
+                    channel_max: 2047,
+                    frame_max: 131_072,
+                    heartbeat: 0,
+                }),
+            );
+            let out = c.send(
+                0,
+                Method::ConnectionOpen(connection::Open {
+                    virtual_host: Bytes::from_static(b"/"),
+                    ..Default::default()
+                }),
+            );
+            assert!(matches!(out[..], [Method::ConnectionOpenOk(_)]), "{out:?}");
+            c.send(1, Method::ChannelOpen(channel::Open::default()));
+            c.send(1, Method::ConfirmSelect(confirm::Select { nowait: false }));
+            c
+        }
+
+        fn set_topic(&mut self, write: &str, read: &str) {
+            let p = |s: &str| Pattern::parse(s).unwrap();
+            assert!(self.server.auth.set_topic_permissions(
+                "u",
+                "/",
+                "amq.topic",
+                p(write),
+                p(read)
+            ));
+        }
+
+        /// The methods the server answers (content frames skipped).
+        fn send_raw(&mut self, b: &[u8]) -> Vec<Method> {
+            let out = self.server.feed(self.key, b);
+            let mut v = Vec::new();
+            let mut rest = &out[..];
+            while let Ok(Some(h)) = frame::parse(rest, 0) {
+                if h.kind == frame::FRAME_METHOD {
+                    let payload = Bytes::copy_from_slice(&rest[7..7 + h.size as usize]);
+                    v.push(Method::decode(&payload).unwrap());
+                }
+                rest = &rest[h.total_len()..];
+            }
+            v
+        }
+
+        fn send(&mut self, ch: u16, m: Method) -> Vec<Method> {
+            let mut b = bytes::BytesMut::new();
+            frame::write_method(&mut b, ch, &m);
+            self.send_raw(&b)
+        }
+
+        fn publish_to(&mut self, exchange: &'static str, key: &str) -> Vec<Method> {
+            let mut b = bytes::BytesMut::new();
+            let p = basic::Publish {
+                exchange: Bytes::from_static(exchange.as_bytes()),
+                routing_key: Bytes::copy_from_slice(key.as_bytes()),
+                ..Default::default()
+            };
+            frame::write_method(&mut b, 1, &Method::BasicPublish(p));
+            frame::write_content_header(&mut b, 1, 1, &[0, 0]);
+            frame::write_body(&mut b, 1, b"m", 131_072);
+            self.send_raw(&b)
+        }
+
+        fn publish(&mut self, key: &str) -> Vec<Method> {
+            self.publish_to("amq.topic", key)
+        }
+
+        fn bind(&mut self, key: &str) -> Vec<Method> {
+            self.send(
+                1,
+                Method::QueueBind(queue::Bind {
+                    queue: Bytes::from_static(b"q"),
+                    exchange: Bytes::from_static(b"amq.topic"),
+                    routing_key: Bytes::copy_from_slice(key.as_bytes()),
+                    ..Default::default()
+                }),
+            )
+        }
+    }
+
+    fn refused(out: &[Method], key: &str) {
+        let want = format!(
+            "ACCESS_REFUSED - access to topic '{key}' in exchange 'amq.topic' in vhost '/' refused for user 'u'"
+        );
+        match out {
+            [Method::ChannelClose(c)] => {
+                assert_eq!((c.reply_code, &c.reply_text[..]), (403, want.as_bytes()));
+            }
+            other => panic!("expected a 403 channel.close, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn topic_permissions_check_publish_keys_and_follow_changes() {
+        let mut c = Client::open();
+        assert!(matches!(c.publish("pub.a")[..], [Method::BasicAck(_)]));
+        assert!(matches!(c.publish("pub.a")[..], [Method::BasicAck(_)]));
+        assert!(matches!(c.publish("pub.b")[..], [Method::BasicAck(_)]));
+        refused(&c.publish("other"), "other");
+
+        // Narrowed while the channel has the exchange and the key cached.
+        let mut c = Client::open();
+        assert!(matches!(c.publish("pub.a")[..], [Method::BasicAck(_)]));
+        c.set_topic("^x$", "^sub\\.");
+        refused(&c.publish("pub.a"), "pub.a");
+
+        // A plain (not topic) exchange is never checked by key.
+        let mut c = Client::open();
+        c.set_topic("^x$", "^x$");
+        assert!(matches!(
+            c.publish_to("amq.direct", "other")[..],
+            [Method::BasicAck(_)]
+        ));
+    }
+
+    #[test]
+    fn topic_permissions_check_binding_keys() {
+        let mut c = Client::open();
+        let out = c.send(
+            1,
+            Method::QueueDeclare(queue::Declare {
+                queue: Bytes::from_static(b"q"),
+                ..Default::default()
+            }),
+        );
+        assert!(matches!(out[..], [Method::QueueDeclareOk(_)]));
+        assert!(matches!(c.bind("sub.#")[..], [Method::QueueBindOk(_)]));
+        refused(&c.bind("pub.#"), "pub.#");
+    }
+}
