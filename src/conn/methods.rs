@@ -8,11 +8,20 @@
 //! settle; basic.get through `broker::dispatch::get`, which delivers as the dispatch
 //! phase does), the protocol-neutral operations of [`crate::ops`] (queue.delete, whose
 //! consumer cancels come back as effects, handed to the server as `Event::Op`) and the
-//! channel's state (`super::channel`), asks `Auth::authorize` (through
-//! `Session::authorize`) before every operation that RabbitMQ checks (publish only when
-//! the channel's exchange cache misses), and appends replies to the connection's
-//! out-queue. It never touches a socket, never
-//! scopes its own errors (the caller's `raise` does) and never handles channel 0.
+//! channel's state (`super::channel`), and appends replies to the connection's
+//! out-queue. It never touches a socket, never scopes its own errors (the caller's
+//! `raise` does) and never handles channel 0.
+//!
+//! Permissions follow RabbitMQ 3.10's `rabbit_channel`, check by check and in its
+//! order (the name checks that come first there come first here): declare and delete
+//! need configure (plus, for a new object, read on it and write on its
+//! alternate/dead-letter exchange); bind and unbind write on the destination, read on
+//! the source and, on a topic source, the topic permission on the binding key;
+//! consume, get and purge read; publish write on the exchange ("" matched as
+//! `amq.default`) and, on a topic exchange, the topic permission on the routing key.
+//! A passive declaration is checked for nothing. Publishing checks once per channel
+//! and exchange: the channel caches the answer with `Auth::generation`, so a narrowed
+//! permission reaches it at its next publish, and a plain publish pays two compares.
 
 use bytes::Bytes;
 
