@@ -187,6 +187,18 @@ fn users_api_creates_shows_updates_and_deletes_as_rabbitmq() {
         .unwrap()
         .iter()
         .any(|x| x["name"] == json!(u)));
+    // limits in a PUT are merged into the user's (RabbitMQ 3.10's PUT takes them).
+    let body = json!({"password": "pw2", "tags": ["monitoring", "custom"], "limits": {"max-connections": 2}});
+    assert_eq!(api.put(&path, &body).status, 204);
+    let body =
+        json!({"password": "pw2", "tags": ["monitoring", "custom"], "limits": {"max-channels": 5}});
+    assert_eq!(api.put(&path, &body).status, 204);
+    let body = json!({"password": "pw2", "tags": ["monitoring", "custom"]});
+    assert_eq!(api.put(&path, &body).status, 204);
+    assert_eq!(
+        api.get(&path).json()["limits"],
+        json!({"max-connections": 2, "max-channels": 5})
+    );
     // RabbitMQ's 400s.
     let r = api.put(&path, &json!({"password": "x"}));
     assert_eq!(
@@ -354,6 +366,24 @@ fn a_created_user_logs_in_and_a_wrong_password_is_refused() {
     assert_eq!(login(&b, &u, "wrong", true), refused());
     assert_eq!(login(&b, &u, "", true), refused());
     assert_eq!(login(&b, &u, "wrong", false), Login::Dropped);
+    // AMQPLAIN too.
+    let opts = |pass: &str| HandshakeOpts {
+        user: u.clone(),
+        pass: pass.to_owned(),
+        amqplain: true,
+        ..Default::default()
+    };
+    let mut c = b.connect_raw();
+    c.do_handshake(&opts("s3cret")).expect("AMQPLAIN login");
+    c.close();
+    let mut c = b.connect_raw();
+    c.start().unwrap();
+    c.send_method(0, &connection_start_ok_amqplain(&u, "wrong"));
+    let (code, text, _, _) = c.expect_close();
+    assert_eq!(
+        (code, text.as_str()),
+        (403, "ACCESS_REFUSED - Login was refused using authentication mechanism AMQPLAIN. For details see the broker logfile.")
+    );
     // The Rust client.
     block_on(async {
         let conn = connect(&user_uri(&b, &u, "s3cret")).await;
@@ -572,6 +602,11 @@ fn loopback_users_are_refused_from_another_address() {
             return;
         }
         assert_eq!(login_at(addr, "guest", "guest", "/", true), refused());
+        let http = SocketAddr::new(ip, b_http_port());
+        if TcpStream::connect_timeout(&http, Duration::from_secs(2)).is_ok() {
+            let api = Api::at(&format!("http://{http}"), "guest", "guest");
+            expect_http_loopback_refusal(&api);
+        }
         return;
     }
     let admin = unique("auth-lb");
@@ -600,6 +635,9 @@ fn loopback_users_are_refused_from_another_address() {
         "{}",
         b.logs()
     );
+    // The management API refuses the same way, with RabbitMQ's own reason.
+    let far_api = Api::at(&format!("http://{ip}:{}", b.http_port), &admin, "lbpass");
+    expect_http_loopback_refusal(&far_api);
     // Another user is not loopback-only.
     let api = Api::at(&b.http_url(), &admin, "lbpass");
     add_user(&api, "remote-user", "rpass", "", true);
@@ -609,6 +647,22 @@ fn loopback_users_are_refused_from_another_address() {
     );
     // guest does not exist here: the default user was --default-user.
     assert_eq!(login_at(near, "guest", "guest", "/", true), refused());
+}
+
+fn b_http_port() -> u16 {
+    std::env::var("WARREN_TEST_HTTP_PORT")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(15672)
+}
+
+fn expect_http_loopback_refusal(api: &Api) {
+    let r = api.get("/api/whoami");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"error": "not_authorised", "reason": "User can only log in via localhost"})
+    );
 }
 
 // ----- persistence and start-up -----------------------------------------------------------
@@ -667,6 +721,34 @@ fn users_survive_a_restart_and_kill_9() {
     let b = Broker::spawn_in(dir.path(), &[]).unwrap();
     assert_eq!(login(&b, "guest", "guest", true), refused());
     expect_open(&b, "durable-user", "pw2");
+}
+
+#[test]
+fn permissions_set_by_a_definitions_import_survive_a_restart() {
+    if is_external() {
+        println!("skipped: needs its own warren process (WARREN_TEST_PORT is set)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::spawn_in(dir.path(), &[]).unwrap();
+    let api = Api::new(&b);
+    add_user(&api, "defs-user", "pw", "", false);
+    let defs = json!({
+        "vhosts": [{"name": "defs-vh"}],
+        "permissions": [{"user": "defs-user", "vhost": "/", "configure": "^d-", "write": ".*", "read": ".*"}],
+    });
+    let r = api.post("/api/definitions", &defs);
+    assert_eq!(r.status, 204, "{}", r.body);
+    drop(b);
+    let b = Broker::spawn_in(dir.path(), &[]).unwrap();
+    let api = Api::new(&b);
+    let got = api.get("/api/permissions/%2F/defs-user");
+    assert_eq!(
+        (got.status, got.json()["configure"].clone()),
+        (200, json!("^d-"))
+    );
+    // The importing user got full permissions in the vhost the import created.
+    assert_eq!(api.get("/api/permissions/defs-vh/guest").status, 200);
 }
 
 #[test]

@@ -1192,6 +1192,9 @@ mod tests {
         assert!(!p("^a{2}$").matches(b"a{2}"));
         assert!(p("^x{1,}$").matches(b"xxx"));
         assert!(p("\\{").matches(b"{"));
+        // Non-ASCII literals match their UTF-8 bytes; `.` is one byte, as Erlang's `re`.
+        assert!(p("^é-").matches("é-x".as_bytes()));
+        assert!(p("^..-$").matches("é-".as_bytes()));
         let e = Pattern::parse("(unclosed").unwrap_err();
         assert!(e.contains("unclosed"), "{e}");
         assert!(Pattern::parse("[z-a]").is_err());

@@ -216,6 +216,14 @@ fn authenticate(server: &Server, req: &Request, peer: SocketAddr) -> Result<User
         Ok(u) => Ok(u),
         Err(e) => {
             log::warn!("{peer}: HTTP access refused: {e}");
+            // RabbitMQ's answer to a loopback-only user from afar: 401 without a
+            // challenge, spelt "not_authorised".
+            if let crate::auth::AuthError::LoopbackOnly { .. } = e {
+                return Err(Response::json(
+                    401,
+                    &json!({"error": "not_authorised", "reason": "User can only log in via localhost"}),
+                ));
+            }
             Err(refused("Login failed"))
         }
     }

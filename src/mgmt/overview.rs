@@ -33,12 +33,12 @@ pub fn route(
             }
         }),
         ["whoami"] if get => {
-            let tags: Vec<&str> = server
+            // Every tag as given, custom ones included, as RabbitMQ shows them.
+            let tags: Vec<String> = server
                 .auth
-                .tags(&caller.user)
-                .iter()
-                .map(|t| t.name())
-                .collect();
+                .user(caller.user.name())
+                .map(|u| u.tags_text.iter().map(|t| t.to_string()).collect())
+                .unwrap_or_default();
             Ok(Response::json(
                 200,
                 &json!({"name": caller.user.name(), "tags": tags}),

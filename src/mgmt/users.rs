@@ -228,7 +228,7 @@ fn put_user(server: &mut Server, req: &Request, name: &str) -> ApiResult {
     };
     let limits = match body.get("limits") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(parse_limits(v)?),
+        Some(v) => Some(parse_limits(v, server.auth.user_limits(name))?),
     };
     let created = server
         .auth
@@ -248,12 +248,13 @@ fn bad_request_json(reason: Value) -> Response {
 }
 
 /// A user's `limits` object (`max-connections`, `max-channels`; a negative value is
-/// no limit, as RabbitMQ's -1).
-fn parse_limits(v: &Value) -> Result<UserLimits, ApiError> {
+/// no limit, as RabbitMQ's -1), merged into the limits `current` (a key not given keeps
+/// its limit, as RabbitMQ's PUT does).
+fn parse_limits(v: &Value, current: UserLimits) -> Result<UserLimits, ApiError> {
     let Value::Object(m) = v else {
         return Err(ApiError::bad_request("limits must be an object"));
     };
-    let mut l = UserLimits::default();
+    let mut l = current;
     for (k, v) in m {
         let n = v
             .as_i64()
