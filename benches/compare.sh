@@ -10,7 +10,7 @@
 #   benches/compare.sh --rows s1,s2,s4 # only these scenario ids
 #   benches/compare.sh --dashboard     # Warren with a dashboard open (a poller fetching
 #                                      # /api/overview and /api/queues every 5 s) vs the
-#                                      # same build without one, instead of RabbitMQ
+#                                      # same instance without one, instead of RabbitMQ
 #
 # Environment: RUNS (default 3, --quick 1), SECS (default 8, --quick 3),
 # RABBIT_URI (default amqp://guest:guest@127.0.0.1:5672/%2f), KEEP_LOGS=1 keeps the JSON.
@@ -90,26 +90,34 @@ WARREN_URI="amqp://guest:guest@127.0.0.1:$PORT_warren/%2f"
 
 BASE_URI=
 
-# --- Dashboard: the same build, one instance polled as an open dashboard polls ----------
-# DASHBOARD_POLL=0: neither instance polled (an A/A control for the difference the two
-# instances make by themselves); DASHBOARD_POLL=base: the other instance is polled (the
-# sign of the difference flips if it is the poll's, stays if it is the instance's).
+# --- Dashboard: one instance, measured with and without a dashboard open -------------------
+# The same broker process carries both arms, so no difference between two instances (their
+# memory layout, their place in the CPU caches) can pass for the poll's cost. Each run
+# measures it twice back to back, polled and not, in ABBA order (odd runs polled first,
+# even runs unpolled first), so warm-up and drift fall on both arms alike. The poller
+# fetches /api/overview and /api/queues?page=1&page_size=100&sort=messages every 5 s, as
+# the dashboard does, only while the polled arm runs (from its first second).
+# DASHBOARD_POLL=0 polls in neither arm: an A/A control for the method's own noise.
 if [ "$DASHBOARD" = 1 ]; then
     [ -z "$BASELINE" ] || { echo "--dashboard and --baseline exclude each other" >&2; exit 2; }
-    start_warren base "$WARREN"
-    BASE_URI="amqp://guest:guest@127.0.0.1:$PORT_base/%2f"
+    BASE_URI=$WARREN_URI
     BASE_REV="$HEAD_REV, no dashboard"
-    target=warren
-    [ "${DASHBOARD_POLL:-1}" = base ] && { target=base; BASE_REV="$HEAD_REV, polled"; }
-    HTTP_target=$(sed -n 's|^warren management on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$WORK/$target.out" | head -1)
-    [ -n "$HTTP_target" ] || { echo "warren printed no management line" >&2; exit 1; }
+    HTTP_PORT=$(sed -n 's|^warren management on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$WORK/warren.out" | head -1)
+    [ -n "$HTTP_PORT" ] || { echo "warren printed no management line" >&2; exit 1; }
     (
-        while [ "${DASHBOARD_POLL:-1}" != 0 ]; do
-            curl -s -o /dev/null -u guest:guest "http://127.0.0.1:$HTTP_target/api/overview" || true
-            curl -s -o /dev/null -u guest:guest \
-                "http://127.0.0.1:$HTTP_target/api/queues?page=1&page_size=100&sort=messages" || true
-            echo poll >>"$WORK/polls"
-            sleep 5
+        last=0
+        while :; do
+            now=$(date +%s%N)
+            if [ -e "$WORK/poll-on" ] && [ $((now - last)) -ge 5000000000 ]; then
+                last=$now
+                curl -s -o /dev/null -u guest:guest "http://127.0.0.1:$HTTP_PORT/api/overview" || true
+                curl -s -o /dev/null -u guest:guest \
+                    "http://127.0.0.1:$HTTP_PORT/api/queues?page=1&page_size=100&sort=messages" || true
+                echo poll >>"$WORK/polls"
+            elif [ ! -e "$WORK/poll-on" ]; then
+                last=0
+            fi
+            sleep 0.05
         done
     ) &
     PIDS+=("$!")
@@ -220,9 +228,14 @@ SECOND=; [ "$HAVE_RABBIT" = 1 ] && SECOND=rabbit; [ -n "$BASE_URI" ] && SECOND=b
 for line in "${SCENARIOS[@]}"; do
     IFS='|' read -r id label args metric _ _ <<<"$line"
     for run in $(seq 1 "$RUNS"); do
+        order=("${BROKERS[@]}")
+        # --dashboard: "warren" is the polled arm, "base" the same instance unpolled; ABBA.
+        [ "$DASHBOARD" = 1 ] && [ $((run % 2)) = 0 ] && order=(base warren)
         # Interleave the brokers run by run so background load hits both alike.
-        for b in "${BROKERS[@]}"; do
+        for b in "${order[@]}"; do
             uri=$WARREN_URI; [ "$b" = rabbit ] && uri=$RABBIT_URI; [ "$b" = base ] && uri=$BASE_URI
+            rm -f "$WORK/poll-on"
+            [ "$DASHBOARD" = 1 ] && [ "$b" = warren ] && [ "${DASHBOARD_POLL:-1}" != 0 ] && touch "$WORK/poll-on"
             json="$WORK/$id.$b.$run.json"
             echo "[$id] $b run $run/$RUNS: warren-perf $args -z $SECS" >&2
             # Per-scenario queue and exchange names: a fan-out exchange never meets a
@@ -232,6 +245,7 @@ for line in "${SCENARIOS[@]}"; do
             RESULT[$id.$b.$run]=$(metric_of "$metric" "$json")
             echo "      -> ${RESULT[$id.$b.$run]}" >&2
         done
+        rm -f "$WORK/poll-on"
     done
 done
 
@@ -312,7 +326,15 @@ echo "Machine: $(nproc) cores, ${CPU:-unknown CPU}; $(uname -sr). Date: $(date -
 echo "Warren $HEAD_REV${RABBIT_VERSION:+; RabbitMQ $RABBIT_VERSION}${BASE_REV:+; baseline Warren $BASE_REV}."
 echo "Median of $RUNS run(s) of ${SECS} s each (warren-perf -z $SECS); brokers interleaved run by run."
 if [ "$DASHBOARD" = 1 ]; then
-    echo "Polled as an open dashboard: ${target:-?} ($(cat "$WORK/polls" 2>/dev/null | wc -l) polls of /api/overview and /api/queues, DASHBOARD_POLL=${DASHBOARD_POLL:-1}); the other column: the same build."
+    echo "One instance, each run measured polled (\"after\") and unpolled (\"before\") back to back in ABBA order; $(cat "$WORK/polls" 2>/dev/null | wc -l) polls of /api/overview and /api/queues in all (DASHBOARD_POLL=${DASHBOARD_POLL:-1})."
+    for line in "${SCENARIOS[@]}"; do
+        id=${line%%|*}
+        ratios=()
+        for run in $(seq 1 "$RUNS"); do
+            ratios+=("$(python3 -c 'import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print("nan" if a!=a or b!=b or b==0 else a/b)' "${RESULT[$id.warren.$run]}" "${RESULT[$id.base.$run]}")")
+        done
+        echo "$id: polled/unpolled per run: ${ratios[*]}; median $(median "${ratios[@]}")"
+    done
 fi
 echo
 cat "$WORK/table.md"

@@ -93,6 +93,52 @@ impl MsgCounters {
     }
 }
 
+/// How many connections, channels and queues came and went: RabbitMQ's overview
+/// `churn_rates` and its `rabbitmq_*_opened_total`/`_closed_total`/`queues_*_total`
+/// metrics. Counted where an object is made or removed, never per message.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Churn {
+    /// Connections accepted.
+    pub connection_created: u64,
+    /// Connections removed, for whatever reason (a handshake that failed included, as
+    /// RabbitMQ counts them).
+    pub connection_closed: u64,
+    pub channel_created: u64,
+    /// Channels closed by either side, and those open when their connection went.
+    pub channel_closed: u64,
+    /// Successful queue.declare (and API declares), new or existing queue.
+    pub queue_declared: u64,
+    /// Declares that made a new queue.
+    pub queue_created: u64,
+    pub queue_deleted: u64,
+}
+
+impl Churn {
+    /// RabbitMQ's names (the overview's `churn_rates` keys), in the order of
+    /// [`Churn::values`].
+    pub const NAMES: [&'static str; 7] = [
+        "connection_created",
+        "connection_closed",
+        "channel_created",
+        "channel_closed",
+        "queue_declared",
+        "queue_created",
+        "queue_deleted",
+    ];
+
+    pub fn values(&self) -> [u64; 7] {
+        [
+            self.connection_created,
+            self.connection_closed,
+            self.channel_created,
+            self.channel_closed,
+            self.queue_declared,
+            self.queue_created,
+            self.queue_deleted,
+        ]
+    }
+}
+
 /// Byte and call counters of a connection's socket: counted by the reactor per read
 /// or write call (not per frame), as RabbitMQ's `recv_oct`/`recv_cnt`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -132,6 +132,8 @@ pub struct Server {
     pub listeners: Vec<(crate::reactor::Protocol, std::net::SocketAddr)>,
     /// When this server started (the API's uptime).
     pub started: Instant,
+    /// Connections per vhost and user, channels per user (vhost and user limits).
+    pub usage: crate::conn::usage::Usage,
 }
 
 impl Server {
@@ -165,6 +167,7 @@ impl Server {
             sampler: Default::default(),
             listeners: Vec::new(),
             started: now,
+            usage: Default::default(),
         }
     }
 
@@ -277,6 +280,7 @@ impl Server {
             self.config.frame_max,
         ));
         info!("{peer}: connection accepted");
+        self.broker.churn.now.connection_created += 1;
         key
     }
 
@@ -290,6 +294,7 @@ impl Server {
             now: self.now,
             events: &mut self.events,
             alarm: self.alarm,
+            usage: &self.usage,
         })
     }
 
@@ -309,6 +314,7 @@ impl Server {
         } else {
             self.session(key).is_some_and(|mut s| s.input())
         };
+        self.reconcile(key);
         self.touch(key);
         self.apply_events();
         more
@@ -381,6 +387,7 @@ impl Server {
                 if let Some(mut s) = self.session(conn) {
                     s.force_close(&reason);
                 }
+                self.reconcile(conn);
                 self.touch(conn);
                 // Closing releases the connection's channels: their events now.
                 self.apply_events();
@@ -801,9 +808,84 @@ impl Server {
         for q in self.broker.exclusive_queues_of(key) {
             self.broker.remove_queue(q);
         }
-        let c = self.conns.try_remove(key)?;
+        let mut c = self.conns.try_remove(key)?;
+        self.usage.forget(&mut c);
+        let churn = &mut self.broker.churn.now;
+        churn.connection_closed += 1;
+        churn.channel_closed += c.channels.len() as u64;
         info!("{}: connection closed", c.peer);
         Some(c)
+    }
+
+    /// Brings connection `key`'s share of the connection and channel tallies up to
+    /// date (after it was handled; see `conn::usage`).
+    fn reconcile(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            self.usage.reconcile(c);
+        }
+    }
+
+    /// RabbitMQ's vhost deletion: the vhost's record, queues (their durable messages
+    /// settled), exchanges and bindings go; its connections are closed with 320
+    /// CONNECTION_FORCED "vhost 'X' is deleted" (rabbit_connection_tracking's text), their
+    /// unacked messages settled as they are released (their queues are gone); the
+    /// permissions on it are forgotten. False when no vhost has that name.
+    pub fn delete_vhost(&mut self, name: &str) -> bool {
+        let Some((id, vhost)) = self.broker.lookup_vhost(name.as_bytes()) else {
+            return false;
+        };
+        info!("deleting vhost '{vhost}' and closing its connections");
+        // The record goes first: a connection.open racing the deletion finds no vhost.
+        let orphans = self.broker.delete_vhost(id).unwrap_or_default();
+        let reason = format!("vhost '{vhost}' is deleted");
+        let conns: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.vhost_id == id && !c.vhost.is_empty() && !c.is_closed())
+            .map(|(k, _)| k)
+            .collect();
+        for conn in conns {
+            self.apply(crate::ops::close_connection(conn, reason.clone()));
+        }
+        // Consumers on connections of other vhosts cannot exist (a queue is consumed in
+        // its own vhost), but a cancel costs nothing and keeps the invariant local.
+        for o in orphans {
+            self.apply(Effect::Cancel {
+                conn: o.conn,
+                channel: o.channel,
+                tag: o.tag,
+            });
+        }
+        self.auth.forget_vhost(&vhost);
+        // Logged where it fails; the vhost is gone either way.
+        let _ = self.save_auth();
+        true
+    }
+
+    /// Deletes the user `name` and closes its connections with 320 CONNECTION_FORCED
+    /// "user 'X' is deleted", as RabbitMQ 3.10's connection tracking does; false when
+    /// there is no such user. The caller saves the users file.
+    pub fn delete_user(&mut self, name: &str) -> bool {
+        if !self.auth.delete_user(name) {
+            return false;
+        }
+        let reason = format!("user '{name}' is deleted");
+        let conns: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.user.name() == name && !c.is_closed())
+            .map(|(k, _)| k)
+            .collect();
+        if !conns.is_empty() {
+            info!(
+                "closing {} connection(s) of deleted user '{name}'",
+                conns.len()
+            );
+        }
+        for conn in conns {
+            self.apply(crate::ops::close_connection(conn, reason.clone()));
+        }
+        true
     }
 
     /// A bug panicked while handling connection `key`: that connection is closed (its

@@ -282,6 +282,161 @@ fn a_clients_connection_channels_and_consumer_appear_with_rabbitmqs_fields() {
     });
 }
 
+/// The values of a `_details` object's `samples` for a 60 s window in 5 s steps, after
+/// checking their shape as RabbitMQ sends it: 13 `{"sample", "timestamp"}` objects,
+/// newest first, 5 s apart on 5 s boundaries, beside `avg_rate` and `avg`. None while
+/// they are missing.
+fn window_samples(details: &Value) -> Option<Vec<u64>> {
+    let s = details.get("samples")?.as_array()?;
+    assert_eq!(s.len(), 13, "{details}");
+    let ts: Vec<u64> = s.iter().filter_map(|x| x["timestamp"].as_u64()).collect();
+    assert_eq!(ts.len(), 13, "{details}");
+    assert!(ts.iter().all(|t| t % 5000 == 0), "{details}");
+    assert!(ts.windows(2).all(|w| w[0] == w[1] + 5000), "{details}");
+    assert!(
+        details["avg_rate"].is_number() && details["avg"].is_number(),
+        "{details}"
+    );
+    s.iter().map(|x| x["sample"].as_u64()).collect()
+}
+
+/// The newest sample of `details`, once there are samples.
+fn newest(details: &Value) -> Option<u64> {
+    window_samples(details).and_then(|s| s.first().copied())
+}
+
+/// A connection's and a channel's rates over the last minutes, as their pages chart
+/// them: `GET /api/connections/{name}?data_rates_age=60&data_rates_incr=5` carries
+/// `recv_oct_details.samples` and `send_oct_details.samples`, and
+/// `GET /api/channels/{name}?msg_rates_age=60&msg_rates_incr=5` the samples of each
+/// `message_stats` field, once a sample was taken after the traffic (every 5 s).
+#[test]
+fn a_connections_and_a_channels_rates_have_samples() {
+    let b = Broker::start();
+    let api = Api::new(&b);
+    let tag = unique("cc-hist");
+    block_on(async {
+        let conn = named_connection(&b, &tag).await;
+        let ch = step("channel", conn.create_channel()).await.unwrap();
+        step(
+            "confirm",
+            ch.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await
+        .unwrap();
+        let q = unique("cc-histq");
+        step(
+            "declare",
+            ch.queue_declare(
+                q.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            ),
+        )
+        .await
+        .unwrap();
+        for _ in 0..5 {
+            step(
+                "publish",
+                ch.basic_publish(
+                    "".into(),
+                    q.as_str().into(),
+                    lapin::options::BasicPublishOptions::default(),
+                    b"m",
+                    lapin::BasicProperties::default(),
+                ),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+        let got = step(
+            "get",
+            ch.basic_get(
+                q.as_str().into(),
+                lapin::options::BasicGetOptions::default(),
+            ),
+        )
+        .await
+        .unwrap()
+        .expect("a message");
+        step(
+            "ack",
+            got.delivery.ack(lapin::options::BasicAckOptions::default()),
+        )
+        .await
+        .unwrap();
+
+        let name = wait_conn(&api, &tag, |_| true)["name"]
+            .as_str()
+            .expect("name")
+            .to_owned();
+        let path = format!(
+            "/api/connections/{}?data_rates_age=60&data_rates_incr=5",
+            enc(&name)
+        );
+        let mut c = Value::Null;
+        let ok = wait_until(STATS, || {
+            c = polled(api.get(&path));
+            ["recv_oct", "send_oct"]
+                .iter()
+                .all(|k| newest(&c[format!("{k}_details")]).is_some_and(|n| n > 0))
+        });
+        assert!(ok, "no samples of the connection's bytes: {c}");
+        assert!(c["recv_oct_details"]["rate"].is_number(), "{c}");
+
+        let path = format!(
+            "/api/channels/{}?msg_rates_age=60&msg_rates_incr=5",
+            enc(&format!("{name} (1)"))
+        );
+        let mut chan = Value::Null;
+        let want = [
+            ("publish", 5),
+            ("confirm", 5),
+            ("deliver_get", 1),
+            ("get", 1),
+            ("ack", 1),
+        ];
+        let ok = wait_until(STATS, || {
+            chan = polled(api.get(&path));
+            want.iter()
+                .all(|(k, n)| newest(&chan["message_stats"][format!("{k}_details")]) == Some(*n))
+        });
+        assert!(ok, "no samples of the channel's counters: {chan}");
+        // RabbitMQ's other channel fields carry samples too (zero here).
+        for k in [
+            "redeliver",
+            "deliver",
+            "deliver_no_ack",
+            "get_no_ack",
+            "get_empty",
+        ] {
+            assert_eq!(
+                newest(&chan["message_stats"][format!("{k}_details")]),
+                Some(0),
+                "{k}: {chan}"
+            );
+        }
+        for k in ["return_unroutable", "drop_unroutable"] {
+            assert_eq!(
+                newest(&chan["message_stats"][format!("{k}_details")]),
+                Some(0),
+                "{k}: {chan}"
+            );
+        }
+
+        // Without the window parameters: rates only.
+        let plain = polled(api.get(&format!("/api/connections/{}", enc(&name))));
+        assert!(plain["recv_oct_details"]["samples"].is_null(), "{plain}");
+        assert!(plain["recv_oct_details"]["rate"].is_number(), "{plain}");
+        step("close", conn.close(200, "bye".into())).await.unwrap();
+    });
+}
+
 #[test]
 fn missing_names_are_404_and_wrong_methods_405() {
     let b = Broker::start();

@@ -368,6 +368,104 @@ fn publish_routes_and_the_message_arrives() {
     assert_eq!(api.delete(&xp).status, 204);
 }
 
+/// The values of a `_details` object's `samples` for a 60 s window in 5 s steps, after
+/// checking their shape as RabbitMQ sends it: 13 `{"sample", "timestamp"}` objects,
+/// newest first, 5 s apart on 5 s boundaries, beside `avg_rate` and `avg`. None while
+/// they are missing (RabbitMQ has no statistics for a new object until its next
+/// collection).
+fn window_samples(details: &Value) -> Option<Vec<u64>> {
+    let s = details.get("samples")?.as_array()?;
+    assert_eq!(s.len(), 13, "{details}");
+    let ts: Vec<u64> = s.iter().filter_map(|x| x["timestamp"].as_u64()).collect();
+    assert_eq!(ts.len(), 13, "{details}");
+    assert!(ts.iter().all(|t| t % 5000 == 0), "{details}");
+    assert!(ts.windows(2).all(|w| w[0] == w[1] + 5000), "{details}");
+    assert!(
+        details["avg_rate"].is_number() && details["avg"].is_number(),
+        "{details}"
+    );
+    s.iter().map(|x| x["sample"].as_u64()).collect()
+}
+
+/// An exchange's message rates over the last minutes, as its page charts them:
+/// `GET /api/exchanges/{vhost}/{name}?msg_rates_age=60&msg_rates_incr=5` carries
+/// `publish_in_details.samples` and `publish_out_details.samples` once a sample has
+/// been taken after the publishes (every 5 s, Warren's default and RabbitMQ's).
+#[test]
+fn an_exchanges_message_rates_have_samples() {
+    let b = Broker::start();
+    let api = Api::new(&b);
+    let x = unique("xb-hist");
+    let q = unique("xb-histq");
+    let xp = format!("/api/exchanges/%2F/{}", enc(&x));
+    let qp = format!("/api/queues/%2F/{}", enc(&q));
+    assert_eq!(api.put(&xp, &json!({"type": "fanout"})).status, 201);
+    assert_eq!(api.put(&qp, &json!({"durable": false})).status, 201);
+    let bind = format!("/api/bindings/%2F/e/{}/q/{}", enc(&x), enc(&q));
+    assert_eq!(api.post(&bind, &json!({"routing_key": ""})).status, 201);
+
+    block_on(async {
+        let conn = b.connect().await;
+        let ch = step("channel", conn.create_channel()).await.unwrap();
+        step(
+            "confirm",
+            ch.confirm_select(lapin::options::ConfirmSelectOptions::default()),
+        )
+        .await
+        .unwrap();
+        for _ in 0..5 {
+            step(
+                "publish",
+                ch.basic_publish(
+                    x.as_str().into(),
+                    "".into(),
+                    lapin::options::BasicPublishOptions::default(),
+                    b"m",
+                    lapin::BasicProperties::default(),
+                ),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+        step("close", conn.close(200, "bye".into())).await.unwrap();
+    });
+
+    let path = format!("{xp}?msg_rates_age=60&msg_rates_incr=5");
+    let mut x = Value::Null;
+    let sampled = wait_until(std::time::Duration::from_secs(20), || {
+        x = api.get(&path).json();
+        ["publish_in", "publish_out"].iter().all(|k| {
+            window_samples(&x["message_stats"][format!("{k}_details")]).is_some_and(|s| s[0] == 5)
+        })
+    });
+    assert!(sampled, "no sample of the publishes: {x}");
+    let ms = &x["message_stats"];
+    assert_eq!(
+        (&ms["publish_in"], &ms["publish_out"]),
+        (&json!(5), &json!(5))
+    );
+    // Counters never go down from the newest sample back.
+    let s = window_samples(&ms["publish_in_details"]).unwrap_or_default();
+    assert!(s.windows(2).all(|w| w[0] >= w[1]), "{s:?}");
+    assert!(ms["publish_in_details"]["rate"].is_number());
+
+    // Without the window parameters: rates only, as RabbitMQ.
+    let plain = api.get(&xp).json();
+    assert!(
+        plain["message_stats"]["publish_in_details"]["samples"].is_null(),
+        "{plain}"
+    );
+    assert!(
+        plain["message_stats"]["publish_in_details"]["rate"].is_number(),
+        "{plain}"
+    );
+
+    assert_eq!(api.delete(&qp).status, 204);
+    assert_eq!(api.delete(&xp).status, 204);
+}
+
 /// Warren only (it restarts the broker): a persistent message published over HTTP to a
 /// durable queue is written to the store like an AMQP one and survives a restart.
 #[test]

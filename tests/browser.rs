@@ -4,7 +4,8 @@
 //!
 //! The story: log in; see the overview's totals and a message-rate chart that moves while a
 //! publisher runs; find one queue by filter among 10,000; see its message count change; purge
-//! it, publish a message and get it back from its page; close a connection; export and import
+//! it, publish a message and get it back from its page; see a connection's and a channel's
+//! charts on their pages and close the connection; see an exchange's chart; export and import
 //! definitions; delete the queue. Each page is saved as a PNG under `target/screenshots/`.
 //!
 //! In external mode (`WARREN_TEST_PORT`, `WARREN_TEST_HTTP_PORT`) the same story runs against
@@ -304,20 +305,56 @@ fn dashboard_story() {
     );
     b.screenshot("queue-get");
 
-    // Connections: close the one we name from its row.
+    // Connections: the one we name has a page with its data rates and a channel, whose page
+    // charts its publishes (unroutable ones: no queue changes); then it is closed from its row.
     let client_name = format!("{prefix}-victim");
-    let victim = rt.block_on(async {
-        Connection::connect(
+    // (The channel is kept: lapin closes a channel it drops.)
+    let (victim, _victim_channel) = rt.block_on(async {
+        let c = Connection::connect(
             &broker.uri(),
             ConnectionProperties::default().with_connection_name(client_name.as_str().into()),
         )
         .await
-        .expect("connect (victim)")
+        .expect("connect (victim)");
+        let ch = c.create_channel().await.expect("channel (victim)");
+        for _ in 0..3 {
+            ch.basic_publish(
+                "".into(),
+                format!("{prefix}-nowhere").as_str().into(),
+                BasicPublishOptions::default(),
+                b"unroutable",
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish (victim)");
+        }
+        (c, ch)
     });
     b.click("#nav-connections");
     let vrow = format!("#connections-rows tr[data-user-provided-name='{client_name}']");
     b.wait("the named connection's row", UI, |b| b.count(&vrow) == 1);
     b.screenshot("connections");
+    b.click(&format!("{vrow} td[data-col='name'] a"));
+    b.wait_find("#page-connection", UI);
+    b.wait("the connection's data rates on its chart", UI, |b| {
+        b.attr("#c-chart-data", "data-max-recv-oct")
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v > 0.0)
+    });
+    b.screenshot("connection");
+    b.wait("the connection's channel", UI, |b| {
+        b.count("#c-channels-rows tr[data-number='1']") == 1
+    });
+    b.click("#c-channels-rows tr[data-number='1'] a");
+    b.wait_find("#page-channel", UI);
+    b.wait("the channel's publish rate on its chart", UI, |b| {
+        b.attr("#ch-chart-rates", "data-max-publish")
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v > 0.0)
+    });
+    b.screenshot("channel");
+    b.click("#nav-connections");
+    b.wait("the named connection's row", UI, |b| b.count(&vrow) == 1);
     let close = format!("{vrow} button[data-action='close']");
     b.click(&close);
     b.wait("the close button to arm", UI, |b| {
@@ -362,6 +399,11 @@ fn dashboard_story() {
         support::wait_until(UI, || depth(&target) == Ok(Some(1))),
         "the message routed through amq.direct is in the queue"
     );
+    b.wait("the exchange's rate on its chart", UI, |b| {
+        b.attr("#x-chart-rates", "data-max-publish-in")
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v > 0.0)
+    });
     b.screenshot("exchange");
 
     // Definitions: export counts our queue; import declares a new one.
@@ -476,4 +518,297 @@ fn dashboard_files_and_nothing_else() {
         assert_eq!(status, 404, "{path} answered {status}: {body:.200}");
         assert!(!body.contains("[package]") && !body.contains("root:"));
     }
+}
+
+/// API calls as guest for the admin story: status and JSON body (Null when none).
+fn api_call(
+    http: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let req = ureq::request(method, &format!("{http}/api{path}"))
+        .set("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
+        .timeout(Duration::from_secs(10));
+    let res = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    let resp = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Deletes the admin story's user and vhost even when it fails half-way.
+struct AdminCleanup {
+    http: String,
+    user: String,
+    vhost: String,
+}
+
+impl Drop for AdminCleanup {
+    fn drop(&mut self) {
+        let enc = support::api::enc;
+        api_call(
+            &self.http,
+            "DELETE",
+            &format!("/users/{}", enc(&self.user)),
+            None,
+        );
+        api_call(
+            &self.http,
+            "DELETE",
+            &format!("/vhosts/{}", enc(&self.vhost)),
+            None,
+        );
+    }
+}
+
+/// Issue 11's admin pages: add a user (password and tags) and a vhost (description, limits)
+/// through the pages, give the user permissions, a topic permission and a limit there, check
+/// each through the API (and the password by logging in with it), then delete both from
+/// their pages. Screens are saved as target/screenshots/admin-*.png.
+#[test]
+fn admin_pages_manage_users_vhosts_and_permissions() {
+    browser::require_installed();
+    let broker = Broker::start();
+    let http = broker.http_url();
+    let enc = support::api::enc;
+    let user = unique("dash-admin-u");
+    let vhost = unique("dash-admin-v");
+    let _cleanup = AdminCleanup {
+        http: http.clone(),
+        user: user.clone(),
+        vhost: vhost.clone(),
+    };
+
+    let b = Browser::start();
+    b.goto(&format!("{http}/"));
+    b.type_into("#login-username", "guest");
+    b.type_into("#login-password", "guest");
+    b.click("#login-submit");
+    b.wait_find("#page-overview", UI);
+
+    // Users: add one with a password and a tag.
+    b.click("#nav-admin");
+    b.wait_find("#users-table[data-loaded='1']", UI);
+    b.type_into("#add-user-name", &user);
+    b.type_into("#add-user-password", "s3cret-pw");
+    b.type_into("#add-user-tags", "monitoring");
+    b.click("#add-user-submit");
+    b.wait("the user added", UI, |b| {
+        b.attr("#add-user-result", "data-ok").as_deref() == Some("true")
+    });
+    let row = format!("#users-table-rows tr[data-name='{user}']");
+    b.wait("the new user's row", UI, |b| b.count(&row) == 1);
+    assert_eq!(
+        b.text(&format!("{row} td[data-col='tags']")).as_deref(),
+        Some("monitoring")
+    );
+    b.screenshot("admin-users");
+    let (status, u) = api_call(&http, "GET", &format!("/users/{}", enc(&user)), None);
+    assert_eq!(status, 200, "{u}");
+    assert_eq!(u["tags"], json!(["monitoring"]), "{u}");
+    // The password is the one typed: the user can log in to the API with it.
+    let whoami = ureq::get(&format!("{http}/api/whoami"))
+        .set(
+            "Authorization",
+            &format!(
+                "Basic {}",
+                support::api::base64(format!("{user}:s3cret-pw").as_bytes())
+            ),
+        )
+        .timeout(Duration::from_secs(10))
+        .call();
+    assert!(whoami.is_ok(), "logging in as {user}: {whoami:?}");
+
+    // Vhosts: add one with a description.
+    b.click("#admin-tab-vhosts");
+    b.wait_find("#vhosts-table[data-loaded='1']", UI);
+    b.type_into("#add-vhost-name", &vhost);
+    b.type_into("#add-vhost-description", "made by the admin page");
+    b.click("#add-vhost-submit");
+    b.wait("the vhost added", UI, |b| {
+        b.attr("#add-vhost-result", "data-ok").as_deref() == Some("true")
+    });
+    let vrow = format!("#vhosts-table-rows tr[data-name='{vhost}']");
+    b.wait("the new vhost's row", UI, |b| b.count(&vrow) == 1);
+    b.screenshot("admin-vhosts");
+    let (status, v) = api_call(&http, "GET", &format!("/vhosts/{}", enc(&vhost)), None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["description"], "made by the admin page", "{v}");
+
+    // The vhost's page: permissions for the new user, and a connection limit.
+    b.click(&format!("{vrow} td[data-col='name'] a"));
+    b.wait_find("#page-vhost", UI);
+    b.wait("the user in the permission form", UI, |b| {
+        b.count(&format!("#vhost-perm-user option[value='{user}']")) == 1
+    });
+    b.js(
+        "const s = document.getElementById('vhost-perm-user'); s.value = arguments[0];",
+        json!([user]),
+    );
+    b.type_into("#vhost-perm-configure", "^app\\.");
+    b.type_into("#vhost-perm-write", ".*");
+    b.type_into("#vhost-perm-read", "");
+    b.click("#vhost-perm-submit");
+    let prow = format!("#vhost-perms-rows tr[data-user='{user}']");
+    b.wait("the user's permission row", UI, |b| b.count(&prow) == 1);
+    b.type_into("#vhost-limit-max-connections", "7");
+    b.click("#vhost-limits-form-submit");
+    b.wait("the vhost limit shown", UI, |b| {
+        b.text("#vhost-limits")
+            .is_some_and(|t| t.contains("max-connections: 7"))
+    });
+    b.screenshot("admin-vhost");
+    let (status, p) = api_call(
+        &http,
+        "GET",
+        &format!("/permissions/{}/{}", enc(&vhost), enc(&user)),
+        None,
+    );
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(
+        (&p["configure"], &p["write"], &p["read"]),
+        (&json!("^app\\."), &json!(".*"), &json!("")),
+        "{p}"
+    );
+    let (_, l) = api_call(
+        &http,
+        "GET",
+        &format!("/vhost-limits/{}", enc(&vhost)),
+        None,
+    );
+    assert_eq!(
+        l,
+        json!([{"vhost": vhost, "value": {"max-connections": 7}}])
+    );
+
+    // The user's page: a topic permission in that vhost and a channel limit.
+    b.click(&format!("{prow} td[data-col='user'] a"));
+    b.wait_find("#page-user", UI);
+    b.wait("the vhost in the topic form", UI, |b| {
+        b.count(&format!("#set-topic-vhost option[value='{vhost}']")) == 1
+    });
+    b.js(
+        "document.getElementById('set-topic-vhost').value = arguments[0];",
+        json!([vhost]),
+    );
+    b.type_into("#set-topic-write", "^orders\\.");
+    b.type_into("#set-topic-read", ".*");
+    b.click("#set-topic-submit");
+    let trow =
+        format!("#user-topic-perms-rows tr[data-vhost='{vhost}'][data-exchange='amq.topic']");
+    b.wait("the topic permission row", UI, |b| b.count(&trow) == 1);
+    b.type_into("#user-limit-max-channels", "3");
+    b.click("#user-limits-form-submit");
+    b.wait("the user limit shown", UI, |b| {
+        b.text("#user-limits")
+            .is_some_and(|t| t.contains("max-channels: 3"))
+    });
+    assert!(
+        b.count(&format!("#user-perms-rows tr[data-vhost='{vhost}']")) == 1,
+        "the vhost's permission on the user's page: {}",
+        b.page_summary()
+    );
+    b.js("window.scrollTo(0, 0);", json!([]));
+    b.screenshot("admin-user");
+    let (status, t) = api_call(
+        &http,
+        "GET",
+        &format!("/topic-permissions/{}/{}", enc(&vhost), enc(&user)),
+        None,
+    );
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(
+        t,
+        json!([{"user": user, "vhost": vhost, "exchange": "amq.topic", "write": "^orders\\.", "read": ".*"}])
+    );
+    let (_, l) = api_call(&http, "GET", &format!("/user-limits/{}", enc(&user)), None);
+    assert_eq!(l, json!([{"user": user, "value": {"max-channels": 3}}]));
+
+    // Updating the tags keeps the password.
+    b.type_into("#update-user-tags", "management");
+    b.click("#update-user-submit");
+    b.wait("the tags updated", UI, |b| {
+        b.text("#user-tags").as_deref() == Some("management")
+    });
+    let again = ureq::get(&format!("{http}/api/whoami"))
+        .set(
+            "Authorization",
+            &format!(
+                "Basic {}",
+                support::api::base64(format!("{user}:s3cret-pw").as_bytes())
+            ),
+        )
+        .timeout(Duration::from_secs(10))
+        .call();
+    assert!(again.is_ok(), "the password after a tag change: {again:?}");
+
+    // That user (management only) logs in: no Admin tab, and the admin page's refusal is
+    // an error on the page, not a logout.
+    b.click("#logout");
+    b.wait_find("#login-username", UI);
+    b.type_into("#login-username", &user);
+    b.type_into("#login-password", "s3cret-pw");
+    b.click("#login-submit");
+    b.wait_find("#page-overview", UI);
+    assert!(
+        b.attr("#nav-admin", "hidden").is_some(),
+        "the Admin tab shown to a management user"
+    );
+    b.goto(&format!("{http}/#/admin"));
+    b.wait("the refusal shown", UI, |b| {
+        b.text("#status")
+            .is_some_and(|t| t.contains("Not administrator user"))
+    });
+    assert_eq!(b.text("#whoami").as_deref(), Some(user.as_str()));
+    assert!(b.find("#login-form").is_none(), "{}", b.page_summary());
+    b.screenshot("admin-refused");
+    b.click("#logout");
+    b.wait_find("#login-username", UI);
+    b.type_into("#login-username", "guest");
+    b.type_into("#login-password", "guest");
+    b.click("#login-submit");
+    b.wait_find("#page-overview", UI);
+    assert!(
+        b.attr("#nav-admin", "hidden").is_none(),
+        "no Admin tab for guest"
+    );
+    b.goto(&format!("{http}/#/admin/users/{}", enc(&user)));
+    b.wait_find("#page-user", UI);
+
+    // Delete the user, then the vhost, each behind a second click.
+    b.click("#delete-user");
+    b.wait("the delete button to arm", UI, |b| {
+        b.attr("#delete-user", "data-armed").as_deref() == Some("1")
+    });
+    b.click("#delete-user");
+    b.wait_find("#users-table[data-loaded='1']", UI);
+    b.wait("the user's row to go", UI, |b| b.count(&row) == 0);
+    assert_eq!(
+        api_call(&http, "GET", &format!("/users/{}", enc(&user)), None).0,
+        404
+    );
+    b.goto(&format!("{http}/#/admin/vhosts/{}", enc(&vhost)));
+    b.wait_find("#page-vhost", UI);
+    b.click("#delete-vhost");
+    b.wait("the delete button to arm", UI, |b| {
+        b.attr("#delete-vhost", "data-armed").as_deref() == Some("1")
+    });
+    b.click("#delete-vhost");
+    b.wait_find("#vhosts-table[data-loaded='1']", UI);
+    b.wait("the vhost's row to go", UI, |b| b.count(&vrow) == 0);
+    assert_eq!(
+        api_call(&http, "GET", &format!("/vhosts/{}", enc(&vhost)), None).0,
+        404
+    );
 }

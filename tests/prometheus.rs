@@ -129,6 +129,18 @@ fn scrape(python: &Path, url: &str) -> Scrape {
     Scrape { types, samples }
 }
 
+/// Deletes a queue through the API when dropped, so that a failed assertion does not
+/// leave the test's queue behind (in RabbitMQ, where the suite can run too).
+struct DeleteQueue<'a>(&'a Broker, String);
+
+impl Drop for DeleteQueue<'_> {
+    fn drop(&mut self) {
+        let _ = ureq::delete(&format!("{}/api/queues/%2F/{}", self.0.http_url(), self.1))
+            .set("authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
+            .call();
+    }
+}
+
 fn api(b: &Broker, path: &str) -> Value {
     ureq::get(&format!("{}{path}", b.http_url()))
         .set("authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
@@ -182,6 +194,7 @@ fn scrapes_parse_and_agree_with_the_api_and_with_what_was_published() {
     // What this test does: 5 confirmed publishes into its queue, 1 unroutable dropped,
     // 2 basic.get with manual ack, both acked; 3 stay ready.
     let q = unique("prom-q");
+    let _cleanup = DeleteQueue(&b, q.clone());
     // One runtime for the test: lapin's connection lives as long as it does.
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let conn = rt
@@ -320,6 +333,7 @@ fn overview_rates_move_while_publishing() {
         return;
     };
     let q = unique("rate-q");
+    let _cleanup = DeleteQueue(&b, q.clone());
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let conn = rt
         .block_on(lapin::Connection::connect(&b.uri(), Default::default()))
@@ -359,5 +373,149 @@ fn overview_rates_move_while_publishing() {
         q_stats["message_stats"]["publish"].as_u64() > Some(0),
         "{q_stats}"
     );
+    let _ = rt.block_on(conn.close(200, "bye".into()));
+}
+
+/// The churn counters (connections, channels and queues made and removed) and the
+/// per-channel families move with what a client does, in the scrape and in the
+/// overview's `churn_rates`.
+#[test]
+fn churn_and_channel_families_follow_the_client() {
+    let python = ensure_venv();
+    let b = Broker::start();
+    let metrics = format!("{}/metrics", b.prometheus_url());
+    let per_object = format!("{}/metrics/per-object", b.prometheus_url());
+    let before = scrape(&python, &metrics);
+    let churn_before = api(&b, "/api/overview")["churn_rates"].clone();
+    for (family, kind) in [
+        ("rabbitmq_connections_opened", "counter"),
+        ("rabbitmq_connections_closed", "counter"),
+        ("rabbitmq_channels_opened", "counter"),
+        ("rabbitmq_channels_closed", "counter"),
+        ("rabbitmq_queues_declared", "counter"),
+        ("rabbitmq_queues_created", "counter"),
+        ("rabbitmq_queues_deleted", "counter"),
+        ("rabbitmq_channel_messages_published", "counter"),
+        ("rabbitmq_channel_messages_delivered_ack", "counter"),
+        ("rabbitmq_channel_get_empty", "counter"),
+        ("rabbitmq_channel_consumers", "gauge"),
+        ("rabbitmq_channel_messages_unacked", "gauge"),
+        ("rabbitmq_process_open_fds", "gauge"),
+        ("rabbitmq_process_max_fds", "gauge"),
+    ] {
+        assert_eq!(
+            before.types.get(family).map(String::as_str),
+            Some(kind),
+            "{family}"
+        );
+    }
+    assert!(before.get("rabbitmq_process_open_fds") > 0.0);
+    assert!(before.get("rabbitmq_process_max_fds") >= before.get("rabbitmq_process_open_fds"));
+
+    // One connection, three channels (one closed by the client, one by the broker), one
+    // queue declared twice and deleted, 4 publishes and an empty basic.get on a channel
+    // that stays open.
+    let q = unique("churn-q");
+    let _cleanup = DeleteQueue(&b, q.clone());
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let conn = rt
+        .block_on(lapin::Connection::connect(&b.uri(), Default::default()))
+        .expect("connect");
+    let ch = rt.block_on(conn.create_channel()).expect("channel");
+    let ch2 = rt.block_on(conn.create_channel()).expect("channel 2");
+    let ch3 = rt.block_on(conn.create_channel()).expect("channel 3");
+    rt.block_on(ch3.close(200, "bye".into()))
+        .expect("close channel 3");
+    for _ in 0..2 {
+        rt.block_on(ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        ))
+        .expect("declare");
+    }
+    for _ in 0..4 {
+        rt.block_on(ch.basic_publish(
+            "".into(),
+            q.as_str().into(),
+            BasicPublishOptions::default(),
+            b"m",
+            BasicProperties::default(),
+        ))
+        .expect("publish");
+    }
+    let got = rt
+        .block_on(ch2.basic_get(
+            unique("churn-none").as_str().into(),
+            BasicGetOptions::default(),
+        ))
+        .err();
+    // A get from a missing queue is a 404 that closes ch2: a channel closed by the broker.
+    assert!(got.is_some(), "no such queue");
+    rt.block_on(ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default()))
+        .expect("purge");
+    let empty = rt
+        .block_on(ch.basic_get(q.as_str().into(), BasicGetOptions::default()))
+        .expect("get");
+    assert!(empty.is_none());
+    rt.block_on(ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()))
+        .expect("delete");
+
+    let grew = |s: &Scrape, series: &str, by: f64| s.get(series) - before.get(series) >= by;
+    let mut after = scrape(&python, &metrics);
+    let ok = wait_until(Duration::from_secs(20), || {
+        after = scrape(&python, &metrics);
+        grew(&after, "rabbitmq_connections_opened_total", 1.0)
+            && grew(&after, "rabbitmq_channels_opened_total", 3.0)
+            // ch3 closed, ch2 closed by the 404
+            && grew(&after, "rabbitmq_channels_closed_total", 2.0)
+            && grew(&after, "rabbitmq_queues_declared_total", 2.0)
+            && grew(&after, "rabbitmq_queues_created_total", 1.0)
+            && grew(&after, "rabbitmq_queues_deleted_total", 1.0)
+            // ch is open: its publishes are in the sum over live channels.
+            && grew(&after, "rabbitmq_channel_messages_published_total", 4.0)
+    });
+    let ours: Vec<_> = after
+        .samples
+        .iter()
+        .filter(|(k, _)| {
+            k.contains("_opened_")
+                || k.contains("_closed_")
+                || k.starts_with("rabbitmq_queues_")
+                || k.starts_with("rabbitmq_channel_messages_published")
+        })
+        .map(|(k, v)| (k, v - before.get(k)))
+        .collect();
+    assert!(ok, "churn did not move (growth): {ours:?}");
+
+    // Per object: ch, still open, has its own sample with the `channel` label.
+    let mut po = scrape(&python, &per_object);
+    let ok = wait_until(Duration::from_secs(20), || {
+        po = scrape(&python, &per_object);
+        po.samples.iter().any(|(k, v)| {
+            k.starts_with("rabbitmq_channel_messages_published_total{channel=") && *v >= 4.0
+        })
+    });
+    let channel_samples: Vec<_> = po
+        .samples
+        .iter()
+        .filter(|(k, _)| k.starts_with("rabbitmq_channel_"))
+        .collect();
+    assert!(ok, "per-channel samples: {channel_samples:?}");
+
+    // The overview's churn_rates count the same events.
+    let mut churn = Value::Null;
+    let ok = wait_until(Duration::from_secs(20), || {
+        churn = api(&b, "/api/overview")["churn_rates"].clone();
+        let d =
+            |k: &str| churn[k].as_f64().unwrap_or(0.0) - churn_before[k].as_f64().unwrap_or(0.0);
+        d("connection_created") >= 1.0
+            && d("channel_created") >= 3.0
+            && d("queue_declared") >= 2.0
+            && d("queue_created") >= 1.0
+            && d("queue_deleted") >= 1.0
+            && churn["queue_deleted_details"]["rate"].is_number()
+    });
+    assert!(ok, "churn_rates: {churn} (before: {churn_before})");
     let _ = rt.block_on(conn.close(200, "bye".into()));
 }

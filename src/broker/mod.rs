@@ -6,8 +6,12 @@
 //! broker-wide slabs, each recording its [`VhostId`], so ids, routing and the publish and
 //! deliver paths do not look at vhosts at all. Every call that takes a name takes the
 //! vhost it is resolved in; a binding joins two entities of one vhost, and the default
-//! exchange routes to the queues of its own vhost. Only "/" exists after start; the
-//! tenancy issue adds vhosts through [`Broker::add_vhost`].
+//! exchange routes to the queues of its own vhost. "/" exists after a first start; vhosts
+//! are created with [`Broker::put_vhost`] (or [`Broker::add_vhost`]) and deleted with
+//! [`Broker::delete_vhost`], which removes everything in them. A vhost's record carries
+//! RabbitMQ's metadata (description, tags, default queue type) and its limits
+//! (`max-connections`, `max-queues`); the records persist in the metadata snapshot, so an
+//! empty vhost survives a restart.
 //!
 //! Owns no connection (only [`dispatch`], the delivery policy, is handed the server's connections
 //! to write deliveries into; see its header). Queues and exchanges live in slabs addressed by
@@ -34,7 +38,7 @@ use crate::error::{
 };
 use crate::message::{Body, Message};
 use crate::proto::{properties, FieldTable};
-use crate::store::meta::{MetaBinding, MetaExchange, MetaQueue};
+use crate::store::meta::{MetaBinding, MetaExchange, MetaQueue, MetaVhost};
 use crate::store::{self, Location, Meta, Store};
 use exchange::{Binding, Exchange, ExchangeKind};
 use queue::{Consumer, Queue, QueueProps};
@@ -53,8 +57,9 @@ pub struct ExchangeId {
     gen: u32,
 }
 
-/// Index of a vhost in the broker (vhosts are never removed yet; a removal would need
-/// a generation, as queues have).
+/// Index of a vhost in the broker. Slots are never reused: a deleted vhost leaves a
+/// tombstone, so an id held by anything (a connection still closing, a queue snapshot)
+/// never names another vhost, even one re-created with the same name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct VhostId(u32);
 
@@ -63,13 +68,59 @@ impl VhostId {
     pub const DEFAULT: VhostId = VhostId(0);
 }
 
-/// A virtual host: its name and the names of its exchanges and queues. The entities are
-/// in the broker's slabs; this is only the vhost's namespace.
+/// A virtual host: its name, metadata and limits, and the names of its exchanges and
+/// queues. The entities are in the broker's slabs; this is only the vhost's namespace.
 #[derive(Debug)]
 pub struct Vhost {
     pub name: Arc<str>,
+    pub meta: VhostMeta,
+    pub limits: VhostLimits,
     exchanges: HashMap<Bytes, ExchangeId>,
     queues: HashMap<Bytes, QueueId>,
+}
+
+impl Vhost {
+    /// How many queues the vhost has (RabbitMQ's `max-queues` counts them all).
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+}
+
+/// RabbitMQ's vhost metadata.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VhostMeta {
+    pub description: String,
+    pub tags: Vec<String>,
+    /// None: not set (RabbitMQ shows "undefined").
+    pub default_queue_type: Option<String>,
+}
+
+/// A vhost's limits as set (RabbitMQ's `vhost-limits` parameter): None when not set; a
+/// negative value is kept as given (RabbitMQ shows it) and means no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VhostLimits {
+    pub max_connections: Option<i64>,
+    pub max_queues: Option<i64>,
+}
+
+impl VhostLimits {
+    /// A limit in force: Some(n) for a value set to n >= 0.
+    pub fn effective(limit: Option<i64>) -> Option<u64> {
+        limit.and_then(|n| u64::try_from(n).ok())
+    }
+
+    /// The limit called `name` (`max-connections`, `max-queues`), or None for another name.
+    pub fn slot(&mut self, name: &str) -> Option<&mut Option<i64>> {
+        match name {
+            "max-connections" => Some(&mut self.max_connections),
+            "max-queues" => Some(&mut self.max_queues),
+            _ => None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.max_connections.is_none() && self.max_queues.is_none()
+    }
 }
 
 /// Where a binding leads.
@@ -158,8 +209,9 @@ fn show(b: &[u8]) -> String {
 
 #[derive(Debug, Default)]
 pub struct Broker {
-    /// Indexed by `VhostId`.
-    vhosts: Vec<Vhost>,
+    /// Indexed by `VhostId`; None is a deleted vhost's tombstone (never reused). Boxed:
+    /// a tombstone costs a pointer.
+    vhosts: Vec<Option<Box<Vhost>>>,
     exchanges: Slab<Exchange>,
     queues: Slab<Queue>,
     next_gen: u32,
@@ -180,6 +232,9 @@ pub struct Broker {
     /// Broker-wide message counters (RabbitMQ's global counters and the overview's
     /// message_stats), added to on the hot path; see `crate::counters`.
     pub counters: crate::counters::MsgCounters,
+    /// Connections, channels and queues made and removed (the server counts the first
+    /// two here too: this is where the sampler and the metrics read them).
+    pub churn: crate::counters::Sampled<crate::counters::Churn>,
 }
 
 /// The store reference a queue holds on a message: its durable id for a persistent
@@ -234,15 +289,32 @@ impl Broker {
     /// Creates the vhost `name` with its default exchange and its predeclared `amq.*`
     /// exchanges, and returns its id; an existing vhost of that name is returned as is.
     pub fn add_vhost(&mut self, name: &str) -> VhostId {
+        self.put_vhost(name, None).0
+    }
+
+    /// RabbitMQ's `put_vhost`: creates the vhost `name` with `meta` (default metadata
+    /// when None), or, when it exists, updates its description and tags with `meta`'s
+    /// (the default queue type is only taken at creation, as RabbitMQ). Returns its id
+    /// and whether it was created.
+    pub fn put_vhost(&mut self, name: &str, meta: Option<VhostMeta>) -> (VhostId, bool) {
         if let Some((id, _)) = self.lookup_vhost(name.as_bytes()) {
-            return id;
+            if let (Some(m), Some(v)) = (meta, self.vhost_mut(id)) {
+                if v.meta.description != m.description || v.meta.tags != m.tags {
+                    v.meta.description = m.description;
+                    v.meta.tags = m.tags;
+                    self.meta_dirty = true;
+                }
+            }
+            return (id, false);
         }
         let id = VhostId(self.vhosts.len() as u32);
-        self.vhosts.push(Vhost {
+        self.vhosts.push(Some(Box::new(Vhost {
             name: Arc::from(name),
+            meta: meta.unwrap_or_default(),
+            limits: VhostLimits::default(),
             exchanges: HashMap::new(),
             queues: HashMap::new(),
-        });
+        })));
         for (name, kind) in [
             ("", ExchangeKind::Direct),
             ("amq.direct", ExchangeKind::Direct),
@@ -261,21 +333,63 @@ impl Broker {
                 FieldTable::new(),
             );
         }
-        id
+        self.meta_dirty = true;
+        (id, true)
+    }
+
+    /// Sets the limits of vhost `id` (false when it does not exist).
+    pub fn set_vhost_limits(&mut self, id: VhostId, limits: VhostLimits) -> bool {
+        let Some(v) = self.vhost_mut(id) else {
+            return false;
+        };
+        if v.limits != limits {
+            v.limits = limits;
+            self.meta_dirty = true;
+        }
+        true
+    }
+
+    /// Deletes vhost `id` with everything in it: its queues (their ready messages
+    /// settled, so durable ones leave the store), its exchanges and their bindings (a
+    /// binding never leaves its vhost), and its record. Returns the consumers of its
+    /// queues (their connections are the vhost's, which the server closes) and false
+    /// when the vhost does not exist. Unacked messages still held by the vhost's
+    /// channels are settled when those channels release them (their queue is gone).
+    pub fn delete_vhost(&mut self, id: VhostId) -> Option<Vec<Orphan>> {
+        let v = self.vhosts.get_mut(id.0 as usize)?.take()?;
+        let mut orphans = Vec::new();
+        for (_, qid) in v.queues.iter() {
+            let Some(q) = self.queues.get(qid.idx as usize) else {
+                continue;
+            };
+            if q.gen != qid.gen {
+                continue;
+            }
+            let q = self.queues.remove(qid.idx as usize);
+            for m in q.messages() {
+                settle_in(self.store.as_mut(), q.durable_id, m);
+            }
+            orphans.extend(q.consumers);
+        }
+        for (_, xid) in v.exchanges.iter() {
+            if self.exchange(*xid).is_some() {
+                self.exchanges.remove(xid.idx as usize);
+            }
+        }
+        self.meta_dirty = true;
+        Some(orphans)
     }
 
     /// The id and name of the vhost called `name`, when it exists (connection.open).
     /// A scan: vhosts are few and looked up once per connection.
     pub fn lookup_vhost(&self, name: &[u8]) -> Option<(VhostId, Arc<str>)> {
-        self.vhosts
-            .iter()
-            .position(|v| v.name.as_bytes() == name)
-            .map(|i| (VhostId(i as u32), self.vhosts[i].name.clone()))
+        self.vhosts()
+            .find_map(|(id, v)| (v.name.as_bytes() == name).then(|| (id, v.name.clone())))
     }
 
-    /// A vhost by id.
+    /// A vhost by id (None for a deleted one).
     pub fn vhost(&self, id: VhostId) -> Option<&Vhost> {
-        self.vhosts.get(id.0 as usize)
+        self.vhosts.get(id.0 as usize)?.as_deref()
     }
 
     /// Every vhost with its id, in creation order.
@@ -283,7 +397,7 @@ impl Broker {
         self.vhosts
             .iter()
             .enumerate()
-            .map(|(i, v)| (VhostId(i as u32), v))
+            .filter_map(|(i, v)| Some((VhostId(i as u32), v.as_deref()?)))
     }
 
     /// The name of vhost `id` for error texts and snapshots ("" for an unknown id).
@@ -292,7 +406,7 @@ impl Broker {
     }
 
     fn vhost_mut(&mut self, id: VhostId) -> Option<&mut Vhost> {
-        self.vhosts.get_mut(id.0 as usize)
+        self.vhosts.get_mut(id.0 as usize)?.as_deref_mut()
     }
 
     fn gen(&mut self) -> u32 {
@@ -746,12 +860,14 @@ impl Broker {
                     }
                     args::check_queue_equivalence(vn, &d.name, &d.arguments, &q.props.arguments)?;
                 }
-                return Ok(Declared {
+                let declared = Declared {
                     id,
                     name: q.name.clone(),
                     messages: q.message_count(),
                     consumers: q.consumer_count(),
-                });
+                };
+                self.churn.now.queue_declared += 1;
+                return Ok(declared);
             }
             if d.passive {
                 return Err(self.no_queue(vhost, &d.name));
@@ -769,6 +885,7 @@ impl Broker {
             d.name.clone()
         };
         may_configure(&name)?;
+        self.check_queue_limit(vhost, &name)?;
         let vn = self.vhost_label(vhost);
         args::validate_queue_declare(
             vn,
@@ -801,12 +918,30 @@ impl Broker {
         warn_not_implemented(self.vhost_label(vhost), &name, &d.arguments);
         let id = self.insert_queue(vhost, name.clone(), props, owner, durable_id);
         self.meta_dirty |= durable_id != 0;
+        self.churn.now.queue_declared += 1;
+        self.churn.now.queue_created += 1;
         Ok(Declared {
             id,
             name,
             messages: 0,
             consumers: 0,
         })
+    }
+
+    /// RabbitMQ's `check_vhost_queue_limit`, for a queue about to be created in `vhost`:
+    /// 406 once the vhost has `max-queues` queues (0: none may be declared).
+    fn check_queue_limit(&self, vhost: VhostId, name: &[u8]) -> Result<(), AmqpError> {
+        let Some(v) = self.vhost(vhost) else {
+            return Ok(());
+        };
+        match VhostLimits::effective(v.limits.max_queues) {
+            Some(limit) if v.queues.len() as u64 >= limit => Err(precondition(format!(
+                "cannot declare queue '{}': queue limit in vhost '{}' ({limit}) is reached",
+                show(name),
+                v.name
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Puts a new queue in the slab and its name in `vhost` (declare and recovery).
@@ -890,6 +1025,7 @@ impl Broker {
             return (0, Vec::new());
         }
         let q = self.queues.remove(id.idx as usize);
+        self.churn.now.queue_deleted += 1;
         if let Some(v) = self.vhost_mut(q.vhost) {
             v.queues.remove(&q.name);
         }
@@ -1226,12 +1362,36 @@ impl Broker {
     /// the name of its vhost.
     pub fn durable_meta(&self) -> Meta {
         let mut m = Meta::default();
-        // Once per vhost, not per entity.
+        // Once per vhost, not per entity (a tombstone's name is never asked for).
         let names: Vec<Bytes> = self
             .vhosts
             .iter()
-            .map(|v| Bytes::copy_from_slice(v.name.as_bytes()))
+            .map(|v| {
+                v.as_ref()
+                    .map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.name.as_bytes()))
+            })
             .collect();
+        m.vhosts = Some(
+            self.vhosts()
+                .map(|(id, v)| MetaVhost {
+                    name: names[id.0 as usize].clone(),
+                    description: Bytes::copy_from_slice(v.meta.description.as_bytes()),
+                    tags: v
+                        .meta
+                        .tags
+                        .iter()
+                        .map(|t| Bytes::copy_from_slice(t.as_bytes()))
+                        .collect(),
+                    default_queue_type: v
+                        .meta
+                        .default_queue_type
+                        .as_deref()
+                        .map_or_else(Bytes::new, |t| Bytes::copy_from_slice(t.as_bytes())),
+                    max_connections: v.limits.max_connections,
+                    max_queues: v.limits.max_queues,
+                })
+                .collect(),
+        );
         let vhost_of = |v: VhostId| names.get(v.0 as usize).cloned().unwrap_or_default();
         for (_, x) in self.exchanges.iter() {
             if !x.durable {
@@ -1282,17 +1442,43 @@ impl Broker {
         m
     }
 
-    /// A broker over an opened store: durable exchanges, queues and bindings from the
-    /// metadata, each in its vhost (created when it does not exist yet), then the
-    /// recovered messages in log order (so each queue keeps its order). Bodies beyond
-    /// `budget` bytes in memory stay on disk (paged).
+    /// A broker over an opened store: the vhosts of the metadata (when it has vhost
+    /// records; before version 3, "/"), durable exchanges, queues and bindings, each in
+    /// its vhost (created when it does not exist yet), then the recovered messages in log
+    /// order (so each queue keeps its order). Bodies beyond `budget` bytes in memory stay
+    /// on disk (paged).
     pub fn recover(
         store: Store,
         meta: Meta,
         messages: Vec<store::Recovered>,
         budget: u64,
     ) -> Broker {
-        let mut b = Broker::new();
+        let mut b = match &meta.vhosts {
+            // A store written since vhost records exist: exactly its vhosts, so a
+            // deleted "/" stays deleted.
+            Some(vhosts) => {
+                let mut b = Broker::default();
+                let text = |t: &Bytes| String::from_utf8_lossy(t).into_owned();
+                for v in vhosts {
+                    let m = VhostMeta {
+                        description: text(&v.description),
+                        tags: v.tags.iter().map(text).collect(),
+                        default_queue_type: (!v.default_queue_type.is_empty())
+                            .then(|| text(&v.default_queue_type)),
+                    };
+                    let (id, _) = b.put_vhost(&text(&v.name), Some(m));
+                    b.set_vhost_limits(
+                        id,
+                        VhostLimits {
+                            max_connections: v.max_connections,
+                            max_queues: v.max_queues,
+                        },
+                    );
+                }
+                b
+            }
+            None => Broker::new(),
+        };
         b.store = Some(store);
         for x in &meta.exchanges {
             let Some(kind) = ExchangeKind::parse(&x.kind) else {
@@ -1716,6 +1902,120 @@ mod tests {
         assert_eq!(route_in(&mut b, other, "x", "k"), vec![q]);
         let q = b.queue_id(ROOT, b"q").unwrap();
         assert_eq!(route_in(&mut b, ROOT, "x", "k"), vec![q]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn deleting_a_vhost_removes_everything_in_it_and_never_reuses_its_id() {
+        let mut b = Broker::new();
+        let doomed = b.add_vhost("doomed");
+        let other = b.add_vhost("other");
+        for v in [doomed, other] {
+            b.declare_exchange(v, &xdecl("x", "direct")).unwrap();
+            let q = b.declare_queue(v, &decl("q"), 1, |_| Ok(())).unwrap().id;
+            b.bind(
+                v,
+                b"x",
+                Dest::Queue(q),
+                Bytes::from_static(b"k"),
+                FieldTable::new(),
+            )
+            .unwrap();
+            b.add_consumer(q, 7, 1, Bytes::from_static(b"c"), true, false, 0)
+                .unwrap();
+            publish(&mut b, v, "x", "k", false);
+        }
+        let q = b.queue_id(doomed, b"q").unwrap();
+        let x = b.exchange_id(doomed, b"x").unwrap();
+        let (queues, exchanges) = (b.queue_count(), b.exchanges().count());
+        let orphans = b.delete_vhost(doomed).unwrap();
+        assert_eq!(orphans.len(), 1);
+        assert!(b.queue(q).is_none() && b.exchange(x).is_none());
+        assert_eq!(b.queue_count(), queues - 1);
+        // Its own x, "" and the five amq.* exchanges.
+        assert_eq!(b.exchanges().count(), exchanges - 7);
+        assert!(b.vhost(doomed).is_none() && b.lookup_vhost(b"doomed").is_none());
+        assert_eq!(b.vhost_label(doomed), "");
+        assert!(b.delete_vhost(doomed).is_none());
+        assert!(b.queue_id(doomed, b"q").is_none());
+        // The other vhost is untouched.
+        assert_eq!(ready(&b, other, "q"), 1);
+        assert_eq!(
+            route_in(&mut b, other, "x", "k"),
+            vec![b.queue_id(other, b"q").unwrap()]
+        );
+        // A vhost re-created with the same name is new and empty.
+        let again = b.add_vhost("doomed");
+        assert_ne!(again, doomed);
+        assert!(b.queue_id(again, b"q").is_none() && b.exchange_id(again, b"x").is_none());
+        assert!(b.exchange_id(again, b"amq.topic").is_some());
+        let names: Vec<&str> = b.vhosts().map(|(_, v)| &*v.name).collect();
+        assert_eq!(names, ["/", "other", "doomed"]);
+    }
+
+    #[test]
+    fn max_queues_counts_every_queue_of_the_vhost() {
+        let mut b = Broker::new();
+        let v = b.add_vhost("limited");
+        let limits = VhostLimits {
+            max_queues: Some(1),
+            ..Default::default()
+        };
+        assert!(b.set_vhost_limits(v, limits));
+        b.declare_queue(v, &decl("a"), 1, |_| Ok(())).unwrap();
+        let e = b.declare_queue(v, &decl("b"), 1, |_| Ok(())).unwrap_err();
+        assert_eq!(e.code, ReplyCode::PreconditionFailed);
+        assert_eq!(
+            e.text,
+            "cannot declare queue 'b': queue limit in vhost 'limited' (1) is reached"
+        );
+        // Redeclaring is no new queue; other vhosts have their own count.
+        b.declare_queue(v, &decl("a"), 1, |_| Ok(())).unwrap();
+        b.declare_queue(ROOT, &decl("b"), 1, |_| Ok(())).unwrap();
+        // Negative: no limit.
+        let limits = VhostLimits {
+            max_queues: Some(-1),
+            ..Default::default()
+        };
+        b.set_vhost_limits(v, limits);
+        b.declare_queue(v, &decl("b"), 1, |_| Ok(())).unwrap();
+    }
+
+    #[test]
+    fn vhost_records_and_limits_persist_and_a_deleted_root_stays_deleted() {
+        let dir = std::env::temp_dir().join(format!("warren-vhrec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let (store, meta, msgs) = Store::open(&dir).unwrap();
+            let mut b = Broker::recover(store, meta, msgs, u64::MAX);
+            let meta = VhostMeta {
+                description: "empty".into(),
+                tags: vec!["t".into()],
+                default_queue_type: Some("quorum".into()),
+            };
+            let (id, created) = b.put_vhost("empty", Some(meta));
+            assert!(created);
+            let limits = VhostLimits {
+                max_connections: Some(3),
+                max_queues: Some(-1),
+            };
+            b.set_vhost_limits(id, limits);
+            b.delete_vhost(ROOT).unwrap();
+            b.sync().unwrap();
+        }
+        let (store, meta, msgs) = Store::open(&dir).unwrap();
+        let b = Broker::recover(store, meta, msgs, u64::MAX);
+        let names: Vec<&str> = b.vhosts().map(|(_, v)| &*v.name).collect();
+        assert_eq!(names, ["empty"]);
+        let (id, _) = b.lookup_vhost(b"empty").unwrap();
+        let v = b.vhost(id).unwrap();
+        assert_eq!(v.meta.description, "empty");
+        assert_eq!(v.meta.tags, ["t"]);
+        assert_eq!(v.meta.default_queue_type.as_deref(), Some("quorum"));
+        assert_eq!(v.limits.max_connections, Some(3));
+        assert_eq!(v.limits.max_queues, Some(-1));
+        assert!(b.exchange_id(id, b"amq.direct").is_some());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

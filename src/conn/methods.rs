@@ -55,6 +55,7 @@ impl Session<'_> {
             )),
             Method::ChannelClose(_) => {
                 let mut c = self.conn.channels.swap_remove(idx);
+                self.broker.churn.now.channel_closed += 1;
                 release_channel(&mut c, self.broker, self.events);
                 self.send(ch, &Method::ChannelCloseOk(channel::CloseOk {}));
                 Ok(())

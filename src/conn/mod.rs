@@ -13,6 +13,7 @@ pub mod assembler;
 pub mod channel;
 pub mod methods;
 pub mod state;
+pub mod usage;
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -254,6 +255,9 @@ pub struct Connection {
     /// Bytes and calls read and written on the socket (the reactor counts them), with
     /// their last samples for rates.
     pub io: crate::counters::Sampled<crate::counters::IoCounters>,
+    /// What this connection adds to the server's connection and channel tallies
+    /// (vhost and user limits; see `usage`).
+    pub counted: usage::Counted,
 }
 
 impl Connection {
@@ -296,6 +300,7 @@ impl Connection {
             publisher: false,
             blocked_sent: false,
             io: Default::default(),
+            counted: Default::default(),
         }
     }
 

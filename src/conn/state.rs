@@ -83,6 +83,9 @@ pub struct Session<'a> {
     pub events: &'a mut Vec<Event>,
     /// A resource alarm in force: publishers get connection.blocked.
     pub alarm: Option<crate::alarm::Alarm>,
+    /// Connections per vhost and user, channels per user: what connection.open and
+    /// channel.open check the vhost and user limits against.
+    pub usage: &'a super::usage::Usage,
 }
 
 pub(super) fn show(b: &[u8]) -> String {
@@ -414,6 +417,7 @@ impl Session<'_> {
                             format!("vhost {} not found", show(&o.virtual_host)),
                         )
                     })?;
+                self.check_connection_limits(vhost_id, &vhost)?;
                 if !self.auth.can_access_vhost(&self.conn.user, &vhost) {
                     return Err(AmqpError::new(
                         ReplyCode::NotAllowed,
@@ -451,6 +455,66 @@ impl Session<'_> {
             )
             .on(class, method)),
         }
+    }
+
+    /// RabbitMQ's connection.open checks before access (rabbit_reader's
+    /// `is_over_vhost_connection_limit`, then `is_over_user_connection_limit`): 530 when
+    /// the vhost already has `max-connections` connections, or the user its own
+    /// `max-connections` (a limit of 0 refuses every connection).
+    fn check_connection_limits(
+        &self,
+        id: crate::broker::VhostId,
+        vhost: &str,
+    ) -> Result<(), AmqpError> {
+        let user = self.conn.user.name();
+        let limit = self
+            .broker
+            .vhost(id)
+            .and_then(|v| crate::broker::VhostLimits::effective(v.limits.max_connections));
+        if let Some(limit) = limit {
+            if u64::from(self.usage.vhost_connections(id)) >= limit {
+                return Err(AmqpError::new(
+                    ReplyCode::NotAllowed,
+                    format!(
+                        "access to vhost '{vhost}' refused for user '{user}': connection limit ({limit}) is reached"
+                    ),
+                ));
+            }
+        }
+        if let Some(limit) = self.auth.user_limits(user).max_connections {
+            if u64::from(self.usage.user_connections(user)) >= limit {
+                return Err(AmqpError::new(
+                    ReplyCode::NotAllowed,
+                    format!(
+                        "connection refused for user '{user}': user connection limit ({limit}) is reached"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The user's `max-channels` at channel.open (rabbit_reader's `create_channel`): 530,
+    /// closing the connection, once the user has that many channels over all its
+    /// connections. This connection's own channels are counted as they are now.
+    fn check_channel_limit(&self) -> Result<(), AmqpError> {
+        let user = self.conn.user.name();
+        let Some(limit) = self.auth.user_limits(user).max_channels else {
+            return Ok(());
+        };
+        let others = self
+            .usage
+            .user_channels(user)
+            .saturating_sub(self.conn.counted.channels());
+        if u64::from(others) + self.conn.channels.len() as u64 >= limit {
+            return Err(AmqpError::new(
+                ReplyCode::NotAllowed,
+                format!(
+                    "number of channels opened for user '{user}' has reached the maximum allowed user limit of ({limit})"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn running_frame(&mut self, kind: u8, ch: u16, payload: Bytes) -> Result<(), AmqpError> {
@@ -495,7 +559,9 @@ impl Session<'_> {
                             ),
                         ));
                     }
+                    self.check_channel_limit()?;
                     self.conn.channels.push(Channel::new(ch));
+                    self.broker.churn.now.channel_created += 1;
                     let ok = channel::OpenOk {
                         channel_id: Bytes::new(),
                     };
@@ -514,6 +580,7 @@ impl Session<'_> {
                 match Method::decode(&payload) {
                     Ok(Method::ChannelCloseOk(_)) => {
                         self.conn.channels.swap_remove(idx);
+                        self.broker.churn.now.channel_closed += 1;
                     }
                     Ok(Method::ChannelClose(_)) => {
                         self.send(ch, &Method::ChannelCloseOk(channel::CloseOk {}));

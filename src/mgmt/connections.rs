@@ -40,8 +40,17 @@ pub fn route(
             vhost(server, vh).and_then(|_| list(req, connections(server, caller, Some(vh))))
         }
         ["connections", name] => match m {
-            "GET" | "HEAD" => find(server, caller, name, false)
-                .map(|i| Response::json(200, &conn_json(server, &i))),
+            "GET" | "HEAD" => find(server, caller, name, false).map(|i| {
+                let mut v = conn_json(server, &i);
+                // `?data_rates_age=600&data_rates_incr=5`: the byte counters' samples.
+                if let (Some(w), Value::Object(m)) = (
+                    super::stats::window(req, "data_rates_age", "data_rates_incr"),
+                    &mut v,
+                ) {
+                    super::stats::connection_history(server, i.conn, w, m);
+                }
+                Response::json(200, &v)
+            }),
             "DELETE" => find(server, caller, name, true).map(|i| {
                 let reason = req
                     .header("x-reason")
@@ -66,7 +75,7 @@ pub fn route(
             vhost(server, vh).and_then(|_| list(req, channels(server, caller, Some(vh))))
         }
         ["channels", name] if get => {
-            one_channel(server, caller, name).map(|v| Response::json(200, &v))
+            one_channel(server, caller, req, name).map(|v| Response::json(200, &v))
         }
         ["consumers"] if get => list(req, consumers(server, caller, None)),
         ["consumers", vh] if get => {
@@ -232,8 +241,14 @@ fn channels(server: &Server, caller: &Caller, only: Option<&str>) -> Vec<Value> 
         .collect()
 }
 
-/// `/api/channels/{name}`: the channel with its consumers.
-fn one_channel(server: &Server, caller: &Caller, name: &str) -> Result<Value, ApiError> {
+/// `/api/channels/{name}`: the channel with its consumers, and with
+/// `?msg_rates_age=...&msg_rates_incr=...` its counters' samples.
+fn one_channel(
+    server: &Server,
+    caller: &Caller,
+    req: &Request,
+    name: &str,
+) -> Result<Value, ApiError> {
     let (conn_name, number) = name
         .strip_suffix(')')
         .and_then(|n| n.rsplit_once(" ("))
@@ -253,6 +268,12 @@ fn one_channel(server: &Server, caller: &Caller, name: &str) -> Result<Value, Ap
         .map(|c| super::consumer_json(server, c))
         .collect();
     if let Value::Object(m) = &mut v {
+        if let (Some(w), Some(Value::Object(ms))) = (
+            super::stats::window(req, "msg_rates_age", "msg_rates_incr"),
+            m.get_mut("message_stats"),
+        ) {
+            super::stats::channel_history(server, i.conn, number, w, ms);
+        }
         m.insert("consumer_details".into(), Value::Array(consumers));
         m.insert("deliveries".into(), json!([]));
         m.insert("publishes".into(), json!([]));

@@ -44,7 +44,7 @@ pub fn route(
         ["exchanges", vh, name] => {
             let name = path_name(name);
             match m {
-                "GET" | "HEAD" => one(server, vh, name).map(|v| Response::json(200, &v)),
+                "GET" | "HEAD" => one(server, req, vh, name).map(|v| Response::json(200, &v)),
                 "PUT" => declare(server, caller, req, vh, name),
                 "DELETE" => delete(server, caller, req, vh, name),
                 _ => Ok(method_not_allowed()),
@@ -117,11 +117,20 @@ pub fn message_stats(server: &Server, x: &ExchangeInfo) -> Value {
     super::stats::exchange_message_stats(server, &x.vhost, &name).unwrap_or_else(|| json!({}))
 }
 
-fn one(server: &Server, vh: &str, name: &str) -> Result<Value, ApiError> {
+fn one(server: &Server, req: &Request, vh: &str, name: &str) -> Result<Value, ApiError> {
     let v = vhost(server, vh)?;
     let x = ops::exchange(&server.broker, v, name.as_bytes()).ok_or_else(ApiError::not_found)?;
     let mut j = exchange_json(server, &x);
     if let Value::Object(m) = &mut j {
+        // `?msg_rates_age=600&msg_rates_incr=5` asks for the chart samples, as RabbitMQ.
+        let rates = super::stats::window(req, "msg_rates_age", "msg_rates_incr");
+        if let (Some(rates), Some(id), Some(Value::Object(ms))) = (
+            rates,
+            server.broker.exchange_id(v, name.as_bytes()),
+            m.get_mut("message_stats"),
+        ) {
+            super::stats::exchange_history(server, id, rates, ms);
+        }
         m.insert("incoming".into(), json!([]));
         m.insert("outgoing".into(), json!([]));
     }

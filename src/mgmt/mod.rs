@@ -22,12 +22,14 @@ pub mod connections;
 pub mod definitions;
 pub mod exchanges;
 pub mod health;
+pub mod limits;
 pub mod overview;
 pub mod phash2;
 pub mod prometheus;
 pub mod queues;
 pub mod stats;
 pub mod users;
+pub mod vhosts;
 
 use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
@@ -150,16 +152,25 @@ fn management(server: &mut Server, req: &Request, peer: SocketAddr) -> Response 
     let caller = Caller { user, peer, tags };
     let rest = &segs[1..];
     let routed = match rest.first().map(String::as_str) {
+        Some("topic-permissions" | "user-limits") => limits::route(server, &caller, req, rest),
+        Some("users" | "vhosts")
+            if rest.get(2).map(String::as_str) == Some("topic-permissions") =>
+        {
+            limits::route(server, &caller, req, rest)
+        }
         Some("queues") => queues::route(server, &caller, req, rest),
         Some("exchanges") => exchanges::route(server, &caller, req, rest),
         Some("bindings") => bindings::route(server, &caller, req, rest),
         Some("definitions") => definitions::route(server, &caller, req, rest),
         Some("users" | "permissions") => users::route(server, &caller, req, rest),
-        Some("connections" | "channels" | "consumers" | "vhosts") => {
+        Some("connections" | "channels" | "consumers") => {
             connections::route(server, &caller, req, rest)
-                .or_else(|| users::route(server, &caller, req, rest))
                 .or_else(|| overview::route(server, &caller, req, rest))
         }
+        // `/api/vhosts/{v}/permissions` is users.rs's.
+        Some("vhosts" | "vhost-limits") => vhosts::route(server, &caller, req, rest)
+            .or_else(|| connections::route(server, &caller, req, rest))
+            .or_else(|| users::route(server, &caller, req, rest)),
         Some("health" | "aliveness-test") => health::route(server, &caller, req, rest),
         _ => overview::route(server, &caller, req, rest),
     };

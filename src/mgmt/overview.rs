@@ -1,5 +1,5 @@
 //! The node-wide resources: `/api/overview`, `/api/nodes[/{name}]`, `/api/whoami`,
-//! `/api/vhosts[/{name}]`, `/api/extensions` (users and permissions: `mgmt::users`),
+//! `/api/extensions` (users and permissions: `mgmt::users`; vhosts: `mgmt::vhosts`),
 //! with RabbitMQ 3.10's field names.
 
 use serde_json::{json, Value};
@@ -44,20 +44,8 @@ pub fn route(
                 &json!({"name": caller.user.name(), "tags": tags}),
             ))
         }
-        // Monitors see every vhost, others those they may log into; one vhost's record
-        // is for administrators (RabbitMQ 3.10's `rabbit_mgmt_wm_vhost`).
-        ["vhosts"] if get => list(req, vhosts(server, caller)),
-        ["vhosts", name] if get => access::require_admin(caller).and_then(|_| {
-            vhosts(server, caller)
-                .into_iter()
-                .find(|v| v["name"] == *name)
-                .map(|v| Response::json(200, &v))
-                .ok_or_else(ApiError::not_found)
-        }),
         ["extensions"] if get => Ok(Response::json(200, &json!([]))),
-        ["overview" | "nodes" | "whoami" | "vhosts" | "extensions"] | ["nodes" | "vhosts", _] => {
-            Ok(method_not_allowed())
-        }
+        ["overview" | "nodes" | "whoami" | "extensions"] | ["nodes", _] => Ok(method_not_allowed()),
         _ => return None,
     };
     Some(r)
@@ -134,7 +122,7 @@ fn overview(server: &Server, caller: &Caller, req: &Request) -> Value {
         "enable_queue_totals": true,
         "node": node_name(),
         "message_stats": message_stats,
-        "churn_rates": {},
+        "churn_rates": super::stats::churn_rates(server),
         "queue_totals": {
             "messages": ready + unacked,
             "messages_details": {"rate": 0.0},
@@ -268,35 +256,6 @@ fn fd_limit() -> u64 {
     } else {
         0
     }
-}
-
-/// The vhosts `caller` may see (see `access::listed_vhost`).
-fn vhosts(server: &Server, caller: &Caller) -> Vec<Value> {
-    server
-        .broker
-        .vhosts()
-        .filter(|(_, v)| access::listed_vhost(server, caller, &v.name))
-        .map(|(id, v)| {
-            let (ready, unacked) = server
-                .broker
-                .queues()
-                .filter(|(_, q)| q.vhost == id)
-                .fold((0u64, 0u64), |(r, u), (_, q)| {
-                    (r + q.message_count() as u64, u + q.unacked_count())
-                });
-            json!({
-                "name": &*v.name,
-                "description": "",
-                "tags": [],
-                "default_queue_type": "classic",
-                "tracing": false,
-                "cluster_state": {node_name(): "running"},
-                "messages": ready + unacked,
-                "messages_ready": ready,
-                "messages_unacknowledged": unacked,
-            })
-        })
-        .collect()
 }
 
 /// Every permission record as the API (and a definitions export) shows it.

@@ -71,6 +71,76 @@ fn globals(g: &MsgCounters) -> [(&'static str, &'static str, u64, bool); 14] {
     ]
 }
 
+/// (open file descriptors, their soft limit): the entries of /proc/self/fd and
+/// RLIMIT_NOFILE; 0 where the OS does not tell.
+fn fds() -> (u64, u64) {
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct it is given.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        0
+    };
+    (open, max)
+}
+
+/// One channel's figures for the `rabbitmq_channel_*` families.
+struct ChannelRow {
+    /// The API's channel name ("CONNECTION (N)"), escaped.
+    name: String,
+    info: crate::ops::ChannelInfo,
+    counters: MsgCounters,
+}
+
+/// The `rabbitmq_channel_*` families: gauges of a channel's state and its message
+/// counters, summed (aggregated) or one sample per channel (`channel` label).
+fn channels_families(out: &mut String, server: &Server, per_object: bool) {
+    let mut rows = Vec::new();
+    for (_, c) in server.conns.iter() {
+        let local = c.transport.as_ref().and_then(|t| t.local_addr());
+        let conn = crate::ops::connection_name(c.peer, local);
+        for ch in &c.channels {
+            rows.push(ChannelRow {
+                name: escape(&format!("{conn} ({})", ch.id)),
+                info: ch.info(),
+                counters: ch.stats.now,
+            });
+        }
+    }
+    type Col = fn(&ChannelRow) -> u64;
+    let families: [(&str, &str, &str, Col); 15] = [
+        ("rabbitmq_channel_consumers", "gauge", "Consumers on a channel", |r| r.info.consumers as u64),
+        ("rabbitmq_channel_messages_unacked", "gauge", "Delivered but not yet acknowledged messages", |r| r.info.unacked as u64),
+        ("rabbitmq_channel_messages_unconfirmed", "gauge", "Published but not yet confirmed messages", |r| r.info.unconfirmed),
+        ("rabbitmq_channel_prefetch", "gauge", "Total limit of unacknowledged messages for all consumers on a channel", |r| u64::from(r.info.global_prefetch_count)),
+        ("rabbitmq_channel_messages_published_total", "counter", "Total number of messages published into an exchange on a channel", |r| r.counters.publish),
+        ("rabbitmq_channel_messages_confirmed_total", "counter", "Total number of messages published into an exchange and confirmed on the channel", |r| r.counters.confirm),
+        ("rabbitmq_channel_messages_unroutable_returned_total", "counter", "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable", |r| r.counters.return_unroutable),
+        ("rabbitmq_channel_messages_unroutable_dropped_total", "counter", "Total number of messages published as non-mandatory into an exchange and dropped as unroutable", |r| r.counters.drop_unroutable),
+        ("rabbitmq_channel_get_ack_total", "counter", "Total number of messages fetched with basic.get in manual acknowledgement mode", |r| r.counters.get),
+        ("rabbitmq_channel_get_total", "counter", "Total number of messages fetched with basic.get in automatic acknowledgement mode", |r| r.counters.get_no_ack),
+        ("rabbitmq_channel_messages_delivered_ack_total", "counter", "Total number of messages delivered to consumers in manual acknowledgement mode", |r| r.counters.deliver),
+        ("rabbitmq_channel_messages_delivered_total", "counter", "Total number of messages delivered to consumers in automatic acknowledgement mode", |r| r.counters.deliver_no_ack),
+        ("rabbitmq_channel_messages_redelivered_total", "counter", "Total number of messages redelivered to consumers", |r| r.counters.redeliver),
+        ("rabbitmq_channel_messages_acked_total", "counter", "Total number of messages acknowledged by consumers", |r| r.counters.ack),
+        ("rabbitmq_channel_get_empty_total", "counter", "Total number of times basic.get operations fetched no message", |r| r.counters.get_empty),
+    ];
+    for (name, kind, help, col) in families {
+        head(out, name, kind, help);
+        if per_object {
+            for r in &rows {
+                let _ = writeln!(out, "{name}{{channel=\"{}\"}} {}", r.name, col(r));
+            }
+        } else {
+            let _ = writeln!(out, "{name} {}", rows.iter().map(col).sum::<u64>());
+        }
+    }
+}
+
 /// One queue's figures for the `rabbitmq_queue_*` families.
 struct QueueRow {
     vhost: String,
@@ -195,15 +265,14 @@ pub fn render(server: &Server, per_object: bool) -> String {
     }
 
     // ----- connections and channels -----
-    let conns: Vec<(String, crate::counters::IoCounters, u64, u64)> = server
+    let conns: Vec<(String, crate::counters::IoCounters, u64)> = server
         .conns
         .iter()
         .map(|(_, c)| {
             // The API's connection name, so a series can be matched with the API's.
             let local = c.transport.as_ref().and_then(|t| t.local_addr());
             let name = crate::ops::connection_name(c.peer, local);
-            let unacked = c.channels.iter().map(|ch| ch.unacked.len() as u64).sum();
-            (escape(&name), c.io.now, c.channels.len() as u64, unacked)
+            (escape(&name), c.io.now, c.channels.len() as u64)
         })
         .collect();
     type IoCol = fn(&crate::counters::IoCounters) -> u64;
@@ -232,7 +301,7 @@ pub fn render(server: &Server, per_object: bool) -> String {
     for (name, help, col) in io_families {
         head(&mut out, name, "counter", help);
         if per_object {
-            for (n, io, _, _) in &conns {
+            for (n, io, _) in &conns {
                 let _ = writeln!(out, "{name}{{channel=\"{n}\"}} {}", col(io));
             }
         } else {
@@ -250,7 +319,7 @@ pub fn render(server: &Server, per_object: bool) -> String {
         "Channels on a connection",
     );
     if per_object {
-        for (n, _, ch, _) in &conns {
+        for (n, _, ch) in &conns {
             let _ = writeln!(out, "rabbitmq_connection_channels{{channel=\"{n}\"}} {ch}");
         }
     } else {
@@ -260,17 +329,7 @@ pub fn render(server: &Server, per_object: bool) -> String {
             conns.iter().map(|c| c.2).sum::<u64>()
         );
     }
-    head(
-        &mut out,
-        "rabbitmq_channel_messages_unacked",
-        "gauge",
-        "Delivered but not yet acknowledged messages",
-    );
-    let _ = writeln!(
-        out,
-        "rabbitmq_channel_messages_unacked {}",
-        conns.iter().map(|c| c.3).sum::<u64>()
-    );
+    channels_families(&mut out, server, per_object);
 
     // ----- totals -----
     let channels: u64 = conns.iter().map(|c| c.2).sum();
@@ -303,6 +362,81 @@ pub fn render(server: &Server, per_object: bool) -> String {
         "gauge",
         "Queues available",
         rows.len(),
+    );
+
+    // ----- churn: RabbitMQ's counters of objects made and removed -----
+    let churn = b.churn.now;
+    for (name, help, value) in [
+        (
+            "rabbitmq_connections_opened_total",
+            "Total number of connections opened",
+            churn.connection_created,
+        ),
+        (
+            "rabbitmq_connections_closed_total",
+            "Total number of connections closed or terminated",
+            churn.connection_closed,
+        ),
+        (
+            "rabbitmq_channels_opened_total",
+            "Total number of channels opened",
+            churn.channel_created,
+        ),
+        (
+            "rabbitmq_channels_closed_total",
+            "Total number of channels closed",
+            churn.channel_closed,
+        ),
+        (
+            "rabbitmq_queues_declared_total",
+            "Total number of queues declared",
+            churn.queue_declared,
+        ),
+        (
+            "rabbitmq_queues_created_total",
+            "Total number of queues created",
+            churn.queue_created,
+        ),
+        (
+            "rabbitmq_queues_deleted_total",
+            "Total number of queues deleted",
+            churn.queue_deleted,
+        ),
+    ] {
+        single(&mut out, name, "counter", help, value);
+    }
+
+    // ----- process: file descriptors and sockets -----
+    let (open_fds, max_fds) = fds();
+    single(
+        &mut out,
+        "rabbitmq_process_open_fds",
+        "gauge",
+        "Open file descriptors",
+        open_fds,
+    );
+    single(
+        &mut out,
+        "rabbitmq_process_open_tcp_sockets",
+        "gauge",
+        "Open TCP sockets",
+        server.conns.len(),
+    );
+    single(
+        &mut out,
+        "rabbitmq_process_max_fds",
+        "gauge",
+        "Open file descriptors limit",
+        max_fds,
+    );
+    // RabbitMQ leaves a tenth of the descriptors to files; Warren's AMQP connections
+    // can use them all, but the same share keeps dashboards' "sockets used" honest.
+    single(
+        &mut out,
+        "rabbitmq_process_max_tcp_sockets",
+        "gauge",
+        "Open TCP sockets limit",
+        max_fds / 10 * 9,
     );
 
     // ----- identity -----

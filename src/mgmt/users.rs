@@ -59,7 +59,7 @@ pub fn route(
             .ok_or_else(ApiError::not_found),
         ["users", name] if m == "PUT" => put_user(server, req, name),
         ["users", name] if m == "DELETE" => {
-            if !server.auth.delete_user(name) {
+            if !server.delete_user(name) {
                 return Some(Err(ApiError::not_found()));
             }
             saved(server).map(|()| Response::empty(204))
@@ -286,7 +286,7 @@ fn bulk_delete(server: &mut Server, req: &Request) -> ApiResult {
             result = Err(ApiError::bad_request("users must be strings"));
             break;
         };
-        if !server.auth.delete_user(n) {
+        if !server.delete_user(n) {
             result = Ok(bad_request_json(json!(["no_such_user", n])));
             break;
         }

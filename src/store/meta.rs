@@ -5,20 +5,25 @@
 //! so a crash in the middle of an update leaves the previous snapshot in place: the broker
 //! can always start. A `meta` that fails its CRC is real damage, reported as an error.
 //!
-//! Version 2 starts every exchange, queue and binding record with the name of its vhost;
-//! version 1 (written before vhosts existed) has no vhost field and still reads, every
-//! entity in "/".
+//! Version 3 adds the vhost records (name, description, tags, default queue type, limits)
+//! before the entities, so a vhost without any durable entity (an empty vhost) and a
+//! deleted "/" survive a restart. Version 2 starts every exchange, queue and binding record
+//! with the name of its vhost; version 1 (written before vhosts existed) has no vhost field.
+//! Both still read: without vhost records ([`Meta::vhosts`] is `None`) the broker derives
+//! the vhosts from "/" and the entities' vhosts, as before.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
-use crate::proto::types::{write_shortstr, Cursor};
+use crate::proto::types::{write_longstr, write_shortstr, Cursor};
 use crate::proto::{DecodeError, FieldTable};
 
 const MAGIC: &[u8; 7] = b"WRNMETA";
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+/// Vhost names on every entity, no vhost records.
+const VERSION_2: u8 = 2;
 /// The format before vhosts: no vhost field, everything in "/".
 const VERSION_1: u8 = 1;
 /// The vhost of every entity in a version-1 file.
@@ -94,10 +99,28 @@ pub struct MetaBinding {
     pub arguments: FieldTable,
 }
 
+/// A vhost with its metadata and limits (RabbitMQ's vhost record and its
+/// `vhost-limits` parameter).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetaVhost {
+    pub name: Bytes,
+    pub description: Bytes,
+    pub tags: Vec<Bytes>,
+    /// Empty when not set (RabbitMQ shows "undefined").
+    pub default_queue_type: Bytes,
+    /// `max-connections` and `max-queues` as set (a negative value is kept as given:
+    /// RabbitMQ shows it and treats it as no limit); None when not set.
+    pub max_connections: Option<i64>,
+    pub max_queues: Option<i64>,
+}
+
 /// Everything durable except messages.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Meta {
     pub next_queue_id: u32,
+    /// Every vhost, in creation order; None when read from a file older than version 3
+    /// (which has no vhost records).
+    pub vhosts: Option<Vec<MetaVhost>>,
     pub exchanges: Vec<MetaExchange>,
     pub queues: Vec<MetaQueue>,
     pub bindings: Vec<MetaBinding>,
@@ -107,6 +130,26 @@ impl Meta {
     pub fn encode(&self) -> BytesMut {
         let mut p = BytesMut::new();
         p.put_u32(self.next_queue_id);
+        let vhosts = self.vhosts.as_deref().unwrap_or_default();
+        p.put_u32(vhosts.len() as u32);
+        for v in vhosts {
+            write_longstr(&mut p, &v.name);
+            write_longstr(&mut p, &v.description);
+            p.put_u32(v.tags.len() as u32);
+            for t in &v.tags {
+                write_longstr(&mut p, t);
+            }
+            write_longstr(&mut p, &v.default_queue_type);
+            for limit in [v.max_connections, v.max_queues] {
+                match limit {
+                    None => p.put_u8(0),
+                    Some(n) => {
+                        p.put_u8(1);
+                        p.put_i64(n);
+                    }
+                }
+            }
+        }
         p.put_u32(self.exchanges.len() as u32);
         for x in &self.exchanges {
             write_shortstr(&mut p, &x.vhost);
@@ -147,7 +190,7 @@ impl Meta {
             return Err(MetaError::NotMeta);
         }
         let version = data[7];
-        if version != VERSION && version != VERSION_1 {
+        if !matches!(version, VERSION | VERSION_2 | VERSION_1) {
             return Err(MetaError::Version(version));
         }
         let len = u32::from_be_bytes([data[8], data[9], data[10], data[11]]) as usize;
@@ -173,6 +216,35 @@ impl Meta {
             next_queue_id: c.u32()?,
             ..Default::default()
         };
+        if version >= VERSION {
+            let mut vhosts = Vec::new();
+            for _ in 0..c.u32()? {
+                let name = c.long_bytes()?;
+                let description = c.long_bytes()?;
+                let mut tags = Vec::new();
+                for _ in 0..c.u32()? {
+                    tags.push(c.long_bytes()?);
+                }
+                let default_queue_type = c.long_bytes()?;
+                let limit = |c: &mut Cursor<'_>| -> Result<Option<i64>, DecodeError> {
+                    match c.u8()? {
+                        0 => Ok(None),
+                        _ => Ok(Some(c.i64()?)),
+                    }
+                };
+                let max_connections = limit(&mut c)?;
+                let max_queues = limit(&mut c)?;
+                vhosts.push(MetaVhost {
+                    name,
+                    description,
+                    tags,
+                    default_queue_type,
+                    max_connections,
+                    max_queues,
+                });
+            }
+            m.vhosts = Some(vhosts);
+        }
         for _ in 0..c.u32()? {
             let vhost = vhost(&mut c)?;
             let name = c.short_bytes()?;
@@ -244,6 +316,20 @@ mod tests {
         args.insert(Bytes::from_static(b"x-max-length"), FieldValue::I32(10));
         Meta {
             next_queue_id: 7,
+            vhosts: Some(vec![
+                MetaVhost {
+                    name: Bytes::from_static(b"/"),
+                    ..Default::default()
+                },
+                MetaVhost {
+                    name: Bytes::from_static(b"empty"),
+                    description: Bytes::from_static(b"kept with no entity"),
+                    tags: vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
+                    default_queue_type: Bytes::from_static(b"quorum"),
+                    max_connections: Some(-1),
+                    max_queues: Some(0),
+                },
+            ]),
             exchanges: vec![MetaExchange {
                 vhost: Bytes::from_static(b"/"),
                 name: Bytes::from_static(b"logs"),
@@ -286,11 +372,51 @@ mod tests {
         0, 0, 0, 10,
     ];
 
+    /// `sample()` without vhost records, as version 2 (vhost names, no vhost records)
+    /// encoded it; kept as a fixture.
+    const V2_SAMPLE: &[u8] = &[
+        87, 82, 78, 77, 69, 84, 65, 2, 0, 0, 0, 108, 61, 222, 9, 210, 0, 0, 0, 7, 0, 0, 0, 1, 1,
+        47, 4, 108, 111, 103, 115, 6, 102, 97, 110, 111, 117, 116, 2, 0, 0, 0, 0, 0, 0, 0, 1, 1,
+        47, 5, 116, 97, 115, 107, 115, 0, 0, 0, 3, 1, 0, 0, 0, 18, 12, 120, 45, 109, 97, 120, 45,
+        108, 101, 110, 103, 116, 104, 73, 0, 0, 0, 10, 0, 0, 0, 1, 1, 47, 4, 108, 111, 103, 115, 0,
+        5, 116, 97, 115, 107, 115, 1, 107, 0, 0, 0, 18, 12, 120, 45, 109, 97, 120, 45, 108, 101,
+        110, 103, 116, 104, 73, 0, 0, 0, 10,
+    ];
+
+    /// `sample()` as an older version has it: no vhost records.
+    fn without_vhosts() -> Meta {
+        Meta {
+            vhosts: None,
+            ..sample()
+        }
+    }
+
     #[test]
     fn version_1_reads_with_everything_in_the_default_vhost() {
         assert_eq!(
             Meta::decode(&Bytes::from_static(V1_SAMPLE)).unwrap(),
-            sample()
+            without_vhosts()
+        );
+    }
+
+    #[test]
+    fn version_2_reads_without_vhost_records() {
+        assert_eq!(
+            Meta::decode(&Bytes::from_static(V2_SAMPLE)).unwrap(),
+            without_vhosts()
+        );
+    }
+
+    #[test]
+    fn no_vhost_at_all_is_not_the_same_as_no_vhost_records() {
+        // Every vhost deleted ("/" included) must stay so after a restart.
+        let m = Meta {
+            vhosts: Some(Vec::new()),
+            ..Meta::default()
+        };
+        assert_eq!(
+            Meta::decode(&m.encode().freeze()).unwrap().vhosts,
+            Some(Vec::new())
         );
     }
 

@@ -82,12 +82,17 @@ impl Confirms {
         }
     }
 
-    fn confirm(&self, tag: u64, multiple: bool, now: u64, hist: &mut Hist) {
+    /// Records an ack or nack of `tag` (`multiple`: and of every tag below). Adds the
+    /// messages it settles to `total` (the run's confirmed or nacked count) *before*
+    /// publishing them in `done`: the producer calls itself done when `done` reaches what
+    /// it sent, and the run's summary, read right after, must already count them.
+    fn confirm(&self, tag: u64, multiple: bool, now: u64, hist: &mut Hist, total: &AtomicU64) {
         let mut g = self.inner.lock().unwrap();
         let i = &mut *g;
         if tag <= i.watermark {
             return;
         }
+        let before = i.done;
         if multiple {
             let above: Vec<u64> = i.singles.range(..=tag).copied().collect();
             i.done += tag - i.watermark - above.len() as u64;
@@ -113,6 +118,7 @@ impl Confirms {
                 break;
             }
         }
+        total.fetch_add(i.done - before, Ordering::Relaxed);
         self.done.store(i.done, Ordering::Release);
         drop(g);
         if let Some(t) = self.producer.get() {
@@ -268,14 +274,8 @@ fn producer_reader(mut c: Conn, confirms: Arc<Confirms>, hist: Arc<Mutex<Hist>>)
                 Some([0, 60, 0, 80]) | Some([0, 60, 0, 120]) if pl.len() >= 13 => {
                     let tag = u64::from_be_bytes(pl[4..12].try_into().unwrap());
                     let multiple = pl[12] & 1 != 0;
-                    let before = confirms.done.load(Ordering::Relaxed);
-                    confirms.confirm(tag, multiple, now, &mut hist.lock().unwrap());
-                    let d = confirms.done.load(Ordering::Relaxed) - before;
-                    if pl[3] == 80 {
-                        CONFIRMED.fetch_add(d, Ordering::Relaxed);
-                    } else {
-                        NACKED.fetch_add(d, Ordering::Relaxed);
-                    }
+                    let total = if pl[3] == 80 { &CONFIRMED } else { &NACKED };
+                    confirms.confirm(tag, multiple, now, &mut hist.lock().unwrap(), total);
                 }
                 Some([0, 60, 0, 50]) => {
                     RETURNED.fetch_add(1, Ordering::Relaxed);
@@ -415,18 +415,21 @@ mod tests {
             g.batches.push_back((11, 20, 200));
         }
         let mut h = Hist::new();
-        c.confirm(3, false, 1000, &mut h); // out of order single
+        let total = AtomicU64::new(0);
+        c.confirm(3, false, 1000, &mut h, &total); // out of order single
         assert_eq!(c.done.load(Ordering::Relaxed), 1);
-        c.confirm(2, true, 1000, &mut h); // 1..=2, then 3 joins the watermark
+        c.confirm(2, true, 1000, &mut h, &total); // 1..=2, then 3 joins the watermark
         assert_eq!(c.done.load(Ordering::Relaxed), 3);
         assert_eq!(h.count, 3);
-        c.confirm(15, true, 2000, &mut h);
+        c.confirm(15, true, 2000, &mut h, &total);
         assert_eq!(c.done.load(Ordering::Relaxed), 15);
         assert_eq!(h.count, 15);
-        c.confirm(15, true, 2000, &mut h); // duplicate: ignored
-        c.confirm(20, false, 2000, &mut h);
-        c.confirm(16, true, 2000, &mut h);
+        c.confirm(15, true, 2000, &mut h, &total); // duplicate: ignored
+        c.confirm(20, false, 2000, &mut h, &total);
+        c.confirm(16, true, 2000, &mut h, &total);
         assert_eq!(c.done.load(Ordering::Relaxed), 17);
+        // The run's total counts what `done` shows, duplicates not twice.
+        assert_eq!(total.load(Ordering::Relaxed), 17);
         assert_eq!(c.inner.lock().unwrap().batches.front().unwrap().0, 17);
     }
 

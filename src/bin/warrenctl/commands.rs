@@ -216,17 +216,6 @@ const USERS: List = List {
     columns: &[("user", "name"), ("tags", "tags")],
 };
 
-const PERMISSIONS: List = List {
-    what: "permissions",
-    defaults: &["user", "configure", "write", "read"],
-    columns: &[
-        ("user", "user"),
-        ("configure", "configure"),
-        ("write", "write"),
-        ("read", "read"),
-    ],
-};
-
 pub fn run(o: &Opts, api: &Api) -> Result<(), Fail> {
     let vh = o.vhost.as_str();
     match o.command.as_str() {
@@ -313,22 +302,6 @@ pub fn run(o: &Opts, api: &Api) -> Result<(), Fail> {
             let info = vec!["Listing users ...".to_string()];
             list(o, api, &USERS, cols, &["api", "users"], info, false)
         }
-        "list_permissions" => {
-            no_args(o)?;
-            let cols = PERMISSIONS.defaults.iter().map(|c| c.to_string()).collect();
-            let info = vec![format!("Listing permissions for vhost \"{vh}\" ...")];
-            // `/api/permissions` filtered here rather than `/api/vhosts/{vhost}/permissions`:
-            // the one endpoint every management API version serves.
-            list_where(
-                o,
-                api,
-                &PERMISSIONS,
-                cols,
-                &["api", "permissions"],
-                info,
-                vh,
-            )
-        }
         "status" => {
             no_args(o)?;
             status(o, api)
@@ -339,7 +312,8 @@ pub fn run(o: &Opts, api: &Api) -> Result<(), Fail> {
         "close_all_connections" => close_all_connections(o, api),
         "export_definitions" => export_definitions(o, api),
         "import_definitions" => import_definitions(o, api),
-        other => Err(Fail::usage(format!("Command '{other}' not found."))),
+        other => crate::admin::run(o, api)
+            .unwrap_or_else(|| Err(Fail::usage(format!("Command '{other}' not found.")))),
     }
 }
 
@@ -352,7 +326,7 @@ fn no_args(o: &Opts) -> Result<(), Fail> {
 }
 
 /// Exactly `n` positional arguments, as rabbitmqctl's validation wants them.
-fn args_n(o: &Opts, n: usize) -> Result<&[String], Fail> {
+pub(crate) fn args_n(o: &Opts, n: usize) -> Result<&[String], Fail> {
     match o.args.len().cmp(&n) {
         std::cmp::Ordering::Less => Err(Fail::usage("not enough arguments.")),
         std::cmp::Ordering::Greater => Err(Fail::usage("too many arguments.")),
@@ -387,7 +361,7 @@ fn columns(l: &List, o: &Opts) -> Result<Vec<String>, Fail> {
     Ok(asked)
 }
 
-fn info(o: &Opts, lines: &[String]) {
+pub(crate) fn info(o: &Opts, lines: &[String]) {
     if !o.quiet && !o.json {
         for l in lines {
             outln!("{l}");
@@ -407,22 +381,6 @@ fn list(
     vhost_scoped: bool,
 ) -> Result<(), Fail> {
     let items = fetch(api, l, segs, "", vhost_scoped)?;
-    render(o, l, &cols, &items, &info_lines);
-    Ok(())
-}
-
-/// [`list`] of a whole-broker endpoint, keeping the items of one vhost.
-fn list_where(
-    o: &Opts,
-    api: &Api,
-    l: &List,
-    cols: Vec<String>,
-    segs: &[&str],
-    info_lines: Vec<String>,
-    vhost: &str,
-) -> Result<(), Fail> {
-    let mut items = fetch(api, l, segs, "", false)?;
-    items.retain(|item| item.get("vhost").and_then(Value::as_str) == Some(vhost));
     render(o, l, &cols, &items, &info_lines);
     Ok(())
 }

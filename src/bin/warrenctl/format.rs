@@ -20,6 +20,14 @@ pub fn cell(col: &str, v: &Value) -> String {
                 .collect::<Vec<_>>(),
         ),
         Value::Array(a) => format!("[{}]", a.iter().map(erl_term).collect::<Vec<_>>().join(",")),
+        // A vhost's nodes and their states are atoms: `[{rabbit@vm, running}]`.
+        Value::Object(m) if col == "cluster_state" => format!(
+            "[{}]",
+            m.iter()
+                .map(|(k, v)| format!("{{{k}, {}}}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         // Argument tables: `[{"x-max-length",10},{"x-queue-type","classic"}]`, `[]` empty.
         Value::Object(m) => erl_table(m),
     }
@@ -155,6 +163,10 @@ mod tests {
         assert_eq!(cell("arguments", &json!({})), "[]");
         assert_eq!(cell("tags", &json!(["administrator"])), "[administrator]");
         assert_eq!(cell("tags", &json!("a,b")), "[a, b]");
+        assert_eq!(
+            cell("cluster_state", &json!({"rabbit@vm": "running"})),
+            "[{rabbit@vm, running}]"
+        );
         assert_eq!(cell("durable", &json!(true)), "true");
         assert_eq!(
             json_cell("arguments", &args),

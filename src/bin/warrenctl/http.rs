@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::Fail;
 
+#[derive(Clone)]
 pub struct Api {
     agent: ureq::Agent,
     /// The `--url` with no trailing slash; `/api/...` is appended to it, so a URL
@@ -76,7 +77,17 @@ impl Api {
         p
     }
 
-    pub fn call(
+    /// The same client logged in as someone else (`authenticate_user`).
+    pub fn with_credentials(&self, user: &str, password: &str) -> Api {
+        Api {
+            auth: format!("Basic {}", base64(format!("{user}:{password}").as_bytes())),
+            ..self.clone()
+        }
+    }
+
+    /// A call whose 401 is an answer like any other, for a command that asks whether
+    /// credentials are accepted.
+    pub fn call_raw(
         &self,
         method: &str,
         path: &str,
@@ -107,6 +118,17 @@ impl Api {
                 self.base
             ))
         })?;
+        Ok(Reply { status, body })
+    }
+
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Reply, Fail> {
+        let Reply { status, body } = self.call_raw(method, path, headers, body)?;
         if status == 401 {
             return Err(Fail::failed(format!(
                 "the management API at {} refused the credentials (401 {})",

@@ -17,6 +17,7 @@ macro_rules! outln {
     ($($t:tt)*) => { $crate::emit(&format!("{}\n", format!($($t)*))) };
 }
 
+mod admin;
 mod commands;
 mod format;
 mod http;
@@ -89,6 +90,12 @@ pub struct Opts {
     pub if_empty: bool,
     pub if_unused: bool,
     pub global: bool,
+    /// `add_vhost --description`, `--tags`, `--default-queue-type`.
+    pub description: Option<String>,
+    pub vhost_tags: Option<String>,
+    pub default_queue_type: Option<String>,
+    /// `list_user_limits --user`.
+    pub limit_user: Option<String>,
     pub command: String,
     pub args: Vec<String>,
 }
@@ -98,7 +105,18 @@ pub struct Opts {
 const COMMAND_FLAGS: &[(&str, &[&str])] = &[
     ("--if-empty", &["delete_queue"]),
     ("--if-unused", &["delete_queue"]),
-    ("--global", &["close_all_connections"]),
+    (
+        "--global",
+        &[
+            "close_all_connections",
+            "list_user_limits",
+            "list_vhost_limits",
+        ],
+    ),
+    ("--description", &["add_vhost"]),
+    ("--tags", &["add_vhost"]),
+    ("--default-queue-type", &["add_vhost"]),
+    ("--user", &["list_user_limits"]),
     ("--online", &["list_queues"]),
     ("--offline", &["list_queues"]),
     ("--local", &["list_queues"]),
@@ -127,6 +145,10 @@ fn parse(argv: Vec<String>) -> Result<Opts, Fail> {
         if_empty: false,
         if_unused: false,
         global: false,
+        description: None,
+        vhost_tags: None,
+        default_queue_type: None,
+        limit_user: None,
         command: String::new(),
         args: Vec::new(),
     };
@@ -200,6 +222,22 @@ fn parse(argv: Vec<String>) -> Result<Opts, Fail> {
                 o.if_unused = true;
                 flags_seen.push("--if-unused".into());
             }
+            "--description" => {
+                o.description = Some(value("--description")?);
+                flags_seen.push(flag.clone());
+            }
+            "--tags" => {
+                o.vhost_tags = Some(value("--tags")?);
+                flags_seen.push(flag.clone());
+            }
+            "--default-queue-type" => {
+                o.default_queue_type = Some(value("--default-queue-type")?);
+                flags_seen.push(flag.clone());
+            }
+            "--user" => {
+                o.limit_user = Some(value("--user")?);
+                flags_seen.push(flag.clone());
+            }
             "--global" | "--online" | "--offline" | "--local" => {
                 if flag == "--global" {
                     o.global = true;
@@ -252,7 +290,8 @@ fn usage(prog: &str) -> String {
          $WARREN_URL).\n\nCommands:\n\n{}",
         commands::COMMANDS
             .iter()
-            .map(|(name, help)| format!("   {name:<24}{help}"))
+            .chain(admin::COMMANDS)
+            .map(|(name, help)| format!("   {name:<30}{help}"))
             .collect::<Vec<_>>()
             .join("\n")
     )

@@ -13,6 +13,8 @@ const REFRESH_MS = 5000;
 const WINDOW_MS = 10 * 60 * 1000;
 // Ask for 10 minutes of 5 s samples where the server keeps them (RabbitMQ's parameters).
 const SAMPLES_QS = 'lengths_age=600&lengths_incr=5&msg_rates_age=600&msg_rates_incr=5';
+// The same for a connection's byte counters.
+const DATA_QS = 'data_rates_age=600&data_rates_incr=5';
 
 // ------------------------------------------------------------------------------------------
 // Small DOM helpers
@@ -106,6 +108,15 @@ const session = {
   clear() {
     sessionStorage.removeItem('warren.auth');
     sessionStorage.removeItem('warren.user');
+    sessionStorage.removeItem('warren.tags');
+  },
+  // The logged-in user's tags (from /api/whoami), or null when not known.
+  get tags() {
+    try { return JSON.parse(sessionStorage.getItem('warren.tags')); } catch (_) { return null; }
+  },
+  setTags(t) {
+    const list = Array.isArray(t) ? t : String(t || '').split(',').map((x) => x.trim()).filter(Boolean);
+    sessionStorage.setItem('warren.tags', JSON.stringify(list));
   },
 };
 
@@ -136,7 +147,9 @@ async function api(method, path, body, opts) {
   if (text) {
     try { data = JSON.parse(text); } catch (_) { data = null; }
   }
-  if (r.status === 401 && !opts.noRedirect) {
+  // RabbitMQ's 401 `not_authorized` is a failed login; `not_authorised` is a logged-in user
+  // refused one call (issue 11's tags): that one stays on the page as an error.
+  if (r.status === 401 && !opts.noRedirect && !(data && data.error === 'not_authorised')) {
     session.clear();
     goLogin();
     throw new ApiError(401, data, text);
@@ -162,7 +175,7 @@ class Chart {
   constructor(id, title, series, unit) {
     this.id = id;
     this.series = series; // [{key, label, color}]
-    this.unit = unit; // 'rate' or 'count'
+    this.unit = unit; // 'rate' (messages/s), 'bytes' (bytes/s) or 'count'
     this.points = {};
     this.canvas = h('canvas', { id, width: 600, height: 180, dataset: { points: '0', draws: '0' } });
     this.legendValues = {};
@@ -187,7 +200,8 @@ class Chart {
       const max = pts.reduce((m, p) => Math.max(m, p[1]), 0);
       this.canvas.dataset['last' + camel(s.key)] = String(round2(last));
       this.canvas.dataset['max' + camel(s.key)] = String(round2(max));
-      this.legendValues[s.key].textContent = this.unit === 'rate' ? fmtRate(last) : fmtNum(last);
+      this.legendValues[s.key].textContent = this.unit === 'rate' ? fmtRate(last)
+        : this.unit === 'bytes' ? fmtBytes(round2(last)) + '/s' : fmtNum(last);
     }
     this.canvas.dataset.points = String(n);
     this.draw();
@@ -222,7 +236,7 @@ class Chart {
       const y = top + ph - (ph * i) / 4;
       g.beginPath(); g.moveTo(left, Math.round(y) + 0.5); g.lineTo(left + pw, Math.round(y) + 0.5); g.stroke();
       const v = (top_ * i) / 4;
-      g.fillText(this.unit === 'rate' ? shortNum(v) + '/s' : shortNum(v), left - 4, y);
+      g.fillText(this.unit === 'rate' ? shortNum(v) + '/s' : this.unit === 'bytes' ? shortBytes(v) + '/s' : shortNum(v), left - 4, y);
     }
     g.textAlign = 'center';
     g.textBaseline = 'top';
@@ -265,6 +279,13 @@ function niceCeil(v) {
   const p = Math.pow(10, Math.floor(Math.log10(v)));
   for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
   return 10 * p;
+}
+
+function shortBytes(v) {
+  if (v >= 1 << 30) return round2(v / (1 << 30)) + 'G';
+  if (v >= 1 << 20) return round2(v / (1 << 20)) + 'M';
+  if (v >= 1 << 10) return round2(v / (1 << 10)) + 'k';
+  return String(round2(v)) + 'B';
 }
 
 function shortNum(v) {
@@ -331,6 +352,25 @@ const RATE_SERIES = [
   { key: 'deliver_get', label: 'Deliver / get', color: '#1f6fb2' },
   { key: 'ack', label: 'Ack', color: '#2e7d32' },
   { key: 'confirm', label: 'Confirm', color: '#8e44ad', dash: [6, 4] },
+];
+// An exchange's: messages published into it and routed on (RabbitMQ's names).
+const EXCHANGE_SERIES = [
+  { key: 'publish_in', label: 'Publish in', color: '#c0471b' },
+  { key: 'publish_out', label: 'Publish out', color: '#1f6fb2', dash: [6, 4] },
+];
+// A channel's, as its RabbitMQ page draws them.
+const CHANNEL_SERIES = [
+  { key: 'publish', label: 'Publish', color: '#c0471b' },
+  { key: 'confirm', label: 'Confirm', color: '#8e44ad', dash: [6, 4] },
+  { key: 'deliver_get', label: 'Deliver / get', color: '#1f6fb2' },
+  { key: 'ack', label: 'Ack', color: '#2e7d32' },
+  { key: 'redeliver', label: 'Redeliver', color: '#e0a100' },
+  { key: 'return_unroutable', label: 'Unroutable (return)', color: '#677085' },
+];
+// A connection's bytes.
+const DATA_SERIES = [
+  { key: 'recv_oct', label: 'From client', color: '#c0471b' },
+  { key: 'send_oct', label: 'To client', color: '#1f6fb2' },
 ];
 const LENGTH_SERIES = [
   { key: 'messages_ready', label: 'Ready', color: '#1f6fb2' },
@@ -477,6 +517,8 @@ function link(href, text) { return h('a', { href, text }); }
 
 function queueHref(q) { return `#/queues/${enc(q.vhost)}/${enc(q.name)}`; }
 function exchangeHref(x) { return `#/exchanges/${enc(x.vhost)}/${enc(x.name === '' ? 'amq.default' : x.name)}`; }
+function connectionHref(name) { return `#/connections/${enc(name)}`; }
+function channelHref(name) { return `#/channels/${enc(name)}`; }
 
 // ------------------------------------------------------------------------------------------
 // Views. Each returns {refresh, dispose?}; refresh is called on mount and every REFRESH_MS.
@@ -494,7 +536,8 @@ function loginView(root) {
     err.textContent = '';
     session.set(user.value, pass.value);
     try {
-      await api('GET', '/whoami', undefined, { noRedirect: true });
+      const me = await api('GET', '/whoami', undefined, { noRedirect: true });
+      session.setTags(me && me.tags);
     } catch (e) {
       session.clear();
       err.textContent = e.status === 401 ? 'Login failed: wrong username or password.' : 'Login failed: ' + e.message;
@@ -619,7 +662,9 @@ function queuesView(root) {
 }
 
 function kv(id, pairs) {
-  return h('dl', { class: 'kv', id }, pairs.map(([k, v, vid]) => [h('dt', { text: k }), h('dd', { id: vid, text: v === undefined || v === null ? '' : v })]));
+  // A value may be a node (a link) or text.
+  return h('dl', { class: 'kv', id }, pairs.map(([k, v, vid]) => [h('dt', { text: k }),
+    v instanceof Node ? h('dd', { id: vid }, v) : h('dd', { id: vid, text: v === undefined || v === null ? '' : v })]));
 }
 
 function publishForm(prefix, vhost, exchange, fixedKey) {
@@ -811,6 +856,8 @@ function exchangeView(root, vhost, name) {
   // The default exchange is addressed as amq.default in the API's paths.
   const base = `/exchanges/${enc(vhost)}/${enc(name)}`;
   const details = h('div', { id: 'x-details' });
+  const rateChart = new Chart('x-chart-rates', 'Message rates', EXCHANGE_SERIES, 'rate');
+  const rateHist = new History(EXCHANGE_SERIES.map((s) => s.key), 'rate');
   const src = h('tbody', { id: 'x-bindings-source-rows' });
   const dst = h('tbody', { id: 'x-bindings-destination-rows' });
   const bq = h('input', { type: 'text', id: 'x-bind-dest', placeholder: 'destination' });
@@ -834,19 +881,21 @@ function exchangeView(root, vhost, name) {
   root.append(
     h('h1', { id: 'page-exchange', dataset: { name, vhost } }, 'Exchange ', h('span', { id: 'x-name', text: name === 'amq.default' ? '(AMQP default)' : name }), h('span', { class: 'muted', text: ` in virtual host ${vhost}` })),
     h('div', { class: 'panel' }, details),
+    h('div', { class: 'charts' }, rateChart.el),
     h('h2', { text: 'Bindings from this exchange' }),
     h('table', { id: 'x-bindings-source' }, h('thead', {}, h('tr', {}, ['To', 'Kind', 'Routing key', 'Arguments'].map((t) => h('th', { text: t })))), src),
-    name === 'amq.default' ? null : h('div', { class: 'panel' }, bindForm),
+    name === 'amq.default' ? '' : h('div', { class: 'panel' }, bindForm),
     h('h2', { text: 'Bindings to this exchange' }),
     h('table', { id: 'x-bindings-destination' }, h('thead', {}, h('tr', {}, ['From', 'Kind', 'Routing key', 'Arguments'].map((t) => h('th', { text: t })))), dst),
     h('h2', { text: 'Publish message' }), h('div', { class: 'panel' }, publishForm('x-publish', vhost, name === 'amq.default' ? '' : name)),
-    del ? h('div', { class: 'panel toolbar' }, del) : null,
+    del ? h('div', { class: 'panel toolbar' }, del) : '', // (Element.append would show null as text)
   );
   async function refresh() {
     const x = await api('GET', base + '?' + SAMPLES_QS);
     details.replaceChildren(kv('x-kv', [['Type', x.type, 'x-type'], ['Durable', fmtBool(x.durable)], ['Auto delete', fmtBool(x.auto_delete)],
       ['Internal', fmtBool(x.internal)], ['Arguments', fmtArgs(x.arguments)],
       ['Rate in', fmtRate(get(x, 'message_stats.publish_in_details.rate'))], ['Rate out', fmtRate(get(x, 'message_stats.publish_out_details.rate'))]]));
+    rateChart.set(rateHist.points(x.message_stats));
     if (name === 'amq.default') {
       src.replaceChildren(h('tr', {}, h('td', { colspan: 4, class: 'muted', text: 'Every queue is bound here with its own name as routing key.' })));
     } else {
@@ -856,7 +905,7 @@ function exchangeView(root, vhost, name) {
     const d = await api('GET', base + '/bindings/destination');
     dst.replaceChildren(...(d || []).map((b) => bindRow(b, b.source, 'exchange')));
   }
-  return { refresh };
+  return { refresh, dispose() { rateChart.dispose(); } };
 }
 
 function connectionsView(root) {
@@ -867,7 +916,7 @@ function connectionsView(root) {
     rowData: (c) => ({ userProvidedName: c.user_provided_name || get(c, 'client_properties.connection_name') || '' }),
     columns: [
       { key: 'vhost', label: 'Virtual host', sort: 'vhost' },
-      { key: 'name', label: 'Name', sort: 'name' },
+      { key: 'name', label: 'Name', sort: 'name', render: (c) => link(connectionHref(c.name), c.name) },
       { key: 'user_provided_name', label: 'Client name', render: (c) => c.user_provided_name || get(c, 'client_properties.connection_name') || '' },
       { key: 'user', label: 'User', sort: 'user' },
       { key: 'state', label: 'State', sort: 'state' },
@@ -892,8 +941,8 @@ function channelsView(root) {
   const t = pagedTable({
     id: 'channels', path: '/channels', sort: 'name',
     columns: [
-      { key: 'name', label: 'Channel', sort: 'name' },
-      { key: 'connection', label: 'Connection', render: (c) => get(c, 'connection_details.name') || '' },
+      { key: 'name', label: 'Channel', sort: 'name', render: (c) => link(channelHref(c.name), c.name) },
+      { key: 'connection', label: 'Connection', render: (c) => (get(c, 'connection_details.name') ? link(connectionHref(c.connection_details.name), c.connection_details.name) : '') },
       { key: 'vhost', label: 'Virtual host', sort: 'vhost' },
       { key: 'user', label: 'User', sort: 'user' },
       { key: 'mode', label: 'Mode', render: (c) => [c.confirm ? 'C' : '', c.transactional ? 'T' : ''].filter(Boolean).join(' ') },
@@ -908,6 +957,109 @@ function channelsView(root) {
   });
   root.append(h('h1', { text: 'Channels', id: 'page-channels' }), t.el);
   return { refresh: t.refresh };
+}
+
+// A connection's page: its details, its data rates over the last 10 minutes, its channels,
+// and a close button.
+function connectionView(root, name) {
+  const base = `/connections/${enc(name)}`;
+  const details = h('div', { id: 'c-details' });
+  const chart = new Chart('c-chart-data', 'Data rates', DATA_SERIES, 'bytes');
+  const hist = new History(DATA_SERIES.map((s) => s.key), 'rate');
+  const chans = h('tbody', { id: 'c-channels-rows' });
+  const reason = h('input', { type: 'text', id: 'c-close-reason', value: 'Closed via management plugin', size: 30 });
+  const close = confirmButton({ id: 'c-close', key: 'close-c:' + name, label: 'Close this connection', armedLabel: 'Really close?',
+    action: async () => {
+      await api('DELETE', base, undefined, { headers: { 'X-Reason': reason.value } });
+      toast(`Connection ${name} closed.`);
+      location.hash = '#/connections';
+    } });
+  root.append(
+    h('h1', { id: 'page-connection', dataset: { name } }, 'Connection ', h('span', { id: 'c-name', text: name })),
+    h('div', { class: 'panel' }, details),
+    h('div', { class: 'charts' }, chart.el),
+    h('h2', { text: 'Channels' }),
+    h('table', { id: 'c-channels' }, h('thead', {}, h('tr', {}, ['Channel', 'Mode', 'Consumers', 'Unacked', 'Publish', 'Deliver / get', 'Ack']
+      .map((t, i) => h('th', { text: t, class: i >= 2 ? 'num' : '' })))), chans),
+    h('h2', { text: 'Close' }), h('div', { class: 'panel toolbar' }, h('label', {}, 'Reason ', reason), close),
+  );
+  async function refresh() {
+    let c;
+    try {
+      c = await api('GET', base + '?' + DATA_QS);
+    } catch (e) {
+      if (e.status === 404) {
+        details.replaceChildren(h('div', { class: 'bad', id: 'c-missing', text: 'This connection is closed.' }));
+        return;
+      }
+      throw e;
+    }
+    const cp = c.client_properties || {};
+    details.replaceChildren(kv('c-kv', [
+      ['Client name', c.user_provided_name || cp.connection_name || ''], ['User', c.user], ['Virtual host', c.vhost],
+      ['State', c.state, 'c-state'], ['Protocol', c.protocol], ['Client', [cp.product, cp.version, cp.platform].filter(Boolean).join(' ')],
+      ['Authentication', c.auth_mechanism], ['Heartbeat', c.timeout !== undefined ? `${c.timeout} s` : ''],
+      ['Frame max', fmtNum(c.frame_max)], ['Channel max', fmtNum(c.channel_max)],
+      ['Connected at', c.connected_at ? new Date(c.connected_at).toLocaleString() : ''],
+      ['Received', fmtBytes(c.recv_oct)], ['Sent', fmtBytes(c.send_oct)],
+    ]));
+    chart.set(hist.points(c));
+    const list = await api('GET', base + '/channels');
+    chans.replaceChildren(...((list || []).length ? list.map((ch) => h('tr', { dataset: { name: ch.name, number: ch.number } },
+      h('td', {}, link(channelHref(ch.name), ch.name)),
+      h('td', { text: [ch.confirm ? 'C' : '', ch.transactional ? 'T' : ''].filter(Boolean).join(' ') }),
+      h('td', { class: 'num', text: fmtNum(ch.consumer_count) }), h('td', { class: 'num', text: fmtNum(ch.messages_unacknowledged) }),
+      h('td', { class: 'num', text: fmtRate(get(ch, 'message_stats.publish_details.rate')) }),
+      h('td', { class: 'num', text: fmtRate(get(ch, 'message_stats.deliver_get_details.rate')) }),
+      h('td', { class: 'num', text: fmtRate(get(ch, 'message_stats.ack_details.rate')) })))
+      : [h('tr', {}, h('td', { colspan: 7, class: 'muted', text: 'No channels.' }))]));
+  }
+  return { refresh, dispose() { chart.dispose(); } };
+}
+
+// A channel's page: its details, its message rates over the last 10 minutes, its consumers.
+function channelView(root, name) {
+  const base = `/channels/${enc(name)}`;
+  const details = h('div', { id: 'ch-details' });
+  const chart = new Chart('ch-chart-rates', 'Message rates', CHANNEL_SERIES, 'rate');
+  const hist = new History(CHANNEL_SERIES.map((s) => s.key), 'rate');
+  const consumers = h('tbody', { id: 'ch-consumers-rows' });
+  root.append(
+    h('h1', { id: 'page-channel', dataset: { name } }, 'Channel ', h('span', { id: 'ch-name', text: name })),
+    h('div', { class: 'panel' }, details),
+    h('div', { class: 'charts' }, chart.el),
+    h('h2', { text: 'Consumers' }),
+    h('table', { id: 'ch-consumers' }, h('thead', {}, h('tr', {}, ['Queue', 'Consumer tag', 'Ack required', 'Exclusive', 'Prefetch', 'Active']
+      .map((t) => h('th', { text: t })))), consumers),
+  );
+  async function refresh() {
+    let ch;
+    try {
+      ch = await api('GET', base + '?' + SAMPLES_QS);
+    } catch (e) {
+      if (e.status === 404) {
+        details.replaceChildren(h('div', { class: 'bad', id: 'ch-missing', text: 'This channel is closed.' }));
+        return;
+      }
+      throw e;
+    }
+    const conn = get(ch, 'connection_details.name');
+    details.replaceChildren(kv('ch-kv', [
+      ['Connection', conn ? link(connectionHref(conn), conn) : ''], ['Number', ch.number], ['User', ch.user], ['Virtual host', ch.vhost],
+      ['State', ch.state, 'ch-state'], ['Mode', [ch.confirm ? 'confirm' : '', ch.transactional ? 'transactional' : ''].filter(Boolean).join(', ') || 'plain'],
+      ['Prefetch', fmtNum(ch.prefetch_count)], ['Global prefetch', fmtNum(ch.global_prefetch_count)],
+      ['Unacked', fmtNum(ch.messages_unacknowledged)], ['Unconfirmed', fmtNum(ch.messages_unconfirmed)],
+      ['Uncommitted', fmtNum(ch.messages_uncommitted)],
+    ]));
+    chart.set(hist.points(ch.message_stats));
+    const cons = ch.consumer_details || [];
+    consumers.replaceChildren(...(cons.length ? cons.map((c) => h('tr', { dataset: { tag: c.consumer_tag } },
+      h('td', {}, c.queue ? link(queueHref(c.queue), c.queue.name) : ''), h('td', { text: c.consumer_tag }),
+      h('td', { text: fmtBool(c.ack_required) }), h('td', { text: fmtBool(c.exclusive) }),
+      h('td', { text: fmtNum(c.prefetch_count) }), h('td', { text: fmtBool(c.active) })))
+      : [h('tr', {}, h('td', { colspan: 6, class: 'muted', text: 'No consumers.' }))]));
+  }
+  return { refresh, dispose() { chart.dispose(); } };
 }
 
 function definitionsView(root) {
@@ -966,6 +1118,338 @@ function definitionsView(root) {
 }
 
 // ------------------------------------------------------------------------------------------
+// Admin (issue 11): users, virtual hosts, permissions, topic permissions and limits, over
+// RabbitMQ's endpoints (/api/users, /api/vhosts, /api/permissions, /api/topic-permissions,
+// /api/vhost-limits, /api/user-limits). Forms are built once; only the tables refresh.
+// ------------------------------------------------------------------------------------------
+
+function adminTabs(active) {
+  return h('nav', { class: 'tabs', id: 'admin-tabs' },
+    h('a', { href: '#/admin', id: 'admin-tab-users', class: active === 'users' ? 'active' : '', text: 'Users' }),
+    h('a', { href: '#/admin/vhosts', id: 'admin-tab-vhosts', class: active === 'vhosts' ? 'active' : '', text: 'Virtual hosts' }));
+}
+
+function userHref(name) { return `#/admin/users/${enc(name)}`; }
+function vhostHref(name) { return `#/admin/vhosts/${enc(name)}`; }
+
+function tagList(t) { return Array.isArray(t) ? t.join(', ') : (t || ''); }
+
+// A simple table: rows replaced on each refresh; `rowData` gives each row's data-*.
+function plainTable(id, columns, emptyText) {
+  const tbody = h('tbody', { id: id + '-rows' });
+  const table = h('table', { id, dataset: { loaded: '0' } },
+    h('thead', {}, h('tr', {}, columns.map((c) => h('th', { class: c.num ? 'num' : '', text: c.label })))), tbody);
+  function set(items, rowData) {
+    const rows = items.map((item) => {
+      const tr = h('tr', { dataset: rowData ? rowData(item) : {} });
+      for (const c of columns) {
+        const v = c.render ? c.render(item) : get(item, c.key);
+        const td = h('td', { class: c.num ? 'num' : '', dataset: { col: c.key } });
+        if (v instanceof Node) td.appendChild(v); else td.textContent = v === undefined || v === null ? '' : String(v);
+        tr.appendChild(td);
+      }
+      return tr;
+    });
+    tbody.replaceChildren(...rows);
+    if (rows.length === 0) tbody.appendChild(h('tr', {}, h('td', { colspan: columns.length, class: 'muted', text: emptyText || 'None.' })));
+    table.dataset.loaded = '1';
+    table.dataset.count = String(items.length);
+  }
+  return { el: table, set };
+}
+
+// <select> of the vhosts (kept as the user chose across refreshes).
+function vhostSelect(id) {
+  const sel = h('select', { id });
+  async function load() {
+    const vhosts = await api('GET', '/vhosts?columns=name');
+    const keep = sel.value;
+    const names = vhosts.map((v) => v.name).sort();
+    if (sel.dataset.names === JSON.stringify(names)) return;
+    sel.replaceChildren(...names.map((n) => h('option', { value: n, text: n, selected: n === (keep || '/') })));
+    sel.dataset.names = JSON.stringify(names);
+  }
+  return { el: sel, load };
+}
+
+function userSelect(id) {
+  const sel = h('select', { id });
+  async function load() {
+    const users = await api('GET', '/users');
+    const keep = sel.value;
+    const names = users.map((u) => u.name).sort();
+    if (sel.dataset.names === JSON.stringify(names)) return;
+    sel.replaceChildren(...names.map((n) => h('option', { value: n, text: n, selected: n === keep })));
+    sel.dataset.names = JSON.stringify(names);
+  }
+  return { el: sel, load };
+}
+
+// A form that runs `action` on submit, shows failures in a toast and in its result line.
+function actionForm(id, fields, buttonText, action) {
+  const result = h('span', { id: id + '-result', class: 'muted', dataset: { ok: '' } });
+  const form = h('form', { class: 'grid', id },
+    fields.map(([label, input]) => [h('label', { text: label, for: input.id }), input]),
+    h('div', { class: 'actions' }, h('button', { type: 'submit', id: id + '-submit', text: buttonText }), ' ', result));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    result.dataset.ok = '';
+    result.textContent = '';
+    try {
+      const msg = await action();
+      result.className = 'ok';
+      result.dataset.ok = 'true';
+      result.textContent = msg || 'Done.';
+    } catch (e) {
+      result.className = 'bad';
+      result.dataset.ok = 'false';
+      result.textContent = e.message;
+    }
+  });
+  return form;
+}
+
+// A limits value from a form field: '' means no limit (DELETE), else a whole number.
+function limitInput(id) { return h('input', { type: 'number', id, min: 0, step: 1, placeholder: 'no limit', style: 'width:120px' }); }
+
+async function applyLimits(base, inputs, current) {
+  for (const [name, input] of Object.entries(inputs)) {
+    const v = input.value.trim();
+    if (v === '') {
+      if (current && current[name] !== undefined) await api('DELETE', `${base}/${enc(name)}`);
+    } else {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a whole number`);
+      await api('PUT', `${base}/${enc(name)}`, { value: n });
+    }
+  }
+}
+
+function usersView(root) {
+  const perms = {};
+  const t = plainTable('users-table', [
+    { key: 'name', label: 'Name', render: (u) => link(userHref(u.name), u.name) },
+    { key: 'tags', label: 'Tags', render: (u) => tagList(u.tags) },
+    { key: 'vhosts', label: 'Can access virtual hosts', render: (u) => (perms[u.name] || []).join(', ') || 'No access' },
+    { key: 'password', label: 'Has password', render: (u) => fmtBool(!!u.password_hash) },
+  ], 'No users.');
+  const name = h('input', { type: 'text', id: 'add-user-name', autocomplete: 'off' });
+  const pass = h('input', { type: 'password', id: 'add-user-password', autocomplete: 'new-password' });
+  const tags = h('input', { type: 'text', id: 'add-user-tags', placeholder: 'administrator, monitoring, ...' });
+  const quick = h('span', { class: 'muted' }, 'Set: ', ['administrator', 'monitoring', 'policymaker', 'management'].map((tg) =>
+    h('button', { type: 'button', class: 'link', dataset: { tag: tg }, text: tg, on: { click: () => { tags.value = tg; } } })));
+  const form = actionForm('add-user', [['Username', name], ['Password', pass], ['Tags', tags]], 'Add user', async () => {
+    if (!name.value) throw new Error('A user needs a name.');
+    const exists = await api('GET', `/users/${enc(name.value)}`).then(() => true, (e) => { if (e.status === 404) return false; throw e; });
+    if (exists) throw new Error(`User ${name.value} already exists.`);
+    await api('PUT', `/users/${enc(name.value)}`, { password: pass.value, tags: tags.value.split(',').map((x) => x.trim()).filter(Boolean).join(',') });
+    const added = name.value;
+    name.value = ''; pass.value = ''; tags.value = '';
+    await refresh();
+    return `User ${added} added.`;
+  });
+  root.append(h('h1', { text: 'Admin', id: 'page-admin' }), adminTabs('users'),
+    h('h2', { text: 'Users' }), t.el,
+    h('h2', { text: 'Add a user' }), h('div', { class: 'panel' }, form, h('p', {}, quick)));
+  async function refresh() {
+    const [users, all] = await Promise.all([api('GET', '/users'), api('GET', '/permissions')]);
+    for (const k of Object.keys(perms)) delete perms[k];
+    for (const p of all) (perms[p.user] = perms[p.user] || []).push(p.vhost);
+    users.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    t.set(users, (u) => ({ name: u.name, tags: tagList(u.tags) }));
+  }
+  return { refresh };
+}
+
+function userView(root, name) {
+  const info = kv('user-info', [['Name', name, 'user-name'], ['Tags', '', 'user-tags'], ['Has password', '', 'user-has-password'], ['Limits', '', 'user-limits']]);
+  let user = null;
+  // Permissions of this user, per vhost.
+  const permTable = plainTable('user-perms', [
+    { key: 'vhost', label: 'Virtual host', render: (p) => link(vhostHref(p.vhost), p.vhost) },
+    { key: 'configure', label: 'Configure regexp' },
+    { key: 'write', label: 'Write regexp' },
+    { key: 'read', label: 'Read regexp' },
+    { key: 'clear', label: '', render: (p) => confirmButton({ key: 'perm:' + p.vhost, label: 'Clear', actionName: 'clear-permissions', dataset: { vhost: p.vhost },
+      action: async () => { await api('DELETE', `/permissions/${enc(p.vhost)}/${enc(name)}`); await refresh(); } }) },
+  ], 'No permissions: this user cannot use any virtual host.');
+  const pv = vhostSelect('set-perm-vhost');
+  const conf = h('input', { type: 'text', id: 'set-perm-configure', value: '.*' });
+  const write = h('input', { type: 'text', id: 'set-perm-write', value: '.*' });
+  const read = h('input', { type: 'text', id: 'set-perm-read', value: '.*' });
+  const permForm = actionForm('set-perm', [['Virtual host', pv.el], ['Configure regexp', conf], ['Write regexp', write], ['Read regexp', read]], 'Set permission', async () => {
+    await api('PUT', `/permissions/${enc(pv.el.value)}/${enc(name)}`, { configure: conf.value, write: write.value, read: read.value });
+    await refresh();
+    return `Permissions set in ${pv.el.value}.`;
+  });
+  // Topic permissions.
+  const topicTable = plainTable('user-topic-perms', [
+    { key: 'vhost', label: 'Virtual host' },
+    { key: 'exchange', label: 'Exchange' },
+    { key: 'write', label: 'Write regexp' },
+    { key: 'read', label: 'Read regexp' },
+  ], 'No topic permissions.');
+  const tv = vhostSelect('set-topic-vhost');
+  const tx = h('input', { type: 'text', id: 'set-topic-exchange', value: 'amq.topic' });
+  const tw = h('input', { type: 'text', id: 'set-topic-write', value: '.*' });
+  const tr = h('input', { type: 'text', id: 'set-topic-read', value: '.*' });
+  const topicForm = actionForm('set-topic', [['Virtual host', tv.el], ['Exchange', tx], ['Write regexp', tw], ['Read regexp', tr]], 'Set topic permission', async () => {
+    await api('PUT', `/topic-permissions/${enc(tv.el.value)}/${enc(name)}`, { exchange: tx.value, write: tw.value, read: tr.value });
+    await refresh();
+    return `Topic permission set on ${tx.value}.`;
+  });
+  const clearTopics = confirmButton({ key: 'topics', id: 'clear-topic', label: 'Clear topic permissions in the chosen virtual host', actionName: 'clear-topic-permissions',
+    action: async () => { await api('DELETE', `/topic-permissions/${enc(tv.el.value)}/${enc(name)}`); await refresh(); } });
+  // Update: tags, and the password when one is given (otherwise the stored hash is kept:
+  // a PUT without either would leave the user password-less).
+  const newPass = h('input', { type: 'password', id: 'update-user-password', autocomplete: 'new-password', placeholder: 'unchanged' });
+  const newTags = h('input', { type: 'text', id: 'update-user-tags' });
+  const updateForm = actionForm('update-user', [['Password', newPass], ['Tags', newTags]], 'Update user', async () => {
+    const body = { tags: newTags.value.split(',').map((x) => x.trim()).filter(Boolean).join(',') };
+    if (newPass.value) body.password = newPass.value;
+    else { body.password_hash = user ? user.password_hash : ''; if (user && user.hashing_algorithm) body.hashing_algorithm = user.hashing_algorithm; }
+    await api('PUT', `/users/${enc(name)}`, body);
+    newPass.value = '';
+    await refresh();
+    return 'User updated.';
+  });
+  // Limits.
+  const maxConn = limitInput('user-limit-max-connections');
+  const maxChan = limitInput('user-limit-max-channels');
+  const limitsForm = actionForm('user-limits-form', [['Max connections', maxConn], ['Max channels', maxChan]], 'Set limits', async () => {
+    await applyLimits(`/user-limits/${enc(name)}`, { 'max-connections': maxConn, 'max-channels': maxChan }, user && user.limits);
+    await refresh();
+    return 'Limits set.';
+  });
+  const del = confirmButton({ key: 'delete-user', id: 'delete-user', label: 'Delete this user', actionName: 'delete-user',
+    action: async () => { await api('DELETE', `/users/${enc(name)}`); toast(`User ${name} deleted.`); location.hash = '#/admin'; } });
+  root.append(h('h1', { text: `User ${name}`, id: 'page-user' }), adminTabs('users'), info,
+    h('h2', { text: 'Permissions' }), permTable.el, h('div', { class: 'panel' }, permForm),
+    h('h2', { text: 'Topic permissions' }), topicTable.el, h('div', { class: 'panel' }, topicForm, h('p', {}, clearTopics)),
+    h('h2', { text: 'Limits' }), h('div', { class: 'panel' }, limitsForm),
+    h('h2', { text: 'Update this user' }), h('div', { class: 'panel' }, updateForm),
+    h('h2', { text: 'Delete this user' }), h('div', { class: 'panel' }, del));
+  let first = true;
+  async function refresh() {
+    user = await api('GET', `/users/${enc(name)}`);
+    const [all, topics] = await Promise.all([
+      api('GET', '/permissions'),
+      api('GET', `/users/${enc(name)}/topic-permissions`).catch(() => []),
+      pv.load(), tv.load(),
+    ]);
+    setText('user-tags', tagList(user.tags));
+    setText('user-has-password', fmtBool(!!user.password_hash));
+    const limits = user.limits && typeof user.limits === 'object' ? user.limits : {};
+    setText('user-limits', Object.keys(limits).length ? Object.entries(limits).map(([k, v]) => `${k}: ${v}`).join(', ') : 'none');
+    if (first) {
+      newTags.value = tagList(user.tags);
+      if (limits['max-connections'] !== undefined) maxConn.value = limits['max-connections'];
+      if (limits['max-channels'] !== undefined) maxChan.value = limits['max-channels'];
+      first = false;
+    }
+    permTable.set(all.filter((p) => p.user === name).sort((a, b) => (a.vhost < b.vhost ? -1 : 1)), (p) => ({ vhost: p.vhost }));
+    topicTable.set(topics, (x) => ({ vhost: x.vhost, exchange: x.exchange }));
+  }
+  return { refresh };
+}
+
+function vhostsView(root) {
+  let limits = {};
+  const t = plainTable('vhosts-table', [
+    { key: 'name', label: 'Name', render: (v) => link(vhostHref(v.name), v.name) },
+    { key: 'description', label: 'Description' },
+    { key: 'tags', label: 'Tags', render: (v) => tagList(v.tags) },
+    { key: 'default_queue_type', label: 'Default queue type', render: (v) => (v.default_queue_type === 'undefined' ? '' : v.default_queue_type) },
+    { key: 'messages', label: 'Messages', num: true, render: (v) => fmtNum(v.messages) },
+    { key: 'limits', label: 'Limits', render: (v) => Object.entries(limits[v.name] || {}).map(([k, n]) => `${k}: ${n}`).join(', ') },
+  ], 'No virtual hosts.');
+  const name = h('input', { type: 'text', id: 'add-vhost-name', autocomplete: 'off' });
+  const desc = h('input', { type: 'text', id: 'add-vhost-description' });
+  const tags = h('input', { type: 'text', id: 'add-vhost-tags', placeholder: 'comma-separated' });
+  const dqt = h('select', { id: 'add-vhost-default-queue-type' }, ['', 'classic', 'quorum', 'stream'].map((q) => h('option', { value: q, text: q || '(none)' })));
+  const form = actionForm('add-vhost', [['Name', name], ['Description', desc], ['Tags', tags], ['Default queue type', dqt]], 'Add virtual host', async () => {
+    if (!name.value) throw new Error('A virtual host needs a name.');
+    const body = { description: desc.value, tags: tags.value };
+    // RabbitMQ 3.10 reads `defaultqueuetype` and shows `default_queue_type`.
+    if (dqt.value) { body.defaultqueuetype = dqt.value; body.default_queue_type = dqt.value; }
+    await api('PUT', `/vhosts/${enc(name.value)}`, body);
+    const added = name.value;
+    name.value = ''; desc.value = ''; tags.value = '';
+    await refresh();
+    return `Virtual host ${added} added.`;
+  });
+  root.append(h('h1', { text: 'Admin', id: 'page-admin' }), adminTabs('vhosts'),
+    h('h2', { text: 'Virtual hosts' }), t.el,
+    h('h2', { text: 'Add a virtual host' }), h('div', { class: 'panel' }, form));
+  async function refresh() {
+    const [vhosts, lim] = await Promise.all([api('GET', '/vhosts'), api('GET', '/vhost-limits').catch(() => [])]);
+    limits = Object.fromEntries(lim.map((l) => [l.vhost, l.value]));
+    vhosts.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    t.set(vhosts, (v) => ({ name: v.name }));
+  }
+  return { refresh };
+}
+
+function vhostView(root, name) {
+  const info = kv('vhost-info', [['Name', name, 'vhost-name'], ['Description', '', 'vhost-description'], ['Tags', '', 'vhost-tags'],
+    ['Default queue type', '', 'vhost-default-queue-type'], ['Messages', '', 'vhost-messages'], ['Limits', '', 'vhost-limits']]);
+  const permTable = plainTable('vhost-perms', [
+    { key: 'user', label: 'User', render: (p) => link(userHref(p.user), p.user) },
+    { key: 'configure', label: 'Configure regexp' },
+    { key: 'write', label: 'Write regexp' },
+    { key: 'read', label: 'Read regexp' },
+    { key: 'clear', label: '', render: (p) => confirmButton({ key: 'perm:' + p.user, label: 'Clear', actionName: 'clear-permissions', dataset: { user: p.user },
+      action: async () => { await api('DELETE', `/permissions/${enc(name)}/${enc(p.user)}`); await refresh(); } }) },
+  ], 'No user may use this virtual host.');
+  const pu = userSelect('vhost-perm-user');
+  const conf = h('input', { type: 'text', id: 'vhost-perm-configure', value: '.*' });
+  const write = h('input', { type: 'text', id: 'vhost-perm-write', value: '.*' });
+  const read = h('input', { type: 'text', id: 'vhost-perm-read', value: '.*' });
+  const permForm = actionForm('vhost-perm', [['User', pu.el], ['Configure regexp', conf], ['Write regexp', write], ['Read regexp', read]], 'Set permission', async () => {
+    await api('PUT', `/permissions/${enc(name)}/${enc(pu.el.value)}`, { configure: conf.value, write: write.value, read: read.value });
+    await refresh();
+    return `Permissions set for ${pu.el.value}.`;
+  });
+  let current = {};
+  const maxConn = limitInput('vhost-limit-max-connections');
+  const maxQueues = limitInput('vhost-limit-max-queues');
+  const limitsForm = actionForm('vhost-limits-form', [['Max connections', maxConn], ['Max queues', maxQueues]], 'Set limits', async () => {
+    await applyLimits(`/vhost-limits/${enc(name)}`, { 'max-connections': maxConn, 'max-queues': maxQueues }, current);
+    await refresh();
+    return 'Limits set.';
+  });
+  const del = confirmButton({ key: 'delete-vhost', id: 'delete-vhost', label: 'Delete this virtual host', actionName: 'delete-vhost',
+    action: async () => { await api('DELETE', `/vhosts/${enc(name)}`); toast(`Virtual host ${name} deleted.`); location.hash = '#/admin/vhosts'; } });
+  root.append(h('h1', { text: `Virtual host ${name}`, id: 'page-vhost' }), adminTabs('vhosts'), info,
+    h('h2', { text: 'Permissions' }), permTable.el, h('div', { class: 'panel' }, permForm),
+    h('h2', { text: 'Limits' }), h('div', { class: 'panel' }, limitsForm),
+    h('h2', { text: 'Delete this virtual host' }), h('div', { class: 'panel' },
+      h('p', { class: 'muted', text: 'Deleting a virtual host deletes its exchanges, queues, bindings and messages, and closes its connections.' }), del));
+  let first = true;
+  async function refresh() {
+    const [v, all, lim] = await Promise.all([
+      api('GET', `/vhosts/${enc(name)}`),
+      api('GET', '/permissions'),
+      api('GET', `/vhost-limits/${enc(name)}`).catch(() => []),
+      pu.load(),
+    ]);
+    current = (lim[0] && lim[0].value) || {};
+    setText('vhost-description', v.description || '');
+    setText('vhost-tags', tagList(v.tags));
+    setText('vhost-default-queue-type', v.default_queue_type === 'undefined' ? '' : v.default_queue_type || '');
+    setText('vhost-messages', fmtNum(v.messages || 0));
+    setText('vhost-limits', Object.keys(current).length ? Object.entries(current).map(([k, n]) => `${k}: ${n}`).join(', ') : 'none');
+    if (first) {
+      if (current['max-connections'] !== undefined) maxConn.value = current['max-connections'];
+      if (current['max-queues'] !== undefined) maxQueues.value = current['max-queues'];
+      first = false;
+    }
+    permTable.set(all.filter((p) => p.vhost === name).sort((a, b) => (a.user < b.user ? -1 : 1)), (p) => ({ user: p.user }));
+  }
+  return { refresh };
+}
+
+// ------------------------------------------------------------------------------------------
 // Router and refresh loop.
 // ------------------------------------------------------------------------------------------
 
@@ -977,8 +1461,14 @@ const ROUTES = [
   [/^\/exchanges$/, 'exchanges', exchangesView],
   [/^\/exchanges\/([^/]+)\/([^/]+)$/, 'exchanges', exchangeView],
   [/^\/connections$/, 'connections', connectionsView],
+  [/^\/connections\/([^/]+)$/, 'connections', connectionView],
   [/^\/channels$/, 'channels', channelsView],
+  [/^\/channels\/([^/]+)$/, 'channels', channelView],
   [/^\/definitions$/, 'definitions', definitionsView],
+  [/^\/admin$/, 'admin', usersView],
+  [/^\/admin\/users\/([^/]+)$/, 'admin', userView],
+  [/^\/admin\/vhosts$/, 'admin', vhostsView],
+  [/^\/admin\/vhosts\/([^/]+)$/, 'admin', vhostView],
 ];
 
 let current = null;
@@ -991,7 +1481,9 @@ async function runRefresh(view, gen) {
     await view.refresh();
     if (gen === generation) document.body.dataset.refreshed = String(Date.now());
   } catch (e) {
-    if (gen === generation && e.status !== 401) toast(e.message, true);
+    // A failed login went to the login page; a refusal (`not_authorised`) is shown.
+    const refused = e.status === 401 && e.body && e.body.error === 'not_authorised';
+    if (gen === generation && (e.status !== 401 || refused)) toast(e.message, true);
   } finally {
     view.busy = false;
   }
@@ -1015,6 +1507,9 @@ function route() {
   document.getElementById('status').replaceChildren();
   document.getElementById('top').hidden = match.nav === 'login';
   setText('whoami', session.user);
+  // The admin pages are for administrators (the API refuses everyone else anyway).
+  const tags = session.tags;
+  document.getElementById('nav-admin').hidden = Array.isArray(tags) && !tags.includes('administrator');
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.nav === match.nav);
   document.body.dataset.page = match.nav;
   current = match.fn(root, ...match.args);
