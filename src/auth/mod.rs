@@ -901,7 +901,8 @@ impl Auth {
     /// RabbitMQ's topic authorisation (`check_topic_access`): Ok when the user has no
     /// topic permission for this exchange in this vhost; otherwise the write (publish) or
     /// read (bind, consume via binding) pattern must match the routing key. Err is 403
-    /// "write access to topic 'RK' in exchange 'X' in vhost 'V' refused for user 'U'".
+    /// "access to topic 'RK' in exchange 'X' in vhost 'V' refused for user 'U'" (RabbitMQ
+    /// 3.10's `rabbit_access_control:check_topic_access` names no permission).
     pub fn authorize_topic(
         &self,
         user: &User,
@@ -929,8 +930,7 @@ impl Auth {
             return Ok(());
         }
         Err(access_refused(format!(
-            "{} access to topic '{}' in exchange '{x}' in vhost '{vhost}' refused for user '{}'",
-            perm.name(),
+            "access to topic '{}' in exchange '{x}' in vhost '{vhost}' refused for user '{}'",
             String::from_utf8_lossy(routing_key),
             user.name
         )))
@@ -981,7 +981,8 @@ impl Auth {
     /// pattern for `perm` matches the resource's name (the default exchange "" is
     /// matched as "amq.default", as RabbitMQ's `rabbit_auth_backend_internal` does).
     /// Err is 403 ACCESS_REFUSED with RabbitMQ's text, e.g. "access to queue 'q' in
-    /// vhost '/' refused for user 'u'" (channel-scoped).
+    /// vhost '/' refused for user 'u'" (channel-scoped; the default exchange is named
+    /// 'amq.default' there too, as RabbitMQ renames the resource before checking it).
     pub fn authorize(
         &self,
         user: &User,
@@ -1008,7 +1009,7 @@ impl Auth {
         Err(access_refused(format!(
             "access to {} '{}' in vhost '{vhost}' refused for user '{}'",
             resource.kind(),
-            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(matched),
             user.name
         )))
     }
@@ -1166,7 +1167,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e.text,
-            "access to exchange '' in vhost '/' refused for user 'guest'"
+            "access to exchange 'amq.default' in vhost '/' refused for user 'guest'"
         );
     }
 
@@ -1366,7 +1367,7 @@ mod tests {
         assert_eq!(e.code, ReplyCode::AccessRefused);
         assert_eq!(
             e.text,
-            "write access to topic 'other.x' in exchange 'amq.topic' in vhost '/' refused for user 'guest'"
+            "access to topic 'other.x' in exchange 'amq.topic' in vhost '/' refused for user 'guest'"
         );
         // "" is "^$" for read.
         assert!(a

@@ -156,6 +156,10 @@ pub fn route(
 ) -> Option<ApiResult> {
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = req.method.as_str();
+    // Definitions are for administrators only (RabbitMQ's `rabbit_mgmt_wm_definitions`).
+    if let Err(e) = super::access::require_admin(caller) {
+        return Some(Err(e));
+    }
     let r = match (s.as_slice(), m) {
         (["definitions"], "GET" | "HEAD") => Ok(export(server, req, None)),
         (["definitions"], "POST") => import(server, caller, req, None),
