@@ -44,6 +44,15 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// env_logger filter (default "info").
     pub log_level: String,
+    /// AMQPS port (`--tls-port`; off unless given; 0 picks a free port and prints it).
+    pub tls_port: Option<u16>,
+    /// Certificate, key and client CA for AMQPS and `--http-tls` (`--tls-cert`,
+    /// `--tls-key`, `--tls-ca`, `--tls-require-client-cert`).
+    pub tls: Option<crate::net::tls::TlsFiles>,
+    /// What SASL EXTERNAL logs in as (`--tls-login-from`, default the DN, as RabbitMQ).
+    pub tls_login_from: crate::net::tls::LoginFrom,
+    /// The management listener serves HTTPS with the same certificate (`--http-tls`).
+    pub http_tls: bool,
 }
 
 impl Config {
@@ -72,6 +81,10 @@ impl Default for Config {
             max_connections: 65_535,
             handshake_timeout: Duration::from_secs(10),
             log_level: "info".to_string(),
+            tls_port: None,
+            tls: None,
+            tls_login_from: crate::net::tls::LoginFrom::default(),
+            http_tls: false,
         }
     }
 }
@@ -95,6 +108,8 @@ pub enum ConfigError {
     Watermark,
     /// `--frame-max` below the spec's minimum frame size.
     FrameMaxTooSmall,
+    /// A TLS flag without what it needs (a listener without a certificate and key).
+    Tls(&'static str),
 }
 
 impl std::fmt::Display for ConfigError {
@@ -114,6 +129,7 @@ impl std::fmt::Display for ConfigError {
                 "--frame-max must be at least {}",
                 crate::proto::frame::FRAME_MIN_SIZE
             ),
+            ConfigError::Tls(m) => f.write_str(m),
         }
     }
 }
@@ -228,6 +244,42 @@ fn options() -> getopts::Options {
         "error|warn|info|debug|trace (default info)",
         "LEVEL",
     );
+    o.optopt(
+        "",
+        "tls-port",
+        "AMQPS (AMQP over TLS) port; off unless given (0 = any free port)",
+        "PORT",
+    );
+    o.optopt(
+        "",
+        "tls-cert",
+        "PEM certificate chain for AMQPS and --http-tls",
+        "FILE",
+    );
+    o.optopt("", "tls-key", "PEM private key of --tls-cert", "FILE");
+    o.optopt(
+        "",
+        "tls-ca",
+        "PEM CA certificates that client certificates are verified against \
+         (a client without one is still accepted unless --tls-require-client-cert)",
+        "FILE",
+    );
+    o.optflag(
+        "",
+        "tls-require-client-cert",
+        "refuse TLS clients without a certificate --tls-ca verifies",
+    );
+    o.optopt(
+        "",
+        "tls-login-from",
+        "what SASL EXTERNAL logs in as: dn (default, RabbitMQ's) or common_name",
+        "dn|common_name",
+    );
+    o.optflag(
+        "",
+        "http-tls",
+        "the management listener serves HTTPS with --tls-cert/--tls-key",
+    );
     o.optflag("h", "help", "print this help");
     o.optflag("V", "version", "print the version");
     o
@@ -306,8 +358,56 @@ impl Command {
         if let Some(l) = m.opt_str("log-level") {
             c.log_level = l;
         }
+        parse_tls(&m, &mut c)?;
         Ok(Command::Run(c))
     }
+}
+
+/// The `--tls-*` and `--http-tls` flags: a TLS listener needs a certificate and its
+/// key; the files themselves are read at start-up (`reactor::run`).
+fn parse_tls(m: &getopts::Matches, c: &mut Config) -> Result<(), ConfigError> {
+    use crate::net::tls::{LoginFrom, TlsFiles};
+    if let Some(p) = m.opt_str("tls-port") {
+        c.tls_port = Some(parse_value("tls-port", &p)?);
+    }
+    c.http_tls = m.opt_present("http-tls");
+    if let Some(v) = m.opt_str("tls-login-from") {
+        c.tls_login_from = match v.as_str() {
+            "dn" | "distinguished_name" => LoginFrom::DistinguishedName,
+            "common_name" => LoginFrom::CommonName,
+            _ => {
+                return Err(ConfigError::BadValue {
+                    flag: "tls-login-from",
+                    value: v,
+                })
+            }
+        };
+    }
+    match (m.opt_str("tls-cert"), m.opt_str("tls-key")) {
+        (Some(cert), Some(key)) => {
+            c.tls = Some(TlsFiles {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+                ca: m.opt_str("tls-ca").map(PathBuf::from),
+                require_client_cert: m.opt_present("tls-require-client-cert"),
+            })
+        }
+        (Some(_), None) => return Err(ConfigError::Tls("--tls-cert needs --tls-key")),
+        (None, Some(_)) => return Err(ConfigError::Tls("--tls-key needs --tls-cert")),
+        (None, None) => {
+            if c.tls_port.is_some() || c.http_tls {
+                return Err(ConfigError::Tls(
+                    "--tls-port and --http-tls need --tls-cert and --tls-key",
+                ));
+            }
+        }
+    }
+    if m.opt_present("tls-require-client-cert") && m.opt_str("tls-ca").is_none() {
+        return Err(ConfigError::Tls(
+            "--tls-require-client-cert needs --tls-ca (the CA to verify clients against)",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

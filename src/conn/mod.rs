@@ -231,6 +231,9 @@ pub struct Connection {
     pub client_properties: crate::proto::FieldTable,
     /// The SASL mechanism the client logged in with ("" until start-ok).
     pub auth_mechanism: Bytes,
+    /// The name SASL EXTERNAL logs in as: the verified TLS client certificate's
+    /// (`--tls-login-from`); None on plain TCP or without a certificate.
+    pub external_name: Option<Arc<str>>,
     pub last_recv: Instant,
     pub last_sent: Instant,
     /// When a Closing connection gives up waiting for close-ok, or a Lingering one
@@ -285,6 +288,7 @@ impl Connection {
                 .map_or(0, |d| d.as_millis() as u64),
             client_properties: crate::proto::FieldTable::new(),
             auth_mechanism: Bytes::new(),
+            external_name: None,
             last_recv: now,
             last_sent: now,
             close_deadline: None,
