@@ -40,7 +40,8 @@ pub struct Config {
     pub channel_max: u16,
     /// Connections beyond this many are closed as soon as they are accepted (default 65535).
     pub max_connections: usize,
-    /// A client that has not finished the handshake after this long is closed (10 s, as RabbitMQ).
+    /// A client that has not finished the handshake (TLS, then AMQP) after this long is
+    /// closed (`--handshake-timeout`, 10 s, as RabbitMQ).
     pub handshake_timeout: Duration,
     /// env_logger filter (default "info").
     pub log_level: String,
@@ -246,6 +247,12 @@ fn options() -> getopts::Options {
     );
     o.optopt(
         "",
+        "handshake-timeout",
+        "close a client that has not finished the TLS and AMQP handshakes in time (default 10)",
+        "SECS",
+    );
+    o.optopt(
+        "",
         "tls-port",
         "AMQPS (AMQP over TLS) port; off unless given (0 = any free port)",
         "PORT",
@@ -352,6 +359,15 @@ impl Command {
         num(&m, "frame-max", &mut c.frame_max)?;
         num(&m, "channel-max", &mut c.channel_max)?;
         num(&m, "max-connections", &mut c.max_connections)?;
+        let mut secs = c.handshake_timeout.as_secs_f64();
+        num(&m, "handshake-timeout", &mut secs)?;
+        if !(secs > 0.0 && secs.is_finite()) {
+            return Err(ConfigError::BadValue {
+                flag: "handshake-timeout",
+                value: secs.to_string(),
+            });
+        }
+        c.handshake_timeout = Duration::from_secs_f64(secs);
         if c.frame_max < crate::proto::frame::FRAME_MIN_SIZE {
             return Err(ConfigError::FrameMaxTooSmall);
         }

@@ -350,6 +350,10 @@ impl Session<'_> {
                 }
                 let login = match &self.conn.external_name {
                     Some(name) if &ok.mechanism[..] == b"EXTERNAL" => {
+                        info!(
+                            "{}: EXTERNAL login as '{name}' (TLS client certificate)",
+                            self.conn.peer
+                        );
                         self.auth.login_external(name, self.conn.peer)
                     }
                     _ => self
