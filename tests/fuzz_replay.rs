@@ -86,3 +86,8 @@ fn http_request() {
 fn definitions() {
     replay("definitions", warren::fuzzing::definitions);
 }
+
+#[test]
+fn tls_server() {
+    replay("tls_server", warren::fuzzing::tls_server);
+}

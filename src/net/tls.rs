@@ -49,14 +49,15 @@ fn read_file(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
 
 fn certs(flag: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = read_file(flag, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+    certs_pem(&pem).map_err(|e| format!("{flag} {}: {e}", path.display()))
+}
+
+fn certs_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{flag} {}: not a PEM certificate file: {e}", path.display()))?;
+        .map_err(|e| format!("not a PEM certificate file: {e}"))?;
     if certs.is_empty() {
-        return Err(format!(
-            "{flag} {}: no certificate in the file (PEM \"BEGIN CERTIFICATE\" expected)",
-            path.display()
-        ));
+        return Err("no certificate in the file (PEM \"BEGIN CERTIFICATE\" expected)".into());
     }
     Ok(certs)
 }
@@ -82,42 +83,79 @@ pub fn server_config(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Arc<ServerConfi
             files.key.display()
         )
     })?;
+    let ca = match &files.ca {
+        Some(ca) => Some(certs("--tls-ca", ca)?),
+        None => None,
+    };
+    build(chain, key, ca, files.require_client_cert, alpn).map_err(|e| match e {
+        BuildError::Ca(e) => format!(
+            "--tls-ca {}: {e}",
+            files.ca.as_deref().unwrap_or(Path::new("")).display()
+        ),
+        BuildError::Key(e) => format!(
+            "--tls-cert {} / --tls-key {}: {e}",
+            files.cert.display(),
+            files.key.display()
+        ),
+        BuildError::Other(e) => e,
+    })
+}
+
+/// The same from PEM text in memory (the fuzz target's fixed certificate).
+pub fn server_config_pem(
+    cert: &[u8],
+    key: &[u8],
+    ca: Option<&[u8]>,
+) -> Result<Arc<ServerConfig>, String> {
+    let chain = certs_pem(cert)?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| e.to_string())?;
+    let ca = ca.map(certs_pem).transpose()?;
+    build(chain, key, ca, false, &[]).map_err(|e| match e {
+        BuildError::Ca(e) | BuildError::Key(e) | BuildError::Other(e) => e,
+    })
+}
+
+enum BuildError {
+    Ca(String),
+    Key(String),
+    Other(String),
+}
+
+fn build(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    ca: Option<Vec<CertificateDer<'static>>>,
+    require_client_cert: bool,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, BuildError> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("TLS: {e}"))?;
-    let builder = match &files.ca {
+        .map_err(|e| BuildError::Other(format!("TLS: {e}")))?;
+    let builder = match ca {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for c in certs("--tls-ca", ca)? {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+            for c in ca {
+                roots.add(c).map_err(|e| BuildError::Ca(e.to_string()))?;
             }
             let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
-            let v = if files.require_client_cert {
+            let v = if require_client_cert {
                 v
             } else {
                 v.allow_unauthenticated()
             };
-            let v = v
-                .build()
-                .map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+            let v = v.build().map_err(|e| BuildError::Ca(e.to_string()))?;
             builder.with_client_cert_verifier(v)
         }
-        None if files.require_client_cert => {
-            return Err(
+        None if require_client_cert => {
+            return Err(BuildError::Other(
                 "--tls-require-client-cert needs --tls-ca (the CA to verify against)".into(),
-            )
+            ))
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
-        format!(
-            "--tls-cert {} / --tls-key {}: {e}",
-            files.cert.display(),
-            files.key.display()
-        )
-    })?;
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| BuildError::Key(e.to_string()))?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
