@@ -48,8 +48,9 @@ pub struct Config {
     /// AMQPS port (`--tls-port`; off unless given; 0 picks a free port and prints it).
     pub tls_port: Option<u16>,
     /// Certificate, key and client CA for AMQPS and `--http-tls` (`--tls-cert`,
-    /// `--tls-key`, `--tls-ca`, `--tls-require-client-cert`).
-    pub tls: Option<crate::net::tls::TlsFiles>,
+    /// `--tls-key`, `--tls-ca`, `--tls-require-client-cert`). Boxed: rarely set, and
+    /// it would make `Config` (moved around by value at start-up) twice its size.
+    pub tls: Option<Box<crate::net::tls::TlsFiles>>,
     /// What SASL EXTERNAL logs in as (`--tls-login-from`, default the DN, as RabbitMQ).
     pub tls_login_from: crate::net::tls::LoginFrom,
     /// The management listener serves HTTPS with the same certificate (`--http-tls`).
@@ -401,12 +402,12 @@ fn parse_tls(m: &getopts::Matches, c: &mut Config) -> Result<(), ConfigError> {
     }
     match (m.opt_str("tls-cert"), m.opt_str("tls-key")) {
         (Some(cert), Some(key)) => {
-            c.tls = Some(TlsFiles {
+            c.tls = Some(Box::new(TlsFiles {
                 cert: PathBuf::from(cert),
                 key: PathBuf::from(key),
                 ca: m.opt_str("tls-ca").map(PathBuf::from),
                 require_client_cert: m.opt_present("tls-require-client-cert"),
-            })
+            }))
         }
         (Some(_), None) => return Err(ConfigError::Tls("--tls-cert needs --tls-key")),
         (None, Some(_)) => return Err(ConfigError::Tls("--tls-key needs --tls-cert")),
@@ -492,5 +493,67 @@ mod tests {
         assert!(parse(&["--frame-max", "100"]).is_err());
         assert!(matches!(parse(&["-h"]), Ok(Command::Help(_))));
         assert!(matches!(parse(&["-V"]), Ok(Command::Version)));
+    }
+
+    #[test]
+    fn tls_flags_need_a_certificate_and_key() {
+        use crate::net::tls::LoginFrom;
+        let Ok(Command::Run(c)) = parse(&[]) else {
+            panic!("expected run")
+        };
+        assert!(c.tls.is_none() && c.tls_port.is_none() && !c.http_tls);
+        assert_eq!(c.tls_login_from, LoginFrom::DistinguishedName);
+        let Ok(Command::Run(c)) = parse(&[
+            "--tls-port",
+            "5671",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-require-client-cert",
+            "--tls-login-from",
+            "common_name",
+            "--http-tls",
+            "--handshake-timeout",
+            "2.5",
+        ]) else {
+            panic!("expected run")
+        };
+        assert_eq!(c.tls_port, Some(5671));
+        let t = c.tls.unwrap();
+        assert_eq!(t.ca, Some(PathBuf::from("ca.pem")));
+        assert!(t.require_client_cert && c.http_tls);
+        assert_eq!(c.tls_login_from, LoginFrom::CommonName);
+        assert_eq!(c.handshake_timeout, Duration::from_millis(2500));
+        let e = |a: &[&str]| parse(a).unwrap_err().to_string();
+        assert_eq!(
+            e(&["--tls-port", "0"]),
+            "--tls-port and --http-tls need --tls-cert and --tls-key"
+        );
+        assert_eq!(
+            e(&["--http-tls"]),
+            "--tls-port and --http-tls need --tls-cert and --tls-key"
+        );
+        assert_eq!(e(&["--tls-cert", "c"]), "--tls-cert needs --tls-key");
+        assert_eq!(
+            e(&[
+                "--tls-cert",
+                "c",
+                "--tls-key",
+                "k",
+                "--tls-require-client-cert"
+            ]),
+            "--tls-require-client-cert needs --tls-ca (the CA to verify clients against)"
+        );
+        assert_eq!(
+            e(&["--tls-login-from", "san"]),
+            "--tls-login-from: 'san' is not a valid value"
+        );
+        assert_eq!(
+            e(&["--handshake-timeout", "0"]),
+            "--handshake-timeout: '0' is not a valid value"
+        );
     }
 }
