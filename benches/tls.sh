@@ -8,6 +8,7 @@
 #   benches/tls.sh                 # 3 runs x 8 s per row
 #   RUNS=5 SECS=10 benches/tls.sh
 #   HANDSHAKES=3000 THREADS=4 benches/tls.sh
+#   NO_BUILD=1 benches/tls.sh      # the release binaries already in target/
 #
 # RabbitMQ is not measured: its TLS listener needs a configuration change and a restart
 # of the shared instance on this machine, which other work depends on.
@@ -18,7 +19,8 @@ SECS=${SECS:-8}
 HANDSHAKES=${HANDSHAKES:-2000}
 THREADS=${THREADS:-4}
 cd "$ROOT"
-cargo build --release --quiet --bin warren --bin warren-perf
+# NO_BUILD=1: use the release binaries as they are (already built).
+[ "${NO_BUILD:-0}" = 1 ] || cargo build --release --quiet --bin warren --bin warren-perf
 WARREN=$ROOT/target/release/warren
 PERF=$ROOT/target/release/warren-perf
 WORK=$(mktemp -d)
