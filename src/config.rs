@@ -55,6 +55,13 @@ pub struct Config {
     pub tls_login_from: crate::net::tls::LoginFrom,
     /// The management listener serves HTTPS with the same certificate (`--http-tls`).
     pub http_tls: bool,
+    /// The user created on a first start, with no users stored (default guest/guest),
+    /// as RabbitMQ's `default_user` / `default_pass`.
+    pub default_user: String,
+    pub default_pass: String,
+    /// Users that may only connect from loopback (default `guest`, RabbitMQ's
+    /// `loopback_users`).
+    pub loopback_users: Vec<String>,
 }
 
 impl Config {
@@ -87,6 +94,9 @@ impl Default for Config {
             tls: None,
             tls_login_from: crate::net::tls::LoginFrom::default(),
             http_tls: false,
+            default_user: "guest".to_string(),
+            default_pass: "guest".to_string(),
+            loopback_users: vec!["guest".to_string()],
         }
     }
 }
@@ -147,6 +157,8 @@ impl std::error::Error for ConfigError {
 
 /// What the command line asked for.
 #[derive(Debug)]
+// Made once per process: the size of `Run` costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     Run(Config),
     Help(String),
@@ -288,6 +300,25 @@ fn options() -> getopts::Options {
         "http-tls",
         "the management listener serves HTTPS with --tls-cert/--tls-key",
     );
+    o.optopt(
+        "",
+        "default-user",
+        "user created on a first start with no users (default guest)",
+        "NAME",
+    );
+    o.optopt(
+        "",
+        "default-pass",
+        "that user's password (default guest)",
+        "PASS",
+    );
+    o.optopt(
+        "",
+        "loopback-users",
+        "comma-separated users that may only connect from loopback \
+         (default guest; '' or none: nobody)",
+        "LIST",
+    );
     o.optflag("h", "help", "print this help");
     o.optflag("V", "version", "print the version");
     o
@@ -310,6 +341,18 @@ fn num<T: std::str::FromStr>(
         *into = parse_value(name, &v)?;
     }
     Ok(())
+}
+
+/// `--loopback-users`: comma-separated names; "" or "none" is nobody.
+fn parse_loopback_users(s: &str) -> Vec<String> {
+    if s.trim() == "none" {
+        return Vec::new();
+    }
+    s.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl Command {
@@ -376,6 +419,21 @@ impl Command {
             c.log_level = l;
         }
         parse_tls(&m, &mut c)?;
+        if let Some(u) = m.opt_str("default-user") {
+            if u.is_empty() {
+                return Err(ConfigError::BadValue {
+                    flag: "default-user",
+                    value: u,
+                });
+            }
+            c.default_user = u;
+        }
+        if let Some(p) = m.opt_str("default-pass") {
+            c.default_pass = p;
+        }
+        if let Some(l) = m.opt_str("loopback-users") {
+            c.loopback_users = parse_loopback_users(&l);
+        }
         Ok(Command::Run(c))
     }
 }
@@ -449,6 +507,8 @@ mod tests {
             (60, 131_072, 2047)
         );
         assert_eq!(c.data_dir, PathBuf::from("./warren-data"));
+        assert_eq!((&*c.default_user, &*c.default_pass), ("guest", "guest"));
+        assert_eq!(c.loopback_users, ["guest"]);
     }
 
     #[test]
@@ -492,6 +552,25 @@ mod tests {
         assert_eq!(c.bind, want, "several --bind, in order");
         assert!(parse(&["--frame-max", "100"]).is_err());
         assert!(matches!(parse(&["-h"]), Ok(Command::Help(_))));
+        let Ok(Command::Run(c)) = parse(&[
+            "--default-user",
+            "admin",
+            "--default-pass",
+            "pw",
+            "--loopback-users",
+            "a, b,,c",
+        ]) else {
+            panic!("expected run")
+        };
+        assert_eq!((&*c.default_user, &*c.default_pass), ("admin", "pw"));
+        assert_eq!(c.loopback_users, ["a", "b", "c"]);
+        for nobody in ["", "none"] {
+            let Ok(Command::Run(c)) = parse(&["--loopback-users", nobody]) else {
+                panic!("expected run")
+            };
+            assert!(c.loopback_users.is_empty(), "{nobody:?}");
+        }
+        assert!(parse(&["--default-user", ""]).is_err());
         assert!(matches!(parse(&["-V"]), Ok(Command::Version)));
     }
 

@@ -135,12 +135,17 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server without a data directory (tests, fuzzing): its users are the first
+    /// start's, `--default-user` with `--loopback-users`, in memory only.
     pub fn new(config: Config) -> Server {
         let now = Instant::now();
+        let mut auth = Auth::new();
+        auth.ensure_default_user(&config.default_user, config.default_pass.as_bytes());
+        auth.set_loopback_users(config.loopback_users.clone());
         Server {
             config,
             broker: Broker::new(),
-            auth: Auth::new(),
+            auth,
             conns: Slab::new(),
             now,
             events: Vec::new(),
@@ -168,10 +173,47 @@ impl Server {
     pub fn with_store(config: Config) -> Result<Server, crate::store::StoreError> {
         let (store, meta, recovered) = crate::store::Store::open(&config.data_dir)?;
         let mut s = Server::new(config);
+        // The users file: loaded when present (damage stops start-up, as a damaged meta
+        // does); a first start stores the default user made by `Server::new`.
+        let dir = s.config.data_dir.clone();
+        let users_path = dir.join(crate::auth::USERS_FILE);
+        let io_err = |source| crate::store::StoreError::Io {
+            path: users_path.clone(),
+            source,
+        };
+        match Auth::load(&dir) {
+            Ok(Some(mut a)) => {
+                a.set_loopback_users(s.config.loopback_users.clone());
+                s.auth = a;
+            }
+            Ok(None) => {
+                s.auth.save(&dir).map_err(io_err)?;
+                info!(
+                    "created default user '{}' (first start)",
+                    s.config.default_user
+                );
+            }
+            Err(e) => return Err(io_err(e)),
+        }
         let budget = s.config.memory_budget;
         s.broker = Broker::recover(store, meta, recovered, budget);
         s.check_alarms();
         Ok(s)
+    }
+
+    /// Stores the users and permissions after a change (management operations: rare).
+    /// A server without a data directory (`Server::new` in tests) has nothing to write
+    /// to and keeps them in memory. Err is logged and is the caller's 500.
+    pub fn save_auth(&self) -> std::io::Result<()> {
+        if self.broker.store.is_none() {
+            return Ok(());
+        }
+        self.auth.save(&self.config.data_dir).inspect_err(|e| {
+            log::error!(
+                "users: cannot save to {}: {e}",
+                self.config.data_dir.display()
+            );
+        })
     }
 
     /// The sync phase: this turn's store writes reach the disk (one fdatasync when

@@ -471,6 +471,54 @@ fn tls12_works_too_and_external_defaults_to_rabbitmqs_distinguished_name() {
         "{}",
         b.logs()
     );
+    // A password-less user named by the DN, with permissions on "/": EXTERNAL works.
+    let dn = "CN%3Dguest%2CO%3DWarren%2CC%3DGB";
+    let api = |path: &str, body: serde_json::Value| {
+        ureq::put(&format!("{}{path}", b.http_url()))
+            .set("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
+            .send_json(body)
+            .unwrap()
+            .status()
+    };
+    assert!(
+        api(
+            &format!("/api/users/{dn}"),
+            serde_json::json!({"password_hash": "", "tags": ""})
+        ) < 300
+    );
+    assert!(
+        api(
+            &format!("/api/permissions/%2F/{dn}"),
+            serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"})
+        ) < 300
+    );
+    let mut c = Amqp::new(
+        tls_connect(
+            port,
+            pki.client_config("ca.pem", Some("client")),
+            "localhost",
+        )
+        .unwrap(),
+    );
+    c.start().unwrap();
+    c.login("EXTERNAL", b"")
+        .unwrap()
+        .expect("EXTERNAL as the DN user");
+    assert_eq!(c.round_trip(b"dn").unwrap(), b"dn");
+    // The same user cannot log in with PLAIN: it has no password.
+    let mut c = Amqp::new(
+        tls_connect(
+            port,
+            pki.client_config("ca.pem", Some("client")),
+            "localhost",
+        )
+        .unwrap(),
+    );
+    c.start().unwrap();
+    assert!(c
+        .login("PLAIN", &plain("CN=guest,O=Warren,C=GB", ""))
+        .unwrap()
+        .is_err());
 }
 
 #[test]

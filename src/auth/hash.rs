@@ -9,6 +9,12 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(data).into()
 }
 
+/// SHA-512 of `data` (`rabbit_password_hashing_sha512`).
+pub fn sha512(data: &[u8]) -> [u8; 64] {
+    use sha2::Digest;
+    sha2::Sha512::digest(data).into()
+}
+
 /// The salted hash as RabbitMQ stores and exports it (base64, 48 characters).
 pub fn rabbit_sha256(salt: [u8; 4], password: &[u8]) -> String {
     let mut salted = salt.to_vec();

@@ -525,9 +525,9 @@ fn plan(
         for p in &defs.permissions {
             let users = server.auth.users();
             let patterns = (
-                Pattern::parse(&p.configure),
-                Pattern::parse(&p.write),
-                Pattern::parse(&p.read),
+                Pattern::parse(&p.configure).ok(),
+                Pattern::parse(&p.write).ok(),
+                Pattern::parse(&p.read).ok(),
             );
             match (users.iter().any(|u| *u.name == *p.user), patterns) {
                 (true, (Some(configure), Some(write), Some(read))) if known(&p.vhost) => {

@@ -26,6 +26,7 @@ pub mod phash2;
 pub mod prometheus;
 pub mod queues;
 pub mod stats;
+pub mod users;
 
 use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
@@ -143,8 +144,10 @@ fn management(server: &mut Server, req: &Request, peer: SocketAddr) -> Response 
         Some("exchanges") => exchanges::route(server, &caller, req, rest),
         Some("bindings") => bindings::route(server, &caller, req, rest),
         Some("definitions") => definitions::route(server, &caller, req, rest),
+        Some("users" | "permissions") => users::route(server, &caller, req, rest),
         Some("connections" | "channels" | "consumers" | "vhosts") => {
             connections::route(server, &caller, req, rest)
+                .or_else(|| users::route(server, &caller, req, rest))
                 .or_else(|| overview::route(server, &caller, req, rest))
         }
         Some("health" | "aliveness-test") => health::route(server, &caller, req, rest),
@@ -203,6 +206,14 @@ fn authenticate(server: &Server, req: &Request, peer: SocketAddr) -> Result<User
         Ok(u) => Ok(u),
         Err(e) => {
             log::warn!("{peer}: HTTP access refused: {e}");
+            // RabbitMQ's answer to a loopback-only user from afar: 401 without a
+            // challenge, spelt "not_authorised".
+            if let crate::auth::AuthError::LoopbackOnly { .. } = e {
+                return Err(Response::json(
+                    401,
+                    &json!({"error": "not_authorised", "reason": "User can only log in via localhost"}),
+                ));
+            }
             Err(refused("Login failed"))
         }
     }

@@ -1,5 +1,5 @@
 //! The node-wide resources: `/api/overview`, `/api/nodes[/{name}]`, `/api/whoami`,
-//! `/api/vhosts[/{name}]`, `/api/users[/{name}]`, `/api/permissions`, `/api/extensions`,
+//! `/api/vhosts[/{name}]`, `/api/extensions` (users and permissions: `mgmt::users`),
 //! with RabbitMQ 3.10's field names.
 
 use serde_json::{json, Value};
@@ -31,12 +31,12 @@ pub fn route(
             }
         }
         ["whoami"] if get => {
-            let tags: Vec<&str> = server
+            // Every tag as given, custom ones included, as RabbitMQ shows them.
+            let tags: Vec<String> = server
                 .auth
-                .tags(&caller.user)
-                .iter()
-                .map(|t| t.name())
-                .collect();
+                .user(caller.user.name())
+                .map(|u| u.tags_text.iter().map(|t| t.to_string()).collect())
+                .unwrap_or_default();
             Ok(Response::json(
                 200,
                 &json!({"name": caller.user.name(), "tags": tags}),
@@ -48,16 +48,10 @@ pub fn route(
             .find(|v| v["name"] == *name)
             .map(|v| Response::json(200, &v))
             .ok_or_else(ApiError::not_found),
-        ["users"] if get => list(req, users(server)),
-        ["users", name] if get => users(server)
-            .into_iter()
-            .find(|u| u["name"] == *name)
-            .map(|u| Response::json(200, &u))
-            .ok_or_else(ApiError::not_found),
-        ["permissions"] if get => list(req, permissions(server)),
         ["extensions"] if get => Ok(Response::json(200, &json!([]))),
-        ["overview" | "nodes" | "whoami" | "vhosts" | "users" | "permissions" | "extensions"]
-        | ["nodes" | "vhosts" | "users", _] => Ok(method_not_allowed()),
+        ["overview" | "nodes" | "whoami" | "vhosts" | "extensions"] | ["nodes" | "vhosts", _] => {
+            Ok(method_not_allowed())
+        }
         _ => return None,
     };
     Some(r)
@@ -219,24 +213,6 @@ fn vhosts(server: &Server) -> Vec<Value> {
                 "messages": ready + unacked,
                 "messages_ready": ready,
                 "messages_unacknowledged": unacked,
-            })
-        })
-        .collect()
-}
-
-fn users(server: &Server) -> Vec<Value> {
-    server
-        .auth
-        .users()
-        .into_iter()
-        .map(|u| {
-            let tags: Vec<&str> = u.tags.iter().map(|t| t.name()).collect();
-            json!({
-                "name": &*u.name,
-                "tags": tags,
-                "hashing_algorithm": "rabbit_password_hashing_sha256",
-                "password_hash": "",
-                "limits": {},
             })
         })
         .collect()
