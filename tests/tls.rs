@@ -424,6 +424,22 @@ fn external_login_as_the_certificate_common_name_over_a_verified_server() {
     let row = &conns.as_array().unwrap()[0];
     assert_eq!(row["user"], "guest", "{row}");
     assert_eq!(row["auth_mechanism"], "EXTERNAL", "{row}");
+    // RabbitMQ's ssl_* and peer_cert_* fields.
+    assert_eq!(row["ssl"], true, "{row}");
+    assert_eq!(row["ssl_protocol"], "tlsv1.3", "{row}");
+    assert_eq!(row["ssl_key_exchange"], "any", "{row}");
+    assert!(
+        row["ssl_cipher"].as_str().is_some_and(|c| !c.is_empty()),
+        "{row}"
+    );
+    assert_eq!(row["peer_cert_subject"], "CN=guest,O=Warren,C=GB", "{row}");
+    assert_eq!(row["peer_cert_issuer"], "CN=Warren Test CA", "{row}");
+    assert!(
+        row["peer_cert_validity"]
+            .as_str()
+            .is_some_and(|v| v.len() == 43 && v.contains("Z - ")),
+        "{row}"
+    );
 }
 
 #[test]

@@ -382,6 +382,11 @@ impl Connection {
             connected_at: self.connected_at,
             client_properties: self.client_properties.clone(),
             auth_mechanism: String::from_utf8_lossy(&self.auth_mechanism).into_owned(),
+            tls: self
+                .transport
+                .as_ref()
+                .and_then(Transport::as_tls)
+                .and_then(|t| t.info()),
         }
     }
 }

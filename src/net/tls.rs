@@ -299,11 +299,88 @@ impl TlsStream {
         }
     }
 
-    /// The negotiated protocol version and cipher suite, for logs and the API.
-    pub fn describe(&self) -> Option<(String, String)> {
-        let v = self.conn.protocol_version()?;
-        let s = self.conn.negotiated_cipher_suite()?;
-        Some((format!("{v:?}"), format!("{:?}", s.suite())))
+    /// What the management API shows of the session (RabbitMQ's `ssl_*` and
+    /// `peer_cert_*` connection fields); None before the handshake is done.
+    pub fn info(&self) -> Option<TlsInfo> {
+        let protocol = match self.conn.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_3 => "tlsv1.3",
+            rustls::ProtocolVersion::TLSv1_2 => "tlsv1.2",
+            _ => "tls",
+        };
+        let suite = self.conn.negotiated_cipher_suite()?.suite();
+        let (key_exchange, cipher, hash) = suite_parts(suite.as_str().unwrap_or(""));
+        let cert = self
+            .conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| super::x509::parse(c));
+        Some(TlsInfo {
+            protocol,
+            key_exchange,
+            cipher,
+            hash,
+            peer_cert_subject: cert
+                .as_ref()
+                .map(|c| super::x509::distinguished_name(&c.subject)),
+            peer_cert_issuer: cert
+                .as_ref()
+                .map(|c| super::x509::distinguished_name(&c.issuer)),
+            peer_cert_validity: cert
+                .and_then(|c| c.validity)
+                .map(|(from, to)| format!("{from} - {to}")),
+        })
+    }
+}
+
+/// A TLS session as the management API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// "tlsv1.3", "tlsv1.2" (OTP's names, which RabbitMQ shows).
+    pub protocol: &'static str,
+    /// "any" for TLS 1.3 (the suite does not fix it), else e.g. "ecdhe_ecdsa".
+    pub key_exchange: String,
+    /// e.g. "aes_256_gcm".
+    pub cipher: String,
+    /// e.g. "sha384".
+    pub hash: String,
+    pub peer_cert_subject: Option<String>,
+    pub peer_cert_issuer: Option<String>,
+    pub peer_cert_validity: Option<String>,
+}
+
+/// A suite's IANA name in OTP's parts: "TLS13_AES_256_GCM_SHA384" → ("any",
+/// "aes_256_gcm", "sha384"); "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" → ("ecdhe_rsa",
+/// "aes_128_gcm", "sha256").
+fn suite_parts(name: &str) -> (String, String, String) {
+    let lower = name.to_ascii_lowercase();
+    let (kx, rest) = match lower.strip_prefix("tls13_") {
+        Some(rest) => ("any", rest),
+        None => {
+            let body = lower.strip_prefix("tls_").unwrap_or(&lower);
+            body.split_once("_with_").unwrap_or(("", body))
+        }
+    };
+    let (cipher, hash) = rest.rsplit_once('_').unwrap_or((rest, ""));
+    (kx.to_string(), cipher.to_string(), hash.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn suites_split_as_otp_names_them() {
+        let p = |s: &str| {
+            let (a, b, c) = super::suite_parts(s);
+            format!("{a}|{b}|{c}")
+        };
+        assert_eq!(p("TLS13_AES_256_GCM_SHA384"), "any|aes_256_gcm|sha384");
+        assert_eq!(
+            p("TLS13_CHACHA20_POLY1305_SHA256"),
+            "any|chacha20_poly1305|sha256"
+        );
+        assert_eq!(
+            p("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
+            "ecdhe_ecdsa|aes_128_gcm|sha256"
+        );
     }
 }
 

@@ -104,25 +104,46 @@ fn text(tag: u8, v: &[u8]) -> String {
     }
 }
 
+/// What the management API shows of a peer certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    pub subject: Subject,
+    pub issuer: Subject,
+    /// notBefore and notAfter as RabbitMQ prints them ("2026-12-07T00:00:00Z").
+    pub validity: Option<(String, String)>,
+}
+
 /// The subject of a DER certificate; None when it does not parse.
 pub fn subject(cert: &[u8]) -> Option<Subject> {
-    let mut d = cert;
-    let mut c = expect(&mut d, SEQUENCE)?;
-    let mut tbs = expect(&mut c, SEQUENCE)?;
-    let (mut tag, _) = tlv(&mut tbs)?;
-    if tag == VERSION {
-        (tag, _) = tlv(&mut tbs)?; // the serial number
-    }
-    if tag != 0x02 {
+    parse(cert).map(|c| c.subject)
+}
+
+/// A time of the validity field as RabbitMQ formats it (`format_asn1_value`):
+/// UTCTime YYMMDDHHMMSSZ as 20YY-MM-DDTHH:MM:SSZ, GeneralizedTime likewise.
+fn time(tag: u8, v: &[u8]) -> Option<String> {
+    let t = std::str::from_utf8(v).ok()?;
+    let (year, rest) = match tag {
+        0x17 if t.len() == 13 => (format!("20{}", &t[..2]), &t[2..]),
+        0x18 if t.len() == 15 => (t[..4].to_string(), &t[4..]),
+        _ => return None,
+    };
+    if !rest.ends_with('Z') || !rest[..10].bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    expect(&mut tbs, SEQUENCE)?; // signature algorithm
-    expect(&mut tbs, SEQUENCE)?; // issuer
-    expect(&mut tbs, SEQUENCE)?; // validity
-    let mut name = expect(&mut tbs, SEQUENCE)?;
+    Some(format!(
+        "{year}-{}-{}T{}:{}:{}Z",
+        &rest[0..2],
+        &rest[2..4],
+        &rest[4..6],
+        &rest[6..8],
+        &rest[8..10]
+    ))
+}
+
+fn name(mut n: &[u8]) -> Option<Subject> {
     let mut rdns = Vec::new();
-    while !name.is_empty() {
-        let mut set = expect(&mut name, SET)?;
+    while !n.is_empty() {
+        let mut set = expect(&mut n, SET)?;
         let mut rdn = Vec::new();
         while !set.is_empty() {
             let mut atv = expect(&mut set, SEQUENCE)?;
@@ -136,6 +157,33 @@ pub fn subject(cert: &[u8]) -> Option<Subject> {
         rdns.push(rdn);
     }
     Some(rdns)
+}
+
+/// Subject, issuer and validity of a DER certificate; None when it does not parse.
+pub fn parse(cert: &[u8]) -> Option<CertInfo> {
+    let mut d = cert;
+    let mut c = expect(&mut d, SEQUENCE)?;
+    let mut tbs = expect(&mut c, SEQUENCE)?;
+    let (mut tag, _) = tlv(&mut tbs)?;
+    if tag == VERSION {
+        (tag, _) = tlv(&mut tbs)?; // the serial number
+    }
+    if tag != 0x02 {
+        return None;
+    }
+    expect(&mut tbs, SEQUENCE)?; // signature algorithm
+    let issuer = name(expect(&mut tbs, SEQUENCE)?)?;
+    let mut validity = expect(&mut tbs, SEQUENCE)?;
+    let validity = match (tlv(&mut validity), tlv(&mut validity)) {
+        (Some((t1, v1)), Some((t2, v2))) => time(t1, v1).zip(time(t2, v2)),
+        _ => None,
+    };
+    let subject = name(expect(&mut tbs, SEQUENCE)?)?;
+    Some(CertInfo {
+        subject,
+        issuer,
+        validity,
+    })
 }
 
 const CN: &[u64] = &[2, 5, 4, 3];
@@ -260,5 +308,35 @@ mod tests {
         assert_eq!(subject(&[]), None);
         assert_eq!(subject(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
         assert_eq!(subject(&[0x30, 0x02, 0x30, 0x00]), None);
+        assert_eq!(
+            time(0x17, b"261207000143Z").as_deref(),
+            Some("2026-12-07T00:01:43Z")
+        );
+        assert_eq!(
+            time(0x18, b"21261113000143Z").as_deref(),
+            Some("2126-11-13T00:01:43Z")
+        );
+        assert_eq!(time(0x17, b"2612070001Z"), None);
+        assert_eq!(time(0x17, b"26120700014xZ"), None);
+    }
+
+    #[test]
+    fn a_real_certificate_parses() {
+        use rustls::pki_types::pem::PemObject;
+        let pem = include_str!("../../fuzz/tls/fuzz-only-cert.pem");
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let c = parse(&der).unwrap();
+        assert_eq!(
+            distinguished_name(&c.subject),
+            "CN=warren-fuzz,O=Warren,C=GB"
+        );
+        assert_eq!(
+            distinguished_name(&c.issuer),
+            "CN=warren-fuzz,O=Warren,C=GB"
+        );
+        let (from, to) = c.validity.unwrap();
+        assert_eq!(from, "2026-12-07T00:01:43Z");
+        assert_eq!(to, "2126-11-13T00:01:43Z");
+        assert_eq!(common_name(&c.subject).as_deref(), Some("warren-fuzz"));
     }
 }
