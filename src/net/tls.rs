@@ -364,26 +364,6 @@ fn suite_parts(name: &str) -> (String, String, String) {
     (kx.to_string(), cipher.to_string(), hash.to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn suites_split_as_otp_names_them() {
-        let p = |s: &str| {
-            let (a, b, c) = super::suite_parts(s);
-            format!("{a}|{b}|{c}")
-        };
-        assert_eq!(p("TLS13_AES_256_GCM_SHA384"), "any|aes_256_gcm|sha384");
-        assert_eq!(
-            p("TLS13_CHACHA20_POLY1305_SHA256"),
-            "any|chacha20_poly1305|sha256"
-        );
-        assert_eq!(
-            p("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
-            "ecdhe_ecdsa|aes_128_gcm|sha256"
-        );
-    }
-}
-
 /// Copies decrypted bytes into `out`; how many.
 fn read_plain(conn: &mut ServerConnection, out: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
@@ -424,5 +404,25 @@ pub fn feed(config: Arc<ServerConfig>, data: &[u8]) {
             }
         }
         let _ = read_plain(&mut conn, &mut plain);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn suites_split_as_otp_names_them() {
+        let p = |s: &str| {
+            let (a, b, c) = super::suite_parts(s);
+            format!("{a}|{b}|{c}")
+        };
+        assert_eq!(p("TLS13_AES_256_GCM_SHA384"), "any|aes_256_gcm|sha384");
+        assert_eq!(
+            p("TLS13_CHACHA20_POLY1305_SHA256"),
+            "any|chacha20_poly1305|sha256"
+        );
+        assert_eq!(
+            p("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
+            "ecdhe_ecdsa|aes_128_gcm|sha256"
+        );
     }
 }
