@@ -923,3 +923,92 @@ fn bad_certificate_or_key_files_stop_start_up_with_a_clear_message() {
         f.stderr
     );
 }
+
+#[test]
+fn a_slow_tls_consumer_gets_every_byte_in_order_after_backpressure() {
+    let pki = Pki::new();
+    let Some((_b, port)) = start(&pki, &[]) else {
+        return;
+    };
+    let connect = || {
+        let mut c =
+            Amqp::new(tls_connect(port, pki.client_config("ca.pem", None), "localhost").unwrap());
+        c.start().unwrap();
+        c.login("PLAIN", &plain("guest", "guest")).unwrap().unwrap();
+        c.send(1, &Method::ChannelOpen(channel::Open::default()))
+            .unwrap();
+        assert!(matches!(c.method().unwrap(), Method::ChannelOpenOk(_)));
+        c
+    };
+    let queue = Bytes::from(support::unique("tls-slow"));
+    let mut consumer = connect();
+    consumer
+        .send(
+            1,
+            &Method::QueueDeclare(queue::Declare {
+                queue: queue.clone(),
+                auto_delete: true,
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+    assert!(matches!(
+        consumer.method().unwrap(),
+        Method::QueueDeclareOk(_)
+    ));
+    consumer
+        .send(
+            1,
+            &Method::BasicConsume(basic::Consume {
+                queue: queue.clone(),
+                no_ack: true,
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+    assert!(matches!(
+        consumer.method().unwrap(),
+        Method::BasicConsumeOk(_)
+    ));
+    // 24 MB through a consumer that does not read for a while: the broker's TLS writes
+    // hit a full socket (WouldBlock, WRITABLE, flush of held records) many times.
+    const N: u32 = 240;
+    const SIZE: usize = 100_000;
+    let mut producer = connect();
+    for i in 0..N {
+        let mut body = vec![(i % 251) as u8; SIZE];
+        body[..4].copy_from_slice(&i.to_be_bytes());
+        let mut b = BytesMut::new();
+        frame::write_method(
+            &mut b,
+            1,
+            &Method::BasicPublish(basic::Publish {
+                routing_key: queue.clone(),
+                ..Default::default()
+            }),
+        );
+        frame::write_content_header(&mut b, 1, SIZE as u64, &[0, 0]);
+        frame::write_body(&mut b, 1, &body, 131_072);
+        producer.s.write_all(&b).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..N {
+        match consumer.method().unwrap() {
+            Method::BasicDeliver(_) => {}
+            m => panic!("expected deliver {i}, got {m:?}"),
+        }
+        let (kind, _, _) = consumer.frame().unwrap();
+        assert_eq!(kind, frame::FRAME_HEADER);
+        let mut got = Vec::with_capacity(SIZE);
+        while got.len() < SIZE {
+            let (kind, _, p) = consumer.frame().unwrap();
+            assert_eq!(kind, frame::FRAME_BODY);
+            got.extend_from_slice(&p);
+        }
+        assert_eq!(&got[..4], &i.to_be_bytes(), "message {i} out of order");
+        assert!(
+            got[4..].iter().all(|&x| x == (i % 251) as u8),
+            "message {i} damaged"
+        );
+    }
+}
