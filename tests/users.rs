@@ -366,6 +366,24 @@ fn a_created_user_logs_in_and_a_wrong_password_is_refused() {
     assert_eq!(login(&b, &u, "wrong", true), refused());
     assert_eq!(login(&b, &u, "", true), refused());
     assert_eq!(login(&b, &u, "wrong", false), Login::Dropped);
+    // AMQPLAIN too.
+    let opts = |pass: &str| HandshakeOpts {
+        user: u.clone(),
+        pass: pass.to_owned(),
+        amqplain: true,
+        ..Default::default()
+    };
+    let mut c = b.connect_raw();
+    c.do_handshake(&opts("s3cret")).expect("AMQPLAIN login");
+    c.close();
+    let mut c = b.connect_raw();
+    c.start().unwrap();
+    c.send_method(0, &connection_start_ok_amqplain(&u, "wrong"));
+    let (code, text, _, _) = c.expect_close();
+    assert_eq!(
+        (code, text.as_str()),
+        (403, "ACCESS_REFUSED - Login was refused using authentication mechanism AMQPLAIN. For details see the broker logfile.")
+    );
     // The Rust client.
     block_on(async {
         let conn = connect(&user_uri(&b, &u, "s3cret")).await;
@@ -703,6 +721,34 @@ fn users_survive_a_restart_and_kill_9() {
     let b = Broker::spawn_in(dir.path(), &[]).unwrap();
     assert_eq!(login(&b, "guest", "guest", true), refused());
     expect_open(&b, "durable-user", "pw2");
+}
+
+#[test]
+fn permissions_set_by_a_definitions_import_survive_a_restart() {
+    if is_external() {
+        println!("skipped: needs its own warren process (WARREN_TEST_PORT is set)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::spawn_in(dir.path(), &[]).unwrap();
+    let api = Api::new(&b);
+    add_user(&api, "defs-user", "pw", "", false);
+    let defs = json!({
+        "vhosts": [{"name": "defs-vh"}],
+        "permissions": [{"user": "defs-user", "vhost": "/", "configure": "^d-", "write": ".*", "read": ".*"}],
+    });
+    let r = api.post("/api/definitions", &defs);
+    assert_eq!(r.status, 204, "{}", r.body);
+    drop(b);
+    let b = Broker::spawn_in(dir.path(), &[]).unwrap();
+    let api = Api::new(&b);
+    let got = api.get("/api/permissions/%2F/defs-user");
+    assert_eq!(
+        (got.status, got.json()["configure"].clone()),
+        (200, json!("^d-"))
+    );
+    // The importing user got full permissions in the vhost the import created.
+    assert_eq!(api.get("/api/permissions/defs-vh/guest").status, 200);
 }
 
 #[test]

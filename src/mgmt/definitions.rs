@@ -461,7 +461,13 @@ enum Step {
 fn import(server: &mut Server, caller: &Caller, req: &Request, only: Option<&str>) -> ApiResult {
     let defs = parse_definitions(file_of(req)?)?;
     let steps = plan(server, caller, &defs, only)?;
-    apply(server, caller, steps)?;
+    let applied = apply(server, caller, steps);
+    // Permissions the import set (and those of the vhosts it created) are durable too,
+    // even when a later step failed.
+    server
+        .save_auth()
+        .map_err(|e| ApiError::new(500, "internal_server_error", e.to_string()))?;
+    applied?;
     Ok(Response::empty(204))
 }
 
