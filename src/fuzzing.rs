@@ -993,3 +993,39 @@ pub fn http_request(data: &[u8]) {
         assert_eq!(whole, bytewise, "reading byte by byte changed the outcome");
     }
 }
+
+/// The server configuration of [`tls_server`]: the fuzz-only certificate, TLS 1.2 and
+/// 1.3, client certificates verified against that same certificate (optional), as
+/// `--tls-ca` sets it up.
+fn tls_config() -> std::sync::Arc<rustls::ServerConfig> {
+    static CONFIG: OnceLock<std::sync::Arc<rustls::ServerConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let cert = include_bytes!("../fuzz/tls/fuzz-only-cert.pem");
+            let key = include_bytes!("../fuzz/tls/fuzz-only-key.pem");
+            crate::net::tls::server_config_pem(cert, key, Some(cert))
+                .expect("the fuzz certificate loads")
+        })
+        .clone()
+}
+
+/// The TLS listener's side on arbitrary bytes. Byte 0 picks what is fed: even, the
+/// rest is what a client sent to the AMQPS port (a server session reads, decrypts and
+/// answers it as the transport does; it must fail cleanly, never panic); odd, the rest
+/// is a DER certificate whose subject SASL EXTERNAL would log in as (the DER walk and
+/// RabbitMQ's DN formatting must not panic, and the DN must be non-empty text when the
+/// subject has attributes).
+pub fn tls_server(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode & 1 == 0 {
+        crate::net::tls::feed(tls_config(), rest);
+    } else if let Some(subject) = crate::net::x509::subject(rest) {
+        let dn = crate::net::x509::distinguished_name(&subject);
+        if subject.iter().any(|rdn| !rdn.is_empty()) {
+            assert!(dn.contains('='), "a DN without attributes: {dn:?}");
+        }
+        let _ = crate::net::x509::common_name(&subject);
+    }
+}

@@ -38,6 +38,8 @@ pub use store::{UsersError, USERS_FILE};
 
 /// The SASL mechanisms offered in connection.start, space-separated (spec §1.4.2.1).
 pub const MECHANISMS: &[u8] = b"PLAIN AMQPLAIN";
+/// The same on a TLS connection with a verified client certificate.
+pub const MECHANISMS_EXTERNAL: &[u8] = b"PLAIN AMQPLAIN EXTERNAL";
 
 /// The vhost that exists from the start (the broker creates it), and the default user's.
 pub use crate::broker::DEFAULT_VHOST;
@@ -426,6 +428,10 @@ pub enum Mechanism {
     Plain,
     /// A field table with LOGIN and PASSWORD (RabbitMQ's AMQPLAIN).
     AmqPlain,
+    /// RFC 4422 EXTERNAL: the identity is the TLS client certificate's (RabbitMQ's
+    /// `rabbitmq_auth_mechanism_ssl`); offered only on TLS connections with a verified
+    /// client certificate, see [`Auth::login_external`].
+    External,
 }
 
 impl Mechanism {
@@ -433,6 +439,7 @@ impl Mechanism {
         match name {
             b"PLAIN" => Some(Mechanism::Plain),
             b"AMQPLAIN" => Some(Mechanism::AmqPlain),
+            b"EXTERNAL" => Some(Mechanism::External),
             _ => None,
         }
     }
@@ -441,6 +448,7 @@ impl Mechanism {
         match self {
             Mechanism::Plain => "PLAIN",
             Mechanism::AmqPlain => "AMQPLAIN",
+            Mechanism::External => "EXTERNAL",
         }
     }
 
@@ -463,6 +471,8 @@ impl Mechanism {
                 let pass = Bytes::copy_from_slice(t.get(b"PASSWORD")?.as_bytes()?);
                 Some((user, pass))
             }
+            // No credentials in the response: the certificate is the credential.
+            Mechanism::External => None,
         }
     }
 }
@@ -704,12 +714,41 @@ impl Auth {
         response: &Bytes,
         peer: SocketAddr,
     ) -> Result<User, AuthError> {
-        let m = Mechanism::parse(mechanism).ok_or_else(|| {
-            AuthError::UnknownMechanism(String::from_utf8_lossy(mechanism).into_owned())
-        })?;
+        // EXTERNAL needs the connection's certificate (`login_external`): through
+        // here it was not offered.
+        let m = Mechanism::parse(mechanism)
+            .filter(|m| *m != Mechanism::External)
+            .ok_or_else(|| {
+                AuthError::UnknownMechanism(String::from_utf8_lossy(mechanism).into_owned())
+            })?;
         let (user, pass) = m.credentials(response).ok_or(AuthError::Refused(m))?;
         let user = std::str::from_utf8(&user).map_err(|_| AuthError::Refused(m))?;
         self.login(user, &pass, peer, m)
+    }
+
+    /// SASL EXTERNAL: `name` comes from the TLS client certificate, which the transport
+    /// has verified against `--tls-ca`. The user must exist (its password is not
+    /// checked, as RabbitMQ's EXTERNAL), and the loopback rule holds as for any login.
+    pub fn login_external(&self, name: &str, peer: SocketAddr) -> Result<User, AuthError> {
+        let m = Mechanism::External;
+        // RabbitMQ's check_user_login with no password: "invalid credentials" for an
+        // unknown user; any user that exists passes, password-less ones included.
+        let rec = self
+            .users
+            .get(name)
+            .ok_or_else(|| AuthError::InvalidCredentials {
+                user: name.to_owned(),
+                mechanism: m,
+            })?;
+        if self.loopback.contains(name) && !peer.ip().to_canonical().is_loopback() {
+            return Err(AuthError::LoopbackOnly {
+                user: rec.name.clone(),
+                mechanism: m,
+            });
+        }
+        Ok(User {
+            name: rec.name.clone(),
+        })
     }
 
     /// A user name and password from `peer` outside SASL (the management API's HTTP

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
@@ -25,6 +24,7 @@ use crate::shared::{
     fatal, io_text, is_timeout, now_nanos, BATCH_BYTES, CH, CONFIRMED, NACKED, NO_TIMESTAMP, POLL,
     PRODUCERS_DONE, RETURNED, SENT, STOP,
 };
+use crate::tls::Stream;
 
 /// The bytes of one publish (method, header and body frames) and where the body's
 /// timestamp sits in them.
@@ -140,7 +140,7 @@ pub struct ProducerCfg {
 /// The producer hot loop: writes batches of pre-built publishes, patching only the
 /// timestamps. Returns the number sent.
 pub fn produce(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     cfg: &ProducerCfg,
     confirms: Option<&Confirms>,
     count_global: bool,
@@ -228,7 +228,7 @@ enum Wrote {
 /// Writes all of `b` to a socket that has a write timeout, giving up once the run
 /// is stopping, so that a broker applying back-pressure cannot hang the end of the
 /// run; a batch already begun is finished if the broker takes it within 2 s.
-fn write_until_stop(s: &mut TcpStream, mut b: &[u8]) -> io::Result<Wrote> {
+fn write_until_stop(s: &mut Stream, mut b: &[u8]) -> io::Result<Wrote> {
     let total = b.len();
     let mut deadline: Option<Instant> = None;
     while !b.is_empty() {
@@ -391,7 +391,7 @@ pub fn spawn_producer(
                 let _ = w.write_all(&b);
             } else {
                 // Mid-frame: a close would read as garbage; just hang up.
-                let _ = w.shutdown(std::net::Shutdown::Both);
+                w.shutdown();
             }
             let _ = reader.join();
             sent
