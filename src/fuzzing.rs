@@ -213,6 +213,123 @@ pub fn queue_arguments(data: &[u8]) {
         args::not_implemented(&t),
         args::exchange_not_implemented(&t),
     );
+    queue_features(flags, &t);
+}
+
+/// A queue declared with arguments `t` (issue 12's features) in a memory-only broker:
+/// publishes with and without `expiration`, a reject, expiry now and far ahead, a
+/// purge. Must not panic, and the counts must agree with the ready messages.
+fn queue_features(flags: u8, t: &FieldTable) {
+    use crate::broker::dead_letter::Reason;
+    use crate::broker::{Broker, QueueDecl};
+    let mut b = Broker::new();
+    let v = crate::broker::VhostId::DEFAULT;
+    let mut d = QueueDecl::named(Bytes::from_static(b"q"));
+    d.arguments = t.clone();
+    d.durable = flags & 1 != 0;
+    let Ok(q) = b.declare_queue(v, &d, 1, |_| Ok(())) else {
+        return;
+    };
+    // A queue of the same name as a dead-letter target with the same arguments.
+    let mut dl = QueueDecl::named(Bytes::from_static(b"dl"));
+    dl.arguments = t.clone();
+    let _ = b.declare_queue(v, &dl, 1, |_| Ok(()));
+    let Some(x) = b.exchange_id(v, b"") else {
+        return;
+    };
+    let plain = BasicProperties::default().to_raw();
+    let expiring = BasicProperties {
+        expiration: Some(Bytes::from_static(b"0")),
+        ..Default::default()
+    }
+    .to_raw();
+    for (i, p) in [&plain, &expiring, &plain, &expiring]
+        .into_iter()
+        .enumerate()
+    {
+        let body = Bytes::from(vec![b'x'; i * 7]);
+        let _ = b.publish(x, b"", b"q", p.clone(), body, u64::MAX);
+        let _ = b.take_rejected();
+    }
+    let ready = |b: &Broker| b.queue(q.id).map_or(0, |q| q.len());
+    if let Some(r) = b.queue_mut(q.id).and_then(|q| q.next_delivery()) {
+        b.dead_letter(q.id, 0, r.msg, Reason::Rejected);
+    }
+    b.expire_due(q.id, false);
+    let _ = b.run_queue_timers();
+    let before = ready(&b);
+    if let Some(queue) = b.queue(q.id) {
+        assert_eq!(queue.message_count() as usize, before);
+        let bytes = queue.ready_bytes();
+        if let Some(f) = queue.features.as_ref() {
+            assert_eq!(f.bytes, bytes, "tracked ready bytes");
+        }
+    }
+    let _ = b.purge(q.id);
+    assert_eq!(ready(&b), 0);
+}
+
+/// Dead-lettering's header building (`broker::dead_letter`): the input is a flags byte
+/// then a property list. Each of several deaths in a row (rejected, expired, maxlen,
+/// over two queues) must give properties that decode, without `expiration`, with an
+/// `x-death` array whose first entry is this death's (queue, reason) and counts at
+/// least 1, and the first-death headers once there was none; the cycle rule must
+/// answer for any queue.
+pub fn x_death(data: &[u8]) {
+    use crate::broker::dead_letter::{dead_letter_properties, is_cycle, Death, Reason};
+    use crate::proto::FieldValue;
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(p) = BasicProperties::decode(&Bytes::copy_from_slice(rest)) else {
+        return;
+    };
+    let mut raw = p.to_raw();
+    let reasons = [
+        Reason::Rejected,
+        Reason::Expired,
+        Reason::Maxlen,
+        Reason::DeliveryLimit,
+    ];
+    for i in 0..6u8 {
+        let reason = reasons[usize::from((flags >> (i % 4)) & 3)];
+        let queue: &[u8] = if (flags >> i) & 1 == 0 { b"a" } else { b"b" };
+        let death = Death {
+            reason,
+            queue,
+            exchange: b"x",
+            routing_key: b"rk",
+            time: 1_700_000_000,
+            new_routing_key: flags & 0x80 != 0,
+        };
+        let had_death = BasicProperties::decode(&raw)
+            .ok()
+            .and_then(|p| p.headers)
+            .is_some_and(|h| h.get(b"x-death").is_some());
+        let out = dead_letter_properties(&raw, &death).expect("valid properties in, out");
+        let decoded = BasicProperties::decode(&out).expect("dead-letter properties decode");
+        assert_eq!(decoded.expiration, None);
+        let h = decoded.headers.expect("headers");
+        let Some(FieldValue::Array(deaths)) = h.get(b"x-death") else {
+            panic!("x-death is not an array: {h:?}");
+        };
+        let Some(FieldValue::Table(first)) = deaths.first() else {
+            panic!("x-death has no first table: {deaths:?}");
+        };
+        assert_eq!(first.get(b"queue").and_then(|v| v.as_bytes()), Some(queue));
+        assert_eq!(
+            first.get(b"reason").and_then(|v| v.as_bytes()),
+            Some(reason.as_str().as_bytes())
+        );
+        assert!(first.get(b"count").and_then(|c| c.as_i64()).unwrap_or(1) >= 1);
+        if !had_death {
+            assert!(h.get(b"x-first-death-queue").is_some());
+        }
+        for q in [&b"a"[..], b"b", b"c"] {
+            let _ = is_cycle(reason, Some(&h), q);
+        }
+        raw = out;
+    }
 }
 
 fn table_round_trip(

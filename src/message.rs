@@ -2,13 +2,15 @@
 //!
 //! A message is one reference-counted heap allocation, shared by every queue it was routed
 //! to and every channel it was delivered on: fan-out costs a count increment per queue.
-//! The allocation holds a 16-byte head, then (when present) the store location, then (for
+//! The allocation holds a 16-byte head, then (when present) the store location and the
+//! arrival time of a message that can expire ([`Timing`]), then (for
 //! a body kept by reference) a `Bytes` handle, then the exchange name, routing key, raw
 //! properties and (for a small body) the body itself:
 //!
 //! ```text
 //! | refs u32 | body_len u32 | props_len u32 | exch_len u8 | rk_len u8 | flags u8 | pad |
-//! | Location (8 B, if LOCATED) | Bytes (32 B, if SHARED) | exchange | rk | props | body |
+//! | Location (8 B, if LOCATED) | Timing (16 B, if TIMED) | Bytes (32 B, if SHARED) |
+//! | exchange | rk | props | body |
 //! ```
 //!
 //! Why not `Rc<struct { 4 × Bytes }>`: queued messages dominate a broker's memory. Four
@@ -52,6 +54,8 @@ const PAGED: u8 = 2;
 const LOCATED: u8 = 4;
 /// The body is a `Bytes` handle stored after the head (and location).
 const SHARED: u8 = 8;
+/// A [`Timing`] follows the head (and location): the message can expire.
+const TIMED: u8 = 16;
 
 #[repr(C)]
 struct Head {
@@ -66,11 +70,14 @@ struct Head {
 
 const HEAD: usize = size_of::<Head>();
 const LOCATION: usize = size_of::<Location>();
+const TIMING: usize = size_of::<Timing>();
 const SHARED_BODY: usize = size_of::<Bytes>();
 const ALIGN: usize = align_of::<Bytes>();
 
 // The Bytes handle sits at offset HEAD or HEAD + LOCATION: both must be aligned for it.
-const _: () = assert!(HEAD.is_multiple_of(ALIGN) && LOCATION.is_multiple_of(ALIGN));
+const _: () = assert!(
+    HEAD.is_multiple_of(ALIGN) && LOCATION.is_multiple_of(ALIGN) && TIMING.is_multiple_of(ALIGN)
+);
 const _: () = assert!(align_of::<Head>() <= ALIGN && align_of::<Location>() <= ALIGN);
 const _: () = assert!(INLINE_BODY_MAX < BODY_BY_REF);
 
@@ -130,6 +137,30 @@ impl Body<'_> {
     }
 }
 
+/// When a message that can expire arrived, and its own TTL: kept in the message (not in
+/// a queue entry) because every queue it was routed to counts from the same arrival, and
+/// a requeued message keeps its original expiry. Only messages that carry an
+/// `expiration` or were routed to a queue with a TTL have one (16 bytes more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct Timing {
+    /// Milliseconds since the epoch when the broker accepted it (a wall clock, so that
+    /// it keeps counting across a restart).
+    pub arrival_ms: u64,
+    /// Its `expiration` property in milliseconds; `u64::MAX` when it has none.
+    pub ttl_ms: u64,
+}
+
+impl Timing {
+    /// When it expires in a queue whose `x-message-ttl` is `queue_ttl` (the smaller of
+    /// the two TTLs, counted from arrival); None when neither applies.
+    #[inline]
+    pub fn expiry(&self, queue_ttl: Option<u64>) -> Option<u64> {
+        let ttl = queue_ttl.unwrap_or(u64::MAX).min(self.ttl_ms);
+        (ttl != u64::MAX).then(|| self.arrival_ms.saturating_add(ttl))
+    }
+}
+
 /// An immutable published message. `clone()` shares it (a count increment).
 pub struct Message {
     head: NonNull<Head>,
@@ -145,13 +176,25 @@ impl Message {
         body: Bytes,
         location: Option<Location>,
     ) -> Message {
+        Message::new_timed(exchange, routing_key, properties, body, location, None)
+    }
+
+    /// [`Message::new`] with the arrival and TTL of a message that can expire.
+    pub fn new_timed(
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: &[u8],
+        body: Bytes,
+        location: Option<Location>,
+        timing: Option<Timing>,
+    ) -> Message {
         if body.len() <= INLINE_BODY_MAX {
             let inline = BodyIn::Inline(&body);
-            Message::build(exchange, routing_key, properties, inline, location)
+            Message::build(exchange, routing_key, properties, inline, location, timing)
         } else {
             // Moved in, not cloned: no count traffic on the shared buffer.
             let shared = BodyIn::Shared(body);
-            Message::build(exchange, routing_key, properties, shared, location)
+            Message::build(exchange, routing_key, properties, shared, location, timing)
         }
     }
 
@@ -163,8 +206,27 @@ impl Message {
         body_len: usize,
         location: Location,
     ) -> Message {
+        Message::paged_timed(exchange, routing_key, properties, body_len, location, None)
+    }
+
+    /// [`Message::paged`] with the arrival and TTL of a message that can expire.
+    pub fn paged_timed(
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: &[u8],
+        body_len: usize,
+        location: Location,
+        timing: Option<Timing>,
+    ) -> Message {
         let body = BodyIn::Paged(body_len);
-        Message::build(exchange, routing_key, properties, body, Some(location))
+        Message::build(
+            exchange,
+            routing_key,
+            properties,
+            body,
+            Some(location),
+            timing,
+        )
     }
 
     fn build(
@@ -173,6 +235,7 @@ impl Message {
         properties: &[u8],
         body: BodyIn<'_>,
         location: Option<Location>,
+        timing: Option<Timing>,
     ) -> Message {
         // Exchange names and routing keys are shortstrs (at most 255 bytes) on the wire
         // and in the store; anything longer would be a bug upstream, cut rather than trusted.
@@ -186,6 +249,9 @@ impl Message {
         }
         if location.is_some() {
             flags |= LOCATED;
+        }
+        if timing.is_some() {
+            flags |= TIMED;
         }
         let (body_len, inline, resident) = match &body {
             BodyIn::Inline(b) => (b.len(), *b, b.len()),
@@ -219,6 +285,9 @@ impl Message {
             ptr::write(nn.as_ptr(), head);
             if let Some(loc) = location {
                 ptr::write(raw.add(HEAD).cast::<Location>(), loc);
+            }
+            if let Some(t) = timing {
+                ptr::write(raw.add(timing_at(flags)).cast::<Timing>(), t);
             }
             if let BodyIn::Shared(b) = body {
                 ptr::write(raw.add(shared_at(flags)).cast::<Bytes>(), b);
@@ -306,6 +375,16 @@ impl Message {
         Some(unsafe { ptr::read(self.base().add(HEAD).cast::<Location>()) })
     }
 
+    /// Its arrival and TTL, when it can expire (see [`Timing`]).
+    #[inline]
+    pub fn timing(&self) -> Option<Timing> {
+        if self.flags() & TIMED == 0 {
+            return None;
+        }
+        // SAFETY: `build` wrote a Timing at this offset when it set TIMED.
+        Some(unsafe { ptr::read(self.base().add(timing_at(self.flags())).cast::<Timing>()) })
+    }
+
     /// delivery_mode = 2.
     pub fn is_persistent(&self) -> bool {
         self.flags() & PERSISTENT != 0
@@ -317,9 +396,14 @@ impl Message {
     }
 }
 
+/// Offset of the timing.
+fn timing_at(flags: u8) -> usize {
+    HEAD + if flags & LOCATED != 0 { LOCATION } else { 0 }
+}
+
 /// Offset of the shared body handle.
 fn shared_at(flags: u8) -> usize {
-    HEAD + if flags & LOCATED != 0 { LOCATION } else { 0 }
+    timing_at(flags) + if flags & TIMED != 0 { TIMING } else { 0 }
 }
 
 /// Offset of the exchange name, the first byte of the data area.
@@ -395,6 +479,7 @@ impl fmt::Debug for Message {
             .field("persistent", &self.is_persistent())
             .field("paged", &self.is_paged())
             .field("location", &self.location())
+            .field("timing", &self.timing())
             .finish()
     }
 }
@@ -493,6 +578,43 @@ mod tests {
         assert_eq!(resident_bytes(), before);
         // The shared body's handle was released: only `big` holds the buffer now.
         assert!(big.is_unique());
+    }
+
+    #[test]
+    fn timing_sits_between_location_and_shared_body() {
+        let t = Timing {
+            arrival_ms: 1_700_000_000_000,
+            ttl_ms: 500,
+        };
+        let loc = Location {
+            segment: 7,
+            offset: 11,
+        };
+        let big = Bytes::from(vec![3u8; INLINE_BODY_MAX + 10]);
+        let m = Message::new_timed(b"x", b"k", &[0, 0], big.clone(), Some(loc), Some(t));
+        assert_eq!((m.timing(), m.location()), (Some(t), Some(loc)));
+        assert_eq!(m.body().as_slice(), &big[..]);
+        assert_eq!(m.routing_key(), b"k");
+        let small =
+            Message::new_timed(b"", b"q", &[0, 0], Bytes::from_static(b"hi"), None, Some(t));
+        assert_eq!(small.timing(), Some(t));
+        assert_eq!(small.body().as_slice(), b"hi");
+        let p = Message::paged_timed(b"", b"q", &[0, 0], 9, loc, Some(t));
+        assert_eq!(
+            (p.timing(), p.location(), p.body_len()),
+            (Some(t), Some(loc), 9)
+        );
+        assert_eq!(
+            Message::new(b"", b"", &[0, 0], Bytes::new(), None).timing(),
+            None
+        );
+        assert_eq!(t.expiry(Some(100)), Some(1_700_000_000_100));
+        assert_eq!(t.expiry(None), Some(1_700_000_000_500));
+        let untimed = Timing {
+            ttl_ms: u64::MAX,
+            ..t
+        };
+        assert_eq!(untimed.expiry(None), None);
     }
 
     #[test]

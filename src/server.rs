@@ -134,6 +134,8 @@ pub struct Server {
     pub started: Instant,
     /// Connections per vhost and user, channels per user (vhost and user limits).
     pub usage: crate::conn::usage::Usage,
+    /// Queue timers (TTL expiry) had more due work than one turn's budget.
+    queue_timers_due: bool,
 }
 
 impl Server {
@@ -168,6 +170,7 @@ impl Server {
             listeners: Vec::new(),
             started: now,
             usage: Default::default(),
+            queue_timers_due: false,
         }
     }
 
@@ -496,7 +499,7 @@ impl Server {
 
     /// Whether work is waiting that needs no new input (poll must not block).
     pub fn has_pending_work(&self) -> bool {
-        !self.broker.dirty_is_empty() || !self.returning.is_empty()
+        !self.broker.dirty_is_empty() || !self.returning.is_empty() || self.queue_timers_due
     }
 
     /// Sends publisher confirms for everything published this turn. Transient
@@ -510,6 +513,15 @@ impl Server {
             c.confirm_due = false;
             let mut wrote = false;
             for ch in c.channels.iter_mut() {
+                if ch.confirm
+                    && ch.publish_seq > ch.confirmed
+                    && !ch.closing
+                    && !ch.nacks.is_empty()
+                {
+                    // Publishes a queue refused at its length limit (rare).
+                    Self::send_refusals(&mut c.out, ch, &mut self.broker.counters);
+                    wrote = true;
+                }
                 if ch.confirm && ch.publish_seq > ch.confirmed && !ch.closing {
                     let multiple = ch.publish_seq - ch.confirmed > 1;
                     if self.sync_failed {
@@ -545,6 +557,36 @@ impl Server {
         }
     }
 
+    /// Confirms up to and including each refused publish of `ch` (acks for the ones
+    /// before it, then its nack), leaving the publishes after the last one to the
+    /// caller's usual ack.
+    #[cold]
+    fn send_refusals(
+        out: &mut crate::conn::OutBuf,
+        ch: &mut crate::conn::channel::Channel,
+        counters: &mut crate::counters::MsgCounters,
+    ) {
+        for seq in std::mem::take(&mut ch.nacks) {
+            if seq <= ch.confirmed || seq > ch.publish_seq {
+                continue;
+            }
+            if seq - 1 > ch.confirmed {
+                let multiple = seq - 1 - ch.confirmed > 1;
+                frame::write_ack(out.tail(), ch.id, seq - 1, multiple);
+                let n = seq - 1 - ch.confirmed;
+                ch.stats.now.confirm += n;
+                counters.confirm += n;
+            }
+            let nack = crate::proto::basic::Nack {
+                delivery_tag: seq,
+                multiple: false,
+                requeue: false,
+            };
+            frame::write_method(out.tail(), ch.id, &crate::proto::Method::BasicNack(nack));
+            ch.confirmed = seq;
+        }
+    }
+
     /// After a flush: a throttled connection whose output drained gets deliveries again.
     pub fn flushed(&mut self, key: usize, wrote: bool) {
         let Some(c) = self.conns.get_mut(key) else {
@@ -571,6 +613,8 @@ impl Server {
     /// 100 ms (and gives freed memory back when bodies fell far below their peak).
     pub fn run_timers(&mut self) {
         self.give_back_memory();
+        // Queue TTLs and x-expires: a heap peek when nothing is due.
+        self.queue_timers_due = self.broker.run_queue_timers();
         if self.now < self.next_timer {
             return;
         }
@@ -589,7 +633,17 @@ impl Server {
     /// When the timer phase next has work: how long the reactor may sleep in poll
     /// with nothing else to do. Pure: runs nothing.
     pub fn next_deadline(&self) -> Instant {
-        self.next_timer
+        match self.broker.next_timer_ms() {
+            Some(at) => {
+                // The queue timers are in epoch ms; one clock read per idle poll.
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let wait = Duration::from_millis(at.saturating_sub(now_ms));
+                self.next_timer.min(Instant::now() + wait)
+            }
+            None => self.next_timer,
+        }
     }
 
     fn conn_timers(&mut self, key: usize) {
@@ -906,6 +960,8 @@ impl Server {
     pub fn turn<I: Io>(&mut self, io: &mut I) -> Result<(), I::Error> {
         // Read first because every later phase works on what this turn's frames did
         // (publishes routed, acks, credit, closes).
+        // The queue clock is read lazily (first use after poll): a new turn, a new read.
+        self.broker.tick();
         io.read(self)?;
         // Returns before dispatch because a closed channel's messages go back to their
         // queues' fronts, and must be there before those queues deliver again.

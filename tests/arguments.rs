@@ -749,8 +749,10 @@ fn unimplemented_arguments_are_logged_once_per_queue() {
     let q = unique("warned");
     let args = [
         ("x-message-ttl", V::I32(1000)),
+        ("x-queue-mode", V::S("lazy")),
         ("x-custom", V::I32(1)),
         ("x-max-length", V::I32(5)),
+        ("x-queue-version", V::I32(2)),
         ("x-queue-type", V::S("classic")),
     ];
     c.declare(&q, EXCLUSIVE, &args).unwrap();
@@ -772,7 +774,7 @@ fn unimplemented_arguments_are_logged_once_per_queue() {
     assert_eq!(lines.len(), 1, "{logs}");
     assert!(
         lines[0].contains(&format!(
-            "queue '{q}' in vhost '/': argument(s) x-message-ttl, x-max-length have no effect yet"
+            "queue '{q}' in vhost '/': argument(s) x-queue-mode, x-queue-version have no effect yet"
         )),
         "{}",
         lines[0]

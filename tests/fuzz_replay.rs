@@ -86,3 +86,8 @@ fn http_request() {
 fn definitions() {
     replay("definitions", warren::fuzzing::definitions);
 }
+
+#[test]
+fn x_death() {
+    replay("x_death", warren::fuzzing::x_death);
+}

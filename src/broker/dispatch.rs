@@ -53,6 +53,29 @@ pub fn dispatch_queue(
     now: Instant,
     touched: &mut Vec<usize>,
 ) -> bool {
+    // A queue with features first drops what expired before this turn (not what
+    // expires now: a TTL-0 message goes to a consumer that can take it at once).
+    let featured = broker.queue(qid).is_some_and(|q| q.features.is_some());
+    if featured {
+        broker.expire_due(qid, true);
+    }
+    let more = dispatch_ready(broker, conns, qid, now, touched);
+    if featured {
+        broker.expire_due(qid, false);
+        broker.enforce_limit(qid);
+    }
+    more
+}
+
+/// [`dispatch_queue`] once expiry is done.
+#[inline(always)]
+fn dispatch_ready(
+    broker: &mut Broker,
+    conns: &mut Slab<Connection>,
+    qid: QueueId,
+    now: Instant,
+    touched: &mut Vec<usize>,
+) -> bool {
     let Some((q, mut store)) = broker.queue_and_store(qid) else {
         return false;
     };
@@ -142,6 +165,11 @@ pub fn get(
     no_ack: bool,
     now: Instant,
 ) -> Result<(), AmqpError> {
+    if broker.queue(qid).is_some_and(|q| q.features.is_some()) {
+        // A basic.get is a use (`x-expires`) and never returns an expired message.
+        broker.touch_unused(qid);
+        broker.expire_due(qid, false);
+    }
     let Some((q, store)) = broker.queue_and_store(qid) else {
         return Err(not_found("queue vanished"));
     };

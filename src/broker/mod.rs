@@ -23,8 +23,10 @@
 //! in [`args`]; this module only calls it on the declare paths.
 
 pub mod args;
+pub mod dead_letter;
 pub mod dispatch;
 pub mod exchange;
+pub mod features;
 pub mod queue;
 
 use bytes::Bytes;
@@ -235,6 +237,18 @@ pub struct Broker {
     /// Connections, channels and queues made and removed (the server counts the first
     /// two here too: this is where the sampler and the metrics read them).
     pub churn: crate::counters::Sampled<crate::counters::Churn>,
+    /// Queues whose `features` are set (see [`features`]): while 0, a publish does not
+    /// look at its queues' features.
+    featured: usize,
+    /// Head-expiry and `x-expires` deadlines (see [`features`]).
+    timers: std::collections::BinaryHeap<features::Timer>,
+    /// This turn's wall clock in epoch ms; 0 = not read yet this turn.
+    now_ms: u64,
+    /// The last publish was refused by a queue at its length limit: its confirm is a
+    /// nack (read and cleared by the publisher with [`Broker::take_rejected`]).
+    rejected: bool,
+    /// Queues with `reject-publish-dlx` that refused the current publish.
+    reject_dlx: Vec<QueueId>,
 }
 
 /// The store reference a queue holds on a message: its durable id for a persistent
@@ -532,7 +546,7 @@ impl Broker {
             .and_then(|id| Some((id, self.queue(id)?)))
             .ok_or_else(|| self.no_queue(vhost, name))?;
         match q.owner {
-            Some(owner) if owner != conn => Err(self.locked_queue(vhost, name)),
+            Some(owner) if owner as usize != conn => Err(self.locked_queue(vhost, name)),
             _ => Ok(id),
         }
     }
@@ -860,6 +874,13 @@ impl Broker {
                     }
                     args::check_queue_equivalence(vn, &d.name, &d.arguments, &q.props.arguments)?;
                 }
+                if q.features.is_some() {
+                    // A declare is a use (`x-expires`), and its count leaves out
+                    // what has expired.
+                    self.touch_unused(id);
+                    self.expire_due(id, false);
+                }
+                let q = self.queue(id).ok_or_else(|| not_found("queue vanished"))?;
                 let declared = Declared {
                     id,
                     name: q.name.clone(),
@@ -961,6 +982,7 @@ impl Broker {
         if let Some(v) = self.vhost_mut(vhost) {
             v.queues.insert(name, id);
         }
+        self.init_features(id);
         id
     }
 
@@ -1029,6 +1051,9 @@ impl Broker {
         if let Some(v) = self.vhost_mut(q.vhost) {
             v.queues.remove(&q.name);
         }
+        if q.features.is_some() {
+            self.featured = self.featured.saturating_sub(1);
+        }
         self.meta_dirty |= q.durable_id != 0;
         for m in q.messages() {
             settle_in(self.store.as_mut(), q.durable_id, m);
@@ -1048,7 +1073,7 @@ impl Broker {
     /// Every exclusive queue owned by `conn` (deleted when it closes).
     pub fn exclusive_queues_of(&self, conn: usize) -> Vec<QueueId> {
         self.queues()
-            .filter(|(_, q)| q.owner == Some(conn))
+            .filter(|(_, q)| q.owner.is_some_and(|o| o as usize == conn))
             .map(|(id, _)| id)
             .collect()
     }
@@ -1103,6 +1128,9 @@ impl Broker {
         q.remove_consumer(consumer);
         if q.props.auto_delete && q.had_consumer && q.consumers.is_empty() {
             self.remove_queue(id);
+        } else if q.consumers.is_empty() && q.features.is_some() {
+            // Unused from now on (`x-expires`).
+            self.touch_unused(id);
         }
     }
 
@@ -1192,10 +1220,15 @@ impl Broker {
     pub fn enqueue(&mut self, id: QueueId, msg: Message) {
         if let Some(q) = self.queue_mut(id) {
             q.counting().publish += 1;
+            let timed = msg.timing().is_some();
             q.push(msg);
+            let featured = timed || q.features.is_some();
             if !q.dirty {
                 q.dirty = true;
                 self.dirty.push(id);
+            }
+            if featured {
+                self.enqueued_featured(id, timed);
             }
         }
     }
@@ -1205,7 +1238,12 @@ impl Broker {
     pub fn requeue(&mut self, id: QueueId, durable: u32, msg: Message, seq: u64) {
         if let Some(q) = self.queue_mut(id) {
             q.requeue(msg, seq);
+            let featured = q.features.is_some();
             self.mark_dirty(id);
+            if featured {
+                // It keeps its original expiry and may be the new head.
+                self.arm(id);
+            }
         } else {
             self.settle(durable, &msg);
         }
@@ -1217,6 +1255,9 @@ impl Broker {
     pub fn requeue_held(&mut self, id: QueueId, durable: u32, msg: Message, seq: u64) -> bool {
         if let Some(q) = self.queue_mut(id) {
             q.requeue(msg, seq);
+            if q.features.is_some() {
+                self.arm(id);
+            }
             true
         } else {
             self.settle(durable, &msg);
@@ -1247,6 +1288,7 @@ impl Broker {
         body: Bytes,
         memory_budget: u64,
     ) -> Published {
+        self.rejected = false;
         let mut routed = std::mem::take(&mut self.routed);
         self.route(x, routing_key, &properties, &mut routed);
         // Counted once the route is known, whatever happens next (a refused write
@@ -1263,38 +1305,136 @@ impl Broker {
             self.routed = routed;
             return Published::Unroutable { properties, body };
         }
-        let persistent = properties::delivery_mode(&properties) == Some(2);
+        let timing = if self.featured > 0 || features::has_expiration(&properties) {
+            self.admit(&mut routed, &properties, body.len())
+        } else {
+            None
+        };
+        let published = self.enqueue_routed_timed(
+            &mut routed,
+            exchange,
+            routing_key,
+            &properties,
+            body,
+            memory_budget,
+            timing,
+        );
+        self.routed = routed;
+        published
+    }
+
+    /// Whether the last [`Broker::publish`] was refused by a queue at its length limit
+    /// (`reject-publish`): a confirming publisher gets a nack. Clears it.
+    #[inline]
+    pub fn take_rejected(&mut self) -> bool {
+        std::mem::take(&mut self.rejected)
+    }
+
+    /// The second half of a publish, for a message whose queues are known: admits it
+    /// into `routed` (limits, timing), then persists and enqueues it (see
+    /// [`Broker::enqueue_routed_timed`]). Used by dead-lettering.
+    fn enqueue_routed(
+        &mut self,
+        routed: &mut Vec<QueueId>,
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: Bytes,
+        body: Bytes,
+        memory_budget: u64,
+    ) -> Published {
+        let timing = if self.featured > 0 || features::has_expiration(&properties) {
+            self.admit(routed, &properties, body.len())
+        } else {
+            None
+        };
+        self.enqueue_routed_timed(
+            routed,
+            exchange,
+            routing_key,
+            &properties,
+            body,
+            memory_budget,
+            timing,
+        )
+    }
+
+    /// Persists (when it must be) and enqueues a message into the queues that admitted
+    /// it; a message refused by `reject-publish-dlx` queues (`self.reject_dlx`) is
+    /// dead-lettered from each of them.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue_routed_timed(
+        &mut self,
+        routed: &mut [QueueId],
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: &Bytes,
+        body: Bytes,
+        memory_budget: u64,
+        timing: Option<crate::message::Timing>,
+    ) -> Published {
+        if !self.reject_dlx.is_empty() {
+            self.dead_letter_refused(exchange, routing_key, properties, &body, timing);
+        }
+        if routed.is_empty() {
+            return Published::Routed;
+        }
+        let persistent = properties::delivery_mode(properties) == Some(2);
         let page = self.store.as_ref().is_some_and(|st| !st.is_full())
             && crate::message::resident_bytes() as u64 + body.len() as u64 > memory_budget;
         let mut location = None;
         if persistent || page {
             match self.persist(
-                &routed,
+                routed,
                 persistent,
                 page,
                 exchange,
                 routing_key,
-                &properties,
+                properties,
                 &body,
+                timing.map(|t| t.arrival_ms),
             ) {
                 Ok(l) => location = l,
-                Err(_) => {
-                    self.routed = routed;
-                    return Published::Refused;
-                }
+                Err(_) => return Published::Refused,
             }
         }
         let msg = match location {
             Some(loc) if page => {
-                Message::paged(exchange, routing_key, &properties, body.len(), loc)
+                Message::paged_timed(exchange, routing_key, properties, body.len(), loc, timing)
             }
-            _ => Message::new(exchange, routing_key, &properties, body, location),
+            _ => Message::new_timed(exchange, routing_key, properties, body, location, timing),
         };
         for &q in routed.iter() {
             self.enqueue(q, msg.clone());
         }
-        self.routed = routed;
         Published::Routed
+    }
+
+    /// Dead-letters (reason `maxlen`) a message the `reject-publish-dlx` queues in
+    /// `self.reject_dlx` refused.
+    #[cold]
+    fn dead_letter_refused(
+        &mut self,
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: &Bytes,
+        body: &Bytes,
+        timing: Option<crate::message::Timing>,
+    ) {
+        let queues = std::mem::take(&mut self.reject_dlx);
+        let msg = Message::new_timed(
+            exchange,
+            routing_key,
+            properties,
+            body.clone(),
+            None,
+            timing,
+        );
+        let rejected = self.rejected;
+        for q in queues {
+            self.dead_letter(q, 0, msg.clone(), dead_letter::Reason::Maxlen);
+        }
+        self.rejected = rejected;
     }
 
     /// Writes a message routed to `queues` to the store when it must be: a persistent
@@ -1310,6 +1450,7 @@ impl Broker {
         routing_key: &[u8],
         props: &[u8],
         body: &[u8],
+        arrival_ms: Option<u64>,
     ) -> std::io::Result<Option<Location>> {
         if self.store.is_none() {
             return Ok(None);
@@ -1325,7 +1466,7 @@ impl Broker {
         }
         let r = match (self.store.as_mut(), ids.is_empty()) {
             (Some(st), false) => st
-                .append(&ids, exchange, routing_key, props, body)
+                .append_timed(&ids, exchange, routing_key, props, body, arrival_ms)
                 .map(Some),
             _ => Ok(None),
         };
@@ -1519,26 +1660,45 @@ impl Broker {
                 let _ = b.bind(vhost, &bind.source, dest, key, args);
             }
         }
+        let mut timed_queues = Vec::new();
         for r in messages {
             let rec = r.record;
             let page = crate::message::resident_bytes() as u64 + rec.body.len() as u64 > budget;
+            // A message that could expire keeps its arrival (a TTL counts from it, not
+            // from the restart); its own TTL is read back from its `expiration`.
+            let timing = rec.arrival_ms.map(|arrival_ms| crate::message::Timing {
+                arrival_ms,
+                ttl_ms: properties::expiration(&rec.properties)
+                    .and_then(|e| features::parse_expiration(e).ok())
+                    .unwrap_or(u64::MAX),
+            });
             let msg = if page {
-                Message::paged(
+                Message::paged_timed(
                     &rec.exchange,
                     &rec.routing_key,
                     &rec.properties,
                     rec.body.len(),
                     r.location,
+                    timing,
                 )
             } else {
                 let (e, k, p) = (&rec.exchange, &rec.routing_key, &rec.properties);
-                Message::new(e, k, p, rec.body, Some(r.location))
+                Message::new_timed(e, k, p, rec.body, Some(r.location), timing)
             };
             for (qid, delivered) in r.queues {
-                if let Some(q) = by_id.get(&qid).and_then(|id| b.queue_mut(*id)) {
+                let Some(&id) = by_id.get(&qid) else { continue };
+                if let Some(q) = b.queue_mut(id) {
                     q.push_recovered(msg.clone(), delivered);
+                    if timing.is_some() && timed_queues.last() != Some(&id) {
+                        timed_queues.push(id);
+                    }
                 }
             }
+        }
+        timed_queues.sort_by_key(|q| (q.idx, q.gen));
+        timed_queues.dedup();
+        for id in timed_queues {
+            b.enqueued_featured(id, true);
         }
         b.meta_dirty = false;
         b

@@ -81,6 +81,9 @@ pub struct Channel {
     pub publish_seq: u64,
     /// Highest sequence number acked to the publisher.
     pub confirmed: u64,
+    /// Publish sequence numbers above `confirmed` that a queue at its length limit
+    /// refused (`x-overflow: reject-publish`): nacked, the rest acked. In order.
+    pub nacks: Vec<u64>,
     /// tx.select was received: publishes and acks are buffered until commit.
     pub tx: Option<Vec<TxOp>>,
     /// The last queue declared on this channel ("" in later methods means it).
@@ -107,6 +110,7 @@ impl Channel {
             confirm: false,
             publish_seq: 0,
             confirmed: 0,
+            nacks: Vec::new(),
             tx: None,
             last_queue: Bytes::new(),
             last_exchange: None,

@@ -443,6 +443,17 @@ impl Session<'_> {
         body: Bytes,
     ) -> Result<(), AmqpError> {
         self.note_publisher();
+        // RabbitMQ checks `expiration` as the publish arrives (in a transaction too).
+        if crate::broker::features::has_expiration(&properties) {
+            if let Some(e) = crate::proto::properties::expiration(&properties) {
+                if let Err(why) = crate::broker::features::parse_expiration(e) {
+                    return Err(precondition(format!(
+                        "invalid expiration '{}': {why}",
+                        show(e)
+                    )));
+                }
+            }
+        }
         // Field by field, so that the user and vhost can be read while the channel is
         // borrowed.
         let conn = &mut *self.conn;
@@ -526,6 +537,8 @@ impl Session<'_> {
             body,
             self.config.memory_budget,
         );
+        // A queue at its length limit with `reject-publish` refused it: nack.
+        let refused = self.broker.take_rejected();
         let unroutable = matches!(published, Published::Unroutable { .. });
         if unroutable {
             // Rare: counted on its own path, not on every publish.
@@ -554,6 +567,9 @@ impl Session<'_> {
             c.stats.now.publish += 1;
             if c.confirm {
                 c.publish_seq += 1;
+                if refused {
+                    c.nacks.push(c.publish_seq);
+                }
                 self.broker.counters.publish_confirm += 1;
                 self.events.push(Event::Confirms(self.conn.key));
             }
@@ -635,9 +651,16 @@ impl Session<'_> {
             for u in done.into_iter().rev() {
                 self.broker.requeue(u.queue, u.durable, u.msg, u.seq);
             }
-        } else {
+        } else if ack {
             for u in &done {
                 self.broker.settle(u.durable, &u.msg);
+            }
+        } else {
+            // Rejected (reject, or nack with requeue=false): dead-lettered when the
+            // queue has a dead-letter exchange, dropped otherwise.
+            for u in done {
+                let reason = crate::broker::dead_letter::Reason::Rejected;
+                self.broker.dead_letter(u.queue, u.durable, u.msg, reason);
             }
         }
         if self.conn.channels[idx].global_prefetch > 0 {

@@ -441,6 +441,20 @@ impl Store {
         props: &[u8],
         body: &[u8],
     ) -> io::Result<Location> {
+        self.append_timed(queues, exchange, key, props, body, None)
+    }
+
+    /// [`Store::append`] with the arrival time (epoch ms) of a message that can expire,
+    /// recorded so that its TTL keeps counting across a restart.
+    pub fn append_timed(
+        &mut self,
+        queues: &[u32],
+        exchange: &[u8],
+        key: &[u8],
+        props: &[u8],
+        body: &[u8],
+        arrival_ms: Option<u64>,
+    ) -> io::Result<Location> {
         let to_spill = queues.iter().all(|q| *q == SPILL);
         if self.full {
             self.refused = true;
@@ -460,7 +474,7 @@ impl Store {
             return Err(io::Error::other("segment offset overflow"));
         };
         let before = w.buf.len();
-        segment::encode_publish(&mut w.buf, queues, exchange, key, props, body);
+        segment::encode_publish_timed(&mut w.buf, queues, exchange, key, props, body, arrival_ms);
         w.len += (w.buf.len() - before) as u64;
         w.unsynced = true;
         let n = w.n;

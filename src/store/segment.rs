@@ -5,7 +5,12 @@
 //! CRC covers the payload). A message is addressed by (segment number, offset of its
 //! record). A publish record's payload is
 //! `n u16 | n × queue id u32 | exchange shortstr | routing key shortstr | props_len u32 |
-//! properties | body`.
+//! [arrival u64] | properties | body`. Version 2 (issue 12): when bit 31 of `props_len`
+//! is set, the message's arrival time (epoch ms) follows it, for a message that can
+//! expire (its TTL keeps counting across a restart); the length is the other 31 bits.
+//! Version 1 files (never that bit: no property list is 2 GiB) are read the same way;
+//! the version moved so that an older Warren refuses a newer directory instead of
+//! truncating it at the first record with an arrival.
 //!
 //! Each segment has an ack file `acks.NNNNNNNNNN` (`WRNACK` + version u16) of fixed
 //! 13-byte records `offset u32 | queue id u32 | kind u8 | crc32 u32` (the CRC covers the
@@ -19,7 +24,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 pub const SEG_MAGIC: &[u8; 6] = b"WRNSEG";
 pub const ACK_MAGIC: &[u8; 6] = b"WRNACK";
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// The format before arrival times; read as is.
+pub const VERSION_1: u16 = 1;
+/// Bit 31 of a publish record's `props_len`: an arrival time follows.
+const TIMED: u32 = 1 << 31;
 pub const HEADER_LEN: usize = 8;
 pub const ACK_RECORD_LEN: usize = 13;
 
@@ -71,7 +80,7 @@ pub fn check_header(data: &[u8], magic: &[u8; 6]) -> Result<(), HeaderError> {
         ));
     }
     let v = u16::from_be_bytes([data[6], data[7]]);
-    if v != VERSION {
+    if v != VERSION && v != VERSION_1 {
         return Err(HeaderError::Version(v));
     }
     Ok(())
@@ -92,6 +101,19 @@ pub fn encode_publish(
     props: &[u8],
     body: &[u8],
 ) {
+    encode_publish_timed(buf, queues, exchange, key, props, body, None);
+}
+
+/// [`encode_publish`] with the arrival time (epoch ms) of a message that can expire.
+pub fn encode_publish_timed(
+    buf: &mut BytesMut,
+    queues: &[u32],
+    exchange: &[u8],
+    key: &[u8],
+    props: &[u8],
+    body: &[u8],
+    arrival_ms: Option<u64>,
+) {
     let start = buf.len();
     buf.put_u32(0);
     buf.put_u32(0);
@@ -102,7 +124,15 @@ pub fn encode_publish(
     }
     put_short(buf, exchange);
     put_short(buf, key);
-    buf.put_u32(props.len() as u32);
+    // A property list arrives in one frame: far below 2 GiB (bit 31 is the flag).
+    let plen = (props.len() as u32) & !TIMED;
+    match arrival_ms {
+        Some(t) => {
+            buf.put_u32(plen | TIMED);
+            buf.put_u64(t);
+        }
+        None => buf.put_u32(plen),
+    }
     buf.put_slice(props);
     buf.put_slice(body);
     let len = (buf.len() - payload) as u32;
@@ -131,6 +161,8 @@ pub struct Record {
     pub routing_key: Bytes,
     pub properties: Bytes,
     pub body: Bytes,
+    /// Arrival time (epoch ms) of a message that can expire.
+    pub arrival_ms: Option<u64>,
 }
 
 /// Walks the publish records of a whole segment file. Returns the records and the
@@ -182,8 +214,17 @@ fn parse_publish(data: &Bytes, record: usize, mut at: usize, end: usize) -> Opti
     let exchange = short(&mut at)?;
     let routing_key = short(&mut at)?;
     let pl = data.get(at..at + 4)?;
-    let plen = u32::from_be_bytes([pl[0], pl[1], pl[2], pl[3]]) as usize;
+    let plen = u32::from_be_bytes([pl[0], pl[1], pl[2], pl[3]]);
     at += 4;
+    let mut arrival_ms = None;
+    if plen & TIMED != 0 {
+        let t = data.get(at..at + 8)?;
+        arrival_ms = Some(u64::from_be_bytes([
+            t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7],
+        ]));
+        at += 8;
+    }
+    let plen = (plen & !TIMED) as usize;
     let props = data.get(at..at.checked_add(plen)?)?;
     let properties = data.slice_ref(props);
     at += plen;
@@ -198,6 +239,7 @@ fn parse_publish(data: &Bytes, record: usize, mut at: usize, end: usize) -> Opti
         routing_key,
         properties,
         body,
+        arrival_ms,
     })
 }
 
@@ -286,6 +328,44 @@ mod tests {
         let (recs, _) = scan_acks(&b[..b.len() - 1]);
         assert_eq!(recs.len(), 1);
         assert!(check_header(&b, ACK_MAGIC).is_ok());
+        let mut v1 = header(ACK_MAGIC);
+        v1[7] = 1;
+        assert!(
+            check_header(&v1, ACK_MAGIC).is_ok(),
+            "version 1 is still read"
+        );
+        v1[7] = 3;
+        assert_eq!(check_header(&v1, ACK_MAGIC), Err(HeaderError::Version(3)));
         assert!(check_header(&b, SEG_MAGIC).is_err());
+    }
+
+    #[test]
+    fn arrival_times_round_trip_and_untimed_records_stay_as_before() {
+        let mut b = BytesMut::new();
+        b.put_slice(&header(SEG_MAGIC));
+        encode_publish_timed(
+            &mut b,
+            &[1, 2],
+            b"x",
+            b"k",
+            &[0, 0],
+            b"body",
+            Some(1_700_000_000_123),
+        );
+        let untimed_at = b.len();
+        encode_publish(&mut b, &[1], b"x", b"k", &[0, 0], b"plain");
+        let (recs, valid) = scan_segment(&b.clone().freeze());
+        assert_eq!(valid, b.len());
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].arrival_ms, Some(1_700_000_000_123));
+        assert_eq!(
+            (&recs[0].properties[..], &recs[0].body[..]),
+            (&[0u8, 0][..], &b"body"[..])
+        );
+        assert_eq!(recs[1].arrival_ms, None);
+        assert_eq!(&recs[1].body[..], b"plain");
+        // The untimed record is byte for byte what version 1 wrote.
+        let plen_at = untimed_at + 8 + 2 + 4 + 2 + 2;
+        assert_eq!(&b[plen_at..plen_at + 4], &2u32.to_be_bytes());
     }
 }

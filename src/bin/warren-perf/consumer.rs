@@ -21,7 +21,7 @@ use crate::options::Opts;
 use crate::shared::{fatal, io_text, now_nanos, CH, NO_TIMESTAMP, POLL, RECEIVED, STOP};
 
 /// The consumer hot loop: walks deliveries in place; acks are batched per read.
-pub fn consume(c: &mut Conn, autoack: bool, multi_ack: u64, hist: &Mutex<Hist>) {
+pub fn consume(c: &mut Conn, autoack: bool, multi_ack: u64, reject: bool, hist: &Mutex<Hist>) {
     let mut wbuf = BytesMut::with_capacity(64 * 1024);
     let mut tag: u64 = 0;
     let mut body_left: u64 = 0;
@@ -102,7 +102,13 @@ pub fn consume(c: &mut Conn, autoack: bool, multi_ack: u64, hist: &Mutex<Hist>) 
                     body_left = body_left.saturating_sub(pl.len() as u64);
                     if body_left == 0 {
                         got += 1;
-                        if !autoack {
+                        if reject {
+                            let r = basic::Reject {
+                                delivery_tag: tag,
+                                requeue: false,
+                            };
+                            frame::write_method(&mut wbuf, CH, &Method::BasicReject(r));
+                        } else if !autoack {
                             unacked += 1;
                             if unacked >= multi_ack {
                                 frame::write_ack(&mut wbuf, CH, tag, multiple);
@@ -146,7 +152,7 @@ pub fn start_consumer(o: &Opts, q: &str, idx: usize) -> Result<JoinHandle<()>, S
         Method::BasicConsume(basic::Consume {
             queue: Bytes::from(q.to_string()),
             consumer_tag: Bytes::from(format!("warren-perf-{idx}")),
-            no_ack: o.autoack,
+            no_ack: o.autoack && !o.reject,
             ..Default::default()
         }),
         |m| matches!(m, Method::BasicConsumeOk(_)),
@@ -155,11 +161,11 @@ pub fn start_consumer(o: &Opts, q: &str, idx: usize) -> Result<JoinHandle<()>, S
         .set_read_timeout(Some(POLL))
         .map_err(|e| io_text(&e))?;
     let hist = consumer_lat().register();
-    let (autoack, multi) = (o.autoack, o.multi_ack);
+    let (autoack, multi, reject) = (o.autoack && !o.reject, o.multi_ack, o.reject);
     thread::Builder::new()
         .name(format!("consumer-{idx}"))
         .spawn(move || {
-            consume(&mut c, autoack, multi, &hist);
+            consume(&mut c, autoack, multi, reject, &hist);
             c.close();
         })
         .map_err(|e| e.to_string())

@@ -120,6 +120,12 @@ pub struct Opts {
     pub keep: bool,
     pub sink: bool,
     pub source: bool,
+    /// `--queue-arg KEY=VALUE`: queue.declare arguments (integers as signed 64-bit,
+    /// anything else as a long string), e.g. `x-message-ttl=60000`.
+    pub queue_args: warren::proto::FieldTable,
+    /// `--reject`: consumers reject (requeue=false) every message instead of acking it,
+    /// for dead-lettering throughput.
+    pub reject: bool,
 }
 
 fn usage(o: &getopts::Options) -> String {
@@ -242,6 +248,17 @@ pub fn parse_opts() -> Opts {
         "source",
         "self-test: consumers read pre-built deliveries from a local socket",
     );
+    o.optmulti(
+        "",
+        "queue-arg",
+        "queue.declare argument KEY=VALUE (repeatable; integer values are sent as signed 64-bit), e.g. x-message-ttl=60000",
+        "KEY=VALUE",
+    );
+    o.optflag(
+        "",
+        "reject",
+        "consumers basic.reject (requeue=false) every message instead of acking it",
+    );
     o.optflag("", "help", "print this help");
     let m = match o.parse(&args) {
         Ok(m) => m,
@@ -329,7 +346,26 @@ pub fn parse_opts() -> Opts {
         keep: m.opt_present("keep"),
         sink: m.opt_present("sink"),
         source: m.opt_present("source"),
+        queue_args: queue_args(&m.opt_strs("queue-arg")),
+        reject: m.opt_present("reject"),
     }
+}
+
+/// `KEY=VALUE` pairs as a field table.
+fn queue_args(pairs: &[String]) -> warren::proto::FieldTable {
+    use warren::proto::FieldValue;
+    let mut t = warren::proto::FieldTable::new();
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=') else {
+            fatal(format!("--queue-arg {p:?}: expected KEY=VALUE"));
+        };
+        let value = match v.parse::<i64>() {
+            Ok(n) => FieldValue::I64(n),
+            Err(_) => FieldValue::LongStr(bytes::Bytes::from(v.to_string())),
+        };
+        t.insert(bytes::Bytes::from(k.to_string()), value);
+    }
+    t
 }
 
 impl Opts {
@@ -391,6 +427,8 @@ pub fn test_opts() -> Opts {
         keep: false,
         sink: false,
         source: false,
+        queue_args: warren::proto::FieldTable::new(),
+        reject: false,
     }
 }
 

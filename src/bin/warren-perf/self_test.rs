@@ -143,7 +143,7 @@ pub fn run(o: &Opts) {
             handles.push(
                 thread::Builder::new()
                     .name(format!("consumer-{i}"))
-                    .spawn(move || consume(&mut c, autoack, multi, &hist))
+                    .spawn(move || consume(&mut c, autoack, multi, false, &hist))
                     .unwrap(),
             );
         }

@@ -33,6 +33,7 @@ pub fn declare_topology(c: &mut Conn, o: &Opts) -> Result<(), String> {
             Method::QueueDeclare(queue::Declare {
                 queue: Bytes::from(q.clone()),
                 durable: o.persistent,
+                arguments: o.queue_args.clone(),
                 ..Default::default()
             }),
             |m| matches!(m, Method::QueueDeclareOk(_)),

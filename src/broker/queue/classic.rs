@@ -79,6 +79,16 @@ impl ClassicQueue {
         self.ready.is_empty() && self.returned.is_empty()
     }
 
+    /// The message [`ClassicQueue::pop`] would take, left in place.
+    pub fn peek(&self) -> Option<&Message> {
+        match (self.ready.front(), self.returned.first_key_value()) {
+            (Some(r), Some((&seq, m))) => Some(if seq < r.seq() { m } else { &r.msg }),
+            (Some(r), None) => Some(&r.msg),
+            (None, Some((_, m))) => Some(m),
+            (None, None) => None,
+        }
+    }
+
     #[inline]
     pub fn len(&self) -> usize {
         self.ready.len() + self.returned.len()

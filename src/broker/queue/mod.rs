@@ -86,6 +86,99 @@ pub struct QueueProps {
     pub arguments: FieldTable,
 }
 
+/// What `x-overflow` does when a length limit is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Drop (dead-letter) the oldest ready messages (the default).
+    #[default]
+    DropHead,
+    /// Refuse the new message: nack for a confirming publisher.
+    RejectPublish,
+    /// Refuse it and dead-letter it.
+    RejectPublishDlx,
+}
+
+/// The queue arguments Warren acts on (TTL, dead-lettering, length limits, expiry) and
+/// the state they need. Boxed behind [`Queue::features`], which is None for a queue
+/// without any of them: such a queue's per-message path tests one pointer.
+#[derive(Debug, Default, Clone)]
+pub struct Features {
+    /// `x-dead-letter-exchange` (the empty string names the default exchange).
+    pub dlx: Option<Bytes>,
+    /// `x-dead-letter-routing-key`.
+    pub dlrk: Option<Bytes>,
+    /// `x-message-ttl` in milliseconds.
+    pub ttl: Option<u64>,
+    /// `x-max-length`.
+    pub max_len: Option<u64>,
+    /// `x-max-length-bytes` (bodies of ready messages).
+    pub max_bytes: Option<u64>,
+    pub overflow: Overflow,
+    /// `x-expires` in milliseconds.
+    pub expires: Option<u64>,
+    /// Body bytes of the ready messages (kept while the features exist).
+    pub bytes: u64,
+    /// The head-expiry deadline (epoch ms) a timer is armed for; 0 = none.
+    pub armed: u64,
+    /// When the queue was last used (epoch ms), for `x-expires`.
+    pub last_used: u64,
+    /// An `x-expires` timer entry is in the heap (one at a time: a client that declares
+    /// the queue in a loop moves `last_used`, not the heap).
+    pub unused_armed: bool,
+}
+
+impl Features {
+    /// The features `args` (already validated by `args::validate_queue_declare`) ask
+    /// for; None when they ask for none.
+    pub fn from_args(args: &FieldTable) -> Option<Box<Features>> {
+        if args.is_empty() {
+            return None;
+        }
+        let int = |k: &[u8]| {
+            args.get(k)
+                .and_then(|v| v.as_i64())
+                .and_then(|n| u64::try_from(n).ok())
+        };
+        let string = |k: &[u8]| match args.get(k) {
+            Some(crate::proto::FieldValue::LongStr(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let overflow = match args.get(b"x-overflow").and_then(|v| v.as_bytes()) {
+            Some(b"reject-publish") => Overflow::RejectPublish,
+            Some(b"reject-publish-dlx") => Overflow::RejectPublishDlx,
+            _ => Overflow::DropHead,
+        };
+        let f = Features {
+            dlx: string(b"x-dead-letter-exchange"),
+            dlrk: string(b"x-dead-letter-routing-key"),
+            ttl: int(b"x-message-ttl"),
+            max_len: int(b"x-max-length"),
+            max_bytes: int(b"x-max-length-bytes"),
+            overflow,
+            expires: int(b"x-expires"),
+            ..Features::default()
+        };
+        let any = f.dlx.is_some()
+            || f.ttl.is_some()
+            || f.max_len.is_some()
+            || f.max_bytes.is_some()
+            || f.expires.is_some();
+        any.then(|| Box::new(f))
+    }
+
+    /// Whether one more message of `len` body bytes goes beyond a length limit.
+    pub fn would_overflow(&self, count: usize, len: usize) -> bool {
+        self.max_len.is_some_and(|m| count as u64 + 1 > m)
+            || self.max_bytes.is_some_and(|m| self.bytes + len as u64 > m)
+    }
+
+    /// Whether the ready messages (`count` of them) are beyond a length limit.
+    pub fn over_limit(&self, count: usize) -> bool {
+        self.max_len.is_some_and(|m| count as u64 > m)
+            || self.max_bytes.is_some_and(|m| self.bytes > m)
+    }
+}
+
 /// The kinds of queue: each owns its ready messages and answers the same questions.
 /// An enum, not a trait object: one `match` per call, inlined, nothing per message.
 #[derive(Debug)]
@@ -122,6 +215,12 @@ impl QueueKind {
         }
     }
 
+    fn peek(&self) -> Option<&Message> {
+        match self {
+            QueueKind::Classic(c) => c.peek(),
+        }
+    }
+
     #[inline]
     fn len(&self) -> usize {
         match self {
@@ -151,7 +250,10 @@ pub struct Queue {
     pub name: Bytes,
     pub props: QueueProps,
     /// The connection that owns an exclusive queue.
-    pub owner: Option<usize>,
+    /// A u32, not the slab key's usize, to keep `Queue` at 232 bytes with `features`:
+    /// connection keys are dense slab indexes of open sockets, far below 2^32 (a key
+    /// that did not fit would make the queue nobody's, locked rather than shared).
+    pub owner: Option<u32>,
     /// The ready messages, in the queue kind's storage.
     kind: QueueKind,
     /// Large unacked sets being returned over several loop turns that have already
@@ -180,6 +282,9 @@ pub struct Queue {
     /// Message counters (publish, deliver, get, ack, ...), boxed on first use so an
     /// idle queue costs 8 bytes (see `crate::counters`).
     pub stats: crate::counters::ObjectStats,
+    /// TTL, dead-lettering, length limits, expiry: None for a queue without them (and
+    /// without a message carrying its own `expiration`).
+    pub features: Option<Box<Features>>,
 }
 
 impl Queue {
@@ -195,7 +300,7 @@ impl Queue {
             vhost,
             name,
             props,
-            owner,
+            owner: owner.map(|o| u32::try_from(o).unwrap_or(u32::MAX)),
             kind: QueueKind::Classic(ClassicQueue::default()),
             held: 0,
             next_seq: 0,
@@ -207,6 +312,7 @@ impl Queue {
             dirty: false,
             stamp: 0,
             stats: None,
+            features: None,
         }
     }
 
@@ -224,6 +330,9 @@ impl Queue {
     pub fn push_recovered(&mut self, msg: Message, redelivered: bool) {
         let seq = self.next_seq;
         self.next_seq += 1;
+        if let Some(f) = self.features.as_mut() {
+            f.bytes += msg.body_len() as u64;
+        }
         self.kind.push(Ready::new(msg, seq, redelivered));
     }
 
@@ -231,6 +340,9 @@ impl Queue {
     /// (`seq`, from [`Ready::seq`]), marked redelivered.
     #[inline]
     pub fn requeue(&mut self, msg: Message, seq: u64) {
+        if let Some(f) = self.features.as_mut() {
+            f.bytes += msg.body_len() as u64;
+        }
         self.kind.requeue(Ready::new(msg, seq, true));
     }
 
@@ -238,7 +350,39 @@ impl Queue {
     /// policy in [`super::dispatch`] decides who may take it).
     #[inline]
     pub fn next_delivery(&mut self) -> Option<Ready> {
-        self.kind.pop()
+        let r = self.kind.pop();
+        if let (Some(f), Some(r)) = (self.features.as_mut(), r.as_ref()) {
+            f.bytes = f.bytes.saturating_sub(r.msg.body_len() as u64);
+        }
+        r
+    }
+
+    /// The message [`Queue::next_delivery`] would take, left in place.
+    pub fn peek(&self) -> Option<&Message> {
+        self.kind.peek()
+    }
+
+    /// When the head expires (epoch ms), if it can: per-message expiry is looked at only
+    /// at the head, as RabbitMQ does.
+    pub fn head_expiry(&self) -> Option<u64> {
+        let ttl = self.features.as_ref().and_then(|f| f.ttl);
+        self.peek()?.timing()?.expiry(ttl)
+    }
+
+    /// The features, created (with the ready bytes counted) when the queue had none: a
+    /// message with its own `expiration` arrived in a queue without arguments.
+    pub fn features_mut(&mut self) -> &mut Features {
+        let bytes = if self.features.is_none() {
+            self.ready_bytes()
+        } else {
+            0
+        };
+        self.features.get_or_insert_with(|| {
+            Box::new(Features {
+                bytes,
+                ..Features::default()
+            })
+        })
     }
 
     /// Whether no message is ready.
@@ -266,6 +410,9 @@ impl Queue {
             settle(m);
         }
         self.kind.clear();
+        if let Some(f) = self.features.as_mut() {
+            f.bytes = 0;
+        }
         n
     }
 
