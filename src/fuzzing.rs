@@ -209,10 +209,7 @@ pub fn queue_arguments(data: &[u8]) {
             assert!(is_406(&e), "{e:?}");
         }
     }
-    let _ = (
-        args::not_implemented(&t),
-        args::exchange_not_implemented(&t),
-    );
+    let _ = args::not_implemented(&t);
     queue_features(flags, &t);
 }
 

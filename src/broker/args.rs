@@ -768,10 +768,6 @@ pub fn not_implemented(args: &FieldTable) -> Vec<String> {
         .collect()
 }
 
-/// Same for exchanges: `alternate-exchange` is not implemented yet.
-pub fn exchange_not_implemented(args: &FieldTable) -> bool {
-    args.get(b"alternate-exchange").is_some()
-}
 
 #[cfg(test)]
 mod tests {

@@ -28,6 +28,7 @@ pub mod dispatch;
 pub mod exchange;
 pub mod features;
 pub mod queue;
+pub mod reply_to;
 
 use bytes::Bytes;
 use log::warn;
@@ -249,6 +250,8 @@ pub struct Broker {
     rejected: bool,
     /// Queues with `reject-publish-dlx` that refused the current publish.
     reject_dlx: Vec<QueueId>,
+    /// Direct reply-to addresses and the channels they name (see [`reply_to`]).
+    pub reply_to: reply_to::Registry,
 }
 
 /// The store reference a queue holds on a message: its durable id for a persistent
@@ -650,12 +653,6 @@ impl Broker {
             )
         })?;
         args::validate_exchange_declare(vn, &d.name, &d.arguments)?;
-        if args::exchange_not_implemented(&d.arguments) {
-            warn!(
-                "exchange '{}' in vhost '{vn}': argument alternate-exchange has no effect yet (not implemented)",
-                show(&d.name)
-            );
-        }
         self.insert_exchange(
             vhost,
             d.name.clone(),
@@ -1152,7 +1149,8 @@ impl Broker {
     }
 
     /// Computes the queues `msg` goes to from exchange `x`, each once, into `out`
-    /// (cleared first). Follows exchange-to-exchange bindings without looping.
+    /// (cleared first). Follows exchange-to-exchange bindings, and the alternate
+    /// exchange of any exchange on the way that routes nowhere, without looping.
     pub fn route(
         &mut self,
         x: ExchangeId,
@@ -1190,6 +1188,16 @@ impl Broker {
                 None
             };
             ex.route(routing_key, h, &mut scratch);
+            if scratch.is_empty() {
+                // RabbitMQ's `process_alternate`: an exchange that routes nowhere hands
+                // the message to its alternate exchange, if that exists (chains follow;
+                // the stamp stops cycles, as RabbitMQ's seen-set does).
+                if let Some(ae) = ex.alternate.as_ref() {
+                    if let Some(n) = self.exchange_id(ex.vhost, ae) {
+                        scratch.push(Dest::Exchange(n));
+                    }
+                }
+            }
             for d in scratch.iter() {
                 match *d {
                     Dest::Queue(q) => {

@@ -94,6 +94,9 @@ pub struct Channel {
     /// Message counters of this channel (publish, confirm, deliver, ack, ...), with
     /// their last samples for rates (see `crate::counters`).
     pub stats: crate::counters::Sampled<crate::counters::MsgCounters>,
+    /// The direct reply-to consumer (basic.consume of `amq.rabbitmq.reply-to`), at most
+    /// one per channel: its consumer tag and the suffix of its reply address.
+    pub reply: Option<(Bytes, Bytes)>,
 }
 
 impl Channel {
@@ -115,6 +118,7 @@ impl Channel {
             last_queue: Bytes::new(),
             last_exchange: None,
             stats: Default::default(),
+            reply: None,
         }
     }
 
@@ -122,6 +126,13 @@ impl Channel {
     pub fn next_tag(&mut self) -> u64 {
         self.next_tag += 1;
         self.next_tag
+    }
+
+    /// The tag the next delivery will get, without taking it: what a direct reply-to
+    /// delivery carries (RabbitMQ's `deliver_reply` does not advance the channel's tag;
+    /// the reply is no-ack, so no ack can name it).
+    pub fn peek_tag(&self) -> u64 {
+        self.next_tag + 1
     }
 
     /// A snapshot for inspection (the management API).
