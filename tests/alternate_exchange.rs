@@ -106,7 +106,11 @@ fn assert_returned(c: Confirmation, x: &str, key: &str, body: &[u8]) {
         Confirmation::Ack(Some(ret)) => {
             assert_eq!(ret.reply_code, 312);
             assert_eq!(ret.reply_text.as_str(), "NO_ROUTE");
-            assert_eq!(ret.delivery.exchange.as_str(), x, "the exchange published to");
+            assert_eq!(
+                ret.delivery.exchange.as_str(),
+                x,
+                "the exchange published to"
+            );
             assert_eq!(ret.delivery.routing_key.as_str(), key);
             assert_eq!(ret.delivery.data, body);
         }
@@ -120,7 +124,9 @@ async fn unroutable_goes_to_the_alternate_and_routable_does_not() {
     let c = Client::open(&b).await;
     let mut xs = Exchanges::new();
     let ae = xs.declare(&c.ch, "ae", ExchangeKind::Fanout, None).await;
-    let x = xs.declare(&c.ch, "x", ExchangeKind::Direct, Some(&ae)).await;
+    let x = xs
+        .declare(&c.ch, "x", ExchangeKind::Direct, Some(&ae))
+        .await;
     let unrouted = c.queue("unrouted", &[]).await;
     let orders = c.queue("orders", &[]).await;
     c.bind(&unrouted, &ae, "").await;
@@ -155,7 +161,12 @@ async fn unroutable_goes_to_the_alternate_and_routable_does_not() {
     )
     .await
     .unwrap();
-    assert_returned(publish_mandatory(&c, &x, "typo", b"b1").await, &x, "typo", b"b1");
+    assert_returned(
+        publish_mandatory(&c, &x, "typo", b"b1").await,
+        &x,
+        "typo",
+        b"b1",
+    );
     xs.delete_all(&c).await;
     c.cleanup().await;
 }
@@ -174,7 +185,12 @@ async fn chains_are_followed_and_a_missing_alternate_is_ignored_until_declared()
     let x1 = xs
         .declare(&c.ch, "x1", ExchangeKind::Topic, Some(&x2))
         .await;
-    assert_returned(publish_mandatory(&c, &x1, "a.b", b"m0").await, &x1, "a.b", b"m0");
+    assert_returned(
+        publish_mandatory(&c, &x1, "a.b", b"m0").await,
+        &x1,
+        "a.b",
+        b"m0",
+    );
 
     step(
         "exchange_declare",
@@ -255,8 +271,12 @@ async fn an_exchange_bound_to_an_exchange_routes_there_not_to_its_alternate() {
     let b = Broker::start();
     let c = Client::open(&b).await;
     let mut xs = Exchanges::new();
-    let ae_src = xs.declare(&c.ch, "ae-src", ExchangeKind::Fanout, None).await;
-    let ae_dst = xs.declare(&c.ch, "ae-dst", ExchangeKind::Fanout, None).await;
+    let ae_src = xs
+        .declare(&c.ch, "ae-src", ExchangeKind::Fanout, None)
+        .await;
+    let ae_dst = xs
+        .declare(&c.ch, "ae-dst", ExchangeKind::Fanout, None)
+        .await;
     let src = xs
         .declare(&c.ch, "src", ExchangeKind::Direct, Some(&ae_src))
         .await;

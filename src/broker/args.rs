@@ -768,7 +768,6 @@ pub fn not_implemented(args: &FieldTable) -> Vec<String> {
         .collect()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,8 +35,8 @@ use crate::proto::{
 };
 
 use super::channel::{Channel, ChannelConsumer, TxOp};
-use super::Connection;
 use super::state::{show, Event, Session, RETURN_NOW};
+use super::Connection;
 
 impl Session<'_> {
     /// A method on an open channel. Errors are scoped by the caller.
@@ -327,7 +327,11 @@ impl Session<'_> {
             }
             Method::BasicCancel(c) => {
                 let chan = &mut self.conn.channels[idx];
-                if chan.reply.as_ref().is_some_and(|(t, _)| *t == c.consumer_tag) {
+                if chan
+                    .reply
+                    .as_ref()
+                    .is_some_and(|(t, _)| *t == c.consumer_tag)
+                {
                     if let Some((_, suffix)) = chan.reply.take() {
                         self.broker.reply_to.unregister(&suffix);
                     }
