@@ -117,6 +117,16 @@ fn one(server: &Server, req: &Request, vh: &str, name: &str) -> Result<Value, Ap
     Ok(j)
 }
 
+/// The `type` field: RabbitMQ's name of the queue's type (`x-queue-type`).
+fn queue_type(args: &crate::proto::FieldTable) -> &'static str {
+    use crate::broker::args::QueueType;
+    match QueueType::of(args) {
+        QueueType::Classic => "classic",
+        QueueType::Quorum => "quorum",
+        QueueType::Stream => "stream",
+    }
+}
+
 /// A queue as RabbitMQ's API shows it (the fields tools read).
 pub fn queue_json(server: &Server, q: &QueueInfo) -> Value {
     let name = String::from_utf8_lossy(&q.name);
@@ -129,7 +139,7 @@ pub fn queue_json(server: &Server, q: &QueueInfo) -> Value {
         "auto_delete": q.auto_delete,
         "exclusive": q.exclusive,
         "arguments": table_json(&q.arguments),
-        "type": "classic",
+        "type": queue_type(&q.arguments),
         "node": super::overview::node_name(),
         "state": "running",
         "policy": null,
