@@ -972,7 +972,10 @@ mod tests {
             validate_queue_declare("/", b"q", &ok, true, false, false).unwrap(),
             QueueType::Quorum
         );
-        assert!(not_implemented(&ok).is_empty(), "quorum queues are implemented");
+        assert!(
+            not_implemented(&ok).is_empty(),
+            "quorum queues are implemented"
+        );
         assert!(not_implemented(&table(&[("x-queue-type", s("classic"))])).is_empty());
         assert_eq!(
             not_implemented(&table(&[("x-queue-type", s("stream"))])),

@@ -43,9 +43,7 @@ pub fn delivery_count_properties(raw: &[u8], count: u64) -> Option<Bytes> {
     let value = FieldValue::I64(i64::try_from(count).unwrap_or(i64::MAX));
     match headers.0.iter_mut().find(|(k, _)| &k[..] == DELIVERY_COUNT) {
         Some((_, v)) => *v = value,
-        None => headers
-            .0
-            .push((Bytes::from_static(DELIVERY_COUNT), value)),
+        None => headers.0.push((Bytes::from_static(DELIVERY_COUNT), value)),
     }
     headers.0.sort_by(|a, b| a.0.cmp(&b.0));
     props.headers = Some(headers);
@@ -117,14 +115,9 @@ impl Broker {
             arrival,
         )?;
         let msg = match location {
-            Some(loc) if page => Message::paged_timed(
-                exchange,
-                routing_key,
-                properties,
-                body.len(),
-                loc,
-                timing,
-            ),
+            Some(loc) if page => {
+                Message::paged_timed(exchange, routing_key, properties, body.len(), loc, timing)
+            }
             _ => Message::new_timed(
                 exchange,
                 routing_key,
@@ -185,7 +178,11 @@ mod tests {
         assert_eq!((back.seq(), back.delivery_count()), (41, 1));
         assert!(back.redelivered());
         let max = with_delivery_count(41, u64::MAX);
-        assert_eq!(delivery_count(count_return(max)), (1 << 16) - 1, "saturates");
+        assert_eq!(
+            delivery_count(count_return(max)),
+            (1 << 16) - 1,
+            "saturates"
+        );
         assert_eq!(Ready::new(msg, max, true).seq(), 41);
     }
 }

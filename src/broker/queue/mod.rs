@@ -213,7 +213,8 @@ impl Features {
     /// `x-delivery-limit` (RabbitMQ's `rabbit_fifo`: dead-lettered once the count
     /// exceeds the limit; a limit that is not an integer never is).
     pub fn beyond_delivery_limit(&self, count: u64) -> bool {
-        self.delivery_limit.is_some_and(|l| i128::from(count) > i128::from(l))
+        self.delivery_limit
+            .is_some_and(|l| i128::from(count) > i128::from(l))
     }
 
     /// Whether one more message of `len` body bytes goes beyond a length limit.
