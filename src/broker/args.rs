@@ -753,12 +753,12 @@ const IMPLEMENTED: &[&[u8]] = &[
     b"x-overflow",
     b"x-expires",
     // Quorum queues (`super::quorum`); on one node a group size or leader locator has
-    // nothing to choose, and a lazy queue is what paging under the memory budget does.
+    // nothing to choose. (`x-queue-mode: lazy` is accepted and still warned about:
+    // Warren pages by its memory budget, not per queue.)
     b"x-delivery-limit",
     b"x-dead-letter-strategy",
     b"x-quorum-initial-group-size",
     b"x-queue-leader-locator",
-    b"x-queue-mode",
 ];
 
 /// The known queue arguments in `args` that Warren accepts but does not act on yet
