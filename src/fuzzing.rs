@@ -252,6 +252,15 @@ fn queue_features(flags: u8, t: &FieldTable) {
     if let Some(r) = b.queue_mut(q.id).and_then(|q| q.next_delivery()) {
         b.dead_letter(q.id, 0, r.msg, Reason::Rejected);
     }
+    // Returns (nack with requeue): a quorum queue counts them and dead-letters past
+    // its `x-delivery-limit`; any queue keeps its counts right.
+    for _ in 0..3 {
+        let Some(r) = b.queue_mut(q.id).and_then(|q| q.next_delivery()) else {
+            break;
+        };
+        let token = r.token();
+        b.requeue(q.id, 0, r.msg, token);
+    }
     b.expire_due(q.id, false);
     let _ = b.run_queue_timers();
     let before = ready(&b);
