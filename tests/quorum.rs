@@ -373,3 +373,51 @@ fn transient_messages_of_a_quorum_queue_survive_restarts() {
         let _ = step("close", c.conn.close(200, "bye".into())).await;
     });
 }
+
+/// Warren only: a quorum queue's delivery counts survive a `kill -9` (RabbitMQ keeps
+/// them in its log), and the limit still applies to what was counted before the crash.
+#[test]
+fn delivery_counts_survive_a_kill_9() {
+    if is_external() {
+        println!("skipped: needs its own warren process (WARREN_TEST_PORT is set)");
+        return;
+    }
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut b = Broker::spawn_in(dir.path(), &[]).expect("spawn");
+    let q = block_on(async {
+        let c = Client::open(&b).await;
+        let q = c
+            .queue_opts(
+                "qq-crash",
+                &[quorum(), ("x-delivery-limit", AMQPValue::LongInt(3))],
+                true,
+            )
+            .await;
+        c.publish("", &q, b"counted", BasicProperties::default())
+            .await;
+        for expected in 0..2 {
+            let m = c.wait_get(&q, LONG).await;
+            assert_eq!(delivery_count(&m.delivery.properties), Some(expected));
+            c.nack(m.delivery.delivery_tag, false, true).await;
+        }
+        // A round trip after the last nack: it was handled (and synced) before this.
+        assert_eq!(c.count(&q).await, Some(1));
+        q
+    });
+    b.kill9();
+    let b = Broker::spawn_in(dir.path(), &[]).expect("respawn after kill -9");
+    block_on(async {
+        let c = Client::open(&b).await;
+        let m = c.wait_get(&q, LONG).await;
+        assert!(m.delivery.redelivered);
+        assert_eq!(delivery_count(&m.delivery.properties), Some(2));
+        c.nack(m.delivery.delivery_tag, false, true).await;
+        let m = c.wait_get(&q, LONG).await;
+        assert_eq!(delivery_count(&m.delivery.properties), Some(3));
+        c.nack(m.delivery.delivery_tag, false, true).await;
+        c.wait_count(&q, 0, LONG).await;
+        assert!(c.get(&q).await.is_none(), "beyond the limit: dropped");
+        let _ = step("close", c.conn.close(200, "bye".into())).await;
+    });
+    drop(b);
+}

@@ -1759,8 +1759,13 @@ impl Broker {
             };
             for (qid, delivered) in r.queues {
                 let Some(&id) = by_id.get(&qid) else { continue };
+                let count = r
+                    .returns
+                    .iter()
+                    .find(|(q, _)| *q == qid)
+                    .map_or(0, |(_, n)| u64::from(*n));
                 if let Some(q) = b.queue_mut(id) {
-                    q.push_recovered(msg.clone(), delivered);
+                    q.push_counted(msg.clone(), delivered || count > 0, count);
                     if timing.is_some() && timed_queues.last() != Some(&id) {
                         timed_queues.push(id);
                     }

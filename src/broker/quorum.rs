@@ -8,9 +8,10 @@
 //!   (`Message::into_persistent`); other queues get the transient message as before.
 //! - A message counts how often it came back (nack or reject with requeue, recover, its
 //!   channel closing): the count rides in its position token (`queue::Ready::token`),
-//!   [`Broker::quorum_return`] raises it, and beyond `x-delivery-limit` the message is
-//!   dead-lettered with reason `delivery_limit` (dropped without a dead-letter
-//!   exchange), as RabbitMQ's `rabbit_fifo:return_one` does.
+//!   [`Broker::quorum_return`] raises it (and records the return in the store, so the
+//!   count survives a restart: `Store::returned`), and beyond `x-delivery-limit` the
+//!   message is dead-lettered with reason `delivery_limit` (dropped without a
+//!   dead-letter exchange), as RabbitMQ's `rabbit_fifo:return_one` does.
 //! - Deliveries carry the count as the `x-delivery-count` header
 //!   ([`delivery_count_properties`]): basic.get always (0 the first time), basic.deliver
 //!   once the message came back at least once (`rabbit_fifo_client`'s
@@ -65,6 +66,10 @@ impl Broker {
         token: u64,
     ) -> Option<(Message, u64)> {
         let token = count_return(token);
+        if let (Some(st), Some(loc), true) = (self.store.as_mut(), msg.location(), durable != 0) {
+            // Counted across a restart too (recovery sums these records).
+            st.returned(loc, durable);
+        }
         let beyond = self
             .queue(id)
             .and_then(|q| q.features.as_ref())

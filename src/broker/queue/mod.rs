@@ -383,7 +383,14 @@ impl Queue {
     /// store recorded a delivery of it before the restart.
     #[inline]
     pub fn push_recovered(&mut self, msg: Message, redelivered: bool) {
-        let seq = self.next_seq & SEQ_MASK;
+        self.push_counted(msg, redelivered, 0);
+    }
+
+    /// [`Queue::push_recovered`] for a quorum queue's message that had come back
+    /// `count` times before the restart.
+    #[inline]
+    pub fn push_counted(&mut self, msg: Message, redelivered: bool, count: u64) {
+        let seq = with_delivery_count(self.next_seq & SEQ_MASK, count);
         self.next_seq += 1;
         if let Some(f) = self.features.as_mut() {
             f.bytes += msg.body_len() as u64;
