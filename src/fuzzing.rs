@@ -278,8 +278,8 @@ fn queue_features(flags: u8, t: &FieldTable) {
 /// Dead-lettering's header building (`broker::dead_letter`): the input is a flags byte
 /// then a property list. Each of several deaths in a row (rejected, expired, maxlen,
 /// over two queues) must give properties that decode, without `expiration`, with an
-/// `x-death` array whose first entry is this death's (queue, reason) and counts at
-/// least 1, and the first-death headers once there was none; the cycle rule must
+/// `x-death` array whose first entry is this death's (queue, reason) with an integer
+/// `count`, and the first-death headers once there was none; the cycle rule must
 /// answer for any queue.
 pub fn x_death(data: &[u8]) {
     use crate::broker::dead_letter::{dead_letter_properties, is_cycle, Death, Reason};
@@ -327,7 +327,9 @@ pub fn x_death(data: &[u8]) {
             first.get(b"reason").and_then(|v| v.as_bytes()),
             Some(reason.as_str().as_bytes())
         );
-        assert!(first.get(b"count").and_then(|c| c.as_i64()).unwrap_or(1) >= 1);
+        // An integer (RabbitMQ adds 1 to whatever the entry had, even 0 or below: the
+        // fuzzer's crash-negative-count seed).
+        assert!(first.get(b"count").and_then(|c| c.as_i64()).is_some());
         if !had_death {
             assert!(h.get(b"x-first-death-queue").is_some());
         }

@@ -179,7 +179,9 @@ impl Message {
         Message::new_timed(exchange, routing_key, properties, body, location, None)
     }
 
-    /// [`Message::new`] with the arrival and TTL of a message that can expire.
+    /// [`Message::new`] with the arrival and TTL of a message that can expire. Inlined
+    /// so that `new` (no timing) is compiled without the timing's branches.
+    #[inline(always)]
     pub fn new_timed(
         exchange: &[u8],
         routing_key: &[u8],
@@ -229,6 +231,7 @@ impl Message {
         )
     }
 
+    #[inline(always)]
     fn build(
         exchange: &[u8],
         routing_key: &[u8],

@@ -524,6 +524,7 @@ impl Server {
                     && ch.publish_seq > ch.confirmed
                     && !ch.closing
                     && !ch.nacks.is_empty()
+                    && !self.sync_failed
                 {
                     // Publishes a queue refused at its length limit (rare).
                     Self::send_refusals(&mut c.out, ch, &mut self.broker.counters);

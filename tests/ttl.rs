@@ -13,7 +13,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
-use lapin::options::BasicPublishOptions;
 use lapin::BasicProperties;
 use queue_features::*;
 use support::*;
@@ -193,34 +192,28 @@ async fn bad_values_are_refused_as_rabbitmq_does() {
         ("-1", "{value_negative,-1}"),
         ("315360000001", "{value_too_large,315360000001}"),
     ] {
-        let c = Client::open(&b).await;
-        let ch = c.conn.create_channel().await.unwrap();
-        let r = async {
-            ch.basic_publish(
-                "".into(),
-                q.as_str().into(),
-                BasicPublishOptions::default(),
-                b"x",
-                expiring(exp),
-            )
-            .await?;
-            // The channel error arrives asynchronously: a synchronous method sees it.
-            ch.queue_declare(
-                "".into(),
-                lapin::options::QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                lapin::types::FieldTable::default(),
-            )
-            .await
-        }
-        .await;
-        let text = expect_amqp_error(r, 406);
+        // Raw frames: the channel.close is read as it comes (a client library may
+        // report the closing channel instead of its reply).
+        let mut raw = b.handshake();
+        raw.open_channel(1);
+        let mut header = Vec::new();
+        header.extend(60u16.to_be_bytes());
+        header.extend(0u16.to_be_bytes());
+        header.extend(1u64.to_be_bytes());
+        header.extend(0x0100u16.to_be_bytes()); // expiration only
+        header.push(exp.len() as u8);
+        header.extend(exp.as_bytes());
+        raw.send_method(1, &basic_publish("", &q, false));
+        raw.send_frame(FRAME_HEADER, 1, &header);
+        raw.send_frame(FRAME_BODY, 1, b"x");
+        let close = raw.expect_method(1, 20, 40);
+        let mut a = close.args();
+        assert_eq!(a.short(), 406);
         assert_eq!(
-            text,
+            a.shortstr(),
             format!("PRECONDITION_FAILED - invalid expiration '{exp}': {why}")
         );
+        raw.close();
     }
     let c = Client::open(&b).await;
     c.cleanup().await;

@@ -1393,7 +1393,7 @@ impl Broker {
     /// Persists (when it must be) and enqueues a message into the queues that admitted
     /// it; a message refused by `reject-publish-dlx` queues (`self.reject_dlx`) is
     /// dead-lettered from each of them.
-    #[inline]
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn enqueue_routed_timed(
         &mut self,
@@ -1457,11 +1457,15 @@ impl Broker {
                 Err(_) => return Published::Refused,
             }
         }
-        let msg = match location {
-            Some(loc) if page => {
+        let msg = match (location, timing) {
+            (Some(loc), _) if page => {
                 Message::paged_timed(exchange, routing_key, properties, body.len(), loc, timing)
             }
-            _ => Message::new_timed(exchange, routing_key, properties, body, location, timing),
+            // The plain path: `Message::new` is `build` specialised for no timing.
+            (_, None) => Message::new(exchange, routing_key, properties, body, location),
+            (_, Some(_)) => {
+                Message::new_timed(exchange, routing_key, properties, body, location, timing)
+            }
         };
         for &q in routed.iter() {
             self.enqueue(q, msg.clone());
