@@ -620,9 +620,13 @@ impl Session<'_> {
                 id
             }
         };
+        // Only a publish with a reply-to property (bit 9 of the flags: bit 1 of their
+        // first byte) can name the pseudo-queue; the plain path tests one bit.
         let properties = match self.conn.channel(ch) {
-            Some(c) => fast_reply_to(c.reply.as_ref(), properties)?,
-            None => properties,
+            Some(c) if properties.first().is_some_and(|f| f & 0x02 != 0) => {
+                fast_reply_to(c.reply.as_ref(), properties)?
+            }
+            _ => properties,
         };
         // A publish to a reply address (default exchange) goes straight to the reply
         // consumer it names, if any; for the publisher it is still unroutable, as in
