@@ -168,6 +168,9 @@ async fn declarations_follow_rabbitmq_rules() {
     assert_eq!(j["type"], "quorum", "{j}");
     assert_eq!(j["durable"], true);
     assert_eq!(j["arguments"]["x-delivery-limit"], 3);
+    assert_eq!(j["members"].as_array().map(|m| m.len()), Some(1), "{j}");
+    assert_eq!(j["members"], j["online"]);
+    assert_eq!(j["members"][0], j["leader"]);
     c.cleanup().await;
 }
 

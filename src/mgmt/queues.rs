@@ -132,14 +132,15 @@ pub fn queue_json(server: &Server, q: &QueueInfo) -> Value {
     let name = String::from_utf8_lossy(&q.name);
     let messages = q.ready as u64 + q.unacked;
     let idle = q.consumers == 0;
-    json!({
+    let kind = queue_type(&q.arguments);
+    let mut j = json!({
         "name": name,
         "vhost": &*q.vhost,
         "durable": q.durable,
         "auto_delete": q.auto_delete,
         "exclusive": q.exclusive,
         "arguments": table_json(&q.arguments),
-        "type": queue_type(&q.arguments),
+        "type": kind,
         "node": super::overview::node_name(),
         "state": "running",
         "policy": null,
@@ -172,7 +173,17 @@ pub fn queue_json(server: &Server, q: &QueueInfo) -> Value {
         "head_message_timestamp": null,
         "idle_since": if idle { Value::String(super::now_rfc3339()) } else { Value::Null },
         "message_stats": super::message_stats_queue(server, q),
-    })
+    });
+    if kind == "quorum" {
+        // A one-node quorum queue: this node leads and is the one member, online.
+        let node = super::overview::node_name();
+        if let Value::Object(m) = &mut j {
+            m.insert("leader".into(), json!(node.clone()));
+            m.insert("members".into(), json!([node.clone()]));
+            m.insert("online".into(), json!([node]));
+        }
+    }
+    j
 }
 
 /// `PUT /api/queues/{vhost}/{name}`: queue.declare with the body's `durable`,
