@@ -30,7 +30,8 @@ pub struct Unacked {
     /// The consumer it was delivered to; 0 for basic.get.
     pub consumer: u64,
     pub msg: Message,
-    /// Its position in the queue, to requeue it there.
+    /// Its position in the queue, to requeue it there (`Ready::token`: with a quorum
+    /// queue's delivery count in its top bits).
     pub seq: u64,
     pub delivered_at: Instant,
 }
