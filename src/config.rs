@@ -40,10 +40,24 @@ pub struct Config {
     pub channel_max: u16,
     /// Connections beyond this many are closed as soon as they are accepted (default 65535).
     pub max_connections: usize,
-    /// A client that has not finished the handshake after this long is closed (10 s, as RabbitMQ).
+    /// A client that has not finished the handshake (TLS, then AMQP) after this long is
+    /// closed (`--handshake-timeout`, 10 s, as RabbitMQ).
     pub handshake_timeout: Duration,
     /// env_logger filter (default "info").
     pub log_level: String,
+    /// A RabbitMQ definitions file imported at every start, before the listeners open
+    /// (RabbitMQ's `load_definitions`); a file that does not import stops the start.
+    pub definitions: Option<PathBuf>,
+    /// AMQPS port (`--tls-port`; off unless given; 0 picks a free port and prints it).
+    pub tls_port: Option<u16>,
+    /// Certificate, key and client CA for AMQPS and `--http-tls` (`--tls-cert`,
+    /// `--tls-key`, `--tls-ca`, `--tls-require-client-cert`). Boxed: rarely set, and
+    /// it would make `Config` (moved around by value at start-up) twice its size.
+    pub tls: Option<Box<crate::net::tls::TlsFiles>>,
+    /// What SASL EXTERNAL logs in as (`--tls-login-from`, default the DN, as RabbitMQ).
+    pub tls_login_from: crate::net::tls::LoginFrom,
+    /// The management listener serves HTTPS with the same certificate (`--http-tls`).
+    pub http_tls: bool,
     /// The user created on a first start, with no users stored (default guest/guest),
     /// as RabbitMQ's `default_user` / `default_pass`.
     pub default_user: String,
@@ -79,6 +93,11 @@ impl Default for Config {
             max_connections: 65_535,
             handshake_timeout: Duration::from_secs(10),
             log_level: "info".to_string(),
+            definitions: None,
+            tls_port: None,
+            tls: None,
+            tls_login_from: crate::net::tls::LoginFrom::default(),
+            http_tls: false,
             default_user: "guest".to_string(),
             default_pass: "guest".to_string(),
             loopback_users: vec!["guest".to_string()],
@@ -105,6 +124,8 @@ pub enum ConfigError {
     Watermark,
     /// `--frame-max` below the spec's minimum frame size.
     FrameMaxTooSmall,
+    /// A TLS flag without what it needs (a listener without a certificate and key).
+    Tls(&'static str),
 }
 
 impl std::fmt::Display for ConfigError {
@@ -124,6 +145,7 @@ impl std::fmt::Display for ConfigError {
                 "--frame-max must be at least {}",
                 crate::proto::frame::FRAME_MIN_SIZE
             ),
+            ConfigError::Tls(m) => f.write_str(m),
         }
     }
 }
@@ -242,6 +264,55 @@ fn options() -> getopts::Options {
     );
     o.optopt(
         "",
+        "definitions",
+        "RabbitMQ definitions JSON imported at every start (users, vhosts, \
+         permissions, limits, queues, exchanges, bindings); a bad file stops the start",
+        "FILE",
+    );
+    o.optopt(
+        "",
+        "handshake-timeout",
+        "close a client that has not finished the TLS and AMQP handshakes in time (default 10)",
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "tls-port",
+        "AMQPS (AMQP over TLS) port; off unless given (0 = any free port)",
+        "PORT",
+    );
+    o.optopt(
+        "",
+        "tls-cert",
+        "PEM certificate chain for AMQPS and --http-tls",
+        "FILE",
+    );
+    o.optopt("", "tls-key", "PEM private key of --tls-cert", "FILE");
+    o.optopt(
+        "",
+        "tls-ca",
+        "PEM CA certificates that client certificates are verified against \
+         (a client without one is still accepted unless --tls-require-client-cert)",
+        "FILE",
+    );
+    o.optflag(
+        "",
+        "tls-require-client-cert",
+        "refuse TLS clients without a certificate --tls-ca verifies",
+    );
+    o.optopt(
+        "",
+        "tls-login-from",
+        "what SASL EXTERNAL logs in as: dn (default, RabbitMQ's) or common_name",
+        "dn|common_name",
+    );
+    o.optflag(
+        "",
+        "http-tls",
+        "the management listener serves HTTPS with --tls-cert/--tls-key",
+    );
+    o.optopt(
+        "",
         "default-user",
         "user created on a first start with no users (default guest)",
         "NAME",
@@ -343,12 +414,23 @@ impl Command {
         num(&m, "frame-max", &mut c.frame_max)?;
         num(&m, "channel-max", &mut c.channel_max)?;
         num(&m, "max-connections", &mut c.max_connections)?;
+        let mut secs = c.handshake_timeout.as_secs_f64();
+        num(&m, "handshake-timeout", &mut secs)?;
+        if !(secs > 0.0 && secs.is_finite()) {
+            return Err(ConfigError::BadValue {
+                flag: "handshake-timeout",
+                value: secs.to_string(),
+            });
+        }
+        c.handshake_timeout = Duration::from_secs_f64(secs);
         if c.frame_max < crate::proto::frame::FRAME_MIN_SIZE {
             return Err(ConfigError::FrameMaxTooSmall);
         }
         if let Some(l) = m.opt_str("log-level") {
             c.log_level = l;
         }
+        c.definitions = m.opt_str("definitions").map(PathBuf::from);
+        parse_tls(&m, &mut c)?;
         if let Some(u) = m.opt_str("default-user") {
             if u.is_empty() {
                 return Err(ConfigError::BadValue {
@@ -366,6 +448,53 @@ impl Command {
         }
         Ok(Command::Run(c))
     }
+}
+
+/// The `--tls-*` and `--http-tls` flags: a TLS listener needs a certificate and its
+/// key; the files themselves are read at start-up (`reactor::run`).
+fn parse_tls(m: &getopts::Matches, c: &mut Config) -> Result<(), ConfigError> {
+    use crate::net::tls::{LoginFrom, TlsFiles};
+    if let Some(p) = m.opt_str("tls-port") {
+        c.tls_port = Some(parse_value("tls-port", &p)?);
+    }
+    c.http_tls = m.opt_present("http-tls");
+    if let Some(v) = m.opt_str("tls-login-from") {
+        c.tls_login_from = match v.as_str() {
+            "dn" | "distinguished_name" => LoginFrom::DistinguishedName,
+            "common_name" => LoginFrom::CommonName,
+            _ => {
+                return Err(ConfigError::BadValue {
+                    flag: "tls-login-from",
+                    value: v,
+                })
+            }
+        };
+    }
+    match (m.opt_str("tls-cert"), m.opt_str("tls-key")) {
+        (Some(cert), Some(key)) => {
+            c.tls = Some(Box::new(TlsFiles {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+                ca: m.opt_str("tls-ca").map(PathBuf::from),
+                require_client_cert: m.opt_present("tls-require-client-cert"),
+            }))
+        }
+        (Some(_), None) => return Err(ConfigError::Tls("--tls-cert needs --tls-key")),
+        (None, Some(_)) => return Err(ConfigError::Tls("--tls-key needs --tls-cert")),
+        (None, None) => {
+            if c.tls_port.is_some() || c.http_tls {
+                return Err(ConfigError::Tls(
+                    "--tls-port and --http-tls need --tls-cert and --tls-key",
+                ));
+            }
+        }
+    }
+    if m.opt_present("tls-require-client-cert") && m.opt_str("tls-ca").is_none() {
+        return Err(ConfigError::Tls(
+            "--tls-require-client-cert needs --tls-ca (the CA to verify clients against)",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -434,6 +563,10 @@ mod tests {
         let want: Vec<IpAddr> = vec!["::".parse().unwrap(), "0.0.0.0".parse().unwrap()];
         assert_eq!(c.bind, want, "several --bind, in order");
         assert!(parse(&["--frame-max", "100"]).is_err());
+        let Ok(Command::Run(c)) = parse(&["--definitions", "defs.json"]) else {
+            panic!("expected run")
+        };
+        assert_eq!(c.definitions, Some(PathBuf::from("defs.json")));
         assert!(matches!(parse(&["-h"]), Ok(Command::Help(_))));
         let Ok(Command::Run(c)) = parse(&[
             "--default-user",
@@ -455,5 +588,67 @@ mod tests {
         }
         assert!(parse(&["--default-user", ""]).is_err());
         assert!(matches!(parse(&["-V"]), Ok(Command::Version)));
+    }
+
+    #[test]
+    fn tls_flags_need_a_certificate_and_key() {
+        use crate::net::tls::LoginFrom;
+        let Ok(Command::Run(c)) = parse(&[]) else {
+            panic!("expected run")
+        };
+        assert!(c.tls.is_none() && c.tls_port.is_none() && !c.http_tls);
+        assert_eq!(c.tls_login_from, LoginFrom::DistinguishedName);
+        let Ok(Command::Run(c)) = parse(&[
+            "--tls-port",
+            "5671",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-require-client-cert",
+            "--tls-login-from",
+            "common_name",
+            "--http-tls",
+            "--handshake-timeout",
+            "2.5",
+        ]) else {
+            panic!("expected run")
+        };
+        assert_eq!(c.tls_port, Some(5671));
+        let t = c.tls.unwrap();
+        assert_eq!(t.ca, Some(PathBuf::from("ca.pem")));
+        assert!(t.require_client_cert && c.http_tls);
+        assert_eq!(c.tls_login_from, LoginFrom::CommonName);
+        assert_eq!(c.handshake_timeout, Duration::from_millis(2500));
+        let e = |a: &[&str]| parse(a).unwrap_err().to_string();
+        assert_eq!(
+            e(&["--tls-port", "0"]),
+            "--tls-port and --http-tls need --tls-cert and --tls-key"
+        );
+        assert_eq!(
+            e(&["--http-tls"]),
+            "--tls-port and --http-tls need --tls-cert and --tls-key"
+        );
+        assert_eq!(e(&["--tls-cert", "c"]), "--tls-cert needs --tls-key");
+        assert_eq!(
+            e(&[
+                "--tls-cert",
+                "c",
+                "--tls-key",
+                "k",
+                "--tls-require-client-cert"
+            ]),
+            "--tls-require-client-cert needs --tls-ca (the CA to verify clients against)"
+        );
+        assert_eq!(
+            e(&["--tls-login-from", "san"]),
+            "--tls-login-from: 'san' is not a valid value"
+        );
+        assert_eq!(
+            e(&["--handshake-timeout", "0"]),
+            "--handshake-timeout: '0' is not a valid value"
+        );
     }
 }

@@ -252,6 +252,8 @@ pub struct ConnectionInfo {
     pub client_properties: FieldTable,
     /// "PLAIN", "AMQPLAIN", ...
     pub auth_mechanism: String,
+    /// The TLS session of an AMQPS connection (None: plain TCP).
+    pub tls: Option<crate::net::tls::TlsInfo>,
 }
 
 /// A channel as the management API shows it (filled by `Channel::info`).

@@ -14,6 +14,7 @@ use slab::Slab;
 use std::io::{self, Read, Write};
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -77,12 +78,16 @@ impl Tok {
     }
 }
 
-/// What a listener speaks, which decides what an accepted socket becomes. Later: AMQPS.
+/// What a listener speaks, which decides what an accepted socket becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Amqp,
+    /// AMQP over TLS (`--tls-port`).
+    Amqps,
     /// The management HTTP API and the dashboard.
     Http,
+    /// The same over TLS (`--http-tls`).
+    Https,
     /// Prometheus metrics over HTTP.
     Prometheus,
 }
@@ -92,7 +97,9 @@ impl Protocol {
     fn banner(self) -> &'static str {
         match self {
             Protocol::Amqp => "warren listening on amqp://",
+            Protocol::Amqps => "warren listening on amqps://",
             Protocol::Http => "warren management on http://",
+            Protocol::Https => "warren management on https://",
             Protocol::Prometheus => "warren prometheus on http://",
         }
     }
@@ -101,7 +108,9 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Amqp => "amqp",
+            Protocol::Amqps => "amqp/ssl",
             Protocol::Http => "http",
+            Protocol::Https => "https",
             Protocol::Prometheus => "http/prometheus",
         }
     }
@@ -112,6 +121,8 @@ impl Protocol {
 pub struct Listener {
     pub sock: TcpListener,
     pub protocol: Protocol,
+    /// The TLS configuration of an AMQPS or HTTPS listener.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Runs the broker until SIGTERM/SIGINT. Prints the listening address on stdout (one
@@ -119,17 +130,45 @@ pub struct Listener {
 pub fn run(config: Config) -> io::Result<()> {
     // Recover the store before accepting anyone: a damaged data directory stops here.
     let mut server = Server::with_store(config).map_err(io::Error::other)?;
+    // `--definitions FILE`: imported before anyone can connect, on every start (as
+    // RabbitMQ's `load_definitions`); a file that does not import stops here, unapplied.
+    if let Some(path) = server.config.definitions.clone() {
+        crate::mgmt::definitions::load_file(&mut server, &path).map_err(io::Error::other)?;
+    }
     server.contain_panics = true;
     let config = server.config.clone();
+    // Certificates and keys are read before anything listens: a bad file stops
+    // start-up with its message (exit 1), never a broker without its TLS listener.
+    let (amqps_tls, https_tls) = match &config.tls {
+        Some(files) => (
+            Some(crate::net::tls::server_config(files, &[]).map_err(io::Error::other)?),
+            Some(crate::net::tls::server_config(files, &[b"http/1.1"]).map_err(io::Error::other)?),
+        ),
+        None => (None, None),
+    };
     let poll = Poll::new()?;
     let mut listeners = listen(&poll, &config.bind, config.amqp_port, Protocol::Amqp, 0)?;
-    let http = listen(
+    if let Some(port) = config.tls_port {
+        let mut amqps = listen(&poll, &config.bind, port, Protocol::Amqps, listeners.len())?;
+        for l in &mut amqps {
+            l.tls = amqps_tls.clone();
+        }
+        listeners.extend(amqps);
+    }
+    let (http_protocol, http_tls) = match (config.http_tls, https_tls) {
+        (true, Some(t)) => (Protocol::Https, Some(t)),
+        _ => (Protocol::Http, None),
+    };
+    let mut http = listen(
         &poll,
         &config.bind,
         config.http_port,
-        Protocol::Http,
+        http_protocol,
         listeners.len(),
     )?;
+    for l in &mut http {
+        l.tls = http_tls.clone();
+    }
     listeners.extend(http);
     let prometheus = listen(
         &poll,
@@ -221,7 +260,11 @@ fn listen(
             .ok_or_else(|| io::Error::other("too many listeners"))?;
         poll.registry()
             .register(&mut l, token, Interest::READABLE)?;
-        listeners.push(Listener { sock: l, protocol });
+        listeners.push(Listener {
+            sock: l,
+            protocol,
+            tls: None,
+        });
     }
     Ok(listeners)
 }
@@ -259,13 +302,16 @@ impl Listener {
                     // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d; logs
                     // and checks use the plain IPv4 address, as RabbitMQ shows it.
                     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+                    let tls = self.tls.clone();
                     match self.protocol {
-                        Protocol::Amqp => open_amqp(registry, server, sock, peer),
-                        Protocol::Http => {
-                            open_http(registry, http, sock, peer, Service::Management)
+                        Protocol::Amqp | Protocol::Amqps => {
+                            open_amqp(registry, server, sock, peer, tls)
+                        }
+                        Protocol::Http | Protocol::Https => {
+                            open_http(registry, http, sock, peer, Service::Management, tls)
                         }
                         Protocol::Prometheus => {
-                            open_http(registry, http, sock, peer, Service::Prometheus)
+                            open_http(registry, http, sock, peer, Service::Prometheus, None)
                         }
                     }
                 }
@@ -294,13 +340,16 @@ fn open_http(
     sock: mio::net::TcpStream,
     peer: SocketAddr,
     service: Service,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     if http.len() >= MAX_HTTP_CONNECTIONS {
         warn!("{peer}: refusing HTTP connection: limit of {MAX_HTTP_CONNECTIONS} reached");
         let _ = sock.shutdown(std::net::Shutdown::Both);
         return;
     }
-    let mut t = Transport::tcp(sock);
+    let Some(mut t) = transport(sock, peer, tls) else {
+        return;
+    };
     let Some(token) = Tok::Http(http.vacant_key()).token() else {
         t.shutdown();
         return;
@@ -318,6 +367,7 @@ fn open_amqp(
     server: &mut Server,
     sock: mio::net::TcpStream,
     peer: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     if server.conns.len() >= server.config.max_connections {
         warn!(
@@ -327,7 +377,9 @@ fn open_amqp(
         let _ = sock.shutdown(std::net::Shutdown::Both);
         return;
     }
-    let mut t = Transport::tcp(sock);
+    let Some(mut t) = transport(sock, peer, tls) else {
+        return;
+    };
     let Some(token) = Tok::Conn(server.conns.vacant_key()).token() else {
         warn!("{peer}: refusing connection: no token left");
         t.shutdown();
@@ -338,6 +390,24 @@ fn open_amqp(
         return;
     }
     server.open(peer, Some(t));
+}
+
+/// The transport of an accepted socket: plain, or TLS with the listener's config.
+fn transport(
+    sock: mio::net::TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Option<Transport> {
+    match tls {
+        None => Some(Transport::tcp(sock)),
+        Some(config) => match Transport::tls(sock, config) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!("{peer}: cannot start a TLS session: {e}");
+                None
+            }
+        },
+    }
 }
 
 /// Reads what the socket has (a bounded number of big reads) and handles the frames.
@@ -374,7 +444,12 @@ fn read_conn(server: &mut Server, key: usize) -> bool {
         let Some(c) = server.conns.get_mut(key) else {
             return false;
         };
-        match c.read_socket(READ_MIN) {
+        let read = c.read_socket(READ_MIN);
+        // TLS handshake records the socket did not take: the flush phase writes them.
+        if c.transport.as_ref().is_some_and(Transport::wants_write) {
+            server.touch(key);
+        }
+        match read {
             Ok(None) => return false,
             Ok(Some((0, _))) => {
                 server.input(key);
@@ -400,7 +475,11 @@ fn read_conn(server: &mut Server, key: usize) -> bool {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                info!("read error: {e}");
+                let peer = server.conns.get(key).map(|c| c.peer);
+                match peer {
+                    Some(p) => info!("{p}: read error: {e}"),
+                    None => info!("read error: {e}"),
+                }
                 server.lost(key);
                 return false;
             }
@@ -527,11 +606,20 @@ impl Io for Reactor {
             let Some(sock) = c.transport.as_mut() else {
                 continue;
             };
-            if c.out.is_empty() && !c.want_write {
+            if c.out.is_empty() && !c.want_write && !sock.wants_write() {
                 continue;
             }
             let before = c.out.len();
-            match c.out.flush_to(sock) {
+            let tls_held = sock.wants_write();
+            // Then what the transport itself holds (TLS records; nothing for TCP).
+            let result = c.out.flush_to(sock).and_then(|done| {
+                if done {
+                    sock.flush_pending()
+                } else {
+                    Ok(false)
+                }
+            });
+            match result {
                 Ok(done) => {
                     let wrote = c.out.len() < before;
                     // Per flush (one or more vectored writes), not per frame.
@@ -550,8 +638,10 @@ impl Io for Reactor {
                     }
                     let was_throttled = c.throttled;
                     server.flushed(k, wrote);
-                    // A publisher we stopped reading for backpressure is read again.
-                    if was_throttled || before >= HIGH_WATER {
+                    // A publisher we stopped reading for backpressure is read again;
+                    // so is a TLS peer whose handshake waited on our records (its
+                    // next bytes may already be in, with their event spent).
+                    if was_throttled || before >= HIGH_WATER || (tls_held && done) {
                         self.pending.push(k);
                     }
                 }

@@ -192,6 +192,13 @@ impl Server {
                 a.set_loopback_users(s.config.loopback_users.clone());
                 s.auth = a;
             }
+            Ok(None) if s.config.definitions.is_some() => {
+                // RabbitMQ seeds no default user when definitions are loaded at boot:
+                // the file brings the users (`reactor::run` imports it next, and saves).
+                s.auth = Auth::new();
+                s.auth.set_loopback_users(s.config.loopback_users.clone());
+                info!("first start with --definitions: no default user created");
+            }
             Ok(None) => {
                 s.auth.save(&dir).map_err(io_err)?;
                 info!(
@@ -921,6 +928,32 @@ impl Server {
         self.auth.forget_vhost(&vhost);
         // Logged where it fails; the vhost is gone either way.
         let _ = self.save_auth();
+        true
+    }
+
+    /// Deletes the user `name` and closes its connections with 320 CONNECTION_FORCED
+    /// "user 'X' is deleted", as RabbitMQ 3.10's connection tracking does; false when
+    /// there is no such user. The caller saves the users file.
+    pub fn delete_user(&mut self, name: &str) -> bool {
+        if !self.auth.delete_user(name) {
+            return false;
+        }
+        let reason = format!("user '{name}' is deleted");
+        let conns: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.user.name() == name && !c.is_closed())
+            .map(|(k, _)| k)
+            .collect();
+        if !conns.is_empty() {
+            info!(
+                "closing {} connection(s) of deleted user '{name}'",
+                conns.len()
+            );
+        }
+        for conn in conns {
+            self.apply(crate::ops::close_connection(conn, reason.clone()));
+        }
         true
     }
 

@@ -91,3 +91,8 @@ fn definitions() {
 fn x_death() {
     replay("x_death", warren::fuzzing::x_death);
 }
+
+#[test]
+fn tls_server() {
+    replay("tls_server", warren::fuzzing::tls_server);
+}

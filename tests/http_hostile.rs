@@ -32,6 +32,8 @@ use support::{unique, Broker};
 /// the reactor answers in microseconds; this catches a turn blocked on HTTP work, not
 /// scheduler noise on a shared machine.
 const P99_BOUND: Duration = Duration::from_millis(50);
+/// The bound while a list of 10,000 queues is paged (see its test).
+const LISTING_BOUND: Duration = Duration::from_millis(250);
 /// Each abuse is repeated for at least this long...
 const WINDOW: Duration = Duration::from_millis(500);
 /// ... and until the AMQP probe has measured this many round trips beside it.
@@ -76,7 +78,12 @@ impl Probe {
     /// trips) until it has run for at least [`WINDOW`] and the probe has made
     /// [`MIN_RTTS`] round trips meanwhile, then checks the p99 of the round trips
     /// measured while it ran. Returns what its first run returned.
-    fn during<T>(&self, what: &str, mut abuse: impl FnMut() -> T) -> T {
+    fn during<T>(&self, what: &str, abuse: impl FnMut() -> T) -> T {
+        self.during_bounded(what, P99_BOUND, abuse)
+    }
+
+    /// [`Probe::during`] with another bound on the p99 round trip.
+    fn during_bounded<T>(&self, what: &str, bound: Duration, mut abuse: impl FnMut() -> T) -> T {
         let start = Instant::now();
         let first = abuse();
         let mut runs = 1;
@@ -119,8 +126,8 @@ impl Probe {
         // The bound is Warren's promise (one reactor for both planes); RabbitMQ's
         // figures are printed for comparison only.
         assert!(
-            self.external || p99 < P99_BOUND,
-            "{what}: AMQP p99 round trip {p99:?} over {P99_BOUND:?}"
+            self.external || p99 < bound,
+            "{what}: AMQP p99 round trip {p99:?} over {bound:?}"
         );
         first
     }
@@ -844,7 +851,11 @@ fn listing_many_queues_does_not_stall_amqp() {
         "GET /api/queues?page=1&page_size=100&sort=messages HTTP/1.1\r\nHost: x\r\n{}\r\n",
         auth()
     );
-    probe.during("paging through 10,000 queues", || {
+    // A page of 10,000 queues is filtered and sorted in one turn: a few milliseconds in
+    // a release build, 15-45 ms in this debug build depending on the machine's load, so
+    // the round trips beside it are bounded at 250 ms here. The regression this catches
+    // (every queue's JSON built in one turn) holds the reactor for seconds in debug.
+    probe.during_bounded("paging through 10,000 queues", LISTING_BOUND, || {
         s.write_all(req.as_bytes()).unwrap();
         let a = r.answer(false);
         assert_eq!(a.status, 200);

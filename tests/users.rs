@@ -535,6 +535,40 @@ fn a_password_change_takes_effect_and_deletion_refuses() {
     assert_eq!(api.get(&format!("/api/permissions/%2F/{u}")).status, 404);
 }
 
+/// RabbitMQ 3.10's connection tracking closes a deleted user's connections with 320;
+/// other users' connections carry on.
+#[test]
+fn deleting_a_user_closes_its_connections() {
+    let b = Broker::start();
+    let api = Api::new(&b);
+    let u = unique("auth-gone");
+    let _c = Cleanup {
+        api: &api,
+        users: vec![u.clone()],
+    };
+    add_user(&api, &u, "pw", "", true);
+    let mut doomed = RawClient::handshake_with(
+        b.port,
+        &HandshakeOpts {
+            user: u.clone(),
+            pass: "pw".into(),
+            ..Default::default()
+        },
+    );
+    doomed.open_channel(1);
+    let mut survivor = RawClient::handshake(b.port);
+    survivor.open_channel(1);
+    assert_eq!(api.delete(&format!("/api/users/{u}")).status, 204);
+    let (code, text, _, _) = doomed.expect_close();
+    assert_eq!(
+        (code, text),
+        (320, format!("CONNECTION_FORCED - user '{u}' is deleted"))
+    );
+    survivor.send_method(1, &support::queue_declare("", false, true));
+    survivor.expect_method(1, 50, 11);
+    survivor.close();
+}
+
 #[test]
 fn a_hash_made_by_rabbitmq_logs_in() {
     // RabbitMQ's API on this machine makes the hash; skipped when it is not there.

@@ -38,6 +38,8 @@ pub use store::{UsersError, USERS_FILE};
 
 /// The SASL mechanisms offered in connection.start, space-separated (spec §1.4.2.1).
 pub const MECHANISMS: &[u8] = b"PLAIN AMQPLAIN";
+/// The same on a TLS connection with a verified client certificate.
+pub const MECHANISMS_EXTERNAL: &[u8] = b"PLAIN AMQPLAIN EXTERNAL";
 
 /// The vhost that exists from the start (the broker creates it), and the default user's.
 pub use crate::broker::DEFAULT_VHOST;
@@ -426,6 +428,10 @@ pub enum Mechanism {
     Plain,
     /// A field table with LOGIN and PASSWORD (RabbitMQ's AMQPLAIN).
     AmqPlain,
+    /// RFC 4422 EXTERNAL: the identity is the TLS client certificate's (RabbitMQ's
+    /// `rabbitmq_auth_mechanism_ssl`); offered only on TLS connections with a verified
+    /// client certificate, see [`Auth::login_external`].
+    External,
 }
 
 impl Mechanism {
@@ -433,6 +439,7 @@ impl Mechanism {
         match name {
             b"PLAIN" => Some(Mechanism::Plain),
             b"AMQPLAIN" => Some(Mechanism::AmqPlain),
+            b"EXTERNAL" => Some(Mechanism::External),
             _ => None,
         }
     }
@@ -441,6 +448,7 @@ impl Mechanism {
         match self {
             Mechanism::Plain => "PLAIN",
             Mechanism::AmqPlain => "AMQPLAIN",
+            Mechanism::External => "EXTERNAL",
         }
     }
 
@@ -463,6 +471,8 @@ impl Mechanism {
                 let pass = Bytes::copy_from_slice(t.get(b"PASSWORD")?.as_bytes()?);
                 Some((user, pass))
             }
+            // No credentials in the response: the certificate is the credential.
+            Mechanism::External => None,
         }
     }
 }
@@ -704,12 +714,41 @@ impl Auth {
         response: &Bytes,
         peer: SocketAddr,
     ) -> Result<User, AuthError> {
-        let m = Mechanism::parse(mechanism).ok_or_else(|| {
-            AuthError::UnknownMechanism(String::from_utf8_lossy(mechanism).into_owned())
-        })?;
+        // EXTERNAL needs the connection's certificate (`login_external`): through
+        // here it was not offered.
+        let m = Mechanism::parse(mechanism)
+            .filter(|m| *m != Mechanism::External)
+            .ok_or_else(|| {
+                AuthError::UnknownMechanism(String::from_utf8_lossy(mechanism).into_owned())
+            })?;
         let (user, pass) = m.credentials(response).ok_or(AuthError::Refused(m))?;
         let user = std::str::from_utf8(&user).map_err(|_| AuthError::Refused(m))?;
         self.login(user, &pass, peer, m)
+    }
+
+    /// SASL EXTERNAL: `name` comes from the TLS client certificate, which the transport
+    /// has verified against `--tls-ca`. The user must exist (its password is not
+    /// checked, as RabbitMQ's EXTERNAL), and the loopback rule holds as for any login.
+    pub fn login_external(&self, name: &str, peer: SocketAddr) -> Result<User, AuthError> {
+        let m = Mechanism::External;
+        // RabbitMQ's check_user_login with no password: "invalid credentials" for an
+        // unknown user; any user that exists passes, password-less ones included.
+        let rec = self
+            .users
+            .get(name)
+            .ok_or_else(|| AuthError::InvalidCredentials {
+                user: name.to_owned(),
+                mechanism: m,
+            })?;
+        if self.loopback.contains(name) && !peer.ip().to_canonical().is_loopback() {
+            return Err(AuthError::LoopbackOnly {
+                user: rec.name.clone(),
+                mechanism: m,
+            });
+        }
+        Ok(User {
+            name: rec.name.clone(),
+        })
     }
 
     /// A user name and password from `peer` outside SASL (the management API's HTTP
@@ -901,7 +940,8 @@ impl Auth {
     /// RabbitMQ's topic authorisation (`check_topic_access`): Ok when the user has no
     /// topic permission for this exchange in this vhost; otherwise the write (publish) or
     /// read (bind, consume via binding) pattern must match the routing key. Err is 403
-    /// "write access to topic 'RK' in exchange 'X' in vhost 'V' refused for user 'U'".
+    /// "access to topic 'RK' in exchange 'X' in vhost 'V' refused for user 'U'" (RabbitMQ
+    /// 3.10's `rabbit_access_control:check_topic_access` names no permission).
     pub fn authorize_topic(
         &self,
         user: &User,
@@ -929,8 +969,7 @@ impl Auth {
             return Ok(());
         }
         Err(access_refused(format!(
-            "{} access to topic '{}' in exchange '{x}' in vhost '{vhost}' refused for user '{}'",
-            perm.name(),
+            "access to topic '{}' in exchange '{x}' in vhost '{vhost}' refused for user '{}'",
             String::from_utf8_lossy(routing_key),
             user.name
         )))
@@ -981,7 +1020,8 @@ impl Auth {
     /// pattern for `perm` matches the resource's name (the default exchange "" is
     /// matched as "amq.default", as RabbitMQ's `rabbit_auth_backend_internal` does).
     /// Err is 403 ACCESS_REFUSED with RabbitMQ's text, e.g. "access to queue 'q' in
-    /// vhost '/' refused for user 'u'" (channel-scoped).
+    /// vhost '/' refused for user 'u'" (channel-scoped; the default exchange is named
+    /// 'amq.default' there too, as RabbitMQ renames the resource before checking it).
     pub fn authorize(
         &self,
         user: &User,
@@ -1008,7 +1048,7 @@ impl Auth {
         Err(access_refused(format!(
             "access to {} '{}' in vhost '{vhost}' refused for user '{}'",
             resource.kind(),
-            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(matched),
             user.name
         )))
     }
@@ -1166,7 +1206,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e.text,
-            "access to exchange '' in vhost '/' refused for user 'guest'"
+            "access to exchange 'amq.default' in vhost '/' refused for user 'guest'"
         );
     }
 
@@ -1366,7 +1406,7 @@ mod tests {
         assert_eq!(e.code, ReplyCode::AccessRefused);
         assert_eq!(
             e.text,
-            "write access to topic 'other.x' in exchange 'amq.topic' in vhost '/' refused for user 'guest'"
+            "access to topic 'other.x' in exchange 'amq.topic' in vhost '/' refused for user 'guest'"
         );
         // "" is "^$" for read.
         assert!(a

@@ -63,6 +63,22 @@ pub enum TxOp {
     },
 }
 
+/// A channel's cached publish target: RabbitMQ's per-channel permission cache, which
+/// Warren invalidates when permissions change (`Auth::generation`) rather than when the
+/// channel idles.
+#[derive(Debug, Clone)]
+pub struct ExchangeCache {
+    pub name: Bytes,
+    pub id: crate::broker::ExchangeId,
+    /// `Auth::generation()` when the write permission was checked.
+    pub generation: u64,
+    /// A topic exchange: routing keys may need the user's topic permission.
+    pub topic: bool,
+    /// The last routing key the topic permission allowed on this exchange (a publisher
+    /// repeating its key is not checked again).
+    pub topic_key: Option<Bytes>,
+}
+
 #[derive(Debug)]
 pub struct Channel {
     pub id: u16,
@@ -90,8 +106,9 @@ pub struct Channel {
     /// The last queue declared on this channel ("" in later methods means it).
     pub last_queue: Bytes,
     /// The exchange the last publish went to: a publisher that keeps publishing to one
-    /// exchange skips the name lookup (its generational id proves it still exists).
-    pub last_exchange: Option<(Bytes, crate::broker::ExchangeId)>,
+    /// exchange skips the name lookup (its generational id proves it still exists) and
+    /// the write check (its auth generation proves no permission changed since).
+    pub last_exchange: Option<ExchangeCache>,
     /// Message counters of this channel (publish, confirm, deliver, ack, ...), with
     /// their last samples for rates (see `crate::counters`).
     pub stats: crate::counters::Sampled<crate::counters::MsgCounters>,

@@ -8,11 +8,20 @@
 //! settle; basic.get through `broker::dispatch::get`, which delivers as the dispatch
 //! phase does), the protocol-neutral operations of [`crate::ops`] (queue.delete, whose
 //! consumer cancels come back as effects, handed to the server as `Event::Op`) and the
-//! channel's state (`super::channel`), asks `Auth::authorize` (through
-//! `Session::authorize`) before every operation that RabbitMQ checks (publish only when
-//! the channel's exchange cache misses), and appends replies to the connection's
-//! out-queue. It never touches a socket, never
-//! scopes its own errors (the caller's `raise` does) and never handles channel 0.
+//! channel's state (`super::channel`), and appends replies to the connection's
+//! out-queue. It never touches a socket, never scopes its own errors (the caller's
+//! `raise` does) and never handles channel 0.
+//!
+//! Permissions follow RabbitMQ 3.10's `rabbit_channel`, check by check and in its
+//! order (the name checks that come first there come first here): declare and delete
+//! need configure (plus, for a new object, read on it and write on its
+//! alternate/dead-letter exchange); bind and unbind write on the destination, read on
+//! the source and, on a topic source, the topic permission on the binding key;
+//! consume, get and purge read; publish write on the exchange ("" matched as
+//! `amq.default`) and, on a topic exchange, the topic permission on the routing key.
+//! A passive declaration is checked for nothing. Publishing checks once per channel
+//! and exchange: the channel caches the answer with `Auth::generation`, so a narrowed
+//! permission reaches it at its next publish, and a plain publish pays two compares.
 //!
 //! Direct reply-to lives here too, as RabbitMQ keeps it in `rabbit_channel`: the reply
 //! consumer is channel state (`Channel::reply`, with its address in the broker's
@@ -26,15 +35,16 @@ use crate::auth::{Permission, Resource};
 use crate::broker::exchange::ExchangeKind;
 use crate::broker::reply_to;
 use crate::broker::{Broker, Dest, ExchangeDecl, Published, QueueDecl, QueueId};
-use crate::error::{not_found, precondition, AmqpError, ReplyCode};
+use crate::error::{access_refused, not_found, precondition, AmqpError, ReplyCode};
 use crate::message::Body;
 use crate::ops;
 use crate::proto::frame;
 use crate::proto::{
-    basic, channel, confirm, connection, exchange, queue, tx, BasicProperties, FieldValue, Method,
+    basic, channel, confirm, connection, exchange, queue, tx, BasicProperties, FieldTable,
+    FieldValue, Method,
 };
 
-use super::channel::{Channel, ChannelConsumer, TxOp};
+use super::channel::{Channel, ChannelConsumer, ExchangeCache, TxOp};
 use super::state::{show, Event, Session, RETURN_NOW};
 use super::Connection;
 
@@ -79,11 +89,32 @@ impl Session<'_> {
 
             // ----- exchange -----
             Method::ExchangeDeclare(d) => {
-                // RabbitMQ: configure on the exchange, for a declaration that is not
-                // passive (the default exchange is refused by the broker first).
-                if !d.passive && !d.exchange.is_empty() {
+                // RabbitMQ's order (rabbit_channel's exchange.declare): the type, the
+                // default exchange, configure on the exchange; then, for a new exchange
+                // with an alternate-exchange, read on it and write on the alternate. A
+                // passive declaration is checked for nothing but the default exchange.
+                if !d.passive {
+                    if ExchangeKind::parse(&d.kind).is_none() {
+                        return Err(AmqpError::new(
+                            ReplyCode::CommandInvalid,
+                            format!("unknown exchange type '{}'", show(&d.kind)),
+                        ));
+                    }
+                    if d.exchange.is_empty() {
+                        return Err(default_exchange());
+                    }
                     self.authorize(Permission::Configure, Resource::Exchange(&d.exchange))?;
-                    self.may_use_alternate(&d)?;
+                    let is_new = self
+                        .broker
+                        .exchange_id(self.conn.vhost_id, &d.exchange)
+                        .is_none();
+                    // A reserved name is refused by the broker before the alternate matters.
+                    if is_new && !d.exchange.starts_with(b"amq.") {
+                        if let Some(ae) = string_arg(&d.arguments, b"alternate-exchange") {
+                            self.authorize(Permission::Read, Resource::Exchange(&d.exchange))?;
+                            self.authorize(Permission::Write, Resource::Exchange(ae))?;
+                        }
+                    }
                 }
                 self.broker.declare_exchange(
                     self.conn.vhost_id,
@@ -103,9 +134,19 @@ impl Session<'_> {
                 Ok(())
             }
             Method::ExchangeDelete(d) => {
-                if !d.exchange.is_empty() {
-                    self.authorize(Permission::Configure, Resource::Exchange(&d.exchange))?;
+                // RabbitMQ: the default exchange, then a system exchange (whether it
+                // exists or not), then configure.
+                if d.exchange.is_empty() {
+                    return Err(default_exchange());
                 }
+                if d.exchange.starts_with(b"amq.") {
+                    return Err(access_refused(format!(
+                        "deletion of system exchange '{}' in vhost '{}' not allowed",
+                        show(&d.exchange),
+                        self.conn.vhost
+                    )));
+                }
+                self.authorize(Permission::Configure, Resource::Exchange(&d.exchange))?;
                 self.broker
                     .delete_exchange(self.conn.vhost_id, &d.exchange, d.if_unused)?;
                 if !d.nowait {
@@ -114,7 +155,7 @@ impl Session<'_> {
                 Ok(())
             }
             Method::ExchangeBind(b) => {
-                self.may_bind(Resource::Exchange(&b.destination), &b.source)?;
+                self.may_bind(&b.destination, &b.source, &b.routing_key)?;
                 let vhost = self.conn.vhost_id;
                 let dest = self.broker.exchange_dest(vhost, &b.destination)?;
                 self.broker
@@ -125,7 +166,7 @@ impl Session<'_> {
                 Ok(())
             }
             Method::ExchangeUnbind(b) => {
-                self.may_bind(Resource::Exchange(&b.destination), &b.source)?;
+                self.may_bind(&b.destination, &b.source, &b.routing_key)?;
                 // A destination that no longer exists is not an error (see Broker::unbind).
                 let vhost = self.conn.vhost_id;
                 let dest = match self.broker.exchange_dest(vhost, &b.destination) {
@@ -172,7 +213,22 @@ impl Session<'_> {
                 } else {
                     d.queue
                 };
+                // RabbitMQ checks configure on the (possibly server-made) name; for a
+                // new queue with a dead-letter exchange also read on the queue and
+                // write on that exchange. The broker calls the check once, where
+                // RabbitMQ makes it (never for a passive declaration).
+                let is_new =
+                    name.is_empty() || self.broker.queue_id(self.conn.vhost_id, &name).is_none();
+                let dlx = string_arg(&d.arguments, b"x-dead-letter-exchange").cloned();
                 let (auth, user, vhost) = (self.auth, &self.conn.user, &self.conn.vhost);
+                let may_configure = |q: &[u8]| {
+                    auth.authorize(user, vhost, Permission::Configure, Resource::Queue(q))?;
+                    if let (true, Some(x)) = (is_new, &dlx) {
+                        auth.authorize(user, vhost, Permission::Read, Resource::Queue(q))?;
+                        auth.authorize(user, vhost, Permission::Write, Resource::Exchange(x))?;
+                    }
+                    Ok(())
+                };
                 let got = self.broker.declare_queue(
                     self.conn.vhost_id,
                     &QueueDecl {
@@ -184,7 +240,7 @@ impl Session<'_> {
                         arguments: d.arguments,
                     },
                     conn_key,
-                    |q| auth.authorize(user, vhost, Permission::Configure, Resource::Queue(q)),
+                    may_configure,
                 )?;
                 self.conn.channels[idx].last_queue = got.name.clone();
                 if !d.nowait {
@@ -198,8 +254,15 @@ impl Session<'_> {
                 Ok(())
             }
             Method::QueueBind(b) => {
-                let q = self.queue_for(idx, &b.queue, Permission::Write)?;
-                self.authorize(Permission::Read, Resource::Exchange(&b.exchange))?;
+                // RabbitMQ's binding_action: write on the queue, the default exchange
+                // refused, read on the exchange (and its topic permission on the key),
+                // all before either end is looked up.
+                let name = self.queue_name(idx, &b.queue)?;
+                self.authorize(Permission::Write, Resource::Queue(&name))?;
+                self.may_bind_from(&b.exchange, &b.routing_key)?;
+                let q = self
+                    .broker
+                    .find_queue(self.conn.vhost_id, &name, self.conn.key)?;
                 let vhost = self.conn.vhost_id;
                 self.broker.bind(
                     vhost,
@@ -217,12 +280,17 @@ impl Session<'_> {
                 // A queue that no longer exists is not an error (see Broker::unbind); an
                 // exclusive queue of another connection still is (405), and so is an
                 // empty name with no queue declared before on the channel.
-                let q = match self.queue_for(idx, &b.queue, Permission::Write) {
+                let name = self.queue_name(idx, &b.queue)?;
+                self.authorize(Permission::Write, Resource::Queue(&name))?;
+                self.may_bind_from(&b.exchange, &b.routing_key)?;
+                let q = match self
+                    .broker
+                    .find_queue(self.conn.vhost_id, &name, self.conn.key)
+                {
                     Ok(q) => Some(Dest::Queue(q)),
-                    Err(e) if e.code == ReplyCode::NotFound && !b.queue.is_empty() => None,
+                    Err(e) if e.code == ReplyCode::NotFound => None,
                     Err(e) => return Err(e),
                 };
-                self.authorize(Permission::Read, Resource::Exchange(&b.exchange))?;
                 let vhost = self.conn.vhost_id;
                 self.broker
                     .unbind(vhost, &b.exchange, q, &b.routing_key, &b.arguments)?;
@@ -290,6 +358,15 @@ impl Session<'_> {
                 self.consume_replies(idx, ch, c)
             }
             Method::BasicConsume(c) => {
+                // RabbitMQ refuses a tag in use before it checks the queue's permission.
+                if !c.consumer_tag.is_empty()
+                    && self.conn.channels[idx].consumer(&c.consumer_tag).is_some()
+                {
+                    return Err(AmqpError::new(
+                        ReplyCode::NotAllowed,
+                        format!("attempt to reuse consumer tag '{}'", show(&c.consumer_tag)),
+                    ));
+                }
                 let q = self.queue_for(idx, &c.queue, Permission::Read)?;
                 let tag = if c.consumer_tag.is_empty() {
                     self.broker.consumer_tag()
@@ -428,11 +505,9 @@ impl Session<'_> {
         }
     }
 
-    /// Resolves a queue name from a method ("" = the channel's last declared queue),
-    /// checks that the user may `perm` it (before looking it up, as RabbitMQ does) and
-    /// finds it. Errors: 404 no previously declared queue, 403 refused, 404/405 from
-    /// `Broker::find_queue`.
-    fn queue_for(&self, idx: usize, name: &Bytes, perm: Permission) -> Result<QueueId, AmqpError> {
+    /// A queue name from a method: "" is the channel's last declared queue (404 "no
+    /// previously declared queue" when there is none), as RabbitMQ's expand_shortcuts.
+    fn queue_name(&self, idx: usize, name: &Bytes) -> Result<Bytes, AmqpError> {
         let name = if name.is_empty() {
             &self.conn.channels[idx].last_queue
         } else {
@@ -441,9 +516,18 @@ impl Session<'_> {
         if name.is_empty() {
             return Err(not_found("no previously declared queue"));
         }
-        self.authorize(perm, Resource::Queue(name))?;
+        Ok(name.clone())
+    }
+
+    /// Resolves a queue name from a method ([`Session::queue_name`]), checks that the
+    /// user may `perm` it (before looking it up, as RabbitMQ does) and finds it.
+    /// Errors: 404 no previously declared queue, 403 refused, 404/405 from
+    /// `Broker::find_queue`.
+    fn queue_for(&self, idx: usize, name: &Bytes, perm: Permission) -> Result<QueueId, AmqpError> {
+        let name = self.queue_name(idx, name)?;
+        self.authorize(perm, Resource::Queue(&name))?;
         self.broker
-            .find_queue(self.conn.vhost_id, name, self.conn.key)
+            .find_queue(self.conn.vhost_id, &name, self.conn.key)
     }
 
     /// Whether this connection's user may `perm` the `resource` in its vhost (403 with
@@ -453,11 +537,72 @@ impl Session<'_> {
             .authorize(&self.conn.user, &self.conn.vhost, perm, resource)
     }
 
-    /// exchange.bind/unbind: write on the destination, read on the source exchange
-    /// (RabbitMQ's `binding_action`; queue.bind checks the queue through `queue_for`).
-    fn may_bind(&self, dest: Resource<'_>, source: &[u8]) -> Result<(), AmqpError> {
-        self.authorize(Permission::Write, dest)?;
-        self.authorize(Permission::Read, Resource::Exchange(source))
+    /// exchange.bind/unbind, in RabbitMQ's order (`binding_action`): write on the
+    /// destination exchange, then the source's checks ([`Session::may_bind_from`]), the
+    /// default exchange refused at either end in between.
+    fn may_bind(&self, dest: &[u8], source: &[u8], key: &[u8]) -> Result<(), AmqpError> {
+        self.authorize(Permission::Write, Resource::Exchange(dest))?;
+        if dest.is_empty() {
+            return Err(default_exchange());
+        }
+        self.may_bind_from(source, key)
+    }
+
+    /// The source side of a binding: the default exchange is refused, read on the
+    /// source, and when it exists and is a topic exchange, the user's topic permission
+    /// to read `key` (RabbitMQ's `check_read_permitted_on_topic`).
+    fn may_bind_from(&self, source: &[u8], key: &[u8]) -> Result<(), AmqpError> {
+        if source.is_empty() {
+            return Err(default_exchange());
+        }
+        self.authorize(Permission::Read, Resource::Exchange(source))?;
+        let topic = self
+            .broker
+            .exchange_id(self.conn.vhost_id, source)
+            .and_then(|id| self.broker.exchange(id))
+            .is_some_and(|x| x.kind == ExchangeKind::Topic);
+        if topic {
+            self.authorize_topic(Permission::Read, source, key)?;
+        }
+        Ok(())
+    }
+
+    /// The user's topic permission `perm` on `routing_key` at `exchange` (a topic
+    /// exchange): RabbitMQ's `check_{read,write}_permitted_on_topic`.
+    fn authorize_topic(
+        &self,
+        perm: Permission,
+        exchange: &[u8],
+        routing_key: &[u8],
+    ) -> Result<(), AmqpError> {
+        self.auth.authorize_topic(
+            &self.conn.user,
+            &self.conn.vhost,
+            perm,
+            exchange,
+            routing_key,
+        )
+    }
+
+    /// A publish's checks when the channel's cache does not answer, in RabbitMQ's
+    /// order: write on the exchange, the exchange itself (404, internal 403), the
+    /// topic permission on the routing key. Ok is the exchange and whether it is a
+    /// topic exchange.
+    fn publish_checks(
+        &self,
+        exchange: &[u8],
+        routing_key: &[u8],
+    ) -> Result<(crate::broker::ExchangeId, bool), AmqpError> {
+        self.authorize(Permission::Write, Resource::Exchange(exchange))?;
+        let id = self.broker.publish_target(self.conn.vhost_id, exchange)?;
+        let topic = self
+            .broker
+            .exchange(id)
+            .is_some_and(|x| x.kind == ExchangeKind::Topic);
+        if topic {
+            self.authorize_topic(Permission::Write, exchange, routing_key)?;
+        }
+        Ok((id, topic))
     }
 
     fn mark_channel_queues_dirty(&mut self, idx: usize) {
@@ -508,15 +653,30 @@ impl Session<'_> {
             return Ok(());
         };
         if let Some(ops) = c.tx.as_mut() {
-            // Check the exchange now so that the error comes with the publish, as in RabbitMQ.
+            // Check the exchange now so that the error comes with the publish, as in
+            // RabbitMQ (the write permission, the exchange, the topic permission).
             self.auth.authorize(
                 &conn.user,
                 &conn.vhost,
                 Permission::Write,
                 Resource::Exchange(&publish.exchange),
             )?;
-            self.broker
+            let x = self
+                .broker
                 .publish_target(conn.vhost_id, &publish.exchange)?;
+            if self
+                .broker
+                .exchange(x)
+                .is_some_and(|x| x.kind == ExchangeKind::Topic)
+            {
+                self.auth.authorize_topic(
+                    &conn.user,
+                    &conn.vhost,
+                    Permission::Write,
+                    &publish.exchange,
+                    &publish.routing_key,
+                )?;
+            }
             // As RabbitMQ, the reply address is filled in as the publish arrives.
             let properties = fast_reply_to(c.reply.as_ref(), properties)?;
             ops.push(TxOp::Publish {
@@ -527,28 +687,6 @@ impl Session<'_> {
             return Ok(());
         }
         self.route_publish(ch, publish, properties, body)
-    }
-
-    /// exchange.declare of a new exchange with an `alternate-exchange`: RabbitMQ
-    /// (`rabbit_channel`) also wants read on the exchange and write on its alternate,
-    /// since publishing to the one writes to the other. Checked after what RabbitMQ
-    /// checks first (an existing exchange, the `amq.` prefix, the type, a string value),
-    /// which `Broker::declare_exchange` then reports.
-    fn may_use_alternate(&self, d: &exchange::Declare) -> Result<(), AmqpError> {
-        let Some(FieldValue::LongStr(ae)) = d.arguments.get(b"alternate-exchange") else {
-            return Ok(());
-        };
-        if d.exchange.starts_with(b"amq.")
-            || ExchangeKind::parse(&d.kind).is_none()
-            || self
-                .broker
-                .exchange_id(self.conn.vhost_id, &d.exchange)
-                .is_some()
-        {
-            return Ok(());
-        }
-        self.authorize(Permission::Read, Resource::Exchange(&d.exchange))?;
-        self.authorize(Permission::Write, Resource::Exchange(ae))
     }
 
     /// basic.consume of `amq.rabbitmq.reply-to` (RabbitMQ's clause, in its order): a
@@ -597,25 +735,43 @@ impl Session<'_> {
         properties: Bytes,
         body: Bytes,
     ) -> Result<(), AmqpError> {
+        // Only the exchange's name, the generation and (on a topic exchange) the key
+        // are compared on a hit: a plain publish pays no permission lookup.
+        let generation = self.auth.generation();
         let cached = self
             .conn
             .channel(ch)
             .and_then(|c| c.last_exchange.as_ref())
-            .filter(|(name, id)| *name == p.exchange && self.broker.exchange(*id).is_some())
-            .map(|(_, id)| *id);
+            .filter(|c| {
+                c.name == p.exchange
+                    && c.generation == generation
+                    && self.broker.exchange(c.id).is_some()
+            })
+            .map(|c| (c.id, c.topic, c.topic_key.as_ref() == Some(&p.routing_key)));
         let x = match cached {
-            Some(id) => id,
+            Some((id, false, _)) | Some((id, true, true)) => id,
+            Some((id, true, false)) => {
+                // Another key on a cached topic exchange: only the topic permission.
+                self.authorize_topic(Permission::Write, &p.exchange, &p.routing_key)?;
+                if let Some(c) = self
+                    .conn
+                    .channel_mut(ch)
+                    .and_then(|c| c.last_exchange.as_mut())
+                {
+                    c.topic_key = Some(p.routing_key.clone());
+                }
+                id
+            }
             None => {
-                // Write permission is checked here only: a hit in the channel's cache
-                // was allowed when it was filled (once per channel and exchange, as
-                // RabbitMQ's per-channel permission cache; a permission change must
-                // clear `last_exchange`).
-                self.authorize(Permission::Write, Resource::Exchange(&p.exchange))?;
-                let id = self
-                    .broker
-                    .publish_target(self.conn.vhost_id, &p.exchange)?;
+                let (id, topic) = self.publish_checks(&p.exchange, &p.routing_key)?;
                 if let Some(c) = self.conn.channel_mut(ch) {
-                    c.last_exchange = Some((p.exchange.clone(), id));
+                    c.last_exchange = Some(ExchangeCache {
+                        name: p.exchange.clone(),
+                        id,
+                        generation,
+                        topic,
+                        topic_key: topic.then(|| p.routing_key.clone()),
+                    });
                 }
                 id
             }
@@ -651,7 +807,15 @@ impl Session<'_> {
             let user = BasicProperties::decode(&properties)
                 .ok()
                 .and_then(|p| p.user_id);
-            if let Some(u) = user.filter(|u| u[..] != *self.conn.user.name().as_bytes()) {
+            // RabbitMQ lets an `impersonator` claim any user id.
+            let impersonator = || {
+                self.auth
+                    .tags(&self.conn.user)
+                    .contains(&crate::auth::Tag::Impersonator)
+            };
+            if let Some(u) =
+                user.filter(|u| u[..] != *self.conn.user.name().as_bytes() && !impersonator())
+            {
                 return Err(precondition(format!(
                     "user_id property set to '{}' but authenticated user was '{}'",
                     show(&u),
@@ -903,4 +1067,201 @@ pub fn deliver_reply(conn: &mut Connection, r: &Reply) -> bool {
     conn.out
         .write_content(r.channel, &r.properties, &Body::Shared(&r.body), frame_max);
     true
+}
+
+/// RabbitMQ's refusal of an operation on the default exchange.
+fn default_exchange() -> AmqpError {
+    access_refused("operation not permitted on the default exchange")
+}
+
+/// A long-string argument (RabbitMQ's `r_arg`: another type is left to the broker's
+/// argument validation).
+fn string_arg<'a>(args: &'a FieldTable, key: &[u8]) -> Option<&'a Bytes> {
+    match args.get(key) {
+        Some(FieldValue::LongStr(s)) => Some(s),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Topic permissions and the publish cache, driven in-process (the integration
+    //! tests set topic permissions through `/api/topic-permissions`, another module's).
+    use super::*;
+    use crate::auth::{Credential, Pattern, Permissions};
+    use crate::config::Config;
+    use crate::proto::{frame, FieldTable};
+    use crate::server::Server;
+
+    struct Client {
+        server: Server,
+        key: usize,
+    }
+
+    impl Client {
+        /// User "u" (everything on "/", topic permission on amq.topic: write `^pub\.`,
+        /// read `^sub\.`) with channel 1 open in confirm mode.
+        fn open() -> Client {
+            let mut server = Server::new(Config::default());
+            let any = || Pattern::parse(".*").unwrap();
+            server
+                .auth
+                .put_user("u", Credential::Password(b"pw".to_vec()), Vec::new())
+                .unwrap();
+            server.auth.set_permissions(
+                "u",
+                "/",
+                Permissions {
+                    configure: any(),
+                    write: any(),
+                    read: any(),
+                },
+            );
+            let mut c = Client {
+                key: server.open("127.0.0.1:40000".parse().unwrap(), None),
+                server,
+            };
+            c.set_topic("^pub\\.", "^sub\\.");
+            c.server.feed(c.key, frame::PROTOCOL_HEADER);
+            c.send(
+                0,
+                Method::ConnectionStartOk(connection::StartOk {
+                    client_properties: FieldTable::new(),
+                    mechanism: Bytes::from_static(b"PLAIN"),
+                    response: Bytes::from_static(b"\0u\0pw"),
+                    locale: Bytes::from_static(b"en_US"),
+                }),
+            );
+            c.send(
+                0,
+                Method::ConnectionTuneOk(connection::TuneOk {
+                    channel_max: 2047,
+                    frame_max: 131_072,
+                    heartbeat: 0,
+                }),
+            );
+            let out = c.send(
+                0,
+                Method::ConnectionOpen(connection::Open {
+                    virtual_host: Bytes::from_static(b"/"),
+                    ..Default::default()
+                }),
+            );
+            assert!(matches!(out[..], [Method::ConnectionOpenOk(_)]), "{out:?}");
+            c.send(1, Method::ChannelOpen(channel::Open::default()));
+            c.send(1, Method::ConfirmSelect(confirm::Select { nowait: false }));
+            c
+        }
+
+        fn set_topic(&mut self, write: &str, read: &str) {
+            let p = |s: &str| Pattern::parse(s).unwrap();
+            assert!(self.server.auth.set_topic_permissions(
+                "u",
+                "/",
+                "amq.topic",
+                p(write),
+                p(read)
+            ));
+        }
+
+        /// The methods the server answers (content frames skipped).
+        fn send_raw(&mut self, b: &[u8]) -> Vec<Method> {
+            let out = self.server.feed(self.key, b);
+            let mut v = Vec::new();
+            let mut rest = &out[..];
+            while let Ok(Some(h)) = frame::parse(rest, 0) {
+                if h.kind == frame::FRAME_METHOD {
+                    let payload = Bytes::copy_from_slice(&rest[7..7 + h.size as usize]);
+                    v.push(Method::decode(&payload).unwrap());
+                }
+                rest = &rest[h.total_len()..];
+            }
+            v
+        }
+
+        fn send(&mut self, ch: u16, m: Method) -> Vec<Method> {
+            let mut b = bytes::BytesMut::new();
+            frame::write_method(&mut b, ch, &m);
+            self.send_raw(&b)
+        }
+
+        fn publish_to(&mut self, exchange: &'static str, key: &str) -> Vec<Method> {
+            let mut b = bytes::BytesMut::new();
+            let p = basic::Publish {
+                exchange: Bytes::from_static(exchange.as_bytes()),
+                routing_key: Bytes::copy_from_slice(key.as_bytes()),
+                ..Default::default()
+            };
+            frame::write_method(&mut b, 1, &Method::BasicPublish(p));
+            frame::write_content_header(&mut b, 1, 1, &[0, 0]);
+            frame::write_body(&mut b, 1, b"m", 131_072);
+            self.send_raw(&b)
+        }
+
+        fn publish(&mut self, key: &str) -> Vec<Method> {
+            self.publish_to("amq.topic", key)
+        }
+
+        fn bind(&mut self, key: &str) -> Vec<Method> {
+            self.send(
+                1,
+                Method::QueueBind(queue::Bind {
+                    queue: Bytes::from_static(b"q"),
+                    exchange: Bytes::from_static(b"amq.topic"),
+                    routing_key: Bytes::copy_from_slice(key.as_bytes()),
+                    ..Default::default()
+                }),
+            )
+        }
+    }
+
+    fn refused(out: &[Method], key: &str) {
+        let want = format!(
+            "ACCESS_REFUSED - access to topic '{key}' in exchange 'amq.topic' in vhost '/' refused for user 'u'"
+        );
+        match out {
+            [Method::ChannelClose(c)] => {
+                assert_eq!((c.reply_code, &c.reply_text[..]), (403, want.as_bytes()));
+            }
+            other => panic!("expected a 403 channel.close, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn topic_permissions_check_publish_keys_and_follow_changes() {
+        let mut c = Client::open();
+        assert!(matches!(c.publish("pub.a")[..], [Method::BasicAck(_)]));
+        assert!(matches!(c.publish("pub.a")[..], [Method::BasicAck(_)]));
+        assert!(matches!(c.publish("pub.b")[..], [Method::BasicAck(_)]));
+        refused(&c.publish("other"), "other");
+
+        // Narrowed while the channel has the exchange and the key cached.
+        let mut c = Client::open();
+        assert!(matches!(c.publish("pub.a")[..], [Method::BasicAck(_)]));
+        c.set_topic("^x$", "^sub\\.");
+        refused(&c.publish("pub.a"), "pub.a");
+
+        // A plain (not topic) exchange is never checked by key.
+        let mut c = Client::open();
+        c.set_topic("^x$", "^x$");
+        assert!(matches!(
+            c.publish_to("amq.direct", "other")[..],
+            [Method::BasicAck(_)]
+        ));
+    }
+
+    #[test]
+    fn topic_permissions_check_binding_keys() {
+        let mut c = Client::open();
+        let out = c.send(
+            1,
+            Method::QueueDeclare(queue::Declare {
+                queue: Bytes::from_static(b"q"),
+                ..Default::default()
+            }),
+        );
+        assert!(matches!(out[..], [Method::QueueDeclareOk(_)]));
+        assert!(matches!(c.bind("sub.#")[..], [Method::QueueBindOk(_)]));
+        refused(&c.bind("pub.#"), "pub.#");
+    }
 }

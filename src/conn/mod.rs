@@ -232,6 +232,9 @@ pub struct Connection {
     pub client_properties: crate::proto::FieldTable,
     /// The SASL mechanism the client logged in with ("" until start-ok).
     pub auth_mechanism: Bytes,
+    /// The name SASL EXTERNAL logs in as: the verified TLS client certificate's
+    /// (`--tls-login-from`); None on plain TCP or without a certificate.
+    pub external_name: Option<Arc<str>>,
     pub last_recv: Instant,
     pub last_sent: Instant,
     /// When a Closing connection gives up waiting for close-ok, or a Lingering one
@@ -289,6 +292,7 @@ impl Connection {
                 .map_or(0, |d| d.as_millis() as u64),
             client_properties: crate::proto::FieldTable::new(),
             auth_mechanism: Bytes::new(),
+            external_name: None,
             last_recv: now,
             last_sent: now,
             close_deadline: None,
@@ -383,6 +387,11 @@ impl Connection {
             connected_at: self.connected_at,
             client_properties: self.client_properties.clone(),
             auth_mechanism: String::from_utf8_lossy(&self.auth_mechanism).into_owned(),
+            tls: self
+                .transport
+                .as_ref()
+                .and_then(Transport::as_tls)
+                .and_then(|t| t.info()),
         }
     }
 }

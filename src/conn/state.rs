@@ -20,6 +20,7 @@
 use bytes::{Bytes, BytesMut};
 use log::{debug, info, warn};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::{self, Auth};
@@ -201,11 +202,25 @@ impl Session<'_> {
             return false;
         }
         let _ = self.conn.consume(8);
+        // A TLS client whose certificate was verified may log in with it (EXTERNAL);
+        // the handshake is over by now, so the certificate is known.
+        self.conn.external_name = self
+            .conn
+            .transport
+            .as_ref()
+            .and_then(crate::net::Transport::as_tls)
+            .and_then(|t| t.peer_name(self.config.tls_login_from))
+            .map(Arc::from);
+        let mechanisms = if self.conn.external_name.is_some() {
+            Bytes::from_static(auth::MECHANISMS_EXTERNAL)
+        } else {
+            Bytes::from_static(auth::MECHANISMS)
+        };
         let start = connection::Start {
             version_major: 0,
             version_minor: 9,
             server_properties: server_properties(),
-            mechanisms: Bytes::from_static(auth::MECHANISMS),
+            mechanisms,
             locales: Bytes::from_static(b"en_US"),
         };
         self.send(0, &Method::ConnectionStart(start));
@@ -339,10 +354,19 @@ impl Session<'_> {
                     self.conn.caps.authentication_failure_close =
                         flag(b"authentication_failure_close");
                 }
-                match self
-                    .auth
-                    .authenticate(&ok.mechanism, &ok.response, self.conn.peer)
-                {
+                let login = match &self.conn.external_name {
+                    Some(name) if &ok.mechanism[..] == b"EXTERNAL" => {
+                        info!(
+                            "{}: EXTERNAL login as '{name}' (TLS client certificate)",
+                            self.conn.peer
+                        );
+                        self.auth.login_external(name, self.conn.peer)
+                    }
+                    _ => self
+                        .auth
+                        .authenticate(&ok.mechanism, &ok.response, self.conn.peer),
+                };
+                match login {
                     Ok(user) => {
                         self.conn.user = user;
                         self.conn.auth_mechanism = ok.mechanism.clone();

@@ -191,12 +191,13 @@ impl HttpConn {
         }
         self.out.clear();
         self.written = 0;
-        Ok(true)
+        // TLS records the socket has not taken yet (handshake, tail of a response).
+        self.transport.flush_pending()
     }
 
     /// The socket wants WRITABLE: bytes left over after a would-block.
     pub fn blocked_on_write(&self) -> bool {
-        self.pending_out() > 0
+        self.pending_out() > 0 || self.transport.wants_write()
     }
 
     /// Done: closing and everything written, or the peer gone.

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::access;
 use super::exchanges::path_name;
 use super::{
     binding_json, json_body, json_table, list, method_not_allowed, properties_key, vhost, ApiError,
@@ -31,9 +32,18 @@ pub fn route(
         "e" => Some(DestinationType::Exchange),
         _ => None,
     };
+    // RabbitMQ's `is_authorized_vhost` for any path naming a vhost; creating and
+    // deleting a binding then need the AMQP permissions of queue.bind.
+    if let Some(vh) = s.get(1) {
+        if let Err(e) = access::require_vhost(server, caller, vh) {
+            return Some(Err(e));
+        }
+    }
     let r = match s.as_slice() {
-        ["bindings"] if get => list(req, all(server, None)),
-        ["bindings", vh] if get => vhost(server, vh).and_then(|_| list(req, all(server, Some(vh)))),
+        ["bindings"] if get => list(req, all(server, caller, None)),
+        ["bindings", vh] if get => {
+            vhost(server, vh).and_then(|_| list(req, all(server, caller, Some(vh))))
+        }
         ["bindings"] | ["bindings", _] => Ok(method_not_allowed()),
         ["bindings", vh, "e", src, k, dst] => {
             let dt = kind(k)?;
@@ -60,10 +70,13 @@ pub fn route(
     Some(r)
 }
 
-fn all(server: &Server, only: Option<&str>) -> Vec<Value> {
+/// The bindings (of vhost `only`) in the vhosts `caller` may see.
+fn all(server: &Server, caller: &Caller, only: Option<&str>) -> Vec<Value> {
     ops::bindings(&server.broker)
         .iter()
-        .filter(|b| only.is_none_or(|v| &*b.vhost == v))
+        .filter(|b| {
+            only.is_none_or(|v| &*b.vhost == v) && access::visible_vhost(server, caller, &b.vhost)
+        })
         .map(binding_json)
         .collect()
 }
@@ -137,7 +150,7 @@ fn dest(server: &Server, vh: &str, dt: DestinationType, dst: &str) -> Result<Des
 }
 
 /// The checks RabbitMQ makes for queue.bind/unbind: write on the destination, read on
-/// the source.
+/// the source, and the topic permission to read `key` on a topic source.
 fn authorize(
     server: &Server,
     caller: &Caller,
@@ -145,23 +158,21 @@ fn authorize(
     src: &str,
     dt: DestinationType,
     dst: &str,
+    key: &[u8],
 ) -> Result<(), ApiError> {
     let d = match dt {
         DestinationType::Queue => Resource::Queue(dst.as_bytes()),
         DestinationType::Exchange => Resource::Exchange(dst.as_bytes()),
     };
-    server
-        .auth
-        .authorize(&caller.user, vh, Permission::Write, d)
-        .and_then(|_| {
-            server.auth.authorize(
-                &caller.user,
-                vh,
-                Permission::Read,
-                Resource::Exchange(src.as_bytes()),
-            )
-        })
-        .map_err(ApiError::from)
+    access::authorize(server, caller, vh, Permission::Write, d)?;
+    access::authorize(
+        server,
+        caller,
+        vh,
+        Permission::Read,
+        Resource::Exchange(src.as_bytes()),
+    )?;
+    access::check_topic(server, caller, vh, Permission::Read, src, key).map_err(ApiError::from)
 }
 
 /// `POST /api/bindings/{vhost}/e/{src}/{q|e}/{dst}` with `routing_key` (default "")
@@ -192,7 +203,7 @@ fn create(
         return Err(no_such("exchange", src, vh));
     }
     let d = dest(server, vh, dt, dst)?;
-    authorize(server, caller, vh, src, dt, dst)?;
+    authorize(server, caller, vh, src, dt, dst, key.as_bytes())?;
     let props = properties_key(&key, &args);
     server
         .broker
@@ -219,7 +230,7 @@ fn delete(
     }
     let b = find(server, vh, src, dt, dst, props)?;
     let d = dest(server, vh, dt, dst)?;
-    authorize(server, caller, vh, src, dt, dst)?;
+    authorize(server, caller, vh, src, dt, dst, &b.routing_key)?;
     server
         .broker
         .unbind(v, src.as_bytes(), Some(d), &b.routing_key, &b.arguments)

@@ -7,6 +7,7 @@
 
 use serde_json::{json, Value};
 
+use super::access;
 use super::{list, method_not_allowed, table_json, vhost, ApiError, ApiResult, Caller};
 use crate::http::{Request, Response};
 use crate::ops::{self, ChannelInfo, ConnectionInfo};
@@ -24,13 +25,22 @@ pub fn route(
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = req.method.as_str();
     let get = m == "GET" || m == "HEAD";
+    // RabbitMQ: the per-vhost lists need the vhost (`is_authorized_vhost`); every list
+    // shows a non-monitor only its own connections, channels and consumers
+    // (`filter_user`); one connection or channel is for its owner, monitors, and (to
+    // close it) administrators (`is_authorized_user`).
+    if let ["vhosts", vh, "connections" | "channels"] = s.as_slice() {
+        if let Err(e) = access::require_vhost(server, caller, vh) {
+            return Some(Err(e));
+        }
+    }
     let r = match s.as_slice() {
-        ["connections"] if get => list(req, connections(server, None)),
+        ["connections"] if get => list(req, connections(server, caller, None)),
         ["vhosts", vh, "connections"] if get => {
-            vhost(server, vh).and_then(|_| list(req, connections(server, Some(vh))))
+            vhost(server, vh).and_then(|_| list(req, connections(server, caller, Some(vh))))
         }
         ["connections", name] => match m {
-            "GET" | "HEAD" => find(server, name).map(|i| {
+            "GET" | "HEAD" => find(server, caller, name, false).map(|i| {
                 let mut v = conn_json(server, &i);
                 // `?data_rates_age=600&data_rates_incr=5`: the byte counters' samples.
                 if let (Some(w), Value::Object(m)) = (
@@ -41,7 +51,7 @@ pub fn route(
                 }
                 Response::json(200, &v)
             }),
-            "DELETE" => find(server, name).map(|i| {
+            "DELETE" => find(server, caller, name, true).map(|i| {
                 let reason = req
                     .header("x-reason")
                     .map(str::trim)
@@ -58,18 +68,18 @@ pub fn route(
             _ => Ok(method_not_allowed()),
         },
         ["connections", name, "channels"] if get => {
-            find(server, name).and_then(|i| list(req, channels_of(server, &i)))
+            find(server, caller, name, false).and_then(|i| list(req, channels_of(server, &i)))
         }
-        ["channels"] if get => list(req, channels(server, None)),
+        ["channels"] if get => list(req, channels(server, caller, None)),
         ["vhosts", vh, "channels"] if get => {
-            vhost(server, vh).and_then(|_| list(req, channels(server, Some(vh))))
+            vhost(server, vh).and_then(|_| list(req, channels(server, caller, Some(vh))))
         }
         ["channels", name] if get => {
-            one_channel(server, req, name).map(|v| Response::json(200, &v))
+            one_channel(server, caller, req, name).map(|v| Response::json(200, &v))
         }
-        ["consumers"] if get => list(req, consumers(server, None)),
+        ["consumers"] if get => list(req, consumers(server, caller, None)),
         ["consumers", vh] if get => {
-            vhost(server, vh).and_then(|_| list(req, consumers(server, Some(vh))))
+            vhost(server, vh).and_then(|_| list(req, consumers(server, caller, Some(vh))))
         }
         ["connections" | "channels" | "consumers"]
         | ["channels" | "consumers", _]
@@ -80,21 +90,30 @@ pub fn route(
     Some(r)
 }
 
-/// Snapshots of the connections (of vhost `only`), in key order. A connection that
-/// is gone but not yet reaped is left out, as RabbitMQ drops it from its list.
-fn infos(server: &Server, only: Option<&str>) -> Vec<ConnectionInfo> {
+/// Snapshots of the connections (of vhost `only`) `caller` may see, in key order. A
+/// connection that is gone but not yet reaped is left out, as RabbitMQ drops it from
+/// its list.
+fn infos(server: &Server, caller: &Caller, only: Option<&str>) -> Vec<ConnectionInfo> {
     server
         .conns
         .iter()
+        .filter(|(_, c)| access::visible_owner(caller, c.user.name()))
         .map(|(_, c)| c.info())
         .filter(|i| i.state != "closed" && only.is_none_or(|v| &*i.vhost == v))
         .collect()
 }
 
-/// The connection named `name` ("peer -> local"), or 404. Names are compared before
-/// a snapshot is taken: only the one found has its client properties copied.
-fn find(server: &Server, name: &str) -> Result<ConnectionInfo, ApiError> {
-    server
+/// The connection named `name` ("peer -> local"), or 404; 401 when `caller` may not
+/// look at it (or, `delete`, close it): see `access::require_owner`. Names are
+/// compared before a snapshot is taken: only the one found has its client properties
+/// copied.
+fn find(
+    server: &Server,
+    caller: &Caller,
+    name: &str,
+    delete: bool,
+) -> Result<ConnectionInfo, ApiError> {
+    let i = server
         .conns
         .iter()
         .find(|(_, c)| {
@@ -103,11 +122,13 @@ fn find(server: &Server, name: &str) -> Result<ConnectionInfo, ApiError> {
         })
         .map(|(_, c)| c.info())
         .filter(|i| i.state != "closed")
-        .ok_or_else(ApiError::not_found)
+        .ok_or_else(ApiError::not_found)?;
+    access::require_owner(caller, &i.user, delete)?;
+    Ok(i)
 }
 
-fn connections(server: &Server, only: Option<&str>) -> Vec<Value> {
-    infos(server, only)
+fn connections(server: &Server, caller: &Caller, only: Option<&str>) -> Vec<Value> {
+    infos(server, caller, only)
         .iter()
         .map(|i| conn_json(server, i))
         .collect()
@@ -146,14 +167,14 @@ fn conn_json(server: &Server, i: &ConnectionInfo) -> Value {
         "recv_cnt": 0,
         "send_cnt": 0,
         "send_pend": 0,
-        "ssl": false,
-        "ssl_protocol": null,
-        "ssl_key_exchange": null,
-        "ssl_cipher": null,
-        "ssl_hash": null,
-        "peer_cert_subject": null,
-        "peer_cert_issuer": null,
-        "peer_cert_validity": null,
+        "ssl": i.tls.is_some(),
+        "ssl_protocol": i.tls.as_ref().map(|t| t.protocol),
+        "ssl_key_exchange": i.tls.as_ref().map(|t| &t.key_exchange),
+        "ssl_cipher": i.tls.as_ref().map(|t| &t.cipher),
+        "ssl_hash": i.tls.as_ref().map(|t| &t.hash),
+        "peer_cert_subject": i.tls.as_ref().and_then(|t| t.peer_cert_subject.as_ref()),
+        "peer_cert_issuer": i.tls.as_ref().and_then(|t| t.peer_cert_issuer.as_ref()),
+        "peer_cert_validity": i.tls.as_ref().and_then(|t| t.peer_cert_validity.as_ref()),
         "type": "network",
     });
     if let (Value::Object(m), Some(io)) = (&mut v, io) {
@@ -213,8 +234,8 @@ fn channels_of(server: &Server, i: &ConnectionInfo) -> Vec<Value> {
     chans.iter().map(|ch| channel_json(server, i, ch)).collect()
 }
 
-fn channels(server: &Server, only: Option<&str>) -> Vec<Value> {
-    infos(server, only)
+fn channels(server: &Server, caller: &Caller, only: Option<&str>) -> Vec<Value> {
+    infos(server, caller, only)
         .iter()
         .flat_map(|i| channels_of(server, i))
         .collect()
@@ -222,13 +243,18 @@ fn channels(server: &Server, only: Option<&str>) -> Vec<Value> {
 
 /// `/api/channels/{name}`: the channel with its consumers, and with
 /// `?msg_rates_age=...&msg_rates_incr=...` its counters' samples.
-fn one_channel(server: &Server, req: &Request, name: &str) -> Result<Value, ApiError> {
+fn one_channel(
+    server: &Server,
+    caller: &Caller,
+    req: &Request,
+    name: &str,
+) -> Result<Value, ApiError> {
     let (conn_name, number) = name
         .strip_suffix(')')
         .and_then(|n| n.rsplit_once(" ("))
         .and_then(|(c, n)| n.parse::<u16>().ok().map(|n| (c, n)))
         .ok_or_else(ApiError::not_found)?;
-    let i = find(server, conn_name)?;
+    let i = find(server, caller, conn_name, false)?;
     let ch = server
         .conns
         .get(i.conn)
@@ -255,10 +281,17 @@ fn one_channel(server: &Server, req: &Request, name: &str) -> Result<Value, ApiE
     Ok(v)
 }
 
-fn consumers(server: &Server, only: Option<&str>) -> Vec<Value> {
+/// The consumers (of vhost `only`) on connections `caller` may see.
+fn consumers(server: &Server, caller: &Caller, only: Option<&str>) -> Vec<Value> {
+    let own = |conn: usize| {
+        server
+            .conns
+            .get(conn)
+            .is_some_and(|k| access::visible_owner(caller, k.user.name()))
+    };
     ops::consumers(&server.broker)
         .iter()
-        .filter(|c| only.is_none_or(|v| &*c.vhost == v))
+        .filter(|c| only.is_none_or(|v| &*c.vhost == v) && own(c.conn))
         .map(|c| super::consumer_json(server, c))
         .collect()
 }

@@ -1,22 +1,33 @@
 //! `/api/definitions` and `/api/definitions/{vhost}`: export (`GET`) and import
-//! (`POST`) of users, vhosts, permissions, exchanges, queues and bindings in RabbitMQ
-//! 3.10's JSON format, so a file exported from RabbitMQ imports into Warren and back.
+//! (`POST`) of users (password hashes, tags, limits), vhosts, permissions, topic
+//! permissions, vhost limits, exchanges, queues and bindings in RabbitMQ 3.10's JSON
+//! format, so a file exported from RabbitMQ imports into Warren and back; and the same
+//! import of a file at start-up (`--definitions FILE`, [`load_file`]).
 //!
 //! Import is in three steps, so that a bad file changes nothing: [`parse_definitions`]
-//! (pure, fuzzed: shape, types, names, arguments), then a plan against the broker
-//! (inequivalent redeclares, reserved names, permissions) that mutates nothing, then the
-//! apply. What Warren cannot hold is skipped with a log line, never an error: users
-//! other than the ones it has (issue 11 adds users), policies, parameters, permission
-//! patterns beyond `.*` and `""`, objects of a vhost that neither exists nor is in the
-//! file, and bindings whose ends are missing (RabbitMQ skips those too).
+//! (pure, fuzzed: shape, types, names, arguments, regular expressions, password hashes
+//! and their algorithm, limits), then a plan against the broker and the users
+//! (inequivalent redeclares, reserved names, unknown users and vhosts of permissions,
+//! the importer's permissions, the queues it adds against a vhost's max-queues) that
+//! mutates nothing, then the apply. What Warren cannot
+//! hold is skipped with a log line, never an error: policies (issue 12), runtime
+//! parameters other than `vhost-limits` (shovels, federation upstreams), global
+//! parameters (`cluster_name`, `internal_cluster_id`), objects of a vhost that neither
+//! exists nor is in the file, and bindings whose ends are missing (RabbitMQ skips those
+//! too).
+
+use std::path::Path;
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::{json_table, table_json, vhost, ApiError, ApiResult, Caller};
-use crate::auth::{Pattern, Permission, Permissions, Resource};
+use crate::auth::{
+    hashing_algorithm, Credential, Pattern, Permission, Permissions, Resource, UserLimits,
+    HASHING_ALGORITHM, HASHING_ALGORITHMS,
+};
 use crate::broker::exchange::ExchangeKind;
-use crate::broker::{args, Dest, ExchangeDecl, QueueDecl};
+use crate::broker::{args, Dest, ExchangeDecl, QueueDecl, VhostLimits, VhostMeta};
 use crate::http::{Request, Response};
 use crate::ops::{self, DestinationType};
 use crate::proto::FieldTable;
@@ -25,14 +36,60 @@ use crate::server::Server;
 /// A parsed definitions file. `vhost` fields are None in a per-vhost file.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Definitions {
-    pub users: Vec<String>,
-    pub vhosts: Vec<String>,
+    pub users: Vec<UserDef>,
+    pub vhosts: Vec<VhostDef>,
     pub permissions: Vec<PermissionDef>,
+    pub topic_permissions: Vec<TopicPermissionDef>,
+    /// The `vhost-limits` runtime parameters.
+    pub vhost_limits: Vec<VhostLimitsDef>,
     pub exchanges: Vec<ExchangeDef>,
     pub queues: Vec<QueueDef>,
     pub bindings: Vec<BindingDef>,
-    /// Non-empty sections Warren does not apply (policies, parameters, ...).
+    /// What Warren does not apply (policies, other parameters, global parameters), one
+    /// log line each.
     pub ignored: Vec<String>,
+}
+
+/// How a user of the file logs in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PasswordDef {
+    /// `password_hash` with its `hashing_algorithm` (one of
+    /// [`crate::auth::HASHING_ALGORITHMS`]): base64 of a 4-byte salt and the digest of
+    /// salt ++ password, checked to decode to that many bytes.
+    Hash(String, &'static str),
+    /// `password`: clear text (RabbitMQ accepts it in hand-written files), hashed with a
+    /// fresh salt.
+    Clear(String),
+    /// `password_hash: ""`, or neither field: a user without a password (no PLAIN login).
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserDef {
+    pub name: String,
+    pub password: PasswordDef,
+    /// Every tag as given, known to Warren or not (RabbitMQ keeps any string).
+    pub tags: Vec<String>,
+    pub limits: UserLimitsDef,
+}
+
+/// A user's `limits` as given: None = not in the file (an existing user keeps its own),
+/// a negative value = no limit (RabbitMQ's -1).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserLimitsDef {
+    pub max_connections: Option<i64>,
+    pub max_channels: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VhostDef {
+    pub name: String,
+    /// `description`, else `metadata.description` (RabbitMQ 3.10 reads both).
+    pub description: Option<String>,
+    /// `tags` (a list or a comma-separated string), else `metadata.tags`.
+    pub tags: Option<Vec<String>>,
+    /// `default_queue_type`, else `metadata.default_queue_type`.
+    pub default_queue_type: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +99,23 @@ pub struct PermissionDef {
     pub configure: String,
     pub write: String,
     pub read: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicPermissionDef {
+    pub user: String,
+    pub vhost: String,
+    pub exchange: String,
+    pub write: String,
+    pub read: String,
+}
+
+/// A `vhost-limits` parameter: None = not in the file, negative = no limit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VhostLimitsDef {
+    pub vhost: Option<String>,
+    pub max_connections: Option<i64>,
+    pub max_queues: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +156,10 @@ pub fn route(
 ) -> Option<ApiResult> {
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = req.method.as_str();
+    // Definitions are for administrators only (RabbitMQ's `rabbit_mgmt_wm_definitions`).
+    if let Err(e) = super::access::require_admin(caller) {
+        return Some(Err(e));
+    }
     let r = match (s.as_slice(), m) {
         (["definitions"], "GET" | "HEAD") => Ok(export(server, req, None)),
         (["definitions"], "POST") => import(server, caller, req, None),
@@ -158,11 +236,36 @@ fn export(server: &Server, req: &Request, only: Option<&str>) -> Response {
             with_vhost(m, &b.vhost)
         })
         .collect();
+    let parameters: Vec<Value> = server
+        .broker
+        .vhosts()
+        .filter(|(_, v)| keep(&v.name))
+        .filter_map(|(_, v)| {
+            let l = &v.limits;
+            let mut value = Map::new();
+            if let Some(n) = l.max_queues {
+                value.insert("max-queues".into(), json!(n));
+            }
+            if let Some(n) = l.max_connections {
+                value.insert("max-connections".into(), json!(n));
+            }
+            if value.is_empty() {
+                return None;
+            }
+            // A parameter names its vhost also in a per-vhost export (RabbitMQ's).
+            Some(json!({
+                "value": value,
+                "vhost": &*v.name,
+                "component": "vhost-limits",
+                "name": "limits",
+            }))
+        })
+        .collect();
     let version = super::overview::RABBITMQ_VERSION;
     let body = if only.is_some() {
         json!({
             "rabbit_version": version,
-            "parameters": [],
+            "parameters": parameters,
             "policies": [],
             "queues": queues,
             "exchanges": exchanges,
@@ -174,22 +277,51 @@ fn export(server: &Server, req: &Request, only: Option<&str>) -> Response {
             .users()
             .iter()
             .map(|u| {
-                let tags: Vec<&str> = u.tags.iter().map(|t| t.name()).collect();
+                let tags: Vec<&str> = u.tags_text.iter().map(|t| &**t).collect();
                 json!({
                     "name": &*u.name,
-                    "password_hash": server.auth.password_hash(&u.name).unwrap_or_default(),
-                    "hashing_algorithm": "rabbit_password_hashing_sha256",
+                    "password_hash": u.password_hash,
+                    "hashing_algorithm": u.hashing_algorithm,
                     "tags": tags,
-                    "limits": {},
+                    "limits": user_limits_json(&u.limits),
                 })
             })
             .collect();
+        // RabbitMQ 3.10 exports a vhost's name only; its import reads `description`
+        // and `tags` too (and clears them when absent), so they are added when the
+        // vhost has them: a round trip keeps them, and a plain vhost looks as in 3.10.
         let vhosts: Vec<Value> = server
             .broker
             .vhosts()
-            .map(|(_, v)| json!({"name": &*v.name}))
+            .map(|(_, v)| {
+                let mut m = Map::new();
+                m.insert("name".into(), json!(&*v.name));
+                let meta = &v.meta;
+                if !meta.description.is_empty() || !meta.tags.is_empty() {
+                    m.insert("description".into(), json!(meta.description));
+                    m.insert("tags".into(), json!(meta.tags));
+                }
+                if let Some(t) = &meta.default_queue_type {
+                    m.insert("default_queue_type".into(), json!(t));
+                }
+                Value::Object(m)
+            })
             .collect();
         let permissions = super::overview::permissions(server);
+        let topic_permissions: Vec<Value> = server
+            .auth
+            .topic_permissions()
+            .iter()
+            .map(|t| {
+                json!({
+                    "user": &*t.user,
+                    "vhost": &*t.vhost,
+                    "exchange": &*t.exchange,
+                    "write": t.write.as_str(),
+                    "read": t.read.as_str(),
+                })
+            })
+            .collect();
         json!({
             "rabbit_version": version,
             "rabbitmq_version": version,
@@ -198,8 +330,8 @@ fn export(server: &Server, req: &Request, only: Option<&str>) -> Response {
             "users": users,
             "vhosts": vhosts,
             "permissions": permissions,
-            "topic_permissions": [],
-            "parameters": [],
+            "topic_permissions": topic_permissions,
+            "parameters": parameters,
             "global_parameters": [],
             "policies": [],
             "queues": queues,
@@ -222,6 +354,18 @@ fn export(server: &Server, req: &Request, only: Option<&str>) -> Response {
         }
         None => resp,
     }
+}
+
+/// A user's `limits` as RabbitMQ exports them: only the limits that are set.
+fn user_limits_json(l: &UserLimits) -> Value {
+    let mut m = Map::new();
+    if let Some(n) = l.max_channels {
+        m.insert("max-channels".into(), json!(n));
+    }
+    if let Some(n) = l.max_connections {
+        m.insert("max-connections".into(), json!(n));
+    }
+    Value::Object(m)
 }
 
 // ----- parsing -------------------------------------------------------------------------
@@ -285,35 +429,289 @@ fn arguments(m: &Map<String, Value>, what: &str) -> Result<FieldTable, ApiError>
         .map_err(|_| bad(format!("{what}: 'arguments' must be an object")))
 }
 
+/// A tag list: RabbitMQ's export has a list, its API and older files a
+/// comma-separated string; blanks are dropped.
+fn tag_list(v: &Value, what: &str) -> Result<Vec<String>, ApiError> {
+    let refused = || {
+        bad(format!(
+            "{what}: 'tags' must be a list of strings or a comma-separated string"
+        ))
+    };
+    let tags: Vec<String> = match v {
+        Value::Null => Vec::new(),
+        Value::String(s) => s.split(',').map(str::to_owned).collect(),
+        Value::Array(a) => a
+            .iter()
+            .map(|t| t.as_str().map(str::to_owned).ok_or_else(refused))
+            .collect::<Result<_, _>>()?,
+        _ => return Err(refused()),
+    };
+    Ok(tags
+        .into_iter()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect())
+}
+
+/// A limit's value: an integer (negative: no limit, RabbitMQ's -1).
+fn limit(v: &Value, key: &str, what: &str) -> Result<i64, ApiError> {
+    v.as_i64()
+        .ok_or_else(|| bad(format!("{what}: limit '{key}' must be an integer, not {v}")))
+}
+
+/// A permission pattern: a regular expression as RabbitMQ's (checked here, compiled
+/// again when applied).
+fn pattern(m: &Map<String, Value>, key: &str, what: &str) -> Result<String, ApiError> {
+    let s = string(m, key, what)?;
+    Pattern::parse(&s).map_err(|e| {
+        // The regex crate's error draws the pattern over several lines; its last line
+        // says what is wrong ("error: unclosed group"), which fits a one-line message.
+        let last = e.lines().rev().map(str::trim).find(|l| !l.is_empty());
+        let why = last.map_or(e.as_str(), |l| l.strip_prefix("error: ").unwrap_or(l));
+        bad(format!(
+            "{what}: '{key}' is not a valid regular expression: {why} in '{s}'"
+        ))
+    })?;
+    Ok(s)
+}
+
+/// The length of a decoded hash of RabbitMQ's `algorithm`: salt (4) and digest.
+fn hash_len(algorithm: &str) -> usize {
+    match algorithm {
+        "rabbit_password_hashing_sha512" => 4 + 64,
+        "rabbit_password_hashing_md5" => 4 + 16,
+        _ => 4 + 32,
+    }
+}
+
+/// How a user of the file logs in: `password_hash` (checked: a hashing algorithm of
+/// RabbitMQ's, base64 of that algorithm's length), `password` (clear text), or none.
+fn password(m: &Map<String, Value>, what: &str, version: &str) -> Result<PasswordDef, ApiError> {
+    let hash = opt_string(m, "password_hash", what)?;
+    let clear = opt_string(m, "password", what)?;
+    match (hash, clear) {
+        (Some(_), Some(_)) => Err(bad(format!(
+            "{what}: both 'password' and 'password_hash' are given"
+        ))),
+        (None, Some(p)) => Ok(PasswordDef::Clear(p)),
+        (None, None) => Ok(PasswordDef::None),
+        (Some(h), None) if h.is_empty() => Ok(PasswordDef::None),
+        (Some(h), None) => {
+            // No algorithm: RabbitMQ's rule by the exporting version (MD5 before 3.6).
+            let name = match m.get("hashing_algorithm") {
+                None | Some(Value::Null) => {
+                    let old = ["3.0.", "3.1.", "3.2.", "3.3.", "3.4.", "3.5."];
+                    if old.iter().any(|o| version.starts_with(o)) {
+                        "rabbit_password_hashing_md5".to_owned()
+                    } else {
+                        HASHING_ALGORITHM.to_owned()
+                    }
+                }
+                Some(_) => string(m, "hashing_algorithm", what)?,
+            };
+            let Some(algorithm) = hashing_algorithm(&name) else {
+                return Err(bad(format!(
+                    "{what}: unknown hashing_algorithm '{name}' (Warren keeps {})",
+                    HASHING_ALGORITHMS.join(", ")
+                )));
+            };
+            let want = hash_len(algorithm);
+            match super::base64_decode(&h) {
+                Some(raw) if raw.len() == want => Ok(PasswordDef::Hash(h, algorithm)),
+                Some(raw) => Err(bad(format!(
+                    "{what}: malformed password_hash: {} bytes, a {algorithm} hash is {want} (4 of salt and the digest)",
+                    raw.len()
+                ))),
+                None => Err(bad(format!("{what}: malformed password_hash: not base64"))),
+            }
+        }
+    }
+}
+
+fn user(m: &Map<String, Value>, version: &str) -> Result<UserDef, ApiError> {
+    let name = name(m, "name", "user")?;
+    if name.is_empty() {
+        return Err(bad("user: 'name' is empty"));
+    }
+    let what = format!("user '{name}'");
+    // RabbitMQ refuses a user without tags (`tags_not_present`); files from before
+    // tags had a boolean `administrator`.
+    let tags = match (m.get("tags"), m.get("administrator")) {
+        (Some(t), _) => tag_list(t, &what)?,
+        (None, Some(a)) if a == &json!(true) || a == &json!("true") => {
+            vec!["administrator".to_owned()]
+        }
+        (None, Some(_)) => Vec::new(),
+        (None, None) => return Err(bad(format!("{what}: 'tags' is missing"))),
+    };
+    let mut limits = UserLimitsDef::default();
+    match m.get("limits") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(l)) => {
+            for (k, v) in l {
+                match k.as_str() {
+                    "max-connections" => limits.max_connections = Some(limit(v, k, &what)?),
+                    "max-channels" => limits.max_channels = Some(limit(v, k, &what)?),
+                    _ => {
+                        return Err(bad(format!(
+                            "{what}: unknown limit '{k}' (max-connections, max-channels)"
+                        )))
+                    }
+                }
+            }
+        }
+        Some(_) => return Err(bad(format!("{what}: 'limits' must be an object"))),
+    }
+    Ok(UserDef {
+        password: password(m, &what, version)?,
+        name,
+        tags,
+        limits,
+    })
+}
+
+fn vhost_def(m: &Map<String, Value>) -> Result<VhostDef, ApiError> {
+    let name = name(m, "name", "vhost")?;
+    let what = format!("vhost '{name}'");
+    let meta = match m.get("metadata") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(o)) => o.clone(),
+        Some(_) => return Err(bad(format!("{what}: 'metadata' must be an object"))),
+    };
+    let pick = |key: &str| m.get(key).filter(|v| !v.is_null()).or(meta.get(key));
+    let text = |key: &str| -> Result<Option<String>, ApiError> {
+        match pick(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(bad(format!("{what}: '{key}' must be a string"))),
+        }
+    };
+    Ok(VhostDef {
+        description: text("description")?,
+        tags: pick("tags").map(|t| tag_list(t, &what)).transpose()?,
+        default_queue_type: text("default_queue_type")?,
+        name,
+    })
+}
+
+/// A runtime parameter: `vhost-limits` is read; any other component (shovels,
+/// federation upstreams, ...) is noted in `ignored`.
+fn parameter(m: &Map<String, Value>, d: &mut Definitions) -> Result<(), ApiError> {
+    let component = string(m, "component", "parameter")?;
+    let pname = match m.get("name") {
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let vh = opt_string(m, "vhost", "parameter")?;
+    let where_ = vh
+        .as_deref()
+        .map(|v| format!(" of vhost '{v}'"))
+        .unwrap_or_default();
+    if component != "vhost-limits" {
+        d.ignored.push(format!(
+            "parameter '{pname}' of component '{component}'{where_} skipped: Warren has no {component}"
+        ));
+        return Ok(());
+    }
+    let what = format!("parameter 'vhost-limits'{where_}");
+    let Some(Value::Object(value)) = m.get("value") else {
+        return Err(bad(format!("{what}: 'value' must be an object")));
+    };
+    let mut l = VhostLimitsDef {
+        vhost: vh,
+        ..Default::default()
+    };
+    for (k, v) in value {
+        match k.as_str() {
+            "max-connections" => l.max_connections = Some(limit(v, k, &what)?),
+            "max-queues" => l.max_queues = Some(limit(v, k, &what)?),
+            _ => {
+                return Err(bad(format!(
+                    "{what}: unknown limit '{k}' (max-connections, max-queues)"
+                )))
+            }
+        }
+    }
+    d.vhost_limits.push(l);
+    Ok(())
+}
+
 /// Parses and validates a definitions file (the whole body: JSON, RabbitMQ's format)
 /// without looking at the broker: sections are lists of objects, names are strings of
 /// at most 255 bytes, flags booleans, arguments objects that pass the same checks as a
-/// declare's, exchange types and destination types known. 400 with the reason
-/// otherwise. Pure, so it can be fuzzed ([`crate::fuzzing`]'s `definitions`).
+/// declare's, exchange types and destination types known, permission patterns regular
+/// expressions, password hashes RabbitMQ's SHA-256 ones, limits integers. 400 with the
+/// reason otherwise. Pure, so it can be fuzzed ([`crate::fuzzing`]'s `definitions`).
 pub fn parse_definitions(body: &[u8]) -> Result<Definitions, ApiError> {
-    let top = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => m,
-        _ => return Err(bad("failed_to_parse_json")),
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => parse_value(&v),
+        Err(_) => Err(bad("failed_to_parse_json")),
+    }
+}
+
+/// [`parse_definitions`] of a file already read as JSON.
+pub fn parse_value(v: &Value) -> Result<Definitions, ApiError> {
+    let Value::Object(top) = v else {
+        return Err(bad("failed_to_parse_json"));
     };
     let mut d = Definitions::default();
-    for u in section(&top, "users")? {
-        d.users.push(name(object(u, "users")?, "name", "user")?);
+    let version = ["rabbitmq_version", "rabbit_version"]
+        .iter()
+        .find_map(|k| top.get(*k).and_then(Value::as_str))
+        .unwrap_or("");
+    for u in section(top, "users")? {
+        d.users.push(user(object(u, "users")?, version)?);
     }
-    for v in section(&top, "vhosts")? {
-        d.vhosts.push(name(object(v, "vhosts")?, "name", "vhost")?);
+    for v in section(top, "vhosts")? {
+        d.vhosts.push(vhost_def(object(v, "vhosts")?)?);
     }
-    for p in section(&top, "permissions")? {
+    for p in section(top, "permissions")? {
         let m = object(p, "permissions")?;
-        let what = "permission";
+        let user = name(m, "user", "permission")?;
+        let vhost = name(m, "vhost", "permission")?;
+        let what = format!("permission of user '{user}' in vhost '{vhost}'");
         d.permissions.push(PermissionDef {
-            user: name(m, "user", what)?,
-            vhost: name(m, "vhost", what)?,
-            configure: string(m, "configure", what)?,
-            write: string(m, "write", what)?,
-            read: string(m, "read", what)?,
+            configure: pattern(m, "configure", &what)?,
+            write: pattern(m, "write", &what)?,
+            read: pattern(m, "read", &what)?,
+            user,
+            vhost,
         });
     }
-    for x in section(&top, "exchanges")? {
+    for p in section(top, "topic_permissions")? {
+        let m = object(p, "topic_permissions")?;
+        let user = name(m, "user", "topic permission")?;
+        let vhost = name(m, "vhost", "topic permission")?;
+        let exchange = name(m, "exchange", "topic permission")?;
+        let what = format!(
+            "topic permission of user '{user}' in vhost '{vhost}' for exchange '{exchange}'"
+        );
+        d.topic_permissions.push(TopicPermissionDef {
+            write: pattern(m, "write", &what)?,
+            read: pattern(m, "read", &what)?,
+            user,
+            vhost,
+            exchange,
+        });
+    }
+    for p in section(top, "parameters")? {
+        parameter(object(p, "parameters")?, &mut d)?;
+    }
+    for g in section(top, "global_parameters")? {
+        let m = object(g, "global_parameters")?;
+        let n = string(m, "name", "global parameter")?;
+        d.ignored.push(format!(
+            "global parameter '{n}' skipped: Warren has no cluster"
+        ));
+    }
+    let policies = section(top, "policies")?;
+    if !policies.is_empty() {
+        d.ignored.push(format!(
+            "{} policies skipped: Warren has no policies yet",
+            policies.len()
+        ));
+    }
+    for x in section(top, "exchanges")? {
         let m = object(x, "exchanges")?;
         let n = name(m, "name", "exchange")?;
         let what = format!("exchange '{n}'");
@@ -337,7 +735,7 @@ pub fn parse_definitions(body: &[u8]) -> Result<Definitions, ApiError> {
             name: n,
         });
     }
-    for q in section(&top, "queues")? {
+    for q in section(top, "queues")? {
         let m = object(q, "queues")?;
         let n = name(m, "name", "queue")?;
         let what = format!("queue '{n}'");
@@ -365,7 +763,7 @@ pub fn parse_definitions(body: &[u8]) -> Result<Definitions, ApiError> {
             arguments: a,
         });
     }
-    for b in section(&top, "bindings")? {
+    for b in section(top, "bindings")? {
         let m = object(b, "bindings")?;
         let what = "binding";
         let destination_type = match string(m, "destination_type", what)?.as_str() {
@@ -385,16 +783,6 @@ pub fn parse_definitions(body: &[u8]) -> Result<Definitions, ApiError> {
             routing_key,
             arguments: arguments(m, what)?,
         });
-    }
-    for key in [
-        "topic_permissions",
-        "parameters",
-        "global_parameters",
-        "policies",
-    ] {
-        if !section(&top, key)?.is_empty() {
-            d.ignored.push(key.to_owned());
-        }
     }
     Ok(d)
 }
@@ -449,8 +837,12 @@ fn split<'a>(mut hay: &'a [u8], delim: &[u8]) -> Vec<&'a [u8]> {
 
 /// One change the import will make, planned before anything is changed.
 enum Step {
-    Vhost(String),
+    User(UserDef),
+    /// A vhost of the file; `true` when it is new.
+    Vhost(VhostDef, bool),
     Permissions(String, String, Permissions),
+    TopicPermissions(String, String, String, Pattern, Pattern),
+    VhostLimits(String, VhostLimitsDef),
     Exchange(String, ExchangeDecl),
     Queue(String, QueueDecl),
     Binding(String, BindingDef),
@@ -460,15 +852,29 @@ enum Step {
 /// make, nothing changed), apply. 204, or 400/401 with the first problem and no change.
 fn import(server: &mut Server, caller: &Caller, req: &Request, only: Option<&str>) -> ApiResult {
     let defs = parse_definitions(file_of(req)?)?;
-    let steps = plan(server, caller, &defs, only)?;
-    let applied = apply(server, caller, steps);
-    // Permissions the import set (and those of the vhosts it created) are durable too,
-    // even when a later step failed.
-    server
-        .save_auth()
-        .map_err(|e| ApiError::new(500, "internal_server_error", e.to_string()))?;
-    applied?;
+    let steps = plan(server, Some(caller), &defs, only)?;
+    apply(server, Some(caller), steps)?;
     Ok(Response::empty(204))
+}
+
+/// `--definitions FILE`: imports a RabbitMQ definitions file at start-up, before the
+/// listeners open, as RabbitMQ's `load_definitions` (on every start: an import of an
+/// unchanged file changes nothing). The same parse, plan and apply as the API's import,
+/// acting as the broker itself (no permission checks; a new vhost grants nobody
+/// anything). Err is the message start-up stops with, naming the file and what in it
+/// is wrong; nothing has been changed then.
+pub fn load_file(server: &mut Server, path: &Path) -> Result<(), String> {
+    let at = path.display();
+    let body = std::fs::read(path).map_err(|e| format!("definitions file {at}: {e}"))?;
+    let json: Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("definitions file {at}: not valid JSON: {e}"))?;
+    let failed = |e: ApiError| format!("definitions file {at}: {}", e.reason);
+    let defs = parse_value(&json).map_err(failed)?;
+    let steps = plan(server, None, &defs, None).map_err(failed)?;
+    let n = steps.len();
+    apply(server, None, steps).map_err(failed)?;
+    log::info!("definitions file {at}: imported ({n} definitions applied)");
+    Ok(())
 }
 
 /// The vhost an object goes to: the per-vhost import's, else its own `vhost` field.
@@ -476,33 +882,42 @@ fn target<'a>(only: Option<&'a str>, own: &'a Option<String>) -> Option<&'a str>
     only.or(own.as_deref())
 }
 
+/// A limit of the file as Warren holds it: negative is no limit.
+fn limit_value(n: i64) -> Option<u64> {
+    u64::try_from(n).ok()
+}
+
 fn plan(
     server: &Server,
-    caller: &Caller,
+    acting: Option<&Caller>,
     defs: &Definitions,
     only: Option<&str>,
 ) -> Result<Vec<Step>, ApiError> {
     let b = &server.broker;
     let mut steps = Vec::new();
     for s in &defs.ignored {
-        log::info!("definitions import: section '{s}' is not supported by Warren; skipped");
+        log::info!("definitions import: {s}");
     }
-    for u in &defs.users {
-        if !server.auth.users().iter().any(|x| &*x.name == u) {
-            log::info!("definitions import: user '{u}' skipped (Warren has built-in users only)");
-        }
-    }
-    // Vhosts (a per-vhost file has none).
+    // Users, vhosts, permissions and topic permissions are the whole file's only (a
+    // per-vhost file has parameters, policies, queues, exchanges and bindings).
+    let mut new_users: Vec<&str> = Vec::new();
     let mut new_vhosts: Vec<&str> = Vec::new();
     if only.is_none() {
+        for u in &defs.users {
+            new_users.push(&u.name);
+            steps.push(Step::User(u.clone()));
+        }
         for v in &defs.vhosts {
-            if b.lookup_vhost(v.as_bytes()).is_none() && !new_vhosts.contains(&v.as_str()) {
-                new_vhosts.push(v);
-                steps.push(Step::Vhost(v.clone()));
+            let new = b.lookup_vhost(v.name.as_bytes()).is_none()
+                && !new_vhosts.contains(&v.name.as_str());
+            if new {
+                new_vhosts.push(&v.name);
             }
+            steps.push(Step::Vhost(v.clone(), new));
         }
     }
     let known = |vh: &str| b.lookup_vhost(vh.as_bytes()).is_some() || new_vhosts.contains(&vh);
+    let user_known = |u: &str| new_users.contains(&u) || server.auth.user(u).is_some();
     let usable = |vh: Option<&str>, what: &str| -> Option<String> {
         match vh {
             Some(v) if known(v) => Some(v.to_owned()),
@@ -517,8 +932,12 @@ fn plan(
         }
     };
     // What the caller may configure: in a vhost made by this import, everything (the
-    // importing user gets full permissions there, as in RabbitMQ).
+    // importing user gets full permissions there, as in RabbitMQ). The broker itself
+    // (a file at start-up) may do anything.
     let may = |vh: &str, r: Resource<'_>| -> Result<(), ApiError> {
+        let Some(caller) = acting else {
+            return Ok(());
+        };
         if new_vhosts.contains(&vh) {
             return Ok(());
         }
@@ -527,33 +946,65 @@ fn plan(
             .authorize(&caller.user, vh, Permission::Configure, r)
             .map_err(|_| ApiError::new(401, "not_authorised", "Access refused."))
     };
+    // Permissions of a user or vhost that is nowhere are RabbitMQ's 400s.
+    let check_ends = |what: &str, user: &str, vh: &str| -> Result<(), ApiError> {
+        if !user_known(user) {
+            return Err(bad(format!("{what}: no such user '{user}'")));
+        }
+        if !known(vh) {
+            return Err(bad(format!("{what}: no such vhost '{vh}'")));
+        }
+        Ok(())
+    };
+    let compiled = |s: &str| Pattern::parse(s).map_err(bad);
     if only.is_none() {
         for p in &defs.permissions {
-            let users = server.auth.users();
-            let patterns = (
-                Pattern::parse(&p.configure).ok(),
-                Pattern::parse(&p.write).ok(),
-                Pattern::parse(&p.read).ok(),
-            );
-            match (users.iter().any(|u| *u.name == *p.user), patterns) {
-                (true, (Some(configure), Some(write), Some(read))) if known(&p.vhost) => {
-                    steps.push(Step::Permissions(
-                        p.user.clone(),
-                        p.vhost.clone(),
-                        Permissions {
-                            configure,
-                            write,
-                            read,
-                        },
-                    ));
-                }
-                _ => log::info!(
-                    "definitions import: permissions of '{}' in vhost '{}' skipped (unknown user or vhost, or patterns Warren cannot hold yet)",
-                    p.user,
-                    p.vhost
-                ),
-            }
+            check_ends(
+                &format!("permission of user '{}' in vhost '{}'", p.user, p.vhost),
+                &p.user,
+                &p.vhost,
+            )?;
+            steps.push(Step::Permissions(
+                p.user.clone(),
+                p.vhost.clone(),
+                Permissions {
+                    configure: compiled(&p.configure)?,
+                    write: compiled(&p.write)?,
+                    read: compiled(&p.read)?,
+                },
+            ));
         }
+        for t in &defs.topic_permissions {
+            check_ends(
+                &format!(
+                    "topic permission of user '{}' in vhost '{}'",
+                    t.user, t.vhost
+                ),
+                &t.user,
+                &t.vhost,
+            )?;
+            steps.push(Step::TopicPermissions(
+                t.user.clone(),
+                t.vhost.clone(),
+                t.exchange.clone(),
+                compiled(&t.write)?,
+                compiled(&t.read)?,
+            ));
+        }
+    }
+    // Vhost limits: applied after the queues (below), so that, as in RabbitMQ, the
+    // file's own limits do not refuse the file's own queues.
+    let mut limit_steps = Vec::new();
+    for l in &defs.vhost_limits {
+        let Some(vh) = target(only, &l.vhost) else {
+            return Err(bad("parameter 'vhost-limits': 'vhost' is missing"));
+        };
+        if !known(vh) {
+            return Err(bad(format!(
+                "parameter 'vhost-limits' of vhost '{vh}': no such vhost '{vh}'"
+            )));
+        }
+        limit_steps.push(Step::VhostLimits(vh.to_owned(), l.clone()));
     }
     let mut declared_x: Vec<(String, ExchangeDecl)> = Vec::new();
     for x in &defs.exchanges {
@@ -665,6 +1116,31 @@ fn plan(
         }
         steps.push(Step::Binding(vh, bd.clone()));
     }
+    // RabbitMQ's validate_limits: the queues the file adds to a vhost must fit in the
+    // max-queues it has before the import (checked first, so no declare fails midway).
+    let mut vhosts_q: Vec<&str> = declared_q.iter().map(|(h, _)| h.as_str()).collect();
+    vhosts_q.sort_unstable();
+    vhosts_q.dedup();
+    for vh in vhosts_q {
+        let Some(record) = vhost_record(server, vh) else {
+            continue;
+        };
+        let Some(max) = VhostLimits::effective(record.limits.max_queues) else {
+            continue;
+        };
+        let v = b.lookup_vhost(vh.as_bytes()).map(|(v, _)| v);
+        let existing = record.queue_count();
+        let adding = declared_q
+            .iter()
+            .filter(|(h, q)| h == vh && v.is_none_or(|v| b.queue_id(v, &q.name).is_none()))
+            .count();
+        if adding > 0 && (existing + adding) as u64 > max {
+            return Err(bad(format!(
+                "Adding {adding} queue(s) to virtual host \"{vh}\" would exceed the limit of {max} queue(s). This virtual host currently has {existing} queue(s) defined. Import aborted!"
+            )));
+        }
+    }
+    steps.extend(limit_steps);
     Ok(steps)
 }
 
@@ -734,19 +1210,102 @@ fn check_queue(vn: &str, cur: &QueueDecl, exclusive: bool, d: &QueueDecl) -> Res
         .map_err(|e| ApiError::bad_request(e.text))
 }
 
-fn apply(server: &mut Server, caller: &Caller, steps: Vec<Step>) -> Result<(), ApiError> {
+fn apply(server: &mut Server, acting: Option<&Caller>, steps: Vec<Step>) -> Result<(), ApiError> {
+    let mut auth_changed = false;
+    let applied = apply_steps(server, acting, steps, &mut auth_changed);
+    // What was changed is saved even if a later step failed (planned not to happen).
+    if auth_changed {
+        server
+            .save_auth()
+            .map_err(|e| ApiError::new(500, "internal_server_error", e.to_string()))?;
+    }
+    applied
+}
+
+fn apply_steps(
+    server: &mut Server,
+    acting: Option<&Caller>,
+    steps: Vec<Step>,
+    auth_changed: &mut bool,
+) -> Result<(), ApiError> {
     let vid = |server: &Server, vh: &str| vhost(server, vh);
     for step in steps {
         match step {
-            Step::Vhost(name) => {
-                server.broker.add_vhost(&name);
-                server
+            Step::User(u) => {
+                // An existing user's hash and tags are replaced, as RabbitMQ's import;
+                // its limits only where the file gives them.
+                let cred = match u.password {
+                    PasswordDef::Hash(h, HASHING_ALGORITHM) => Credential::Hash(h),
+                    PasswordDef::Hash(h, algorithm) => {
+                        if algorithm == "rabbit_password_hashing_md5" {
+                            log::warn!(
+                                "definitions import: user '{}' has an MD5 password hash: kept, but Warren checks no MD5 login; give the user a new password",
+                                u.name
+                            );
+                        }
+                        Credential::HashWith(h, algorithm)
+                    }
+                    PasswordDef::Clear(p) => Credential::Password(p.into_bytes()),
+                    PasswordDef::None => Credential::NoPassword,
+                };
+                let created = server
                     .auth
-                    .set_permissions(caller.user.name(), &name, Permissions::full());
-                log::info!("definitions import: created vhost '{name}'");
+                    .put_user(&u.name, cred, u.tags)
+                    .map_err(|e| bad(format!("user '{}': {e}", u.name)))?;
+                let given = &u.limits;
+                if given.max_connections.is_some() || given.max_channels.is_some() {
+                    let mut l = server.auth.user_limits(&u.name);
+                    if let Some(n) = given.max_connections {
+                        l.max_connections = limit_value(n);
+                    }
+                    if let Some(n) = given.max_channels {
+                        l.max_channels = limit_value(n);
+                    }
+                    server.auth.set_user_limits(&u.name, l);
+                }
+                let how = if created { "created" } else { "updated" };
+                log::info!("definitions import: {how} user '{}'", u.name);
+                *auth_changed = true;
+            }
+            Step::Vhost(v, new) => {
+                // RabbitMQ's put_vhost: a vhost of the file gets the file's description
+                // and tags, also when it exists (a bare name clears them, as there).
+                let meta = VhostMeta {
+                    description: v.description.unwrap_or_default(),
+                    tags: v.tags.unwrap_or_default(),
+                    default_queue_type: v.default_queue_type,
+                };
+                server.broker.put_vhost(&v.name, Some(meta));
+                if new {
+                    if let Some(caller) = acting {
+                        server.auth.set_permissions(
+                            caller.user.name(),
+                            &v.name,
+                            Permissions::full(),
+                        );
+                        *auth_changed = true;
+                    }
+                    log::info!("definitions import: created vhost '{}'", v.name);
+                }
             }
             Step::Permissions(user, vh, p) => {
                 server.auth.set_permissions(&user, &vh, p);
+                *auth_changed = true;
+            }
+            Step::TopicPermissions(user, vh, exchange, write, read) => {
+                server
+                    .auth
+                    .set_topic_permissions(&user, &vh, &exchange, write, read);
+                *auth_changed = true;
+            }
+            Step::VhostLimits(vh, l) => {
+                // The parameter is the vhost's whole set of limits (RabbitMQ's).
+                let v = vid(server, &vh)?;
+                let limits = VhostLimits {
+                    max_connections: l.max_connections,
+                    max_queues: l.max_queues,
+                };
+                server.broker.set_vhost_limits(v, limits);
             }
             Step::Exchange(vh, d) => {
                 let v = vid(server, &vh)?;
@@ -792,6 +1351,14 @@ fn apply(server: &mut Server, caller: &Caller, steps: Vec<Step>) -> Result<(), A
     Ok(())
 }
 
+// ----- vhost metadata and limits (the broker's vhost records) ---------------------------
+
+/// Vhost `name`'s record, if it exists.
+fn vhost_record<'a>(server: &'a Server, name: &str) -> Option<&'a crate::broker::Vhost> {
+    let (id, _) = server.broker.lookup_vhost(name.as_bytes())?;
+    server.broker.vhost(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -805,8 +1372,13 @@ mod tests {
         assert_eq!(d.queues.len(), 3);
         assert_eq!(d.exchanges.len(), 4);
         assert_eq!(d.bindings.len(), 5);
-        assert_eq!(d.vhosts, vec!["xb-fixture-vh".to_owned(), "/".to_owned()]);
-        assert!(d.ignored.contains(&"global_parameters".to_owned()));
+        let vhosts: Vec<&str> = d.vhosts.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(vhosts, ["xb-fixture-vh", "/"]);
+        assert!(
+            d.ignored.iter().any(|s| s.contains("global parameter")),
+            "{:?}",
+            d.ignored
+        );
     }
 
     #[test]
@@ -834,5 +1406,165 @@ mod tests {
             assert_eq!((e.status, e.reason.as_str()), (400, reason));
         }
         assert!(parse_definitions(b"{}").unwrap() == Definitions::default());
+    }
+
+    /// A RabbitMQ 3.10.8 export with users (hashes, tags, limits), regex permissions,
+    /// topic permissions and vhost limits (`tests/data/rabbitmq-3.10-users.json`).
+    #[test]
+    fn parses_users_permissions_and_limits() {
+        let d =
+            parse_definitions(include_bytes!("../../tests/data/rabbitmq-3.10-users.json")).unwrap();
+        let alice = &d.users[0];
+        assert_eq!(alice.name, "wt-defs-alice");
+        assert_eq!(
+            alice.password,
+            PasswordDef::Hash(
+                "n7PUymh/8EPGsQNEUkfPLwYFoV5BPu1SEya5muRFCmX4Flhw".into(),
+                HASHING_ALGORITHM
+            )
+        );
+        assert_eq!(alice.tags, ["management", "custom-tag"]);
+        assert_eq!(
+            alice.limits,
+            UserLimitsDef {
+                max_connections: Some(5),
+                max_channels: Some(10)
+            }
+        );
+        assert_eq!(d.users[1].password, PasswordDef::None);
+        assert_eq!(d.permissions[0].write, "^(amq\\.topic|alice\\..*)$");
+        assert_eq!(d.topic_permissions[0].exchange, "amq.topic");
+        assert_eq!(
+            d.vhost_limits,
+            [VhostLimitsDef {
+                vhost: Some("wt-defs-fx".into()),
+                max_connections: Some(20),
+                max_queues: Some(50)
+            }]
+        );
+    }
+
+    #[test]
+    fn tags_are_a_list_or_a_comma_string_and_vhost_metadata_is_read() {
+        let d = parse_definitions(
+            br#"{"users": [{"name": "u", "password_hash": "", "tags": " administrator, ,foo"},
+                           {"name": "v", "administrator": "true"}],
+                 "vhosts": [{"name": "a", "metadata": {"description": "m", "tags": ["x"]}},
+                            {"name": "b", "description": "d", "tags": "p,q",
+                             "default_queue_type": "quorum"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(d.users[0].tags, ["administrator", "foo"]);
+        assert_eq!(d.users[1].tags, ["administrator"]);
+        assert_eq!(d.users[1].password, PasswordDef::None);
+        assert_eq!(d.vhosts[0].description.as_deref(), Some("m"));
+        assert_eq!(d.vhosts[0].tags, Some(vec!["x".to_owned()]));
+        assert_eq!(d.vhosts[1].tags, Some(vec!["p".to_owned(), "q".to_owned()]));
+        assert_eq!(d.vhosts[1].default_queue_type.as_deref(), Some("quorum"));
+    }
+
+    #[test]
+    fn refuses_bad_users_patterns_and_limits_by_name() {
+        let hash = "n7PUymh/8EPGsQNEUkfPLwYFoV5BPu1SEya5muRFCmX4Flhw";
+        for (body, reason) in [
+            (
+                json!({"users": [{"name": "u", "password_hash": hash}]}),
+                "user 'u': 'tags' is missing",
+            ),
+            (
+                json!({"users": [{"name": "u", "tags": [], "password_hash": hash,
+                                  "hashing_algorithm": "rabbit_password_hashing_sha1"}]}),
+                "user 'u': unknown hashing_algorithm 'rabbit_password_hashing_sha1' (Warren keeps rabbit_password_hashing_sha256, rabbit_password_hashing_sha512, rabbit_password_hashing_md5)",
+            ),
+            (
+                json!({"users": [{"name": "u", "tags": [], "password_hash": hash,
+                                  "hashing_algorithm": "rabbit_password_hashing_sha512"}]}),
+                "user 'u': malformed password_hash: 36 bytes, a rabbit_password_hashing_sha512 hash is 68 (4 of salt and the digest)",
+            ),
+            (
+                json!({"rabbit_version": "3.5.7",
+                       "users": [{"name": "u", "tags": [], "password_hash": hash}]}),
+                "user 'u': malformed password_hash: 36 bytes, a rabbit_password_hashing_md5 hash is 20 (4 of salt and the digest)",
+            ),
+            (
+                json!({"users": [{"name": "u", "tags": [], "password_hash": "!!!"}]}),
+                "user 'u': malformed password_hash: not base64",
+            ),
+            (
+                json!({"users": [{"name": "u", "tags": [], "password_hash": "YWJj"}]}),
+                "user 'u': malformed password_hash: 3 bytes, a rabbit_password_hashing_sha256 hash is 36 (4 of salt and the digest)",
+            ),
+            (
+                json!({"users": [{"name": "u", "tags": [], "password": "p", "password_hash": hash}]}),
+                "user 'u': both 'password' and 'password_hash' are given",
+            ),
+            (
+                json!({"users": [{"name": "u", "tags": 3}]}),
+                "user 'u': 'tags' must be a list of strings or a comma-separated string",
+            ),
+            (
+                json!({"users": [{"name": "u", "tags": [], "limits": {"max-foo": 1}}]}),
+                "user 'u': unknown limit 'max-foo' (max-connections, max-channels)",
+            ),
+            (
+                json!({"users": [{"name": "u", "tags": [], "limits": {"max-channels": "x"}}]}),
+                "user 'u': limit 'max-channels' must be an integer, not \"x\"",
+            ),
+            (
+                json!({"parameters": [{"vhost": "v", "component": "vhost-limits", "name": "limits",
+                                       "value": {"max-queues": 1.5}}]}),
+                "parameter 'vhost-limits' of vhost 'v': limit 'max-queues' must be an integer, not 1.5",
+            ),
+            (
+                json!({"parameters": [{"vhost": "v", "component": "vhost-limits", "name": "limits",
+                                       "value": {"max-foo": 1}}]}),
+                "parameter 'vhost-limits' of vhost 'v': unknown limit 'max-foo' (max-connections, max-queues)",
+            ),
+            (
+                json!({"vhosts": [{"name": "v", "tags": {}}]}),
+                "vhost 'v': 'tags' must be a list of strings or a comma-separated string",
+            ),
+        ] {
+            let e = parse_definitions(body.to_string().as_bytes()).unwrap_err();
+            assert_eq!((e.status, e.reason.as_str()), (400, reason));
+        }
+        let e = parse_definitions(
+            br#"{"permissions": [{"user": "u", "vhost": "v", "configure": "(", "write": "", "read": ""}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.reason
+                == "permission of user 'u' in vhost 'v': 'configure' is not a valid regular expression: unclosed group in '('",
+            "{}",
+            e.reason
+        );
+        let e = parse_definitions(
+            br#"{"topic_permissions": [{"user": "u", "vhost": "v", "exchange": "amq.topic", "write": ".*", "read": "["}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.reason
+                == "topic permission of user 'u' in vhost 'v' for exchange 'amq.topic': 'read' is not a valid regular expression: unclosed character class in '['",
+            "{}",
+            e.reason
+        );
+    }
+
+    #[test]
+    fn other_parameters_global_parameters_and_policies_are_noted_not_refused() {
+        let d = parse_definitions(
+            br#"{"parameters": [{"vhost": "v", "component": "shovel", "name": "s", "value": {}}],
+                 "global_parameters": [{"name": "cluster_name", "value": "rabbit@x"}],
+                 "policies": [{"vhost": "v", "name": "p", "pattern": ".*", "definition": {}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            d.ignored,
+            [
+                "parameter 's' of component 'shovel' of vhost 'v' skipped: Warren has no shovel",
+                "global parameter 'cluster_name' skipped: Warren has no cluster",
+                "1 policies skipped: Warren has no policies yet",
+            ]
+        );
     }
 }

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
+use super::access;
 use super::{
     binding_json, bool_field, json_body, json_properties, json_table, list, method_not_allowed,
     query_flag, table_json, vhost, ApiError, ApiResult, Caller,
@@ -26,11 +27,18 @@ pub fn route(
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = req.method.as_str();
     let get = m == "GET" || m == "HEAD";
+    // RabbitMQ's `is_authorized_vhost` for any path naming a vhost, then each
+    // operation's own AMQP permission.
+    if let Some(vh) = s.get(1) {
+        if let Err(e) = access::require_vhost(server, caller, vh) {
+            return Some(Err(e));
+        }
+    }
     let r = match s.as_slice() {
-        ["exchanges"] if get => list(req, all(server, None)),
+        ["exchanges"] if get => list(req, all(server, caller, None)),
         ["exchanges"] => Ok(method_not_allowed()),
         ["exchanges", vh] if get => {
-            vhost(server, vh).and_then(|_| list(req, all(server, Some(vh))))
+            vhost(server, vh).and_then(|_| list(req, all(server, caller, Some(vh))))
         }
         ["exchanges", _] => Ok(method_not_allowed()),
         ["exchanges", vh, name] => {
@@ -64,10 +72,13 @@ pub fn path_name(seg: &str) -> &str {
     }
 }
 
-fn all(server: &Server, only: Option<&str>) -> Vec<Value> {
+/// The exchanges (of vhost `only`) in the vhosts `caller` may see.
+fn all(server: &Server, caller: &Caller, only: Option<&str>) -> Vec<Value> {
     ops::exchanges(&server.broker)
         .iter()
-        .filter(|x| only.is_none_or(|v| &*x.vhost == v))
+        .filter(|x| {
+            only.is_none_or(|v| &*x.vhost == v) && access::visible_vhost(server, caller, &x.vhost)
+        })
         .map(|x| exchange_json(server, x))
         .collect()
 }
@@ -150,15 +161,13 @@ fn declare(server: &mut Server, caller: &Caller, req: &Request, vh: &str, name: 
     if is_builtin(name.as_bytes()) {
         return Err(ApiError::new(401, "not_authorised", "Access refused."));
     }
-    server
-        .auth
-        .authorize(
-            &caller.user,
-            vh,
-            Permission::Configure,
-            Resource::Exchange(name.as_bytes()),
-        )
-        .map_err(ApiError::from)?;
+    access::authorize(
+        server,
+        caller,
+        vh,
+        Permission::Configure,
+        Resource::Exchange(name.as_bytes()),
+    )?;
     let existed = server.broker.exchange_id(v, name.as_bytes()).is_some();
     // The type is checked before equivalence, as RabbitMQ does.
     if ExchangeKind::parse(kind.as_bytes()).is_none() {
@@ -183,15 +192,13 @@ fn delete(server: &mut Server, caller: &Caller, req: &Request, vh: &str, name: &
     if server.broker.exchange_id(v, name.as_bytes()).is_none() {
         return Err(ApiError::not_found());
     }
-    server
-        .auth
-        .authorize(
-            &caller.user,
-            vh,
-            Permission::Configure,
-            Resource::Exchange(name.as_bytes()),
-        )
-        .map_err(ApiError::from)?;
+    access::authorize(
+        server,
+        caller,
+        vh,
+        Permission::Configure,
+        Resource::Exchange(name.as_bytes()),
+    )?;
     server
         .broker
         .delete_exchange(v, name.as_bytes(), query_flag(req, "if-unused"))
@@ -282,15 +289,23 @@ fn publish(server: &mut Server, caller: &Caller, req: &Request, vh: &str, name: 
             ))));
         }
     }
-    server
-        .auth
-        .authorize(
-            &caller.user,
-            vh,
-            Permission::Write,
-            Resource::Exchange(name.as_bytes()),
-        )
-        .map_err(publish_error)?;
+    access::check(
+        server,
+        caller,
+        vh,
+        Permission::Write,
+        Resource::Exchange(name.as_bytes()),
+    )
+    .map_err(publish_error)?;
+    access::check_topic(
+        server,
+        caller,
+        vh,
+        Permission::Write,
+        name,
+        routing_key.as_bytes(),
+    )
+    .map_err(publish_error)?;
     let x = server
         .broker
         .publish_target(v, name.as_bytes())

@@ -6,7 +6,8 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::{method_not_allowed, vhost, ApiError, ApiResult, Caller};
+use super::{access, method_not_allowed, vhost, ApiError, ApiResult, Caller};
+use crate::auth::{Permission, Resource};
 use crate::broker::QueueDecl;
 use crate::http::{Request, Response};
 use crate::server::Server;
@@ -119,21 +120,30 @@ fn protocol_listener(server: &Server, proto: &str) -> Response {
 
 /// RabbitMQ's aliveness test: declare `aliveness-test` in the vhost, publish a message
 /// to it through the default exchange and get it back (acked). 404 for a missing vhost.
+///
+/// RabbitMQ runs it over AMQP as the caller: the vhost must be the caller's
+/// (`is_authorized_vhost`), and the declare, publish and get need configure and read
+/// on the queue and write on the default exchange, refused with their AMQP text.
 fn aliveness(server: &mut Server, caller: &Caller, vh: &str) -> ApiResult {
+    access::require_vhost(server, caller, vh)?;
     let v = vhost(server, vh)?;
     let user = caller.user.clone();
     let auth = &server.auth;
     let declared = server
         .broker
         .declare_queue(v, &QueueDecl::named(ALIVENESS_QUEUE), usize::MAX, |n| {
-            auth.authorize(
-                &user,
-                vh,
-                crate::auth::Permission::Configure,
-                crate::auth::Resource::Queue(n),
-            )
+            auth.authorize(&user, vh, Permission::Configure, Resource::Queue(n))
         })
-        .map_err(ApiError::from)?;
+        .map_err(access::refused_with_text)?;
+    for (perm, resource) in [
+        (Permission::Write, Resource::Exchange(b"")),
+        (
+            Permission::Read,
+            Resource::Queue(ALIVENESS_QUEUE.as_bytes()),
+        ),
+    ] {
+        access::check(server, caller, vh, perm, resource).map_err(access::refused_with_text)?;
+    }
     let x = server
         .broker
         .publish_target(v, b"")

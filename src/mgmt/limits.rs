@@ -17,7 +17,7 @@
 use serde_json::{json, Map, Value};
 
 use super::{json_body, list, method_not_allowed, ApiError, ApiResult, Caller};
-use crate::auth::{Pattern, Tag, TopicPermissionInfo, UserLimits};
+use crate::auth::{Pattern, TopicPermissionInfo, UserLimits};
 use crate::http::{Request, Response};
 use crate::server::Server;
 
@@ -88,22 +88,9 @@ pub fn route(
 
 // ----- authorization ---------------------------------------------------------------------
 
-fn is_admin(server: &Server, caller: &Caller) -> bool {
-    server.auth.tags(&caller.user).contains(&Tag::Administrator)
-}
-
-fn not_admin() -> ApiError {
-    ApiError::new(401, "not_authorised", "Not administrator user")
-}
-
-/// RabbitMQ's answer to a non-administrator here. A local stand-in for
-/// `access::require_admin` (issue 11's management authorization), swapped at merge.
-fn require_admin(server: &Server, caller: &Caller) -> Result<(), ApiError> {
-    if is_admin(server, caller) {
-        Ok(())
-    } else {
-        Err(not_admin())
-    }
+/// RabbitMQ's answer to a non-administrator here (`access::require_admin`).
+fn require_admin(_server: &Server, caller: &Caller) -> Result<(), ApiError> {
+    super::access::require_admin(caller)
 }
 
 fn save(server: &mut Server) -> Result<(), ApiError> {

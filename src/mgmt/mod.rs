@@ -16,6 +16,7 @@
 //!
 //! Doors: uses `server`, `ops`, `broker`, `auth`, `http`; nothing below calls it.
 
+pub mod access;
 pub mod bindings;
 pub mod connections;
 pub mod definitions;
@@ -33,7 +34,7 @@ pub mod vhosts;
 use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
 
-use crate::auth::User;
+use crate::auth::{Tag, User};
 use crate::broker::VhostId;
 use crate::error::{AmqpError, ReplyCode};
 use crate::http::conn::Service;
@@ -99,10 +100,12 @@ pub fn method_not_allowed() -> Response {
     Response::empty(405)
 }
 
-/// What a handler knows about who is asking.
+/// What a handler knows about who is asking: the user, where from, and its tags as
+/// they were when the request came (what [`access`] decides by).
 pub struct Caller {
     pub user: User,
     pub peer: SocketAddr,
+    pub tags: Vec<Tag>,
 }
 
 /// Answers one request of `service`.
@@ -139,7 +142,14 @@ fn management(server: &mut Server, req: &Request, peer: SocketAddr) -> Response 
         Ok(u) => u,
         Err(r) => return r,
     };
-    let caller = Caller { user, peer };
+    // A user without a management tag may not use the API at all (RabbitMQ's
+    // `is_mgmt_user`).
+    let tags = server.auth.tags(&user).to_vec();
+    if let Err(e) = access::require_management(&tags) {
+        log::warn!("{peer}: HTTP access refused: user '{user}' - {}", e.reason);
+        return e.response();
+    }
+    let caller = Caller { user, peer, tags };
     let rest = &segs[1..];
     let routed = match rest.first().map(String::as_str) {
         Some("topic-permissions" | "user-limits") => limits::route(server, &caller, req, rest),

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::{list, method_not_allowed, ApiError, ApiResult, Caller};
+use super::{access, list, method_not_allowed, ApiError, ApiResult, Caller};
 use crate::http::{Request, Response};
 use crate::server::Server;
 
@@ -21,15 +21,17 @@ pub fn route(
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let get = req.method == "GET" || req.method == "HEAD";
     let r = match s.as_slice() {
-        ["overview"] if get => Ok(Response::json(200, &overview(server, req))),
-        ["nodes"] if get => list(req, vec![node(server)]),
-        ["nodes", name] if get => {
+        ["overview"] if get => Ok(Response::json(200, &overview(server, caller, req))),
+        ["nodes"] if get => {
+            access::require_monitor(caller).and_then(|_| list(req, vec![node(server)]))
+        }
+        ["nodes", name] if get => access::require_monitor(caller).and_then(|_| {
             if *name == node_name() {
                 Ok(Response::json(200, &node(server)))
             } else {
                 Err(ApiError::not_found())
             }
-        }
+        }),
         ["whoami"] if get => {
             // Every tag as given, custom ones included, as RabbitMQ shows them.
             let tags: Vec<String> = server
@@ -82,7 +84,13 @@ fn listeners(server: &Server) -> Vec<Value> {
         .collect()
 }
 
-fn overview(server: &Server, req: &Request) -> Value {
+/// `/api/overview`. Monitors and administrators get the node-wide figures, the node
+/// and its listeners; anyone else RabbitMQ's per-user overview: totals of the vhosts
+/// it may log into, its own connections and channels, no node or listeners.
+fn overview(server: &Server, caller: &Caller, req: &Request) -> Value {
+    if !access::is_monitor(caller) {
+        return user_overview(server, caller);
+    }
     // `?msg_rates_age=600&msg_rates_incr=5` asks for the chart samples, as RabbitMQ.
     let num = |k: &str| req.param(k).and_then(|v| v.parse::<u64>().ok());
     let history = num("msg_rates_age").map(|age| (age, num("msg_rates_incr").unwrap_or(5)));
@@ -133,6 +141,73 @@ fn overview(server: &Server, req: &Request) -> Value {
         "statistics_db_event_queue": 0,
         "listeners": listeners(server),
         "contexts": [],
+    })
+}
+
+/// The overview of a user who is not a monitor (`rabbit_mgmt_db:get_overview(User, _)`).
+fn user_overview(server: &Server, caller: &Caller) -> Value {
+    let b = &server.broker;
+    let visible = |vh: &str| access::listed_vhost(server, caller, vh);
+    let vhosts: Vec<crate::broker::VhostId> = b
+        .vhosts()
+        .filter(|(_, v)| visible(&v.name))
+        .map(|(id, _)| id)
+        .collect();
+    let (mut queues, mut ready, mut unacked) = (0usize, 0u64, 0u64);
+    for (_, q) in b.queues().filter(|(_, q)| vhosts.contains(&q.vhost)) {
+        queues += 1;
+        ready += q.message_count() as u64;
+        unacked += q.unacked_count();
+    }
+    let exchanges = b
+        .exchanges()
+        .filter(|(_, x)| vhosts.contains(&x.vhost))
+        .count();
+    let own: Vec<_> = server
+        .conns
+        .iter()
+        .filter(|(_, c)| c.user.name() == caller.user.name())
+        .collect();
+    let channels: usize = own.iter().map(|(_, c)| c.channels.len()).sum();
+    let exchange_types: Vec<Value> = ["direct", "fanout", "headers", "topic"]
+        .iter()
+        .map(|t| json!({"name": t, "description": "", "enabled": true}))
+        .collect();
+    // RabbitMQ leaves the queue totals empty when there are no messages to count.
+    let queue_totals = if queues == 0 {
+        json!({})
+    } else {
+        json!({
+            "messages": ready + unacked,
+            "messages_details": {"rate": 0.0},
+            "messages_ready": ready,
+            "messages_ready_details": {"rate": 0.0},
+            "messages_unacknowledged": unacked,
+            "messages_unacknowledged_details": {"rate": 0.0},
+        })
+    };
+    json!({
+        "management_version": RABBITMQ_VERSION,
+        "rates_mode": "basic",
+        "exchange_types": exchange_types,
+        "product_version": env!("CARGO_PKG_VERSION"),
+        "product_name": "Warren",
+        "rabbitmq_version": RABBITMQ_VERSION,
+        "cluster_name": node_name(),
+        "erlang_version": "none",
+        "erlang_full_version": "none",
+        "disable_stats": false,
+        "enable_queue_totals": true,
+        "message_stats": {},
+        "churn_rates": {},
+        "queue_totals": queue_totals,
+        "object_totals": {
+            "channels": channels,
+            "connections": own.len(),
+            "exchanges": exchanges,
+            "queues": queues,
+        },
+        "statistics_db_event_queue": 0,
     })
 }
 

@@ -4,10 +4,12 @@
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
+use super::access;
 use super::{
     bool_field, json_body, json_path, json_table, list, list_by, method_not_allowed,
     properties_json, query_flag, sort_key, table_json, vhost, ApiError, ApiResult, Caller, SortKey,
 };
+use crate::auth::{Permission, Resource};
 use crate::broker::{QueueDecl, QueueId};
 use crate::http::{Request, Response};
 use crate::ops::{self, QueueInfo};
@@ -22,24 +24,42 @@ pub fn route(
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = req.method.as_str();
     let get = m == "GET" || m == "HEAD";
+    // Every path below names a vhost or lists across them: RabbitMQ's
+    // `is_authorized_vhost` first, then the operation's own AMQP permission.
+    if let Some(vh) = s.get(1) {
+        if let Err(e) = access::require_vhost(server, caller, vh) {
+            return Some(Err(e));
+        }
+    }
     let r = match s.as_slice() {
-        ["queues"] if get => list_queues(server, req, None),
+        ["queues"] if get => list_queues(server, caller, req, None),
         ["queues"] => Ok(method_not_allowed()),
-        ["queues", vh] if get => vhost(server, vh).and_then(|_| list_queues(server, req, Some(vh))),
+        ["queues", vh] if get => {
+            vhost(server, vh).and_then(|_| list_queues(server, caller, req, Some(vh)))
+        }
         ["queues", _] => Ok(method_not_allowed()),
         ["queues", vh, name] => match m {
             "GET" | "HEAD" => one(server, req, vh, name).map(|v| Response::json(200, &v)),
             "PUT" => declare(server, caller, req, vh, name),
-            "DELETE" => delete(server, req, vh, name),
+            "DELETE" => delete(server, caller, req, vh, name),
             _ => Ok(method_not_allowed()),
         },
         ["queues", vh, name, "bindings"] if get => find(server, vh, name)
             .and_then(|_| list(req, super::bindings_of_queue(server, vh, name))),
-        ["queues", vh, name, "contents"] if m == "DELETE" => find(server, vh, name).map(|id| {
-            server.broker.purge(id);
-            Response::empty(204)
-        }),
-        ["queues", vh, name, "get"] if m == "POST" => get_messages(server, req, vh, name),
+        ["queues", vh, name, "contents"] if m == "DELETE" => {
+            find(server, vh, name).and_then(|id| {
+                access::authorize(
+                    server,
+                    caller,
+                    vh,
+                    Permission::Read,
+                    Resource::Queue(name.as_bytes()),
+                )?;
+                server.broker.purge(id);
+                Ok(Response::empty(204))
+            })
+        }
+        ["queues", vh, name, "get"] if m == "POST" => get_messages(server, caller, req, vh, name),
         ["queues", _, _, "bindings" | "contents" | "get"] => Ok(method_not_allowed()),
         _ => return None,
     };
@@ -57,11 +77,11 @@ fn find(server: &Server, vh: &str, name: &str) -> Result<QueueId, ApiError> {
 
 /// Every queue (of vhost `only`), filtered, sorted and paged on the snapshots; only
 /// the page is rendered.
-fn list_queues(server: &Server, req: &Request, only: Option<&str>) -> ApiResult {
+fn list_queues(server: &Server, caller: &Caller, req: &Request, only: Option<&str>) -> ApiResult {
     let mut qs = ops::queues(&server.broker);
-    if let Some(v) = only {
-        qs.retain(|q| &*q.vhost == v);
-    }
+    qs.retain(|q| {
+        only.is_none_or(|v| &*q.vhost == v) && access::visible_vhost(server, caller, &q.vhost)
+    });
     list_by(
         server,
         req,
@@ -212,17 +232,25 @@ fn declare(server: &mut Server, caller: &Caller, req: &Request, vh: &str, name: 
             auth.authorize(
                 &user,
                 &vhost_name,
-                crate::auth::Permission::Configure,
-                crate::auth::Resource::Queue(n),
+                Permission::Configure,
+                Resource::Queue(n),
             )
         })
         .map_err(ApiError::from)?;
     Ok(Response::empty(if existed { 204 } else { 201 }))
 }
 
-/// `DELETE /api/queues/{vhost}/{name}[?if-empty=true][&if-unused=true]`.
-fn delete(server: &mut Server, req: &Request, vh: &str, name: &str) -> ApiResult {
+/// `DELETE /api/queues/{vhost}/{name}[?if-empty=true][&if-unused=true]`: 404 when
+/// missing, then configure on the queue (401).
+fn delete(server: &mut Server, caller: &Caller, req: &Request, vh: &str, name: &str) -> ApiResult {
     let id = find(server, vh, name)?;
+    access::authorize(
+        server,
+        caller,
+        vh,
+        Permission::Configure,
+        Resource::Queue(name.as_bytes()),
+    )?;
     let mut effects = Vec::new();
     ops::delete_queue(
         &mut server.broker,
@@ -241,7 +269,13 @@ fn delete(server: &mut Server, req: &Request, vh: &str, name: &str) -> ApiResult
 /// `POST /api/queues/{vhost}/{name}/get`: `count`, `ackmode` (`ack_requeue_true`,
 /// `ack_requeue_false`, `reject_requeue_true`, `reject_requeue_false`), `encoding`
 /// (`auto`: a UTF-8 payload as a string, else base64; `base64`), `truncate` (bytes).
-fn get_messages(server: &mut Server, req: &Request, vh: &str, name: &str) -> ApiResult {
+fn get_messages(
+    server: &mut Server,
+    caller: &Caller,
+    req: &Request,
+    vh: &str,
+    name: &str,
+) -> ApiResult {
     // RabbitMQ checks the body before the queue: the missing keys all at once, in
     // its (alphabetical) order, then the encoding.
     let body = json_body(req)?;
@@ -275,10 +309,19 @@ fn get_messages(server: &mut Server, req: &Request, vh: &str, name: &str) -> Api
             ))
         }
     };
-    // A missing vhost fails RabbitMQ's permission check (401); a missing queue is the
-    // AMQP not_found, with its AMQP text.
+    // A missing vhost fails RabbitMQ's permission check (401); so does a queue the
+    // caller may not read (with the AMQP text, as basic.get's refusal); a missing
+    // queue is the AMQP not_found, with its AMQP text.
     let v = super::vhost(server, vh)
         .map_err(|_| ApiError::new(401, "not_authorised", "Access refused."))?;
+    access::check(
+        server,
+        caller,
+        vh,
+        Permission::Read,
+        Resource::Queue(name.as_bytes()),
+    )
+    .map_err(access::refused_with_text)?;
     let id = server.broker.queue_id(v, name.as_bytes()).ok_or_else(|| {
         ApiError::new(
             404,

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
 use super::{json_body, list, method_not_allowed, ApiError, ApiResult, Caller};
-use crate::auth::{Permissions, Tag};
+use crate::auth::Permissions;
 use crate::broker::{Vhost, VhostId, VhostMeta};
 use crate::http::{Request, Response};
 use crate::server::Server;
@@ -29,14 +29,24 @@ pub fn route(
     let m = req.method.as_str();
     let get = m == "GET" || m == "HEAD";
     let r = match s.as_slice() {
-        ["vhosts"] if get => list(req, vhosts(server)),
+        // Monitors see every vhost, others those they may log into; one vhost's record
+        // is for administrators (RabbitMQ 3.10's `rabbit_mgmt_wm_vhost`).
+        ["vhosts"] if get => {
+            let mut all = vhosts(server);
+            all.retain(|v| {
+                super::access::listed_vhost(server, caller, v["name"].as_str().unwrap_or(""))
+            });
+            list(req, all)
+        }
         ["vhosts", name] => match m {
-            "GET" | "HEAD" => server
-                .broker
-                .lookup_vhost(name.as_bytes())
-                .and_then(|(id, _)| Some(one_vhost(server, id, server.broker.vhost(id)?)))
-                .map(|v| Response::json(200, &v))
-                .ok_or_else(ApiError::not_found),
+            "GET" | "HEAD" => require_admin(server, caller).and_then(|()| {
+                server
+                    .broker
+                    .lookup_vhost(name.as_bytes())
+                    .and_then(|(id, _)| Some(one_vhost(server, id, server.broker.vhost(id)?)))
+                    .map(|v| Response::json(200, &v))
+                    .ok_or_else(ApiError::not_found)
+            }),
             "PUT" => {
                 require_admin(server, caller).and_then(|()| put_vhost(server, caller, req, name))
             }
@@ -54,9 +64,9 @@ pub fn route(
             _ => Ok(method_not_allowed()),
         },
         ["vhost-limits"] if get => Ok(Response::json(200, &limits_json(server, None))),
-        ["vhost-limits", vh] if get => {
-            super::vhost(server, vh).map(|id| Response::json(200, &limits_json(server, Some(id))))
-        }
+        ["vhost-limits", vh] if get => super::access::require_vhost_visible(server, caller, vh)
+            .and_then(|()| super::vhost(server, vh))
+            .map(|id| Response::json(200, &limits_json(server, Some(id)))),
         ["vhost-limits", vh, name] => match m {
             "PUT" => require_admin(server, caller).and_then(|()| set_limit(server, req, vh, name)),
             "DELETE" => require_admin(server, caller).and_then(|()| clear_limit(server, vh, name)),
@@ -69,18 +79,8 @@ pub fn route(
 }
 
 /// 401 unless the caller is an administrator, as RabbitMQ's `is_authorized_admin`.
-/// (The lead replaces this with `access::require_admin` when the authorization branch
-/// lands.)
-fn require_admin(server: &Server, caller: &Caller) -> Result<(), ApiError> {
-    if server.auth.tags(&caller.user).contains(&Tag::Administrator) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            401,
-            "not_authorised",
-            "Not administrator user",
-        ))
-    }
+fn require_admin(_server: &Server, caller: &Caller) -> Result<(), ApiError> {
+    super::access::require_admin(caller)
 }
 
 /// Every vhost as the API shows it, in creation order. One pass over the queues for

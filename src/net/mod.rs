@@ -2,12 +2,16 @@
 //!
 //! Owns the socket of a connection and offers what the reactor needs of it: read into a
 //! read buffer's spare capacity, vectored writes (as `std::io::Write`), shutdown, and
-//! mio registration (`mio::event::Source`). Plain TCP today; a TLS variant (rustls over
-//! the same stream) slots in as a second arm of [`Transport`], so every call stays a
-//! `match` (static dispatch, no `Box<dyn>`) on the hot read and flush paths.
+//! mio registration (`mio::event::Source`). Two arms: plain TCP and TLS (rustls over
+//! the same stream, `tls`), so every call stays a `match` (static dispatch, no
+//! `Box<dyn>`) on the hot read and flush paths; the TLS session is boxed so the enum
+//! stays one pointer wide beside the plain stream.
 //!
 //! Knows nothing of AMQP, connections or the broker: `conn` holds a `Transport`, the
 //! reactor drives it.
+
+pub mod tls;
+pub mod x509;
 
 use bytes::BytesMut;
 use mio::event::Source;
@@ -19,6 +23,8 @@ use std::io::{self, IoSlice, Write};
 pub enum Transport {
     /// Plain TCP, non-blocking.
     Tcp(mio::net::TcpStream),
+    /// TLS over TCP (AMQPS, HTTPS).
+    Tls(Box<tls::TlsStream>),
 }
 
 impl Transport {
@@ -27,6 +33,43 @@ impl Transport {
     pub fn tcp(sock: mio::net::TcpStream) -> Transport {
         let _ = sock.set_nodelay(true);
         Transport::Tcp(sock)
+    }
+
+    /// A freshly accepted TCP connection that speaks TLS with `config`.
+    pub fn tls(
+        sock: mio::net::TcpStream,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> io::Result<Transport> {
+        let _ = sock.set_nodelay(true);
+        Ok(Transport::Tls(Box::new(tls::TlsStream::new(sock, config)?)))
+    }
+
+    /// Writes what the transport itself still holds (TLS records the socket did not
+    /// take: handshake messages, or the tail of encrypted output). Ok(true) when
+    /// nothing is left. Plain TCP holds nothing.
+    #[inline]
+    pub fn flush_pending(&mut self) -> io::Result<bool> {
+        match self {
+            Transport::Tcp(_) => Ok(true),
+            Transport::Tls(t) => t.flush_pending(),
+        }
+    }
+
+    /// Whether [`Transport::flush_pending`] has anything to write.
+    #[inline]
+    pub fn wants_write(&self) -> bool {
+        match self {
+            Transport::Tcp(_) => false,
+            Transport::Tls(t) => t.wants_write(),
+        }
+    }
+
+    /// The TLS session, if this is one.
+    pub fn as_tls(&self) -> Option<&tls::TlsStream> {
+        match self {
+            Transport::Tcp(_) => None,
+            Transport::Tls(t) => Some(t),
+        }
     }
 
     /// One read straight into `buf`'s spare capacity (the caller reserves it), appended
@@ -38,6 +81,7 @@ impl Transport {
                 use std::os::fd::AsRawFd;
                 read_spare(s.as_raw_fd(), buf)
             }
+            Transport::Tls(t) => t.read_into(buf),
         }
     }
 
@@ -45,15 +89,18 @@ impl Transport {
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         match self {
             Transport::Tcp(s) => s.local_addr().ok(),
+            Transport::Tls(t) => t.sock.local_addr().ok(),
         }
     }
 
-    /// Shuts both directions down (errors ignored: the peer may be gone already).
-    pub fn shutdown(&self) {
+    /// Shuts both directions down (errors ignored: the peer may be gone already);
+    /// a TLS session first sends close_notify.
+    pub fn shutdown(&mut self) {
         match self {
             Transport::Tcp(s) => {
                 let _ = s.shutdown(std::net::Shutdown::Both);
             }
+            Transport::Tls(t) => t.shutdown(),
         }
     }
 }
@@ -82,12 +129,14 @@ impl Write for Transport {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         match self {
             Transport::Tcp(s) => s.write(b),
+            Transport::Tls(t) => t.write_vectored(&[IoSlice::new(b)]),
         }
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Transport::Tcp(s) => s.write_vectored(bufs),
+            Transport::Tls(t) => t.write_vectored(bufs),
         }
     }
 
@@ -101,18 +150,21 @@ impl Source for Transport {
     fn register(&mut self, r: &Registry, token: Token, interest: Interest) -> io::Result<()> {
         match self {
             Transport::Tcp(s) => s.register(r, token, interest),
+            Transport::Tls(t) => t.sock.register(r, token, interest),
         }
     }
 
     fn reregister(&mut self, r: &Registry, token: Token, interest: Interest) -> io::Result<()> {
         match self {
             Transport::Tcp(s) => s.reregister(r, token, interest),
+            Transport::Tls(t) => t.sock.reregister(r, token, interest),
         }
     }
 
     fn deregister(&mut self, r: &Registry) -> io::Result<()> {
         match self {
             Transport::Tcp(s) => s.deregister(r),
+            Transport::Tls(t) => t.sock.deregister(r),
         }
     }
 }

@@ -224,7 +224,9 @@ impl Broker {
                             // `--bind ::` prints [::]:PORT); a kind's listeners share
                             // their port.
                             amqp = amqp.or(port_of(&line, "warren listening on amqp://"));
-                            http = http.or(port_of(&line, "warren management on http://"));
+                            http = http
+                                .or(port_of(&line, "warren management on http://"))
+                                .or(port_of(&line, "warren management on https://"));
                             prometheus =
                                 prometheus.or(port_of(&line, "warren prometheus on http://"));
                             if let (Some(a), Some(h), Some(p)) = (amqp, http, prometheus) {

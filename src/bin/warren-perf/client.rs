@@ -1,5 +1,5 @@
-//! A blocking AMQP 0-9-1 client connection ([`Conn`]) over std's `TcpStream`: TCP
-//! connect, the handshake (PLAIN, heartbeats off, channel 1 opened), synchronous
+//! A blocking AMQP 0-9-1 client connection ([`Conn`]) over std's `TcpStream`, plain or
+//! TLS (`tls::Stream`, for `amqps://` / `--tls`): TCP connect, the handshake (PLAIN, heartbeats off, channel 1 opened), synchronous
 //! methods, a read buffer walked frame by frame in place, and the polite close.
 //!
 //! Owns the wire format the tool speaks to a broker outside the hot loops; the
@@ -17,9 +17,10 @@ use warren::proto::{channel, connection, FieldTable, FieldValue, Method};
 
 use crate::options::Uri;
 use crate::shared::{io_text, is_timeout, CH, FRAME_MAX, READ_BYTES};
+use crate::tls::Stream;
 
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -39,7 +40,7 @@ fn close_text(code: u16, text: &[u8], class: u16, method: u16) -> String {
 }
 
 impl Conn {
-    pub fn from_stream(stream: TcpStream, peer: String) -> Conn {
+    pub fn from_stream(stream: Stream, peer: String) -> Conn {
         let _ = stream.set_nodelay(true);
         Conn {
             stream,
@@ -70,6 +71,10 @@ impl Conn {
     /// Connects, performs the AMQP handshake (heartbeats off) and opens channel 1.
     pub fn open(uri: &Uri, name: &str) -> Result<Conn, String> {
         let (stream, peer) = Conn::tcp(&uri.host, uri.port)?;
+        let stream = match &uri.tls {
+            Some(config) => Stream::tls(stream, config.clone(), &uri.host)?,
+            None => Stream::Tcp(stream),
+        };
         let mut c = Conn::from_stream(stream, peer);
         c.stream
             .set_read_timeout(Some(Duration::from_secs(10)))

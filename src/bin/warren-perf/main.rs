@@ -41,6 +41,7 @@ mod producer;
 mod report;
 mod self_test;
 mod shared;
+mod tls;
 mod topology;
 
 use std::sync::atomic::Ordering;
@@ -64,6 +65,10 @@ fn main() {
             fatal("--sink and --source are separate self-tests; pick one");
         }
         self_test::run(&o);
+        return;
+    }
+    if o.handshakes > 0 {
+        handshakes(&o);
         return;
     }
     if o.duration.is_none() && o.count == 0 && !(o.producers == 0 && o.pre_fill > 0) {
@@ -147,4 +152,35 @@ fn main() {
             std::process::exit(3);
         }
     }
+}
+
+/// `--handshakes N`: N connections opened (TCP, TLS if asked, AMQP handshake, channel
+/// open) and closed politely, spread over `-x` threads; prints connections per second.
+fn handshakes(o: &options::Opts) {
+    let threads = o.producers.max(1);
+    let per = o.handshakes.div_ceil(threads as u64);
+    let t0 = Instant::now();
+    let workers: Vec<JoinHandle<()>> = (0..threads)
+        .map(|i| {
+            let o = o.clone();
+            thread::spawn(move || {
+                for _ in 0..per {
+                    let c = Conn::open(&o.uri, &format!("warren-perf handshake {i}"))
+                        .unwrap_or_else(|e| fatal(e));
+                    c.close();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let n = per * threads as u64;
+    println!(
+        "handshakes: {n} connections in {secs:.3}s ({:.0} conn/s, {} threads{})",
+        n as f64 / secs.max(1e-9),
+        threads,
+        if o.uri.tls.is_some() { ", TLS" } else { "" }
+    );
 }

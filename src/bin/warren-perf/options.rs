@@ -13,6 +13,10 @@ pub struct Uri {
     pub host: String,
     pub port: u16,
     pub vhost: String,
+    /// `amqps://` or `--tls`: the TLS client configuration (None: plain TCP).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The URI said `amqps://` (its default port is 5671).
+    pub amqps: bool,
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
@@ -36,9 +40,11 @@ fn percent_decode(s: &str) -> Result<String, String> {
 }
 
 fn parse_uri(s: &str) -> Result<Uri, String> {
-    let rest = s
-        .strip_prefix("amqp://")
-        .ok_or_else(|| format!("uri {s:?} must start with amqp://"))?;
+    let (rest, amqps) = match (s.strip_prefix("amqp://"), s.strip_prefix("amqps://")) {
+        (Some(r), _) => (r, false),
+        (None, Some(r)) => (r, true),
+        _ => return Err(format!("uri {s:?} must start with amqp:// or amqps://")),
+    };
     let (auth, rest) = match rest.rfind('@') {
         Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
         None => (None, rest),
@@ -74,7 +80,11 @@ fn parse_uri(s: &str) -> Result<Uri, String> {
         }
     };
     let port = if port.is_empty() {
-        5672
+        if amqps {
+            5671
+        } else {
+            5672
+        }
     } else {
         port.parse()
             .map_err(|_| format!("bad port {port:?} in uri {s:?}"))?
@@ -90,6 +100,8 @@ fn parse_uri(s: &str) -> Result<Uri, String> {
         host,
         port,
         vhost,
+        tls: None,
+        amqps,
     })
 }
 
@@ -126,6 +138,9 @@ pub struct Opts {
     /// `--reject`: consumers reject (requeue=false) every message instead of acking it,
     /// for dead-lettering throughput.
     pub reject: bool,
+    /// `--handshakes N`: open and close N connections (handshake, open, close) and
+    /// report connections per second instead of a message run.
+    pub handshakes: u64,
 }
 
 fn usage(o: &getopts::Options) -> String {
@@ -148,6 +163,23 @@ pub fn parse_opts() -> Opts {
         "uri",
         "broker URI (default amqp://guest:guest@127.0.0.1:5672/%2f)",
         "URI",
+    );
+    o.optflag(
+        "",
+        "tls",
+        "connect with TLS (as an amqps:// URI does; the port stays the URI's)",
+    );
+    o.optopt(
+        "",
+        "tls-ca",
+        "PEM CA file to verify the broker's certificate (default: not verified)",
+        "FILE",
+    );
+    o.optopt(
+        "",
+        "handshakes",
+        "open and close N connections (-x threads) and report connections/s",
+        "N",
     );
     o.optopt("x", "producers", "producer connections (default 1)", "N");
     o.optopt(
@@ -283,7 +315,16 @@ pub fn parse_opts() -> Opts {
     let uri_s = m
         .opt_str("uri")
         .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string());
-    let uri = parse_uri(&uri_s).unwrap_or_else(|e| fatal(e));
+    let mut uri = parse_uri(&uri_s).unwrap_or_else(|e| fatal(e));
+    if uri.amqps || m.opt_present("tls") {
+        let ca = m.opt_str("tls-ca");
+        if ca.is_none() && !m.opt_present("quiet") {
+            eprintln!(
+                "warren-perf: note: TLS without --tls-ca: the broker's certificate is not verified"
+            );
+        }
+        uri.tls = Some(crate::tls::config(ca.as_deref()).unwrap_or_else(|e| fatal(e)));
+    }
     let mut persistent = false;
     let mut mandatory = false;
     for f in m.opt_strs("flag") {
@@ -348,6 +389,7 @@ pub fn parse_opts() -> Opts {
         source: m.opt_present("source"),
         queue_args: queue_args(&m.opt_strs("queue-arg")),
         reject: m.opt_present("reject"),
+        handshakes: num(&m, "handshakes", 0),
     }
 }
 
@@ -429,6 +471,7 @@ pub fn test_opts() -> Opts {
         source: false,
         queue_args: warren::proto::FieldTable::new(),
         reject: false,
+        handshakes: 0,
     }
 }
 

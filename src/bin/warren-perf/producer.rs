@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
@@ -25,6 +24,7 @@ use crate::shared::{
     fatal, io_text, is_timeout, now_nanos, BATCH_BYTES, CH, CONFIRMED, NACKED, NO_TIMESTAMP, POLL,
     PRODUCERS_DONE, RETURNED, SENT, STOP,
 };
+use crate::tls::Stream;
 
 /// The bytes of one publish (method, header and body frames) and where the body's
 /// timestamp sits in them.
@@ -82,12 +82,17 @@ impl Confirms {
         }
     }
 
-    fn confirm(&self, tag: u64, multiple: bool, now: u64, hist: &mut Hist) {
+    /// Records an ack or nack of `tag` (`multiple`: and of every tag below). Adds the
+    /// messages it settles to `total` (the run's confirmed or nacked count) *before*
+    /// publishing them in `done`: the producer calls itself done when `done` reaches what
+    /// it sent, and the run's summary, read right after, must already count them.
+    fn confirm(&self, tag: u64, multiple: bool, now: u64, hist: &mut Hist, total: &AtomicU64) {
         let mut g = self.inner.lock().unwrap();
         let i = &mut *g;
         if tag <= i.watermark {
             return;
         }
+        let before = i.done;
         if multiple {
             let above: Vec<u64> = i.singles.range(..=tag).copied().collect();
             i.done += tag - i.watermark - above.len() as u64;
@@ -113,6 +118,7 @@ impl Confirms {
                 break;
             }
         }
+        total.fetch_add(i.done - before, Ordering::Relaxed);
         self.done.store(i.done, Ordering::Release);
         drop(g);
         if let Some(t) = self.producer.get() {
@@ -134,7 +140,7 @@ pub struct ProducerCfg {
 /// The producer hot loop: writes batches of pre-built publishes, patching only the
 /// timestamps. Returns the number sent.
 pub fn produce(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     cfg: &ProducerCfg,
     confirms: Option<&Confirms>,
     count_global: bool,
@@ -222,7 +228,7 @@ enum Wrote {
 /// Writes all of `b` to a socket that has a write timeout, giving up once the run
 /// is stopping, so that a broker applying back-pressure cannot hang the end of the
 /// run; a batch already begun is finished if the broker takes it within 2 s.
-fn write_until_stop(s: &mut TcpStream, mut b: &[u8]) -> io::Result<Wrote> {
+fn write_until_stop(s: &mut Stream, mut b: &[u8]) -> io::Result<Wrote> {
     let total = b.len();
     let mut deadline: Option<Instant> = None;
     while !b.is_empty() {
@@ -268,14 +274,8 @@ fn producer_reader(mut c: Conn, confirms: Arc<Confirms>, hist: Arc<Mutex<Hist>>)
                 Some([0, 60, 0, 80]) | Some([0, 60, 0, 120]) if pl.len() >= 13 => {
                     let tag = u64::from_be_bytes(pl[4..12].try_into().unwrap());
                     let multiple = pl[12] & 1 != 0;
-                    let before = confirms.done.load(Ordering::Relaxed);
-                    confirms.confirm(tag, multiple, now, &mut hist.lock().unwrap());
-                    let d = confirms.done.load(Ordering::Relaxed) - before;
-                    if pl[3] == 80 {
-                        CONFIRMED.fetch_add(d, Ordering::Relaxed);
-                    } else {
-                        NACKED.fetch_add(d, Ordering::Relaxed);
-                    }
+                    let total = if pl[3] == 80 { &CONFIRMED } else { &NACKED };
+                    confirms.confirm(tag, multiple, now, &mut hist.lock().unwrap(), total);
                 }
                 Some([0, 60, 0, 50]) => {
                     RETURNED.fetch_add(1, Ordering::Relaxed);
@@ -391,7 +391,7 @@ pub fn spawn_producer(
                 let _ = w.write_all(&b);
             } else {
                 // Mid-frame: a close would read as garbage; just hang up.
-                let _ = w.shutdown(std::net::Shutdown::Both);
+                w.shutdown();
             }
             let _ = reader.join();
             sent
@@ -415,18 +415,21 @@ mod tests {
             g.batches.push_back((11, 20, 200));
         }
         let mut h = Hist::new();
-        c.confirm(3, false, 1000, &mut h); // out of order single
+        let total = AtomicU64::new(0);
+        c.confirm(3, false, 1000, &mut h, &total); // out of order single
         assert_eq!(c.done.load(Ordering::Relaxed), 1);
-        c.confirm(2, true, 1000, &mut h); // 1..=2, then 3 joins the watermark
+        c.confirm(2, true, 1000, &mut h, &total); // 1..=2, then 3 joins the watermark
         assert_eq!(c.done.load(Ordering::Relaxed), 3);
         assert_eq!(h.count, 3);
-        c.confirm(15, true, 2000, &mut h);
+        c.confirm(15, true, 2000, &mut h, &total);
         assert_eq!(c.done.load(Ordering::Relaxed), 15);
         assert_eq!(h.count, 15);
-        c.confirm(15, true, 2000, &mut h); // duplicate: ignored
-        c.confirm(20, false, 2000, &mut h);
-        c.confirm(16, true, 2000, &mut h);
+        c.confirm(15, true, 2000, &mut h, &total); // duplicate: ignored
+        c.confirm(20, false, 2000, &mut h, &total);
+        c.confirm(16, true, 2000, &mut h, &total);
         assert_eq!(c.done.load(Ordering::Relaxed), 17);
+        // The run's total counts what `done` shows, duplicates not twice.
+        assert_eq!(total.load(Ordering::Relaxed), 17);
         assert_eq!(c.inner.lock().unwrap().batches.front().unwrap().0, 17);
     }
 

@@ -88,7 +88,8 @@ pub fn run(o: &Opts) {
         let (l, port) = local_listener();
         spawn_discarder(l);
         for i in 0..o.producers {
-            let (mut s, _) = Conn::tcp("127.0.0.1", port).unwrap_or_else(|e| fatal(e));
+            let (s, _) = Conn::tcp("127.0.0.1", port).unwrap_or_else(|e| fatal(e));
+            let mut s = crate::tls::Stream::Tcp(s);
             let _ = s.set_nodelay(true);
             let (template, ts_at) = publish_template(&o, &o.routing_key_for(i), FRAME_MAX);
             let cfg = ProducerCfg {
@@ -136,7 +137,7 @@ pub fn run(o: &Opts) {
         });
         for i in 0..o.consumers {
             let (s, peer) = Conn::tcp("127.0.0.1", port).unwrap_or_else(|e| fatal(e));
-            let mut c = Conn::from_stream(s, peer);
+            let mut c = Conn::from_stream(crate::tls::Stream::Tcp(s), peer);
             let _ = c.stream.set_read_timeout(Some(POLL));
             let hist = consumer_lat().register();
             let (autoack, multi) = (o.autoack, o.multi_ack);
