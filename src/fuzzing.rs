@@ -209,10 +209,7 @@ pub fn queue_arguments(data: &[u8]) {
             assert!(is_406(&e), "{e:?}");
         }
     }
-    let _ = (
-        args::not_implemented(&t),
-        args::exchange_not_implemented(&t),
-    );
+    let _ = args::not_implemented(&t);
     queue_features(flags, &t);
 }
 
@@ -254,6 +251,15 @@ fn queue_features(flags: u8, t: &FieldTable) {
     let ready = |b: &Broker| b.queue(q.id).map_or(0, |q| q.len());
     if let Some(r) = b.queue_mut(q.id).and_then(|q| q.next_delivery()) {
         b.dead_letter(q.id, 0, r.msg, Reason::Rejected);
+    }
+    // Returns (nack with requeue): a quorum queue counts them and dead-letters past
+    // its `x-delivery-limit`; any queue keeps its counts right.
+    for _ in 0..3 {
+        let Some(r) = b.queue_mut(q.id).and_then(|q| q.next_delivery()) else {
+            break;
+        };
+        let token = r.token();
+        b.requeue(q.id, 0, r.msg, token);
     }
     b.expire_due(q.id, false);
     let _ = b.run_queue_timers();

@@ -388,9 +388,23 @@ impl Message {
         Some(unsafe { ptr::read(self.base().add(timing_at(self.flags())).cast::<Timing>()) })
     }
 
-    /// delivery_mode = 2.
+    /// delivery_mode = 2, or kept by the store for a quorum queue (see
+    /// [`Message::into_persistent`]).
     pub fn is_persistent(&self) -> bool {
         self.flags() & PERSISTENT != 0
+    }
+
+    /// This message, persistent whatever its `delivery_mode` says (which is delivered
+    /// unchanged): a quorum queue keeps every message in the store, so its store
+    /// reference is handled as a persistent message's. Only a message no one shares yet
+    /// is changed; a shared one is returned as it is.
+    pub fn into_persistent(self) -> Message {
+        if self.ref_count() == 1 {
+            // SAFETY: the head is valid for the message's life, and with one handle
+            // (this one, owned) nothing else can be reading it.
+            unsafe { (*self.head.as_ptr()).flags |= PERSISTENT };
+        }
+        self
     }
 
     /// How many handles share this message (tests and diagnostics).

@@ -143,7 +143,7 @@ pub fn get(
     // Newest first, so each lands at the front in its original order.
     for (durable, r) in taken.into_iter().rev() {
         if requeue {
-            let seq = r.seq();
+            let seq = r.token();
             broker.requeue(id, durable, r.msg, seq);
         } else {
             broker.settle(durable, &r.msg);

@@ -368,6 +368,13 @@ impl Server {
                     msgs,
                     held: Vec::new(),
                 }),
+                Event::Reply(r) => {
+                    if let Some(c) = self.conns.get_mut(r.conn) {
+                        if crate::conn::methods::deliver_reply(c, &r) {
+                            self.touch(r.conn);
+                        }
+                    }
+                }
             }
         }
         self.events = events;

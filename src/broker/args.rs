@@ -26,9 +26,10 @@ const MAX_PRIORITY: i128 = 255;
 /// `?MAX_STREAM_MAX_SEGMENT_SIZE`.
 const MAX_SEGMENT_SIZE: i128 = 3_000_000_000;
 
-/// The queue types of RabbitMQ 3.10 (`x-queue-type`). Warren runs every queue as a classic
-/// queue; quorum and stream declarations are validated as RabbitMQ does and then logged as
-/// having no effect.
+/// The queue types of RabbitMQ 3.10 (`x-queue-type`). Warren runs a quorum queue as a
+/// durable queue that keeps every message in the store and counts deliveries
+/// (`super::quorum`); stream declarations are validated as RabbitMQ does and then logged
+/// as having no effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueType {
     Classic,
@@ -751,26 +752,29 @@ const IMPLEMENTED: &[&[u8]] = &[
     b"x-max-length-bytes",
     b"x-overflow",
     b"x-expires",
+    // Quorum queues (`super::quorum`); on one node a group size or leader locator has
+    // nothing to choose. (`x-queue-mode: lazy` is accepted and still warned about:
+    // Warren pages by its memory budget, not per queue.)
+    b"x-delivery-limit",
+    b"x-dead-letter-strategy",
+    b"x-quorum-initial-group-size",
+    b"x-queue-leader-locator",
 ];
 
 /// The known queue arguments in `args` that Warren accepts but does not act on yet
-/// (every one but `x-queue-type: classic`), in the client's order, for the one warning a
-/// new queue logs. Empty (and allocation-free) for a queue without such arguments.
+/// (every one but `x-queue-type` classic or quorum), in the client's order, for the one
+/// warning a new queue logs. Empty (and allocation-free) for a queue without such
+/// arguments.
 pub fn not_implemented(args: &FieldTable) -> Vec<String> {
     args.iter()
         .filter(|(k, v)| {
             known_queue_arg(k)
                 && !IMPLEMENTED.contains(&&k[..])
                 && !(&k[..] == b"x-queue-type"
-                    && matches!(v, FieldValue::LongStr(s) if &s[..] == b"classic"))
+                    && matches!(v, FieldValue::LongStr(s) if &s[..] == b"classic" || &s[..] == b"quorum"))
         })
         .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
         .collect()
-}
-
-/// Same for exchanges: `alternate-exchange` is not implemented yet.
-pub fn exchange_not_implemented(args: &FieldTable) -> bool {
-    args.get(b"alternate-exchange").is_some()
 }
 
 #[cfg(test)]
@@ -968,10 +972,14 @@ mod tests {
             validate_queue_declare("/", b"q", &ok, true, false, false).unwrap(),
             QueueType::Quorum
         );
-        assert_eq!(
-            not_implemented(&ok),
-            vec!["x-queue-type", "x-delivery-limit"]
+        assert!(
+            not_implemented(&ok).is_empty(),
+            "quorum queues are implemented"
         );
         assert!(not_implemented(&table(&[("x-queue-type", s("classic"))])).is_empty());
+        assert_eq!(
+            not_implemented(&table(&[("x-queue-type", s("stream"))])),
+            vec!["x-queue-type"]
+        );
     }
 }

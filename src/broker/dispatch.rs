@@ -36,8 +36,13 @@ pub const DELIVERIES_PER_TURN: usize = 2048;
 pub enum Recipient<'a> {
     /// basic.deliver to a consumer; a manual-ack consumer's unacked count grows.
     Consumer(&'a mut Consumer),
-    /// basic.get-ok; `message_count` is what the queue holds after this one.
-    Get { no_ack: bool, message_count: u32 },
+    /// basic.get-ok; `message_count` is what the queue holds after this one; `quorum`:
+    /// from a quorum queue, whose basic.get-ok always carries `x-delivery-count`.
+    Get {
+        no_ack: bool,
+        message_count: u32,
+        quorum: bool,
+    },
 }
 
 /// Delivers from queue `qid` to its consumers, round-robin, each within its prefetch
@@ -174,6 +179,7 @@ pub fn get(
         return Err(not_found("queue vanished"));
     };
     let durable = q.durable_id;
+    let quorum = q.quorum;
     let mut again = false;
     let delivered = match q.next_delivery() {
         Some(r) => {
@@ -182,6 +188,7 @@ pub fn get(
             let to = Recipient::Get {
                 no_ack,
                 message_count,
+                quorum,
             };
             deliver(store, qid, durable, r, conn, chi, to, now)
         }
@@ -236,7 +243,8 @@ pub fn deliver(
     to: Recipient<'_>,
     now: Instant,
 ) -> bool {
-    let (seq, redelivered) = (r.seq(), r.redelivered());
+    // The token keeps a quorum queue's delivery count for a requeue.
+    let (seq, redelivered, count) = (r.token(), r.redelivered(), r.delivery_count());
     let msg = r.msg;
     let body = match load_body_in(store.as_deref_mut(), &msg) {
         Ok(b) => b,
@@ -250,6 +258,7 @@ pub fn deliver(
     let tag = ch.next_tag();
     let channel = ch.id;
     ch.stats.now.redeliver += u64::from(redelivered);
+    let mut count_header = count > 0;
     let (no_ack, consumer) = match to {
         Recipient::Consumer(c) => {
             frame::write_deliver(
@@ -269,7 +278,9 @@ pub fn deliver(
         Recipient::Get {
             no_ack,
             message_count,
+            quorum,
         } => {
+            count_header |= quorum;
             let ok = basic::GetOk {
                 delivery_tag: tag,
                 redelivered,
@@ -289,8 +300,15 @@ pub fn deliver(
         (_, true) => counts.deliver_no_ack += 1,
     }
     let frame_max = conn.frame_max;
-    conn.out
-        .write_content(channel, msg.properties(), &body, frame_max);
+    // A quorum queue's redelivery (or any basic.get from one) says how often the
+    // message came back; nothing else is re-encoded.
+    let counted = if count_header {
+        super::quorum::delivery_count_properties(msg.properties(), count)
+    } else {
+        None
+    };
+    let props = counted.as_deref().unwrap_or(msg.properties());
+    conn.out.write_content(channel, props, &body, frame_max);
     if no_ack {
         settle_in(store, durable, &msg);
     } else {

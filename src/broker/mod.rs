@@ -28,6 +28,8 @@ pub mod dispatch;
 pub mod exchange;
 pub mod features;
 pub mod queue;
+pub mod quorum;
+pub mod reply_to;
 
 use bytes::Bytes;
 use log::warn;
@@ -249,6 +251,11 @@ pub struct Broker {
     rejected: bool,
     /// Queues with `reject-publish-dlx` that refused the current publish.
     reject_dlx: Vec<QueueId>,
+    /// Direct reply-to addresses and the channels they name (see [`reply_to`]).
+    pub reply_to: reply_to::Registry,
+    /// Quorum queues (see [`quorum`]): while 0, a transient publish does not look for
+    /// them among its queues.
+    quorum_queues: usize,
 }
 
 /// The store reference a queue holds on a message: its durable id for a persistent
@@ -650,12 +657,6 @@ impl Broker {
             )
         })?;
         args::validate_exchange_declare(vn, &d.name, &d.arguments)?;
-        if args::exchange_not_implemented(&d.arguments) {
-            warn!(
-                "exchange '{}' in vhost '{vn}': argument alternate-exchange has no effect yet (not implemented)",
-                show(&d.name)
-            );
-        }
         self.insert_exchange(
             vhost,
             d.name.clone(),
@@ -977,6 +978,8 @@ impl Broker {
         let gen = self.gen();
         let mut q = Queue::new(gen, vhost, name.clone(), props, owner);
         q.durable_id = durable_id;
+        q.quorum = args::QueueType::of(&q.props.arguments) == args::QueueType::Quorum;
+        self.quorum_queues += usize::from(q.quorum);
         let idx = self.queues.insert(q) as u32;
         let id = QueueId { idx, gen };
         if let Some(v) = self.vhost_mut(vhost) {
@@ -1053,6 +1056,9 @@ impl Broker {
         }
         if q.features.is_some() {
             self.featured = self.featured.saturating_sub(1);
+        }
+        if q.quorum {
+            self.quorum_queues = self.quorum_queues.saturating_sub(1);
         }
         self.meta_dirty |= q.durable_id != 0;
         for m in q.messages() {
@@ -1152,7 +1158,8 @@ impl Broker {
     }
 
     /// Computes the queues `msg` goes to from exchange `x`, each once, into `out`
-    /// (cleared first). Follows exchange-to-exchange bindings without looping.
+    /// (cleared first). Follows exchange-to-exchange bindings, and the alternate
+    /// exchange of any exchange on the way that routes nowhere, without looping.
     pub fn route(
         &mut self,
         x: ExchangeId,
@@ -1190,6 +1197,16 @@ impl Broker {
                 None
             };
             ex.route(routing_key, h, &mut scratch);
+            if scratch.is_empty() {
+                // RabbitMQ's `process_alternate`: an exchange that routes nowhere hands
+                // the message to its alternate exchange, if that exists (chains follow;
+                // the stamp stops cycles, as RabbitMQ's seen-set does).
+                if let Some(ae) = ex.alternate.as_ref() {
+                    if let Some(n) = self.exchange_id(ex.vhost, ae) {
+                        scratch.push(Dest::Exchange(n));
+                    }
+                }
+            }
             for d in scratch.iter() {
                 match *d {
                     Dest::Queue(q) => {
@@ -1236,6 +1253,13 @@ impl Broker {
     /// Puts an unacked message back at its original position, marked redelivered. A
     /// message whose queue is gone is settled instead (`durable` is that queue's id).
     pub fn requeue(&mut self, id: QueueId, durable: u32, msg: Message, seq: u64) {
+        let (msg, seq) = match self.queue(id) {
+            Some(q) if q.quorum => match self.quorum_return(id, durable, msg, seq) {
+                Some(back) => back,
+                None => return,
+            },
+            _ => (msg, seq),
+        };
         if let Some(q) = self.queue_mut(id) {
             q.requeue(msg, seq);
             let featured = q.features.is_some();
@@ -1253,6 +1277,14 @@ impl Broker {
     /// is not marked for dispatch (it is held until the whole set is back; see
     /// `Queue::held`). Returns false when the queue is gone (the message is settled).
     pub fn requeue_held(&mut self, id: QueueId, durable: u32, msg: Message, seq: u64) -> bool {
+        let (msg, seq) = match self.queue(id) {
+            Some(q) if q.quorum => match self.quorum_return(id, durable, msg, seq) {
+                Some(back) => back,
+                // Dead-lettered past its delivery limit; the queue is still there.
+                None => return true,
+            },
+            _ => (msg, seq),
+        };
         if let Some(q) = self.queue_mut(id) {
             q.requeue(msg, seq);
             if q.features.is_some() {
@@ -1382,6 +1414,33 @@ impl Broker {
         let persistent = properties::delivery_mode(properties) == Some(2);
         let page = self.store.as_ref().is_some_and(|st| !st.is_full())
             && crate::message::resident_bytes() as u64 + body.len() as u64 > memory_budget;
+        let mut routed = routed;
+        if !persistent && self.quorum_queues > 0 && self.store.is_some() {
+            // Quorum queues keep even a transient message in the store: they get their
+            // own persistent copy; the other queues the message as published.
+            let n = self.quorum_first(routed);
+            if n > 0 {
+                let (quorum, rest) = routed.split_at_mut(n);
+                if self
+                    .enqueue_quorum_copy(
+                        quorum,
+                        exchange,
+                        routing_key,
+                        properties,
+                        &body,
+                        page,
+                        timing,
+                    )
+                    .is_err()
+                {
+                    return Published::Refused;
+                }
+                if rest.is_empty() {
+                    return Published::Routed;
+                }
+                routed = rest;
+            }
+        }
         let mut location = None;
         if persistent || page {
             match self.persist(
@@ -1689,10 +1748,28 @@ impl Broker {
                 let (e, k, p) = (&rec.exchange, &rec.routing_key, &rec.properties);
                 Message::new_timed(e, k, p, rec.body, Some(r.location), timing)
             };
+            // A transient message in the store is a quorum queue's (see `quorum`): it
+            // is handled as persistent again.
+            let msg = if !msg.is_persistent()
+                && r.queues.iter().any(|(qid, _)| {
+                    by_id
+                        .get(qid)
+                        .and_then(|id| b.queue(*id))
+                        .is_some_and(|q| q.quorum)
+                }) {
+                msg.into_persistent()
+            } else {
+                msg
+            };
             for (qid, delivered) in r.queues {
                 let Some(&id) = by_id.get(&qid) else { continue };
+                let count = r
+                    .returns
+                    .iter()
+                    .find(|(q, _)| *q == qid)
+                    .map_or(0, |(_, n)| u64::from(*n));
                 if let Some(q) = b.queue_mut(id) {
-                    q.push_recovered(msg.clone(), delivered);
+                    q.push_counted(msg.clone(), delivered || count > 0, count);
                     if timing.is_some() && timed_queues.last() != Some(&id) {
                         timed_queues.push(id);
                     }

@@ -30,7 +30,8 @@ pub struct Unacked {
     /// The consumer it was delivered to; 0 for basic.get.
     pub consumer: u64,
     pub msg: Message,
-    /// Its position in the queue, to requeue it there.
+    /// Its position in the queue, to requeue it there (`Ready::token`: with a quorum
+    /// queue's delivery count in its top bits).
     pub seq: u64,
     pub delivered_at: Instant,
 }
@@ -111,6 +112,9 @@ pub struct Channel {
     /// Message counters of this channel (publish, confirm, deliver, ack, ...), with
     /// their last samples for rates (see `crate::counters`).
     pub stats: crate::counters::Sampled<crate::counters::MsgCounters>,
+    /// The direct reply-to consumer (basic.consume of `amq.rabbitmq.reply-to`), at most
+    /// one per channel: its consumer tag and the suffix of its reply address.
+    pub reply: Option<(Bytes, Bytes)>,
 }
 
 impl Channel {
@@ -132,6 +136,7 @@ impl Channel {
             last_queue: Bytes::new(),
             last_exchange: None,
             stats: Default::default(),
+            reply: None,
         }
     }
 
@@ -139,6 +144,13 @@ impl Channel {
     pub fn next_tag(&mut self) -> u64 {
         self.next_tag += 1;
         self.next_tag
+    }
+
+    /// The tag the next delivery will get, without taking it: what a direct reply-to
+    /// delivery carries (RabbitMQ's `deliver_reply` does not advance the channel's tag;
+    /// the reply is no-ack, so no ack can name it).
+    pub fn peek_tag(&self) -> u64 {
+        self.next_tag + 1
     }
 
     /// A snapshot for inspection (the management API).

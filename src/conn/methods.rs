@@ -22,15 +22,23 @@
 //! A passive declaration is checked for nothing. Publishing checks once per channel
 //! and exchange: the channel caches the answer with `Auth::generation`, so a narrowed
 //! permission reaches it at its next publish, and a plain publish pays two compares.
+//!
+//! Direct reply-to lives here too, as RabbitMQ keeps it in `rabbit_channel`: the reply
+//! consumer is channel state (`Channel::reply`, with its address in the broker's
+//! `reply_to` registry), a publish rewrites `reply_to: amq.rabbitmq.reply-to` to the
+//! channel's address, and a publish to an address becomes an `Event::Reply` that the
+//! server hands to [`deliver_reply`] for the connection it names.
 
 use bytes::Bytes;
 
 use crate::auth::{Permission, Resource};
 use crate::broker::exchange::ExchangeKind;
+use crate::broker::reply_to;
 use crate::broker::{Broker, Dest, ExchangeDecl, Published, QueueDecl, QueueId};
 use crate::error::{access_refused, not_found, precondition, AmqpError, ReplyCode};
 use crate::message::Body;
 use crate::ops;
+use crate::proto::frame;
 use crate::proto::{
     basic, channel, confirm, connection, exchange, queue, tx, BasicProperties, FieldTable,
     FieldValue, Method,
@@ -38,6 +46,7 @@ use crate::proto::{
 
 use super::channel::{Channel, ChannelConsumer, ExchangeCache, TxOp};
 use super::state::{show, Event, Session, RETURN_NOW};
+use super::Connection;
 
 impl Session<'_> {
     /// A method on an open channel. Errors are scoped by the caller.
@@ -174,6 +183,30 @@ impl Session<'_> {
             }
 
             // ----- queue -----
+            Method::QueueDeclare(d) if d.queue.starts_with(reply_to::PSEUDO_QUEUE) => {
+                // RabbitMQ: every declare of these names is passive, whatever its flags
+                // and arguments, and needs no permission; the pseudo-queue always
+                // exists, an address exists while its reply consumer does.
+                let exists = d.queue[..] == *reply_to::PSEUDO_QUEUE
+                    || reply_to::suffix(&d.queue)
+                        .is_some_and(|s| self.broker.reply_to.lookup(s).is_some());
+                if !exists {
+                    return Err(not_found(format!(
+                        "no queue '{}' in vhost '{}'",
+                        show(&d.queue),
+                        self.conn.vhost
+                    )));
+                }
+                if !d.nowait {
+                    let ok = queue::DeclareOk {
+                        queue: d.queue,
+                        message_count: 0,
+                        consumer_count: 1,
+                    };
+                    self.send(ch, &Method::QueueDeclareOk(ok));
+                }
+                Ok(())
+            }
             Method::QueueDeclare(d) => {
                 let name = if d.passive && d.queue.is_empty() {
                     self.conn.channels[idx].last_queue.clone()
@@ -321,6 +354,9 @@ impl Session<'_> {
                 self.send(ch, &Method::BasicQosOk(basic::QosOk {}));
                 Ok(())
             }
+            Method::BasicConsume(c) if c.queue[..] == *reply_to::PSEUDO_QUEUE => {
+                self.consume_replies(idx, ch, c)
+            }
             Method::BasicConsume(c) => {
                 // RabbitMQ refuses a tag in use before it checks the queue's permission.
                 if !c.consumer_tag.is_empty()
@@ -367,7 +403,16 @@ impl Session<'_> {
                 Ok(())
             }
             Method::BasicCancel(c) => {
-                if let Some(cc) = self.conn.channels[idx].remove_consumer(&c.consumer_tag) {
+                let chan = &mut self.conn.channels[idx];
+                if chan
+                    .reply
+                    .as_ref()
+                    .is_some_and(|(t, _)| *t == c.consumer_tag)
+                {
+                    if let Some((_, suffix)) = chan.reply.take() {
+                        self.broker.reply_to.unregister(&suffix);
+                    }
+                } else if let Some(cc) = chan.remove_consumer(&c.consumer_tag) {
                     self.broker.remove_consumer(cc.queue, cc.id);
                 }
                 if !c.nowait {
@@ -632,6 +677,8 @@ impl Session<'_> {
                     &publish.routing_key,
                 )?;
             }
+            // As RabbitMQ, the reply address is filled in as the publish arrives.
+            let properties = fast_reply_to(c.reply.as_ref(), properties)?;
             ops.push(TxOp::Publish {
                 publish,
                 properties,
@@ -640,6 +687,39 @@ impl Session<'_> {
             return Ok(());
         }
         self.route_publish(ch, publish, properties, body)
+    }
+
+    /// basic.consume of `amq.rabbitmq.reply-to` (RabbitMQ's clause, in its order): a
+    /// consumer tag in use is 530; acknowledging mode is 406 "reply consumer cannot
+    /// acknowledge"; a second reply consumer on the channel is 406 "reply consumer
+    /// already set". No permission is checked (there is no queue).
+    fn consume_replies(&mut self, idx: usize, ch: u16, c: basic::Consume) -> Result<(), AmqpError> {
+        if self.conn.channels[idx].consumer(&c.consumer_tag).is_some() {
+            return Err(AmqpError::new(
+                ReplyCode::NotAllowed,
+                format!("attempt to reuse consumer tag '{}'", show(&c.consumer_tag)),
+            ));
+        }
+        if !c.no_ack {
+            return Err(precondition("reply consumer cannot acknowledge"));
+        }
+        if self.conn.channels[idx].reply.is_some() {
+            return Err(precondition("reply consumer already set"));
+        }
+        let tag = if c.consumer_tag.is_empty() {
+            self.broker.consumer_tag()
+        } else {
+            c.consumer_tag
+        };
+        let suffix = self.broker.reply_to.register(self.conn.key, ch);
+        self.conn.channels[idx].reply = Some((tag.clone(), suffix));
+        if !c.nowait {
+            self.send(
+                ch,
+                &Method::BasicConsumeOk(basic::ConsumeOk { consumer_tag: tag }),
+            );
+        }
+        Ok(())
     }
 
     /// Routes a complete message (outside a transaction, or at tx.commit): resolves the
@@ -696,6 +776,32 @@ impl Session<'_> {
                 id
             }
         };
+        // Only a publish with a reply-to property (bit 9 of the flags: bit 1 of their
+        // first byte) can name the pseudo-queue; the plain path tests one bit.
+        let properties = match self.conn.channel(ch) {
+            Some(c) if properties.first().is_some_and(|f| f & 0x02 != 0) => {
+                fast_reply_to(c.reply.as_ref(), properties)?
+            }
+            _ => properties,
+        };
+        // A publish to a reply address (default exchange) goes straight to the reply
+        // consumer it names, if any; for the publisher it is still unroutable, as in
+        // RabbitMQ (no queue took it: a mandatory one comes back too).
+        if p.exchange.is_empty() {
+            if let Some(to) = reply_to::suffix(&p.routing_key)
+                .and_then(|s| Some((s, self.broker.reply_to.lookup(s)?)))
+            {
+                let (suffix, (conn, channel)) = to;
+                self.events.push(Event::Reply(Box::new(Reply {
+                    conn,
+                    channel,
+                    suffix: Bytes::copy_from_slice(suffix),
+                    routing_key: p.routing_key.clone(),
+                    properties: properties.clone(),
+                    body: body.clone(),
+                })));
+            }
+        }
         // user-id is bit 4 of the first property-flag word; decode only then.
         if properties.get(1).is_some_and(|f| f & 0x10 != 0) {
             let user = BasicProperties::decode(&properties)
@@ -881,6 +987,9 @@ impl Session<'_> {
 /// in their original order, marked redelivered: at once for a few, through
 /// `Event::Return` (spread over loop turns) for more than [`RETURN_NOW`].
 pub fn release_channel(ch: &mut Channel, broker: &mut Broker, events: &mut Vec<Event>) {
+    if let Some((_, suffix)) = ch.reply.take() {
+        broker.reply_to.unregister(&suffix);
+    }
     for c in ch.consumers.drain(..) {
         broker.remove_consumer(c.queue, c.id);
     }
@@ -892,6 +1001,72 @@ pub fn release_channel(ch: &mut Channel, broker: &mut Broker, events: &mut Vec<E
     }
     ch.assembler = Default::default();
     ch.tx = None;
+}
+
+/// The `reply_to` property of a publish on a channel with reply consumer `reply` (tag,
+/// suffix): `amq.rabbitmq.reply-to` becomes the channel's reply address (RabbitMQ's `maybe_set_fast_reply_to`); a channel with no
+/// reply consumer is 406 "fast reply consumer does not exist". Anything else is kept as
+/// is: only a publish with the reply-to flag set is decoded.
+fn fast_reply_to(reply: Option<&(Bytes, Bytes)>, properties: Bytes) -> Result<Bytes, AmqpError> {
+    // reply-to is bit 9 of the property flags: bit 1 of their first byte.
+    if properties.first().is_none_or(|f| f & 0x02 == 0) {
+        return Ok(properties);
+    }
+    let Ok(mut decoded) = BasicProperties::decode(&properties) else {
+        return Ok(properties);
+    };
+    if decoded.reply_to.as_deref() != Some(reply_to::PSEUDO_QUEUE) {
+        return Ok(properties);
+    }
+    let Some((_, suffix)) = reply else {
+        return Err(precondition("fast reply consumer does not exist"));
+    };
+    let mut address = Vec::with_capacity(reply_to::PREFIX.len() + suffix.len());
+    address.extend_from_slice(reply_to::PREFIX);
+    address.extend_from_slice(suffix);
+    decoded.reply_to = Some(Bytes::from(address));
+    Ok(decoded.to_raw())
+}
+
+/// A message published to a direct reply-to address, on its way to the connection and
+/// channel the address names (`Event::Reply`).
+#[derive(Debug)]
+pub struct Reply {
+    pub conn: usize,
+    pub channel: u16,
+    /// The address's suffix: the channel must still have the reply consumer it names.
+    pub suffix: Bytes,
+    pub routing_key: Bytes,
+    pub properties: Bytes,
+    pub body: Bytes,
+}
+
+/// Writes a direct reply-to message to its reply consumer as a basic.deliver (no-ack,
+/// never redelivered, exchange "" since replies go through the default exchange, the
+/// channel's next tag without taking it, as RabbitMQ). Dropped, returning false, when
+/// the channel is gone, closing, or no longer has that reply consumer.
+pub fn deliver_reply(conn: &mut Connection, r: &Reply) -> bool {
+    let Some(c) = conn.channel(r.channel) else {
+        return false;
+    };
+    let tag = match &c.reply {
+        Some((tag, suffix)) if !c.closing && *suffix == r.suffix => tag.clone(),
+        _ => return false,
+    };
+    let delivery_tag = c.peek_tag();
+    frame::write_deliver(
+        conn.out.tail(),
+        r.channel,
+        &tag,
+        delivery_tag,
+        false,
+        b"",
+        &r.routing_key,
+    );
+    let frame_max = conn.frame_max;
+    conn.out
+        .write_content(r.channel, &r.properties, &Body::Shared(&r.body), frame_max);
+    true
 }
 
 /// RabbitMQ's refusal of an operation on the default exchange.

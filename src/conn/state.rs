@@ -66,6 +66,9 @@ pub enum Event {
     /// closed, nack/recover of many): too many to put back within one loop turn, so the
     /// server returns them a budget per turn (`Server::returns`). In delivery-tag order.
     Return(VecDeque<Unacked>),
+    /// A direct reply-to message for the reply consumer of another (or this)
+    /// connection's channel (see `super::methods::deliver_reply`).
+    Reply(Box<super::methods::Reply>),
 }
 
 /// Unacked sets up to this size are requeued on the spot; larger ones are handed to

@@ -137,19 +137,30 @@ fn one(server: &Server, req: &Request, vh: &str, name: &str) -> Result<Value, Ap
     Ok(j)
 }
 
+/// The `type` field: RabbitMQ's name of the queue's type (`x-queue-type`).
+fn queue_type(args: &crate::proto::FieldTable) -> &'static str {
+    use crate::broker::args::QueueType;
+    match QueueType::of(args) {
+        QueueType::Classic => "classic",
+        QueueType::Quorum => "quorum",
+        QueueType::Stream => "stream",
+    }
+}
+
 /// A queue as RabbitMQ's API shows it (the fields tools read).
 pub fn queue_json(server: &Server, q: &QueueInfo) -> Value {
     let name = String::from_utf8_lossy(&q.name);
     let messages = q.ready as u64 + q.unacked;
     let idle = q.consumers == 0;
-    json!({
+    let kind = queue_type(&q.arguments);
+    let mut j = json!({
         "name": name,
         "vhost": &*q.vhost,
         "durable": q.durable,
         "auto_delete": q.auto_delete,
         "exclusive": q.exclusive,
         "arguments": table_json(&q.arguments),
-        "type": "classic",
+        "type": kind,
         "node": super::overview::node_name(),
         "state": "running",
         "policy": null,
@@ -182,7 +193,17 @@ pub fn queue_json(server: &Server, q: &QueueInfo) -> Value {
         "head_message_timestamp": null,
         "idle_since": if idle { Value::String(super::now_rfc3339()) } else { Value::Null },
         "message_stats": super::message_stats_queue(server, q),
-    })
+    });
+    if kind == "quorum" {
+        // A one-node quorum queue: this node leads and is the one member, online.
+        let node = super::overview::node_name();
+        if let Value::Object(m) = &mut j {
+            m.insert("leader".into(), json!(node.clone()));
+            m.insert("members".into(), json!([node.clone()]));
+            m.insert("online".into(), json!([node]));
+        }
+    }
+    j
 }
 
 /// `PUT /api/queues/{vhost}/{name}`: queue.declare with the body's `durable`,

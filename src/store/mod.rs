@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::StoreError;
 pub use meta::Meta;
-use segment::{Record, ACK, ACK_MAGIC, DELIVERED, SEG_MAGIC};
+use segment::{Record, ACK, ACK_MAGIC, DELIVERED, RETURNED, SEG_MAGIC};
 
 /// The reference id of a paged message held by a queue whose copy must not survive a
 /// restart (a transient message, or a non-durable queue). No queue has this id, so
@@ -60,6 +60,9 @@ pub struct Recovered {
     pub record: Record,
     /// (queue id, delivered before the restart)
     pub queues: Vec<(u32, bool)>,
+    /// (queue id, how often a quorum queue's message came back) for those of `queues`
+    /// that recorded returns (see [`Store::returned`]).
+    pub returns: Vec<(u32, u32)>,
 }
 
 struct AckFile {
@@ -369,6 +372,7 @@ impl Store {
             f.sync_all()?;
         }
         let mut state: HashMap<(u32, u32), u8> = HashMap::new();
+        let mut returned: HashMap<(u32, u32), u32> = HashMap::new();
         match fs::read(ack_path(dir, n)) {
             Ok(acks) => {
                 if segment::check_header(&acks, ACK_MAGIC).is_ok() {
@@ -382,6 +386,9 @@ impl Store {
                         f.set_len(valid as u64)?;
                     }
                     for (off, q, kind) in recs {
+                        if kind == RETURNED {
+                            *returned.entry((off, q)).or_insert(0) += 1;
+                        }
                         let e = state.entry((off, q)).or_insert(0);
                         *e = (*e).max(kind_rank(kind));
                     }
@@ -411,6 +418,14 @@ impl Store {
                 continue;
             }
             kept += queues.len() as u64;
+            let returns = if returned.is_empty() {
+                Vec::new()
+            } else {
+                queues
+                    .iter()
+                    .filter_map(|&(q, _)| Some((q, *returned.get(&(record.offset, q))?)))
+                    .collect()
+            };
             out.push(Recovered {
                 location: Location {
                     segment: n,
@@ -418,6 +433,7 @@ impl Store {
                 },
                 record,
                 queues,
+                returns,
             });
         }
         Ok(kept)
@@ -659,6 +675,12 @@ impl Store {
     /// after a crash).
     pub fn delivered(&mut self, loc: Location, queue: u32) {
         self.ack_record(loc, queue, DELIVERED);
+    }
+
+    /// A quorum queue's message came back once more (its delivery count; see
+    /// `broker::quorum`).
+    pub fn returned(&mut self, loc: Location, queue: u32) {
+        self.ack_record(loc, queue, RETURNED);
     }
 
     /// The queue is done with the message (acked, dropped, purged, queue deleted).

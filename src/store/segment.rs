@@ -15,7 +15,9 @@
 //! Each segment has an ack file `acks.NNNNNNNNNN` (`WRNACK` + version u16) of fixed
 //! 13-byte records `offset u32 | queue id u32 | kind u8 | crc32 u32` (the CRC covers the
 //! first 9 bytes): kind 1 = acked (the queue is done with it), 2 = delivered (it comes
-//! back `redelivered` after a crash).
+//! back `redelivered` after a crash), 3 = returned (a quorum queue's message came back
+//! once more: recovery counts these for its `x-delivery-count`; a build that does not
+//! know kind 3 ignores it, so the version did not move).
 //!
 //! Scanning stops at the first record that is short or fails its CRC: that is where a
 //! crash tore the tail, and the caller truncates the file there.
@@ -34,6 +36,7 @@ pub const ACK_RECORD_LEN: usize = 13;
 
 pub const ACK: u8 = 1;
 pub const DELIVERED: u8 = 2;
+pub const RETURNED: u8 = 3;
 
 /// The 8-byte file header for a magic.
 pub fn header(magic: &[u8; 6]) -> [u8; HEADER_LEN] {

@@ -1,6 +1,8 @@
 //! Exchanges: their declared properties, their bindings and the per-type index that
 //! routes a message to destinations (direct: hash map; fanout: list; topic: trie;
-//! headers: scan of the bindings' argument tables).
+//! headers: scan of the bindings' argument tables), and the name of its alternate
+//! exchange (`alternate-exchange`), which `Broker::route` follows when the exchange
+//! itself routes a message nowhere.
 
 pub mod headers;
 pub mod topic;
@@ -72,6 +74,11 @@ pub struct Exchange {
     pub auto_delete: bool,
     pub internal: bool,
     pub arguments: FieldTable,
+    /// The `alternate-exchange` argument: where `Broker::route` sends what this exchange
+    /// cannot route (looked up by name at that moment, so an AE declared later or
+    /// deleted and redeclared is found; a missing one is ignored, as in RabbitMQ).
+    /// None for most exchanges: they pay one branch on an unroutable message only.
+    pub alternate: Option<Bytes>,
     bindings: Vec<Binding>,
     index: Index,
     /// Last publish that visited this exchange (stops exchange-to-exchange cycles).
@@ -98,6 +105,12 @@ impl Exchange {
             ExchangeKind::Topic => Index::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Index::Headers,
         };
+        // Validated as a long string on declare (`args::validate_exchange_declare`); a
+        // value of another type (from an older data directory) means none.
+        let alternate = match arguments.get(b"alternate-exchange") {
+            Some(crate::proto::FieldValue::LongStr(n)) => Some(n.clone()),
+            _ => None,
+        };
         Exchange {
             gen,
             vhost,
@@ -107,6 +120,7 @@ impl Exchange {
             auto_delete,
             internal,
             arguments,
+            alternate,
             bindings: Vec::new(),
             index,
             stamp: 0,

@@ -22,8 +22,9 @@ use super::Ready;
 pub struct ClassicQueue {
     ready: VecDeque<Ready>,
     /// Requeued (hence redelivered) messages whose place is between two of `ready`,
-    /// by sequence number.
-    returned: BTreeMap<u64, Message>,
+    /// by sequence number (each with its position token: a quorum queue's delivery
+    /// count rides in it).
+    returned: BTreeMap<u64, Ready>,
 }
 
 impl ClassicQueue {
@@ -41,7 +42,7 @@ impl ClassicQueue {
         match (self.ready.front(), self.ready.back()) {
             (Some(f), _) if seq < f.seq() => self.ready.push_front(r),
             (Some(_), Some(b)) if seq < b.seq() => {
-                let displaced = self.returned.insert(seq, r.msg);
+                let displaced = self.returned.insert(seq, r);
                 // Sequence numbers are unique in a queue and a message is in one place
                 // at a time, so nothing can be displaced.
                 debug_assert!(displaced.is_none(), "requeue of a message already ready");
@@ -67,8 +68,7 @@ impl ClassicQueue {
             (Some(_), None) => false,
         };
         if from_returned {
-            let (seq, msg) = self.returned.pop_first()?;
-            Some(Ready::new(msg, seq, true))
+            self.returned.pop_first().map(|(_, r)| r)
         } else {
             self.ready.pop_front()
         }
@@ -82,9 +82,9 @@ impl ClassicQueue {
     /// The message [`ClassicQueue::pop`] would take, left in place.
     pub fn peek(&self) -> Option<&Message> {
         match (self.ready.front(), self.returned.first_key_value()) {
-            (Some(r), Some((&seq, m))) => Some(if seq < r.seq() { m } else { &r.msg }),
+            (Some(r), Some((&seq, m))) => Some(if seq < r.seq() { &m.msg } else { &r.msg }),
             (Some(r), None) => Some(&r.msg),
-            (None, Some((_, m))) => Some(m),
+            (None, Some((_, m))) => Some(&m.msg),
             (None, None) => None,
         }
     }
@@ -99,7 +99,7 @@ impl ClassicQueue {
         self.ready
             .iter()
             .map(|r| &r.msg)
-            .chain(self.returned.values())
+            .chain(self.returned.values().map(|r| &r.msg))
     }
 
     /// Drops every ready message.

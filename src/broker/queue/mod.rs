@@ -28,15 +28,26 @@ use classic::ClassicQueue;
 #[derive(Debug, Clone)]
 pub struct Ready {
     pub msg: Message,
-    /// The per-queue sequence number, with [`REDELIVERED`] as its top bit.
+    /// The per-queue sequence number, with [`REDELIVERED`] as its top bit and a quorum
+    /// queue's delivery count in the bits below it ([`COUNT_SHIFT`]).
     seq: u64,
 }
 
 /// Top bit of `Ready::seq`: the message was delivered before. Sequence numbers count
-/// publishes to one queue, so they never reach 2^63.
+/// publishes to one queue, so they never reach 2^47 (a million a second for 4 years).
 const REDELIVERED: u64 = 1 << 63;
 
+/// Where a quorum queue's delivery count (`x-delivery-count`: how often the message
+/// came back) sits in `Ready::seq`: 16 bits between the sequence number and
+/// [`REDELIVERED`], so that it travels with the message's position into the channel's
+/// unacked entry and back on requeue, at no cost in memory. Always 0 in classic queues.
+const COUNT_SHIFT: u32 = 47;
+const COUNT_MAX: u64 = (1 << 16) - 1;
+const SEQ_MASK: u64 = (1 << COUNT_SHIFT) - 1;
+
 impl Ready {
+    /// `seq` is a position as [`Ready::token`] gives it (a plain sequence number is one
+    /// with a delivery count of 0).
     pub fn new(msg: Message, seq: u64, redelivered: bool) -> Ready {
         let flag = if redelivered { REDELIVERED } else { 0 };
         Ready {
@@ -47,12 +58,39 @@ impl Ready {
 
     /// Position in the queue's publish order.
     pub fn seq(&self) -> u64 {
+        self.seq & SEQ_MASK
+    }
+
+    /// The position with the delivery count: what a delivery keeps (`Unacked::seq`) and
+    /// hands back to `Queue::requeue`.
+    pub fn token(&self) -> u64 {
         self.seq & !REDELIVERED
+    }
+
+    /// How often this message came back to its (quorum) queue.
+    pub fn delivery_count(&self) -> u64 {
+        delivery_count(self.seq)
     }
 
     pub fn redelivered(&self) -> bool {
         self.seq & REDELIVERED != 0
     }
+}
+
+/// The delivery count in a position token (see [`Ready::token`]).
+pub fn delivery_count(token: u64) -> u64 {
+    (token & !REDELIVERED) >> COUNT_SHIFT
+}
+
+/// `token` with its delivery count one higher (it stays at the 16-bit maximum).
+pub fn count_return(token: u64) -> u64 {
+    let n = (delivery_count(token) + 1).min(COUNT_MAX);
+    (token & SEQ_MASK) | (n << COUNT_SHIFT)
+}
+
+/// `token` with delivery count `n` (recovery: the count the store kept).
+pub fn with_delivery_count(token: u64, n: u64) -> u64 {
+    (token & SEQ_MASK) | (n.min(COUNT_MAX) << COUNT_SHIFT)
 }
 
 /// A consumer attached to a queue: where its deliveries go and how many it may hold.
@@ -116,6 +154,9 @@ pub struct Features {
     pub overflow: Overflow,
     /// `x-expires` in milliseconds.
     pub expires: Option<u64>,
+    /// A quorum queue's `x-delivery-limit` (RabbitMQ accepts any integer; a negative
+    /// one dead-letters at the first return).
+    pub delivery_limit: Option<i64>,
     /// Body bytes of the ready messages (kept while the features exist).
     pub bytes: u64,
     /// The head-expiry deadline (epoch ms) a timer is armed for; 0 = none.
@@ -156,14 +197,24 @@ impl Features {
             max_bytes: int(b"x-max-length-bytes"),
             overflow,
             expires: int(b"x-expires"),
+            delivery_limit: args.get(b"x-delivery-limit").and_then(|v| v.as_i64()),
             ..Features::default()
         };
         let any = f.dlx.is_some()
             || f.ttl.is_some()
             || f.max_len.is_some()
             || f.max_bytes.is_some()
-            || f.expires.is_some();
+            || f.expires.is_some()
+            || f.delivery_limit.is_some();
         any.then(|| Box::new(f))
+    }
+
+    /// Whether a quorum queue message that came back `count` times is beyond
+    /// `x-delivery-limit` (RabbitMQ's `rabbit_fifo`: dead-lettered once the count
+    /// exceeds the limit; a limit that is not an integer never is).
+    pub fn beyond_delivery_limit(&self, count: u64) -> bool {
+        self.delivery_limit
+            .is_some_and(|l| i128::from(count) > i128::from(l))
     }
 
     /// Whether one more message of `len` body bytes goes beyond a length limit.
@@ -271,6 +322,9 @@ pub struct Queue {
     pub(super) rr: u32,
     /// An auto-delete queue is deleted when its last consumer goes, once it had one.
     pub had_consumer: bool,
+    /// `x-queue-type: quorum`: every message is kept in the store and counts its
+    /// returns (`x-delivery-count`, `x-delivery-limit`); see `super::quorum`.
+    pub quorum: bool,
     /// Exchanges that have at least one binding to this queue (with repeats).
     pub(super) sources: Vec<ExchangeId>,
     /// Id of a durable queue in the store's records; 0 = not persisted.
@@ -307,6 +361,7 @@ impl Queue {
             consumers: Vec::new(),
             rr: 0,
             had_consumer: false,
+            quorum: false,
             sources: Vec::new(),
             durable_id: 0,
             dirty: false,
@@ -328,7 +383,14 @@ impl Queue {
     /// store recorded a delivery of it before the restart.
     #[inline]
     pub fn push_recovered(&mut self, msg: Message, redelivered: bool) {
-        let seq = self.next_seq;
+        self.push_counted(msg, redelivered, 0);
+    }
+
+    /// [`Queue::push_recovered`] for a quorum queue's message that had come back
+    /// `count` times before the restart.
+    #[inline]
+    pub fn push_counted(&mut self, msg: Message, redelivered: bool, count: u64) {
+        let seq = with_delivery_count(self.next_seq & SEQ_MASK, count);
         self.next_seq += 1;
         if let Some(f) = self.features.as_mut() {
             f.bytes += msg.body_len() as u64;
@@ -337,7 +399,7 @@ impl Queue {
     }
 
     /// Returns a message that was delivered but not acked to its original position
-    /// (`seq`, from [`Ready::seq`]), marked redelivered.
+    /// (`seq`, from [`Ready::token`] or [`Ready::seq`]), marked redelivered.
     #[inline]
     pub fn requeue(&mut self, msg: Message, seq: u64) {
         if let Some(f) = self.features.as_mut() {
