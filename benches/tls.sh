@@ -9,9 +9,12 @@
 #   RUNS=5 SECS=10 benches/tls.sh
 #   HANDSHAKES=3000 THREADS=4 benches/tls.sh
 #   NO_BUILD=1 benches/tls.sh      # the release binaries already in target/
+#   RABBIT_TLS_URI=amqps://guest:guest@127.0.0.1:5671/%2f RABBIT_TLS_CA=/etc/rabbitmq/tls/ca.pem \
+#       benches/tls.sh             # RabbitMQ too, plain (RABBIT_URI, default 5672) and TLS,
+#                                  # interleaved with Warren's runs
 #
-# RabbitMQ is not measured: its TLS listener needs a configuration change and a restart
-# of the shared instance on this machine, which other work depends on.
+# RabbitMQ needs a TLS listener for that (rabbitmq.conf: listeners.ssl.default = 5671 and
+# ssl_options.cacertfile/certfile/keyfile, then a restart).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${RUNS:-3}
@@ -60,12 +63,24 @@ TLS_URI="amqps://guest:guest@127.0.0.1:$TLS_PORT/%2f"
 recv_rate() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["receive_rate"])' "$1" 2>/dev/null || echo nan; }
 median() { python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.argv[1:] if x!="nan"]; print(s.median(v) if v else "nan")' "$@"; }
 
+RABBIT_URI=${RABBIT_URI:-amqp://guest:guest@127.0.0.1:5672/%2f}
+MODES=(plain tls)
+[ -n "${RABBIT_TLS_URI:-}" ] && MODES+=(rplain rtls)
+# mode_args MODE: sets uri and extra for a mode.
+mode_args() {
+    uri=$PLAIN_URI; extra=()
+    case "$1" in
+        tls) uri=$TLS_URI; extra=(--tls-ca "$WORK/ca.pem") ;;
+        rplain) uri=$RABBIT_URI ;;
+        rtls) uri=$RABBIT_TLS_URI; extra=(--tls-ca "${RABBIT_TLS_CA:?RABBIT_TLS_CA must name the CA file of RabbitMQ}") ;;
+    esac
+}
+
 declare -A R
 for size in 16 1024; do
     for run in $(seq 1 "$RUNS"); do
-        for mode in plain tls; do
-            uri=$PLAIN_URI; extra=()
-            [ "$mode" = tls ] && uri=$TLS_URI && extra=(--tls-ca "$WORK/ca.pem")
+        for mode in "${MODES[@]}"; do
+            mode_args "$mode"
             json=$WORK/$mode-$size-$run.json
             echo "[$size B] run $run/$RUNS $mode: warren-perf -x 1 -y 1 -s $size -a -z $SECS" >&2
             "$PERF" -h "$uri" "${extra[@]}" -x 1 -y 1 -s "$size" -a -z "$SECS" --quiet \
@@ -75,9 +90,8 @@ for size in 16 1024; do
     done
 done
 for run in $(seq 1 "$RUNS"); do
-    for mode in plain tls; do
-        uri=$PLAIN_URI; extra=()
-        [ "$mode" = tls ] && uri=$TLS_URI && extra=(--tls-ca "$WORK/ca.pem")
+    for mode in "${MODES[@]}"; do
+        mode_args "$mode"
         echo "[connections] run $run/$RUNS $mode: --handshakes $HANDSHAKES -x $THREADS" >&2
         out=$("$PERF" -h "$uri" "${extra[@]}" --handshakes "$HANDSHAKES" -x "$THREADS" 2>&1 || true)
         rate=$(sed -n 's/.*(\([0-9]*\) conn\/s.*/\1/p' <<<"$out")
@@ -85,9 +99,9 @@ for run in $(seq 1 "$RUNS"); do
     done
 done
 
-row() { # label key
+row() { # label key [prefix: "" Warren, "r" RabbitMQ]
     local p t
-    p=$(median ${R[plain-$2]}); t=$(median ${R[tls-$2]})
+    p=$(median ${R[${3:-}plain-$2]}); t=$(median ${R[${3:-}tls-$2]})
     python3 - "$1" "$p" "$t" <<'EOF'
 import sys
 label, p, t = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
@@ -104,5 +118,15 @@ echo "|----------------------------------------|-------------:|-------------:|--
 row "1→1, 16 B, auto-ack (msg/s received)" 16
 row "1→1, 1 KB, auto-ack (msg/s received)" 1024
 row "new connections/s ($THREADS threads)" conn
+if [ -n "${RABBIT_TLS_URI:-}" ]; then
+    echo
+    echo "RabbitMQ $(rabbitmqctl version 2>/dev/null || echo '?') in the same run (its TLS: Erlang ssl, the same kind of certificate):"
+    echo
+    echo "| scenario                               |        plain |          TLS | TLS/plain |"
+    echo "|----------------------------------------|-------------:|-------------:|----------:|"
+    row "1→1, 16 B, auto-ack (msg/s received)" 16 r
+    row "1→1, 1 KB, auto-ack (msg/s received)" 1024 r
+    row "new connections/s ($THREADS threads)" conn r
+fi
 echo
 echo "raw runs: $(for k in "${!R[@]}"; do printf '%s:[%s] ' "$k" "${R[$k]# }"; done)"
