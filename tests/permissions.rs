@@ -683,22 +683,28 @@ async fn publish_needs_write_on_the_exchange() {
         refused(t.refusal("exchange", "amq.default"))
     );
 
-    // In a transaction the publish itself is refused, not the commit.
-    let ch = channel(&user2).await;
-    step("tx.select", ch.tx_select()).await.unwrap();
-    let r = step("tx publish", async {
-        ch.basic_publish(
-            dx.as_str().into(),
-            "k".into(),
-            BasicPublishOptions::default(),
-            b"m",
-            BasicProperties::default(),
-        )
-        .await?;
-        ch.tx_commit().await
-    })
-    .await;
-    assert_eq!(outcome(r), refused(t.refusal("exchange", &dx)));
+    // In a transaction the publish itself is refused, not the commit. Raw frames: with a
+    // client library the broker's channel.close can arrive before the library sends
+    // tx.commit, which it then refuses locally without telling the broker's reason.
+    let mut raw = RawClient::handshake_with(
+        t.port,
+        &HandshakeOpts {
+            user: t.user.clone(),
+            pass: "pw".into(),
+            ..Default::default()
+        },
+    );
+    raw.open_channel(1);
+    raw.send_method(1, &[0, 90, 0, 10]); // tx.select
+    raw.expect_method(1, 90, 11);
+    raw.send_method(1, &basic_publish(&dx, "k", false));
+    raw.send_frame(FRAME_HEADER, 1, &content_header(1));
+    raw.send_frame(FRAME_BODY, 1, b"m");
+    let (code, text, class, method) = raw.expect_channel_close(1);
+    assert_eq!(
+        (code, text, class, method),
+        (403, t.refusal("exchange", &dx), 60, 40)
+    );
 }
 
 /// A publisher's channel remembers that it may publish to an exchange; narrowing the
