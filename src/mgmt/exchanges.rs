@@ -169,10 +169,12 @@ fn declare(server: &mut Server, caller: &Caller, req: &Request, vh: &str, name: 
         Resource::Exchange(name.as_bytes()),
     )?;
     let existed = server.broker.exchange_id(v, name.as_bytes()).is_some();
-    // The type is checked before equivalence, as RabbitMQ does.
+    // The type is checked before equivalence, as RabbitMQ does. Its text is "unknown
+    // exchange type" for a name that is not an Erlang atom in the node (every name a
+    // client makes up) and "invalid exchange type" for one that happens to be.
     if ExchangeKind::parse(kind.as_bytes()).is_none() {
         return Err(ApiError::bad_request(format!(
-            "invalid exchange type '{kind}'"
+            "unknown exchange type '{kind}'"
         )));
     }
     server
