@@ -49,8 +49,13 @@ impl Api {
             base: base.trim_end_matches('/').to_owned(),
             user: user.to_owned(),
             pass: pass.to_owned(),
+            // A fresh connection per request: RabbitMQ's HTTP server closes an idle or
+            // long-used keep-alive connection on its own, and a PUT or POST sent on a
+            // pooled connection it has just closed fails with "Unexpected EOF" (ureq
+            // retries only idempotent reads). Keep-alive itself is tested in http_hostile.
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(30))
+                .max_idle_connections(0)
                 .build(),
         }
     }
