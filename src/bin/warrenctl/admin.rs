@@ -689,18 +689,11 @@ fn list_topic_permissions(o: &Opts, api: &Api) -> Result<(), Fail> {
         o,
         &[format!("Listing topic permissions for vhost \"{vh}\" ...")],
     );
-    let r = api.get(&["api", "vhosts", vh, "topic-permissions"])?;
-    let list = match r.status {
-        200 => r.json()?,
-        404 => return Err(no_vhost(vh)),
-        _ => return Err(unexpected("listing topic permissions", &r)),
-    };
+    let list = topic_permissions(api, &["api", "vhosts", vh, "topic-permissions"], || {
+        no_vhost(vh)
+    })?;
     let cols = ["user", "exchange", "write", "read"];
-    let rows = list
-        .as_array()
-        .map(|a| a.iter().map(|t| row(t, &cols)).collect())
-        .unwrap_or_default();
-    print_list(o, &cols, rows, true);
+    print_list(o, &cols, rows(&list, &cols), true);
     Ok(())
 }
 
@@ -710,20 +703,34 @@ fn list_user_topic_permissions(o: &Opts, api: &Api) -> Result<(), Fail> {
         o,
         &[format!("Listing topic permissions for user \"{name}\" ...")],
     );
-    let r = api.get(&["api", "users", name, "topic-permissions"])?;
-    let list = match r.status {
-        200 => r.json()?,
-        404 => return Err(no_such_user(name)),
-        _ => return Err(unexpected("listing topic permissions", &r)),
-    };
+    let list = topic_permissions(api, &["api", "users", name, "topic-permissions"], || {
+        no_such_user(name)
+    })?;
     let cols = ["vhost", "exchange", "write", "read"];
-    let rows = list
-        .as_array()
-        .map(|a| a.iter().map(|t| row(t, &cols)).collect())
-        .unwrap_or_default();
     // rabbitmqctl 3.10 prints this one without a header row.
-    print_list(o, &cols, rows, false);
+    print_list(o, &cols, rows(&list, &cols), false);
     Ok(())
+}
+
+/// GET of a topic-permission list; a 404 is `missing`'s failure.
+fn topic_permissions(
+    api: &Api,
+    path: &[&str],
+    missing: impl FnOnce() -> Fail,
+) -> Result<Value, Fail> {
+    let r = api.get(path)?;
+    match r.status {
+        200 => r.json(),
+        404 => Err(missing()),
+        _ => Err(unexpected("listing topic permissions", &r)),
+    }
+}
+
+/// The `cols` of every item of a JSON list, as table rows.
+fn rows(list: &Value, cols: &[&str]) -> Vec<Vec<Value>> {
+    list.as_array()
+        .map(|a| a.iter().map(|t| row(t, cols)).collect())
+        .unwrap_or_default()
 }
 
 // ----- vhosts --------------------------------------------------------------------------
