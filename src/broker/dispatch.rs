@@ -60,7 +60,7 @@ pub fn dispatch_queue(
 ) -> bool {
     // A queue with features first drops what expired before this turn (not what
     // expires now: a TTL-0 message goes to a consumer that can take it at once).
-    let featured = broker.queue(qid).is_some_and(|q| q.features.is_some());
+    let featured = broker.featured > 0 && broker.queue(qid).is_some_and(|q| q.features.is_some());
     if featured {
         broker.expire_due(qid, true);
     }

@@ -1320,6 +1320,7 @@ impl Broker {
         body: Bytes,
         memory_budget: u64,
     ) -> Published {
+        // One store; a caller that never takes it (the API) leaves no stale nack.
         self.rejected = false;
         let mut routed = std::mem::take(&mut self.routed);
         self.route(x, routing_key, &properties, &mut routed);
@@ -1337,22 +1338,107 @@ impl Broker {
             self.routed = routed;
             return Published::Unroutable { properties, body };
         }
-        let timing = if self.featured > 0 || features::has_expiration(&properties) {
-            self.admit(&mut routed, &properties, body.len())
+        // The plain path (no queue with features, no quorum queue, no `expiration`)
+        // is the whole of what a queue without features pays for them: these loads.
+        let published = if self.featured == 0
+            && self.quorum_queues == 0
+            && !features::has_expiration(&properties)
+        {
+            self.enqueue_plain(
+                &routed,
+                exchange,
+                routing_key,
+                &properties,
+                body,
+                memory_budget,
+            )
         } else {
-            None
+            self.publish_featured(
+                &mut routed,
+                exchange,
+                routing_key,
+                &properties,
+                body,
+                memory_budget,
+            )
         };
-        let published = self.enqueue_routed_timed(
-            &mut routed,
+        self.routed = routed;
+        published
+    }
+
+    /// [`Broker::publish`] once the message's queues are known and none of them has
+    /// a feature: persists it when it must be and enqueues it.
+    #[inline(always)]
+    fn enqueue_plain(
+        &mut self,
+        routed: &[QueueId],
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: &Bytes,
+        body: Bytes,
+        memory_budget: u64,
+    ) -> Published {
+        let persistent = properties::delivery_mode(properties) == Some(2);
+        let page = self.must_page(body.len(), memory_budget);
+        let mut location = None;
+        if persistent || page {
+            match self.persist(
+                routed,
+                persistent,
+                page,
+                exchange,
+                routing_key,
+                properties,
+                &body,
+                None,
+            ) {
+                Ok(l) => location = l,
+                Err(_) => return Published::Refused,
+            }
+        }
+        let msg = match location {
+            Some(loc) if page => {
+                Message::paged_timed(exchange, routing_key, properties, body.len(), loc, None)
+            }
+            _ => Message::new(exchange, routing_key, properties, body, location),
+        };
+        for &q in routed {
+            self.enqueue(q, msg.clone());
+        }
+        Published::Routed
+    }
+
+    /// Whether a body of `len` bytes goes to the store rather than memory (paging;
+    /// never while the disk is full: the memory alarm guards that).
+    #[inline(always)]
+    fn must_page(&self, len: usize, memory_budget: u64) -> bool {
+        self.store.as_ref().is_some_and(|st| !st.is_full())
+            && crate::message::resident_bytes() as u64 + len as u64 > memory_budget
+    }
+
+    /// [`Broker::publish`] when a feature may apply: admission (length limits, timing),
+    /// quorum copies, then persist and enqueue. Kept out of line so that the plain path
+    /// stays small.
+    #[inline(never)]
+    fn publish_featured(
+        &mut self,
+        routed: &mut Vec<QueueId>,
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: &Bytes,
+        body: Bytes,
+        memory_budget: u64,
+    ) -> Published {
+        let timing = self.admit(routed, properties, body.len());
+        self.enqueue_routed_timed(
+            routed,
             exchange,
             routing_key,
-            &properties,
+            properties,
             body,
             memory_budget,
             timing,
-        );
-        self.routed = routed;
-        published
+        )
     }
 
     /// Whether the last [`Broker::publish`] was refused by a queue at its length limit
@@ -1412,8 +1498,7 @@ impl Broker {
             return Published::Routed;
         }
         let persistent = properties::delivery_mode(properties) == Some(2);
-        let page = self.store.as_ref().is_some_and(|st| !st.is_full())
-            && crate::message::resident_bytes() as u64 + body.len() as u64 > memory_budget;
+        let page = self.must_page(body.len(), memory_budget);
         let mut routed = routed;
         if !persistent && self.quorum_queues > 0 && self.store.is_some() {
             // Quorum queues keep even a transient message in the store: they get their

@@ -778,16 +778,17 @@ impl Session<'_> {
         };
         // Only a publish with a reply-to property (bit 9 of the flags: bit 1 of their
         // first byte) can name the pseudo-queue; the plain path tests one bit.
-        let properties = match self.conn.channel(ch) {
-            Some(c) if properties.first().is_some_and(|f| f & 0x02 != 0) => {
-                fast_reply_to(c.reply.as_ref(), properties)?
-            }
-            _ => properties,
+        let properties = if properties.first().is_some_and(|f| f & 0x02 != 0) {
+            let reply = self.conn.channel(ch).and_then(|c| c.reply.as_ref());
+            fast_reply_to(reply, properties)?
+        } else {
+            properties
         };
         // A publish to a reply address (default exchange) goes straight to the reply
         // consumer it names, if any; for the publisher it is still unroutable, as in
-        // RabbitMQ (no queue took it: a mandatory one comes back too).
-        if p.exchange.is_empty() {
+        // RabbitMQ (no queue took it: a mandatory one comes back too). While no reply
+        // consumer exists, no address can name one.
+        if p.exchange.is_empty() && !self.broker.reply_to.is_empty() {
             if let Some(to) = reply_to::suffix(&p.routing_key)
                 .and_then(|s| Some((s, self.broker.reply_to.lookup(s)?)))
             {
