@@ -23,6 +23,62 @@ async fn default_exchange_routes_by_queue_name() {
     f.cleanup().await;
 }
 
+/// A channel that keeps publishing to one name while the queue behind it is deleted and
+/// declared again reaches the new queue, and in between nothing (Warren remembers the
+/// queue a channel's routing key named; this shows the memory never outlives it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_exchange_follows_a_queue_deleted_and_declared_again() {
+    let b = Broker::start();
+    let f = Fixture::open(&b.uri()).await;
+    let q = f.queue("again").await;
+    let other = f.queue("other").await;
+    let mandatory = |key: &str, body: &'static [u8]| {
+        let f = &f;
+        let key = key.to_string();
+        async move {
+            f.publish_with("", &key, body, BasicProperties::default(), true)
+                .await
+        }
+    };
+    for body in [&b"1"[..], b"2"] {
+        assert!(matches!(mandatory(&q, body).await, Confirmation::Ack(None)));
+    }
+    assert!(matches!(
+        mandatory(&other, b"x").await,
+        Confirmation::Ack(None)
+    ));
+    assert!(matches!(mandatory(&q, b"3").await, Confirmation::Ack(None)));
+    assert_eq!(f.drain(&q).await, vec!["1", "2", "3"]);
+    let deleted = step(
+        "queue_delete",
+        f.ch.queue_delete(q.as_str().into(), Default::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(deleted, 0);
+    match mandatory(&q, b"lost").await {
+        Confirmation::Ack(Some(ret)) => assert_eq!(ret.reply_code, 312),
+        other => panic!("a publish to the deleted queue must come back: {other:?}"),
+    }
+    step(
+        "queue_declare again",
+        f.ch.queue_declare(
+            q.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(mandatory(&q, b"4").await, Confirmation::Ack(None)));
+    assert_eq!(f.drain(&q).await, vec!["4"]);
+    assert_eq!(f.drain(&other).await, vec!["x"]);
+    f.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_exchange_cannot_be_bound_to() {
     let b = Broker::start();

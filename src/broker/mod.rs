@@ -1167,13 +1167,34 @@ impl Broker {
         properties: &Bytes,
         out: &mut Vec<QueueId>,
     ) {
+        self.route_hinted(x, None, routing_key, properties, out)
+    }
+
+    /// [`Broker::route`] with `hint`: the queue named `routing_key` in the default
+    /// exchange's vhost, as the publisher's channel remembers it from its last publish
+    /// (see [`Broker::publish_hinted`]). Used when it still exists (its id carries a
+    /// generation, so a deleted and re-declared queue is not taken for the old one),
+    /// which spares hashing the name.
+    #[inline]
+    fn route_hinted(
+        &mut self,
+        x: ExchangeId,
+        hint: Option<QueueId>,
+        routing_key: &[u8],
+        properties: &Bytes,
+        out: &mut Vec<QueueId>,
+    ) {
         out.clear();
         self.stamp += 1;
         let stamp = self.stamp;
         let Some(ex) = self.exchange(x) else { return };
         if ex.name.is_empty() {
             // The default exchange binds every queue of its vhost by its name.
-            if let Some(q) = self.queue_id(ex.vhost, routing_key) {
+            let q = match hint {
+                Some(q) if self.queue(q).is_some() => Some(q),
+                _ => self.queue_id(ex.vhost, routing_key),
+            };
+            if let Some(q) = q {
                 out.push(q);
             }
             return;
@@ -1320,10 +1341,29 @@ impl Broker {
         body: Bytes,
         memory_budget: u64,
     ) -> Published {
+        let (e, k) = (exchange, routing_key);
+        self.publish_hinted(x, None, e, k, properties, body, memory_budget)
+    }
+
+    /// [`Broker::publish`] with the queue a publish to the default exchange is
+    /// expected to reach (see [`Broker::route_hinted`]); [`Broker::routed_one`] tells
+    /// the publisher which queue to expect next time.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish_hinted(
+        &mut self,
+        x: ExchangeId,
+        hint: Option<QueueId>,
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: Bytes,
+        body: Bytes,
+        memory_budget: u64,
+    ) -> Published {
         // One store; a caller that never takes it (the API) leaves no stale nack.
         self.rejected = false;
         let mut routed = std::mem::take(&mut self.routed);
-        self.route(x, routing_key, &properties, &mut routed);
+        self.route_hinted(x, hint, routing_key, &properties, &mut routed);
         // Counted once the route is known, whatever happens next (a refused write
         // was still received and routed, as RabbitMQ counts it).
         let n = routed.len() as u64;
@@ -1439,6 +1479,15 @@ impl Broker {
             memory_budget,
             timing,
         )
+    }
+
+    /// The one queue the last publish was enqueued in, if exactly one.
+    #[inline]
+    pub fn routed_one(&self) -> Option<QueueId> {
+        match self.routed[..] {
+            [q] => Some(q),
+            _ => None,
+        }
     }
 
     /// Whether the last [`Broker::publish`] was refused by a queue at its length limit

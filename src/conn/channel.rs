@@ -77,6 +77,10 @@ pub struct ExchangeCache {
     /// The last routing key the topic permission allowed on this exchange (a publisher
     /// repeating its key is not checked again).
     pub topic_key: Option<Bytes>,
+    /// On the default exchange: the last routing key and the queue it named, so that
+    /// a publisher repeating its key routes without hashing the name (a stale entry is
+    /// recognised by the queue id's generation).
+    pub queue: Option<(Bytes, crate::broker::QueueId)>,
 }
 
 #[derive(Debug)]

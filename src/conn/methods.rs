@@ -747,10 +747,15 @@ impl Session<'_> {
                     && c.generation == generation
                     && self.broker.exchange(c.id).is_some()
             })
-            .map(|c| (c.id, c.topic, c.topic_key.as_ref() == Some(&p.routing_key)));
+            .map(|c| {
+                let hint = c.queue.as_ref().filter(|(k, _)| *k == p.routing_key);
+                let topic_ok = c.topic_key.as_ref() == Some(&p.routing_key);
+                (c.id, c.topic, topic_ok, hint.map(|(_, q)| *q))
+            });
+        let hint = cached.and_then(|c| c.3);
         let x = match cached {
-            Some((id, false, _)) | Some((id, true, true)) => id,
-            Some((id, true, false)) => {
+            Some((id, false, _, _)) | Some((id, true, true, _)) => id,
+            Some((id, true, false, _)) => {
                 // Another key on a cached topic exchange: only the topic permission.
                 self.authorize_topic(Permission::Write, &p.exchange, &p.routing_key)?;
                 if let Some(c) = self
@@ -771,6 +776,7 @@ impl Session<'_> {
                         generation,
                         topic,
                         topic_key: topic.then(|| p.routing_key.clone()),
+                        queue: None,
                     });
                 }
                 id
@@ -824,14 +830,26 @@ impl Session<'_> {
                 )));
             }
         }
-        let published = self.broker.publish(
+        let published = self.broker.publish_hinted(
             x,
+            hint,
             &p.exchange,
             &p.routing_key,
             properties,
             body,
             self.config.memory_budget,
         );
+        if p.exchange.is_empty() {
+            // Remember the queue this key reached, for the channel's next publish.
+            let reached = self.broker.routed_one();
+            if reached.is_some() && reached != hint {
+                if let Some(c) = self.conn.channel_mut(ch) {
+                    if let Some(cache) = c.last_exchange.as_mut() {
+                        cache.queue = reached.map(|q| (p.routing_key.clone(), q));
+                    }
+                }
+            }
+        }
         // A queue at its length limit with `reject-publish` refused it: nack.
         let refused = self.broker.take_rejected();
         let unroutable = matches!(published, Published::Unroutable { .. });
