@@ -514,6 +514,69 @@ async fn unbind_stops_routing_and_is_idempotent() {
     f.cleanup().await;
 }
 
+/// One channel publishing with one key while the bindings behind it change: every
+/// publish follows the bindings of that moment (Warren remembers a channel's last
+/// route; a new binding, an exchange-to-exchange binding, an alternate exchange or a
+/// change downstream must each show at the next publish).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_key_follows_binding_changes() {
+    let b = Broker::start();
+    let f = Fixture::open(&b.uri()).await;
+    let x = f.exchange("rep", ExchangeKind::Direct).await;
+    let y = f.exchange("repy", ExchangeKind::Fanout).await;
+    let (q1, q2, q3) = (
+        f.queue("rep1").await,
+        f.queue("rep2").await,
+        f.queue("rep3").await,
+    );
+    f.bind(&q1, &x, "k", FieldTable::default()).await;
+    f.publish(&x, "k", b"a").await;
+    f.publish(&x, "k", b"b").await;
+    f.bind(&q2, &x, "k", FieldTable::default()).await;
+    f.publish(&x, "k", b"c").await;
+    bind_x(&f, &y, &x, "k").await;
+    f.publish(&x, "k", b"d").await;
+    f.bind(&q3, &y, "", FieldTable::default()).await;
+    f.publish(&x, "k", b"e").await;
+    assert_eq!(f.drain(&q1).await, vec!["a", "b", "c", "d", "e"]);
+    assert_eq!(f.drain(&q2).await, vec!["c", "d", "e"]);
+    assert_eq!(f.drain(&q3).await, vec!["e"]);
+    // Only y's binding changes now: x's route to q1 alone must not be taken for it.
+    for q in [&q2] {
+        step(
+            "queue_unbind",
+            f.ch.queue_unbind(
+                q.as_str().into(),
+                x.as_str().into(),
+                "k".into(),
+                FieldTable::default(),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    step(
+        "exchange_unbind",
+        f.ch.exchange_unbind(
+            y.as_str().into(),
+            x.as_str().into(),
+            "k".into(),
+            Default::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    f.publish(&x, "k", b"f").await;
+    f.publish(&x, "k", b"g").await;
+    bind_x(&f, &y, &x, "k").await;
+    f.publish(&x, "k", b"h").await;
+    assert_eq!(f.drain(&q1).await, vec!["f", "g", "h"]);
+    assert_eq!(f.drain(&q2).await, Vec::<String>::new());
+    assert_eq!(f.drain(&q3).await, vec!["h"]);
+    f.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn predeclared_exchanges_exist() {
     let b = Broker::start();

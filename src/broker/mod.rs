@@ -256,6 +256,8 @@ pub struct Broker {
     /// Quorum queues (see [`quorum`]): while 0, a transient publish does not look for
     /// them among its queues.
     quorum_queues: usize,
+    /// See [`Broker::last_route`].
+    last_route: Option<(u32, QueueId)>,
 }
 
 /// The store reference a queue holds on a message: its durable id for a persistent
@@ -1170,35 +1172,47 @@ impl Broker {
         self.route_hinted(x, None, routing_key, properties, out)
     }
 
-    /// [`Broker::route`] with `hint`: the queue named `routing_key` in the default
-    /// exchange's vhost, as the publisher's channel remembers it from its last publish
-    /// (see [`Broker::publish_hinted`]). Used when it still exists (its id carries a
-    /// generation, so a deleted and re-declared queue is not taken for the old one),
-    /// which spares hashing the name.
+    /// [`Broker::route`] with `hint`: what [`Broker::last_route`] said after the
+    /// publisher's previous publish to exchange `x` with the same `routing_key` (the
+    /// channel remembers it). It is taken, sparing the hash lookup, while it still
+    /// holds: the exchange's bindings have not changed since (`Exchange::version`; a
+    /// deleted queue's bindings go with it) and the queue exists (its id carries a
+    /// generation, so a re-declared queue is not taken for the old one). Only a route
+    /// that one exchange, not a headers one, resolved to one queue is remembered
+    /// (`self.last_route`): nothing about the message or another exchange enters it.
     #[inline]
     fn route_hinted(
         &mut self,
         x: ExchangeId,
-        hint: Option<QueueId>,
+        hint: Option<(u32, QueueId)>,
         routing_key: &[u8],
         properties: &Bytes,
         out: &mut Vec<QueueId>,
     ) {
         out.clear();
-        self.stamp += 1;
-        let stamp = self.stamp;
+        self.last_route = None;
         let Some(ex) = self.exchange(x) else { return };
-        if ex.name.is_empty() {
-            // The default exchange binds every queue of its vhost by its name.
-            let q = match hint {
-                Some(q) if self.queue(q).is_some() => Some(q),
-                _ => self.queue_id(ex.vhost, routing_key),
-            };
-            if let Some(q) = q {
+        if let Some((version, q)) = hint {
+            if version == ex.version && ex.kind != ExchangeKind::Headers && self.queue(q).is_some()
+            {
                 out.push(q);
+                self.last_route = hint;
+                return;
+            }
+        }
+        if ex.name.is_empty() {
+            // The default exchange binds every queue of its vhost by its name (and
+            // nothing else: its version never changes).
+            if let Some(q) = self.queue_id(ex.vhost, routing_key) {
+                out.push(q);
+                self.last_route = Some((0, q));
             }
             return;
         }
+        let (version, simple) = (ex.version, ex.kind != ExchangeKind::Headers);
+        self.stamp += 1;
+        let stamp = self.stamp;
+        let mut visited = 0;
         let mut headers: Option<Option<FieldTable>> = None;
         let mut stack = std::mem::take(&mut self.stack);
         let mut scratch = std::mem::take(&mut self.scratch);
@@ -1209,6 +1223,7 @@ impl Broker {
         }
         while let Some(e) = stack.pop() {
             scratch.clear();
+            visited += 1;
             let Some(ex) = self.exchange(e) else { continue };
             let h = if ex.kind == ExchangeKind::Headers {
                 headers
@@ -1251,6 +1266,19 @@ impl Broker {
         }
         self.stack = stack;
         self.scratch = scratch;
+        if let ([q], true, 1) = (&out[..], simple, visited) {
+            // One pass over `x` alone gave one queue (an alternate exchange or an
+            // exchange-to-exchange binding would have taken a second pass).
+            self.last_route = Some((version, *q));
+        }
+    }
+
+    /// What the last route resolved to, when the publisher may remember it: the
+    /// version of the exchange's bindings and the one queue (see
+    /// [`Broker::route_hinted`]).
+    #[inline]
+    pub fn last_route(&self) -> Option<(u32, QueueId)> {
+        self.last_route
     }
 
     /// Appends a published message to a queue (counted in its `publish`) and schedules
@@ -1345,15 +1373,15 @@ impl Broker {
         self.publish_hinted(x, None, e, k, properties, body, memory_budget)
     }
 
-    /// [`Broker::publish`] with the queue a publish to the default exchange is
-    /// expected to reach (see [`Broker::route_hinted`]); [`Broker::routed_one`] tells
-    /// the publisher which queue to expect next time.
+    /// [`Broker::publish`] with the route the publisher remembers for this exchange
+    /// and key (see [`Broker::route_hinted`]); [`Broker::last_route`] tells it what to
+    /// remember next.
     #[inline]
     #[allow(clippy::too_many_arguments)]
     pub fn publish_hinted(
         &mut self,
         x: ExchangeId,
-        hint: Option<QueueId>,
+        hint: Option<(u32, QueueId)>,
         exchange: &[u8],
         routing_key: &[u8],
         properties: Bytes,
@@ -1479,15 +1507,6 @@ impl Broker {
             memory_budget,
             timing,
         )
-    }
-
-    /// The one queue the last publish was enqueued in, if exactly one.
-    #[inline]
-    pub fn routed_one(&self) -> Option<QueueId> {
-        match self.routed[..] {
-            [q] => Some(q),
-            _ => None,
-        }
     }
 
     /// Whether the last [`Broker::publish`] was refused by a queue at its length limit

@@ -77,10 +77,10 @@ pub struct ExchangeCache {
     /// The last routing key the topic permission allowed on this exchange (a publisher
     /// repeating its key is not checked again).
     pub topic_key: Option<Bytes>,
-    /// On the default exchange: the last routing key and the queue it named, so that
-    /// a publisher repeating its key routes without hashing the name (a stale entry is
-    /// recognised by the queue id's generation).
-    pub queue: Option<(Bytes, crate::broker::QueueId)>,
+    /// The last routing key and the route `Broker::last_route` gave for it, so that a
+    /// publisher repeating its key routes without a hash lookup (the broker checks
+    /// that it still holds; see `Broker::route_hinted`).
+    pub route: Option<(Bytes, u32, crate::broker::QueueId)>,
 }
 
 #[derive(Debug)]

@@ -748,9 +748,9 @@ impl Session<'_> {
                     && self.broker.exchange(c.id).is_some()
             })
             .map(|c| {
-                let hint = c.queue.as_ref().filter(|(k, _)| *k == p.routing_key);
+                let hint = c.route.as_ref().filter(|(k, _, _)| *k == p.routing_key);
                 let topic_ok = c.topic_key.as_ref() == Some(&p.routing_key);
-                (c.id, c.topic, topic_ok, hint.map(|(_, q)| *q))
+                (c.id, c.topic, topic_ok, hint.map(|(_, v, q)| (*v, *q)))
             });
         let hint = cached.and_then(|c| c.3);
         let x = match cached {
@@ -776,7 +776,7 @@ impl Session<'_> {
                         generation,
                         topic,
                         topic_key: topic.then(|| p.routing_key.clone()),
-                        queue: None,
+                        route: None,
                     });
                 }
                 id
@@ -839,15 +839,15 @@ impl Session<'_> {
             body,
             self.config.memory_budget,
         );
-        if p.exchange.is_empty() {
-            // Remember the queue this key reached, for the channel's next publish.
-            let reached = self.broker.routed_one();
-            if reached.is_some() && reached != hint {
-                if let Some(c) = self.conn.channel_mut(ch) {
-                    if let Some(cache) = c.last_exchange.as_mut() {
-                        cache.queue = reached.map(|q| (p.routing_key.clone(), q));
-                    }
-                }
+        // Remember the route this key took, for the channel's next publish.
+        let reached = self.broker.last_route();
+        if reached != hint {
+            if let Some(cache) = self
+                .conn
+                .channel_mut(ch)
+                .and_then(|c| c.last_exchange.as_mut())
+            {
+                cache.route = reached.map(|(v, q)| (p.routing_key.clone(), v, q));
             }
         }
         // A queue at its length limit with `reject-publish` refused it: nack.

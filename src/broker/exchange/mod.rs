@@ -83,6 +83,9 @@ pub struct Exchange {
     index: Index,
     /// Last publish that visited this exchange (stops exchange-to-exchange cycles).
     pub(in crate::broker) stamp: u64,
+    /// Changes with every change of the bindings: a route remembered with it (see
+    /// `Broker::route_hinted`) holds while it is unchanged.
+    pub(in crate::broker) version: u32,
     /// `publish` (RabbitMQ's publish_in) and `routed` (publish_out), boxed on first use.
     pub stats: crate::counters::ObjectStats,
 }
@@ -124,6 +127,7 @@ impl Exchange {
             bindings: Vec::new(),
             index,
             stamp: 0,
+            version: 0,
             stats: None,
         }
     }
@@ -155,6 +159,7 @@ impl Exchange {
             }
         }
         self.bindings.push(b);
+        self.version = self.version.wrapping_add(1);
         true
     }
 
@@ -168,6 +173,7 @@ impl Exchange {
             return false;
         };
         let b = self.bindings.swap_remove(at);
+        self.version = self.version.wrapping_add(1);
         if !self.indexed_by_other(dest, &b.key) {
             match &mut self.index {
                 Index::Direct(m) => {
