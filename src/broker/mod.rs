@@ -291,10 +291,18 @@ pub fn delivered_in(store: Option<&mut Store>, durable: u32, msg: &Message) {
 }
 
 /// The body to deliver: in memory, or read back from the store for a paged message.
+/// Inlined: every delivery asks, and nearly every answer is the body in memory.
+#[inline]
 pub fn load_body_in<'m>(store: Option<&mut Store>, msg: &'m Message) -> std::io::Result<Body<'m>> {
     if !msg.is_paged() {
         return Ok(msg.body());
     }
+    read_paged_body(store, msg)
+}
+
+/// [`load_body_in`] for a paged message.
+#[cold]
+fn read_paged_body<'m>(store: Option<&mut Store>, msg: &'m Message) -> std::io::Result<Body<'m>> {
     match (store, msg.location()) {
         (Some(st), Some(loc)) => st.read_body(loc).map(Body::Loaded),
         _ => Err(std::io::Error::other("paged message without a store")),
