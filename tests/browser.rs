@@ -812,3 +812,82 @@ fn admin_pages_manage_users_vhosts_and_permissions() {
         404
     );
 }
+
+/// Issue 12 in the dashboard: the add-queue form declares a quorum queue with arguments
+/// picked from its "Add:" links (typed values: integers stay integers), and the queue
+/// list shows RabbitMQ's feature abbreviations for them, with the values on hover; a
+/// value that is not an integer is refused in the page, before any request.
+#[test]
+fn queue_form_declares_arguments_and_the_list_shows_their_features() {
+    browser::require_installed();
+    let broker = Broker::start();
+    let http = broker.http_url();
+    let q = unique("dash-features");
+    let _cleanup = Cleanup {
+        http: http.clone(),
+        queues: vec![q.clone()],
+    };
+    let b = Browser::start();
+    b.goto(&format!("{http}/"));
+    b.type_into("#login-username", "guest");
+    b.type_into("#login-password", "guest");
+    b.click("#login-submit");
+    b.wait_find("#page-overview", UI);
+    b.click("#nav-queues");
+    b.wait_find("#queues-table[data-loaded='1']", UI);
+
+    b.type_into("#add-queue-name", &q);
+    b.js(
+        "const s = document.getElementById('add-queue-type'); s.value = 'quorum'; \
+         s.dispatchEvent(new Event('change'));",
+        json!([]),
+    );
+    assert!(
+        b.attr("#add-queue-durable", "disabled").is_some(),
+        "a quorum queue is always durable"
+    );
+    // Message TTL from its link into the first row; then a bad value is refused.
+    b.click("#add-queue-args-known a[data-arg='x-message-ttl']");
+    b.type_into("#add-queue-args-value-0", "sixty");
+    b.click("#add-queue-submit");
+    b.wait("the refusal of a non-integer", UI, |b| {
+        b.text("#status")
+            .is_some_and(|t| t.contains("is not an integer"))
+    });
+    b.type_into("#add-queue-args-value-0", "60000");
+    b.click("#add-queue-args-known a[data-arg='x-delivery-limit']");
+    b.type_into("#add-queue-args-value-1", "3");
+    b.click("#add-queue-args-known a[data-arg='x-dead-letter-exchange']");
+    b.type_into("#add-queue-args-value-2", "amq.fanout");
+    b.click("#add-queue-submit");
+
+    let got = support::wait_until(UI, || api_get(&http, &format!("/queues/%2F/{q}")).is_ok());
+    assert!(got, "the form did not declare {q}");
+    let info = api_get(&http, &format!("/queues/%2F/{q}")).expect("the queue");
+    assert_eq!(info["type"], json!("quorum"), "{info}");
+    assert_eq!(info["durable"], json!(true), "{info}");
+    assert_eq!(
+        info["arguments"],
+        json!({
+            "x-queue-type": "quorum",
+            "x-message-ttl": 60000,
+            "x-delivery-limit": 3,
+            "x-dead-letter-exchange": "amq.fanout",
+        }),
+        "{info}"
+    );
+
+    b.type_into("#queues-filter", &q);
+    let cell = format!("#queues-rows tr[data-name='{q}'] td[data-col='features'] span");
+    b.wait("the new queue's features", UI, |b| b.count(&cell) == 1);
+    assert_eq!(
+        b.attr(&cell, "data-features").as_deref(),
+        Some("D TTL DlL DLX")
+    );
+    assert_eq!(
+        b.attr(&format!("{cell} abbr:nth-of-type(2)"), "title")
+            .as_deref(),
+        Some("x-message-ttl: 60000")
+    );
+    b.screenshot("queues-features");
+}

@@ -84,6 +84,35 @@ function fmtArgs(a) {
   return Object.entries(a).map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : v}`).join(', ');
 }
 
+// The short names RabbitMQ's listings give the arguments they know, in the order shown.
+const ARG_SHORT = {
+  'alternate-exchange': 'AE', 'x-message-ttl': 'TTL', 'x-expires': 'Exp', 'x-max-length': 'Lim',
+  'x-max-length-bytes': 'Lim B', 'x-delivery-limit': 'DlL', 'x-overflow': 'Ovfl',
+  'x-dead-letter-exchange': 'DLX', 'x-dead-letter-routing-key': 'DLK', 'x-queue-master-locator': 'ML',
+  'x-max-priority': 'Pri', 'x-single-active-consumer': 'SAC',
+};
+
+// A listing's Features cell: the flags that are set (`flags`: [[on, short, title]]), then
+// one abbreviation per known argument (hover for its value), "Args" for the others, and
+// the policies that apply. `x-queue-type` is left out: the Type column shows it. The
+// shorts are also in data-features, for tests.
+function featureBadges(o, flags) {
+  const shown = [];
+  const add = (short, title, cls) => shown.push(h('abbr', { title, class: cls || 'feature', text: short }));
+  for (const [on, short, title] of flags) if (on) add(short, title);
+  const args = o.arguments || {};
+  for (const [k, short] of Object.entries(ARG_SHORT)) {
+    if (k in args) add(short, `${k}: ${typeof args[k] === 'object' ? JSON.stringify(args[k]) : args[k]}`);
+  }
+  const rest = Object.fromEntries(Object.entries(args).filter(([k]) => !(k in ARG_SHORT) && k !== 'x-queue-type'));
+  if (Object.keys(rest).length) add('Args', fmtArgs(rest));
+  if (o.policy) add(o.policy, 'Policy: ' + o.policy, 'feature policy');
+  if (o.operator_policy) add(o.operator_policy, 'Operator policy: ' + o.operator_policy, 'feature policy');
+  const el = h('span', { dataset: { features: shown.map((e) => e.textContent).join(' ') } });
+  shown.forEach((e, i) => { if (i) el.append(' '); el.append(e); });
+  return el;
+}
+
 function toast(text, isError) {
   const box = document.getElementById('status');
   const msg = h('div', { class: 'msg' + (isError ? ' error' : ''), text });
@@ -629,7 +658,7 @@ function queuesView(root) {
       { key: 'vhost', label: 'Virtual host', sort: 'vhost' },
       { key: 'name', label: 'Name', sort: 'name', render: (q) => link(queueHref(q), q.name) },
       { key: 'type', label: 'Type', sort: 'type' },
-      { key: 'features', label: 'Features', render: (q) => [q.durable ? 'D' : '', q.auto_delete ? 'AD' : '', q.exclusive ? 'Excl' : ''].filter(Boolean).join(' ') },
+      { key: 'features', label: 'Features', render: (q) => featureBadges(q, [[q.durable, 'D', 'durable'], [q.auto_delete, 'AD', 'auto-delete'], [q.exclusive, 'Excl', 'exclusive']]) },
       { key: 'state', label: 'State', sort: 'state' },
       { key: 'messages_ready', label: 'Ready', sort: 'messages_ready', num: true },
       { key: 'messages_unacknowledged', label: 'Unacked', sort: 'messages_unacknowledged', num: true },
@@ -640,25 +669,97 @@ function queuesView(root) {
       { key: 'ack', label: 'Ack', num: true, render: (q) => fmtRate(get(q, 'message_stats.ack_details.rate')) },
     ],
   });
-  // Declaring a queue from here: PUT /api/queues/VHOST/NAME, as RabbitMQ's UI does.
+  // Declaring a queue from here: PUT /api/queues/VHOST/NAME, as RabbitMQ's UI does, with
+  // its type and arguments (a quorum queue is always durable).
   const name = h('input', { type: 'text', id: 'add-queue-name', placeholder: 'name' });
   const vhost = h('input', { type: 'text', id: 'add-queue-vhost', value: '/' });
+  const kind = h('select', { id: 'add-queue-type' }, h('option', { value: 'classic', text: 'Classic' }), h('option', { value: 'quorum', text: 'Quorum' }));
   const durable = h('input', { type: 'checkbox', id: 'add-queue-durable', checked: true });
+  kind.addEventListener('change', () => {
+    durable.disabled = kind.value === 'quorum';
+    if (durable.disabled) durable.checked = true;
+  });
+  const args = argumentRows('add-queue-args', [
+    ['x-message-ttl', 'Message TTL', 'number'], ['x-expires', 'Auto expire', 'number'],
+    ['x-overflow', 'Overflow behaviour', 'string'], ['x-single-active-consumer', 'Single active consumer', 'boolean'],
+    ['x-dead-letter-exchange', 'Dead letter exchange', 'string'], ['x-dead-letter-routing-key', 'Dead letter routing key', 'string'],
+    ['x-max-length', 'Max length', 'number'], ['x-max-length-bytes', 'Max length bytes', 'number'],
+    ['x-max-priority', 'Maximum priority', 'number'], ['x-delivery-limit', 'Delivery limit (quorum)', 'number'],
+    ['x-queue-mode', 'Lazy mode', 'string', 'lazy'],
+  ]);
   const add = h('form', { class: 'grid', id: 'add-queue' },
-    h('label', { text: 'Virtual host' }), vhost, h('label', { text: 'Name' }), name,
-    h('label', { text: 'Durable' }), durable,
+    h('label', { text: 'Virtual host' }), vhost, h('label', { text: 'Type' }), kind, h('label', { text: 'Name' }), name,
+    h('label', { text: 'Durable' }), durable, h('label', { text: 'Arguments' }), args.el,
     h('div', { class: 'actions' }, h('button', { type: 'submit', id: 'add-queue-submit', text: 'Add queue' })));
   add.addEventListener('submit', async (ev) => {
     ev.preventDefault();
+    let arguments_;
+    try { arguments_ = args.value(); } catch (e) { toast(e.message, true); return; }
+    if (kind.value === 'quorum') arguments_['x-queue-type'] = 'quorum';
     try {
-      await api('PUT', `/queues/${enc(vhost.value)}/${enc(name.value)}`, { durable: durable.checked, auto_delete: false, arguments: {} });
+      await api('PUT', `/queues/${enc(vhost.value)}/${enc(name.value)}`, { durable: durable.checked, auto_delete: false, arguments: arguments_ });
       toast(`Queue ${name.value} declared.`);
       name.value = '';
+      args.clear();
       t.refresh();
     } catch (e) { toast(e.message, true); }
   });
   root.append(h('h1', { text: 'Queues', id: 'page-queues' }), t.el, h('h2', { text: 'Add a queue' }), h('div', { class: 'panel' }, add));
   return { refresh: t.refresh };
+}
+
+// Rows of key / value / type for an arguments table, as RabbitMQ's forms have, with
+// links that add a known argument. `value()` builds the table (numbers must be integers;
+// throws with a readable message otherwise), `clear()` empties it.
+function argumentRows(id, known) {
+  const body = h('div', { id, class: 'arg-rows' });
+  let n = 0;
+  function row(key, type, value) {
+    const i = n++;
+    const k = h('input', { type: 'text', class: 'arg-key', id: `${id}-key-${i}`, placeholder: 'key', value: key || '' });
+    const v = h('input', { type: 'text', class: 'arg-value', id: `${id}-value-${i}`, placeholder: 'value', value: value || '' });
+    const ty = h('select', { class: 'arg-type', id: `${id}-type-${i}` },
+      ['string', 'number', 'boolean'].map((t) => h('option', { value: t, text: t[0].toUpperCase() + t.slice(1), selected: t === (type || 'string') })));
+    const r = h('div', { class: 'arg-row' }, k, ' = ', v, ' ', ty);
+    body.appendChild(r);
+    return r;
+  }
+  const links = h('div', { class: 'muted', id: id + '-known' }, 'Add: ', known.map(([key, label, type, value], i) => [
+    i ? ' | ' : '',
+    h('a', { href: '#', dataset: { arg: key }, text: label, on: { click: (ev) => { ev.preventDefault(); fill(key, type, value); } } }),
+  ]));
+  function fill(key, type, value) {
+    // The first empty row takes it; otherwise a new one.
+    const free = [...body.querySelectorAll('.arg-row')].find((r) => !r.querySelector('.arg-key').value);
+    const r = free || row();
+    r.querySelector('.arg-key').value = key;
+    r.querySelector('.arg-type').value = type;
+    if (value !== undefined) r.querySelector('.arg-value').value = value;
+    r.querySelector('.arg-value').focus();
+  }
+  row();
+  const more = h('button', { type: 'button', id: id + '-more', text: '+ argument', on: { click: () => row() } });
+  return {
+    el: h('div', {}, body, more, links),
+    value() {
+      const out = {};
+      for (const r of body.querySelectorAll('.arg-row')) {
+        const key = r.querySelector('.arg-key').value.trim();
+        if (!key) continue;
+        const raw = r.querySelector('.arg-value').value.trim();
+        const type = r.querySelector('.arg-type').value;
+        if (type === 'number') {
+          if (!/^-?[0-9]+$/.test(raw)) throw new Error(`Argument ${key}: "${raw}" is not an integer.`);
+          out[key] = Number(raw);
+        } else if (type === 'boolean') {
+          if (raw !== 'true' && raw !== 'false') throw new Error(`Argument ${key}: a boolean is true or false.`);
+          out[key] = raw === 'true';
+        } else out[key] = raw;
+      }
+      return out;
+    },
+    clear() { body.replaceChildren(); row(); },
+  };
 }
 
 function kv(id, pairs) {
@@ -843,7 +944,7 @@ function exchangesView(root) {
       { key: 'vhost', label: 'Virtual host', sort: 'vhost' },
       { key: 'name', label: 'Name', sort: 'name', render: (x) => link(exchangeHref(x), x.name === '' ? '(AMQP default)' : x.name) },
       { key: 'type', label: 'Type', sort: 'type' },
-      { key: 'features', label: 'Features', render: (x) => [x.durable ? 'D' : '', x.auto_delete ? 'AD' : '', x.internal ? 'I' : ''].filter(Boolean).join(' ') },
+      { key: 'features', label: 'Features', render: (x) => featureBadges(x, [[x.durable, 'D', 'durable'], [x.auto_delete, 'AD', 'auto-delete'], [x.internal, 'I', 'internal']]) },
       { key: 'in', label: 'Message rate in', num: true, render: (x) => fmtRate(get(x, 'message_stats.publish_in_details.rate')) },
       { key: 'out', label: 'Message rate out', num: true, render: (x) => fmtRate(get(x, 'message_stats.publish_out_details.rate')) },
     ],
