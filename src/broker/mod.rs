@@ -1479,9 +1479,26 @@ impl Broker {
             _ => Message::new(exchange, routing_key, properties, body, location),
         };
         for &q in routed {
-            self.enqueue(q, msg.clone());
+            self.enqueue_untimed(q, msg.clone());
         }
         Published::Routed
+    }
+
+    /// [`Broker::enqueue`] for a message without timing (no TTL applies to it).
+    #[inline(always)]
+    fn enqueue_untimed(&mut self, id: QueueId, msg: Message) {
+        if let Some(q) = self.queue_mut(id) {
+            q.counting().publish += 1;
+            q.push(msg);
+            let featured = q.features.is_some();
+            if !q.dirty {
+                q.dirty = true;
+                self.dirty.push(id);
+            }
+            if featured {
+                self.enqueued_featured(id, false);
+            }
+        }
     }
 
     /// Whether a body of `len` bytes goes to the store rather than memory (paging;
