@@ -1177,7 +1177,7 @@ impl Broker {
         properties: &Bytes,
         out: &mut Vec<QueueId>,
     ) {
-        self.route_hinted(x, None, routing_key, properties, out)
+        self.route_hinted(x, None, routing_key, properties, out);
     }
 
     /// [`Broker::route`] with `hint`: what [`Broker::last_route`] said after the
@@ -1186,8 +1186,8 @@ impl Broker {
     /// holds: the exchange's bindings have not changed since (`Exchange::version`; a
     /// deleted queue's bindings go with it) and the queue exists (its id carries a
     /// generation, so a re-declared queue is not taken for the old one). Only a route
-    /// that one exchange, not a headers one, resolved to one queue is remembered
-    /// (`self.last_route`): nothing about the message or another exchange enters it.
+    /// that one exchange, not a headers one, resolved to one queue is returned, to be
+    /// remembered: nothing about the message or another exchange enters it.
     #[inline]
     fn route_hinted(
         &mut self,
@@ -1196,26 +1196,22 @@ impl Broker {
         routing_key: &[u8],
         properties: &Bytes,
         out: &mut Vec<QueueId>,
-    ) {
+    ) -> Option<(u32, QueueId)> {
         out.clear();
-        self.last_route = None;
-        let Some(ex) = self.exchange(x) else { return };
+        let ex = self.exchange(x)?;
         if let Some((version, q)) = hint {
             if version == ex.version && ex.kind != ExchangeKind::Headers && self.queue(q).is_some()
             {
                 out.push(q);
-                self.last_route = hint;
-                return;
+                return hint;
             }
         }
         if ex.name.is_empty() {
             // The default exchange binds every queue of its vhost by its name (and
             // nothing else: its version never changes).
-            if let Some(q) = self.queue_id(ex.vhost, routing_key) {
-                out.push(q);
-                self.last_route = Some((0, q));
-            }
-            return;
+            let q = self.queue_id(ex.vhost, routing_key)?;
+            out.push(q);
+            return Some((0, q));
         }
         let (version, simple) = (ex.version, ex.kind != ExchangeKind::Headers);
         self.stamp += 1;
@@ -1274,15 +1270,16 @@ impl Broker {
         }
         self.stack = stack;
         self.scratch = scratch;
-        if let ([q], true, 1) = (&out[..], simple, visited) {
+        match (&out[..], simple, visited) {
             // One pass over `x` alone gave one queue (an alternate exchange or an
             // exchange-to-exchange binding would have taken a second pass).
-            self.last_route = Some((version, *q));
+            ([q], true, 1) => Some((version, *q)),
+            _ => None,
         }
     }
 
-    /// What the last route resolved to, when the publisher may remember it: the
-    /// version of the exchange's bindings and the one queue (see
+    /// What the last publish's route resolved to, when the publisher may remember it:
+    /// the version of the exchange's bindings and the one queue (see
     /// [`Broker::route_hinted`]).
     #[inline]
     pub fn last_route(&self) -> Option<(u32, QueueId)> {
@@ -1399,7 +1396,8 @@ impl Broker {
         // One store; a caller that never takes it (the API) leaves no stale nack.
         self.rejected = false;
         let mut routed = std::mem::take(&mut self.routed);
-        self.route_hinted(x, hint, routing_key, &properties, &mut routed);
+        // Kept aside: dead-lettering during this publish routes too.
+        let memo = self.route_hinted(x, hint, routing_key, &properties, &mut routed);
         // Counted once the route is known, whatever happens next (a refused write
         // was still received and routed, as RabbitMQ counts it).
         let n = routed.len() as u64;
@@ -1412,6 +1410,7 @@ impl Broker {
         }
         if routed.is_empty() {
             self.routed = routed;
+            self.last_route = None;
             return Published::Unroutable { properties, body };
         }
         // The plain path (no queue with features, no quorum queue, no `expiration`)
@@ -1439,6 +1438,7 @@ impl Broker {
             )
         };
         self.routed = routed;
+        self.last_route = memo;
         published
     }
 
