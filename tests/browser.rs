@@ -31,6 +31,15 @@ use support::{unique, Broker};
 const UI: Duration = Duration::from_secs(40);
 const FILLERS: usize = 10_000;
 
+/// Logs in as guest and waits for the overview.
+fn login(b: &Browser, http: &str) {
+    b.goto(&format!("{http}/"));
+    b.type_into("#login-username", "guest");
+    b.type_into("#login-password", "guest");
+    b.click("#login-submit");
+    b.wait_find("#page-overview", UI);
+}
+
 /// Reads a number shown with thousands separators ("10,001").
 fn shown_number(s: Option<String>) -> Option<f64> {
     s.and_then(|t| t.replace(',', "").trim().parse().ok())
@@ -591,11 +600,7 @@ fn admin_pages_manage_users_vhosts_and_permissions() {
     };
 
     let b = Browser::start();
-    b.goto(&format!("{http}/"));
-    b.type_into("#login-username", "guest");
-    b.type_into("#login-password", "guest");
-    b.click("#login-submit");
-    b.wait_find("#page-overview", UI);
+    login(&b, &http);
 
     // Users: add one with a password and a tag.
     b.click("#nav-admin");
@@ -828,11 +833,7 @@ fn queue_form_declares_arguments_and_the_list_shows_their_features() {
         queues: vec![q.clone()],
     };
     let b = Browser::start();
-    b.goto(&format!("{http}/"));
-    b.type_into("#login-username", "guest");
-    b.type_into("#login-password", "guest");
-    b.click("#login-submit");
-    b.wait_find("#page-overview", UI);
+    login(&b, &http);
     b.click("#nav-queues");
     b.wait_find("#queues-table[data-loaded='1']", UI);
 

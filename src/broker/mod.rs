@@ -1456,6 +1456,27 @@ impl Broker {
     ) -> Published {
         let persistent = properties::delivery_mode(properties) == Some(2);
         let page = self.must_page(body.len(), memory_budget);
+        let (e, k, p) = (exchange, routing_key, properties);
+        self.store_and_enqueue(routed, e, k, p, body, persistent, page, None)
+    }
+
+    /// The end of every publish: writes the message to the store when it is persistent
+    /// (and `routed` has durable queues) or paged, builds it, and enqueues it in each of
+    /// `routed`. Inlined into both paths: with `timing` None (the plain path), the
+    /// timing's branches fold away.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn store_and_enqueue(
+        &mut self,
+        routed: &[QueueId],
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: &Bytes,
+        body: Bytes,
+        persistent: bool,
+        page: bool,
+        timing: Option<crate::message::Timing>,
+    ) -> Published {
         let mut location = None;
         if persistent || page {
             match self.persist(
@@ -1466,20 +1487,28 @@ impl Broker {
                 routing_key,
                 properties,
                 &body,
-                None,
+                timing.map(|t| t.arrival_ms),
             ) {
                 Ok(l) => location = l,
                 Err(_) => return Published::Refused,
             }
         }
-        let msg = match location {
-            Some(loc) if page => {
-                Message::paged_timed(exchange, routing_key, properties, body.len(), loc, None)
+        let msg = match (location, timing) {
+            (Some(loc), _) if page => {
+                Message::paged_timed(exchange, routing_key, properties, body.len(), loc, timing)
             }
-            _ => Message::new(exchange, routing_key, properties, body, location),
+            // `Message::new` is `build` specialised for no timing.
+            (_, None) => Message::new(exchange, routing_key, properties, body, location),
+            (_, Some(_)) => {
+                Message::new_timed(exchange, routing_key, properties, body, location, timing)
+            }
         };
         for &q in routed {
-            self.enqueue_untimed(q, msg.clone());
+            if timing.is_some() {
+                self.enqueue(q, msg.clone());
+            } else {
+                self.enqueue_untimed(q, msg.clone());
+            }
         }
         Published::Routed
     }
@@ -1619,36 +1648,8 @@ impl Broker {
                 routed = rest;
             }
         }
-        let mut location = None;
-        if persistent || page {
-            match self.persist(
-                routed,
-                persistent,
-                page,
-                exchange,
-                routing_key,
-                properties,
-                &body,
-                timing.map(|t| t.arrival_ms),
-            ) {
-                Ok(l) => location = l,
-                Err(_) => return Published::Refused,
-            }
-        }
-        let msg = match (location, timing) {
-            (Some(loc), _) if page => {
-                Message::paged_timed(exchange, routing_key, properties, body.len(), loc, timing)
-            }
-            // The plain path: `Message::new` is `build` specialised for no timing.
-            (_, None) => Message::new(exchange, routing_key, properties, body, location),
-            (_, Some(_)) => {
-                Message::new_timed(exchange, routing_key, properties, body, location, timing)
-            }
-        };
-        for &q in routed.iter() {
-            self.enqueue(q, msg.clone());
-        }
-        Published::Routed
+        let (e, k, p) = (exchange, routing_key, properties);
+        self.store_and_enqueue(routed, e, k, p, body, persistent, page, timing)
     }
 
     /// Dead-letters (reason `maxlen`) a message the `reject-publish-dlx` queues in
