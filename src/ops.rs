@@ -305,7 +305,10 @@ fn queue_info(broker: &Broker, q: &broker::queue::Queue) -> QueueInfo {
         unacked: q.unacked_count(),
         consumers: q.consumer_count(),
         bytes: q.ready_bytes(),
-        dlx: q.features.as_ref().map_or(0, |f| f.dlx_pending.len() as u64),
+        dlx: q
+            .features
+            .as_ref()
+            .map_or(0, |f| f.dlx_pending.len() as u64),
         dlx_bytes: q.features.as_ref().map_or(0, |f| f.dlx_bytes),
     }
 }

@@ -212,7 +212,8 @@ impl Server {
         }
         let budget = s.config.memory_budget;
         s.broker = Broker::recover(store, meta, recovered, budget);
-        s.broker.set_dead_letter_retry_ms(s.config.dead_letter_retry_ms);
+        s.broker
+            .set_dead_letter_retry_ms(s.config.dead_letter_retry_ms);
         s.check_alarms();
         Ok(s)
     }

@@ -365,9 +365,7 @@ fn x_death_keeps_counting_after_a_kill_9() {
         c.ack(m.delivery.delivery_tag).await;
         let ch = c.conn.create_channel().await.unwrap();
         for q in [&work, &retry] {
-            let _ = ch
-                .queue_delete(q.as_str().into(), Default::default())
-                .await;
+            let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
         }
     });
 }

@@ -54,7 +54,11 @@ async fn api_queue(api: &Api, q: &str, ok: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
     let found = wait_until_async(Duration::from_secs(30), || {
         let r = api.get(&path);
-        last = if r.status == 200 { r.json() } else { Value::Null };
+        last = if r.status == 200 {
+            r.json()
+        } else {
+            Value::Null
+        };
         let hit = ok(&last);
         async move { hit }
     })
@@ -153,10 +157,7 @@ async fn an_unroutable_dead_letter_waits_and_is_delivered_once_a_queue_is_bound(
         for _ in 0..2 {
             let m = c.wait_get(&target, wait).await;
             let d = deaths(&m);
-            assert_eq!(
-                death_summary(&d[0]),
-                (q.clone(), "rejected".to_string(), 1)
-            );
+            assert_eq!(death_summary(&d[0]), (q.clone(), "rejected".to_string(), 1));
             got.push(msg_body(&m));
             c.ack(m.delivery.delivery_tag).await;
         }

@@ -250,7 +250,9 @@ fn limits_hold_across_a_restart_and_a_kill_9() {
             .await;
         for q in [&rejecting, &dropping] {
             for body in ["a1", "a2"] {
-                assert!(acked(&c.publish("", q, body.as_bytes(), persistent()).await));
+                assert!(acked(
+                    &c.publish("", q, body.as_bytes(), persistent()).await
+                ));
             }
         }
         // 4 + 4 of 10 bytes.

@@ -415,7 +415,11 @@ fn x_expires_starts_again_at_boot() {
         let q = block_on(async {
             let c = Client::open(&b).await;
             let q = c
-                .queue_opts("expires-boot", &[("x-expires", int(EXPIRES_MS as i64))], true)
+                .queue_opts(
+                    "expires-boot",
+                    &[("x-expires", int(EXPIRES_MS as i64))],
+                    true,
+                )
                 .await;
             let _ = c.conn.close(200, "bye".into()).await;
             q

@@ -1013,6 +1013,40 @@ mod tests {
     }
 
     #[test]
+    fn waiting_dead_letters_are_recovered_and_held_back_acks_wait_for_the_sync() {
+        let dir = tmp("dead");
+        {
+            let (mut s, _, _) = Store::open(&dir).unwrap();
+            s.write_meta(&with_queue(1)).unwrap();
+            let a = s.append(&[1], b"", b"q1", &[0, 0], b"a").unwrap();
+            let b = s.append(&[1], b"", b"q1", &[0, 0], b"b").unwrap();
+            assert!(s.sync().unwrap());
+            s.dead(a, 1, 1);
+            s.dead(b, 1, 0);
+            // b's copy goes elsewhere: its ack waits for the sync of this turn...
+            s.ack_after_sync(b, 1);
+            s.write_acks();
+            assert!(s.acks.values().all(|f| f.buf.is_empty()));
+            assert_eq!(s.after_sync.len(), 1, "not written before the sync");
+            // ...and is written by it.
+            assert!(!s.sync().unwrap());
+            assert!(s.after_sync.is_empty());
+            let c = s.append(&[1], b"", b"q1", &[0, 0], b"c").unwrap();
+            s.dead(c, 1, 3);
+            s.ack_after_sync(c, 1);
+            // A crash before the next sync: c's ack never reached the disk.
+            s.write_acks();
+            s.msgs.flush(&dir).unwrap();
+        }
+        let (_s, _, rec) = Store::open(&dir).unwrap();
+        let bodies: Vec<&[u8]> = rec.iter().map(|r| &r.record.body[..]).collect();
+        let dead: Vec<Vec<(u32, u8)>> = rec.iter().map(|r| r.dead.clone()).collect();
+        assert_eq!(bodies, [b"a" as &[u8], b"c"]);
+        assert_eq!(dead, [vec![(1, 1)], vec![(1, 3)]]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn messages_of_unknown_queues_are_not_recovered() {
         let dir = tmp("unknown");
         {

@@ -247,7 +247,9 @@ impl Features {
     pub fn over_limit_soft(&self, count: usize) -> bool {
         let count = count as u64 + self.dlx_pending.len() as u64;
         self.max_len.is_some_and(|m| count > m)
-            || self.max_bytes.is_some_and(|m| self.bytes + self.dlx_bytes > m)
+            || self
+                .max_bytes
+                .is_some_and(|m| self.bytes + self.dlx_bytes > m)
     }
 
     /// Whether the ready messages (`count` of them) are beyond a length limit.
