@@ -24,6 +24,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Unacked deliveries older than this close their channel with 406 (default 1800 s).
     pub consumer_timeout: Duration,
+    /// How often a quorum queue retries at-least-once dead-lettering of messages that
+    /// found no target queue (default 180000 ms: RabbitMQ's
+    /// `dead_letter_worker_publisher_confirm_timeout`).
+    pub dead_letter_retry_ms: u64,
     /// Free-disk alarm threshold in bytes (default 50,000,000).
     pub disk_free_limit: u64,
     /// Publishers are blocked while the broker's RSS is above this fraction of RAM
@@ -84,6 +88,7 @@ impl Default for Config {
             stats_interval: Duration::from_secs(5),
             data_dir: PathBuf::from("./warren-data"),
             consumer_timeout: Duration::from_secs(1800),
+            dead_letter_retry_ms: 180_000,
             disk_free_limit: 50_000_000,
             memory_high_watermark: 0.4,
             memory_budget: crate::alarm::total_ram().map_or(1 << 30, |r| r / 5),
@@ -213,6 +218,12 @@ fn options() -> getopts::Options {
         "consumer-timeout",
         "unacked delivery timeout (default 1800)",
         "SECS",
+    );
+    o.optopt(
+        "",
+        "dead-letter-retry-ms",
+        "at-least-once dead-letter retry interval (default 180000)",
+        "MS",
     );
     o.optopt(
         "",
@@ -404,6 +415,8 @@ impl Command {
         let mut secs = c.consumer_timeout.as_secs();
         num(&m, "consumer-timeout", &mut secs)?;
         c.consumer_timeout = Duration::from_secs(secs);
+        num(&m, "dead-letter-retry-ms", &mut c.dead_letter_retry_ms)?;
+        c.dead_letter_retry_ms = c.dead_letter_retry_ms.max(1);
         num(&m, "disk-free-limit", &mut c.disk_free_limit)?;
         num(&m, "memory-high-watermark", &mut c.memory_high_watermark)?;
         if !(0.0..=1.0).contains(&c.memory_high_watermark) {

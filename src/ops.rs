@@ -171,6 +171,10 @@ pub struct QueueInfo {
     pub consumers: u32,
     /// Body bytes of the ready messages.
     pub bytes: u64,
+    /// Messages (and their body bytes) waiting to be dead-lettered at-least-once
+    /// (RabbitMQ's `messages_dlx`, `message_bytes_dlx`; see `broker::at_least_once`).
+    pub dlx: u64,
+    pub dlx_bytes: u64,
 }
 
 /// An exchange as the management API shows it.
@@ -301,6 +305,11 @@ fn queue_info(broker: &Broker, q: &broker::queue::Queue) -> QueueInfo {
         unacked: q.unacked_count(),
         consumers: q.consumer_count(),
         bytes: q.ready_bytes(),
+        dlx: q
+            .features
+            .as_ref()
+            .map_or(0, |f| f.dlx_pending.len() as u64),
+        dlx_bytes: q.features.as_ref().map_or(0, |f| f.dlx_bytes),
     }
 }
 

@@ -143,12 +143,14 @@ impl Server {
     /// start's, `--default-user` with `--loopback-users`, in memory only.
     pub fn new(config: Config) -> Server {
         let now = Instant::now();
+        let mut broker = Broker::new();
+        broker.set_dead_letter_retry_ms(config.dead_letter_retry_ms);
         let mut auth = Auth::new();
         auth.ensure_default_user(&config.default_user, config.default_pass.as_bytes());
         auth.set_loopback_users(config.loopback_users.clone());
         Server {
             config,
-            broker: Broker::new(),
+            broker,
             auth,
             conns: Slab::new(),
             now,
@@ -210,6 +212,8 @@ impl Server {
         }
         let budget = s.config.memory_budget;
         s.broker = Broker::recover(store, meta, recovered, budget);
+        s.broker
+            .set_dead_letter_retry_ms(s.config.dead_letter_retry_ms);
         s.check_alarms();
         Ok(s)
     }

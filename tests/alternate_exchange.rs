@@ -429,3 +429,74 @@ async fn declaring_an_alternate_needs_write_on_it_and_read_on_the_exchange() {
     c.cleanup().await;
     assert_eq!(api.delete(&format!("/api/users/{user}")).status, 204);
 }
+
+/// Warren only (it owns the process): a durable exchange keeps its alternate across a
+/// clean restart and a `kill -9`; what it cannot route still reaches the alternate's
+/// queue, and the persistent message routed there before the crash is still there.
+#[test]
+fn the_alternate_survives_a_restart_and_a_kill_9() {
+    if is_external() {
+        println!("skipped: needs its own warren process (WARREN_TEST_PORT is set)");
+        return;
+    }
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut b = Broker::spawn_in(dir.path(), &[]).expect("spawn");
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let persistent = || BasicProperties::default().with_delivery_mode(2);
+    let (x, unrouted) = block_on(async {
+        let c = Client::open(&b).await;
+        let ae = unique("ae-durable");
+        let x = unique("x-durable");
+        for (name, kind, args) in [
+            (&ae, ExchangeKind::Fanout, FieldTable::default()),
+            (&x, ExchangeKind::Direct, ae_args(Some(&ae))),
+        ] {
+            step(
+                "exchange_declare",
+                c.ch.exchange_declare(name.as_str().into(), kind, durable, args),
+            )
+            .await
+            .unwrap();
+        }
+        let unrouted = c.queue_opts("unrouted", &[], true).await;
+        c.bind(&unrouted, &ae, "").await;
+        assert!(matches!(
+            c.publish(&x, "typo", b"before", persistent()).await,
+            Confirmation::Ack(_)
+        ));
+        let _ = c.conn.close(200, "bye".into()).await;
+        (x, unrouted)
+    });
+    for (round, kill) in [(1u32, false), (2, true)] {
+        if kill {
+            b.kill9();
+        } else {
+            b.stop();
+        }
+        b = Broker::spawn_in(dir.path(), &[]).expect("respawn");
+        block_on(async {
+            let c = Client::open(&b).await;
+            // The persistent one is back; the transient one of the round before is not.
+            assert_eq!(c.count(&unrouted).await, Some(1), "round {round}");
+            let body = format!("after{round}");
+            assert_routed(&publish_mandatory(&c, &x, "typo", body.as_bytes()).await);
+            c.wait_count(&unrouted, 2, LONG).await;
+            let _ = c.conn.close(200, "bye".into()).await;
+        });
+    }
+    block_on(async {
+        let c = Client::open(&b).await;
+        let mut got = Vec::new();
+        while let Some(m) = c.get(&unrouted).await {
+            got.push(msg_body(&m));
+            c.ack(m.delivery.delivery_tag).await;
+        }
+        // publish_mandatory publishes transient: only "before" (persistent) and what
+        // was published after the last restart are there.
+        assert_eq!(got, ["before", "after2"]);
+        let _ = c.conn.close(200, "bye".into()).await;
+    });
+}

@@ -308,3 +308,64 @@ fn dead_lettered_persistent_messages_survive_a_restart() {
         c.ack(m.delivery.delivery_tag).await;
     });
 }
+
+/// Warren only: the x-death history written before a `kill -9` goes on counting after
+/// it: a message rejected from `work` into `retry`, then (after the crash) rejected from
+/// `retry` back into `work` and from `work` again carries both entries, `work`'s with
+/// count 2, and the `x-first-death-*` headers of its first death.
+#[test]
+fn x_death_keeps_counting_after_a_kill_9() {
+    if is_external() {
+        println!("skipped: needs its own warren process (WARREN_TEST_PORT is set)");
+        return;
+    }
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut b = Broker::spawn_in(dir.path(), &[]).expect("spawn");
+    let work = unique("work");
+    let retry = unique("retry");
+    let to = |q: &str| {
+        vec![
+            ("x-dead-letter-exchange", lstr("")),
+            ("x-dead-letter-routing-key", lstr(q)),
+        ]
+    };
+    block_on(async {
+        let c = Client::open(&b).await;
+        c.declare_named(&work, &to(&retry), true).await.unwrap();
+        c.declare_named(&retry, &to(&work), true).await.unwrap();
+        let props = BasicProperties::default().with_delivery_mode(2);
+        c.publish("", &work, b"p", props).await;
+        let m = c.wait_get(&work, LONG).await;
+        c.reject(m.delivery.delivery_tag).await;
+        c.wait_count(&retry, 1, LONG).await;
+        let _ = c.conn.close(200, "bye".into()).await;
+    });
+    b.kill9();
+    let b = Broker::spawn_in(dir.path(), &[]).expect("spawn");
+    block_on(async {
+        let c = Client::open(&b).await;
+        for q in [&retry, &work] {
+            let m = c.wait_get(q, LONG).await;
+            c.reject(m.delivery.delivery_tag).await;
+        }
+        let m = c.wait_get(&retry, LONG).await;
+        let d = deaths(&m);
+        let summary: Vec<_> = d.iter().map(death_summary).collect();
+        assert_eq!(
+            summary,
+            [
+                (work.clone(), "rejected".into(), 2),
+                (retry.clone(), "rejected".into(), 1)
+            ]
+        );
+        let h = headers(&m);
+        assert_eq!(text(get(&h, "x-first-death-queue")), work);
+        assert_eq!(text(get(&h, "x-first-death-reason")), "rejected");
+        assert_eq!(m.delivery.properties.delivery_mode(), &Some(2));
+        c.ack(m.delivery.delivery_tag).await;
+        let ch = c.conn.create_channel().await.unwrap();
+        for q in [&work, &retry] {
+            let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+        }
+    });
+}

@@ -2,7 +2,8 @@
 //! `amq.rabbitmq.reply-to` with no reply queue (the requester consumes the pseudo-queue
 //! no-ack, the responder on another connection publishes to the address its request
 //! carried), the address rewritten in a transaction too, replies dropped once the
-//! requesting channel is gone, and RabbitMQ's 406s for misuse.
+//! requesting channel is gone, RabbitMQ's 406s for misuse, and a reply published through
+//! the management API (`POST /api/exchanges/%2F/amq.default/publish`).
 //!
 //! Every assertion holds against RabbitMQ too: `WARREN_TEST_PORT=5672 cargo test --test
 //! direct_reply_to`. The pika version (the RPC tutorial) is tests/pika/test_direct_reply_to.py.
@@ -14,6 +15,8 @@ use futures_lite::StreamExt;
 use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
+use serde_json::json;
+use support::api::Api;
 use support::*;
 
 const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -285,4 +288,65 @@ async fn misuse_gets_rabbitmq_406s() {
     let text = expect_amqp_error(r, 406);
     assert_eq!(text, "PRECONDITION_FAILED - reply consumer already set");
     let _ = c.close(200, "bye".into()).await;
+}
+
+/// A reply published through the HTTP API reaches the requesting channel as an AMQP one
+/// does; RabbitMQ 3.10 answers `{"routed":false}` all the same (no queue took it), and
+/// the same for an address nobody consumes any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_published_through_the_api_reaches_the_channel() {
+    let b = Broker::start();
+    let api = Api::new(&b);
+    let client = b.connect().await;
+    let cch = channel(&client).await;
+    let mut replies = consume_replies(&cch).await;
+    let rpc = unique("rpc-api");
+    declare(&cch, &rpc, false).await.unwrap();
+    let props = BasicProperties::default().with_reply_to(REPLY_TO.into());
+    publish(&cch, &rpc, b"req", props).await;
+    let req = wait_get(&cch, &rpc).await;
+    let address = req
+        .delivery
+        .properties
+        .reply_to()
+        .as_ref()
+        .map(|s| s.to_string())
+        .expect("reply_to");
+    let post = |key: &str| {
+        api.post(
+            "/api/exchanges/%2F/amq.default/publish",
+            &json!({
+                "routing_key": key,
+                "properties": {"correlation_id": "c-api"},
+                "payload": "resp-api",
+                "payload_encoding": "string"
+            }),
+        )
+    };
+    let r = post(&address);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), json!({"routed": false}));
+    let d = within("reply", STEP, replies.next())
+        .await
+        .expect("consumer stream ended")
+        .unwrap();
+    assert_eq!(d.data, b"resp-api");
+    assert_eq!(
+        d.properties.correlation_id().as_ref().map(|s| s.as_str()),
+        Some("c-api")
+    );
+    assert_eq!(
+        (d.exchange.as_str(), d.routing_key.as_str()),
+        ("", address.as_str())
+    );
+    // An address no one holds: the same answer, nothing delivered.
+    let r = post("amq.rabbitmq.reply-to.nobody");
+    assert_eq!((r.status, r.json()), (200, json!({"routed": false})));
+    let _ = cch
+        .queue_delete(rpc.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let _ = client.close(200, "bye".into()).await;
+    // The requester is gone: its address reaches no one.
+    let r = post(&address);
+    assert_eq!((r.status, r.json()), (200, json!({"routed": false})));
 }

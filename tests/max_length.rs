@@ -200,3 +200,115 @@ async fn a_ready_consumer_takes_a_burst_before_the_limit_counts() {
     assert_eq!(c.count(&dlq).await, Some(0));
     c.cleanup().await;
 }
+
+/// Length limits after a clean restart and after a `kill -9` (Warren only: it owns the
+/// process): the recovered messages count against `x-max-length` and
+/// `x-max-length-bytes`, `reject-publish` still nacks what does not fit, `drop-head`
+/// still dead-letters the oldest (reason `maxlen`), and the counts are right.
+#[test]
+fn limits_hold_across_a_restart_and_a_kill_9() {
+    if is_external() {
+        println!("skipped: needs its own warren process (WARREN_TEST_PORT is set)");
+        return;
+    }
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut b = Broker::spawn_in(dir.path(), &[]).expect("spawn");
+    let persistent = || BasicProperties::default().with_delivery_mode(2);
+    let (rejecting, bytes, dropping, dlq) = block_on(async {
+        let c = Client::open(&b).await;
+        let dlq = c.queue_opts("dlq", &[], true).await;
+        let dl = |extra: Vec<(&'static str, AMQPValue)>| {
+            let mut a = vec![
+                ("x-dead-letter-exchange", lstr("")),
+                ("x-dead-letter-routing-key", lstr(&dlq)),
+            ];
+            a.extend(extra);
+            a
+        };
+        let rejecting = c
+            .queue_opts(
+                "rp",
+                &dl(vec![
+                    ("x-max-length", int(2)),
+                    ("x-overflow", lstr("reject-publish")),
+                ]),
+                true,
+            )
+            .await;
+        let bytes = c
+            .queue_opts(
+                "rp-bytes",
+                &dl(vec![
+                    ("x-max-length-bytes", int(10)),
+                    ("x-overflow", lstr("reject-publish")),
+                ]),
+                true,
+            )
+            .await;
+        let dropping = c
+            .queue_opts("dh", &dl(vec![("x-max-length", int(2))]), true)
+            .await;
+        for q in [&rejecting, &dropping] {
+            for body in ["a1", "a2"] {
+                assert!(acked(
+                    &c.publish("", q, body.as_bytes(), persistent()).await
+                ));
+            }
+        }
+        // 4 + 4 of 10 bytes.
+        for body in ["bbb1", "bbb2"] {
+            assert!(acked(
+                &c.publish("", &bytes, body.as_bytes(), persistent()).await
+            ));
+        }
+        let _ = c.conn.close(200, "bye".into()).await;
+        (rejecting, bytes, dropping, dlq)
+    });
+    for (round, kill) in [(1, false), (2, true)] {
+        if kill {
+            b.kill9();
+        } else {
+            b.stop();
+        }
+        b = Broker::spawn_in(dir.path(), &[]).expect("respawn");
+        block_on(async {
+            let c = Client::open(&b).await;
+            assert_eq!(c.count(&rejecting).await, Some(2), "round {round}");
+            assert_eq!(c.count(&bytes).await, Some(2), "round {round}");
+            assert_eq!(c.count(&dropping).await, Some(2), "round {round}");
+            // Full: refused.
+            let r = c.publish("", &rejecting, b"no", persistent()).await;
+            assert!(!acked(&r), "round {round}: {r:?}");
+            // 8 of 10 bytes: 2 more fit, 3 do not.
+            let r = c.publish("", &bytes, b"ccc", persistent()).await;
+            assert!(!acked(&r), "round {round}: {r:?}");
+            // drop-head: the oldest goes to the dead-letter queue.
+            let body = format!("d{round}");
+            assert!(acked(
+                &c.publish("", &dropping, body.as_bytes(), persistent())
+                    .await
+            ));
+            c.wait_count(&dlq, round, LONG).await;
+            assert_eq!(c.count(&dropping).await, Some(2));
+            assert_eq!(c.count(&rejecting).await, Some(2));
+            assert_eq!(c.count(&bytes).await, Some(2));
+            let _ = c.conn.close(200, "bye".into()).await;
+        });
+    }
+    block_on(async {
+        let c = Client::open(&b).await;
+        assert_eq!(bodies(&c, &dropping).await, ["d1", "d2"]);
+        let mut dead = Vec::new();
+        while let Some(m) = c.get(&dlq).await {
+            assert_eq!(text(get(&headers(&m), "x-first-death-reason")), "maxlen");
+            dead.push(msg_body(&m));
+            c.ack(m.delivery.delivery_tag).await;
+        }
+        assert_eq!(dead, ["a1", "a2"]);
+        assert_eq!(bodies(&c, &rejecting).await, ["a1", "a2"]);
+        assert_eq!(bodies(&c, &bytes).await, ["bbb1", "bbb2"]);
+        // Room again after the restarts: accepted.
+        assert!(acked(&c.publish("", &bytes, b"ccc", persistent()).await));
+        let _ = c.conn.close(200, "bye".into()).await;
+    });
+}

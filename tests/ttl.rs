@@ -397,3 +397,56 @@ fn cpu_of(pid: Option<u32>) -> Option<Duration> {
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10))
 }
+
+/// `x-expires` across a clean restart and a `kill -9` (Warren only): RabbitMQ starts the
+/// period again when the queue's process starts at boot (`init_exp`), so a queue unused
+/// for most of its period before the restart lives a whole period after it, and is then
+/// deleted, for good (not back after another restart).
+#[test]
+fn x_expires_starts_again_at_boot() {
+    if is_external() {
+        println!("skipped: needs its own warren process (WARREN_TEST_PORT is set)");
+        return;
+    }
+    const EXPIRES_MS: u64 = 2000;
+    for kill in [false, true] {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut b = Broker::spawn_in(dir.path(), &[]).expect("spawn");
+        let q = block_on(async {
+            let c = Client::open(&b).await;
+            let q = c
+                .queue_opts(
+                    "expires-boot",
+                    &[("x-expires", int(EXPIRES_MS as i64))],
+                    true,
+                )
+                .await;
+            let _ = c.conn.close(200, "bye".into()).await;
+            q
+        });
+        std::thread::sleep(Duration::from_millis(1300));
+        if kill {
+            b.kill9();
+        } else {
+            b.stop();
+        }
+        let mut b = Broker::spawn_in(dir.path(), &[]).expect("respawn");
+        let booted = Instant::now();
+        let api = support::api::Api::new(&b);
+        assert!(exists(&api, &q), "kill={kill}: deleted at boot");
+        assert!(
+            wait_until(LONG, || !exists(&api, &q)),
+            "kill={kill}: never deleted"
+        );
+        let lived = booted.elapsed();
+        assert!(
+            lived >= Duration::from_millis(EXPIRES_MS - 300),
+            "kill={kill}: deleted {lived:?} after boot: the period did not start again"
+        );
+        // The deletion is durable.
+        b.stop();
+        let b = Broker::spawn_in(dir.path(), &[]).expect("respawn");
+        let api = support::api::Api::new(&b);
+        assert!(!exists(&api, &q), "kill={kill}: back after a restart");
+    }
+}

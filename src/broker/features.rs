@@ -42,6 +42,8 @@ pub const EXPIRE_PER_TURN: usize = 16384;
 /// What a timer entry is for.
 const HEAD: u8 = 0;
 const UNUSED: u8 = 1;
+/// At-least-once dead-lettering retries (see `super::at_least_once`).
+pub(super) const DLX_RETRY: u8 = 2;
 
 /// A timer: (deadline in epoch ms, queue slot, queue generation, kind).
 pub(super) type Timer = Reverse<(u64, u32, u32, u8)>;
@@ -139,6 +141,23 @@ impl Broker {
         if q.features.is_none() {
             return;
         }
+        let args = &q.props.arguments;
+        let wants = |k: &[u8], v: &[u8]| args.get(k).and_then(|x| x.as_bytes()) == Some(v);
+        let fallback = wants(b"x-dead-letter-strategy", b"at-least-once")
+            && args.get(b"x-dead-letter-exchange").is_some()
+            && !q.features.as_ref().is_some_and(|f| f.at_least_once);
+        if fallback {
+            let (name, vhost) = (q.name.clone(), q.vhost);
+            // RabbitMQ's `rabbit_quorum_queue:dlh` warning.
+            log::warn!(
+                "Falling back to dead-letter-strategy at-most-once for queue '{}' in vhost '{}' \
+                 because configured dead-letter-strategy at-least-once is incompatible with \
+                 effective overflow strategy drop-head. To enable dead-letter-strategy \
+                 at-least-once, set overflow strategy to reject-publish.",
+                String::from_utf8_lossy(&name),
+                self.vhost_label(vhost)
+            );
+        }
         self.featured += 1;
         self.touch_unused(id);
     }
@@ -205,6 +224,10 @@ impl Broker {
             let id = QueueId { idx, gen };
             if kind == UNUSED {
                 self.expire_unused(id, now);
+                continue;
+            }
+            if kind == DLX_RETRY {
+                self.retry_dead_letters(id);
                 continue;
             }
             let Some(f) = self.queue_mut(id).and_then(|q| q.features.as_mut()) else {
@@ -322,7 +345,14 @@ impl Broker {
                 };
                 timed |= f.ttl.is_some();
                 let overflow = f.overflow;
-                if overflow != Overflow::DropHead && f.would_overflow(q.len(), body_len) {
+                // A quorum queue refuses only once it is already over its limit
+                // (`rabbit_fifo:is_over_limit`): its limit is soft by one message.
+                let full = if q.quorum {
+                    f.over_limit_soft(q.len())
+                } else {
+                    f.would_overflow(q.len(), body_len)
+                };
+                if overflow != Overflow::DropHead && full {
                     self.rejected = true;
                     if overflow == Overflow::RejectPublishDlx {
                         self.reject_dlx.push(id);
@@ -379,6 +409,9 @@ impl Broker {
     /// or its own, minus the queues RabbitMQ's cycle rule excludes. Otherwise (no
     /// dead-letter exchange, the queue or the exchange gone) the message is dropped.
     pub fn dead_letter(&mut self, id: QueueId, durable: u32, msg: Message, reason: Reason) {
+        if self.is_at_least_once(id) {
+            return self.dead_letter_at_least_once(id, durable, msg, reason);
+        }
         let target = self.queue(id).and_then(|q| {
             let f = q.features.as_ref()?;
             let dlx = f.dlx.clone()?;

@@ -23,6 +23,7 @@
 //! in [`args`]; this module only calls it on the declare paths.
 
 pub mod args;
+pub mod at_least_once;
 pub mod dead_letter;
 pub mod dispatch;
 pub mod exchange;
@@ -258,6 +259,9 @@ pub struct Broker {
     quorum_queues: usize,
     /// See [`Broker::last_route`].
     last_route: Option<(u32, QueueId)>,
+    /// How often at-least-once dead-lettering retries (ms); 0 = the default (see
+    /// [`at_least_once`]).
+    dlx_retry_ms: u64,
 }
 
 /// The store reference a queue holds on a message: its durable id for a persistent
@@ -1073,6 +1077,10 @@ impl Broker {
         self.meta_dirty |= q.durable_id != 0;
         for m in q.messages() {
             settle_in(self.store.as_mut(), q.durable_id, m);
+        }
+        // Messages still waiting to be dead-lettered at-least-once go with the queue.
+        for p in q.features.iter().flat_map(|f| f.dlx_pending.iter()) {
+            settle_in(self.store.as_mut(), q.durable_id, &p.msg);
         }
         let mut sources = q.sources.clone();
         sources.sort_by_key(|s| (s.idx, s.gen));
@@ -1947,6 +1955,11 @@ impl Broker {
                     .iter()
                     .find(|(q, _)| *q == qid)
                     .map_or(0, |(_, n)| u64::from(*n));
+                if let Some(&(_, code)) = r.dead.iter().find(|(q, _)| *q == qid) {
+                    // Waiting to be dead-lettered at-least-once: still waiting.
+                    b.recover_pending(id, msg.clone(), code);
+                    continue;
+                }
                 if let Some(q) = b.queue_mut(id) {
                     q.push_counted(msg.clone(), delivered || count > 0, count);
                     if timing.is_some() && timed_queues.last() != Some(&id) {

@@ -323,12 +323,16 @@ fn publish(server: &mut Server, caller: &Caller, req: &Request, vh: &str, name: 
     }
     let mut raw = bytes::BytesMut::new();
     props.encode(&mut raw);
+    let raw = raw.freeze();
+    if name.is_empty() {
+        reply(server, routing_key.as_bytes(), &raw, &payload);
+    }
     let budget = server.config.memory_budget;
     let routed = match server.broker.publish(
         x,
         name.as_bytes(),
         routing_key.as_bytes(),
-        raw.freeze(),
+        raw,
         payload,
         budget,
     ) {
@@ -343,6 +347,34 @@ fn publish(server: &mut Server, caller: &Caller, req: &Request, vh: &str, name: 
         }
     };
     Ok(Response::json(200, &json!({ "routed": routed })))
+}
+
+/// A publish to the default exchange with a direct reply-to address as its routing key
+/// goes straight to the reply consumer it names, as basic.publish does
+/// (`conn::methods`): RabbitMQ 3.10 delivers it and still answers `{"routed":false}`
+/// (no queue took it), so the caller's answer is left as the routing made it.
+fn reply(server: &mut Server, routing_key: &[u8], properties: &Bytes, body: &Bytes) {
+    let Some(suffix) = crate::broker::reply_to::suffix(routing_key) else {
+        return;
+    };
+    let Some((conn, channel)) = server.broker.reply_to.lookup(suffix) else {
+        return;
+    };
+    let r = crate::conn::methods::Reply {
+        conn,
+        channel,
+        suffix: Bytes::copy_from_slice(suffix),
+        routing_key: Bytes::copy_from_slice(routing_key),
+        properties: properties.clone(),
+        body: body.clone(),
+    };
+    let delivered = server
+        .conns
+        .get_mut(conn)
+        .is_some_and(|c| crate::conn::methods::deliver_reply(c, &r));
+    if delivered {
+        server.touch(conn);
+    }
 }
 
 /// RabbitMQ's 400 whose reason is an `[atom, value]` pair (`["not_base64","!!!"]`),

@@ -150,7 +150,7 @@ fn queue_type(args: &crate::proto::FieldTable) -> &'static str {
 /// A queue as RabbitMQ's API shows it (the fields tools read).
 pub fn queue_json(server: &Server, q: &QueueInfo) -> Value {
     let name = String::from_utf8_lossy(&q.name);
-    let messages = q.ready as u64 + q.unacked;
+    let messages = q.ready as u64 + q.unacked + q.dlx;
     let idle = q.consumers == 0;
     let kind = queue_type(&q.arguments);
     let mut j = json!({
@@ -179,7 +179,7 @@ pub fn queue_json(server: &Server, q: &QueueInfo) -> Value {
         "messages_unacknowledged_ram": q.unacked,
         "messages_persistent": 0,
         "messages_paged_out": 0,
-        "message_bytes": q.bytes,
+        "message_bytes": q.bytes + q.dlx_bytes,
         "message_bytes_ready": q.bytes,
         "message_bytes_unacknowledged": 0,
         "message_bytes_ram": q.bytes,
@@ -201,6 +201,9 @@ pub fn queue_json(server: &Server, q: &QueueInfo) -> Value {
             m.insert("leader".into(), json!(node.clone()));
             m.insert("members".into(), json!([node.clone()]));
             m.insert("online".into(), json!([node]));
+            // Waiting to be dead-lettered at-least-once (in `messages` too, as RabbitMQ).
+            m.insert("messages_dlx".into(), json!(q.dlx));
+            m.insert("message_bytes_dlx".into(), json!(q.dlx_bytes));
         }
     }
     j

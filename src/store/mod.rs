@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::StoreError;
 pub use meta::Meta;
-use segment::{Record, ACK, ACK_MAGIC, DELIVERED, RETURNED, SEG_MAGIC};
+use segment::{Record, ACK, ACK_MAGIC, DEAD, DELIVERED, RETURNED, SEG_MAGIC};
 
 /// The reference id of a paged message held by a queue whose copy must not survive a
 /// restart (a transient message, or a non-durable queue). No queue has this id, so
@@ -63,6 +63,9 @@ pub struct Recovered {
     /// (queue id, how often a quorum queue's message came back) for those of `queues`
     /// that recorded returns (see [`Store::returned`]).
     pub returns: Vec<(u32, u32)>,
+    /// (queue id, reason code) for those of `queues` where the message was being
+    /// dead-lettered at-least-once and no target had it yet (see [`Store::dead`]).
+    pub dead: Vec<(u32, u8)>,
 }
 
 struct AckFile {
@@ -192,6 +195,9 @@ pub struct Store {
     full: bool,
     /// An append was refused this turn: the turn's sync fails (its confirms are nacks).
     refused: bool,
+    /// Acks that must not reach the disk before this turn's messages are synced
+    /// ([`Store::ack_after_sync`]: a quorum queue's at-least-once dead-lettering).
+    after_sync: Vec<(Location, u32)>,
     /// Bytes of the `reserve` file we hold; released at the first ENOSPC so that acks
     /// and the metadata snapshot can still be written.
     reserve_size: u64,
@@ -327,6 +333,7 @@ impl Store {
             segment_max: SEGMENT_MAX,
             full: false,
             refused: false,
+            after_sync: Vec::new(),
             reserve_size: RESERVE,
             reserved: false,
             written: 0,
@@ -373,6 +380,7 @@ impl Store {
         }
         let mut state: HashMap<(u32, u32), u8> = HashMap::new();
         let mut returned: HashMap<(u32, u32), u32> = HashMap::new();
+        let mut dead: HashMap<(u32, u32), u8> = HashMap::new();
         match fs::read(ack_path(dir, n)) {
             Ok(acks) => {
                 if segment::check_header(&acks, ACK_MAGIC).is_ok() {
@@ -388,6 +396,9 @@ impl Store {
                     for (off, q, kind) in recs {
                         if kind == RETURNED {
                             *returned.entry((off, q)).or_insert(0) += 1;
+                        }
+                        if kind >= DEAD {
+                            dead.insert((off, q), kind - DEAD);
                         }
                         let e = state.entry((off, q)).or_insert(0);
                         *e = (*e).max(kind_rank(kind));
@@ -409,8 +420,8 @@ impl Store {
                 .iter()
                 .filter(|q| known.contains(q))
                 .filter_map(|&q| match state.get(&(record.offset, q)) {
-                    Some(2) => None,
-                    Some(1) => Some((q, true)),
+                    Some(3) => None,
+                    Some(1 | 2) => Some((q, true)),
                     _ => Some((q, false)),
                 })
                 .collect();
@@ -426,6 +437,15 @@ impl Store {
                     .filter_map(|&(q, _)| Some((q, *returned.get(&(record.offset, q))?)))
                     .collect()
             };
+            let dead = if dead.is_empty() {
+                Vec::new()
+            } else {
+                queues
+                    .iter()
+                    .filter(|(q, _)| state.get(&(record.offset, *q)) == Some(&2))
+                    .filter_map(|&(q, _)| Some((q, *dead.get(&(record.offset, q))?)))
+                    .collect()
+            };
             out.push(Recovered {
                 location: Location {
                     segment: n,
@@ -434,6 +454,7 @@ impl Store {
                 record,
                 queues,
                 returns,
+                dead,
             });
         }
         Ok(kept)
@@ -683,6 +704,20 @@ impl Store {
         self.ack_record(loc, queue, RETURNED);
     }
 
+    /// Quorum queue `queue` is dead-lettering the message at-least-once and no target
+    /// queue has it yet (reason code `reason`, 0 to 3): after a restart it is still
+    /// waiting to be dead-lettered, not ready (see `broker::at_least_once`).
+    pub fn dead(&mut self, loc: Location, queue: u32, reason: u8) {
+        self.ack_record(loc, queue, DEAD + (reason & 3));
+    }
+
+    /// [`Store::ack`], held back until this turn's message records are synced: the
+    /// dead-lettered copy written this turn is durable before the source's ack can
+    /// reach the disk, so a crash at any point loses nothing (at worst a duplicate).
+    pub fn ack_after_sync(&mut self, loc: Location, queue: u32) {
+        self.after_sync.push((loc, queue));
+    }
+
     /// The queue is done with the message (acked, dropped, purged, queue deleted).
     pub fn ack(&mut self, loc: Location, queue: u32) {
         self.ack_record(loc, queue, ACK);
@@ -792,6 +827,12 @@ impl Store {
         match r {
             Ok(n) => {
                 self.written += n;
+                if !self.after_sync.is_empty() {
+                    for (loc, q) in std::mem::take(&mut self.after_sync) {
+                        self.ack(loc, q);
+                    }
+                    self.write_acks();
+                }
                 Ok(unsynced)
             }
             Err(e) => {
@@ -897,10 +938,12 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Ack beats delivered when both are recorded for one reference.
+/// Ack beats dead-lettering, which beats delivered, when several are recorded for one
+/// reference.
 fn kind_rank(kind: u8) -> u8 {
     match kind {
-        ACK => 2,
+        ACK => 3,
+        k if k >= DEAD => 2,
         DELIVERED => 1,
         _ => 0,
     }
@@ -966,6 +1009,40 @@ mod tests {
             .map(|r| (&r.record.body[..], r.queues[0].1))
             .collect();
         assert_eq!(bodies, vec![(b"b" as &[u8], false), (b"c", true)]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn waiting_dead_letters_are_recovered_and_held_back_acks_wait_for_the_sync() {
+        let dir = tmp("dead");
+        {
+            let (mut s, _, _) = Store::open(&dir).unwrap();
+            s.write_meta(&with_queue(1)).unwrap();
+            let a = s.append(&[1], b"", b"q1", &[0, 0], b"a").unwrap();
+            let b = s.append(&[1], b"", b"q1", &[0, 0], b"b").unwrap();
+            assert!(s.sync().unwrap());
+            s.dead(a, 1, 1);
+            s.dead(b, 1, 0);
+            // b's copy goes elsewhere: its ack waits for the sync of this turn...
+            s.ack_after_sync(b, 1);
+            s.write_acks();
+            assert!(s.acks.values().all(|f| f.buf.is_empty()));
+            assert_eq!(s.after_sync.len(), 1, "not written before the sync");
+            // ...and is written by it.
+            assert!(!s.sync().unwrap());
+            assert!(s.after_sync.is_empty());
+            let c = s.append(&[1], b"", b"q1", &[0, 0], b"c").unwrap();
+            s.dead(c, 1, 3);
+            s.ack_after_sync(c, 1);
+            // A crash before the next sync: c's ack never reached the disk.
+            s.write_acks();
+            s.msgs.flush(&dir).unwrap();
+        }
+        let (_s, _, rec) = Store::open(&dir).unwrap();
+        let bodies: Vec<&[u8]> = rec.iter().map(|r| &r.record.body[..]).collect();
+        let dead: Vec<Vec<(u32, u8)>> = rec.iter().map(|r| r.dead.clone()).collect();
+        assert_eq!(bodies, [b"a" as &[u8], b"c"]);
+        assert_eq!(dead, [vec![(1, 1)], vec![(1, 3)]]);
         fs::remove_dir_all(&dir).unwrap();
     }
 

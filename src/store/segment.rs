@@ -37,6 +37,9 @@ pub const ACK_RECORD_LEN: usize = 13;
 pub const ACK: u8 = 1;
 pub const DELIVERED: u8 = 2;
 pub const RETURNED: u8 = 3;
+/// A quorum queue's message waiting to be dead-lettered at-least-once: `DEAD` plus the
+/// reason's code (0 to 3), so 4 to 7.
+pub const DEAD: u8 = 4;
 
 /// The 8-byte file header for a magic.
 pub fn header(magic: &[u8; 6]) -> [u8; HEADER_LEN] {

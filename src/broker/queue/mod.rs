@@ -166,6 +166,16 @@ pub struct Features {
     /// An `x-expires` timer entry is in the heap (one at a time: a client that declares
     /// the queue in a loop moves `last_used`, not the heap).
     pub unused_armed: bool,
+    /// A quorum queue's `x-dead-letter-strategy: at-least-once`, in effect (it needs a
+    /// dead-letter exchange and `x-overflow: reject-publish`, as in RabbitMQ).
+    pub at_least_once: bool,
+    /// Messages being dead-lettered at-least-once that no target queue has yet (see
+    /// `super::at_least_once`); they count against the length limits.
+    pub dlx_pending: std::collections::VecDeque<super::at_least_once::Pending>,
+    /// Body bytes of `dlx_pending`.
+    pub dlx_bytes: u64,
+    /// A retry timer for `dlx_pending` is in the heap.
+    pub dlx_retry_armed: bool,
 }
 
 impl Features {
@@ -189,7 +199,11 @@ impl Features {
             Some(b"reject-publish-dlx") => Overflow::RejectPublishDlx,
             _ => Overflow::DropHead,
         };
+        let at_least_once = string(b"x-dead-letter-exchange").is_some()
+            && overflow == Overflow::RejectPublish
+            && string(b"x-dead-letter-strategy").is_some_and(|s| &s[..] == b"at-least-once");
         let f = Features {
+            at_least_once,
             dlx: string(b"x-dead-letter-exchange"),
             dlrk: string(b"x-dead-letter-routing-key"),
             ttl: int(b"x-message-ttl"),
@@ -218,9 +232,24 @@ impl Features {
     }
 
     /// Whether one more message of `len` body bytes goes beyond a length limit.
+    /// Messages waiting to be dead-lettered at-least-once count against the limits, as
+    /// in RabbitMQ's `rabbit_fifo:is_over_limit`.
     pub fn would_overflow(&self, count: usize, len: usize) -> bool {
-        self.max_len.is_some_and(|m| count as u64 + 1 > m)
-            || self.max_bytes.is_some_and(|m| self.bytes + len as u64 > m)
+        let count = count as u64 + self.dlx_pending.len() as u64;
+        let bytes = self.bytes + self.dlx_bytes;
+        self.max_len.is_some_and(|m| count + 1 > m)
+            || self.max_bytes.is_some_and(|m| bytes + len as u64 > m)
+    }
+
+    /// A quorum queue's `reject-publish` test (`rabbit_fifo:is_over_limit`): whether
+    /// its ready messages (`count`) and those waiting to be dead-lettered are already
+    /// beyond a limit, before the new message is counted.
+    pub fn over_limit_soft(&self, count: usize) -> bool {
+        let count = count as u64 + self.dlx_pending.len() as u64;
+        self.max_len.is_some_and(|m| count > m)
+            || self
+                .max_bytes
+                .is_some_and(|m| self.bytes + self.dlx_bytes > m)
     }
 
     /// Whether the ready messages (`count` of them) are beyond a length limit.
