@@ -228,22 +228,33 @@ async fn misuse_gets_rabbitmq_406s() {
     let b = Broker::start();
     let c = b.connect().await;
 
-    let ch = channel(&c).await;
-    let r = step(
-        "basic_consume with acks",
-        ch.basic_consume(
-            REPLY_TO.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await;
-    let text = expect_amqp_error(r, 406);
+    // The two consume refusals over raw frames: the channel.close is read as it comes
+    // (lapin may report the consume as done when the close races its consume-ok
+    // bookkeeping: seen once in 24 runs).
+    let mut raw = b.handshake();
+    raw.open_channel(1);
+    raw.send_method(1, &basic_consume(REPLY_TO, "", false));
+    let close = raw.expect_method(1, 20, 40);
+    let mut a = close.args();
+    assert_eq!(a.short(), 406);
     assert_eq!(
-        text,
+        a.shortstr(),
         "PRECONDITION_FAILED - reply consumer cannot acknowledge"
     );
+    raw.close();
+    let mut raw = b.handshake();
+    raw.open_channel(1);
+    raw.send_method(1, &basic_consume(REPLY_TO, "", true));
+    raw.expect_method(1, 60, 21);
+    raw.send_method(1, &basic_consume(REPLY_TO, "", true));
+    let close = raw.expect_method(1, 20, 40);
+    let mut a = close.args();
+    assert_eq!(a.short(), 406);
+    assert_eq!(
+        a.shortstr(),
+        "PRECONDITION_FAILED - reply consumer already set"
+    );
+    raw.close();
 
     let ch = channel(&c).await;
     step(
@@ -270,23 +281,6 @@ async fn misuse_gets_rabbitmq_406s() {
         "PRECONDITION_FAILED - fast reply consumer does not exist"
     );
 
-    let ch = channel(&c).await;
-    consume_replies(&ch).await;
-    let r = step(
-        "second reply consumer",
-        ch.basic_consume(
-            REPLY_TO.into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ),
-    )
-    .await;
-    let text = expect_amqp_error(r, 406);
-    assert_eq!(text, "PRECONDITION_FAILED - reply consumer already set");
     let _ = c.close(200, "bye".into()).await;
 }
 
