@@ -256,6 +256,21 @@ impl Policy {
         kind && self.regex.is_match(name)
     }
 
+    /// The policy as RabbitMQ's API writes one (its field order: vhost, name, pattern,
+    /// apply-to, definition, priority), as JSON text.
+    pub fn to_json_text(&self, vhost: &str) -> String {
+        let s = |v: &str| Value::String(v.to_string()).to_string();
+        format!(
+            "{{\"vhost\":{},\"name\":{},\"pattern\":{},\"apply-to\":{},\"definition\":{},\"priority\":{}}}",
+            s(vhost),
+            s(&self.name),
+            s(&self.pattern),
+            s(self.apply_to.as_str()),
+            Value::Object(self.definition.clone()),
+            self.priority
+        )
+    }
+
     /// The policy as the API and the definitions show it.
     pub fn to_json(&self, vhost: &str) -> Value {
         serde_json::json!({

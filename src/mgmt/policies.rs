@@ -52,7 +52,11 @@ pub fn route(
                 .vhost(id)
                 .and_then(|v| v.policies.get(operator, name))
                 .ok_or_else(ApiError::not_found)?;
-            Ok(Response::json(200, &p.to_json(vh)))
+            Ok(Response::new(
+                200,
+                "application/json",
+                p.to_json_text(vh).into_bytes(),
+            ))
         }),
         [vh, name] if put => allowed(server, caller, operator, Some(vh))
             .and_then(|_| put_policy(server, req, operator, vh, name)),
