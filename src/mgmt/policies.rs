@@ -41,8 +41,7 @@ pub fn route(
         [] if get => allowed(server, caller, operator, None)
             .and_then(|_| list(req, rows(server, caller, operator, None))),
         [vh] if get => allowed(server, caller, operator, Some(vh)).and_then(|_| {
-            super::vhost(server, vh)
-                .map_err(|_| ApiError::new(404, "not_found", "vhost_not_found"))?;
+            super::vhost(server, vh)?;
             list(req, rows(server, caller, operator, Some(vh)))
         }),
         [vh, name] if get => allowed(server, caller, operator, Some(vh)).and_then(|_| {
@@ -127,7 +126,9 @@ fn put_policy(
     vh: &str,
     name: &str,
 ) -> ApiResult {
-    let id = super::vhost(server, vh)?;
+    // RabbitMQ's PUT names the missing vhost (a GET answers the plain 404).
+    let id =
+        super::vhost(server, vh).map_err(|_| ApiError::new(404, "not_found", "vhost_not_found"))?;
     let body = json_body(req)?;
     let missing: Vec<String> = ["pattern", "definition"]
         .iter()
