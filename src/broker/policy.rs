@@ -441,102 +441,6 @@ pub fn alternate(args: &FieldTable, user: Option<&Policy>) -> Option<Bytes> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn def(v: Value) -> Map<String, Value> {
-        v.as_object().cloned().unwrap_or_default()
-    }
-
-    fn pol(name: &str, pattern: &str, prio: i64, d: Value, op: bool) -> Policy {
-        Policy::new(name, pattern, ApplyTo::All, prio, def(d), op).expect("valid")
-    }
-
-    #[test]
-    fn validation_texts_are_rabbitmqs() {
-        let e = |d: Value, op: bool| validate_definition(&def(d), op).unwrap_err();
-        assert_eq!(e(json!({}), false), "no policy provided");
-        assert_eq!(
-            e(json!({"message-ttl": -1}), false),
-            "-1 is not a valid message TTL"
-        );
-        assert_eq!(
-            e(json!({"message-ttl": "a"}), false),
-            "<<\"a\">> is not a valid message TTL"
-        );
-        assert_eq!(
-            e(json!({"message-ttl": -1, "expires": 0}), false),
-            "0 is not a valid queue expiry"
-        );
-        assert_eq!(
-            e(json!({"foo": 1, "bar": 2}), true),
-            "[{<<\"bar\">>,2},{<<\"foo\">>,1}] are not recognised policy settings"
-        );
-        assert_eq!(
-            e(json!({"overflow": "drop-head"}), true),
-            "[{<<\"overflow\">>,<<\"drop-head\">>}] are not recognised policy settings"
-        );
-        assert!(validate_definition(&def(json!({"queue-mode": "lazy"})), false).is_ok());
-    }
-
-    #[test]
-    fn highest_priority_then_greatest_name_wins() {
-        let mut ps = Policies::default();
-        ps.set(false, pol("b0", "^q", 0, json!({"message-ttl": 1}), false));
-        ps.set(false, pol("c5", "^q", 0, json!({"message-ttl": 1}), false));
-        ps.set(false, pol("a9", "q", 0, json!({"message-ttl": 1}), false));
-        assert_eq!(ps.applied(b"queue", true).0.map(|p| &*p.name), Some("c5"));
-        ps.set(false, pol("a9", "q", 1, json!({"message-ttl": 1}), false));
-        assert_eq!(ps.applied(b"xq", true).0.map(|p| &*p.name), Some("a9"));
-        assert!(ps.applied(b"zzz", true).0.is_none());
-    }
-
-    #[test]
-    fn precedence_per_key() {
-        let user = pol(
-            "u",
-            ".",
-            0,
-            json!({"message-ttl": 5000, "max-length": 10, "dead-letter-exchange": "p", "overflow": "reject-publish"}),
-            false,
-        );
-        let op = pol(
-            "o",
-            ".",
-            0,
-            json!({"message-ttl": 7000, "expires": 9000}),
-            true,
-        );
-        let mut args = FieldTable::new();
-        args.insert(&b"x-max-length"[..], FieldValue::I32(3));
-        args.insert(
-            &b"x-dead-letter-exchange"[..],
-            FieldValue::LongStr(Bytes::from_static(b"a")),
-        );
-        let out = queue_args(&args, Some(&user), Some(&op));
-        assert_eq!(
-            out.get(b"x-message-ttl").and_then(|v| v.as_i64()),
-            Some(5000)
-        );
-        assert_eq!(out.get(b"x-expires").and_then(|v| v.as_i64()), Some(9000));
-        assert_eq!(out.get(b"x-max-length").and_then(|v| v.as_i64()), Some(3));
-        assert_eq!(
-            out.get(b"x-dead-letter-exchange")
-                .and_then(|v| v.as_bytes()),
-            Some(&b"a"[..])
-        );
-        assert_eq!(
-            out.get(b"x-overflow").and_then(|v| v.as_bytes()),
-            Some(&b"reject-publish"[..])
-        );
-        let eff = effective_definition(Some(&user), Some(&op));
-        assert_eq!(eff["message-ttl"], json!(5000));
-        assert_eq!(eff["expires"], json!(9000));
-    }
-}
-
 // ----- the broker's side: storing policies and applying them ---------------------------
 
 use super::{Broker, ExchangeId, QueueId, VhostId};
@@ -716,5 +620,101 @@ impl Broker {
                 Err(e) => log::error!("policy '{name}' in vhost '{vhost}': {e}; skipped"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn def(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    fn pol(name: &str, pattern: &str, prio: i64, d: Value, op: bool) -> Policy {
+        Policy::new(name, pattern, ApplyTo::All, prio, def(d), op).expect("valid")
+    }
+
+    #[test]
+    fn validation_texts_are_rabbitmqs() {
+        let e = |d: Value, op: bool| validate_definition(&def(d), op).unwrap_err();
+        assert_eq!(e(json!({}), false), "no policy provided");
+        assert_eq!(
+            e(json!({"message-ttl": -1}), false),
+            "-1 is not a valid message TTL"
+        );
+        assert_eq!(
+            e(json!({"message-ttl": "a"}), false),
+            "<<\"a\">> is not a valid message TTL"
+        );
+        assert_eq!(
+            e(json!({"message-ttl": -1, "expires": 0}), false),
+            "0 is not a valid queue expiry"
+        );
+        assert_eq!(
+            e(json!({"foo": 1, "bar": 2}), true),
+            "[{<<\"bar\">>,2},{<<\"foo\">>,1}] are not recognised policy settings"
+        );
+        assert_eq!(
+            e(json!({"overflow": "drop-head"}), true),
+            "[{<<\"overflow\">>,<<\"drop-head\">>}] are not recognised policy settings"
+        );
+        assert!(validate_definition(&def(json!({"queue-mode": "lazy"})), false).is_ok());
+    }
+
+    #[test]
+    fn highest_priority_then_greatest_name_wins() {
+        let mut ps = Policies::default();
+        ps.set(false, pol("b0", "^q", 0, json!({"message-ttl": 1}), false));
+        ps.set(false, pol("c5", "^q", 0, json!({"message-ttl": 1}), false));
+        ps.set(false, pol("a9", "q", 0, json!({"message-ttl": 1}), false));
+        assert_eq!(ps.applied(b"queue", true).0.map(|p| &*p.name), Some("c5"));
+        ps.set(false, pol("a9", "q", 1, json!({"message-ttl": 1}), false));
+        assert_eq!(ps.applied(b"xq", true).0.map(|p| &*p.name), Some("a9"));
+        assert!(ps.applied(b"zzz", true).0.is_none());
+    }
+
+    #[test]
+    fn precedence_per_key() {
+        let user = pol(
+            "u",
+            ".",
+            0,
+            json!({"message-ttl": 5000, "max-length": 10, "dead-letter-exchange": "p", "overflow": "reject-publish"}),
+            false,
+        );
+        let op = pol(
+            "o",
+            ".",
+            0,
+            json!({"message-ttl": 7000, "expires": 9000}),
+            true,
+        );
+        let mut args = FieldTable::new();
+        args.insert(&b"x-max-length"[..], FieldValue::I32(3));
+        args.insert(
+            &b"x-dead-letter-exchange"[..],
+            FieldValue::LongStr(Bytes::from_static(b"a")),
+        );
+        let out = queue_args(&args, Some(&user), Some(&op));
+        assert_eq!(
+            out.get(b"x-message-ttl").and_then(|v| v.as_i64()),
+            Some(5000)
+        );
+        assert_eq!(out.get(b"x-expires").and_then(|v| v.as_i64()), Some(9000));
+        assert_eq!(out.get(b"x-max-length").and_then(|v| v.as_i64()), Some(3));
+        assert_eq!(
+            out.get(b"x-dead-letter-exchange")
+                .and_then(|v| v.as_bytes()),
+            Some(&b"a"[..])
+        );
+        assert_eq!(
+            out.get(b"x-overflow").and_then(|v| v.as_bytes()),
+            Some(&b"reject-publish"[..])
+        );
+        let eff = effective_definition(Some(&user), Some(&op));
+        assert_eq!(eff["message-ttl"], json!(5000));
+        assert_eq!(eff["expires"], json!(9000));
     }
 }
