@@ -662,3 +662,59 @@ fn policies_survive_a_restart_and_kill_9() {
     let op = api.get("/api/operator-policies/%2F/opcap").json();
     assert_eq!(op["definition"]["expires"], 3600000);
 }
+
+/// Who may do what, as RabbitMQ 3.10: a policymaker with permissions in the vhost sets
+/// and deletes policies but not operator policies; a management user lists (what its
+/// vhosts hold) and changes nothing.
+#[test]
+fn policymakers_set_policies_and_only_administrators_operator_policies() {
+    let b = Broker::start();
+    let api = Api::new(&b);
+    let pm = unique("pol-pm");
+    let mg = unique("pol-mg");
+    for (u, tag) in [(&pm, "policymaker"), (&mg, "management")] {
+        let r = api.put(
+            &format!("/api/users/{u}"),
+            &json!({"password": "pw", "tags": tag}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let r = api.put(
+            &format!("/api/permissions/%2F/{u}"),
+            &json!({"configure": ".*", "write": ".*", "read": ".*"}),
+        );
+        assert!(r.status == 201 || r.status == 204, "{}", r.body);
+    }
+    let name = unique("pol-acc");
+    let path = format!("/api/policies/%2F/{name}");
+    let opath = format!("/api/operator-policies/%2F/{name}");
+    let mut cl = cleanup(&api);
+    cl.paths.push(path.clone());
+    cl.paths.push(opath.clone());
+    let body = json!({"pattern": format!("^{name}$"), "definition": {"max-length": 1}});
+    let (pma, mga) = (api.as_user(&pm, "pw"), api.as_user(&mg, "pw"));
+
+    let r = mga.put(&path, &body);
+    assert_eq!(
+        (r.status, reason(&r)),
+        (401, "User not authorised to access object".into())
+    );
+    assert_eq!(pma.put(&path, &body).status, 201);
+    let listed = mga.get("/api/policies/%2F");
+    assert_eq!(listed.status, 200);
+    assert!(listed.body.contains(&name), "{}", listed.body);
+    assert_eq!(mga.get("/api/policies").status, 200);
+    assert_eq!(mga.get("/api/operator-policies").status, 200);
+    assert_eq!(mga.delete(&path).status, 401);
+    for who in [&pma, &mga] {
+        let r = who.put(&opath, &body);
+        assert_eq!(
+            (r.status, reason(&r)),
+            (401, "Not administrator user".into())
+        );
+    }
+    assert_eq!(pma.delete(&path).status, 204);
+    drop(cl);
+    for u in [&pm, &mg] {
+        api.delete(&format!("/api/users/{u}"));
+    }
+}

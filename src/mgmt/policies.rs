@@ -2,10 +2,11 @@
 //! 3.10's management plugin serves them (rabbit_mgmt_wm_policies, _policy,
 //! _operator_policies, _operator_policy):
 //!
-//! - `GET /api/policies[/{vhost}]`, `GET|PUT|DELETE /api/policies/{vhost}/{name}`:
-//!   administrators, and policymakers in the vhosts they have permissions in;
-//! - `GET /api/operator-policies[/{vhost}]`,
-//!   `GET|PUT|DELETE /api/operator-policies/{vhost}/{name}`: administrators only.
+//! - `GET /api/policies[/{vhost}]`, `GET /api/operator-policies[/{vhost}]`: every
+//!   management user, listing the vhosts it has permissions in;
+//! - `GET|PUT|DELETE /api/policies/{vhost}/{name}`: administrators, and policymakers
+//!   in the vhosts they have permissions in;
+//! - `GET|PUT|DELETE /api/operator-policies/{vhost}/{name}`: administrators only.
 //!
 //! A PUT takes `{"pattern", "definition", "apply-to"?, "priority"?}` and answers 201
 //! when the policy is new, 204 when it replaced one; a bad body is RabbitMQ's 400
@@ -38,9 +39,10 @@ pub fn route(
         _ => return None,
     };
     let r = match &s[1..] {
-        [] if get => allowed(server, caller, operator, None)
-            .and_then(|_| list(req, rows(server, caller, operator, None))),
-        [vh] if get => allowed(server, caller, operator, Some(vh)).and_then(|_| {
+        // The lists are every management user's, filtered to the vhosts they may see
+        // (RabbitMQ's `is_authorized_vhost` and `filter_vhost`), operator policies too.
+        [] if get => list(req, rows(server, caller, operator, None)),
+        [vh] if get => super::access::require_vhost(server, caller, vh).and_then(|_| {
             super::vhost(server, vh)?;
             list(req, rows(server, caller, operator, Some(vh)))
         }),
@@ -72,8 +74,8 @@ pub fn route(
     Some(r)
 }
 
-/// Policies: administrators, or policymakers with permissions in the vhost
-/// (`is_authorized_policies`); operator policies: administrators.
+/// One policy: administrators, or policymakers with permissions in the vhost
+/// (`is_authorized_policies`); one operator policy: administrators.
 fn allowed(
     server: &Server,
     caller: &Caller,
@@ -83,11 +85,7 @@ fn allowed(
     if operator {
         return super::access::require_admin(caller);
     }
-    match vhost {
-        Some(vh) => super::access::require_policies(server, caller, vh),
-        None if super::access::is_policymaker(caller) => Ok(()),
-        None => super::access::require_policies(server, caller, ""),
-    }
+    super::access::require_policies(server, caller, vhost.unwrap_or(""))
 }
 
 /// Every policy (of `only`) the caller may see, in RabbitMQ's order: by vhost, then
