@@ -718,3 +718,48 @@ fn policymakers_set_policies_and_only_administrators_operator_policies() {
         api.delete(&format!("/api/users/{u}"));
     }
 }
+
+/// `delivery-limit` from a policy on a quorum queue, the smaller of it and the queue's
+/// `x-delivery-limit`; the poison message dead-lettered with the policy's DLX.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_limit_by_policy_on_a_quorum_queue() {
+    let b = Broker::start();
+    let api = Api::new(&b);
+    let c = Client::open(&b).await;
+    let p = unique("pol-dl");
+    let q = format!("{p}-qq");
+    let dlq = c.queue("pol-dl-dlq", &[]).await;
+    c.declare_named(
+        &q,
+        &[
+            ("x-queue-type", lstr("quorum")),
+            ("x-delivery-limit", int(5)),
+        ],
+        true,
+    )
+    .await
+    .unwrap();
+    c.forget_later(&q);
+    let mut cl = cleanup(&api);
+    cl.put(
+        "policies",
+        &p,
+        json!({"pattern": format!("^{p}-qq$"), "apply-to": "queues",
+               "definition": {"delivery-limit": 1, "dead-letter-exchange": "", "dead-letter-routing-key": dlq}}),
+    );
+    c.publish("", &q, b"poison", BasicProperties::default())
+        .await;
+    for _ in 0..2 {
+        let m = c.wait_get(&q, LONG).await;
+        c.nack(m.delivery.delivery_tag, false, true).await;
+    }
+    let m = c.wait_get(&dlq, LONG).await;
+    assert_eq!(msg_body(&m), "poison");
+    assert_eq!(
+        death_summary(&deaths(&m)[0]),
+        (q.clone(), "delivery_limit".into(), 1)
+    );
+    c.ack(m.delivery.delivery_tag).await;
+    assert_eq!(c.count(&q).await, Some(0));
+    c.cleanup().await;
+}

@@ -445,6 +445,9 @@ pub fn alternate(args: &FieldTable, user: Option<&Policy>) -> Option<Bytes> {
 
 use super::{Broker, ExchangeId, QueueId, VhostId};
 
+/// How many earlier message TTLs a queue remembers (see `Features::ttl_before`).
+const TTL_HISTORY: usize = 16;
+
 impl Broker {
     /// Sets (adds or replaces) a policy of vhost `vhost` and applies the vhost's
     /// policies again to its queues and exchanges. Returns None when the vhost does
@@ -544,6 +547,11 @@ impl Broker {
             if empty {
                 f.ttl_before.clear();
             } else {
+                // Bounded: a policy changed in a loop over a queue nobody drains keeps
+                // the latest changes (an older message then takes the oldest TTL kept).
+                if f.ttl_before.len() >= TTL_HISTORY {
+                    f.ttl_before.remove(1);
+                }
                 f.ttl_before.push((now.saturating_add(1), f.ttl));
             }
         }
