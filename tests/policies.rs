@@ -636,7 +636,12 @@ fn policies_survive_a_restart_and_kill_9() {
             json!({"vhost": "/", "name": "cap", "pattern": "^kept-", "apply-to": "queues",
                    "definition": {"max-length": 2}, "priority": 4})
         );
-        assert_eq!(api.get("/api/operator-policies/%2F/opcap").status, 200);
+        let op = api.get("/api/operator-policies/%2F/opcap");
+        assert_eq!(op.status, 200);
+        // The change made just before the kill is there: a policy is on disk (the
+        // metadata's sync) before its PUT is answered.
+        let want_expires = if kill { json!(3600000) } else { Value::Null };
+        assert_eq!(op.json()["definition"]["expires"], want_expires, "kill={kill}");
         let qj = api.get("/api/queues/%2F/kept-q").json();
         assert_eq!(qj["policy"], "cap");
         assert_eq!(qj["operator_policy"], "opcap");
