@@ -641,7 +641,11 @@ fn policies_survive_a_restart_and_kill_9() {
         // The change made just before the kill is there: a policy is on disk (the
         // metadata's sync) before its PUT is answered.
         let want_expires = if kill { json!(3600000) } else { Value::Null };
-        assert_eq!(op.json()["definition"]["expires"], want_expires, "kill={kill}");
+        assert_eq!(
+            op.json()["definition"]["expires"],
+            want_expires,
+            "kill={kill}"
+        );
         let qj = api.get("/api/queues/%2F/kept-q").json();
         assert_eq!(qj["policy"], "cap");
         assert_eq!(qj["operator_policy"], "opcap");
