@@ -41,10 +41,10 @@ pub fn route(
     let r = match &s[1..] {
         // The lists are every management user's, filtered to the vhosts they may see
         // (RabbitMQ's `is_authorized_vhost` and `filter_vhost`), operator policies too.
-        [] if get => list(req, rows(server, caller, operator, None)),
+        [] if get => listed(req, server, caller, operator, None),
         [vh] if get => super::access::require_vhost(server, caller, vh).and_then(|_| {
             super::vhost(server, vh)?;
-            list(req, rows(server, caller, operator, Some(vh)))
+            listed(req, server, caller, operator, Some(vh))
         }),
         [vh, name] if get => allowed(server, caller, operator, Some(vh)).and_then(|_| {
             let id = super::vhost(server, vh)?;
@@ -88,9 +88,44 @@ fn allowed(
     super::access::require_policies(server, caller, vhost.unwrap_or(""))
 }
 
+/// A policy list: with no query, in RabbitMQ's bytes (its field order); with one
+/// (`columns`, `sort`, pagination...), through the API's common list handling.
+fn listed(
+    req: &Request,
+    server: &Server,
+    caller: &Caller,
+    operator: bool,
+    only: Option<&str>,
+) -> ApiResult {
+    if !req.query.is_empty() {
+        return list(req, rows(server, caller, operator, only));
+    }
+    let items: Vec<String> = visible(server, caller, operator, only)
+        .into_iter()
+        .map(|(vh, p)| p.to_json_text(vh))
+        .collect();
+    Ok(Response::new(
+        200,
+        "application/json",
+        format!("[{}]", items.join(",")).into_bytes(),
+    ))
+}
+
 /// Every policy (of `only`) the caller may see, in RabbitMQ's order: by vhost, then
 /// priority, then name.
 fn rows(server: &Server, caller: &Caller, operator: bool, only: Option<&str>) -> Vec<Value> {
+    visible(server, caller, operator, only)
+        .into_iter()
+        .map(|(vh, p)| p.to_json(vh))
+        .collect()
+}
+
+fn visible<'s>(
+    server: &'s Server,
+    caller: &Caller,
+    operator: bool,
+    only: Option<&str>,
+) -> Vec<(&'s str, &'s Policy)> {
     let mut out = Vec::new();
     for (_, v) in server.broker.vhosts() {
         if only.is_some_and(|o| o != &*v.name)
@@ -100,7 +135,7 @@ fn rows(server: &Server, caller: &Caller, operator: bool, only: Option<&str>) ->
             continue;
         }
         for p in v.policies.listed(operator) {
-            out.push(p.to_json(&v.name));
+            out.push((&*v.name, p));
         }
     }
     out
