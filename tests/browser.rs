@@ -892,3 +892,119 @@ fn queue_form_declares_arguments_and_the_list_shows_their_features() {
     );
     b.screenshot("queues-features");
 }
+
+/// Deletes the policies story's policies even when it fails half-way.
+struct PolicyCleanup {
+    http: String,
+    name: String,
+}
+
+impl Drop for PolicyCleanup {
+    fn drop(&mut self) {
+        for kind in ["policies", "operator-policies"] {
+            api_call(
+                &self.http,
+                "DELETE",
+                &format!("/{kind}/%2F/{}", self.name),
+                None,
+            );
+        }
+    }
+}
+
+/// Issue 12's Admin > Policies page: add a policy and an operator policy from the form,
+/// see them in their tables and through the API, then delete both from their rows.
+#[test]
+fn admin_policies_page_adds_lists_and_deletes() {
+    if support::is_external() {
+        // The page is Warren's dashboard; RabbitMQ's has its own.
+        println!("skipped: Warren's dashboard (WARREN_TEST_PORT is set)");
+        return;
+    }
+    browser::require_installed();
+    let broker = Broker::start();
+    let http = broker.http_url();
+    let name = unique("dash-pol");
+    let _cleanup = PolicyCleanup {
+        http: http.clone(),
+        name: name.clone(),
+    };
+    let b = Browser::start();
+    login(&b, &http);
+    b.click("#nav-admin");
+    b.wait_find("#users-table[data-loaded='1']", UI);
+    b.click("#admin-tab-policies");
+    b.wait_find("#policies-table[data-loaded='1']", UI);
+    b.wait("the vhost in the form", UI, |b| {
+        b.count("#add-policy-vhost option[value='/']") == 1
+    });
+
+    b.type_into("#add-policy-name", &name);
+    b.type_into("#add-policy-pattern", &format!("^{name}$"));
+    b.type_into("#add-policy-definition", r#"{"message-ttl": 60000}"#);
+    b.js(
+        "document.getElementById('add-policy-apply-to').value = 'queues'; \
+         document.getElementById('add-policy-priority').value = '2';",
+        json!([]),
+    );
+    b.click("#add-policy-submit");
+    b.wait("the policy added", UI, |b| {
+        b.attr("#add-policy-result", "data-ok").as_deref() == Some("true")
+    });
+    let row = format!("#policies-table-rows tr[data-name='{name}']");
+    b.wait("the policy's row", UI, |b| b.count(&row) == 1);
+    assert_eq!(
+        b.text(&format!("{row} td[data-col='definition']"))
+            .as_deref(),
+        Some(r#"{"message-ttl":60000}"#)
+    );
+    let (status, p) = api_call(&http, "GET", &format!("/policies/%2F/{name}"), None);
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(
+        p,
+        json!({"vhost": "/", "name": name, "pattern": format!("^{name}$"), "apply-to": "queues",
+               "definition": {"message-ttl": 60000}, "priority": 2})
+    );
+
+    // A bad definition is refused with RabbitMQ's reason in the form.
+    b.js(
+        "document.getElementById('add-policy-definition').value = '{\"message-ttl\": -1}';",
+        json!([]),
+    );
+    b.click("#add-policy-submit");
+    b.wait("the refusal shown", UI, |b| {
+        b.attr("#add-policy-result", "data-ok").as_deref() == Some("false")
+            && b.text("#add-policy-result")
+                .is_some_and(|t| t.contains("not a valid message TTL"))
+    });
+
+    // An operator policy, in its own table.
+    b.js(
+        "document.getElementById('add-policy-kind').value = 'operator-policies'; \
+         document.getElementById('add-policy-definition').value = '{\"max-length\": 5}';",
+        json!([]),
+    );
+    b.click("#add-policy-submit");
+    let orow = format!("#operator-policies-table-rows tr[data-name='{name}']");
+    b.wait("the operator policy's row", UI, |b| b.count(&orow) == 1);
+    b.screenshot("admin-policies");
+    let (status, _) = api_call(
+        &http,
+        "GET",
+        &format!("/operator-policies/%2F/{name}"),
+        None,
+    );
+    assert_eq!(status, 200);
+
+    // Delete both (a delete button asks for a second click).
+    for r in [&row, &orow] {
+        let button = format!("{r} button[data-action='delete-policy']");
+        b.click(&button);
+        b.click(&button);
+        b.wait("the row gone", UI, |b| b.count(r) == 0);
+    }
+    for kind in ["policies", "operator-policies"] {
+        let (status, _) = api_call(&http, "GET", &format!("/{kind}/%2F/{name}"), None);
+        assert_eq!(status, 404, "{kind}");
+    }
+}

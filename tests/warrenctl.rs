@@ -1575,3 +1575,163 @@ fn access_control_usage_errors_are_64() {
         assert!(o.stderr.contains("Usage"), "{args:?}: {}", o.stderr);
     }
 }
+
+/// Clears the policies it names when dropped (RabbitMQ is shared: also after a failed
+/// assertion).
+struct PolicyCleanup<'a> {
+    b: &'a Broker,
+    names: Vec<(&'static str, String)>,
+}
+
+impl Drop for PolicyCleanup<'_> {
+    fn drop(&mut self) {
+        for (cmd, n) in &self.names {
+            let _ = ctl(self.b, &[cmd, n]);
+        }
+    }
+}
+
+#[test]
+fn policies_and_operator_policies() {
+    let b = Broker::start();
+    let p = unique("ctl-pol");
+    let op = unique("ctl-opol");
+    let _c = PolicyCleanup {
+        b: &b,
+        names: vec![
+            ("clear_policy", p.clone()),
+            ("clear_operator_policy", op.clone()),
+        ],
+    };
+    let pat = format!("^{p}-");
+    let novh = unique("ctl-pol-novh");
+
+    expect(
+        &b,
+        &["set_policy", &p, &pat, r#"{"message-ttl":-1}"#],
+        69,
+        &format!("Setting policy \"{p}\" for pattern \"{pat}\" to \"{{\"message-ttl\":-1}}\" with priority \"0\" for vhost \"/\" ...\n"),
+        "Error:\nValidation failed\n\n-1 is not a valid message TTL\n\n",
+    );
+    expect(
+        &b,
+        &["set_policy", &p, &pat, r#"{"foo":1}"#],
+        69,
+        &format!("Setting policy \"{p}\" for pattern \"{pat}\" to \"{{\"foo\":1}}\" with priority \"0\" for vhost \"/\" ...\n"),
+        "Error:\nValidation failed\n\n[{<<\"foo\">>,1}] are not recognised policy settings\n\n",
+    );
+    expect(
+        &b,
+        &["set_policy", &p, &pat, r#"{"message-ttl":1}"#, "--apply-to", "bogus"],
+        69,
+        &format!("Setting policy \"{p}\" for pattern \"{pat}\" to \"{{\"message-ttl\":1}}\" with priority \"0\" for vhost \"/\" ...\n"),
+        "Error:\nValidation failed\n\napply-to 'bogus' unrecognised; should be 'queues', 'exchanges' or 'all'\n\n",
+    );
+    expect(
+        &b,
+        &["set_policy", "-p", &novh, &p, &pat, r#"{"message-ttl":1}"#],
+        65,
+        &format!("Setting policy \"{p}\" for pattern \"{pat}\" to \"{{\"message-ttl\":1}}\" with priority \"0\" for vhost \"{novh}\" ...\n"),
+        &format!("Virtual host '{novh}' does not exist\n"),
+    );
+    let o = ctl(&b, &["set_policy", &p]);
+    assert_eq!(o.code, 64, "{}", o.stderr);
+
+    expect(
+        &b,
+        &[
+            "set_policy", &p, &pat, r#"{"message-ttl":1000}"#, "--priority", "3", "--apply-to",
+            "queues",
+        ],
+        0,
+        &format!("Setting policy \"{p}\" for pattern \"{pat}\" to \"{{\"message-ttl\":1000}}\" with priority \"3\" for vhost \"/\" ...\n"),
+        "",
+    );
+    let out = ok(&b, &["list_policies"]);
+    assert!(
+        out.starts_with("Listing policies for vhost \"/\" ...\nvhost\tname\tpattern\tapply-to\tdefinition\tpriority\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "/\t{p}\t{pat}\tqueues\t{{\"message-ttl\":1000}}\t3\n"
+        )),
+        "{out}"
+    );
+    let out = ok(&b, &["list_policies", "--formatter", "json"]);
+    assert!(
+        out.contains(&format!(
+            "{{\"vhost\":\"/\",\"name\":\"{p}\",\"pattern\":\"{pat}\",\"apply-to\":\"queues\",\"definition\":\"{{\\\"message-ttl\\\":1000}}\",\"priority\":3}}"
+        )),
+        "{out}"
+    );
+    expect(
+        &b,
+        &["list_policies", "-p", &novh],
+        65,
+        &format!("Listing policies for vhost \"{novh}\" ...\n"),
+        &format!("Virtual host '{novh}' does not exist\n"),
+    );
+    expect(
+        &b,
+        &["clear_policy", &p],
+        0,
+        &format!("Clearing policy \"{p}\" on vhost \"/\" ...\n"),
+        "",
+    );
+    expect(
+        &b,
+        &["clear_policy", &p],
+        69,
+        &format!("Clearing policy \"{p}\" on vhost \"/\" ...\n"),
+        "Error:\nParameter does not exist\n",
+    );
+
+    // Operator policies: their own words and their own restricted keys.
+    expect(
+        &b,
+        &["set_operator_policy", &op, &pat, r#"{"overflow":"drop-head"}"#],
+        69,
+        &format!("Setting operator policy override \"{op}\" for pattern \"{pat}\" to \"{{\"overflow\":\"drop-head\"}}\" with priority \"0\" for vhost \"/\" ...\n"),
+        "Error:\nValidation failed\n\n[{<<\"overflow\">>,<<\"drop-head\">>}] are not recognised policy settings\n\n",
+    );
+    expect(
+        &b,
+        &["set_operator_policy", &op, &pat, r#"{"max-length":3}"#, "--apply-to", "queues"],
+        0,
+        &format!("Setting operator policy override \"{op}\" for pattern \"{pat}\" to \"{{\"max-length\":3}}\" with priority \"0\" for vhost \"/\" ...\n"),
+        "",
+    );
+    let out = ok(&b, &["list_operator_policies"]);
+    assert!(
+        out.starts_with("Listing operator policy overrides for vhost \"/\" ...\nvhost\tname\tpattern\tapply-to\tdefinition\tpriority\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "/\t{op}\t{pat}\tqueues\t{{\"max-length\":3}}\t0\n"
+        )),
+        "{out}"
+    );
+    let out = ok(&b, &["-s", "list_operator_policies"]);
+    assert!(
+        out.contains(&format!(
+            "/\t{op}\t{pat}\tqueues\t{{\"max-length\":3}}\t0\n"
+        )) && !out.contains("Listing"),
+        "{out}"
+    );
+    expect(
+        &b,
+        &["clear_operator_policy", &op],
+        0,
+        &format!("Clearing operator policy \"{op}\" on vhost \"/\" ...\n"),
+        "",
+    );
+    expect(
+        &b,
+        &["clear_operator_policy", &op],
+        69,
+        &format!("Clearing operator policy \"{op}\" on vhost \"/\" ...\n"),
+        "Error:\nParameter does not exist\n",
+    );
+}

@@ -136,8 +136,18 @@ impl Broker {
     /// Sets up a new queue's features from its arguments (declare and recovery), and
     /// arms its `x-expires` timer.
     pub(super) fn init_features(&mut self, id: QueueId) {
+        let Some(q) = self.queue(id) else { return };
+        // A vhost without policies: the arguments as they are, no copy.
+        let features = match self.vhost(q.vhost).filter(|v| !v.policies.is_empty()) {
+            None => super::queue::Features::from_args(&q.props.arguments),
+            Some(v) => {
+                let (user, op) = v.policies.applied(&q.name, true);
+                let args = super::policy::queue_args(&q.props.arguments, user, op);
+                super::queue::Features::from_args(&args)
+            }
+        };
         let Some(q) = self.queue_mut(id) else { return };
-        q.features = super::queue::Features::from_args(&q.props.arguments);
+        q.features = features;
         if q.features.is_none() {
             return;
         }

@@ -28,6 +28,7 @@ pub mod dead_letter;
 pub mod dispatch;
 pub mod exchange;
 pub mod features;
+pub mod policy;
 pub mod queue;
 pub mod quorum;
 pub mod reply_to;
@@ -80,6 +81,8 @@ pub struct Vhost {
     pub name: Arc<str>,
     pub meta: VhostMeta,
     pub limits: VhostLimits,
+    /// Its policies and operator policies (see [`policy`]).
+    pub policies: policy::Policies,
     exchanges: HashMap<Bytes, ExchangeId>,
     queues: HashMap<Bytes, QueueId>,
 }
@@ -347,6 +350,7 @@ impl Broker {
             name: Arc::from(name),
             meta: meta.unwrap_or_default(),
             limits: VhostLimits::default(),
+            policies: policy::Policies::default(),
             exchanges: HashMap::new(),
             queues: HashMap::new(),
         })));
@@ -476,6 +480,7 @@ impl Broker {
         if let Some(v) = self.vhost_mut(vhost) {
             v.exchanges.insert(name, id);
         }
+        self.apply_exchange_policy(id);
         id
     }
 
@@ -1783,6 +1788,10 @@ impl Broker {
                 })
                 .collect(),
         );
+        for (id, v) in self.vhosts() {
+            m.policies
+                .extend(policy::meta_records(&names[id.0 as usize], &v.policies));
+        }
         let vhost_of = |v: VhostId| names.get(v.0 as usize).cloned().unwrap_or_default();
         for (_, x) in self.exchanges.iter() {
             if !x.durable {
@@ -1871,6 +1880,8 @@ impl Broker {
             None => Broker::new(),
         };
         b.store = Some(store);
+        // Before the entities, so that each is declared under its policies.
+        b.recover_policies(&meta.policies);
         for x in &meta.exchanges {
             let Some(kind) = ExchangeKind::parse(&x.kind) else {
                 continue;

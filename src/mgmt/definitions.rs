@@ -45,9 +45,51 @@ pub struct Definitions {
     pub exchanges: Vec<ExchangeDef>,
     pub queues: Vec<QueueDef>,
     pub bindings: Vec<BindingDef>,
+    /// `policies`, and the `operator_policy` parameters (RabbitMQ exports operator
+    /// policies as parameters), validated as the API validates them.
+    pub policies: Vec<PolicyDef>,
     /// What Warren does not apply (policies, other parameters, global parameters), one
     /// log line each.
     pub ignored: Vec<String>,
+}
+
+/// A policy or operator policy of the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyDef {
+    pub vhost: Option<String>,
+    pub operator: bool,
+    pub name: String,
+    /// `pattern`, `definition`, `apply-to`, `priority` as in the API's PUT body.
+    pub body: Map<String, Value>,
+}
+
+/// A policy of the file (an entry of `policies`, or an `operator_policy` parameter's
+/// value): 400 with RabbitMQ's validation text when it would not pass the API's PUT.
+fn policy_def(
+    m: &Map<String, Value>,
+    vhost: Option<String>,
+    name: String,
+    operator: bool,
+) -> Result<PolicyDef, ApiError> {
+    let kind = if operator {
+        "operator policy"
+    } else {
+        "policy"
+    };
+    let mut body = Map::new();
+    for k in ["pattern", "definition", "apply-to", "priority"] {
+        if let Some(v) = m.get(k) {
+            body.insert(k.into(), v.clone());
+        }
+    }
+    super::policies::parse(&body, &name, operator)
+        .map_err(|e| bad(format!("{kind} '{name}': Validation failed: {e}")))?;
+    Ok(PolicyDef {
+        vhost,
+        operator,
+        name,
+        body,
+    })
 }
 
 /// How a user of the file logs in.
@@ -261,12 +303,34 @@ fn export(server: &Server, req: &Request, only: Option<&str>) -> Response {
             }))
         })
         .collect();
+    // Policies (with their vhost also in a per-vhost export, as RabbitMQ), and operator
+    // policies as RabbitMQ exports them: `operator_policy` parameters.
+    let mut parameters = parameters;
+    let mut policies: Vec<Value> = Vec::new();
+    for (_, v) in server.broker.vhosts().filter(|(_, v)| keep(&v.name)) {
+        for p in v.policies.listed(false) {
+            policies.push(p.to_json(&v.name));
+        }
+        for p in v.policies.listed(true) {
+            parameters.push(json!({
+                "value": {
+                    "pattern": p.pattern,
+                    "definition": p.definition,
+                    "priority": p.priority,
+                    "apply-to": p.apply_to.as_str(),
+                },
+                "vhost": &*v.name,
+                "component": "operator_policy",
+                "name": p.name,
+            }));
+        }
+    }
     let version = super::overview::RABBITMQ_VERSION;
     let body = if only.is_some() {
         json!({
             "rabbit_version": version,
             "parameters": parameters,
-            "policies": [],
+            "policies": policies,
             "queues": queues,
             "exchanges": exchanges,
             "bindings": bindings,
@@ -333,7 +397,7 @@ fn export(server: &Server, req: &Request, only: Option<&str>) -> Response {
             "topic_permissions": topic_permissions,
             "parameters": parameters,
             "global_parameters": [],
-            "policies": [],
+            "policies": policies,
             "queues": queues,
             "exchanges": exchanges,
             "bindings": bindings,
@@ -607,6 +671,15 @@ fn parameter(m: &Map<String, Value>, d: &mut Definitions) -> Result<(), ApiError
         .as_deref()
         .map(|v| format!(" of vhost '{v}'"))
         .unwrap_or_default();
+    if component == "operator_policy" {
+        let Some(Value::Object(value)) = m.get("value") else {
+            return Err(bad(format!(
+                "operator policy '{pname}'{where_}: 'value' must be an object"
+            )));
+        };
+        d.policies.push(policy_def(value, vh, pname, true)?);
+        return Ok(());
+    }
     if component != "vhost-limits" {
         d.ignored.push(format!(
             "parameter '{pname}' of component '{component}'{where_} skipped: Warren has no {component}"
@@ -704,12 +777,11 @@ pub fn parse_value(v: &Value) -> Result<Definitions, ApiError> {
             "global parameter '{n}' skipped: Warren has no cluster"
         ));
     }
-    let policies = section(top, "policies")?;
-    if !policies.is_empty() {
-        d.ignored.push(format!(
-            "{} policies skipped: Warren has no policies yet",
-            policies.len()
-        ));
+    for p in section(top, "policies")? {
+        let m = object(p, "policies")?;
+        let n = name(m, "name", "policy")?;
+        let vh = opt_string(m, "vhost", &format!("policy '{n}'"))?;
+        d.policies.push(policy_def(m, vh, n, false)?);
     }
     for x in section(top, "exchanges")? {
         let m = object(x, "exchanges")?;
@@ -843,6 +915,7 @@ enum Step {
     Permissions(String, String, Permissions),
     TopicPermissions(String, String, String, Pattern, Pattern),
     VhostLimits(String, VhostLimitsDef),
+    Policy(String, PolicyDef),
     Exchange(String, ExchangeDecl),
     Queue(String, QueueDecl),
     Binding(String, BindingDef),
@@ -1005,6 +1078,18 @@ fn plan(
             )));
         }
         limit_steps.push(Step::VhostLimits(vh.to_owned(), l.clone()));
+    }
+    for p in &defs.policies {
+        let kind = if p.operator {
+            "operator policy"
+        } else {
+            "policy"
+        };
+        let what = format!("{kind} '{}'", p.name);
+        let Some(vh) = usable(target(only, &p.vhost), &what) else {
+            continue;
+        };
+        steps.push(Step::Policy(vh, p.clone()));
     }
     let mut declared_x: Vec<(String, ExchangeDecl)> = Vec::new();
     for x in &defs.exchanges {
@@ -1298,6 +1383,16 @@ fn apply_steps(
                     .set_topic_permissions(&user, &vh, &exchange, write, read);
                 *auth_changed = true;
             }
+            Step::Policy(vh, p) => {
+                let v = vid(server, &vh)?;
+                let policy = super::policies::parse(&p.body, &p.name, p.operator)
+                    .map_err(|e| bad(format!("policy '{}': {e}", p.name)))?;
+                server.broker.set_policy(v, p.operator, policy);
+                log::info!(
+                    "definitions import: set policy '{}' in vhost '{vh}'",
+                    p.name
+                );
+            }
             Step::VhostLimits(vh, l) => {
                 // The parameter is the vhost's whole set of limits (RabbitMQ's).
                 let v = vid(server, &vh)?;
@@ -1551,11 +1646,13 @@ mod tests {
     }
 
     #[test]
-    fn other_parameters_global_parameters_and_policies_are_noted_not_refused() {
+    fn other_parameters_and_global_parameters_are_noted_policies_are_read() {
         let d = parse_definitions(
-            br#"{"parameters": [{"vhost": "v", "component": "shovel", "name": "s", "value": {}}],
+            br#"{"parameters": [{"vhost": "v", "component": "shovel", "name": "s", "value": {}},
+                                {"vhost": "v", "component": "operator_policy", "name": "op",
+                                 "value": {"pattern": "^a", "definition": {"max-length": 3}, "priority": 0, "apply-to": "queues"}}],
                  "global_parameters": [{"name": "cluster_name", "value": "rabbit@x"}],
-                 "policies": [{"vhost": "v", "name": "p", "pattern": ".*", "definition": {}}]}"#,
+                 "policies": [{"vhost": "v", "name": "p", "pattern": ".*", "definition": {"message-ttl": 5}}]}"#,
         )
         .unwrap();
         assert_eq!(
@@ -1563,8 +1660,21 @@ mod tests {
             [
                 "parameter 's' of component 'shovel' of vhost 'v' skipped: Warren has no shovel",
                 "global parameter 'cluster_name' skipped: Warren has no cluster",
-                "1 policies skipped: Warren has no policies yet",
             ]
+        );
+        let names: Vec<(&str, bool)> = d
+            .policies
+            .iter()
+            .map(|p| (p.name.as_str(), p.operator))
+            .collect();
+        assert_eq!(names, [("op", true), ("p", false)]);
+        let bad = parse_definitions(
+            br#"{"policies": [{"vhost": "v", "name": "p", "pattern": ".*", "definition": {"message-ttl": -1}}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            bad.reason,
+            "policy 'p': Validation failed: -1 is not a valid message TTL"
         );
     }
 }

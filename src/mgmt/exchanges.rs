@@ -97,7 +97,7 @@ pub fn exchange_json(server: &Server, x: &ExchangeInfo) -> Value {
     } else {
         ""
     };
-    json!({
+    let mut j = json!({
         "name": String::from_utf8_lossy(&x.name),
         "vhost": &*x.vhost,
         "type": x.kind,
@@ -107,7 +107,9 @@ pub fn exchange_json(server: &Server, x: &ExchangeInfo) -> Value {
         "arguments": table_json(&x.arguments),
         "user_who_performed_action": who,
         "message_stats": message_stats(server, x),
-    })
+    });
+    super::policies::decorate_exchange(server, &x.vhost, &x.name, &mut j);
+    j
 }
 
 /// An exchange's `message_stats` (`publish_in`, `publish_out` with `_details.rate`,

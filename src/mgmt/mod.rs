@@ -25,6 +25,7 @@ pub mod health;
 pub mod limits;
 pub mod overview;
 pub mod phash2;
+pub mod policies;
 pub mod prometheus;
 pub mod queues;
 pub mod stats;
@@ -158,6 +159,7 @@ fn management(server: &mut Server, req: &Request, peer: SocketAddr) -> Response 
         {
             limits::route(server, &caller, req, rest)
         }
+        Some("policies" | "operator-policies") => policies::route(server, &caller, req, rest),
         Some("queues") => queues::route(server, &caller, req, rest),
         Some("exchanges") => exchanges::route(server, &caller, req, rest),
         Some("bindings") => bindings::route(server, &caller, req, rest),

@@ -194,6 +194,7 @@ pub fn queue_json(server: &Server, q: &QueueInfo) -> Value {
         "idle_since": if idle { Value::String(super::now_rfc3339()) } else { Value::Null },
         "message_stats": super::message_stats_queue(server, q),
     });
+    super::policies::decorate_queue(server, &q.vhost, &q.name, &mut j);
     if kind == "quorum" {
         // A one-node quorum queue: this node leads and is the one member, online.
         let node = super::overview::node_name();

@@ -9,7 +9,10 @@
 //! before the entities, so a vhost without any durable entity (an empty vhost) and a
 //! deleted "/" survive a restart. Version 2 starts every exchange, queue and binding record
 //! with the name of its vhost; version 1 (written before vhosts existed) has no vhost field.
-//! Both still read: without vhost records ([`Meta::vhosts`] is `None`) the broker derives
+//! Version 4 appends the policies and operator policies (vhost, name, pattern,
+//! apply-to, priority, definition as JSON text) after the bindings; versions 1 to 3
+//! read with none.
+//! All still read: without vhost records ([`Meta::vhosts`] is `None`) the broker derives
 //! the vhosts from "/" and the entities' vhosts, as before.
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -21,7 +24,9 @@ use crate::proto::types::{write_longstr, write_shortstr, Cursor};
 use crate::proto::{DecodeError, FieldTable};
 
 const MAGIC: &[u8; 7] = b"WRNMETA";
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
+/// Vhost records, no policies.
+const VERSION_3: u8 = 3;
 /// Vhost names on every entity, no vhost records.
 const VERSION_2: u8 = 2;
 /// The format before vhosts: no vhost field, everything in "/".
@@ -114,6 +119,20 @@ pub struct MetaVhost {
     pub max_queues: Option<i64>,
 }
 
+/// A policy or operator policy (RabbitMQ's `policy` / `operator_policy` parameter).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetaPolicy {
+    pub vhost: Bytes,
+    pub operator: bool,
+    pub name: Bytes,
+    pub pattern: Bytes,
+    /// `queues`, `exchanges` or `all`.
+    pub apply_to: Bytes,
+    pub priority: i64,
+    /// The definition as JSON text.
+    pub definition: Bytes,
+}
+
 /// Everything durable except messages.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Meta {
@@ -124,6 +143,8 @@ pub struct Meta {
     pub exchanges: Vec<MetaExchange>,
     pub queues: Vec<MetaQueue>,
     pub bindings: Vec<MetaBinding>,
+    /// Policies and operator policies (none before version 4).
+    pub policies: Vec<MetaPolicy>,
 }
 
 impl Meta {
@@ -175,6 +196,16 @@ impl Meta {
             write_shortstr(&mut p, &b.key);
             b.arguments.encode(&mut p);
         }
+        p.put_u32(self.policies.len() as u32);
+        for x in &self.policies {
+            write_longstr(&mut p, &x.vhost);
+            p.put_u8(u8::from(x.operator));
+            write_longstr(&mut p, &x.name);
+            write_longstr(&mut p, &x.pattern);
+            write_shortstr(&mut p, &x.apply_to);
+            p.put_i64(x.priority);
+            write_longstr(&mut p, &x.definition);
+        }
         let mut out = BytesMut::with_capacity(p.len() + 16);
         out.put_slice(MAGIC);
         out.put_u8(VERSION);
@@ -190,7 +221,7 @@ impl Meta {
             return Err(MetaError::NotMeta);
         }
         let version = data[7];
-        if !matches!(version, VERSION | VERSION_2 | VERSION_1) {
+        if !matches!(version, VERSION | VERSION_3 | VERSION_2 | VERSION_1) {
             return Err(MetaError::Version(version));
         }
         let len = u32::from_be_bytes([data[8], data[9], data[10], data[11]]) as usize;
@@ -216,7 +247,7 @@ impl Meta {
             next_queue_id: c.u32()?,
             ..Default::default()
         };
-        if version >= VERSION {
+        if version >= VERSION_3 {
             let mut vhosts = Vec::new();
             for _ in 0..c.u32()? {
                 let name = c.long_bytes()?;
@@ -290,6 +321,26 @@ impl Meta {
                 arguments,
             });
         }
+        if version >= VERSION {
+            for _ in 0..c.u32()? {
+                let vhost = c.long_bytes()?;
+                let operator = c.u8()? != 0;
+                let name = c.long_bytes()?;
+                let pattern = c.long_bytes()?;
+                let apply_to = c.short_bytes()?;
+                let priority = c.i64()?;
+                let definition = c.long_bytes()?;
+                m.policies.push(MetaPolicy {
+                    vhost,
+                    operator,
+                    name,
+                    pattern,
+                    apply_to,
+                    priority,
+                    definition,
+                });
+            }
+        }
         c.finish()?;
         Ok(m)
     }
@@ -353,6 +404,15 @@ mod tests {
                 key: Bytes::from_static(b"k"),
                 arguments: args,
             }],
+            policies: vec![MetaPolicy {
+                vhost: Bytes::from_static(b"empty"),
+                operator: true,
+                name: Bytes::from_static(b"cap"),
+                pattern: Bytes::from_static(b"^q"),
+                apply_to: Bytes::from_static(b"queues"),
+                priority: -3,
+                definition: Bytes::from_static(br#"{"max-length":5}"#),
+            }],
         }
     }
 
@@ -387,8 +447,26 @@ mod tests {
     fn without_vhosts() -> Meta {
         Meta {
             vhosts: None,
+            policies: Vec::new(),
             ..sample()
         }
+    }
+
+    #[test]
+    fn version_3_reads_without_policies() {
+        // A version-3 file is a version-4 one without the policy count at the end.
+        let m = Meta {
+            policies: Vec::new(),
+            ..sample()
+        };
+        let v4 = m.encode();
+        let payload = &v4[16..v4.len() - 4];
+        let mut v3 = Vec::from(&v4[..7]);
+        v3.push(VERSION_3);
+        v3.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        v3.extend_from_slice(&crc32fast::hash(payload).to_be_bytes());
+        v3.extend_from_slice(payload);
+        assert_eq!(Meta::decode(&Bytes::from(v3)).unwrap(), m);
     }
 
     #[test]

@@ -313,6 +313,7 @@ pub fn run(o: &Opts, api: &Api) -> Result<(), Fail> {
         "export_definitions" => export_definitions(o, api),
         "import_definitions" => import_definitions(o, api),
         other => crate::admin::run(o, api)
+            .or_else(|| crate::policies::run(o, api))
             .unwrap_or_else(|| Err(Fail::usage(format!("Command '{other}' not found.")))),
     }
 }

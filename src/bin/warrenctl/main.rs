@@ -21,6 +21,7 @@ mod admin;
 mod commands;
 mod format;
 mod http;
+mod policies;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -96,6 +97,9 @@ pub struct Opts {
     pub default_queue_type: Option<String>,
     /// `list_user_limits --user`.
     pub limit_user: Option<String>,
+    /// `set_policy`/`set_operator_policy` `--priority` and `--apply-to`.
+    pub priority: Option<String>,
+    pub apply_to: Option<String>,
     pub command: String,
     pub args: Vec<String>,
 }
@@ -117,6 +121,8 @@ const COMMAND_FLAGS: &[(&str, &[&str])] = &[
     ("--tags", &["add_vhost"]),
     ("--default-queue-type", &["add_vhost"]),
     ("--user", &["list_user_limits"]),
+    ("--priority", &["set_policy", "set_operator_policy"]),
+    ("--apply-to", &["set_policy", "set_operator_policy"]),
     ("--online", &["list_queues"]),
     ("--offline", &["list_queues"]),
     ("--local", &["list_queues"]),
@@ -149,6 +155,8 @@ fn parse(argv: Vec<String>) -> Result<Opts, Fail> {
         vhost_tags: None,
         default_queue_type: None,
         limit_user: None,
+        priority: None,
+        apply_to: None,
         command: String::new(),
         args: Vec::new(),
     };
@@ -238,6 +246,14 @@ fn parse(argv: Vec<String>) -> Result<Opts, Fail> {
                 o.limit_user = Some(value("--user")?);
                 flags_seen.push(flag.clone());
             }
+            "--priority" => {
+                o.priority = Some(value("--priority")?);
+                flags_seen.push(flag.clone());
+            }
+            "--apply-to" => {
+                o.apply_to = Some(value("--apply-to")?);
+                flags_seen.push(flag.clone());
+            }
             "--global" | "--online" | "--offline" | "--local" => {
                 if flag == "--global" {
                     o.global = true;
@@ -291,6 +307,7 @@ fn usage(prog: &str) -> String {
         commands::COMMANDS
             .iter()
             .chain(admin::COMMANDS)
+            .chain(policies::COMMANDS)
             .map(|(name, help)| format!("   {name:<30}{help}"))
             .collect::<Vec<_>>()
             .join("\n")

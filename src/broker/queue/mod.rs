@@ -157,6 +157,11 @@ pub struct Features {
     /// A quorum queue's `x-delivery-limit` (RabbitMQ accepts any integer; a negative
     /// one dead-letters at the first return).
     pub delivery_limit: Option<i64>,
+    /// The message TTLs in force before a policy changed `ttl`: (until epoch ms, TTL)
+    /// in change order. RabbitMQ fixes a message's expiry when it arrives, so a message
+    /// that arrived before `until` keeps that entry's TTL (see [`Features::ttl_at`]).
+    /// Empty unless a policy changed the TTL of a queue holding messages.
+    pub ttl_before: Vec<(u64, Option<u64>)>,
     /// Body bytes of the ready messages (kept while the features exist).
     pub bytes: u64,
     /// The head-expiry deadline (epoch ms) a timer is armed for; 0 = none.
@@ -229,6 +234,14 @@ impl Features {
     pub fn beyond_delivery_limit(&self, count: u64) -> bool {
         self.delivery_limit
             .is_some_and(|l| i128::from(count) > i128::from(l))
+    }
+
+    /// The queue TTL that applies to a message that arrived at `arrival_ms`.
+    pub fn ttl_at(&self, arrival_ms: u64) -> Option<u64> {
+        self.ttl_before
+            .iter()
+            .find(|(until, _)| arrival_ms < *until)
+            .map_or(self.ttl, |(_, ttl)| *ttl)
     }
 
     /// Whether one more message of `len` body bytes goes beyond a length limit.
@@ -456,8 +469,9 @@ impl Queue {
     /// When the head expires (epoch ms), if it can: per-message expiry is looked at only
     /// at the head, as RabbitMQ does.
     pub fn head_expiry(&self) -> Option<u64> {
-        let ttl = self.features.as_ref().and_then(|f| f.ttl);
-        self.peek()?.timing()?.expiry(ttl)
+        let t = self.peek()?.timing()?;
+        let ttl = self.features.as_ref().and_then(|f| f.ttl_at(t.arrival_ms));
+        t.expiry(ttl)
     }
 
     /// The features, created (with the ready bytes counted) when the queue had none: a

@@ -1227,7 +1227,8 @@ function definitionsView(root) {
 function adminTabs(active) {
   return h('nav', { class: 'tabs', id: 'admin-tabs' },
     h('a', { href: '#/admin', id: 'admin-tab-users', class: active === 'users' ? 'active' : '', text: 'Users' }),
-    h('a', { href: '#/admin/vhosts', id: 'admin-tab-vhosts', class: active === 'vhosts' ? 'active' : '', text: 'Virtual hosts' }));
+    h('a', { href: '#/admin/vhosts', id: 'admin-tab-vhosts', class: active === 'vhosts' ? 'active' : '', text: 'Virtual hosts' }),
+    h('a', { href: '#/admin/policies', id: 'admin-tab-policies', class: active === 'policies' ? 'active' : '', text: 'Policies' }));
 }
 
 function userHref(name) { return `#/admin/users/${enc(name)}`; }
@@ -1491,6 +1492,56 @@ function vhostsView(root) {
   return { refresh };
 }
 
+// Admin > Policies (issue 12): user policies and operator policies as RabbitMQ's page lists
+// them, an add/update form (a definition is a JSON object, as RabbitMQ's API takes it), and a
+// delete button per row (/api/policies, /api/operator-policies).
+function policiesView(root) {
+  const columns = (kind) => [
+    { key: 'vhost', label: 'Virtual host' },
+    { key: 'name', label: 'Name' },
+    { key: 'pattern', label: 'Pattern' },
+    { key: 'apply-to', label: 'Apply to' },
+    { key: 'definition', label: 'Definition', render: (p) => JSON.stringify(p.definition) },
+    { key: 'priority', label: 'Priority', num: true },
+    { key: 'delete', label: '', render: (p) => confirmButton({ key: `${kind}:${p.vhost}/${p.name}`, label: 'Delete', actionName: 'delete-policy',
+      dataset: { vhost: p.vhost, name: p.name },
+      action: async () => { await api('DELETE', `/${kind}/${enc(p.vhost)}/${enc(p.name)}`); toast(`Policy ${p.name} deleted.`); await refresh(); } }) },
+  ];
+  const userTable = plainTable('policies-table', columns('policies'), 'No policies.');
+  const opTable = plainTable('operator-policies-table', columns('operator-policies'), 'No operator policies.');
+  const vs = vhostSelect('add-policy-vhost');
+  const kind = h('select', { id: 'add-policy-kind' }, [['policies', 'Policy'], ['operator-policies', 'Operator policy']].map(([v, t]) => h('option', { value: v, text: t })));
+  const name = h('input', { type: 'text', id: 'add-policy-name', autocomplete: 'off' });
+  const pattern = h('input', { type: 'text', id: 'add-policy-pattern', placeholder: '^amq\\.' });
+  const applyTo = h('select', { id: 'add-policy-apply-to' }, ['all', 'queues', 'exchanges'].map((a) => h('option', { value: a, text: a })));
+  const priority = h('input', { type: 'number', id: 'add-policy-priority', value: '0' });
+  const definition = h('textarea', { id: 'add-policy-definition', rows: 3, placeholder: '{"message-ttl": 60000}' });
+  const form = actionForm('add-policy', [['Kind', kind], ['Virtual host', vs.el], ['Name', name], ['Pattern', pattern], ['Apply to', applyTo],
+    ['Priority', priority], ['Definition', definition]], 'Add / update policy', async () => {
+    if (!name.value) throw new Error('A policy needs a name.');
+    let def;
+    try { def = JSON.parse(definition.value || '{}'); } catch (e) { throw new Error('The definition is not JSON: ' + e.message); }
+    const prio = priority.value === '' ? 0 : Number(priority.value);
+    if (!Number.isInteger(prio)) throw new Error('The priority is a whole number.');
+    await api('PUT', `/${kind.value}/${enc(vs.el.value)}/${enc(name.value)}`,
+      { pattern: pattern.value, definition: def, 'apply-to': applyTo.value, priority: prio });
+    const added = name.value;
+    await refresh();
+    return `Policy ${added} set.`;
+  });
+  root.append(h('h1', { text: 'Admin', id: 'page-policies' }), adminTabs('policies'),
+    h('h2', { text: 'User policies' }), userTable.el,
+    h('h2', { text: 'Operator policies' }), opTable.el,
+    h('h2', { text: 'Add / update a policy' }), h('div', { class: 'panel' }, form));
+  async function refresh() {
+    const [user, op] = await Promise.all([api('GET', '/policies'), api('GET', '/operator-policies'), vs.load()]);
+    const key = (p) => ({ vhost: p.vhost, name: p.name });
+    userTable.set(user, key);
+    opTable.set(op, key);
+  }
+  return { refresh };
+}
+
 function vhostView(root, name) {
   const info = kv('vhost-info', [['Name', name, 'vhost-name'], ['Description', '', 'vhost-description'], ['Tags', '', 'vhost-tags'],
     ['Default queue type', '', 'vhost-default-queue-type'], ['Messages', '', 'vhost-messages'], ['Limits', '', 'vhost-limits']]);
@@ -1570,6 +1621,7 @@ const ROUTES = [
   [/^\/admin\/users\/([^/]+)$/, 'admin', userView],
   [/^\/admin\/vhosts$/, 'admin', vhostsView],
   [/^\/admin\/vhosts\/([^/]+)$/, 'admin', vhostView],
+  [/^\/admin\/policies$/, 'admin', policiesView],
 ];
 
 let current = null;
