@@ -455,8 +455,17 @@ mod tests {
         .unwrap();
         publish(&mut b, "q", b"hello");
         publish(&mut b, "q", b"!");
-        b.add_consumer(q, 7, 1, Bytes::from_static(b"c1"), false, false, 10)
-            .unwrap();
+        b.add_consumer(
+            q,
+            7,
+            1,
+            Bytes::from_static(b"c1"),
+            false,
+            false,
+            10,
+            FieldTable::new(),
+        )
+        .unwrap();
 
         let qi = queue(&b, ROOT, b"q").unwrap();
         assert_eq!(
@@ -509,8 +518,17 @@ mod tests {
             .unwrap()
             .id;
         publish(&mut b, "q", b"m");
-        b.add_consumer(q, 3, 2, Bytes::from_static(b"t"), true, false, 0)
-            .unwrap();
+        b.add_consumer(
+            q,
+            3,
+            2,
+            Bytes::from_static(b"t"),
+            true,
+            false,
+            0,
+            FieldTable::new(),
+        )
+        .unwrap();
         let mut effects = Vec::new();
         assert!(delete_queue(&mut b, q, true, false, &mut effects).is_err());
         assert!(effects.is_empty());

@@ -980,6 +980,12 @@ impl Broker {
         q.durable_id = durable_id;
         q.quorum = args::QueueType::of(&q.props.arguments) == args::QueueType::Quorum;
         self.quorum_queues += usize::from(q.quorum);
+        if matches!(
+            q.props.arguments.get(b"x-single-active-consumer"),
+            Some(crate::proto::FieldValue::Bool(true))
+        ) {
+            q.set_single_active();
+        }
         let idx = self.queues.insert(q) as u32;
         let id = QueueId { idx, gen };
         if let Some(v) = self.vhost_mut(vhost) {
@@ -1097,11 +1103,20 @@ impl Broker {
         no_ack: bool,
         exclusive: bool,
         prefetch: u16,
+        args: FieldTable,
     ) -> Result<u64, AmqpError> {
         self.next_consumer_id += 1;
         let cid = self.next_consumer_id;
         let q = self.queue(id).ok_or_else(|| not_found("queue vanished"))?;
-        if q.has_exclusive_consumer() || (exclusive && !q.consumers.is_empty()) {
+        // A classic single-active-consumer queue refuses any exclusive consume
+        // (`exclusive_consume_unavailable`); a quorum one ignores the flag, as
+        // RabbitMQ 3.10's quorum queues do.
+        let refused = if q.is_single_active() {
+            exclusive && !q.quorum
+        } else {
+            q.has_exclusive_consumer() || (exclusive && !q.consumers.is_empty())
+        };
+        if refused {
             return Err(access_refused(format!(
                 "queue '{}' in vhost '{}' in exclusive use",
                 show(&q.name),
@@ -1111,7 +1126,8 @@ impl Broker {
         let q = self
             .queue_mut(id)
             .ok_or_else(|| not_found("queue vanished"))?;
-        q.consumers.push(Consumer {
+        let priority = args::consumer_priority(&args);
+        q.insert_consumer(Consumer {
             id: cid,
             conn,
             channel,
@@ -1120,6 +1136,8 @@ impl Broker {
             exclusive,
             prefetch,
             unacked: 0,
+            priority,
+            args: (!args.is_empty()).then(|| Box::new(args)),
         });
         q.had_consumer = true;
         self.mark_dirty(id);
@@ -2162,8 +2180,17 @@ mod tests {
                 FieldTable::new(),
             )
             .unwrap();
-            b.add_consumer(q, 7, 1, Bytes::from_static(b"c"), true, false, 0)
-                .unwrap();
+            b.add_consumer(
+                q,
+                7,
+                1,
+                Bytes::from_static(b"c"),
+                true,
+                false,
+                0,
+                FieldTable::new(),
+            )
+            .unwrap();
             publish(&mut b, v, "x", "k", false);
         }
         let q = b.queue_id(doomed, b"q").unwrap();
