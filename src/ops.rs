@@ -171,6 +171,11 @@ pub struct QueueInfo {
     pub consumers: u32,
     /// Body bytes of the ready messages.
     pub bytes: u64,
+    /// The tag of a classic single-active-consumer queue's active consumer (RabbitMQ
+    /// 3.10 shows none for a quorum queue's).
+    pub single_active_consumer_tag: Option<Bytes>,
+    /// The tag of the exclusive consumer of a queue that has one.
+    pub exclusive_consumer_tag: Option<Bytes>,
 }
 
 /// An exchange as the management API shows it.
@@ -227,6 +232,12 @@ pub struct ConsumerInfo {
     pub exclusive: bool,
     /// basic.qos prefetch-count at basic.consume; 0 = no limit.
     pub prefetch: u16,
+    /// The basic.consume arguments (`x-priority`, ...).
+    pub arguments: FieldTable,
+    /// RabbitMQ's `activity_status`: "up" on a queue without single active consumer,
+    /// else "single_active" for the one that receives and "waiting" for the others
+    /// (`active` is false only for those).
+    pub activity_status: &'static str,
 }
 
 /// A connection as the management API shows it (filled by `Connection::info`).
@@ -301,6 +312,14 @@ fn queue_info(broker: &Broker, q: &broker::queue::Queue) -> QueueInfo {
         unacked: q.unacked_count(),
         consumers: q.consumer_count(),
         bytes: q.ready_bytes(),
+        single_active_consumer_tag: q
+            .single_active()
+            .filter(|_| !q.quorum)
+            .map(|c| c.tag.clone()),
+        exclusive_consumer_tag: q
+            .consumers()
+            .find(|c| c.exclusive && !q.is_single_active())
+            .map(|c| c.tag.clone()),
     }
 }
 
@@ -391,7 +410,8 @@ pub fn bindings(broker: &Broker) -> Vec<BindingInfo> {
 pub fn consumers(broker: &Broker) -> Vec<ConsumerInfo> {
     let mut out = Vec::new();
     for (_, q) in broker.queues() {
-        out.extend(q.consumers().map(|c| ConsumerInfo {
+        let sac = q.is_single_active();
+        out.extend(q.consumers().enumerate().map(|(i, c)| ConsumerInfo {
             queue: q.name.clone(),
             vhost: vhost_name(broker, q.vhost),
             conn: c.conn,
@@ -400,6 +420,12 @@ pub fn consumers(broker: &Broker) -> Vec<ConsumerInfo> {
             ack_required: !c.no_ack,
             exclusive: c.exclusive,
             prefetch: c.prefetch,
+            arguments: c.args.as_deref().cloned().unwrap_or_default(),
+            activity_status: match (sac, i) {
+                (false, _) => "up",
+                (true, 0) => "single_active",
+                (true, _) => "waiting",
+            },
         }));
     }
     out

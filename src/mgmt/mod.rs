@@ -515,9 +515,9 @@ pub fn consumer_json(server: &Server, c: &crate::ops::ConsumerInfo) -> Value {
         "exclusive": c.exclusive,
         "ack_required": c.ack_required,
         "prefetch_count": c.prefetch,
-        "active": true,
-        "activity_status": "up",
-        "arguments": {},
+        "active": c.activity_status != "waiting",
+        "activity_status": c.activity_status,
+        "arguments": table_json(&c.arguments),
         "queue": {"name": String::from_utf8_lossy(&c.queue), "vhost": &*c.vhost},
         "channel_details": {
             "name": format!("{conn_name} ({})", c.channel),
