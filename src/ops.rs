@@ -174,7 +174,8 @@ pub struct QueueInfo {
     /// The tag of a classic single-active-consumer queue's active consumer (RabbitMQ
     /// 3.10 shows none for a quorum queue's).
     pub single_active_consumer_tag: Option<Bytes>,
-    /// The tag of the exclusive consumer of a queue that has one.
+    /// The tag of the exclusive consumer of a classic queue that has one (a quorum
+    /// queue ignores the flag).
     pub exclusive_consumer_tag: Option<Bytes>,
 }
 
@@ -318,7 +319,7 @@ fn queue_info(broker: &Broker, q: &broker::queue::Queue) -> QueueInfo {
             .map(|c| c.tag.clone()),
         exclusive_consumer_tag: q
             .consumers()
-            .find(|c| c.exclusive && !q.is_single_active())
+            .find(|c| c.exclusive && !q.is_single_active() && !q.quorum)
             .map(|c| c.tag.clone()),
     }
 }

@@ -278,6 +278,26 @@ async fn exclusive_consume_and_validation() {
     let (_ch2, _other) = consumer_on(&c.conn, &qq, "other", 0, &[]).await;
     publish_n(&c, &qq, "m", 1).await;
     assert_eq!(bodies(&take(&mut x, 1, LONG).await), ["m0"]);
+    // So does a quorum queue without SAC: a second consumer joins an exclusive one.
+    let plain_qq = c.queue_opts("sac-exclqq2", &[quorum()], true).await;
+    let ch = step("create_channel", c.conn.create_channel())
+        .await
+        .unwrap();
+    step(
+        "exclusive consume on a plain quorum queue",
+        ch.basic_consume(
+            plain_qq.as_str().into(),
+            "x".into(),
+            BasicConsumeOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    let (_ch3, _joined) = consumer_on(&c.conn, &plain_qq, "joined", 0, &[]).await;
     // The argument must be a bool; false is a plain queue.
     let name = unique("sac-bad");
     let r = c

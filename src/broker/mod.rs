@@ -1109,10 +1109,13 @@ impl Broker {
         let cid = self.next_consumer_id;
         let q = self.queue(id).ok_or_else(|| not_found("queue vanished"))?;
         // A classic single-active-consumer queue refuses any exclusive consume
-        // (`exclusive_consume_unavailable`); a quorum one ignores the flag, as
-        // RabbitMQ 3.10's quorum queues do.
-        let refused = if q.is_single_active() {
-            exclusive && !q.quorum
+        // (`exclusive_consume_unavailable`). A quorum queue ignores the flag, as
+        // RabbitMQ 3.10's `rabbit_quorum_queue:consume` does (no exclusive use, no
+        // `exclusive_consumer_tag`).
+        let refused = if q.quorum {
+            false
+        } else if q.is_single_active() {
+            exclusive
         } else {
             q.has_exclusive_consumer() || (exclusive && !q.consumers.is_empty())
         };
