@@ -311,7 +311,8 @@ fn consumer_order(
             a = t.clone();
         }
         let tag = Bytes::from(vec![b'c', i]);
-        if let Ok(c) = b.add_consumer(id, 1, 1, tag, true, false, 0, a) {
+        let p = args::consumer_priority(&a);
+        if let Ok(c) = b.add_consumer(id, 1, 1, tag, true, false, 0, p) {
             ids.push(c);
         }
     }

@@ -233,8 +233,6 @@ pub struct ConsumerInfo {
     pub exclusive: bool,
     /// basic.qos prefetch-count at basic.consume; 0 = no limit.
     pub prefetch: u16,
-    /// The basic.consume arguments (`x-priority`, ...).
-    pub arguments: FieldTable,
     /// RabbitMQ's `activity_status`: "up" on a queue without single active consumer,
     /// else "single_active" for the one that receives and "waiting" for the others
     /// (`active` is false only for those).
@@ -421,7 +419,6 @@ pub fn consumers(broker: &Broker) -> Vec<ConsumerInfo> {
             ack_required: !c.no_ack,
             exclusive: c.exclusive,
             prefetch: c.prefetch,
-            arguments: c.args.as_deref().cloned().unwrap_or_default(),
             activity_status: match (sac, i) {
                 (false, _) => "up",
                 (true, 0) => "single_active",
@@ -482,17 +479,8 @@ mod tests {
         .unwrap();
         publish(&mut b, "q", b"hello");
         publish(&mut b, "q", b"!");
-        b.add_consumer(
-            q,
-            7,
-            1,
-            Bytes::from_static(b"c1"),
-            false,
-            false,
-            10,
-            FieldTable::new(),
-        )
-        .unwrap();
+        b.add_consumer(q, 7, 1, Bytes::from_static(b"c1"), false, false, 10, 0)
+            .unwrap();
 
         let qi = queue(&b, ROOT, b"q").unwrap();
         assert_eq!(
@@ -545,17 +533,8 @@ mod tests {
             .unwrap()
             .id;
         publish(&mut b, "q", b"m");
-        b.add_consumer(
-            q,
-            3,
-            2,
-            Bytes::from_static(b"t"),
-            true,
-            false,
-            0,
-            FieldTable::new(),
-        )
-        .unwrap();
+        b.add_consumer(q, 3, 2, Bytes::from_static(b"t"), true, false, 0, 0)
+            .unwrap();
         let mut effects = Vec::new();
         assert!(delete_queue(&mut b, q, true, false, &mut effects).is_err());
         assert!(effects.is_empty());

@@ -1103,7 +1103,7 @@ impl Broker {
         no_ack: bool,
         exclusive: bool,
         prefetch: u16,
-        args: FieldTable,
+        priority: i32,
     ) -> Result<u64, AmqpError> {
         self.next_consumer_id += 1;
         let cid = self.next_consumer_id;
@@ -1129,7 +1129,6 @@ impl Broker {
         let q = self
             .queue_mut(id)
             .ok_or_else(|| not_found("queue vanished"))?;
-        let priority = args::consumer_priority(&args);
         q.insert_consumer(Consumer {
             id: cid,
             conn,
@@ -1140,7 +1139,6 @@ impl Broker {
             prefetch,
             unacked: 0,
             priority,
-            args: (!args.is_empty()).then(|| Box::new(args)),
         });
         q.had_consumer = true;
         self.mark_dirty(id);
@@ -2183,17 +2181,8 @@ mod tests {
                 FieldTable::new(),
             )
             .unwrap();
-            b.add_consumer(
-                q,
-                7,
-                1,
-                Bytes::from_static(b"c"),
-                true,
-                false,
-                0,
-                FieldTable::new(),
-            )
-            .unwrap();
+            b.add_consumer(q, 7, 1, Bytes::from_static(b"c"), true, false, 0, 0)
+                .unwrap();
             publish(&mut b, v, "x", "k", false);
         }
         let q = b.queue_id(doomed, b"q").unwrap();

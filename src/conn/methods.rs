@@ -399,12 +399,13 @@ impl Session<'_> {
                     c.no_ack,
                     c.exclusive,
                     prefetch,
-                    c.arguments,
+                    crate::broker::args::consumer_priority(&c.arguments),
                 )?;
                 self.conn.channels[idx].consumers.push(ChannelConsumer {
                     tag: tag.clone(),
                     queue: q,
                     id,
+                    args: (!c.arguments.is_empty()).then(|| Box::new(c.arguments)),
                 });
                 if !c.nowait {
                     self.send(

@@ -108,11 +108,10 @@ pub struct Consumer {
     /// Deliveries not yet acked (manual-ack consumers only).
     pub unacked: u32,
     /// `x-priority` (default 0). A basic.consume may send any integer; one beyond i32
-    /// is held at i32's bounds (it keeps its order against every sane priority).
+    /// is held at i32's bounds (it keeps its order against every sane priority). Fits
+    /// in padding: `Consumer` stays at 64 bytes (its arguments, for the API, are kept by
+    /// the channel: `ChannelConsumer::args`).
     pub priority: i32,
-    /// The basic.consume arguments as sent (the management API shows them); None
-    /// when there were none, so a plain consumer allocates nothing for them.
-    pub args: Option<Box<FieldTable>>,
 }
 
 /// How a queue picks among its consumers (`Queue::order`): chosen at consume time so
@@ -693,6 +692,8 @@ mod tests {
         assert!(!got[3].2);
         assert_eq!(got[3].1, 3);
         assert_eq!(std::mem::size_of::<Ready>(), 16);
+        // The dispatch loop walks consumers: one cache line each.
+        assert_eq!(std::mem::size_of::<Consumer>(), 64);
         // Memory per empty queue (benches/memory.py): the vhost id fitted in by making
         // `rr` a u32; a new field should find room the same way. 232 since issue 10: the
         // statistics counters are boxed and allocated only once a queue counts something,
@@ -748,7 +749,6 @@ mod tests {
                 prefetch: 0,
                 unacked: 0,
                 priority: 0,
-                args: None,
             });
         }
         q.rr = 2;
@@ -770,7 +770,6 @@ mod tests {
             prefetch: 0,
             unacked: 0,
             priority,
-            args: None,
         }
     }
 
@@ -839,7 +838,6 @@ mod tests {
                 prefetch: 0,
                 unacked,
                 priority: 0,
-                args: None,
             });
         }
         assert_eq!((q.consumer_count(), q.unacked_count()), (2, 7));
