@@ -1,5 +1,6 @@
 //! The dispatch policy, written once: which consumer of a queue gets the next message
-//! (round-robin), whether it may take it now (per-consumer prefetch, the channel's
+//! (round-robin; the highest `x-priority` group that can take it; or the single active
+//! consumer alone, by `Queue::order`, decided once per call), whether it may take it now (per-consumer prefetch, the channel's
 //! global prefetch, backpressure on a congested out-queue), and the one function,
 //! [`deliver`], that turns a message taken from a queue into a delivery. The dispatch
 //! phase ([`dispatch_queue`], basic.deliver) and basic.get ([`get`], basic.get-ok) both

@@ -1,5 +1,6 @@
-//! A queue: its ready messages (in a queue kind), its consumers in round-robin order,
-//! and the counts that declare-ok, purge and inspection report.
+//! A queue: its ready messages (in a queue kind), its consumers lined up as dispatch
+//! takes them (round-robin, by `x-priority`, or single active consumer first: see
+//! [`ConsumerOrder`]), and the counts that declare-ok, purge and inspection report.
 //!
 //! Ready messages carry a per-queue sequence number so that a message returned by a
 //! consumer (nack, reject, channel closed) goes back to its original position, as
