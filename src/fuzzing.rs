@@ -210,6 +210,16 @@ pub fn queue_arguments(data: &[u8]) {
         }
     }
     let _ = args::not_implemented(&t);
+    // The same table as basic.consume arguments, for each queue type.
+    for qtype in [
+        args::QueueType::Classic,
+        args::QueueType::Quorum,
+        args::QueueType::Stream,
+    ] {
+        if let Err(e) = args::validate_consume("/", name, qtype, &t) {
+            assert!(is_406(&e) && e.text.starts_with("invalid arg '"), "{e:?}");
+        }
+    }
     queue_features(flags, &t);
 }
 
@@ -273,6 +283,56 @@ fn queue_features(flags: u8, t: &FieldTable) {
     }
     let _ = b.purge(q.id);
     assert_eq!(ready(&b), 0);
+    consumer_order(&mut b, q.id, flags, t);
+}
+
+/// Consumers with priorities from `flags` (one with the fuzzed table as its consume
+/// arguments, when it passes) on queue `id`: a classic queue's consumers stay sorted
+/// by priority (the active one first on a single-active-consumer queue), and the queue
+/// is back to plain round-robin once they are gone.
+fn consumer_order(
+    b: &mut crate::broker::Broker,
+    id: crate::broker::QueueId,
+    flags: u8,
+    t: &FieldTable,
+) {
+    use crate::broker::args;
+    use crate::broker::queue::ConsumerOrder;
+    let Some(q) = b.queue(id) else { return };
+    let qtype = args::QueueType::of(&q.props.arguments);
+    let mut ids = Vec::new();
+    for i in 0..4u8 {
+        let p = i64::from((flags >> (2 * i)) & 3) - 1;
+        let mut a = FieldTable::new();
+        if p != 0 {
+            a.insert("x-priority", crate::proto::FieldValue::I64(p));
+        }
+        if i == 3 && args::validate_consume("/", b"q", qtype, t).is_ok() {
+            a = t.clone();
+        }
+        let tag = Bytes::from(vec![b'c', i]);
+        let p = args::consumer_priority(&a);
+        if let Ok(c) = b.add_consumer(id, 1, 1, tag, true, false, 0, p) {
+            ids.push(c);
+        }
+    }
+    if let Some(q) = b.queue(id) {
+        let ps: Vec<i32> = q.consumers().map(|c| c.priority).collect();
+        let from = usize::from(q.is_single_active());
+        if !q.quorum || !q.is_single_active() {
+            let rest = ps.get(from..).unwrap_or_default();
+            assert!(rest.windows(2).all(|w| w[0] >= w[1]), "{ps:?}");
+        }
+        if ps.iter().any(|&p| p != 0) && !q.is_single_active() {
+            assert_eq!(q.order(), ConsumerOrder::Priority);
+        }
+    }
+    for c in ids {
+        b.remove_consumer(id, c);
+    }
+    if let Some(q) = b.queue(id) {
+        assert!(q.order() != ConsumerOrder::Priority, "{:?}", q.order());
+    }
 }
 
 /// Dead-lettering's header building (`broker::dead_letter`): the input is a flags byte

@@ -175,6 +175,12 @@ pub struct QueueInfo {
     /// (RabbitMQ's `messages_dlx`, `message_bytes_dlx`; see `broker::at_least_once`).
     pub dlx: u64,
     pub dlx_bytes: u64,
+    /// The tag of a classic single-active-consumer queue's active consumer (RabbitMQ
+    /// 3.10 shows none for a quorum queue's).
+    pub single_active_consumer_tag: Option<Bytes>,
+    /// The tag of the exclusive consumer of a classic queue that has one (a quorum
+    /// queue ignores the flag).
+    pub exclusive_consumer_tag: Option<Bytes>,
 }
 
 /// An exchange as the management API shows it.
@@ -231,6 +237,10 @@ pub struct ConsumerInfo {
     pub exclusive: bool,
     /// basic.qos prefetch-count at basic.consume; 0 = no limit.
     pub prefetch: u16,
+    /// RabbitMQ's `activity_status`: "up" on a queue without single active consumer,
+    /// else "single_active" for the one that receives and "waiting" for the others
+    /// (`active` is false only for those).
+    pub activity_status: &'static str,
 }
 
 /// A connection as the management API shows it (filled by `Connection::info`).
@@ -310,6 +320,14 @@ fn queue_info(broker: &Broker, q: &broker::queue::Queue) -> QueueInfo {
             .as_ref()
             .map_or(0, |f| f.dlx_pending.len() as u64),
         dlx_bytes: q.features.as_ref().map_or(0, |f| f.dlx_bytes),
+        single_active_consumer_tag: q
+            .single_active()
+            .filter(|_| !q.quorum)
+            .map(|c| c.tag.clone()),
+        exclusive_consumer_tag: q
+            .consumers()
+            .find(|c| c.exclusive && !q.is_single_active() && !q.quorum)
+            .map(|c| c.tag.clone()),
     }
 }
 
@@ -400,7 +418,8 @@ pub fn bindings(broker: &Broker) -> Vec<BindingInfo> {
 pub fn consumers(broker: &Broker) -> Vec<ConsumerInfo> {
     let mut out = Vec::new();
     for (_, q) in broker.queues() {
-        out.extend(q.consumers().map(|c| ConsumerInfo {
+        let sac = q.is_single_active();
+        out.extend(q.consumers().enumerate().map(|(i, c)| ConsumerInfo {
             queue: q.name.clone(),
             vhost: vhost_name(broker, q.vhost),
             conn: c.conn,
@@ -409,6 +428,11 @@ pub fn consumers(broker: &Broker) -> Vec<ConsumerInfo> {
             ack_required: !c.no_ack,
             exclusive: c.exclusive,
             prefetch: c.prefetch,
+            activity_status: match (sac, i) {
+                (false, _) => "up",
+                (true, 0) => "single_active",
+                (true, _) => "waiting",
+            },
         }));
     }
     out
@@ -464,7 +488,7 @@ mod tests {
         .unwrap();
         publish(&mut b, "q", b"hello");
         publish(&mut b, "q", b"!");
-        b.add_consumer(q, 7, 1, Bytes::from_static(b"c1"), false, false, 10)
+        b.add_consumer(q, 7, 1, Bytes::from_static(b"c1"), false, false, 10, 0)
             .unwrap();
 
         let qi = queue(&b, ROOT, b"q").unwrap();
@@ -518,7 +542,7 @@ mod tests {
             .unwrap()
             .id;
         publish(&mut b, "q", b"m");
-        b.add_consumer(q, 3, 2, Bytes::from_static(b"t"), true, false, 0)
+        b.add_consumer(q, 3, 2, Bytes::from_static(b"t"), true, false, 0, 0)
             .unwrap();
         let mut effects = Vec::new();
         assert!(delete_queue(&mut b, q, true, false, &mut effects).is_err());

@@ -743,6 +743,80 @@ pub fn validate_exchange_declare(
     }
 }
 
+// ----- basic.consume arguments ---------------------------------------------------------
+
+/// The consume arguments each queue type accepts (`capabilities()`'s
+/// `consumer_arguments` in RabbitMQ 3.10).
+fn consumer_arguments(t: QueueType) -> &'static [&'static str] {
+    match t {
+        QueueType::Classic => &["x-cancel-on-ha-failover", "x-priority", "x-credit"],
+        QueueType::Quorum => &["x-priority", "x-credit"],
+        QueueType::Stream => &["x-stream-offset", "x-credit"],
+    }
+}
+
+/// What a basic.consume's arguments must pass (`rabbit_amqqueue:check_consume_arguments`):
+/// each of `consume_args()` the queue's type accepts has its type checked, in that
+/// order (`x-priority` an integer, `x-cancel-on-ha-failover` a bool; a stream's
+/// `x-stream-offset` is not looked into); then, in the client's order, no consume
+/// argument of another queue type may appear. Unknown keys pass. `queue` is the
+/// queue's name; Err is the 406 RabbitMQ 3.10 sends.
+pub fn validate_consume(
+    vhost: &str,
+    queue: &[u8],
+    qtype: QueueType,
+    args: &FieldTable,
+) -> Result<(), AmqpError> {
+    if args.is_empty() {
+        return Ok(());
+    }
+    let rs = format!(
+        "queue '{}' in vhost '{vhost}'",
+        String::from_utf8_lossy(queue)
+    );
+    let allowed = consumer_arguments(qtype);
+    for key in ["x-priority", "x-cancel-on-ha-failover"] {
+        let Some(v) = args.get(key.as_bytes()).filter(|_| allowed.contains(&key)) else {
+            continue;
+        };
+        let why = match (key, v) {
+            ("x-priority", v) => int_arg(v).err(),
+            (_, FieldValue::Bool(_)) => None,
+            (_, other) => Some(Invalid::UnacceptableType(type_name(other))),
+        };
+        if let Some(why) = why {
+            let mut text = format!("invalid arg '{key}' for {rs}: ");
+            why.render(&mut text);
+            return Err(precondition(text));
+        }
+    }
+    for (key, _) in args.iter() {
+        let known = ALL_TYPES.iter().any(|t| {
+            consumer_arguments(*t)
+                .iter()
+                .any(|k| k.as_bytes() == &key[..])
+        });
+        if known && !allowed.iter().any(|k| k.as_bytes() == &key[..]) {
+            return Err(precondition(format!(
+                "invalid arg '{}' for {rs} of queue type {}",
+                String::from_utf8_lossy(key),
+                qtype.module()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A consumer's `x-priority` (validated by [`validate_consume`]; 0 when absent), held
+/// within i32.
+pub fn consumer_priority(args: &FieldTable) -> i32 {
+    args.get(b"x-priority")
+        .and_then(FieldValue::as_i64)
+        .map_or(0, |p| {
+            p.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+        })
+}
+
 /// The queue arguments Warren acts on (`super::features`).
 const IMPLEMENTED: &[&[u8]] = &[
     b"x-message-ttl",
@@ -759,6 +833,8 @@ const IMPLEMENTED: &[&[u8]] = &[
     b"x-dead-letter-strategy",
     b"x-quorum-initial-group-size",
     b"x-queue-leader-locator",
+    // Consumer order (`super::queue::ConsumerOrder`).
+    b"x-single-active-consumer",
 ];
 
 /// The known queue arguments in `args` that Warren accepts but does not act on yet
@@ -896,6 +972,60 @@ mod tests {
         s.clear();
         write_p_bin(&mut s, b"a\"b");
         assert_eq!(s, "<<\"a\\\"b\">>");
+    }
+
+    #[test]
+    fn consume_argument_texts_match_rabbitmq() {
+        let err = |t: QueueType, entries: &[(&str, FieldValue)]| {
+            validate_consume("/", b"q", t, &table(entries))
+                .map_err(|e| e.text)
+                .err()
+        };
+        let rs = "for queue 'q' in vhost '/'";
+        assert_eq!(
+            err(QueueType::Classic, &[("x-priority", s("high"))]).unwrap(),
+            format!("invalid arg 'x-priority' {rs}: \"expected integer, got longstr\"")
+        );
+        assert_eq!(
+            err(
+                QueueType::Classic,
+                &[("x-priority", FieldValue::Bool(true))]
+            )
+            .unwrap(),
+            format!("invalid arg 'x-priority' {rs}: \"expected integer, got bool\"")
+        );
+        assert_eq!(
+            err(
+                QueueType::Classic,
+                &[("x-cancel-on-ha-failover", FieldValue::I32(1))]
+            )
+            .unwrap(),
+            format!("invalid arg 'x-cancel-on-ha-failover' {rs}: {{unacceptable_type,signedint}}")
+        );
+        assert_eq!(
+            err(
+                QueueType::Classic,
+                &[("x-stream-offset", FieldValue::I32(1))]
+            )
+            .unwrap(),
+            format!("invalid arg 'x-stream-offset' {rs} of queue type rabbit_classic_queue")
+        );
+        assert_eq!(
+            err(
+                QueueType::Quorum,
+                &[("x-cancel-on-ha-failover", FieldValue::Bool(true))]
+            )
+            .unwrap(),
+            format!("invalid arg 'x-cancel-on-ha-failover' {rs} of queue type rabbit_quorum_queue")
+        );
+        assert_eq!(err(QueueType::Classic, &[("x-foo", s("x"))]), None);
+        assert_eq!(
+            err(QueueType::Classic, &[("x-priority", FieldValue::I64(-7))]),
+            None
+        );
+        let big = table(&[("x-priority", FieldValue::I64(1 << 40))]);
+        assert_eq!(consumer_priority(&big), i32::MAX);
+        assert_eq!(consumer_priority(&FieldTable::new()), 0);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The dispatch policy, written once: which consumer of a queue gets the next message
-//! (round-robin), whether it may take it now (per-consumer prefetch, the channel's
+//! (round-robin; the highest `x-priority` group that can take it; or the single active
+//! consumer alone, by `Queue::order`, decided once per call), whether it may take it now (per-consumer prefetch, the channel's
 //! global prefetch, backpressure on a congested out-queue), and the one function,
 //! [`deliver`], that turns a message taken from a queue into a delivery. The dispatch
 //! phase ([`dispatch_queue`], basic.deliver) and basic.get ([`get`], basic.get-ok) both
@@ -23,7 +24,7 @@ use crate::error::{not_found, AmqpError};
 use crate::proto::{basic, frame, Method};
 use crate::store::Store;
 
-use super::queue::{Consumer, Ready};
+use super::queue::{Consumer, ConsumerOrder, Ready};
 use super::{delivered_in, load_body_in, settle_in, Broker, QueueId};
 
 /// Deliveries per queue per loop turn: a queue with a huge ready list and consumers
@@ -90,7 +91,16 @@ fn dispatch_ready(
         return false;
     }
     let durable = q.durable_id;
-    let n = q.consumers.len();
+    // Decided once per call: a queue whose consumers all have the default priority
+    // runs the plain round-robin loop below; a single-active-consumer queue runs it
+    // over its first consumer alone.
+    let n = match q.order() {
+        ConsumerOrder::RoundRobin => q.consumers.len(),
+        ConsumerOrder::SingleActive => q.consumers.len().min(1),
+        ConsumerOrder::Priority => {
+            return dispatch_prioritised(broker, conns, qid, now, touched);
+        }
+    };
     let mut idle = 0;
     let mut budget = DELIVERIES_PER_TURN;
     let mut more = false;
@@ -117,6 +127,101 @@ fn dispatch_ready(
         let Some(r) = q.next_delivery() else { break };
         let again = r.redelivered();
         let manual = !q.consumers[i].no_ack;
+        let to = Recipient::Consumer(&mut q.consumers[i]);
+        if deliver(store.as_deref_mut(), qid, durable, r, conn, chi, to, now) {
+            if manual {
+                acked += 1;
+            } else {
+                no_ack += 1;
+            }
+            redelivered += u64::from(again);
+            if !conn.touched {
+                conn.touched = true;
+                touched.push(conn.key);
+            }
+        }
+    }
+    if acked + no_ack > 0 {
+        let c = q.counting();
+        c.deliver += acked;
+        c.deliver_no_ack += no_ack;
+        c.redeliver += redelivered;
+        let g = &mut broker.counters;
+        g.deliver += acked;
+        g.deliver_no_ack += no_ack;
+        g.redeliver += redelivered;
+    }
+    more
+}
+
+/// [`dispatch_ready`] for a queue with consumer priorities: its consumers are sorted
+/// highest priority first (`Queue::insert_consumer`), and each message goes to the
+/// first group of equal priority that has a consumer able to take it, round-robin
+/// within the group (from `Queue::rr`), as RabbitMQ's `rabbit_queue_consumers:deliver`
+/// takes the highest consumer that is not blocked. A consumer unable to take one now
+/// stays unable for the rest of the call (nothing acks during dispatch), so a group
+/// found full is skipped from then on: lower groups get messages only while every
+/// higher consumer is blocked.
+#[cold]
+fn dispatch_prioritised(
+    broker: &mut Broker,
+    conns: &mut Slab<Connection>,
+    qid: QueueId,
+    now: Instant,
+    touched: &mut Vec<usize>,
+) -> bool {
+    let Some((q, mut store)) = broker.queue_and_store(qid) else {
+        return false;
+    };
+    let durable = q.durable_id;
+    let n = q.consumers.len();
+    let mut budget = DELIVERIES_PER_TURN;
+    let mut more = false;
+    let (mut acked, mut no_ack, mut redelivered) = (0u64, 0u64, 0u64);
+    // The group being served: consumers[start..end] share one priority.
+    let mut start = 0;
+    while start < n && !q.is_empty() {
+        let p = q.consumers[start].priority;
+        let end = start
+            + q.consumers[start..]
+                .iter()
+                .take_while(|c| c.priority == p)
+                .count();
+        let size = end - start;
+        let rr = q.rr as usize;
+        let first = if (start..end).contains(&rr) {
+            rr
+        } else {
+            start
+        };
+        let mut picked = None;
+        for k in 0..size {
+            let i = start + (first - start + k) % size;
+            let c = &q.consumers[i];
+            let Some(conn) = conns.get_mut(c.conn) else {
+                continue;
+            };
+            if let Some(chi) = may_take_one(conn, c) {
+                picked = Some((i, chi));
+                break;
+            }
+        }
+        let Some((i, chi)) = picked else {
+            start = end;
+            continue;
+        };
+        if budget == 0 {
+            more = true;
+            break;
+        }
+        budget -= 1;
+        q.rr = (start + (i - start + 1) % size) as u32;
+        let Some(r) = q.next_delivery() else { break };
+        let again = r.redelivered();
+        let manual = !q.consumers[i].no_ack;
+        let Some(conn) = conns.get_mut(q.consumers[i].conn) else {
+            break;
+        };
         let to = Recipient::Consumer(&mut q.consumers[i]);
         if deliver(store.as_deref_mut(), qid, durable, r, conn, chi, to, now) {
             if manual {

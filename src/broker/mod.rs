@@ -999,6 +999,12 @@ impl Broker {
         q.durable_id = durable_id;
         q.quorum = args::QueueType::of(&q.props.arguments) == args::QueueType::Quorum;
         self.quorum_queues += usize::from(q.quorum);
+        if matches!(
+            q.props.arguments.get(b"x-single-active-consumer"),
+            Some(crate::proto::FieldValue::Bool(true))
+        ) {
+            q.set_single_active();
+        }
         let idx = self.queues.insert(q) as u32;
         let id = QueueId { idx, gen };
         if let Some(v) = self.vhost_mut(vhost) {
@@ -1120,11 +1126,23 @@ impl Broker {
         no_ack: bool,
         exclusive: bool,
         prefetch: u16,
+        priority: i32,
     ) -> Result<u64, AmqpError> {
         self.next_consumer_id += 1;
         let cid = self.next_consumer_id;
         let q = self.queue(id).ok_or_else(|| not_found("queue vanished"))?;
-        if q.has_exclusive_consumer() || (exclusive && !q.consumers.is_empty()) {
+        // A classic single-active-consumer queue refuses any exclusive consume
+        // (`exclusive_consume_unavailable`). A quorum queue ignores the flag, as
+        // RabbitMQ 3.10's `rabbit_quorum_queue:consume` does (no exclusive use, no
+        // `exclusive_consumer_tag`).
+        let refused = if q.quorum {
+            false
+        } else if q.is_single_active() {
+            exclusive
+        } else {
+            q.has_exclusive_consumer() || (exclusive && !q.consumers.is_empty())
+        };
+        if refused {
             return Err(access_refused(format!(
                 "queue '{}' in vhost '{}' in exclusive use",
                 show(&q.name),
@@ -1134,7 +1152,7 @@ impl Broker {
         let q = self
             .queue_mut(id)
             .ok_or_else(|| not_found("queue vanished"))?;
-        q.consumers.push(Consumer {
+        q.insert_consumer(Consumer {
             id: cid,
             conn,
             channel,
@@ -1143,6 +1161,7 @@ impl Broker {
             exclusive,
             prefetch,
             unacked: 0,
+            priority,
         });
         q.had_consumer = true;
         self.mark_dirty(id);
@@ -2365,7 +2384,7 @@ mod tests {
                 FieldTable::new(),
             )
             .unwrap();
-            b.add_consumer(q, 7, 1, Bytes::from_static(b"c"), true, false, 0)
+            b.add_consumer(q, 7, 1, Bytes::from_static(b"c"), true, false, 0, 0)
                 .unwrap();
             publish(&mut b, v, "x", "k", false);
         }

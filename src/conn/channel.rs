@@ -42,6 +42,9 @@ pub struct ChannelConsumer {
     pub tag: Bytes,
     pub queue: QueueId,
     pub id: u64,
+    /// The basic.consume arguments as sent (the management API shows them); None when
+    /// there were none, so a plain consumer allocates nothing for them.
+    pub args: Option<Box<crate::proto::FieldTable>>,
 }
 
 /// Operations a transaction buffers until tx.commit.

@@ -379,6 +379,17 @@ impl Session<'_> {
                         format!("attempt to reuse consumer tag '{}'", show(&tag)),
                     ));
                 }
+                if !c.arguments.is_empty() {
+                    if let Some(queue) = self.broker.queue(q) {
+                        let qtype = crate::broker::args::QueueType::of(&queue.props.arguments);
+                        crate::broker::args::validate_consume(
+                            &self.conn.vhost,
+                            &queue.name,
+                            qtype,
+                            &c.arguments,
+                        )?;
+                    }
+                }
                 let prefetch = self.conn.channels[idx].prefetch_count;
                 let id = self.broker.add_consumer(
                     q,
@@ -388,11 +399,13 @@ impl Session<'_> {
                     c.no_ack,
                     c.exclusive,
                     prefetch,
+                    crate::broker::args::consumer_priority(&c.arguments),
                 )?;
                 self.conn.channels[idx].consumers.push(ChannelConsumer {
                     tag: tag.clone(),
                     queue: q,
                     id,
+                    args: (!c.arguments.is_empty()).then(|| Box::new(c.arguments)),
                 });
                 if !c.nowait {
                     self.send(

@@ -506,6 +506,15 @@ pub fn message_stats_queue(server: &Server, q: &crate::ops::QueueInfo) -> Value 
 /// A consumer as RabbitMQ's API shows it.
 pub fn consumer_json(server: &Server, c: &crate::ops::ConsumerInfo) -> Value {
     let conn = server.conns.get(c.conn).map(|k| k.info());
+    // The consume arguments stay with the consumer's channel (not in the queue's
+    // consumer list, which dispatch walks per message).
+    let arguments = server
+        .conns
+        .get(c.conn)
+        .and_then(|k| k.channel(c.channel))
+        .and_then(|ch| ch.consumer(&c.tag))
+        .and_then(|cc| cc.args.as_deref())
+        .map_or_else(|| json!({}), table_json);
     let conn_name = conn.as_ref().map_or(String::new(), |i| i.name.clone());
     let (peer_host, peer_port, user) = conn
         .as_ref()
@@ -517,9 +526,9 @@ pub fn consumer_json(server: &Server, c: &crate::ops::ConsumerInfo) -> Value {
         "exclusive": c.exclusive,
         "ack_required": c.ack_required,
         "prefetch_count": c.prefetch,
-        "active": true,
-        "activity_status": "up",
-        "arguments": {},
+        "active": c.activity_status != "waiting",
+        "activity_status": c.activity_status,
+        "arguments": arguments,
         "queue": {"name": String::from_utf8_lossy(&c.queue), "vhost": &*c.vhost},
         "channel_details": {
             "name": format!("{conn_name} ({})", c.channel),

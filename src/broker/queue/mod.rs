@@ -1,5 +1,6 @@
-//! A queue: its ready messages (in a queue kind), its consumers in round-robin order,
-//! and the counts that declare-ok, purge and inspection report.
+//! A queue: its ready messages (in a queue kind), its consumers lined up as dispatch
+//! takes them (round-robin, by `x-priority`, or single active consumer first: see
+//! [`ConsumerOrder`]), and the counts that declare-ok, purge and inspection report.
 //!
 //! Ready messages carry a per-queue sequence number so that a message returned by a
 //! consumer (nack, reject, channel closed) goes back to its original position, as
@@ -107,6 +108,27 @@ pub struct Consumer {
     pub prefetch: u16,
     /// Deliveries not yet acked (manual-ack consumers only).
     pub unacked: u32,
+    /// `x-priority` (default 0). A basic.consume may send any integer; one beyond i32
+    /// is held at i32's bounds (it keeps its order against every sane priority). Fits
+    /// in padding: `Consumer` stays at 64 bytes (its arguments, for the API, are kept by
+    /// the channel: `ChannelConsumer::args`).
+    pub priority: i32,
+}
+
+/// How a queue picks among its consumers (`Queue::order`): chosen at consume time so
+/// that the dispatch loop decides once per call, never per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsumerOrder {
+    /// Round-robin over every consumer: every consumer has the default priority.
+    #[default]
+    RoundRobin,
+    /// Some consumer has an `x-priority`: the consumers are sorted highest first
+    /// (registration order within one priority) and a message goes to the highest
+    /// group with a consumer that can take it, round-robin within the group.
+    Priority,
+    /// `x-single-active-consumer`: only `consumers[0]` receives; the rest wait in the
+    /// order they take over in (see [`Queue::insert_consumer`]).
+    SingleActive,
 }
 
 impl Consumer {
@@ -364,6 +386,9 @@ pub struct Queue {
     pub(super) rr: u32,
     /// An auto-delete queue is deleted when its last consumer goes, once it had one.
     pub had_consumer: bool,
+    /// Round-robin, consumer priorities or single active consumer; one byte that found
+    /// room in padding (`Queue` stays at 232 bytes).
+    pub(super) order: ConsumerOrder,
     /// `x-queue-type: quorum`: every message is kept in the store and counts its
     /// returns (`x-delivery-count`, `x-delivery-limit`); see `super::quorum`.
     pub quorum: bool,
@@ -403,6 +428,7 @@ impl Queue {
             consumers: Vec::new(),
             rr: 0,
             had_consumer: false,
+            order: ConsumerOrder::RoundRobin,
             quorum: false,
             sources: Vec::new(),
             durable_id: 0,
@@ -579,7 +605,10 @@ impl Queue {
         self.consumers.iter_mut().find(|c| c.id == id)
     }
 
-    /// Removes a consumer; returns it. Keeps the round-robin position stable.
+    /// Removes a consumer; returns it. Keeps the round-robin position stable. On a
+    /// single-active-consumer queue, removing `consumers[0]` makes the next in line
+    /// (now at index 0) the active one. A priority queue whose last prioritised
+    /// consumer left goes back to plain round-robin.
     pub fn remove_consumer(&mut self, id: u64) -> Option<Consumer> {
         let at = self.consumers.iter().position(|c| c.id == id)?;
         let c = self.consumers.remove(at);
@@ -589,7 +618,68 @@ impl Queue {
         if self.rr as usize >= self.consumers.len() {
             self.rr = 0;
         }
+        if self.order == ConsumerOrder::Priority && self.consumers.iter().all(|c| c.priority == 0) {
+            self.order = ConsumerOrder::RoundRobin;
+        }
         Some(c)
+    }
+
+    /// Adds a consumer where RabbitMQ 3.10 would line it up. Round-robin with the
+    /// default priority: at the end (what a queue without priorities always did). With
+    /// a priority: after every consumer of the same or a higher priority, and the queue
+    /// switches to [`ConsumerOrder::Priority`]. Single active consumer: the first one
+    /// becomes active (index 0); later ones wait behind it, a classic queue's by
+    /// priority then registration (`rabbit_queue_consumers:get_consumer`), a quorum
+    /// queue's by registration alone (`rabbit_fifo`'s waiting list).
+    pub fn insert_consumer(&mut self, c: Consumer) {
+        let by_priority = |cs: &[Consumer], from: usize| {
+            from + cs[from..]
+                .iter()
+                .position(|o| o.priority < c.priority)
+                .unwrap_or(cs.len() - from)
+        };
+        let at = match self.order {
+            ConsumerOrder::SingleActive if self.consumers.is_empty() || self.quorum => {
+                self.consumers.len()
+            }
+            ConsumerOrder::SingleActive => by_priority(&self.consumers, 1),
+            ConsumerOrder::RoundRobin if c.priority == 0 => self.consumers.len(),
+            ConsumerOrder::RoundRobin | ConsumerOrder::Priority => {
+                self.order = ConsumerOrder::Priority;
+                by_priority(&self.consumers, 0)
+            }
+        };
+        // `rr` keeps pointing at the consumer it pointed at.
+        if !self.consumers.is_empty() && at <= self.rr as usize {
+            self.rr += 1;
+        }
+        self.consumers.insert(at, c);
+    }
+
+    /// The consumer that receives on a single-active-consumer queue (None on other
+    /// queues, or when it has no consumer).
+    pub fn single_active(&self) -> Option<&Consumer> {
+        if self.order == ConsumerOrder::SingleActive {
+            self.consumers.first()
+        } else {
+            None
+        }
+    }
+
+    /// Whether this is a single-active-consumer queue.
+    pub fn is_single_active(&self) -> bool {
+        self.order == ConsumerOrder::SingleActive
+    }
+
+    /// Makes this a single-active-consumer queue (at creation, from its arguments).
+    pub(super) fn set_single_active(&mut self) {
+        self.order = ConsumerOrder::SingleActive;
+    }
+
+    /// How dispatch picks among the consumers.
+    #[inline]
+    pub fn order(&self) -> ConsumerOrder {
+        self.order
     }
 
     /// Whether an exclusive consumer holds the queue.
@@ -646,6 +736,8 @@ mod tests {
         assert!(!got[3].2);
         assert_eq!(got[3].1, 3);
         assert_eq!(std::mem::size_of::<Ready>(), 16);
+        // The dispatch loop walks consumers: one cache line each.
+        assert_eq!(std::mem::size_of::<Consumer>(), 64);
         // Memory per empty queue (benches/memory.py): the vhost id fitted in by making
         // `rr` a u32; a new field should find room the same way. 232 since issue 10: the
         // statistics counters are boxed and allocated only once a queue counts something,
@@ -700,6 +792,7 @@ mod tests {
                 exclusive: false,
                 prefetch: 0,
                 unacked: 0,
+                priority: 0,
             });
         }
         q.rr = 2;
@@ -708,6 +801,68 @@ mod tests {
         assert!(q.remove_consumer(2).is_some());
         assert_eq!(q.rr, 0);
         assert!(q.remove_consumer(7).is_none());
+    }
+
+    fn consumer(id: u64, priority: i32) -> Consumer {
+        Consumer {
+            id,
+            conn: 0,
+            channel: 1,
+            tag: Bytes::new(),
+            no_ack: true,
+            exclusive: false,
+            prefetch: 0,
+            unacked: 0,
+            priority,
+        }
+    }
+
+    fn ids(q: &Queue) -> Vec<u64> {
+        q.consumers().map(|c| c.id).collect()
+    }
+
+    #[test]
+    fn consumers_line_up_by_priority_and_single_active_keeps_its_head() {
+        let mut q = q();
+        q.insert_consumer(consumer(1, 0));
+        q.insert_consumer(consumer(2, 0));
+        assert_eq!(q.order(), ConsumerOrder::RoundRobin, "default priorities");
+        q.rr = 1;
+        q.insert_consumer(consumer(3, 5));
+        q.insert_consumer(consumer(4, -1));
+        q.insert_consumer(consumer(5, 5));
+        assert_eq!(ids(&q), [3, 5, 1, 2, 4]);
+        assert_eq!(q.order(), ConsumerOrder::Priority);
+        assert_eq!(q.rr, 3, "rr still points at consumer 2");
+        q.remove_consumer(3);
+        q.remove_consumer(5);
+        q.remove_consumer(4);
+        assert_eq!(
+            q.order(),
+            ConsumerOrder::RoundRobin,
+            "no prioritised one left"
+        );
+
+        // Single active: the first stays at the head whatever comes after; a classic
+        // queue lines the waiting ones up by priority, a quorum queue by arrival.
+        let mut q = self::q();
+        q.set_single_active();
+        q.insert_consumer(consumer(1, 0));
+        q.insert_consumer(consumer(2, 1));
+        q.insert_consumer(consumer(3, 9));
+        q.insert_consumer(consumer(4, 1));
+        assert_eq!(ids(&q), [1, 3, 2, 4]);
+        assert_eq!(q.single_active().map(|c| c.id), Some(1));
+        q.remove_consumer(1);
+        assert_eq!(q.single_active().map(|c| c.id), Some(3));
+        let mut q = self::q();
+        q.quorum = true;
+        q.set_single_active();
+        for (id, p) in [(1, 0), (2, 1), (3, 9)] {
+            q.insert_consumer(consumer(id, p));
+        }
+        assert_eq!(ids(&q), [1, 2, 3]);
+        assert_eq!(q.order(), ConsumerOrder::SingleActive);
     }
 
     #[test]
@@ -726,6 +881,7 @@ mod tests {
                 exclusive: false,
                 prefetch: 0,
                 unacked,
+                priority: 0,
             });
         }
         assert_eq!((q.consumer_count(), q.unacked_count()), (2, 7));
