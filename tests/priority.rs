@@ -110,7 +110,9 @@ async fn highest_priority_first_fifo_within_one_and_clamped_to_the_maximum() {
 async fn requeued_messages_go_back_to_their_place_within_their_priority() {
     let b = Broker::start();
     let c = Client::open(&b).await;
-    let q = c.queue("prio-requeue", &[("x-max-priority", int(10))]).await;
+    let q = c
+        .queue("prio-requeue", &[("x-max-priority", int(10))])
+        .await;
     publish_all(
         &c,
         &q,
@@ -187,7 +189,9 @@ async fn bad_max_priority_values_are_refused_as_rabbitmq_does() {
         ),
     ];
     for (v, why) in cases {
-        let r = c.declare_named(&name, &[("x-max-priority", v)], false).await;
+        let r = c
+            .declare_named(&name, &[("x-max-priority", v)], false)
+            .await;
         let text = expect_amqp_error(r, 406);
         assert_eq!(
             text,
@@ -206,10 +210,7 @@ async fn bad_max_priority_values_are_refused_as_rabbitmq_does() {
         .declare_named(&top, &[("x-max-priority", int(10))], false)
         .await;
     let text = expect_amqp_error(r, 406);
-    assert!(
-        text.contains("inequivalent arg 'x-max-priority'"),
-        "{text}"
-    );
+    assert!(text.contains("inequivalent arg 'x-max-priority'"), "{text}");
     c.cleanup().await;
 }
 
@@ -233,7 +234,12 @@ async fn drop_head_drops_the_highest_priority_message() {
     publish_all(
         &c,
         &q,
-        &[("p1", Some(1)), ("p5", Some(5)), ("p3", Some(3)), ("p9", Some(9))],
+        &[
+            ("p1", Some(1)),
+            ("p5", Some(5)),
+            ("p3", Some(3)),
+            ("p9", Some(9)),
+        ],
         false,
     )
     .await;
@@ -241,7 +247,10 @@ async fn drop_head_drops_the_highest_priority_message() {
     assert_eq!(drain(&c, &q).await, ["p5", "p3", "p1"]);
     let m = c.wait_get(&dlq, LONG).await;
     assert_eq!(msg_body(&m), "p9");
-    assert_eq!(death_summary(&deaths(&m)[0]), (q.clone(), "maxlen".into(), 1));
+    assert_eq!(
+        death_summary(&deaths(&m)[0]),
+        (q.clone(), "maxlen".into(), 1)
+    );
     c.ack(m.delivery.delivery_tag).await;
     c.cleanup().await;
 }
@@ -263,7 +272,12 @@ async fn ttl_on_a_priority_queue_looks_at_the_highest_priority_head() {
     publish_all(
         &c,
         &q,
-        &[("l1", Some(1)), ("h1", Some(8)), ("l2", Some(1)), ("h2", Some(8))],
+        &[
+            ("l1", Some(1)),
+            ("h1", Some(8)),
+            ("l2", Some(1)),
+            ("h2", Some(8)),
+        ],
         false,
     )
     .await;
@@ -272,7 +286,10 @@ async fn ttl_on_a_priority_queue_looks_at_the_highest_priority_head() {
     let mut expired = Vec::new();
     for _ in 0..4 {
         let m = c.wait_get(&dlq, LONG).await;
-        assert_eq!(death_summary(&deaths(&m)[0]), (q.clone(), "expired".into(), 1));
+        assert_eq!(
+            death_summary(&deaths(&m)[0]),
+            (q.clone(), "expired".into(), 1)
+        );
         expired.push(msg_body(&m));
         c.ack(m.delivery.delivery_tag).await;
     }
@@ -302,7 +319,10 @@ async fn ttl_on_a_priority_queue_looks_at_the_highest_priority_head() {
     assert_eq!(c.count(&q2).await, Some(0));
     let m = c.wait_get(&dlq, LONG).await;
     assert_eq!(msg_body(&m), "short");
-    assert_eq!(death_summary(&deaths(&m)[0]), (q2.clone(), "expired".into(), 1));
+    assert_eq!(
+        death_summary(&deaths(&m)[0]),
+        (q2.clone(), "expired".into(), 1)
+    );
     c.ack(m.delivery.delivery_tag).await;
     let _ = ch.close(200, "bye".into()).await;
     c.cleanup().await;

@@ -64,7 +64,11 @@ pub fn dispatch_queue(
     if featured {
         broker.expire_due(qid, true);
     }
-    let more = if featured && broker.queue(qid).is_some_and(|q| q.priority_run().is_some()) {
+    let more = if featured
+        && broker
+            .queue(qid)
+            .is_some_and(|q| q.priority_run().is_some())
+    {
         dispatch_levels(broker, conns, qid, now, touched)
     } else {
         dispatch_ready(broker, conns, qid, now, touched, DELIVERIES_PER_TURN).1

@@ -401,7 +401,9 @@ pub fn parse_opts() -> Opts {
         priority_random: {
             let n: u16 = num(&m, "priority-random", 0);
             if n > 256 {
-                fatal(format!("--priority-random {n}: priorities are 0..=255, so N is at most 256"));
+                fatal(format!(
+                    "--priority-random {n}: priorities are 0..=255, so N is at most 256"
+                ));
             }
             n
         },

@@ -497,7 +497,9 @@ mod tests {
             let (mut t, ts_at) = publish_template(&o, "rk", FRAME_MAX);
             t[ts_at - PRIORITY_BEFORE_TS] = 7;
             let m = frame::parse(&t, FRAME_MAX).unwrap().unwrap();
-            let h = frame::parse(&t[m.total_len()..], FRAME_MAX).unwrap().unwrap();
+            let h = frame::parse(&t[m.total_len()..], FRAME_MAX)
+                .unwrap()
+                .unwrap();
             assert_eq!(h.kind, FRAME_HEADER);
             let start = m.total_len() + 7 + 12;
             let props = &t[start..m.total_len() + h.total_len() - 1];

@@ -181,7 +181,10 @@ mod tests {
         }
         assert_eq!(q.len(), 6);
         assert_eq!(q.top_len(), 2, "c (clamped to 5) and f");
-        assert_eq!(q.peek().map(|m| m.body().as_slice().to_vec()), Some(b"c".to_vec()));
+        assert_eq!(
+            q.peek().map(|m| m.body().as_slice().to_vec()),
+            Some(b"c".to_vec())
+        );
         assert_eq!(q.messages().count(), 6);
         assert_eq!(bodies(&mut q), ["c", "f", "b", "e", "a", "d"]);
         assert!(q.is_empty() && q.peek().is_none() && q.pop().is_none());
@@ -215,7 +218,10 @@ mod tests {
     #[test]
     fn levels_across_bitmap_words_and_clear() {
         let mut q = PriorityQueue::new(255);
-        for (seq, p) in [63u8, 64, 0, 128, 191, 192, 255, 127].into_iter().enumerate() {
+        for (seq, p) in [63u8, 64, 0, 128, 191, 192, 255, 127]
+            .into_iter()
+            .enumerate()
+        {
             q.push(Ready::new(msg("m", Some(p)), seq as u64, false));
         }
         let order: Vec<usize> = std::iter::from_fn(|| q.pop())
