@@ -10,9 +10,8 @@
 //! requeue-at-position, purge, length and iteration; a `match` over its variants
 //! ([`classic::ClassicQueue`], [`priority::PriorityQueue`] for `x-max-priority`), where
 //! an append-only stream slots in next (as RabbitMQ's `rabbit_queue_type` and LavinMQ's
-//! queue factory do). Nothing
-//! outside this module reaches the ready storage: the rest of the broker uses `Queue`'s
-//! methods. Which consumer gets the next message, and whether it may, is the dispatch
+//! queue factory do). Nothing outside this module reaches the ready storage: the rest
+//! of the broker uses `Queue`'s methods. Which consumer gets the next message, and whether it may, is the dispatch
 //! policy in [`super::dispatch`], not here. Neither touches the store or a connection.
 
 pub mod classic;
