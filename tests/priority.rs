@@ -14,7 +14,7 @@ mod support;
 use std::time::Duration;
 
 use futures_lite::StreamExt;
-use lapin::options::{BasicQosOptions, QueueDeleteOptions};
+use lapin::options::{BasicQosOptions, QueueDeleteOptions, QueuePurgeOptions};
 use lapin::BasicProperties;
 use queue_features::*;
 use serde_json::json;
@@ -103,6 +103,18 @@ async fn highest_priority_first_fifo_within_one_and_clamped_to_the_maximum() {
     }
     assert_eq!(seen, ["mid", "high", "low-1", "low-2"]);
     let _ = ch.close(200, "bye".into()).await;
+    // A purge empties every level; the queue orders what comes next as before.
+    publish_all(&c, &q, &[("x", Some(1)), ("y", Some(4))], false).await;
+    let purged = step(
+        "queue_purge",
+        c.ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(purged, 2);
+    assert_eq!(c.count(&q).await, Some(0));
+    publish_all(&c, &q, &[("z", None), ("w", Some(3))], false).await;
+    assert_eq!(drain(&c, &q).await, ["w", "z"]);
     c.cleanup().await;
 }
 
