@@ -6,7 +6,7 @@
 //! One [`ClassicQueue`] per level (0..=max) holds that level's messages in sequence
 //! order, and a 256-bit bitmap says which levels are non-empty, so push and requeue are
 //! the classic queue's O(1) (O(log n) for a mid-list requeue) plus one property read,
-//! and pop finds the highest level in at most four word tests. An empty level is a
+//! and pop finds the highest level in one word test per 64 levels. An empty level is a
 //! `ClassicQueue` that has not allocated.
 //!
 //! RabbitMQ's rules, which the rest of the broker relies on by only ever looking at
@@ -32,6 +32,8 @@ pub struct PriorityQueue {
     levels: Vec<ClassicQueue>,
     /// Bit `p` set when `levels[p]` is not empty.
     nonempty: [u64; 4],
+    /// How many words of `nonempty` the levels use (1 for up to 64 levels).
+    words: usize,
     /// Ready messages over all levels.
     len: usize,
 }
@@ -44,6 +46,7 @@ impl PriorityQueue {
                 .map(|_| ClassicQueue::default())
                 .collect(),
             nonempty: [0; 4],
+            words: usize::from(max) / 64 + 1,
             len: 0,
         }
     }
@@ -65,7 +68,7 @@ impl PriorityQueue {
     /// The highest non-empty level.
     #[inline]
     fn top(&self) -> Option<usize> {
-        (0..4)
+        (0..self.words)
             .rev()
             .find(|&w| self.nonempty[w] != 0)
             .map(|w| w * 64 + 63 - self.nonempty[w].leading_zeros() as usize)
