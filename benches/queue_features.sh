@@ -3,6 +3,8 @@
 # (127.0.0.1 only; RabbitMQ 3.10 on 5672):
 #   plain   1→1 16 B auto-ack on a plain queue: BASE_BIN (the build before) vs this build
 #   ttl     1→1 16 B auto-ack on a queue with x-message-ttl=60000
+#   prio    1→1 16 B auto-ack on a priority queue (x-max-priority=9: 10 levels), each
+#           message with a random priority 0..9 (warren-perf --priority-random 10)
 #   dlx     reject→DLX→consumer: a consumer rejects every message of queue A
 #           (x-dead-letter-exchange "", routing key B); a second consumer takes B
 #   expiry  1,000,000 queued 16 B messages with x-message-ttl: wall time from the TTL
@@ -59,14 +61,16 @@ py() { python3 - "$@"; }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# --- plain and ttl -----------------------------------------------------------------------
-for row in plain ttl; do
+# --- plain, ttl and prio --------------------------------------------------------------------
+for row in plain ttl prio; do
     args=(-x 1 -y 1 -s 16 -a -u "qf-$row-$$" -e '')
     [ $row = ttl ] && args+=(--queue-arg x-message-ttl=60000)
+    [ $row = prio ] && args+=(--queue-arg x-max-priority=9 --priority-random 10)
     declare -A R=()
     for i in $(seq 1 "$RUNS"); do
         R[warren]+=" $(rate "$WURI" "${args[@]}")"
-        [ -n "${BASE_BIN:-}" ] && R[base]+=" $(rate "$BURI" "${args[@]}")"
+        # The build before has no priority queues: no base figure for that row.
+        [ -n "${BASE_BIN:-}" ] && [ $row != prio ] && R[base]+=" $(rate "$BURI" "${args[@]}")"
         R[rabbitmq]+=" $(rate "$RABBIT" "${args[@]}")"
     done
     for b in "${!R[@]}"; do echo "$row $b median $(median ${R[$b]}) msg/s (runs:${R[$b]})"; done

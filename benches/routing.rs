@@ -1,5 +1,6 @@
-//! Routing micro-benchmarks: topic match against 10k bindings, headers match, and routing
-//! one publish to 1, 10 and 100 queues through the broker. `cargo bench --bench routing`.
+//! Routing micro-benchmarks: topic match against 10k bindings, headers match, routing
+//! one publish to 1, 10 and 100 queues through the broker, and a queue's enqueue + take
+//! (classic, and priority with 10 levels). `cargo bench --bench routing`.
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -152,6 +153,46 @@ fn publish(c: &mut Criterion) {
     g.finish();
 }
 
+/// One enqueue and one take on a queue holding 1,000 messages: a classic queue, and a
+/// priority queue (`x-max-priority` 9) fed messages with priorities 0..9 in a shuffled
+/// cycle (the queue kind's per-message work: the level read from the properties, the
+/// level's deque, the bitmap).
+fn queue_push_pop(c: &mut Criterion) {
+    let mut g = c.benchmark_group("queue push+pop");
+    for (label, max) in [("classic", None), ("priority 10 levels", Some(9i64))] {
+        let mut broker = Broker::new();
+        let mut d = QueueDecl::named("q");
+        if let Some(max) = max {
+            d.arguments
+                .insert(Bytes::from_static(b"x-max-priority"), FieldValue::I64(max));
+        }
+        let q = broker.declare_queue(ROOT, &d, 0, |_| Ok(())).unwrap().id;
+        let msgs: Vec<Message> = [3u8, 7, 0, 9, 5, 1, 8, 2, 6, 4]
+            .iter()
+            .map(|&p| {
+                let props = warren::proto::BasicProperties {
+                    priority: max.map(|_| p),
+                    ..Default::default()
+                }
+                .to_raw();
+                Message::new(b"", b"q", &props, Bytes::from_static(&[1; 16]), None)
+            })
+            .collect();
+        for i in 0..1000 {
+            broker.enqueue(q, msgs[i % msgs.len()].clone());
+        }
+        let mut i = 0;
+        g.bench_function(label, |b| {
+            b.iter(|| {
+                broker.enqueue(q, msgs[i].clone());
+                i = (i + 1) % msgs.len();
+                black_box(broker.queue_mut(q).and_then(|q| q.next_delivery()));
+            })
+        });
+    }
+    g.finish();
+}
+
 /// Building a queued message from a publish: one allocation, the small parts copied in
 /// (the per-publish cost of the compact representation, see `message.rs`).
 fn message_build(c: &mut Criterion) {
@@ -238,6 +279,7 @@ criterion_group!(
     route,
     publish,
     message_build,
+    queue_push_pop,
     channel_publish
 );
 criterion_main!(benches);

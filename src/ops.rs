@@ -100,6 +100,11 @@ pub fn get(
     let mut got = Vec::new();
     let mut taken = Vec::new();
     while got.len() < count {
+        if broker.queue(id).is_some_and(|q| q.features.is_some()) {
+            // Each get is a basic.get in RabbitMQ's API: never an expired message (a
+            // priority queue's head can move to a level whose head has expired).
+            broker.expire_due(id, false);
+        }
         let Some((q, store)) = broker.queue_and_store(id) else {
             return Err(not_found("queue vanished"));
         };

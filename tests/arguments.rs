@@ -762,7 +762,7 @@ fn unimplemented_arguments_are_logged_once_per_queue() {
         .unwrap();
     // A marker after the declares: once its warning is in the log, theirs are too.
     let marker = unique("marker");
-    c.declare(&marker, EXCLUSIVE, &[("x-max-priority", V::I32(1))])
+    c.declare(&marker, EXCLUSIVE, &[("x-queue-version", V::I32(1))])
         .unwrap();
     assert!(
         wait_until(Duration::from_secs(10), || b.stderr().contains(&marker)),

@@ -826,6 +826,8 @@ const IMPLEMENTED: &[&[u8]] = &[
     b"x-max-length-bytes",
     b"x-overflow",
     b"x-expires",
+    // Priority queues (`super::queue::priority`).
+    b"x-max-priority",
     // Quorum queues (`super::quorum`); on one node a group size or leader locator has
     // nothing to choose. (`x-queue-mode: lazy` is accepted and still warned about:
     // Warren pages by its memory budget, not per queue.)

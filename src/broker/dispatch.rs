@@ -65,7 +65,15 @@ pub fn dispatch_queue(
     if featured {
         broker.expire_due(qid, true);
     }
-    let more = dispatch_ready(broker, conns, qid, now, touched);
+    let more = if featured
+        && broker
+            .queue(qid)
+            .is_some_and(|q| q.priority_run().is_some())
+    {
+        dispatch_levels(broker, conns, qid, now, touched)
+    } else {
+        dispatch_ready(broker, conns, qid, now, touched, DELIVERIES_PER_TURN).1
+    };
     if featured {
         broker.expire_due(qid, false);
         broker.enforce_limit(qid);
@@ -73,7 +81,41 @@ pub fn dispatch_queue(
     more
 }
 
-/// [`dispatch_queue`] once expiry is done.
+/// [`dispatch_queue`] for a priority queue with features (TTL): RabbitMQ drops the
+/// expired head after each fetch, and a priority queue's head moves to a lower level
+/// whose head was never looked at once the level above is delivered. So it delivers one
+/// level's run at a time, expiring before each (a classic queue's head never moves
+/// that way: it is dispatched in one go).
+#[cold]
+fn dispatch_levels(
+    broker: &mut Broker,
+    conns: &mut Slab<Connection>,
+    qid: QueueId,
+    now: Instant,
+    touched: &mut Vec<usize>,
+) -> bool {
+    let mut budget = DELIVERIES_PER_TURN;
+    loop {
+        let run = match broker.queue(qid).and_then(|q| q.priority_run()) {
+            Some(run) if run > 0 => run,
+            _ => return false,
+        };
+        let limit = run.min(budget);
+        let (taken, more) = dispatch_ready(broker, conns, qid, now, touched, limit);
+        budget -= taken;
+        if !more {
+            return false; // empty, held, or nobody can take more
+        }
+        if budget == 0 {
+            return true;
+        }
+        broker.expire_due(qid, true);
+    }
+}
+
+/// [`dispatch_queue`] once expiry is done: at most `limit` messages. Returns how many
+/// it took and whether the limit ran out with messages and consumers able to take them
+/// left.
 #[inline(always)]
 fn dispatch_ready(
     broker: &mut Broker,
@@ -81,14 +123,15 @@ fn dispatch_ready(
     qid: QueueId,
     now: Instant,
     touched: &mut Vec<usize>,
-) -> bool {
+    limit: usize,
+) -> (usize, bool) {
     let Some((q, mut store)) = broker.queue_and_store(qid) else {
-        return false;
+        return (0, false);
     };
     if q.is_held() {
         // Part of a large unacked set is back, the rest comes in later turns; the
         // set's completion marks the queue dirty again.
-        return false;
+        return (0, false);
     }
     let durable = q.durable_id;
     // Decided once per call: a queue whose consumers all have the default priority
@@ -98,11 +141,11 @@ fn dispatch_ready(
         ConsumerOrder::RoundRobin => q.consumers.len(),
         ConsumerOrder::SingleActive => q.consumers.len().min(1),
         ConsumerOrder::Priority => {
-            return dispatch_prioritised(broker, conns, qid, now, touched);
+            return dispatch_prioritised(broker, conns, qid, now, touched, limit);
         }
     };
     let mut idle = 0;
-    let mut budget = DELIVERIES_PER_TURN;
+    let mut budget = limit;
     let mut more = false;
     // Counted here and added to the queue and the broker once per call, not per message.
     let (mut acked, mut no_ack, mut redelivered) = (0u64, 0u64, 0u64);
@@ -151,13 +194,14 @@ fn dispatch_ready(
         g.deliver_no_ack += no_ack;
         g.redeliver += redelivered;
     }
-    more
+    (limit - budget, more)
 }
 
 /// [`dispatch_ready`] for a queue with consumer priorities: its consumers are sorted
 /// highest priority first (`Queue::insert_consumer`), and each message goes to the
 /// first group of equal priority that has a consumer able to take it, round-robin
-/// within the group (from `Queue::rr`), as RabbitMQ's `rabbit_queue_consumers:deliver`
+/// within the group (from `Queue::rr`), at most `limit` messages, as RabbitMQ's
+/// `rabbit_queue_consumers:deliver`
 /// takes the highest consumer that is not blocked. A consumer unable to take one now
 /// stays unable for the rest of the call (nothing acks during dispatch), so a group
 /// found full is skipped from then on: lower groups get messages only while every
@@ -169,13 +213,14 @@ fn dispatch_prioritised(
     qid: QueueId,
     now: Instant,
     touched: &mut Vec<usize>,
-) -> bool {
+    limit: usize,
+) -> (usize, bool) {
     let Some((q, mut store)) = broker.queue_and_store(qid) else {
-        return false;
+        return (0, false);
     };
     let durable = q.durable_id;
     let n = q.consumers.len();
-    let mut budget = DELIVERIES_PER_TURN;
+    let mut budget = limit;
     let mut more = false;
     let (mut acked, mut no_ack, mut redelivered) = (0u64, 0u64, 0u64);
     // The group being served: consumers[start..end] share one priority.
@@ -246,7 +291,7 @@ fn dispatch_prioritised(
         g.deliver_no_ack += no_ack;
         g.redeliver += redelivered;
     }
-    more
+    (limit - budget, more)
 }
 
 /// Whether consumer `c` may take one more delivery now; the index of its channel in

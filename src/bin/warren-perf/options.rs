@@ -138,6 +138,9 @@ pub struct Opts {
     /// `--reject`: consumers reject (requeue=false) every message instead of acking it,
     /// for dead-lettering throughput.
     pub reject: bool,
+    /// `--priority-random N`: each message gets a `priority` property drawn uniformly
+    /// from 0..N (0 = no priority property), for priority-queue runs.
+    pub priority_random: u16,
     /// `--handshakes N`: open and close N connections (handshake, open, close) and
     /// report connections per second instead of a message run.
     pub handshakes: u64,
@@ -291,6 +294,12 @@ pub fn parse_opts() -> Opts {
         "reject",
         "consumers basic.reject (requeue=false) every message instead of acking it",
     );
+    o.optopt(
+        "",
+        "priority-random",
+        "publish with a priority property drawn uniformly from 0..N (N at most 256), e.g. 10 with --queue-arg x-max-priority=9",
+        "N",
+    );
     o.optflag("", "help", "print this help");
     let m = match o.parse(&args) {
         Ok(m) => m,
@@ -389,6 +398,15 @@ pub fn parse_opts() -> Opts {
         source: m.opt_present("source"),
         queue_args: queue_args(&m.opt_strs("queue-arg")),
         reject: m.opt_present("reject"),
+        priority_random: {
+            let n: u16 = num(&m, "priority-random", 0);
+            if n > 256 {
+                fatal(format!(
+                    "--priority-random {n}: priorities are 0..=255, so N is at most 256"
+                ));
+            }
+            n
+        },
         handshakes: num(&m, "handshakes", 0),
     }
 }
@@ -471,6 +489,7 @@ pub fn test_opts() -> Opts {
         source: false,
         queue_args: warren::proto::FieldTable::new(),
         reject: false,
+        priority_random: 0,
         handshakes: 0,
     }
 }

@@ -1,7 +1,8 @@
 //! Producers: the pre-built publish template, the hot loop that writes batches of it
 //! patching only the timestamps (rate limit, `-C` count and confirm window applied
 //! per batch), the reader thread that counts confirms, nacks and returns, and the
-//! confirm bookkeeping the two share.
+//! confirm bookkeeping the two share. With `--priority-random` the loop also patches
+//! each message's `priority` byte from a xorshift generator.
 //!
 //! Owns a producer connection from its setup (confirm.select) to its close. The hot
 //! loop allocates nothing per message: one buffer of whole publishes is built once.
@@ -26,8 +27,15 @@ use crate::shared::{
 };
 use crate::tls::Stream;
 
+/// Where a template's `priority` byte sits, from its timestamp's offset: the priority is
+/// the last property present (only delivery-mode may come before it), so it is the last
+/// byte of the content header's payload, before that frame's end octet and the body
+/// frame's 7-byte header.
+pub const PRIORITY_BEFORE_TS: usize = 9;
+
 /// The bytes of one publish (method, header and body frames) and where the body's
-/// timestamp sits in them.
+/// timestamp sits in them. With `--priority-random` the header carries a priority
+/// (0 here; patched per message at `ts_at - PRIORITY_BEFORE_TS`).
 pub fn publish_template(o: &Opts, routing_key: &str, frame_max: u32) -> (Vec<u8>, usize) {
     let mut b = BytesMut::new();
     frame::write_method(
@@ -43,6 +51,7 @@ pub fn publish_template(o: &Opts, routing_key: &str, frame_max: u32) -> (Vec<u8>
     );
     let props = BasicProperties {
         delivery_mode: o.persistent.then_some(2),
+        priority: (o.priority_random > 0).then_some(0),
         ..Default::default()
     }
     .to_raw();
@@ -135,6 +144,18 @@ pub struct ProducerCfg {
     pub window: u64,
     /// Pre-fill: no timestamps, no latency.
     pub no_ts: bool,
+    /// `--priority-random N`: patch each message's priority with a value in 0..N
+    /// (0: the template has no priority).
+    pub priority_random: u16,
+}
+
+/// xorshift64: a cheap generator for random priorities (not for anything else).
+#[inline]
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
 }
 
 /// The producer hot loop: writes batches of pre-built publishes, patching only the
@@ -151,6 +172,8 @@ pub fn produce(
     let started = Instant::now();
     let tick = Duration::from_millis(1);
     let mut sent: u64 = 0;
+    // Any non-zero seed; differs per producer thread so they do not publish in step.
+    let mut rng = now_nanos() | 1;
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -193,6 +216,14 @@ pub fn produce(
         for k in 0..n_us {
             let at = k * per + cfg.ts_at;
             buf[at..at + 8].copy_from_slice(&tsb);
+        }
+        if cfg.priority_random > 0 {
+            let n = u64::from(cfg.priority_random);
+            for k in 0..n_us {
+                // The high half: xorshift's low bits are its weakest.
+                let p = (xorshift(&mut rng) >> 32) % n;
+                buf[k * per + cfg.ts_at - PRIORITY_BEFORE_TS] = p as u8;
+            }
         }
         if let Some(c) = confirms {
             c.inner
@@ -347,6 +378,7 @@ pub fn spawn_producer(
         count,
         window,
         no_ts,
+        priority_random: o.priority_random,
     };
     let mut w = c
         .stream
@@ -451,5 +483,37 @@ mod tests {
         assert_eq!(kinds, [FRAME_METHOD, FRAME_HEADER, FRAME_BODY]);
         assert_eq!(t[ts_at - 7], FRAME_BODY);
         assert_eq!(t.len() - ts_at, 16 + 1);
+    }
+
+    #[test]
+    fn priority_byte_is_where_the_producer_patches_it() {
+        for persistent in [false, true] {
+            let o = Opts {
+                size: 16,
+                persistent,
+                priority_random: 10,
+                ..test_opts()
+            };
+            let (mut t, ts_at) = publish_template(&o, "rk", FRAME_MAX);
+            t[ts_at - PRIORITY_BEFORE_TS] = 7;
+            let m = frame::parse(&t, FRAME_MAX).unwrap().unwrap();
+            let h = frame::parse(&t[m.total_len()..], FRAME_MAX)
+                .unwrap()
+                .unwrap();
+            assert_eq!(h.kind, FRAME_HEADER);
+            let start = m.total_len() + 7 + 12;
+            let props = &t[start..m.total_len() + h.total_len() - 1];
+            assert_eq!(warren::proto::properties::priority(props), Some(7));
+            assert_eq!(
+                warren::proto::properties::delivery_mode(props),
+                persistent.then_some(2)
+            );
+        }
+        let mut s = 1u64;
+        let mut seen = [false; 10];
+        for _ in 0..1000 {
+            seen[((xorshift(&mut s) >> 32) % 10) as usize] = true;
+        }
+        assert!(seen.iter().all(|&b| b), "every priority drawn");
     }
 }

@@ -99,6 +99,7 @@ pub fn run(o: &Opts) {
                 count: o.count,
                 window: 0,
                 no_ts: false,
+                priority_random: o.priority_random,
             };
             handles.push(thread::spawn(move || {
                 let _ = produce(&mut s, &cfg, None, true);

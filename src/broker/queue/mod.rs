@@ -8,14 +8,15 @@
 //! not here; the queue only counts them per consumer for `basic.qos`.
 //!
 //! The queue-kind seam: `QueueKind` owns the ready storage and answers push, pop,
-//! requeue-at-position, purge, length and iteration; a `match` over one variant today
-//! ([`classic::ClassicQueue`]), where a priority queue and an append-only stream slot in
-//! next (as RabbitMQ's `rabbit_queue_type` and LavinMQ's queue factory do). Nothing
-//! outside this module reaches the ready storage: the rest of the broker uses `Queue`'s
-//! methods. Which consumer gets the next message, and whether it may, is the dispatch
+//! requeue-at-position, purge, length and iteration; a `match` over its variants
+//! ([`classic::ClassicQueue`], [`priority::PriorityQueue`] for `x-max-priority`), where
+//! an append-only stream slots in next (as RabbitMQ's `rabbit_queue_type` and LavinMQ's
+//! queue factory do). Nothing outside this module reaches the ready storage: the rest
+//! of the broker uses `Queue`'s methods. Which consumer gets the next message, and whether it may, is the dispatch
 //! policy in [`super::dispatch`], not here. Neither touches the store or a connection.
 
 pub mod classic;
+pub mod priority;
 
 use bytes::Bytes;
 
@@ -24,6 +25,7 @@ use crate::proto::FieldTable;
 
 use super::{ExchangeId, VhostId};
 use classic::ClassicQueue;
+use priority::PriorityQueue;
 
 /// A message waiting in a queue: 16 bytes, as queued messages dominate memory.
 #[derive(Debug, Clone)]
@@ -296,16 +298,38 @@ impl Features {
 
 /// The kinds of queue: each owns its ready messages and answers the same questions.
 /// An enum, not a trait object: one `match` per call, inlined, nothing per message.
+/// The priority kind is boxed so that `Queue` stays the size it was.
 #[derive(Debug)]
 enum QueueKind {
     Classic(ClassicQueue),
+    Priority(Box<PriorityQueue>),
 }
 
 impl QueueKind {
+    /// The kind a queue's arguments ask for: a priority queue for an integer
+    /// `x-max-priority` of 1 or more (validated to 0..=255 on declare; RabbitMQ's
+    /// `rabbit_priority_queue:priorities/1` caps it at 255). `x-max-priority` 0 is one
+    /// level: a classic queue.
+    fn of(arguments: &FieldTable) -> QueueKind {
+        if arguments.is_empty() {
+            return QueueKind::Classic(ClassicQueue::default());
+        }
+        let max = arguments
+            .get(b"x-max-priority")
+            .and_then(|v| v.as_i64())
+            .filter(|&n| n > 0)
+            .map(|n| u8::try_from(n).unwrap_or(u8::MAX));
+        match max {
+            Some(max) => QueueKind::Priority(Box::new(PriorityQueue::new(max))),
+            None => QueueKind::Classic(ClassicQueue::default()),
+        }
+    }
+
     #[inline]
     fn push(&mut self, r: Ready) {
         match self {
             QueueKind::Classic(c) => c.push(r),
+            QueueKind::Priority(p) => p.push(r),
         }
     }
 
@@ -313,6 +337,7 @@ impl QueueKind {
     fn requeue(&mut self, r: Ready) {
         match self {
             QueueKind::Classic(c) => c.requeue(r),
+            QueueKind::Priority(p) => p.requeue(r),
         }
     }
 
@@ -320,6 +345,7 @@ impl QueueKind {
     fn pop(&mut self) -> Option<Ready> {
         match self {
             QueueKind::Classic(c) => c.pop(),
+            QueueKind::Priority(p) => p.pop(),
         }
     }
 
@@ -327,12 +353,14 @@ impl QueueKind {
     fn is_empty(&self) -> bool {
         match self {
             QueueKind::Classic(c) => c.is_empty(),
+            QueueKind::Priority(p) => p.is_empty(),
         }
     }
 
     fn peek(&self) -> Option<&Message> {
         match self {
             QueueKind::Classic(c) => c.peek(),
+            QueueKind::Priority(p) => p.peek(),
         }
     }
 
@@ -340,19 +368,22 @@ impl QueueKind {
     fn len(&self) -> usize {
         match self {
             QueueKind::Classic(c) => c.len(),
+            QueueKind::Priority(p) => p.len(),
         }
     }
 
-    /// With a second kind this returns an `Either`-like iterator of the kinds' own.
-    fn messages(&self) -> impl Iterator<Item = &Message> {
+    /// Boxed: a walk over the whole queue (purge, inspection), never per message.
+    fn messages(&self) -> Box<dyn Iterator<Item = &Message> + '_> {
         match self {
-            QueueKind::Classic(c) => c.messages(),
+            QueueKind::Classic(c) => Box::new(c.messages()),
+            QueueKind::Priority(p) => Box::new(p.messages()),
         }
     }
 
     fn clear(&mut self) {
         match self {
             QueueKind::Classic(c) => c.clear(),
+            QueueKind::Priority(p) => p.clear(),
         }
     }
 }
@@ -416,13 +447,14 @@ impl Queue {
         props: QueueProps,
         owner: Option<usize>,
     ) -> Queue {
+        let kind = QueueKind::of(&props.arguments);
         Queue {
             gen,
             vhost,
             name,
             props,
             owner: owner.map(|o| u32::try_from(o).unwrap_or(u32::MAX)),
-            kind: QueueKind::Classic(ClassicQueue::default()),
+            kind,
             held: 0,
             next_seq: 0,
             consumers: Vec::new(),
@@ -531,6 +563,17 @@ impl Queue {
     /// Every ready message, in no particular order.
     pub fn messages(&self) -> impl Iterator<Item = &Message> {
         self.kind.messages()
+    }
+
+    /// For a priority queue, how many messages can be delivered before the head moves
+    /// to a lower priority, whose head must be looked at for expiry first (see
+    /// `dispatch::dispatch_queue`); None for a classic queue, whose head never moves
+    /// that way.
+    pub fn priority_run(&self) -> Option<usize> {
+        match &self.kind {
+            QueueKind::Classic(_) => None,
+            QueueKind::Priority(p) => Some(p.top_len()),
+        }
     }
 
     /// Drops every ready message, handing each to `settle` first (the caller releases
