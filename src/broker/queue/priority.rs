@@ -80,7 +80,9 @@ impl PriorityQueue {
     }
 
     /// Appends a message whose sequence number is above every other ready one.
-    #[inline]
+    // Out of line: inlined into `QueueKind`'s match it would grow the classic
+    // queue's push and pop past the size the compiler inlines into the hot path.
+    #[inline(never)]
     pub fn push(&mut self, r: Ready) {
         let l = self.level_of(&r.msg);
         self.levels[l].push(r);
@@ -97,7 +99,9 @@ impl PriorityQueue {
     }
 
     /// Takes the next message: the oldest of the highest non-empty level.
-    #[inline]
+    // Out of line: inlined into `QueueKind`'s match it would grow the classic
+    // queue's push and pop past the size the compiler inlines into the hot path.
+    #[inline(never)]
     pub fn pop(&mut self) -> Option<Ready> {
         let l = self.top()?;
         let r = self.levels[l].pop();
