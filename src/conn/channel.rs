@@ -66,12 +66,56 @@ pub enum TxOp {
     },
 }
 
+/// A short string a channel's publish cache keeps (an exchange name, a routing key):
+/// copied, not sliced from the frame it came in, so that a cache entry never keeps a
+/// 256 KiB read buffer alive after the connection has moved on to the next one
+/// (ARCHITECTURE.md, convention 3). Up to 63 bytes inline, so that a publisher switching
+/// between keys allocates nothing; longer ones (rare) on the heap.
+#[derive(Clone)]
+pub enum ShortKey {
+    Inline { len: u8, buf: [u8; 63] },
+    Heap(Box<[u8]>),
+}
+
+impl ShortKey {
+    pub fn new(s: &[u8]) -> ShortKey {
+        match u8::try_from(s.len()) {
+            Ok(len) if s.len() <= 63 => {
+                let mut buf = [0; 63];
+                buf[..s.len()].copy_from_slice(s);
+                ShortKey::Inline { len, buf }
+            }
+            _ => ShortKey::Heap(s.into()),
+        }
+    }
+
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            ShortKey::Inline { len, buf } => &buf[..usize::from(*len)],
+            ShortKey::Heap(b) => b,
+        }
+    }
+
+    /// Whether this is `s`.
+    #[inline]
+    pub fn is(&self, s: &[u8]) -> bool {
+        self.as_bytes() == s
+    }
+}
+
+impl std::fmt::Debug for ShortKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
 /// A channel's cached publish target: RabbitMQ's per-channel permission cache, which
 /// Warren invalidates when permissions change (`Auth::generation`) rather than when the
 /// channel idles.
 #[derive(Debug, Clone)]
 pub struct ExchangeCache {
-    pub name: Bytes,
+    pub name: ShortKey,
     pub id: crate::broker::ExchangeId,
     /// `Auth::generation()` when the write permission was checked.
     pub generation: u64,
@@ -79,11 +123,11 @@ pub struct ExchangeCache {
     pub topic: bool,
     /// The last routing key the topic permission allowed on this exchange (a publisher
     /// repeating its key is not checked again).
-    pub topic_key: Option<Bytes>,
+    pub topic_key: Option<ShortKey>,
     /// The last routing key and the route `Broker::last_route` gave for it, so that a
     /// publisher repeating its key routes without a hash lookup (the broker checks
     /// that it still holds; see `Broker::route_hinted`).
-    pub route: Option<(Bytes, u32, crate::broker::QueueId)>,
+    pub route: Option<(ShortKey, u32, crate::broker::QueueId)>,
 }
 
 #[derive(Debug)]
@@ -233,6 +277,21 @@ mod tests {
     use crate::broker::queue::QueueProps;
     use crate::broker::{Broker, QueueDecl, VhostId};
     use crate::proto::FieldTable;
+
+    #[test]
+    fn short_keys_are_copies_inline_up_to_63_bytes() {
+        for n in [0usize, 1, 63, 64, 255] {
+            let s: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            let frame = Bytes::from(s.clone());
+            let k = ShortKey::new(&frame);
+            assert_eq!(k.as_bytes(), &s[..]);
+            assert!(k.is(&s));
+            assert!(!k.is(b"other"));
+            assert_eq!(matches!(k, ShortKey::Inline { .. }), n <= 63, "{n}");
+            // A copy: the frame's buffer is not shared with the key.
+            assert!(n == 0 || k.as_bytes().as_ptr() != frame.as_ptr());
+        }
+    }
 
     fn chan_with(tags: &[u64]) -> Channel {
         let mut b = Broker::new();

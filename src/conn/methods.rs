@@ -44,7 +44,7 @@ use crate::proto::{
     FieldValue, Method,
 };
 
-use super::channel::{Channel, ChannelConsumer, ExchangeCache, TxOp};
+use super::channel::{Channel, ChannelConsumer, ExchangeCache, ShortKey, TxOp};
 use super::state::{show, Event, Session, RETURN_NOW};
 use super::Connection;
 
@@ -756,13 +756,13 @@ impl Session<'_> {
             .channel(ch)
             .and_then(|c| c.last_exchange.as_ref())
             .filter(|c| {
-                c.name == p.exchange
+                c.name.is(&p.exchange)
                     && c.generation == generation
                     && self.broker.exchange(c.id).is_some()
             })
             .map(|c| {
-                let hint = c.route.as_ref().filter(|(k, _, _)| *k == p.routing_key);
-                let topic_ok = c.topic_key.as_ref() == Some(&p.routing_key);
+                let hint = c.route.as_ref().filter(|(k, _, _)| k.is(&p.routing_key));
+                let topic_ok = c.topic_key.as_ref().is_some_and(|k| k.is(&p.routing_key));
                 (c.id, c.topic, topic_ok, hint.map(|(_, v, q)| (*v, *q)))
             });
         let hint = cached.and_then(|c| c.3);
@@ -776,7 +776,7 @@ impl Session<'_> {
                     .channel_mut(ch)
                     .and_then(|c| c.last_exchange.as_mut())
                 {
-                    c.topic_key = Some(p.routing_key.clone());
+                    c.topic_key = Some(ShortKey::new(&p.routing_key));
                 }
                 id
             }
@@ -784,11 +784,11 @@ impl Session<'_> {
                 let (id, topic) = self.publish_checks(&p.exchange, &p.routing_key)?;
                 if let Some(c) = self.conn.channel_mut(ch) {
                     c.last_exchange = Some(ExchangeCache {
-                        name: p.exchange.clone(),
+                        name: ShortKey::new(&p.exchange),
                         id,
                         generation,
                         topic,
-                        topic_key: topic.then(|| p.routing_key.clone()),
+                        topic_key: topic.then(|| ShortKey::new(&p.routing_key)),
                         route: None,
                     });
                 }
@@ -860,7 +860,7 @@ impl Session<'_> {
                 .channel_mut(ch)
                 .and_then(|c| c.last_exchange.as_mut())
             {
-                cache.route = reached.map(|(v, q)| (p.routing_key.clone(), v, q));
+                cache.route = reached.map(|(v, q)| (ShortKey::new(&p.routing_key), v, q));
             }
         }
         // A queue at its length limit with `reject-publish` refused it: nack.
