@@ -12,67 +12,12 @@ mod support;
 
 use std::time::Duration;
 
-use futures_lite::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::AMQPValue;
-use lapin::{BasicProperties, Channel, Consumer};
+use lapin::BasicProperties;
 use queue_features::*;
 use support::api::Api;
 use support::*;
-
-/// A channel with basic.qos `prefetch` (0: none) and a manual-ack consumer on `q`
-/// with these consume arguments.
-async fn consumer_on(
-    c: &Client,
-    q: &str,
-    tag: &str,
-    prefetch: u16,
-    args: &[(&str, AMQPValue)],
-) -> (Channel, Consumer) {
-    let ch = step("create_channel", c.conn.create_channel())
-        .await
-        .unwrap();
-    if prefetch > 0 {
-        step(
-            "basic_qos",
-            ch.basic_qos(prefetch, BasicQosOptions::default()),
-        )
-        .await
-        .unwrap();
-    }
-    let consumer = step(
-        "basic_consume",
-        ch.basic_consume(
-            q.into(),
-            tag.into(),
-            BasicConsumeOptions::default(),
-            table(args),
-        ),
-    )
-    .await
-    .unwrap();
-    (ch, consumer)
-}
-
-/// The next `n` deliveries of `consumer` within `d`: (body, delivery tag).
-async fn take(consumer: &mut Consumer, n: usize, d: Duration) -> Vec<(String, u64)> {
-    within(&format!("{n} deliveries"), d, async {
-        let mut got = Vec::new();
-        while got.len() < n {
-            let delivery = consumer
-                .next()
-                .await
-                .expect("consumer stream ended")
-                .expect("delivery");
-            got.push((
-                String::from_utf8_lossy(&delivery.data).into_owned(),
-                delivery.delivery_tag,
-            ));
-        }
-        got
-    })
-    .await
-}
 
 async fn publish_n(c: &Client, q: &str, prefix: &str, n: usize) {
     for i in 0..n {
@@ -92,14 +37,14 @@ async fn the_highest_priority_takes_everything_round_robin_among_equals() {
     let c = Client::open(&b).await;
     let q = c.queue("cprio-rr", &[]).await;
     // Registered low first: order of registration must not matter, priority must.
-    let (_chl, mut low) = consumer_on(&c, &q, "low", 0, &[]).await;
-    let (cha, mut a) = consumer_on(&c, &q, "a", 0, &[prio(10)]).await;
-    let (chb, mut bb) = consumer_on(&c, &q, "b", 0, &[prio(10)]).await;
+    let (_chl, mut low) = consumer_on(&c.conn, &q, "low", 0, &[]).await;
+    let (cha, mut a) = consumer_on(&c.conn, &q, "a", 0, &[prio(10)]).await;
+    let (chb, mut bb) = consumer_on(&c.conn, &q, "b", 0, &[prio(10)]).await;
     publish_n(&c, &q, "m", 20).await;
     let got_a = take(&mut a, 10, LONG).await;
     let got_b = take(&mut bb, 10, LONG).await;
     // 20 published, 20 taken by the two priority-10 consumers: none reached "low".
-    let bodies = |g: &[(String, u64)]| g.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+    let bodies = |g: &[(String, u64, bool)]| g.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
     assert_eq!(
         bodies(&got_a),
         (0..20)
@@ -136,8 +81,8 @@ async fn a_lower_priority_gets_messages_only_while_the_higher_is_blocked() {
     let c = Client::open(&b).await;
     let q = c.queue("cprio-block", &[]).await;
     // "high" may hold 2 unacked deliveries; "low" has no limit and a negative priority.
-    let (chh, mut high) = consumer_on(&c, &q, "high", 2, &[prio(5)]).await;
-    let (_chl, mut low) = consumer_on(&c, &q, "low", 0, &[prio(-3)]).await;
+    let (chh, mut high) = consumer_on(&c.conn, &q, "high", 2, &[prio(5)]).await;
+    let (_chl, mut low) = consumer_on(&c.conn, &q, "low", 0, &[prio(-3)]).await;
     publish_n(&c, &q, "m", 10).await;
     let got_high = take(&mut high, 2, LONG).await;
     let got_low = take(&mut low, 8, LONG).await;
@@ -148,7 +93,7 @@ async fn a_lower_priority_gets_messages_only_while_the_higher_is_blocked() {
     assert_eq!(got_low.len(), 8);
     // "high" acks on its channel, then a publish on that same channel (ordered after
     // the acks on both brokers): "high" has room again, so it gets both.
-    for (_, tag) in &got_high {
+    for (_, tag, _) in &got_high {
         step("ack", chh.basic_ack(*tag, BasicAckOptions::default()))
             .await
             .unwrap();
@@ -189,8 +134,8 @@ async fn the_default_priority_ranks_above_a_negative_one() {
             &[]
         };
         let q = c.queue_opts("cprio-neg", args, quorum).await;
-        let (_chn, mut neg) = consumer_on(&c, &q, "neg", 0, &[prio(-1)]).await;
-        let (_chd, mut dflt) = consumer_on(&c, &q, "default", 1, &[]).await;
+        let (_chn, mut neg) = consumer_on(&c.conn, &q, "neg", 0, &[prio(-1)]).await;
+        let (_chd, mut dflt) = consumer_on(&c.conn, &q, "default", 1, &[]).await;
         publish_n(&c, &q, "m", 3).await;
         let got = take(&mut dflt, 1, LONG).await;
         assert_eq!(got[0].0, "m0", "quorum: {quorum}");
@@ -274,7 +219,7 @@ async fn bad_consume_arguments_are_refused_as_rabbitmq_does() {
     }
     // Unknown keys and any integer type pass.
     let (_ch, _c) = consumer_on(
-        &c,
+        &c.conn,
         &q,
         "fine",
         0,
@@ -294,7 +239,7 @@ fn the_api_shows_consume_arguments() {
     block_on(async {
         let c = Client::open(&b).await;
         let q = c.queue("cprio-api", &[]).await;
-        let (_ch, _consumer) = consumer_on(&c, &q, "shown", 0, &[prio(7)]).await;
+        let (_ch, _consumer) = consumer_on(&c.conn, &q, "shown", 0, &[prio(7)]).await;
         // RabbitMQ's consumer statistics arrive every few seconds.
         let path = format!("/api/queues/%2F/{q}");
         let mut last = serde_json::Value::Null;

@@ -15,10 +15,9 @@ mod support;
 
 use std::time::Duration;
 
-use futures_lite::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::AMQPValue;
-use lapin::{BasicProperties, Channel, Consumer};
+use lapin::BasicProperties;
 use queue_features::*;
 use serde_json::{json, Value};
 use support::api::Api;
@@ -36,58 +35,7 @@ fn prio(p: i64) -> (&'static str, AMQPValue) {
     ("x-priority", AMQPValue::LongLongInt(p))
 }
 
-/// A channel (basic.qos `prefetch` when non-zero) with a manual-ack consumer on `q`.
-async fn consumer_on(
-    conn: &lapin::Connection,
-    q: &str,
-    tag: &str,
-    prefetch: u16,
-    args: &[(&str, AMQPValue)],
-) -> (Channel, Consumer) {
-    let ch = step("create_channel", conn.create_channel()).await.unwrap();
-    if prefetch > 0 {
-        step(
-            "basic_qos",
-            ch.basic_qos(prefetch, BasicQosOptions::default()),
-        )
-        .await
-        .unwrap();
-    }
-    let consumer = step(
-        "basic_consume",
-        ch.basic_consume(
-            q.into(),
-            tag.into(),
-            BasicConsumeOptions::default(),
-            table(args),
-        ),
-    )
-    .await
-    .unwrap();
-    (ch, consumer)
-}
-
-/// The next `n` deliveries of `consumer` within `d`: (body, redelivered).
-async fn take(consumer: &mut Consumer, n: usize, d: Duration) -> Vec<(String, bool)> {
-    within(&format!("{n} deliveries"), d, async {
-        let mut got = Vec::new();
-        while got.len() < n {
-            let delivery = consumer
-                .next()
-                .await
-                .expect("consumer stream ended")
-                .expect("delivery");
-            got.push((
-                String::from_utf8_lossy(&delivery.data).into_owned(),
-                delivery.redelivered,
-            ));
-        }
-        got
-    })
-    .await
-}
-
-fn bodies(g: &[(String, bool)]) -> Vec<&str> {
+fn bodies(g: &[(String, u64, bool)]) -> Vec<&str> {
     g.iter().map(|x| x.0.as_str()).collect()
 }
 
@@ -148,7 +96,7 @@ async fn unacked_messages_go_to_the_next_when_the_active_channel_or_connection_c
         .unwrap();
     let got = take(&mut bb, 3, LONG).await;
     assert_eq!(bodies(&got), names("m", 3));
-    assert!(got.iter().all(|g| g.1), "redelivered: {got:?}");
+    assert!(got.iter().all(|g| g.2), "redelivered: {got:?}");
     drop(other);
     // "b"'s connection is the test's; kill "b" by closing its channel without acking:
     // "c" gets m0..m4 back (b held m0..m2; m3, m4 were still ready).
@@ -175,7 +123,7 @@ async fn the_active_consumers_connection_dying_hands_over() {
         .unwrap();
     let got = take(&mut bb, 2, LONG).await;
     assert_eq!(bodies(&got), names("m", 2));
-    assert!(got.iter().all(|g| g.1));
+    assert!(got.iter().all(|g| g.2));
     c.cleanup().await;
 }
 

@@ -298,3 +298,61 @@ pub fn msg_body(m: &BasicGetMessage) -> String {
 }
 
 pub const LONG: Duration = Duration::from_secs(10);
+
+/// A channel (basic.qos `prefetch` when non-zero) with a manual-ack consumer on `q`
+/// with these consume arguments.
+pub async fn consumer_on(
+    conn: &Connection,
+    q: &str,
+    tag: &str,
+    prefetch: u16,
+    args: &[(&str, AMQPValue)],
+) -> (Channel, lapin::Consumer) {
+    let ch = step("create_channel", conn.create_channel()).await.unwrap();
+    if prefetch > 0 {
+        step(
+            "basic_qos",
+            ch.basic_qos(prefetch, BasicQosOptions::default()),
+        )
+        .await
+        .unwrap();
+    }
+    let consumer = step(
+        "basic_consume",
+        ch.basic_consume(
+            q.into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            table(args),
+        ),
+    )
+    .await
+    .unwrap();
+    (ch, consumer)
+}
+
+/// The next `n` deliveries of `consumer` within `d`: (body, delivery tag, redelivered).
+pub async fn take(
+    consumer: &mut lapin::Consumer,
+    n: usize,
+    d: Duration,
+) -> Vec<(String, u64, bool)> {
+    use futures_lite::StreamExt;
+    within(&format!("{n} deliveries"), d, async {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let delivery = consumer
+                .next()
+                .await
+                .expect("consumer stream ended")
+                .expect("delivery");
+            got.push((
+                String::from_utf8_lossy(&delivery.data).into_owned(),
+                delivery.delivery_tag,
+                delivery.redelivered,
+            ));
+        }
+        got
+    })
+    .await
+}
