@@ -148,7 +148,7 @@ fn dispatch_ready(
     let mut budget = limit;
     let mut more = false;
     // Counted here and added to the queue and the broker once per call, not per message.
-    let (mut acked, mut no_ack, mut redelivered) = (0u64, 0u64, 0u64);
+    let mut tally = Tally::default();
     while idle < n && !q.is_empty() {
         if budget == 0 {
             more = true;
@@ -172,27 +172,16 @@ fn dispatch_ready(
         let manual = !q.consumers[i].no_ack;
         let to = Recipient::Consumer(&mut q.consumers[i]);
         if deliver(store.as_deref_mut(), qid, durable, r, conn, chi, to, now) {
-            if manual {
-                acked += 1;
-            } else {
-                no_ack += 1;
-            }
-            redelivered += u64::from(again);
+            tally.delivered(manual, again);
             if !conn.touched {
                 conn.touched = true;
                 touched.push(conn.key);
             }
         }
     }
-    if acked + no_ack > 0 {
-        let c = q.counting();
-        c.deliver += acked;
-        c.deliver_no_ack += no_ack;
-        c.redeliver += redelivered;
-        let g = &mut broker.counters;
-        g.deliver += acked;
-        g.deliver_no_ack += no_ack;
-        g.redeliver += redelivered;
+    if tally.any() {
+        tally.add_to(q.counting());
+        tally.add_to(&mut broker.counters);
     }
     (limit - budget, more)
 }
@@ -222,7 +211,7 @@ fn dispatch_prioritised(
     let n = q.consumers.len();
     let mut budget = limit;
     let mut more = false;
-    let (mut acked, mut no_ack, mut redelivered) = (0u64, 0u64, 0u64);
+    let mut tally = Tally::default();
     // The group being served: consumers[start..end] share one priority.
     let mut start = 0;
     while start < n && !q.is_empty() {
@@ -269,29 +258,49 @@ fn dispatch_prioritised(
         };
         let to = Recipient::Consumer(&mut q.consumers[i]);
         if deliver(store.as_deref_mut(), qid, durable, r, conn, chi, to, now) {
-            if manual {
-                acked += 1;
-            } else {
-                no_ack += 1;
-            }
-            redelivered += u64::from(again);
+            tally.delivered(manual, again);
             if !conn.touched {
                 conn.touched = true;
                 touched.push(conn.key);
             }
         }
     }
-    if acked + no_ack > 0 {
-        let c = q.counting();
-        c.deliver += acked;
-        c.deliver_no_ack += no_ack;
-        c.redeliver += redelivered;
-        let g = &mut broker.counters;
-        g.deliver += acked;
-        g.deliver_no_ack += no_ack;
-        g.redeliver += redelivered;
+    if tally.any() {
+        tally.add_to(q.counting());
+        tally.add_to(&mut broker.counters);
     }
     (limit - budget, more)
+}
+
+/// Deliveries counted during one dispatch call, added to the queue's and the broker's
+/// counters once at its end.
+#[derive(Default)]
+struct Tally {
+    acked: u64,
+    no_ack: u64,
+    redelivered: u64,
+}
+
+impl Tally {
+    #[inline(always)]
+    fn delivered(&mut self, manual: bool, again: bool) {
+        if manual {
+            self.acked += 1;
+        } else {
+            self.no_ack += 1;
+        }
+        self.redelivered += u64::from(again);
+    }
+
+    fn any(&self) -> bool {
+        self.acked + self.no_ack > 0
+    }
+
+    fn add_to(&self, c: &mut crate::counters::MsgCounters) {
+        c.deliver += self.acked;
+        c.deliver_no_ack += self.no_ack;
+        c.redeliver += self.redelivered;
+    }
 }
 
 /// Whether consumer `c` may take one more delivery now; the index of its channel in
