@@ -829,7 +829,7 @@ pub fn segment(data: &[u8]) {
                 name: Bytes::from(format!("q{id}")),
                 id,
                 auto_delete: false,
-                arguments: FieldTable::new(),
+                arguments: segment_queue_arguments(id),
             })
             .collect(),
         ..Default::default()
@@ -861,7 +861,28 @@ pub fn segment(data: &[u8]) {
         .collect();
     assert_eq!(first, second, "recovery is idempotent");
     drop(_store);
+    // The broker's side of recovery (`Broker::recover`: messages back into their
+    // queues, records of kinds 4-7 waiting to be dead-lettered again) must not panic.
+    assert!(open_data_dir(&dir), "a data dir Store::open opened");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The arguments of queue `id` in [`segment`]'s data directory: 1 classic, 2 classic
+/// dead-lettering to `amq.fanout`, 3 a quorum queue dead-lettering at-least-once (what
+/// records of kinds 4-7 are for).
+fn segment_queue_arguments(id: u32) -> FieldTable {
+    use crate::proto::FieldValue;
+    let s = |v: &'static [u8]| FieldValue::LongStr(Bytes::from_static(v));
+    let mut t = FieldTable::new();
+    if id >= 2 {
+        t.insert(Bytes::from_static(b"x-dead-letter-exchange"), s(b"amq.fanout"));
+    }
+    if id == 3 {
+        t.insert(Bytes::from_static(b"x-queue-type"), s(b"quorum"));
+        t.insert(Bytes::from_static(b"x-dead-letter-strategy"), s(b"at-least-once"));
+        t.insert(Bytes::from_static(b"x-overflow"), s(b"reject-publish"));
+    }
+    t
 }
 
 /// Definitions import (`POST /api/definitions`, issue 10): `data` is the file.
