@@ -875,11 +875,17 @@ fn segment_queue_arguments(id: u32) -> FieldTable {
     let s = |v: &'static [u8]| FieldValue::LongStr(Bytes::from_static(v));
     let mut t = FieldTable::new();
     if id >= 2 {
-        t.insert(Bytes::from_static(b"x-dead-letter-exchange"), s(b"amq.fanout"));
+        t.insert(
+            Bytes::from_static(b"x-dead-letter-exchange"),
+            s(b"amq.fanout"),
+        );
     }
     if id == 3 {
         t.insert(Bytes::from_static(b"x-queue-type"), s(b"quorum"));
-        t.insert(Bytes::from_static(b"x-dead-letter-strategy"), s(b"at-least-once"));
+        t.insert(
+            Bytes::from_static(b"x-dead-letter-strategy"),
+            s(b"at-least-once"),
+        );
         t.insert(Bytes::from_static(b"x-overflow"), s(b"reject-publish"));
     }
     t
@@ -1202,7 +1208,11 @@ pub fn meta(data: &[u8]) {
         if self_eq(&m) {
             assert_eq!(m, m2, "meta round trip");
         }
-        assert_eq!(e1, m2.encode().freeze(), "meta encoding is not a fixed point");
+        assert_eq!(
+            e1,
+            m2.encode().freeze(),
+            "meta encoding is not a fixed point"
+        );
     }
     let file = fixed.as_deref().unwrap_or(data);
     let dir = fuzz_dir("meta");
@@ -1212,7 +1222,11 @@ pub fn meta(data: &[u8]) {
         .save(&dir)
         .expect("users");
     let opened = open_data_dir(&dir);
-    assert_eq!(opened, decoded == Some(true), "opens exactly when meta decodes");
+    assert_eq!(
+        opened,
+        decoded == Some(true),
+        "opens exactly when meta decodes"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
