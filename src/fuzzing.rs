@@ -829,7 +829,7 @@ pub fn segment(data: &[u8]) {
                 name: Bytes::from(format!("q{id}")),
                 id,
                 auto_delete: false,
-                arguments: FieldTable::new(),
+                arguments: segment_queue_arguments(id),
             })
             .collect(),
         ..Default::default()
@@ -861,7 +861,34 @@ pub fn segment(data: &[u8]) {
         .collect();
     assert_eq!(first, second, "recovery is idempotent");
     drop(_store);
+    // The broker's side of recovery (`Broker::recover`: messages back into their
+    // queues, records of kinds 4-7 waiting to be dead-lettered again) must not panic.
+    assert!(open_data_dir(&dir), "a data dir Store::open opened");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The arguments of queue `id` in [`segment`]'s data directory: 1 classic, 2 classic
+/// dead-lettering to `amq.fanout`, 3 a quorum queue dead-lettering at-least-once (what
+/// records of kinds 4-7 are for).
+fn segment_queue_arguments(id: u32) -> FieldTable {
+    use crate::proto::FieldValue;
+    let s = |v: &'static [u8]| FieldValue::LongStr(Bytes::from_static(v));
+    let mut t = FieldTable::new();
+    if id >= 2 {
+        t.insert(
+            Bytes::from_static(b"x-dead-letter-exchange"),
+            s(b"amq.fanout"),
+        );
+    }
+    if id == 3 {
+        t.insert(Bytes::from_static(b"x-queue-type"), s(b"quorum"));
+        t.insert(
+            Bytes::from_static(b"x-dead-letter-strategy"),
+            s(b"at-least-once"),
+        );
+        t.insert(Bytes::from_static(b"x-overflow"), s(b"reject-publish"));
+    }
+    t
 }
 
 /// Definitions import (`POST /api/definitions`, issue 10): `data` is the file.
@@ -1094,4 +1121,138 @@ pub fn tls_server(data: &[u8]) {
         }
         let _ = crate::net::x509::common_name(&subject);
     }
+}
+
+/// `data` with the length and CRC-32 of its header (at `len_at`, then the CRC) made to
+/// cover everything after `header` bytes, so that mutated payloads get past the
+/// checksum and reach the decoder; None when `data` is shorter than the header.
+fn with_valid_checksum(data: &[u8], header: usize, len_at: usize) -> Option<Vec<u8>> {
+    let payload = data.get(header..)?;
+    let mut out = data.to_vec();
+    let len = u32::try_from(payload.len()).ok()?;
+    out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+    out[len_at + 4..len_at + 8].copy_from_slice(&crc32fast::hash(payload).to_be_bytes());
+    Some(out)
+}
+
+/// A fresh data directory for one fuzz input (removed by the caller).
+fn fuzz_dir(what: &str) -> std::path::PathBuf {
+    static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("warren-fuzz-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Opens `dir` as `warren --data-dir` does ([`Server::with_store`]); when it opens, the
+/// recovered broker must export its definitions (policies, arguments and all). Returns
+/// whether it opened.
+fn open_data_dir(dir: &std::path::Path) -> bool {
+    use crate::http::conn::Service;
+    use crate::http::Request;
+    use crate::mgmt;
+
+    let config = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
+    let Ok(mut server) = Server::with_store(config) else {
+        return false;
+    };
+    server.turn_without_io();
+    // Whoever the file made a user, the export is asked for by a known administrator.
+    let guest = crate::auth::Credential::Password(b"guest".to_vec());
+    let _ = server
+        .auth
+        .put_user("guest", guest, vec!["administrator".to_owned()]);
+    let request = Request {
+        method: "GET".to_owned(),
+        path: "/api/definitions".to_owned(),
+        headers: vec![(
+            "authorization".to_owned(),
+            format!("Basic {}", mgmt::base64_encode(b"guest:guest")),
+        )],
+        ..Default::default()
+    };
+    let r = mgmt::handle(&mut server, Service::Management, &request, peer());
+    assert_eq!(r.status, 200, "export of a recovered broker");
+    true
+}
+
+/// The data directory's metadata file (`meta`, versions 1 to 4, see `store::meta`):
+/// `data` is the file. It is decoded as it is and with its length and CRC fixed up (so
+/// that mutations reach the payload decoder); a decoded snapshot must re-encode to a
+/// file that decodes to the same snapshot, and encoding must be a fixed point. The
+/// fixed-up file (a valid users file next to it) is then opened as a data directory
+/// ([`Server::with_store`], then an export of the recovered definitions): it must open
+/// exactly when the file decodes, and must not panic.
+pub fn meta(data: &[u8]) {
+    use crate::store::meta::Meta;
+
+    let fixed = with_valid_checksum(data, 16, 8);
+    let mut decoded = None;
+    for file in std::iter::once(data).chain(fixed.as_deref()) {
+        let Ok(m) = Meta::decode(&Bytes::copy_from_slice(file)) else {
+            decoded = Some(false);
+            continue;
+        };
+        decoded = Some(true);
+        let e1 = m.encode().freeze();
+        let mut m2 = Meta::decode(&e1).unwrap_or_else(|e| panic!("re-decoding {m:?}: {e}"));
+        // A version 1 or 2 file has no vhost records; we always write version 4, whose
+        // list is then empty (the broker never encodes a snapshot without vhosts).
+        if m.vhosts.is_none() && m2.vhosts.as_ref().is_some_and(Vec::is_empty) {
+            m2.vhosts = None;
+        }
+        if self_eq(&m) {
+            assert_eq!(m, m2, "meta round trip");
+        }
+        assert_eq!(
+            e1,
+            m2.encode().freeze(),
+            "meta encoding is not a fixed point"
+        );
+    }
+    let file = fixed.as_deref().unwrap_or(data);
+    let dir = fuzz_dir("meta");
+    std::fs::write(dir.join("meta"), file).expect("meta");
+    Server::new(Config::default())
+        .auth
+        .save(&dir)
+        .expect("users");
+    let opened = open_data_dir(&dir);
+    assert_eq!(
+        opened,
+        decoded == Some(true),
+        "opens exactly when meta decodes"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The users file (`users`, see `auth::store`): `data` is the file, decoded as it is and
+/// with its length and CRC fixed up. A decoded file must re-encode to a file that
+/// decodes and encodes to the same bytes. The fixed-up file is then opened as a data
+/// directory (no `meta`): it must open exactly when it decodes, and must not panic.
+pub fn users_file(data: &[u8]) {
+    use crate::auth::Auth;
+
+    let fixed = with_valid_checksum(data, 17, 9);
+    let mut decoded = false;
+    for file in std::iter::once(data).chain(fixed.as_deref()) {
+        let Ok(a) = Auth::decode(file) else {
+            decoded = false;
+            continue;
+        };
+        decoded = true;
+        let e1 = a.encode();
+        let a2 = Auth::decode(&e1).unwrap_or_else(|e| panic!("re-decoding our users file: {e}"));
+        assert_eq!(e1, a2.encode(), "users encoding is not a fixed point");
+    }
+    let file = fixed.as_deref().unwrap_or(data);
+    let dir = fuzz_dir("users");
+    std::fs::write(dir.join(crate::auth::USERS_FILE), file).expect("users");
+    let opened = open_data_dir(&dir);
+    assert_eq!(opened, decoded, "opens exactly when the users file decodes");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -96,3 +96,13 @@ fn x_death() {
 fn tls_server() {
     replay("tls_server", warren::fuzzing::tls_server);
 }
+
+#[test]
+fn meta() {
+    replay("meta", warren::fuzzing::meta);
+}
+
+#[test]
+fn users_file() {
+    replay("users_file", warren::fuzzing::users_file);
+}
