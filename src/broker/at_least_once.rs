@@ -184,7 +184,7 @@ impl Broker {
             &mut routed,
             &dlx,
             &p.routing_key,
-            p.properties.clone(),
+            &p.properties,
             body,
             u64::MAX,
         );

@@ -480,7 +480,7 @@ impl Broker {
         // Not counted as a publish (RabbitMQ 3.10 does not either); no confirm to anyone.
         let rejected = std::mem::take(&mut self.rejected);
         let reject_dlx = std::mem::take(&mut self.reject_dlx);
-        let _ = self.enqueue_routed(&mut routed, &dlx, &rk, props, body, u64::MAX);
+        let _ = self.enqueue_routed(&mut routed, &dlx, &rk, &props, body, u64::MAX);
         self.rejected = rejected;
         self.reject_dlx = reject_dlx;
     }

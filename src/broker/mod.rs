@@ -1321,9 +1321,16 @@ impl Broker {
     /// Appends a published message to a queue (counted in its `publish`) and schedules
     /// it for dispatch.
     pub fn enqueue(&mut self, id: QueueId, msg: Message) {
+        let timed = msg.timing().is_some();
+        self.enqueue_as(id, msg, timed);
+    }
+
+    /// [`Broker::enqueue`] told whether the message has timing (the plain publish path
+    /// knows it has none and does not ask the message).
+    #[inline(always)]
+    fn enqueue_as(&mut self, id: QueueId, msg: Message, timed: bool) {
         if let Some(q) = self.queue_mut(id) {
             q.counting().publish += 1;
-            let timed = msg.timing().is_some();
             q.push(msg);
             let featured = timed || q.features.is_some();
             if !q.dirty {
@@ -1460,7 +1467,7 @@ impl Broker {
                 memory_budget,
             )
         } else {
-            self.publish_featured(
+            self.enqueue_routed(
                 &mut routed,
                 exchange,
                 routing_key,
@@ -1536,30 +1543,9 @@ impl Broker {
             }
         };
         for &q in routed {
-            if timing.is_some() {
-                self.enqueue(q, msg.clone());
-            } else {
-                self.enqueue_untimed(q, msg.clone());
-            }
+            self.enqueue_as(q, msg.clone(), timing.is_some());
         }
         Published::Routed
-    }
-
-    /// [`Broker::enqueue`] for a message without timing (no TTL applies to it).
-    #[inline(always)]
-    fn enqueue_untimed(&mut self, id: QueueId, msg: Message) {
-        if let Some(q) = self.queue_mut(id) {
-            q.counting().publish += 1;
-            q.push(msg);
-            let featured = q.features.is_some();
-            if !q.dirty {
-                q.dirty = true;
-                self.dirty.push(id);
-            }
-            if featured {
-                self.enqueued_featured(id, false);
-            }
-        }
     }
 
     /// Whether a body of `len` bytes goes to the store rather than memory (paging;
@@ -1570,11 +1556,20 @@ impl Broker {
             && crate::message::resident_bytes() as u64 + len as u64 > memory_budget
     }
 
-    /// [`Broker::publish`] when a feature may apply: admission (length limits, timing),
-    /// quorum copies, then persist and enqueue. Kept out of line so that the plain path
-    /// stays small.
+    /// Whether the last [`Broker::publish`] was refused by a queue at its length limit
+    /// (`reject-publish`): a confirming publisher gets a nack. Clears it.
+    #[inline]
+    pub fn take_rejected(&mut self) -> bool {
+        std::mem::take(&mut self.rejected)
+    }
+
+    /// The second half of a publish when a feature may apply, for a message whose
+    /// queues are known: admits it into `routed` (length limits, timing), then persists
+    /// and enqueues it (see [`Broker::enqueue_routed_timed`]). Used by
+    /// [`Broker::publish`] off its plain path, and by dead-lettering. Kept out of line
+    /// so that the plain path stays small.
     #[inline(never)]
-    fn publish_featured(
+    fn enqueue_routed(
         &mut self,
         routed: &mut Vec<QueueId>,
         exchange: &[u8],
@@ -1589,41 +1584,6 @@ impl Broker {
             exchange,
             routing_key,
             properties,
-            body,
-            memory_budget,
-            timing,
-        )
-    }
-
-    /// Whether the last [`Broker::publish`] was refused by a queue at its length limit
-    /// (`reject-publish`): a confirming publisher gets a nack. Clears it.
-    #[inline]
-    pub fn take_rejected(&mut self) -> bool {
-        std::mem::take(&mut self.rejected)
-    }
-
-    /// The second half of a publish, for a message whose queues are known: admits it
-    /// into `routed` (limits, timing), then persists and enqueues it (see
-    /// [`Broker::enqueue_routed_timed`]). Used by dead-lettering.
-    fn enqueue_routed(
-        &mut self,
-        routed: &mut Vec<QueueId>,
-        exchange: &[u8],
-        routing_key: &[u8],
-        properties: Bytes,
-        body: Bytes,
-        memory_budget: u64,
-    ) -> Published {
-        let timing = if self.featured > 0 || features::has_expiration(&properties) {
-            self.admit(routed, &properties, body.len())
-        } else {
-            None
-        };
-        self.enqueue_routed_timed(
-            routed,
-            exchange,
-            routing_key,
-            &properties,
             body,
             memory_budget,
             timing,
