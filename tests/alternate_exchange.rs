@@ -23,6 +23,20 @@ struct Exchanges {
     names: Vec<String>,
 }
 
+/// exchange.declare of `name` (not passive, not durable) with these arguments.
+async fn declare_x(
+    ch: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+    args: FieldTable,
+) -> lapin::Result<()> {
+    step(
+        "exchange_declare",
+        ch.exchange_declare(name.into(), kind, ExchangeDeclareOptions::default(), args),
+    )
+    .await
+}
+
 impl Exchanges {
     fn new() -> Exchanges {
         Exchanges { names: Vec::new() }
@@ -37,17 +51,7 @@ impl Exchanges {
         ae: Option<&str>,
     ) -> String {
         let name = unique(prefix);
-        step(
-            "exchange_declare",
-            ch.exchange_declare(
-                name.as_str().into(),
-                kind,
-                ExchangeDeclareOptions::default(),
-                ae_args(ae),
-            ),
-        )
-        .await
-        .unwrap();
+        declare_x(&ch, &name, kind, ae_args(ae)).await.unwrap();
         self.names.push(name.clone());
         name
     }
@@ -192,17 +196,9 @@ async fn chains_are_followed_and_a_missing_alternate_is_ignored_until_declared()
         b"m0",
     );
 
-    step(
-        "exchange_declare",
-        c.ch.exchange_declare(
-            x3.as_str().into(),
-            ExchangeKind::Fanout,
-            ExchangeDeclareOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .unwrap();
+    declare_x(&c.ch, &x3, ExchangeKind::Fanout, FieldTable::default())
+        .await
+        .unwrap();
     xs.names.push(x3.clone());
     let q = c.queue("end", &[]).await;
     c.bind(&q, &x3, "").await;
@@ -233,17 +229,9 @@ async fn a_cycle_of_alternates_stops() {
     let bx = xs
         .declare(&c.ch, "cyc-b", ExchangeKind::Direct, Some(&a_name))
         .await;
-    step(
-        "exchange_declare",
-        c.ch.exchange_declare(
-            a_name.as_str().into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions::default(),
-            ae_args(Some(&bx)),
-        ),
-    )
-    .await
-    .unwrap();
+    declare_x(&c.ch, &a_name, ExchangeKind::Direct, ae_args(Some(&bx)))
+        .await
+        .unwrap();
     xs.names.push(a_name.clone());
     assert_returned(
         publish_mandatory(&c, &a_name, "k", b"round").await,
@@ -324,16 +312,7 @@ async fn an_alternate_that_is_not_a_string_is_406_and_redeclare_compares_it() {
         .unwrap();
     let mut t = FieldTable::default();
     t.insert("alternate-exchange".into(), AMQPValue::LongInt(5));
-    let r = step(
-        "exchange_declare",
-        ch.exchange_declare(
-            name.as_str().into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions::default(),
-            t,
-        ),
-    )
-    .await;
+    let r = declare_x(&ch, &name, ExchangeKind::Direct, t).await;
     let text = expect_amqp_error(r, 406);
     assert_eq!(
         text,
@@ -349,16 +328,7 @@ async fn an_alternate_that_is_not_a_string_is_406_and_redeclare_compares_it() {
     let ch = step("create_channel", c.conn.create_channel())
         .await
         .unwrap();
-    let r = step(
-        "exchange_declare",
-        ch.exchange_declare(
-            x.as_str().into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions::default(),
-            ae_args(Some("two")),
-        ),
-    )
-    .await;
+    let r = declare_x(&ch, &x, ExchangeKind::Direct, ae_args(Some("two"))).await;
     let text = expect_amqp_error(r, 406);
     assert_eq!(
         text,
@@ -391,16 +361,7 @@ async fn declaring_an_alternate_needs_write_on_it_and_read_on_the_exchange() {
     let ch = step("create_channel", c.conn.create_channel())
         .await
         .unwrap();
-    let r = step(
-        "exchange_declare",
-        ch.exchange_declare(
-            x.as_str().into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions::default(),
-            ae_args(Some(&forbidden)),
-        ),
-    )
-    .await;
+    let r = declare_x(&ch, &x, ExchangeKind::Direct, ae_args(Some(&forbidden))).await;
     let text = expect_amqp_error(r, 403);
     assert_eq!(
         text,
