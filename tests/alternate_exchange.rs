@@ -51,7 +51,7 @@ impl Exchanges {
         ae: Option<&str>,
     ) -> String {
         let name = unique(prefix);
-        declare_x(&ch, &name, kind, ae_args(ae)).await.unwrap();
+        declare_x(ch, &name, kind, ae_args(ae)).await.unwrap();
         self.names.push(name.clone());
         name
     }
