@@ -60,19 +60,11 @@ async fn default_exchange_follows_a_queue_deleted_and_declared_again() {
         Confirmation::Ack(Some(ret)) => assert_eq!(ret.reply_code, 312),
         other => panic!("a publish to the deleted queue must come back: {other:?}"),
     }
-    step(
-        "queue_declare again",
-        f.ch.queue_declare(
-            q.as_str().into(),
-            lapin::options::QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .unwrap();
+    let exclusive = lapin::options::QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    f.declare_queue(&q, exclusive).await;
     assert!(matches!(mandatory(&q, b"4").await, Confirmation::Ack(None)));
     assert_eq!(f.drain(&q).await, vec!["4"]);
     assert_eq!(f.drain(&other).await, vec!["x"]);
@@ -847,19 +839,11 @@ async fn queue_unbind_of_a_missing_queue_or_exchange_is_unbind_ok() {
     // The aio-pika sequence: the consumer of an auto-delete queue is cancelled, which
     // deletes the queue; then the queue is unbound.
     let reply = unique("rpc-reply");
-    step(
-        "queue_declare",
-        f.ch.queue_declare(
-            reply.as_str().into(),
-            lapin::options::QueueDeclareOptions {
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .unwrap();
+    let auto_delete = lapin::options::QueueDeclareOptions {
+        auto_delete: true,
+        ..Default::default()
+    };
+    f.declare_queue(&reply, auto_delete).await;
     f.bind(&reply, &x, "rpc", FieldTable::default()).await;
     let consumer = step(
         "basic_consume",

@@ -1492,20 +1492,23 @@ impl Fixture {
     /// Declares an exclusive queue with a unique name derived from `prefix`.
     pub async fn queue(&self, prefix: &str) -> String {
         let name = unique(prefix);
+        let exclusive = QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        self.declare_queue(&name, exclusive).await;
+        name
+    }
+
+    /// Declares the queue `name` with `options` (no arguments).
+    pub async fn declare_queue(&self, name: &str, options: QueueDeclareOptions) {
         step(
             "queue_declare",
-            self.ch.queue_declare(
-                name.as_str().into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            ),
+            self.ch
+                .queue_declare(name.into(), options, FieldTable::default()),
         )
         .await
         .unwrap();
-        name
     }
 
     /// Declares an exchange with a unique name derived from `prefix`.
